@@ -1,0 +1,168 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/* abi.h — everything that crosses between the BPF programs, the DPDK forwarder and meshd:
+ * map names and sizes, key/value layouts, exception (drop/pass) reasons.
+ * Fixed-width fields only, no pointers; every struct has its size asserted here, so the C++
+ * side (which includes this same header) and the BPF side cannot drift apart.
+ * Addresses and ports are stored in network byte order, exactly as they sit in the packet.
+ * An IPv4 address occupies the first 4 bytes of a 16-byte address field; the rest are zero.
+ */
+#ifndef MESHPATH_BPF_ABI_H
+#define MESHPATH_BPF_ABI_H
+
+#include <linux/types.h>
+
+#define MP_MAX_SERVICES 1024
+#define MP_MAX_ENDPOINTS 65536
+#define MP_RING_SIZE_DEFAULT 65537 /* prime; meshd keeps M >= 100 x endpoints */
+#define MP_RING_SIZE_MAX 1048573   /* largest prime we accept for M */
+#define MP_CONN_TABLE_DEFAULT (1 << 20)
+#define MP_SNAT_PORT_MIN_DEFAULT 61000 /* above Linux's default ephemeral range (32768-60999) */
+#define MP_SNAT_PORT_MAX_DEFAULT 65535
+#define MP_SNAT_PROBES 4 /* tries at finding a free SNAT port before giving up */
+#define MP_IPV6_EXT_MAX 4 /* bounded walk over IPv6 extension headers */
+
+/* Pinned under MP_PIN_ROOT by meshd; names fit the kernel's 15 characters. */
+#define MP_PIN_ROOT "/sys/fs/bpf/meshpath"
+
+enum mp_family {
+	MP_AF_INET = 4,
+	MP_AF_INET6 = 6,
+};
+
+/* mp_services: (VIP, port, proto) -> service. */
+struct mp_svc_key {
+	__u8 addr[16];
+	__u16 port; /* network order */
+	__u8 proto; /* IPPROTO_TCP / IPPROTO_UDP */
+	__u8 family; /* enum mp_family */
+};
+
+enum mp_fwd_mode {
+	MP_FWD_NAT = 0,
+	MP_FWD_DSR = 1, /* reserved: later issue */
+};
+
+enum mp_algorithm {
+	MP_ALG_MAGLEV = 0, /* others: later issue */
+};
+
+struct mp_svc {
+	__u32 id; /* index into mp_rings, mp_svc_stats */
+	__u32 ring_size; /* M: slots per half of this service's ring */
+	__u32 active_half; /* 0 or 1: which half of the ring packets read */
+	__u8 fwd_mode; /* enum mp_fwd_mode */
+	__u8 algorithm; /* enum mp_algorithm */
+	__u16 flags;
+};
+
+/* mp_endpoints: endpoint id -> where to send. Ring slots hold endpoint ids. */
+#define MP_EP_F_IN_USE (1 << 0)
+struct mp_endpoint {
+	__u8 addr[16];
+	__u16 port; /* network order */
+	__u8 family;
+	__u8 flags; /* MP_EP_F_* */
+	__u32 svc_id;
+};
+
+/* mp_rings: ARRAY_OF_MAPS indexed by service id; each inner map is an ARRAY of 2 * M endpoint ids
+ * (half h occupies slots [h*M, h*M + M)). meshd writes the inactive half, then flips
+ * mp_svc.active_half with one update of the service entry. MP_RING_EMPTY marks "no endpoint". */
+#define MP_RING_EMPTY 0xffffffffu
+
+/* mp_conns (LRU): the 5-tuple as the client sent it -> the connection's endpoint.
+ * mp_rnat  (LRU): the 5-tuple of a reply as the endpoint sends it -> who to restore. */
+struct mp_flow {
+	__u8 src[16];
+	__u8 dst[16];
+	__u16 sport; /* network order */
+	__u16 dport; /* network order */
+	__u8 proto;
+	__u8 family;
+	__u16 pad;
+};
+
+struct mp_conn {
+	__u32 ep_id;
+	__u16 snat_port; /* network order; the node-side source port of this connection */
+	__u16 flags;
+	__u64 created_ns; /* bpf_ktime_get_ns() at insert */
+};
+
+struct mp_rnat {
+	__u8 client[16];
+	__u8 vip[16];
+	__u16 client_port; /* network order */
+	__u16 vip_port; /* network order */
+	__u32 ep_id;
+};
+
+/* mp_node: one entry with the node's own settings. */
+struct mp_node_cfg {
+	__u8 addr4[16]; /* SNAT source for IPv4 services (first 4 bytes) */
+	__u8 addr6[16]; /* SNAT source for IPv6 services */
+	__u16 snat_port_min; /* host order */
+	__u16 snat_port_max; /* host order, inclusive */
+	__u8 has_addr4;
+	__u8 has_addr6;
+	__u16 pad;
+};
+
+/* mp_svc_stats / mp_ep_stats: per-CPU, indexed by service id / endpoint id. */
+struct mp_counters {
+	__u64 packets;
+	__u64 bytes;
+	__u64 new_conns;
+	__u64 pad;
+};
+
+/* mp_exc: per-CPU u64 counters indexed by reason. The verdict of each reason is fixed and named
+ * in its identifier (DROP or PASS); meshd prints them with mp_exc_names below. */
+enum mp_exc_reason {
+	MP_EXC_PASS_NON_IP = 0, /* ARP, LLDP, ...: not ours */
+	MP_EXC_DROP_ETH_TRUNC, /* frame shorter than Ethernet (+VLAN) header */
+	MP_EXC_DROP_IP4_TRUNC, /* shorter than a 20-byte IPv4 header, or than IHL says */
+	MP_EXC_DROP_IP4_BAD_IHL, /* IHL < 5 */
+	MP_EXC_DROP_IP4_BAD_LEN, /* total length < IHL*4 or beyond the frame (0 included) */
+	MP_EXC_PASS_IP4_FRAG, /* fragments: no ports to balance on; the kernel owns them */
+	MP_EXC_DROP_IP6_TRUNC, /* shorter than a 40-byte IPv6 header or an extension header */
+	MP_EXC_DROP_IP6_BAD_LEN, /* payload length 0 (jumbogram) or beyond the frame */
+	MP_EXC_PASS_IP6_FRAG, /* fragment header present */
+	MP_EXC_PASS_IP6_EXT_LIMIT, /* more than MP_IPV6_EXT_MAX extension headers */
+	MP_EXC_DROP_L4_TRUNC, /* TCP/UDP header cut short */
+	MP_EXC_DROP_L4_BAD_LEN, /* TCP data offset < 5 or beyond the packet; UDP length wrong */
+	MP_EXC_DROP_NO_ENDPOINT, /* service has no endpoint in rotation */
+	MP_EXC_DROP_SNAT_EXHAUSTED, /* no free SNAT port after MP_SNAT_PROBES tries */
+	MP_EXC_DROP_CONN_INSERT, /* connection table insert failed */
+	MP_EXC_DROP_NO_NODE_ADDR, /* no node address of the service's family to SNAT to */
+	MP_EXC_PASS_NO_NEIGH, /* next hop unresolved: the rewritten packet goes to the kernel */
+	MP_EXC_DROP_NO_ROUTE, /* bpf_fib_lookup found no route (or it is blackholed) */
+	MP_EXC_DROP_REDIRECT, /* bpf_redirect failed */
+	MP_EXC_MAX,
+};
+
+#ifndef __bpf__
+static const char *const mp_exc_names[MP_EXC_MAX] = {
+	"pass_non_ip",	      "drop_eth_trunc",	     "drop_ip4_trunc",	    "drop_ip4_bad_ihl",
+	"drop_ip4_bad_len",   "pass_ip4_frag",	     "drop_ip6_trunc",	    "drop_ip6_bad_len",
+	"pass_ip6_frag",      "pass_ip6_ext_limit",  "drop_l4_trunc",	    "drop_l4_bad_len",
+	"drop_no_endpoint",   "drop_snat_exhausted", "drop_conn_insert",    "drop_no_node_addr",
+	"pass_no_neigh",      "drop_no_route",	     "drop_redirect",
+};
+#endif
+
+#define MP_ASSERT_SIZE(t, n) _Static_assert(sizeof(struct t) == (n), #t " size is part of the ABI")
+#ifdef __cplusplus
+#undef MP_ASSERT_SIZE
+#define MP_ASSERT_SIZE(t, n) static_assert(sizeof(struct t) == (n), #t " size is part of the ABI")
+#endif
+MP_ASSERT_SIZE(mp_svc_key, 20);
+MP_ASSERT_SIZE(mp_svc, 16);
+MP_ASSERT_SIZE(mp_endpoint, 24);
+MP_ASSERT_SIZE(mp_flow, 40);
+MP_ASSERT_SIZE(mp_conn, 16);
+MP_ASSERT_SIZE(mp_rnat, 40);
+MP_ASSERT_SIZE(mp_node_cfg, 40);
+MP_ASSERT_SIZE(mp_counters, 32);
+
+#endif /* MESHPATH_BPF_ABI_H */

@@ -1,0 +1,92 @@
+// model.h — the desired state of a meshpath node as users write it (YAML, REST, later etcd):
+// the node's own settings, services and their endpoints. Plain values; validation lives in
+// config.h, translation into maps in the dataplane.
+#pragma once
+
+#include <netinet/in.h>
+
+#include <array>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace meshpath {
+
+// An IPv4 or IPv6 address. IPv4 sits in the first 4 bytes of bytes_ (the ABI's layout).
+class IpAddress {
+ public:
+  IpAddress() = default;
+  // Parses "10.0.0.1" or "fd00::1"; std::nullopt for anything else.
+  static std::optional<IpAddress> parse(const std::string& text);
+  static IpAddress v4(const in_addr& a);
+  static IpAddress v6(const in6_addr& a);
+
+  bool isV4() const { return family_ == 4; }
+  bool isV6() const { return family_ == 6; }
+  int family() const { return family_; }  // 4 or 6 (mp_family), 0 when unset
+  const std::array<uint8_t, 16>& bytes() const { return bytes_; }
+  std::string toString() const;
+
+  bool operator==(const IpAddress&) const = default;
+  auto operator<=>(const IpAddress&) const = default;
+
+ private:
+  int family_ = 0;
+  std::array<uint8_t, 16> bytes_{};
+};
+
+enum class Protocol : uint8_t { kTcp = IPPROTO_TCP, kUdp = IPPROTO_UDP };
+enum class Algorithm : uint8_t { kMaglev = 0 };
+enum class ForwardingMode : uint8_t { kNat = 0 };
+
+std::string toString(Protocol p);        // "tcp" / "udp"
+std::string toString(Algorithm a);       // "maglev"
+std::string toString(ForwardingMode f);  // "nat"
+std::optional<Protocol> parseProtocol(const std::string& s);
+std::optional<Algorithm> parseAlgorithm(const std::string& s);
+std::optional<ForwardingMode> parseForwardingMode(const std::string& s);
+
+inline constexpr uint32_t kMaxWeight = 10000;
+
+struct EndpointSpec {
+  IpAddress address;
+  uint16_t port = 0;
+  uint32_t weight = 1;  // 0 = in the service, but no new connections
+  std::string key() const;  // "10.0.2.11:8080" or "[fd00::11]:8080"
+  bool operator==(const EndpointSpec&) const = default;
+};
+
+struct ServiceSpec {
+  std::string name;  // [a-z0-9][a-z0-9-_.]{0,62}
+  IpAddress vip;
+  uint16_t port = 0;
+  Protocol protocol = Protocol::kTcp;
+  Algorithm algorithm = Algorithm::kMaglev;
+  ForwardingMode forwarding = ForwardingMode::kNat;
+  std::vector<EndpointSpec> endpoints;
+  bool operator==(const ServiceSpec&) const = default;
+};
+
+struct NodeSpec {
+  std::vector<std::string> interfaces;  // XDP attaches to each
+  std::optional<IpAddress> ipv4;        // SNAT source for IPv4 services
+  std::optional<IpAddress> ipv6;        // SNAT source for IPv6 services
+  uint16_t snatPortMin = 61000;
+  uint16_t snatPortMax = 65535;
+  uint32_t ringSize = 65537;            // Maglev M, prime
+  uint32_t connTableSize = 1u << 20;
+  std::string xdpMode = "native";       // native | generic
+  std::string apiSocket = "/run/meshpath/meshd.sock";
+  std::string pinRoot = "/sys/fs/bpf/meshpath";
+  std::string stateFile = "/run/meshpath/state.json";
+  bool operator==(const NodeSpec&) const = default;
+};
+
+struct DesiredState {
+  NodeSpec node;
+  std::vector<ServiceSpec> services;
+  bool operator==(const DesiredState&) const = default;
+};
+
+}  // namespace meshpath
