@@ -1,0 +1,292 @@
+#!/usr/bin/env bash
+# lab.sh — the one network-namespace topology shared by the demo, the e2e tests and benchmarks.
+#
+#   <p>-client   c-lb  10.100.1.2/24  fd00:100:1::2/64   (default route via the lb)
+#        |
+#   <p>-lb       veth-c 10.100.1.1/24  fd00:100:1::1/64   (client-facing, XDP attaches here)
+#                veth-e 10.100.2.1/24  fd00:100:2::1/64   (endpoint-facing, XDP attaches here)
+#        |
+#   <p>-net      br0 joining p-lb and p-ep1..N            (a plain L2 switch, no addresses)
+#        |
+#   <p>-epI      eth0  10.100.2.(10+I)/24  fd00:100:2::(10+I)/64   (default route via the lb)
+#
+# VIPs live in 10.100.0.0/24 and fd00:100::/64 (10.100.0.100, fd00:100::100); the client routes
+# everything via the lb. Per-lab files (env, meshd config, socket, logs, pids) sit in
+# /run/meshpath-lab/<p>/ and meshd's pinned maps in /sys/fs/bpf/meshpath-<p>; `down` removes both.
+#
+# usage: lab.sh up [--prefix P] [--endpoints N]
+#        lab.sh down [--prefix P]
+#        lab.sh env [--prefix P] [--json]
+#        lab.sh http-servers [--prefix P] [--port PORT]   (start one HTTP server per endpoint)
+#        lab.sh exec [--prefix P] NODE CMD...              (NODE: client | lb | epI)
+set -Eeuo pipefail
+
+LAB_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+PREFIX="${MESHPATH_LAB_PREFIX:-mp}"
+ENDPOINTS=3
+PORT=8080
+JSON=0
+MAX_ENDPOINTS=50
+
+die() { echo "lab.sh: $*" >&2; exit 2; }
+usage() { sed -n '/^# usage:/,/^set -E/p' "$0" | sed '$d; s/^# \{0,1\}//' >&2; exit 2; }
+
+state_dir() { echo "/run/meshpath-lab/$PREFIX"; }
+pin_root() { echo "/sys/fs/bpf/meshpath-$PREFIX"; }
+ep_ns() { echo "$PREFIX-ep$1"; }
+ep_v4() { echo "10.100.2.$((10 + $1))"; }
+ep_v6() { echo "fd00:100:2::$((10 + $1))"; }
+
+# All namespaces of this lab, whatever the endpoint count it was brought up with.
+lab_namespaces() {
+  ip netns list | awk '{print $1}' | grep -E "^${PREFIX}-(client|lb|net|ep[0-9]+)\$" || true
+}
+
+in_ns() { local ns="$1"; shift; ip netns exec "$ns" "$@"; }
+
+# Addresses without duplicate address detection, so they are usable at once.
+addr6() { ip -n "$1" -6 addr add "$2" dev "$3" nodad; }
+
+sysctl_ns() { in_ns "$1" sysctl -qw "$2"; }
+
+check_tools() {
+  local t
+  for t in ip ethtool; do
+    command -v "$t" >/dev/null || die "$t not found (apt-get install -y iproute2 ethtool)"
+  done
+  [[ $EUID -eq 0 ]] || die "needs root (network namespaces)"
+}
+
+cmd_up() {
+  check_tools
+  [[ "$ENDPOINTS" =~ ^[0-9]+$ ]] && (( ENDPOINTS >= 1 && ENDPOINTS <= MAX_ENDPOINTS )) ||
+    die "--endpoints must be 1..$MAX_ENDPOINTS, got '$ENDPOINTS'"
+  [[ "$PREFIX" =~ ^[a-z0-9][a-z0-9-]{0,11}$ ]] ||
+    die "--prefix must match [a-z0-9][a-z0-9-]{0,11}, got '$PREFIX'"
+  [[ -z "$(lab_namespaces)" ]] || die "lab '$PREFIX' is already up (lab.sh down --prefix $PREFIX)"
+
+  # Half-built labs are taken down again; a later `up` then starts clean.
+  trap 'echo "lab.sh: up failed, taking lab $PREFIX down" >&2; cmd_down >/dev/null 2>&1 || true' ERR
+
+  local client="$PREFIX-client" lb="$PREFIX-lb" net="$PREFIX-net" i ns
+  for ns in "$client" "$lb" "$net"; do ip netns add "$ns"; done
+  for ((i = 1; i <= ENDPOINTS; i++)); do ip netns add "$(ep_ns "$i")"; done
+  for ns in $(lab_namespaces); do
+    ip -n "$ns" link set lo up
+    sysctl_ns "$ns" net.ipv6.conf.all.accept_dad=0
+    sysctl_ns "$ns" net.ipv6.conf.default.accept_dad=0
+  done
+
+  # client <-> lb
+  ip -n "$client" link add c-lb type veth peer name veth-c netns "$lb"
+  ip -n "$client" addr add 10.100.1.2/24 dev c-lb
+  addr6 "$client" fd00:100:1::2/64 c-lb
+  ip -n "$lb" addr add 10.100.1.1/24 dev veth-c
+  addr6 "$lb" fd00:100:1::1/64 veth-c
+
+  # lb <-> switch
+  ip -n "$net" link add br0 type bridge
+  ip -n "$net" link set br0 type bridge stp_state 0 forward_delay 0
+  sysctl_ns "$net" net.ipv6.conf.all.disable_ipv6=1
+  ip -n "$lb" link add veth-e type veth peer name p-lb netns "$net"
+  ip -n "$lb" addr add 10.100.2.1/24 dev veth-e
+  addr6 "$lb" fd00:100:2::1/64 veth-e
+  ip -n "$net" link set p-lb master br0
+
+  # switch <-> endpoints
+  for ((i = 1; i <= ENDPOINTS; i++)); do
+    ns="$(ep_ns "$i")"
+    ip -n "$ns" link add eth0 type veth peer name "p-ep$i" netns "$net"
+    ip -n "$net" link set "p-ep$i" master br0
+    ip -n "$ns" addr add "$(ep_v4 "$i")/24" dev eth0
+    addr6 "$ns" "$(ep_v6 "$i")/64" eth0
+  done
+
+  ip -n "$net" link set br0 up
+  for ns in $(lab_namespaces); do
+    for dev in $(ip -n "$ns" -o link show | awk -F': ' '{print $2}' | cut -d@ -f1); do
+      ip -n "$ns" link set "$dev" up
+    done
+  done
+
+  # Routing: client and endpoints go through the lb for everything.
+  ip -n "$client" route add default via 10.100.1.1
+  ip -n "$client" -6 route add default via fd00:100:1::1
+  for ((i = 1; i <= ENDPOINTS; i++)); do
+    ns="$(ep_ns "$i")"
+    ip -n "$ns" route add default via 10.100.2.1
+    ip -n "$ns" -6 route add default via fd00:100:2::1
+  done
+  sysctl_ns "$lb" net.ipv4.ip_forward=1
+  sysctl_ns "$lb" net.ipv6.conf.all.forwarding=1
+  # meshd's SNAT ports (61000-65535) stay out of the lb's own ephemeral range.
+  sysctl_ns "$lb" "net.ipv4.ip_local_port_range=32768 60999"
+
+  # Quirks of XDP on veth (see DESIGN.md, "This machine"):
+  # - senders must not leave TCP checksums partial: XDP forwards them unfinished and the receiver
+  #   drops them (TcpInCsumErrors);
+  for ((i = 1; i <= ENDPOINTS; i++)); do
+    in_ns "$(ep_ns "$i")" ethtool -K eth0 tx off >/dev/null
+  done
+  in_ns "$client" ethtool -K c-lb tx off >/dev/null
+  # - frames XDP_REDIRECTed into a veth reach the peer only if the peer has XDP or GRO on.
+  in_ns "$client" ethtool -K c-lb gro on >/dev/null
+  in_ns "$net" ethtool -K p-lb gro on >/dev/null
+
+  # Per-lab files; bpffs for meshd's pins.
+  mkdir -p "$(state_dir)"
+  if ! mountpoint -q /sys/fs/bpf; then mount -t bpf bpf /sys/fs/bpf; fi
+  write_env > "$(state_dir)/lab.env"
+  trap - ERR
+  echo "lab $PREFIX up: client, lb, $ENDPOINTS endpoints (lab.sh env --prefix $PREFIX)"
+}
+
+# Stop every process inside the lab's namespaces (servers, meshd, clients), then remove them.
+cmd_down() {
+  local ns pids
+  for ns in $(lab_namespaces); do
+    pids="$(ip netns pids "$ns" 2>/dev/null || true)"
+    if [[ -n "$pids" ]]; then
+      # shellcheck disable=SC2086
+      kill -9 $pids 2>/dev/null || true
+    fi
+  done
+  for ns in $(lab_namespaces); do ip netns del "$ns" 2>/dev/null || true; done
+  rm -rf "$(state_dir)"
+  if [[ -d "$(pin_root)" ]]; then rm -rf "$(pin_root)"; fi
+  echo "lab $PREFIX down"
+}
+
+# Shell assignments describing the lab (also saved as <state>/lab.env by `up`).
+write_env() {
+  local i v4s="" v6s="" nss=""
+  for ((i = 1; i <= ENDPOINTS; i++)); do
+    v4s+="${v4s:+ }$(ep_v4 "$i")"
+    v6s+="${v6s:+ }$(ep_v6 "$i")"
+    nss+="${nss:+ }$(ep_ns "$i")"
+  done
+  cat <<ENV
+LAB_PREFIX=$PREFIX
+LAB_ENDPOINTS=$ENDPOINTS
+LAB_NS_CLIENT=$PREFIX-client
+LAB_NS_LB=$PREFIX-lb
+LAB_NS_NET=$PREFIX-net
+LAB_NS_ENDPOINTS="$nss"
+LAB_CLIENT_IPV4=10.100.1.2
+LAB_CLIENT_IPV6=fd00:100:1::2
+LAB_LB_IFACES="veth-c veth-e"
+LAB_LB_CLIENT_IPV4=10.100.1.1
+LAB_LB_CLIENT_IPV6=fd00:100:1::1
+LAB_LB_IPV4=10.100.2.1
+LAB_LB_IPV6=fd00:100:2::1
+LAB_VIP4=10.100.0.100
+LAB_VIP6=fd00:100::100
+LAB_EP_IPV4="$v4s"
+LAB_EP_IPV6="$v6s"
+LAB_HTTP_PORT=$PORT
+LAB_STATE_DIR=$(state_dir)
+LAB_PIN_ROOT=$(pin_root)
+ENV
+}
+
+load_env() {
+  local f
+  f="$(state_dir)/lab.env"
+  [[ -f "$f" ]] || die "lab '$PREFIX' is not up (lab.sh up --prefix $PREFIX)"
+  # shellcheck disable=SC1090
+  source "$f"
+}
+
+cmd_env() {
+  load_env
+  if (( JSON == 0 )); then
+    cat "$(state_dir)/lab.env"
+    return
+  fi
+  local i first=1
+  printf '{"prefix": "%s", "state_dir": "%s", "pin_root": "%s",\n' \
+    "$LAB_PREFIX" "$LAB_STATE_DIR" "$LAB_PIN_ROOT"
+  printf ' "client": {"ns": "%s", "ipv4": "%s", "ipv6": "%s"},\n' \
+    "$LAB_NS_CLIENT" "$LAB_CLIENT_IPV4" "$LAB_CLIENT_IPV6"
+  printf ' "lb": {"ns": "%s", "interfaces": ["veth-c", "veth-e"], "ipv4": "%s", "ipv6": "%s",' \
+    "$LAB_NS_LB" "$LAB_LB_IPV4" "$LAB_LB_IPV6"
+  printf ' "client_ipv4": "%s", "client_ipv6": "%s"},\n' "$LAB_LB_CLIENT_IPV4" "$LAB_LB_CLIENT_IPV6"
+  printf ' "vip4": "%s", "vip6": "%s", "http_port": %s,\n "endpoints": [' \
+    "$LAB_VIP4" "$LAB_VIP6" "$LAB_HTTP_PORT"
+  for ((i = 1; i <= LAB_ENDPOINTS; i++)); do
+    (( first )) || printf ','
+    first=0
+    printf '\n  {"name": "ep%d", "ns": "%s", "ipv4": "%s", "ipv6": "%s"}' \
+      "$i" "$(ep_ns "$i")" "$(ep_v4 "$i")" "$(ep_v6 "$i")"
+  done
+  printf '\n]}\n'
+}
+
+# One HTTP/1.1 server per endpoint namespace, on [::]:PORT (IPv4 and IPv6), answering with the
+# endpoint's name. Logs and pids go to the lab's state dir; `down` stops them with the namespaces.
+cmd_http_servers() {
+  load_env
+  local i ns log
+  for ((i = 1; i <= LAB_ENDPOINTS; i++)); do
+    ns="$(ep_ns "$i")"
+    log="$LAB_STATE_DIR/http-ep$i.log"
+    if [[ -f "$LAB_STATE_DIR/http-ep$i.pid" ]] &&
+       kill -0 "$(cat "$LAB_STATE_DIR/http-ep$i.pid")" 2>/dev/null; then
+      continue
+    fi
+    in_ns "$ns" setsid /usr/bin/python3 "$LAB_DIR/epserver.py" --name "ep$i" --port "$PORT" \
+      </dev/null >"$log" 2>&1 &
+    echo $! > "$LAB_STATE_DIR/http-ep$i.pid"
+  done
+  # Ready when every server answers over IPv4 and IPv6 (plain routing from the lb namespace).
+  local deadline=$((SECONDS + 10))
+  for ((i = 1; i <= LAB_ENDPOINTS; i++)); do
+    until in_ns "$LAB_NS_LB" /usr/bin/python3 "$LAB_DIR/epserver.py" --probe "$(ep_v4 "$i")" \
+            --port "$PORT" >/dev/null 2>&1 &&
+          in_ns "$LAB_NS_LB" /usr/bin/python3 "$LAB_DIR/epserver.py" --probe "$(ep_v6 "$i")" \
+            --port "$PORT" >/dev/null 2>&1; do
+      (( SECONDS < deadline )) || die "HTTP server in $(ep_ns "$i") did not come up (see $LAB_STATE_DIR/http-ep$i.log)"
+      sleep 0.1
+    done
+  done
+  echo "HTTP servers up on port $PORT in $LAB_ENDPOINTS endpoints"
+}
+
+cmd_exec() {
+  load_env
+  (( $# >= 2 )) || die "usage: lab.sh exec NODE CMD..."
+  local node="$1"; shift
+  case "$node" in
+    client|lb|net) exec ip netns exec "$PREFIX-$node" "$@" ;;
+    ep[0-9]*) exec ip netns exec "$PREFIX-$node" "$@" ;;
+    *) die "unknown node '$node' (client | lb | net | epI)" ;;
+  esac
+}
+
+main() {
+  (( $# >= 1 )) || usage
+  local cmd="$1"; shift
+  local rest=()
+  while (( $# )); do
+    case "$1" in
+      --prefix) PREFIX="${2:?--prefix needs a value}"; shift 2 ;;
+      --endpoints) ENDPOINTS="${2:?--endpoints needs a value}"; shift 2 ;;
+      --port) PORT="${2:?--port needs a value}"; shift 2 ;;
+      --json) JSON=1; shift ;;
+      -h|--help) usage ;;
+      *) rest+=("$1"); shift
+         if [[ "$cmd" == exec ]]; then rest+=("$@"); break; fi ;;
+    esac
+  done
+  case "$cmd" in
+    up) cmd_up ;;
+    down) cmd_down ;;
+    env) cmd_env ;;
+    http-servers) cmd_http_servers ;;
+    exec) cmd_exec "${rest[@]}" ;;
+    -h|--help|help) usage ;;
+    *) die "unknown command '$cmd' (up | down | env | http-servers | exec)" ;;
+  esac
+}
+
+main "$@"
