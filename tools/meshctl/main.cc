@@ -1,0 +1,682 @@
+// meshctl — the command line of a meshpath node. A table of subcommands (CLI11), each a thin call
+// to meshd's REST API (docs/api.md) over its unix socket. Output is an aligned table by default
+// and the daemon's own JSON with -o json. Exit: 0 ok, 1 meshd refused or could not be reached,
+// 2 usage error (caught here before anything is sent).
+#include <CLI/CLI.hpp>
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <fstream>
+#include <functional>
+#include <iostream>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "address.h"
+#include "api_client.h"
+#include "table.h"
+
+namespace meshpath::meshctl {
+namespace {
+
+using nlohmann::json;
+
+constexpr int kExitOk = 0;
+constexpr int kExitRefused = 1;
+constexpr int kExitUsage = 2;
+constexpr const char* kDefaultSocket = "/run/meshpath/meshd.sock";
+
+struct Options {
+  std::string socket = kDefaultSocket;
+  std::string output = "table";
+  double timeoutSeconds = 30;
+};
+
+// Everything the subcommands take from the command line.
+struct Args {
+  std::string service;
+  std::string vip;
+  std::string port;
+  std::string protocol;
+  std::string algorithm;
+  std::string forwarding;
+  std::vector<std::string> endpoints;
+  std::string endpoint;
+  std::string weight;
+  std::string file;
+};
+
+class Context {
+ public:
+  Context(const Options& options, std::string commandPath)
+      : options_(options),
+        commandPath_(std::move(commandPath)),
+        api_(options.socket,
+             std::chrono::milliseconds(static_cast<long>(options.timeoutSeconds * 1000))) {}
+
+  const ApiClient& api() const { return api_; }
+  bool json() const { return options_.output == "json"; }
+
+  int usage(const std::string& message, const std::string& hint = "") const {
+    std::cerr << "meshctl: " << message << '\n';
+    std::cerr << "  hint: " << (hint.empty() ? "see `meshctl " + commandPath_ + " --help`" : hint)
+              << '\n';
+    return kExitUsage;
+  }
+
+  int refused(const std::string& message, const std::string& hint) const {
+    std::cerr << "meshctl: " << message << '\n';
+    if (!hint.empty()) std::cerr << "  hint: " << hint << '\n';
+    return kExitRefused;
+  }
+
+  // The daemon could not be reached, or it answered with an error: say which and what to do.
+  int failed(const ApiReply& reply) const {
+    if (!reply.reached()) {
+      std::string hint = "is meshd running? start it with `meshd --config FILE`";
+      if (reply.transportError == std::strerror(EACCES)) {
+        hint = "run meshctl as root or as a member of the socket's group";
+      } else if (reply.transportError.find("answer") != std::string::npos) {
+        hint = "meshd accepted the connection but did not answer; check its log";
+      }
+      std::cerr << "meshctl: cannot reach meshd at " << api_.socketPath() << ": "
+                << reply.transportError << " — " << hint << '\n';
+      return kExitRefused;
+    }
+    std::string error, hint;
+    if (reply.body.is_object() && reply.body.contains("error")) {
+      error = reply.body["error"].is_string() ? reply.body["error"].get<std::string>()
+                                              : reply.body["error"].dump();
+      if (reply.body.contains("hint") && reply.body["hint"].is_string()) {
+        hint = reply.body["hint"].get<std::string>();
+      }
+    } else {
+      error = reply.rawBody.empty() ? "no details given" : reply.rawBody;
+    }
+    std::cerr << "meshctl: meshd refused (HTTP " << reply.status << "): " << error << '\n';
+    if (!hint.empty()) std::cerr << "  hint: " << hint << '\n';
+    return kExitRefused;
+  }
+
+  // -o json: the daemon's JSON as it came.
+  void printJson(const ApiReply& reply) const {
+    if (reply.body.is_discarded()) {
+      std::cout << reply.rawBody << '\n';
+    } else {
+      std::cout << reply.body.dump(2) << '\n';
+    }
+  }
+
+ private:
+  const Options& options_;
+  std::string commandPath_;  // "endpoint add", for usage hints
+  ApiClient api_;
+};
+
+// --- reading the daemon's JSON without trusting its shape too much ---
+
+uint64_t u64(const json& j, const char* key) {
+  if (!j.is_object() || !j.contains(key) || !j[key].is_number()) return 0;
+  return j[key].get<uint64_t>();
+}
+
+std::string str(const json& j, const char* key) {
+  if (!j.is_object() || !j.contains(key)) return "";
+  return j[key].is_string() ? j[key].get<std::string>() : j[key].dump();
+}
+
+std::string hostPort(const std::string& address, uint64_t port) {
+  bool v6 = address.find(':') != std::string::npos;
+  return (v6 ? "[" + address + "]" : address) + ":" + std::to_string(port);
+}
+
+std::string endpointKey(const json& ep) { return hostPort(str(ep, "address"), u64(ep, "port")); }
+
+const json& stats(const json& j) {
+  static const json kEmpty = json::object();
+  return j.is_object() && j.contains("stats") ? j["stats"] : kEmpty;
+}
+
+std::string serviceTarget(const std::string& name) { return "/v1/services/" + name; }
+
+std::string endpointTarget(const std::string& service, const EndpointArg& ep) {
+  return serviceTarget(service) + "/endpoints/" + ep.address + "/" + std::to_string(ep.port);
+}
+
+void printKeyValues(const std::vector<std::pair<std::string, std::string>>& rows) {
+  size_t width = 0;
+  for (const auto& [k, v] : rows) width = std::max(width, k.size());
+  for (const auto& [k, v] : rows) {
+    std::cout << k << std::string(width - k.size() + 2, ' ') << v << '\n';
+  }
+}
+
+// --- status ---
+
+int cmdStatus(const Context& ctx) {
+  auto reply = ctx.api().get("/v1/status");
+  if (!reply.ok()) return ctx.failed(reply);
+  if (ctx.json()) {
+    ctx.printJson(reply);
+    return kExitOk;
+  }
+  const json& s = reply.body;
+  const json& node = s.contains("node") ? s["node"] : json::object();
+  std::string ifaces;
+  if (s.contains("interfaces") && s["interfaces"].is_array()) {
+    for (const auto& i : s["interfaces"]) {
+      if (!ifaces.empty()) ifaces += ", ";
+      bool attached =
+          i.contains("attached") && i["attached"].is_boolean() && i["attached"].get<bool>();
+      ifaces += str(i, "name") + " (" + str(i, "mode") +
+                (attached ? ", attached" : ", NOT attached") + ")";
+    }
+  }
+  std::string addrs = str(node, "ipv4");
+  if (!str(node, "ipv6").empty() && str(node, "ipv6") != "null") {
+    addrs += (addrs.empty() || addrs == "null" ? "" : ", ") + str(node, "ipv6");
+  }
+  bool adopted = s.contains("adopted") && s["adopted"].is_boolean() && s["adopted"].get<bool>();
+  printKeyValues({
+      {"meshd", str(s, "version") + " (pid " + str(s, "pid") + ", up " +
+                    humanDuration(u64(s, "uptime_s")) + ")"},
+      {"state", std::string(adopted ? "adopted pinned maps" : "started fresh") + " in " +
+                    str(s, "pin_root")},
+      {"interfaces", ifaces.empty() ? "-" : ifaces},
+      {"node address", addrs},
+      {"snat ports", str(node, "snat_port_min") + "-" + str(node, "snat_port_max")},
+      {"ring size", str(node, "ring_size")},
+      {"conn table", humanCount(u64(node, "conn_table_size")) + " entries"},
+      {"services", std::to_string(u64(s, "services")) + " (" + std::to_string(u64(s, "endpoints")) +
+                       " endpoints)"},
+  });
+  return kExitOk;
+}
+
+// --- services ---
+
+int cmdServiceList(const Context& ctx) {
+  auto reply = ctx.api().get("/v1/services");
+  if (!reply.ok()) return ctx.failed(reply);
+  if (ctx.json()) {
+    ctx.printJson(reply);
+    return kExitOk;
+  }
+  if (!reply.body.is_array() || reply.body.empty()) {
+    std::cout << "no services (add one with `meshctl service add NAME --vip A --port P`)\n";
+    return kExitOk;
+  }
+  Table t({{"NAME"},
+           {"VIP"},
+           {"PROTO"},
+           {"ALGORITHM"},
+           {"FORWARDING"},
+           {"ENDPOINTS", Align::kRight},
+           {"NEW CONNS", Align::kRight},
+           {"PACKETS", Align::kRight},
+           {"BYTES", Align::kRight}});
+  for (const auto& svc : reply.body) {
+    size_t n =
+        svc.contains("endpoints") && svc["endpoints"].is_array() ? svc["endpoints"].size() : 0;
+    t.addRow({str(svc, "name"), hostPort(str(svc, "vip"), u64(svc, "port")), str(svc, "protocol"),
+              str(svc, "algorithm"), str(svc, "forwarding"), std::to_string(n),
+              humanCount(u64(stats(svc), "new_conns")), humanCount(u64(stats(svc), "packets")),
+              humanBytes(u64(stats(svc), "bytes"))});
+  }
+  t.print(std::cout);
+  return kExitOk;
+}
+
+void printService(const json& svc) {
+  const json& st = stats(svc);
+  printKeyValues({
+      {"service", str(svc, "name") + " (id " + str(svc, "id") + ")"},
+      {"vip", hostPort(str(svc, "vip"), u64(svc, "port")) + "/" + str(svc, "protocol")},
+      {"algorithm", str(svc, "algorithm") + " (ring size " + str(svc, "ring_size") + ")"},
+      {"forwarding", str(svc, "forwarding")},
+      {"traffic", humanCount(u64(st, "new_conns")) + " new connections, " +
+                      humanCount(u64(st, "packets")) + " packets, " + humanBytes(u64(st, "bytes"))},
+  });
+  std::cout << '\n';
+  const json& eps =
+      svc.contains("endpoints") && svc["endpoints"].is_array() ? svc["endpoints"] : json::array();
+  if (eps.empty()) {
+    std::cout << "no endpoints (add one with `meshctl endpoint add " << str(svc, "name")
+              << " ADDR:PORT`)\n";
+    return;
+  }
+  uint64_t weights = 0, conns = 0;
+  for (const auto& ep : eps) {
+    weights += u64(ep, "weight");
+    conns += u64(stats(ep), "new_conns");
+  }
+  Table t({{"ENDPOINT"},
+           {"ID", Align::kRight},
+           {"WEIGHT", Align::kRight},
+           {"EXPECTED", Align::kRight},
+           {"NEW CONNS", Align::kRight},
+           {"SHARE", Align::kRight},
+           {"PACKETS", Align::kRight},
+           {"BYTES", Align::kRight}});
+  for (const auto& ep : eps) {
+    t.addRow({endpointKey(ep), str(ep, "id"), std::to_string(u64(ep, "weight")),
+              percent(u64(ep, "weight"), weights), humanCount(u64(stats(ep), "new_conns")),
+              percent(u64(stats(ep), "new_conns"), conns), humanCount(u64(stats(ep), "packets")),
+              humanBytes(u64(stats(ep), "bytes"))});
+  }
+  t.print(std::cout);
+  std::cout << "\nEXPECTED is the endpoint's share of the weights; SHARE its share of the new "
+               "connections counted so far.\n";
+}
+
+int cmdServiceShow(const Context& ctx, const Args& a) {
+  std::string error;
+  if (!validServiceName(a.service, &error)) return ctx.usage(error);
+  auto reply = ctx.api().get(serviceTarget(a.service));
+  if (!reply.ok()) return ctx.failed(reply);
+  if (ctx.json()) {
+    ctx.printJson(reply);
+  } else {
+    printService(reply.body);
+  }
+  return kExitOk;
+}
+
+int cmdServiceAdd(const Context& ctx, const Args& a) {
+  std::string error;
+  if (!validServiceName(a.service, &error)) return ctx.usage(error);
+  bool vipV6 = false;
+  auto vip = canonicalAddress(a.vip, &vipV6);
+  if (!vip) {
+    return ctx.usage("bad VIP '" + a.vip + "': not an IPv4 or IPv6 address",
+                     "e.g. --vip 10.0.0.100 or --vip fd00::100");
+  }
+  auto port = parsePort(a.port, &error);
+  if (!port) return ctx.usage(error);
+  json svc = {{"name", a.service}, {"vip", *vip}, {"port", *port}};
+  if (!a.protocol.empty()) svc["protocol"] = a.protocol;
+  if (!a.algorithm.empty()) svc["algorithm"] = a.algorithm;
+  if (!a.forwarding.empty()) svc["forwarding"] = a.forwarding;
+  svc["endpoints"] = json::array();
+  for (const auto& text : a.endpoints) {
+    auto ep = parseEndpoint(text, /*allowWeight=*/true, &error);
+    if (!ep) return ctx.usage(error, "--endpoint takes ADDR:PORT[@WEIGHT], e.g. 10.0.2.11:8080@2");
+    svc["endpoints"].push_back(
+        {{"address", ep->address}, {"port", ep->port}, {"weight", ep->weight.value_or(1)}});
+  }
+  auto reply = ctx.api().post("/v1/services", svc);
+  if (!reply.ok()) return ctx.failed(reply);
+  if (ctx.json()) {
+    ctx.printJson(reply);
+  } else {
+    const json& s = reply.body;
+    size_t n = s.contains("endpoints") && s["endpoints"].is_array() ? s["endpoints"].size() : 0;
+    std::cout << "service " << str(s, "name")
+              << " added: " << hostPort(str(s, "vip"), u64(s, "port")) << "/" << str(s, "protocol")
+              << ", " << str(s, "algorithm") << ", " << str(s, "forwarding") << ", " << n
+              << (n == 1 ? " endpoint" : " endpoints") << '\n';
+  }
+  return kExitOk;
+}
+
+int cmdServiceDel(const Context& ctx, const Args& a) {
+  std::string error;
+  if (!validServiceName(a.service, &error)) return ctx.usage(error);
+  auto reply = ctx.api().del(serviceTarget(a.service));
+  if (!reply.ok()) return ctx.failed(reply);
+  if (ctx.json()) {
+    ctx.printJson(reply);
+  } else {
+    std::cout << "service " << a.service << " deleted\n";
+  }
+  return kExitOk;
+}
+
+// --- endpoints ---
+
+int cmdEndpointAdd(const Context& ctx, const Args& a) {
+  std::string error;
+  if (!validServiceName(a.service, &error)) return ctx.usage(error);
+  auto ep = parseEndpoint(a.endpoint, /*allowWeight=*/false, &error);
+  if (!ep) return ctx.usage(error);
+  uint32_t weight = 1;
+  if (!a.weight.empty()) {
+    auto w = parseWeight(a.weight, &error);
+    if (!w) return ctx.usage(error);
+    weight = *w;
+  }
+  auto reply = ctx.api().post(serviceTarget(a.service) + "/endpoints",
+                              {{"address", ep->address}, {"port", ep->port}, {"weight", weight}});
+  if (!reply.ok()) return ctx.failed(reply);
+  if (ctx.json()) {
+    ctx.printJson(reply);
+  } else {
+    std::cout << "endpoint " << endpointKey(reply.body) << " added to " << a.service << " (weight "
+              << u64(reply.body, "weight") << ")\n";
+  }
+  return kExitOk;
+}
+
+int cmdEndpointDel(const Context& ctx, const Args& a) {
+  std::string error;
+  if (!validServiceName(a.service, &error)) return ctx.usage(error);
+  auto ep = parseEndpoint(a.endpoint, /*allowWeight=*/false, &error);
+  if (!ep) return ctx.usage(error);
+  auto reply = ctx.api().del(endpointTarget(a.service, *ep));
+  if (!reply.ok()) return ctx.failed(reply);
+  if (ctx.json()) {
+    ctx.printJson(reply);
+  } else {
+    std::cout << "endpoint " << ep->key() << " deleted from " << a.service << '\n';
+  }
+  return kExitOk;
+}
+
+int cmdEndpointSetWeight(const Context& ctx, const Args& a) {
+  std::string error;
+  if (!validServiceName(a.service, &error)) return ctx.usage(error);
+  auto ep = parseEndpoint(a.endpoint, /*allowWeight=*/false, &error);
+  if (!ep) return ctx.usage(error);
+  auto weight = parseWeight(a.weight, &error);
+  if (!weight) return ctx.usage(error);
+  auto reply = ctx.api().put(endpointTarget(a.service, *ep), {{"weight", *weight}});
+  if (!reply.ok()) return ctx.failed(reply);
+  if (ctx.json()) {
+    ctx.printJson(reply);
+  } else {
+    std::cout << "endpoint " << ep->key() << " of " << a.service << " now has weight " << *weight
+              << (*weight == 0 ? " (draining: open connections stay, no new ones)" : "") << '\n';
+  }
+  return kExitOk;
+}
+
+// --- stats ---
+
+int cmdStats(const Context& ctx, const Args& a) {
+  std::string error;
+  if (!a.service.empty() && !validServiceName(a.service, &error)) return ctx.usage(error);
+  auto reply = ctx.api().get("/v1/stats");
+  if (!reply.ok()) return ctx.failed(reply);
+  json services =
+      reply.body.is_object() && reply.body.contains("services") && reply.body["services"].is_array()
+          ? reply.body["services"]
+          : json::array();
+  if (!a.service.empty()) {
+    json picked = json::array();
+    for (const auto& s : services) {
+      if (str(s, "name") == a.service) picked.push_back(s);
+    }
+    if (picked.empty()) {
+      return ctx.refused("unknown service '" + a.service + "'",
+                         "list services with `meshctl service list`");
+    }
+    services = picked;
+  }
+  if (ctx.json()) {
+    if (a.service.empty()) {
+      ctx.printJson(reply);
+    } else {
+      std::cout << services[0].dump(2) << '\n';
+    }
+    return kExitOk;
+  }
+
+  // Weights come from the services; stats carry only counters.
+  std::map<std::pair<std::string, std::string>, uint64_t> weights;
+  auto svcReply = ctx.api().get("/v1/services");
+  if (svcReply.ok() && svcReply.body.is_array()) {
+    for (const auto& s : svcReply.body) {
+      if (!s.contains("endpoints") || !s["endpoints"].is_array()) continue;
+      for (const auto& ep : s["endpoints"]) {
+        weights[{str(s, "name"), endpointKey(ep)}] = u64(ep, "weight");
+      }
+    }
+  }
+  if (services.empty()) std::cout << "no services\n";
+  bool first = true;
+  for (const auto& s : services) {
+    if (!first) std::cout << '\n';
+    first = false;
+    std::cout << str(s, "name") << ": " << humanCount(u64(s, "new_conns")) << " new connections, "
+              << humanCount(u64(s, "packets")) << " packets, " << humanBytes(u64(s, "bytes"))
+              << '\n';
+    const json& eps =
+        s.contains("endpoints") && s["endpoints"].is_array() ? s["endpoints"] : json::array();
+    if (eps.empty()) {
+      std::cout << "  no endpoints\n";
+      continue;
+    }
+    uint64_t conns = 0, weightSum = 0;
+    for (const auto& ep : eps) {
+      conns += u64(ep, "new_conns");
+      auto w = weights.find({str(s, "name"), endpointKey(ep)});
+      if (w != weights.end()) weightSum += w->second;
+    }
+    Table t({{"ENDPOINT"},
+             {"WEIGHT", Align::kRight},
+             {"EXPECTED", Align::kRight},
+             {"NEW CONNS", Align::kRight},
+             {"SHARE", Align::kRight},
+             {"PACKETS", Align::kRight},
+             {"BYTES", Align::kRight}});
+    for (const auto& ep : eps) {
+      auto w = weights.find({str(s, "name"), endpointKey(ep)});
+      bool known = w != weights.end();
+      t.addRow({endpointKey(ep), known ? std::to_string(w->second) : "-",
+                known ? percent(w->second, weightSum) : "-", humanCount(u64(ep, "new_conns")),
+                percent(u64(ep, "new_conns"), conns), humanCount(u64(ep, "packets")),
+                humanBytes(u64(ep, "bytes"))});
+    }
+    t.print(std::cout, "  ");
+  }
+  if (a.service.empty() && reply.body.is_object() && reply.body.contains("exceptions") &&
+      reply.body["exceptions"].is_object()) {
+    std::vector<std::pair<std::string, std::string>> nonzero;
+    for (const auto& [name, value] : reply.body["exceptions"].items()) {
+      if (value.is_number() && value.get<uint64_t>() > 0) {
+        nonzero.emplace_back("  " + name, humanCount(value.get<uint64_t>()));
+      }
+    }
+    std::cout << "\ndatapath exceptions:" << (nonzero.empty() ? " none\n" : "\n");
+    printKeyValues(nonzero);
+  }
+  return kExitOk;
+}
+
+// --- apply ---
+
+int cmdApply(const Context& ctx, const Args& a) {
+  std::string text;
+  if (a.file == "-") {
+    std::ostringstream ss;
+    ss << std::cin.rdbuf();
+    text = ss.str();
+  } else {
+    std::ifstream in(a.file);
+    if (!in) {
+      return ctx.usage("cannot read '" + a.file + "': " + std::strerror(errno),
+                       "apply -f takes a meshd config file (YAML), or - for standard input");
+    }
+    std::ostringstream ss;
+    ss << in.rdbuf();
+    text = ss.str();
+  }
+  auto reply = ctx.api().postText("/v1/apply", text, "application/yaml");
+  if (!reply.ok()) return ctx.failed(reply);
+  if (ctx.json()) {
+    ctx.printJson(reply);
+    return kExitOk;
+  }
+  auto names = [&](const char* key) {
+    std::string out;
+    if (reply.body.contains(key) && reply.body[key].is_array()) {
+      for (const auto& n : reply.body[key]) {
+        out += (out.empty() ? "" : ", ") + (n.is_string() ? n.get<std::string>() : n.dump());
+      }
+    }
+    return out.empty() ? std::string("-") : out;
+  };
+  std::cout << "applied " << a.file << '\n';
+  printKeyValues({{"  added", names("added")},
+                  {"  removed", names("removed")},
+                  {"  changed", names("changed")}});
+  return kExitOk;
+}
+
+// --- the table of subcommands ---
+
+using Action = std::function<int(const Context&, const Args&)>;
+
+struct Subcommand {
+  std::vector<const char*> path;  // e.g. {"endpoint", "add"}
+  const char* help;
+  std::function<void(CLI::App*, Args&)> options;
+  Action action;
+};
+
+std::vector<Subcommand> subcommands() {
+  return {
+      {{"status"},
+       "Show the daemon, its interfaces and node settings",
+       nullptr,
+       [](const Context& c, const Args&) { return cmdStatus(c); }},
+      {{"service", "add"},
+       "Add a service (VIP:port) with optional endpoints",
+       [](CLI::App* s, Args& a) {
+         s->add_option("NAME", a.service, "service name")->required();
+         s->add_option("--vip", a.vip, "virtual IP (IPv4 or IPv6)")->required();
+         s->add_option("--port", a.port, "service port (1-65535)")->required();
+         s->add_option("--protocol", a.protocol, "tcp (default) or udp")
+             ->check(CLI::IsMember({"tcp", "udp"}));
+         s->add_option("--algorithm", a.algorithm, "endpoint selection (default maglev)");
+         s->add_option("--forwarding", a.forwarding, "forwarding mode (default nat)");
+         s->add_option("--endpoint", a.endpoints, "ADDR:PORT[@WEIGHT], repeatable")
+             ->allow_extra_args(false);
+       },
+       cmdServiceAdd},
+      {{"service", "del"},
+       "Delete a service and its endpoints",
+       [](CLI::App* s, Args& a) { s->add_option("NAME", a.service, "service name")->required(); },
+       cmdServiceDel},
+      {{"service", "list"},
+       "List services with their traffic",
+       nullptr,
+       [](const Context& c, const Args&) { return cmdServiceList(c); }},
+      {{"service", "show"},
+       "Show one service, its endpoints and their shares",
+       [](CLI::App* s, Args& a) { s->add_option("NAME", a.service, "service name")->required(); },
+       cmdServiceShow},
+      {{"endpoint", "add"},
+       "Add an endpoint to a service",
+       [](CLI::App* s, Args& a) {
+         s->add_option("SERVICE", a.service, "service name")->required();
+         s->add_option("ADDR:PORT", a.endpoint, "e.g. 10.0.2.11:8080 or [fd00::11]:8080")
+             ->required();
+         s->add_option("--weight", a.weight, "0-10000 (default 1; 0 admits no new connections)");
+       },
+       cmdEndpointAdd},
+      {{"endpoint", "del"},
+       "Remove an endpoint from a service",
+       [](CLI::App* s, Args& a) {
+         s->add_option("SERVICE", a.service, "service name")->required();
+         s->add_option("ADDR:PORT", a.endpoint, "e.g. 10.0.2.11:8080 or [fd00::11]:8080")
+             ->required();
+       },
+       cmdEndpointDel},
+      {{"endpoint", "set-weight"},
+       "Change an endpoint's weight (0 drains it)",
+       [](CLI::App* s, Args& a) {
+         s->add_option("SERVICE", a.service, "service name")->required();
+         s->add_option("ADDR:PORT", a.endpoint, "e.g. 10.0.2.11:8080 or [fd00::11]:8080")
+             ->required();
+         s->add_option("WEIGHT", a.weight, "0-10000")->required();
+       },
+       cmdEndpointSetWeight},
+      {{"stats"},
+       "Counters per service and endpoint, with each endpoint's share",
+       [](CLI::App* s, Args& a) { s->add_option("SERVICE", a.service, "only this service"); },
+       cmdStats},
+      {{"apply"},
+       "Replace all services with those of a config file (YAML)",
+       [](CLI::App* s, Args& a) {
+         s->add_option("-f,--file", a.file, "config file, - for standard input")->required();
+       },
+       cmdApply},
+  };
+}
+
+int run(int argc, char** argv) {
+  CLI::App app{"meshctl — control a meshpath node through its daemon, meshd", "meshctl"};
+  app.set_version_flag("--version", "meshctl 0.1.0");
+  app.require_subcommand(1);
+  app.fallthrough();  // global options may follow the subcommand: `meshctl stats -o json`
+  Options options;
+  app.add_option("--socket", options.socket, "meshd's API socket")
+      ->envname("MESHPATH_SOCKET")
+      ->capture_default_str();
+  app.add_option("-o,--output", options.output, "table or json")
+      ->check(CLI::IsMember({"table", "json"}))
+      ->capture_default_str();
+  app.add_option("--timeout", options.timeoutSeconds, "seconds to wait for meshd")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+
+  Args args;
+  Action chosen;
+  std::string chosenPath;
+  std::map<std::string, CLI::App*> groups;
+  auto table = subcommands();
+  for (auto& cmd : table) {
+    CLI::App* parent = &app;
+    if (cmd.path.size() == 2) {
+      auto& group = groups[cmd.path[0]];
+      if (group == nullptr) {
+        group = app.add_subcommand(cmd.path[0], std::string("Manage ") + cmd.path[0] + "s");
+        group->require_subcommand(1);
+      }
+      parent = group;
+    }
+    CLI::App* sub = parent->add_subcommand(cmd.path.back(), cmd.help);
+    if (cmd.options) cmd.options(sub, args);
+    sub->callback([&chosen, &chosenPath, &cmd] {
+      chosen = cmd.action;
+      for (const char* part : cmd.path)
+        chosenPath += (chosenPath.empty() ? "" : " ") + std::string(part);
+    });
+  }
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForAllHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForVersion& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    // The deepest subcommand reached names the help page to read.
+    std::string path;
+    for (const CLI::App* sub = &app; !sub->get_subcommands().empty();) {
+      sub = sub->get_subcommands().front();
+      path += " " + sub->get_name();
+    }
+    auto extra = app.remaining();
+    std::string message = e.what();
+    if (dynamic_cast<const CLI::RequiredError*>(&e) != nullptr && !extra.empty() &&
+        message.find("subcommand") != std::string::npos) {
+      message = "unknown command '" + extra.front() + "'";
+    }
+    std::cerr << "meshctl: " << message << "\n  hint: see `meshctl" << path << " --help`\n";
+    return kExitUsage;
+  }
+  Context ctx(options, chosenPath);
+  return chosen ? chosen(ctx, args) : kExitUsage;
+}
+
+}  // namespace
+}  // namespace meshpath::meshctl
+
+int main(int argc, char** argv) { return meshpath::meshctl::run(argc, argv); }
