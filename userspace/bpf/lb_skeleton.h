@@ -1,0 +1,77 @@
+// lb_skeleton.h — the XDP balancer (bpf/xdp_lb.bpf.c) as one RAII object over its bpftool
+// skeleton: open, size and pin the maps, load, and hand out the program and map fds. Nothing
+// loads a BPF object by file path; the object is embedded in the skeleton.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "abi.h"
+#include "bpf_result.h"
+#include "unique_fd.h"
+
+struct mp_xdp_lb;
+struct bpf_program;
+
+namespace meshpath {
+
+struct LbSkeletonOptions {
+  // Directory on a bpffs where every map is pinned as <pinRoot>/<map name>. A map already
+  // pinned there is reused (a restarted meshd adopts it), a missing one is created and pinned.
+  // Empty: private maps that live as long as the skeleton (tests, benchmarks).
+  std::string pinRoot;
+  // max_entries of mp_conns and mp_rnat. Reusing a pinned table of another size fails the load.
+  uint32_t connTableSize = MP_CONN_TABLE_DEFAULT;
+};
+
+class LbSkeleton {
+ public:
+  // Opens the embedded object, applies options and loads it into the kernel (maps included).
+  // The program is loaded, not attached: attaching (bpf_link) belongs to the caller.
+  static BpfResult<std::unique_ptr<LbSkeleton>> open(const LbSkeletonOptions& options);
+
+  ~LbSkeleton();
+  LbSkeleton(const LbSkeleton&) = delete;
+  LbSkeleton& operator=(const LbSkeleton&) = delete;
+
+  // Creates a ring for one service, compatible with mp_rings' inner template: an ARRAY of
+  // 2 * ringSize u32 endpoint ids with BPF_F_INNER_MAP, every slot MP_RING_EMPTY (a fresh array
+  // would read as endpoint 0). ringSize in [1, MP_RING_SIZE_MAX].
+  static BpfResult<UniqueFd> createRingMap(uint32_t ringSize);
+
+  // Publishes one service's ring: writes slots (svc.ring_size endpoint ids, MP_RING_EMPTY for
+  // none) into half `half` (0 or 1) of ringFd, stores ringFd at mp_rings[svc.id], then writes
+  // mp_services[key] = svc with active_half = half, the single update that flips packets over.
+  // Call it with the half packets do not read (1 - the active one) for an existing service; a
+  // packet never sees a half-written ring. The one place meshd and tests publish rings.
+  BpfStatus writeRing(const mp_svc_key& key, mp_svc svc, int ringFd, uint32_t half,
+                      const std::vector<uint32_t>& slots);
+
+  int programFd() const;
+  bpf_program* program() const;  // for bpf_program__attach_xdp() / link updates
+
+  int servicesFd() const;
+  int endpointsFd() const;
+  int ringsFd() const;
+  int connsFd() const;
+  int rnatFd() const;
+  int nodeFd() const;
+  int svcStatsFd() const;
+  int epStatsFd() const;
+  int excFd() const;
+
+  // True when every map was found pinned under pinRoot before load and reused.
+  bool adopted() const { return adopted_; }
+  const LbSkeletonOptions& options() const { return options_; }
+
+ private:
+  LbSkeleton(mp_xdp_lb* skel, LbSkeletonOptions options);
+
+  mp_xdp_lb* skel_;
+  LbSkeletonOptions options_;
+  bool adopted_ = false;
+};
+
+}  // namespace meshpath
