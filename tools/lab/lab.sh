@@ -18,7 +18,10 @@
 #        lab.sh down [--prefix P]
 #        lab.sh env [--prefix P] [--json]
 #        lab.sh http-servers [--prefix P] [--port PORT]   (start one HTTP server per endpoint)
-#        lab.sh exec [--prefix P] NODE CMD...              (NODE: client | lb | epI)
+#        lab.sh exec [--prefix P] NODE CMD...              (NODE: client | lb | net | epI)
+#        lab.sh meshd-config [--prefix P]                  (print the node section of a meshd config)
+#        lab.sh meshd-start [--prefix P] MESHD CONFIG [ARGS...]   (meshd in the lb namespace)
+#        lab.sh meshd-stop [--prefix P] [--kill]           (SIGTERM, or SIGKILL with --kill)
 set -Eeuo pipefail
 
 LAB_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -26,6 +29,7 @@ PREFIX="${MESHPATH_LAB_PREFIX:-mp}"
 ENDPOINTS=3
 PORT=8080
 JSON=0
+KILL=0
 MAX_ENDPOINTS=50
 
 die() { echo "lab.sh: $*" >&2; exit 2; }
@@ -234,7 +238,7 @@ cmd_http_servers() {
        kill -0 "$(cat "$LAB_STATE_DIR/http-ep$i.pid")" 2>/dev/null; then
       continue
     fi
-    in_ns "$ns" setsid /usr/bin/python3 "$LAB_DIR/epserver.py" --name "ep$i" --port "$PORT" \
+    ip netns exec "$ns" setsid /usr/bin/python3 "$LAB_DIR/epserver.py" --name "ep$i" --port "$PORT" \
       </dev/null >"$log" 2>&1 &
     echo $! > "$LAB_STATE_DIR/http-ep$i.pid"
   done
@@ -263,6 +267,74 @@ cmd_exec() {
   esac
 }
 
+# The node section of a meshd config for this lab; callers append their `services:`.
+cmd_meshd_config() {
+  load_env
+  cat <<YAML
+node:
+  interfaces: [veth-c, veth-e]
+  ipv4: $LAB_LB_IPV4
+  ipv6: $LAB_LB_IPV6
+  xdp_mode: native
+  api_socket: $LAB_STATE_DIR/meshd.sock
+  pin_root: $LAB_PIN_ROOT
+  state_file: $LAB_STATE_DIR/state.json
+YAML
+}
+
+# meshd runs in the lb namespace; its log is <state>/meshd.log, its pid <state>/meshd.pid.
+# Returns once the API socket accepts connections (or fails with the log's tail).
+cmd_meshd_start() {
+  load_env
+  (( $# >= 2 )) || die "usage: lab.sh meshd-start MESHD CONFIG [ARGS...]"
+  local meshd="$1" config="$2"; shift 2
+  [[ -x "$meshd" ]] || die "meshd binary '$meshd' not found or not executable (scripts/build.sh)"
+  [[ -f "$config" ]] || die "config '$config' not found"
+  local pidfile="$LAB_STATE_DIR/meshd.pid" log="$LAB_STATE_DIR/meshd.log"
+  local sock="$LAB_STATE_DIR/meshd.sock"
+  if [[ -f "$pidfile" ]] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then
+    die "meshd already runs in lab $PREFIX (pid $(cat "$pidfile"))"
+  fi
+  echo "--- meshd start $(date +%T.%N) ---" >>"$log"
+  ip netns exec "$LAB_NS_LB" setsid "$meshd" --config "$config" "$@" </dev/null >>"$log" 2>&1 &
+  local pid=$!
+  echo "$pid" >"$pidfile"
+  local deadline=$((SECONDS + 20))
+  until /usr/bin/python3 -c 'import socket,sys; s=socket.socket(socket.AF_UNIX); s.connect(sys.argv[1])' \
+          "$sock" 2>/dev/null; do
+    if ! kill -0 "$pid" 2>/dev/null; then
+      tail -n 30 "$log" >&2
+      die "meshd exited during start (log: $log)"
+    fi
+    if (( SECONDS >= deadline )); then
+      tail -n 30 "$log" >&2
+      die "meshd did not open $sock within 20 s (log: $log)"
+    fi
+    sleep 0.1
+  done
+  echo "meshd up in $LAB_NS_LB (pid $pid, socket $sock, log $log)"
+}
+
+cmd_meshd_stop() {
+  load_env
+  local pidfile="$LAB_STATE_DIR/meshd.pid" pid
+  [[ -f "$pidfile" ]] || return 0
+  pid="$(cat "$pidfile")"
+  if (( KILL )); then
+    kill -9 "$pid" 2>/dev/null || true
+  else
+    kill -TERM "$pid" 2>/dev/null || true
+    local i
+    for ((i = 0; i < 50; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$pid" 2>/dev/null || true
+  fi
+  # Reaped by init once gone; wait until it is, so a restart never races the old process.
+  while kill -0 "$pid" 2>/dev/null && [[ "$(ps -o stat= -p "$pid" 2>/dev/null)" != Z* ]]; do
+    sleep 0.05
+  done
+  rm -f "$pidfile"
+}
+
 main() {
   (( $# >= 1 )) || usage
   local cmd="$1"; shift
@@ -273,9 +345,10 @@ main() {
       --endpoints) ENDPOINTS="${2:?--endpoints needs a value}"; shift 2 ;;
       --port) PORT="${2:?--port needs a value}"; shift 2 ;;
       --json) JSON=1; shift ;;
+      --kill) KILL=1; shift ;;
       -h|--help) usage ;;
       *) rest+=("$1"); shift
-         if [[ "$cmd" == exec ]]; then rest+=("$@"); break; fi ;;
+         if [[ "$cmd" == exec || "$cmd" == meshd-start ]]; then rest+=("$@"); break; fi ;;
     esac
   done
   case "$cmd" in
@@ -284,8 +357,11 @@ main() {
     env) cmd_env ;;
     http-servers) cmd_http_servers ;;
     exec) cmd_exec "${rest[@]}" ;;
+    meshd-config) cmd_meshd_config ;;
+    meshd-start) cmd_meshd_start "${rest[@]}" ;;
+    meshd-stop) cmd_meshd_stop ;;
     -h|--help|help) usage ;;
-    *) die "unknown command '$cmd' (up | down | env | http-servers | exec)" ;;
+    *) die "unknown command '$cmd' (up | down | env | http-servers | exec | meshd-config | meshd-start | meshd-stop)" ;;
   esac
 }
 

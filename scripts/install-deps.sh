@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# install-deps.sh — every Debian 12 package meshpath needs to build, test and run its lab.
+# Installs only what is missing, so a prepared machine (or CI) does not touch the network.
+set -euo pipefail
+
+PACKAGES=(
+  build-essential cmake pkg-config
+  clang llvm libbpf-dev bpftool linux-libc-dev libelf-dev zlib1g-dev
+  libnl-3-dev libnl-route-3-dev
+  libspdlog-dev nlohmann-json3-dev libcli11-dev libyaml-cpp-dev libboost-dev libboost-system-dev
+  libgtest-dev libgmock-dev libbenchmark-dev
+  iproute2 ethtool curl python3 wrk
+)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  if [[ "$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)" != "install ok installed" ]]; then
+    missing+=("$p")
+  fi
+done
+
+if (( ${#missing[@]} == 0 )); then
+  echo "install-deps: all ${#PACKAGES[@]} packages present"
+  exit 0
+fi
+
+if [[ $EUID -ne 0 ]]; then
+  echo "install-deps: missing ${missing[*]}; run as root (sudo $0)" >&2
+  exit 1
+fi
+echo "install-deps: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -q
+apt-get install -y -q --no-install-recommends "${missing[@]}"

@@ -1,0 +1,132 @@
+#!/usr/bin/python3
+"""client.py — HTTP traffic for the e2e tests, run inside the lab's client namespace.
+
+  burst   --host H --port P --count N [--concurrency C] [--timeout S]
+          N GET requests, each on a new TCP connection; prints one JSON line:
+          {"ok": n, "failed": n, "errors": [first few], "by_endpoint": {"ep1": n, ...}, "elapsed": s}
+  session --host H --port P [--timeout S]
+          one keep-alive connection driven from stdin, one JSON line answered per command:
+            get            -> {"ok": true, "endpoint": "ep2", "local_port": 40123}
+            loop SECONDS   -> requests back to back for SECONDS:
+                              {"ok": n, "failed": n, "errors": [...], "endpoints": [...], "local_ports": [...]}
+            quit
+          The connection is never reopened: once it breaks, every later request fails.
+
+Each connection is closed by the client after its answer, so TIME_WAIT stays on the client side
+and endpoints can take the same SNAT port again at once.
+"""
+import argparse
+import http.client
+import json
+import sys
+import threading
+import time
+
+
+def one_request(conn):
+    conn.request("GET", "/")
+    resp = conn.getresponse()
+    body = resp.read().decode().strip()
+    if resp.status != 200:
+        raise RuntimeError(f"HTTP {resp.status}: {body[:80]}")
+    return resp.getheader("X-Endpoint") or body
+
+
+def burst(args):
+    lock = threading.Lock()
+    by_endpoint, errors = {}, []
+    counts = {"ok": 0, "failed": 0}
+    next_index = iter(range(args.count))
+
+    def worker():
+        while True:
+            with lock:
+                if next(next_index, None) is None:
+                    return
+            conn = http.client.HTTPConnection(args.host, args.port, timeout=args.timeout)
+            try:
+                name = one_request(conn)
+                with lock:
+                    counts["ok"] += 1
+                    by_endpoint[name] = by_endpoint.get(name, 0) + 1
+            except Exception as e:  # noqa: BLE001 — every failure is counted and reported
+                with lock:
+                    counts["failed"] += 1
+                    if len(errors) < 5:
+                        errors.append(f"{type(e).__name__}: {e}")
+            finally:
+                conn.close()
+
+    start = time.monotonic()
+    threads = [threading.Thread(target=worker) for _ in range(args.concurrency)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    print(json.dumps({**counts, "errors": errors, "by_endpoint": by_endpoint,
+                      "elapsed": round(time.monotonic() - start, 3)}), flush=True)
+    return 0
+
+
+def session(args):
+    conn = http.client.HTTPConnection(args.host, args.port, timeout=args.timeout)
+    try:
+        conn.connect()
+    except OSError as e:
+        print(json.dumps({"ok": False, "error": f"connect: {e}"}), flush=True)
+    conn.auto_open = 0  # a broken connection must show, not be silently replaced
+
+    def get():
+        port = conn.sock.getsockname()[1] if conn.sock else None
+        return one_request(conn), port
+
+    for line in sys.stdin:
+        cmd = line.split()
+        if not cmd:
+            continue
+        if cmd[0] == "quit":
+            break
+        if cmd[0] == "get":
+            try:
+                name, port = get()
+                print(json.dumps({"ok": True, "endpoint": name, "local_port": port}), flush=True)
+            except Exception as e:  # noqa: BLE001
+                print(json.dumps({"ok": False, "error": f"{type(e).__name__}: {e}"}), flush=True)
+        elif cmd[0] == "loop":
+            deadline = time.monotonic() + float(cmd[1])
+            ok, failed, errors, endpoints, ports = 0, 0, [], set(), set()
+            while time.monotonic() < deadline:
+                try:
+                    name, port = get()
+                    ok += 1
+                    endpoints.add(name)
+                    ports.add(port)
+                except Exception as e:  # noqa: BLE001
+                    failed += 1
+                    if len(errors) < 5:
+                        errors.append(f"{type(e).__name__}: {e}")
+                    time.sleep(0.1)
+                time.sleep(0.01)
+            print(json.dumps({"ok": ok, "failed": failed, "errors": errors,
+                              "endpoints": sorted(endpoints), "local_ports": sorted(ports)}),
+                  flush=True)
+        else:
+            print(json.dumps({"ok": False, "error": f"unknown command {cmd[0]}"}), flush=True)
+    conn.close()
+    return 0
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("mode", choices=["burst", "session"])
+    ap.add_argument("--host", required=True)
+    ap.add_argument("--port", type=int, default=80)
+    ap.add_argument("--count", type=int, default=1000)
+    ap.add_argument("--concurrency", type=int, default=16)
+    ap.add_argument("--timeout", type=float, default=5.0)
+    args = ap.parse_args()
+    return burst(args) if args.mode == "burst" else session(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
