@@ -1,0 +1,86 @@
+"""e2e_base.py — what every e2e test shares: its own lab (unique prefix, torn down however the
+test ends), services written for a family, and assertions on how traffic spread."""
+import os
+import unittest
+
+import lab as labmod
+
+SPREAD_TOLERANCE_PP = 5.0  # percentage points between an endpoint's share and its weight share
+
+
+def require_prerequisites():
+    problems = []
+    if os.geteuid() != 0:
+        problems.append("e2e tests need root (network namespaces, XDP)")
+    for what, path in (("meshd", labmod.MESHD), ("meshctl", labmod.MESHCTL)):
+        if not os.access(path, os.X_OK):
+            problems.append(f"{what} not found at {path} (build first: scripts/build.sh)")
+    if problems:
+        raise RuntimeError("; ".join(problems))
+
+
+class LabTestCase(unittest.TestCase):
+    ENDPOINTS = 3
+    FAMILY = 4
+
+    def setUp(self):
+        require_prerequisites()
+        self.lab = labmod.Lab(self.ENDPOINTS)
+        self.addCleanup(self.lab.down)
+        self.lab.up()
+
+    # --- building services for this test's family ---
+
+    @property
+    def vip(self):
+        return self.lab.vip(self.FAMILY)
+
+    def ep(self, i):
+        """(address, port) of endpoint i (1-based) in this test's family."""
+        return self.lab.ep_address(i, self.FAMILY), self.lab.http_port
+
+    def ep_key(self, i):
+        return self.lab.ep_key(i, self.FAMILY)
+
+    def service(self, name, port, weights):
+        """weights: {endpoint index: weight}"""
+        return {"name": name, "vip": self.vip, "port": port,
+                "endpoints": [(*self.ep(i), w) for i, w in sorted(weights.items())]}
+
+    def start(self, services):
+        self.lab.start_meshd(self.lab.write_config(services))
+
+    # --- traffic ---
+
+    def burst_ok(self, port, count, **kw):
+        """`count` requests on new connections to VIP:port; all must succeed."""
+        r = self.lab.burst(self.vip, port, count, **kw)
+        self.assertEqual(r["failed"], 0,
+                         f"{r['failed']} of {count} requests failed: {r['errors']}\n"
+                         f"{self.lab.meshd_log()}")
+        self.assertEqual(r["ok"], count)
+        return r
+
+    def assertSpread(self, counts, weights, what="requests"):
+        """counts: {"ep1": n, ...}; weights: {1: w, ...}. Each share within the tolerance."""
+        total = sum(counts.values())
+        wsum = sum(weights.values())
+        report = []
+        bad = False
+        for i, w in sorted(weights.items()):
+            got = 100.0 * counts.get(f"ep{i}", 0) / total if total else 0.0
+            want = 100.0 * w / wsum
+            bad |= abs(got - want) > SPREAD_TOLERANCE_PP
+            report.append(f"ep{i}: {got:.1f}% (weight share {want:.1f}%)")
+        unexpected = set(counts) - {f"ep{i}" for i in weights}
+        self.assertFalse(unexpected, f"{what} reached endpoints outside the service: {counts}")
+        self.assertFalse(bad, f"{what} spread beyond ±{SPREAD_TOLERANCE_PP} pp: " + ", ".join(report))
+
+    def stats_by_endpoint(self, service):
+        """new_conns per endpoint name from `meshctl stats SERVICE -o json`."""
+        s = self.lab.meshctl_json("stats", service)
+        names = {}
+        for i in range(1, self.ENDPOINTS + 1):
+            names[(self.lab.ep_address(i, self.FAMILY), self.lab.http_port)] = f"ep{i}"
+        return {names.get((e["address"], e["port"]), e["address"]): e["new_conns"]
+                for e in s["endpoints"]}

@@ -1,0 +1,212 @@
+"""lab.py — the e2e tests' handle on tools/lab/lab.sh (the one lab topology; nothing here
+re-creates it), on meshd running in the lab's lb namespace, on meshctl, and on client traffic
+(tests/e2e/client.py run inside the client namespace).
+
+Binaries come from the environment (set by tests/e2e/CMakeLists.txt):
+  MESHPATH_MESHD, MESHPATH_MESHCTL   built meshd and meshctl (default: ./build/...)
+  MESHPATH_LAB_SH                    tools/lab/lab.sh
+  MESHPATH_E2E_LOG_DIR               where meshd logs of finished labs are kept
+"""
+import itertools
+import json
+import os
+import shutil
+import subprocess
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+PYTHON = "/usr/bin/python3"
+CLIENT_PY = os.path.join(HERE, "client.py")
+
+MESHD = os.environ.get("MESHPATH_MESHD", os.path.join(ROOT, "build/userspace/meshd/meshd"))
+MESHCTL = os.environ.get("MESHPATH_MESHCTL", os.path.join(ROOT, "build/tools/meshctl/meshctl"))
+LAB_SH = os.environ.get("MESHPATH_LAB_SH", os.path.join(ROOT, "tools/lab/lab.sh"))
+LOG_DIR = os.environ.get("MESHPATH_E2E_LOG_DIR", "/tmp/meshpath-e2e-logs")
+
+_counter = itertools.count()
+
+
+def unique_prefix():
+    """Short and unique per lab, so tests (and leftovers of killed runs) never collide."""
+    return "e%x%x" % (os.getpid() % 0xFFFF, next(_counter))
+
+
+def run(argv, check=True, timeout=120, **kw):
+    res = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, **kw)
+    if check and res.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv)} exited {res.returncode}\n"
+                           f"stdout: {res.stdout}\nstderr: {res.stderr}")
+    return res
+
+
+def service_yaml(services):
+    """services: [{"name", "vip", "port", "endpoints": [(address, port, weight)]}]"""
+    lines = ["services:"] if services else ["services: []"]
+    for s in services:
+        lines += [f"  - name: {s['name']}", f"    vip: {s['vip']}", f"    port: {s['port']}",
+                  f"    protocol: {s.get('protocol', 'tcp')}"]
+        eps = s.get("endpoints", [])
+        lines.append("    endpoints:" if eps else "    endpoints: []")
+        for address, port, weight in eps:
+            lines.append(f"      - {{address: \"{address}\", port: {port}, weight: {weight}}}")
+    return "\n".join(lines) + "\n"
+
+
+class Session:
+    """One keep-alive HTTP connection held open by client.py in the client namespace."""
+
+    def __init__(self, lab, host, port):
+        self.proc = subprocess.Popen(
+            ["ip", "netns", "exec", lab.ns_client, PYTHON, CLIENT_PY, "session",
+             "--host", host, "--port", str(port)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+
+    def _ask(self, line):
+        self.proc.stdin.write(line + "\n")
+        self.proc.stdin.flush()
+        return self.read()
+
+    def read(self):
+        out = self.proc.stdout.readline()
+        if not out:
+            raise RuntimeError("session client ended unexpectedly")
+        return json.loads(out)
+
+    def get(self):
+        return self._ask("get")
+
+    def start_loop(self, seconds):
+        """Requests back to back for `seconds`; collect the summary with read()."""
+        self.proc.stdin.write(f"loop {seconds}\n")
+        self.proc.stdin.flush()
+
+    def close(self):
+        if self.proc.poll() is None:
+            try:
+                self.proc.stdin.write("quit\n")
+                self.proc.stdin.flush()
+                self.proc.wait(timeout=5)
+            except (OSError, subprocess.TimeoutExpired):
+                self.proc.kill()
+                self.proc.wait()
+
+
+class Lab:
+    def __init__(self, endpoints=3, prefix=None):
+        self.prefix = prefix or unique_prefix()
+        self.endpoints = endpoints
+        self.env = None
+        self.sessions = []
+
+    # --- topology ---
+
+    def lab(self, *args, check=True, timeout=120):
+        return run(["bash", LAB_SH, args[0], "--prefix", self.prefix, *args[1:]], check=check,
+                   timeout=timeout)
+
+    def up(self):
+        self.lab("up", "--endpoints", str(self.endpoints))
+        self.env = json.loads(self.lab("env", "--json").stdout)
+        self.lab("http-servers")
+        return self
+
+    def down(self):
+        for s in self.sessions:
+            s.close()
+        if self.env is not None:
+            self._keep_log()
+        self.lab("meshd-stop", check=False)
+        self.lab("down", check=False)
+
+    def _keep_log(self):
+        log = os.path.join(self.state_dir, "meshd.log")
+        if os.path.exists(log):
+            os.makedirs(LOG_DIR, exist_ok=True)
+            shutil.copy(log, os.path.join(LOG_DIR, f"{self.prefix}-meshd.log"))
+
+    @property
+    def ns_client(self):
+        return self.env["client"]["ns"]
+
+    @property
+    def state_dir(self):
+        return self.env["state_dir"]
+
+    @property
+    def socket(self):
+        return os.path.join(self.state_dir, "meshd.sock")
+
+    @property
+    def http_port(self):
+        return self.env["http_port"]
+
+    def vip(self, family):
+        return self.env["vip4"] if family == 4 else self.env["vip6"]
+
+    def ep_address(self, i, family):
+        """Address of endpoint i (1-based) in the given family."""
+        return self.env["endpoints"][i - 1]["ipv4" if family == 4 else "ipv6"]
+
+    def ep_key(self, i, family, port=None):
+        a = self.ep_address(i, family)
+        p = port or self.http_port
+        return f"{a}:{p}" if family == 4 else f"[{a}]:{p}"
+
+    # --- meshd ---
+
+    def write_config(self, services, name="meshd.yaml"):
+        path = os.path.join(self.state_dir, name)
+        with open(path, "w") as f:
+            f.write(self.lab("meshd-config").stdout + service_yaml(services))
+        return path
+
+    def start_meshd(self, config):
+        self.lab("meshd-start", MESHD, config, timeout=60)
+        deadline = time.monotonic() + 20
+        while True:
+            res = self.meshctl("status", check=False)
+            if res.returncode == 0:
+                return res
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"meshd not answering: {res.stderr}\n{self.meshd_log()}")
+            time.sleep(0.1)
+
+    def kill_meshd(self):
+        """SIGKILL: no chance to clean up, as in a crash."""
+        self.lab("meshd-stop", "--kill")
+
+    def stop_meshd(self):
+        self.lab("meshd-stop")
+
+    def meshd_log(self, lines=40):
+        try:
+            with open(os.path.join(self.state_dir, "meshd.log")) as f:
+                return "meshd log (tail):\n" + "".join(f.readlines()[-lines:])
+        except OSError:
+            return "(no meshd log)"
+
+    def meshctl(self, *args, check=True, socket=None):
+        argv = [MESHCTL, "--socket", socket or self.socket, *args]
+        res = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+        if check and res.returncode != 0:
+            raise RuntimeError(f"meshctl {' '.join(args)} exited {res.returncode}: "
+                               f"{res.stderr}\n{self.meshd_log()}")
+        return res
+
+    def meshctl_json(self, *args):
+        return json.loads(self.meshctl("-o", "json", *args).stdout)
+
+    # --- traffic from the client namespace ---
+
+    def burst(self, host, port, count, concurrency=16, timeout=5.0):
+        res = run(["ip", "netns", "exec", self.ns_client, PYTHON, CLIENT_PY, "burst",
+                   "--host", host, "--port", str(port), "--count", str(count),
+                   "--concurrency", str(concurrency), "--timeout", str(timeout)],
+                  timeout=count * timeout + 60)
+        return json.loads(res.stdout)
+
+    def session(self, host, port):
+        s = Session(self, host, port)
+        self.sessions.append(s)
+        return s

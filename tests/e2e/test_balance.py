@@ -1,0 +1,73 @@
+"""Balancing through the VIP with real HTTP over real TCP: spread by weight, open connections
+that stay on their endpoint when the set changes, and a deleted service that stops. Run for IPv4
+and IPv6; each test brings up its own lab."""
+import time
+import unittest
+
+from e2e_base import LabTestCase
+
+
+class BalanceTests:
+    """Mixed into one TestCase per address family."""
+
+    def test_weighted_spread_over_new_connections(self):
+        self.start([self.service("web", 80, {1: 1, 2: 1, 3: 2})])
+        r = self.burst_ok(80, 2000)
+        self.assertSpread(r["by_endpoint"], {1: 1, 2: 1, 3: 2})
+        # meshd counted the same connections the endpoints answered.
+        stats = self.stats_by_endpoint("web")
+        self.assertGreaterEqual(sum(stats.values()), 2000, stats)
+        self.assertSpread(stats, {1: 1, 2: 1, 3: 2}, what="meshd's new_conns")
+
+        self.lab.meshctl("endpoint", "set-weight", "web", self.ep_key(3), "1")
+        r = self.burst_ok(80, 1000)
+        self.assertSpread(r["by_endpoint"], {1: 1, 2: 1, 3: 1})
+
+    def test_added_endpoint_leaves_open_connections_where_they_are(self):
+        self.start([self.service("web", 80, {1: 1, 2: 1})])
+        sessions = [self.lab.session(self.vip, 80) for _ in range(12)]
+        before = []
+        for s in sessions:
+            got = s.get()
+            self.assertTrue(got["ok"], got)
+            before.append((got["endpoint"], got["local_port"]))
+        self.assertEqual({e for e, _ in before} - {"ep1", "ep2"}, set(), before)
+
+        self.lab.meshctl("endpoint", "add", "web", self.ep_key(3))
+        r = self.burst_ok(80, 1200)
+        self.assertSpread(r["by_endpoint"], {1: 1, 2: 1, 3: 1})
+
+        for s, (endpoint, port) in zip(sessions, before):
+            for _ in range(3):
+                got = s.get()
+                self.assertTrue(got["ok"], f"open connection broke after the add: {got}")
+                self.assertEqual((got["endpoint"], got["local_port"]), (endpoint, port),
+                                 "an open connection moved to another endpoint")
+
+    def test_deleted_service_stops_its_traffic(self):
+        self.start([self.service("web", 80, {1: 1, 2: 1, 3: 1}),
+                    self.service("api", 81, {1: 1, 2: 1})])
+        self.burst_ok(80, 200)
+        self.burst_ok(81, 100)
+
+        self.lab.meshctl("service", "del", "web")
+        names = [s["name"] for s in self.lab.meshctl_json("service", "list")]
+        self.assertEqual(names, ["api"])
+        time.sleep(0.2)
+        r = self.lab.burst(self.vip, 80, 30, concurrency=6, timeout=1.5)
+        self.assertEqual(r["ok"], 0, f"the deleted service still answered: {r}")
+        # The other service on the same VIP is untouched.
+        r = self.burst_ok(81, 300)
+        self.assertSpread(r["by_endpoint"], {1: 1, 2: 1})
+
+
+class BalanceIPv4(BalanceTests, LabTestCase):
+    FAMILY = 4
+
+
+class BalanceIPv6(BalanceTests, LabTestCase):
+    FAMILY = 6
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)
