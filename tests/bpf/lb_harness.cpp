@@ -1,0 +1,277 @@
+#include "lb_harness.h"
+
+#include <arpa/inet.h>
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+#include <fcntl.h>
+#include <linux/bpf.h>
+#include <net/if.h>
+#include <sched.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <stdexcept>
+
+// The core headers, natively: predict() runs the same parse and hash code as the program.
+#include "hash.h"
+#include "maglev.h"
+#include "nat.h"
+#include "parse.h"
+
+namespace meshpath::testing {
+namespace {
+
+std::string writeSysctl(const std::string& path, const std::string& value) {
+  std::ofstream file(path);
+  file << value;
+  file.close();
+  return file ? "" : "cannot write " + path;
+}
+
+std::string ipCommand() {
+  for (const char* path : {"/usr/sbin/ip", "/sbin/ip", "/usr/bin/ip", "/bin/ip"}) {
+    if (::access(path, X_OK) == 0) return path;
+  }
+  return "ip";
+}
+
+std::string buildTopology() {
+  if (::unshare(CLONE_NEWNET) != 0) {
+    return std::string("unshare(CLONE_NEWNET): ") + std::strerror(errno) + " (root needed)";
+  }
+  // bpf_fib_lookup answers FWD_DISABLED unless the ingress device forwards.
+  for (const auto& [path, value] :
+       {std::pair<std::string, std::string>{"/proc/sys/net/ipv4/ip_forward", "1"},
+        {"/proc/sys/net/ipv6/conf/all/forwarding", "1"},
+        {"/proc/sys/net/ipv6/conf/default/forwarding", "1"}}) {
+    if (std::string err = writeSysctl(path, value); !err.empty()) return err;
+  }
+  using namespace topo;
+  const std::string batch = std::string() +
+      "link set lo up\n"
+      "link add mpc type veth peer name mpc-p\n"
+      "link add mpe type veth peer name mpe-p\n"
+      "link set mpc address " + kClientIfMac + "\n"
+      "link set mpe address " + kEndpointIfMac + "\n"
+      "link set mpc up\nlink set mpc-p up\nlink set mpe up\nlink set mpe-p up\n"
+      "addr add 10.0.1.1/24 dev mpc\n"
+      "addr add fd00:1::1/64 dev mpc nodad\n"
+      "addr add 10.0.2.1/24 dev mpe\n"
+      "addr add fd00:2::1/64 dev mpe nodad\n"
+      "neigh replace " + kClient4 + " lladdr " + kClientMac + " dev mpc nud permanent\n"
+      "neigh replace " + kClient6 + " lladdr " + kClientMac + " dev mpc nud permanent\n"
+      "neigh replace " + kTxEndpoint4 + " lladdr " + kTxEndpointMac + " dev mpc nud permanent\n"
+      "neigh replace " + kTxEndpoint6 + " lladdr " + kTxEndpointMac + " dev mpc nud permanent\n"
+      "neigh replace " + kEndpoint1v4 + " lladdr " + kEndpoint1Mac + " dev mpe nud permanent\n"
+      "neigh replace " + kEndpoint2v4 + " lladdr " + kEndpoint2Mac + " dev mpe nud permanent\n"
+      "neigh replace " + kEndpoint1v6 + " lladdr " + kEndpoint1Mac + " dev mpe nud permanent\n"
+      "neigh replace " + kEndpoint2v6 + " lladdr " + kEndpoint2Mac + " dev mpe nud permanent\n";
+  FILE* ip = ::popen((ipCommand() + " -batch - 2>&1").c_str(), "w");
+  if (ip == nullptr) return "cannot run ip";
+  std::fputs(batch.c_str(), ip);
+  const int status = ::pclose(ip);
+  if (status != 0) return "ip -batch failed with status " + std::to_string(status);
+  return "";
+}
+
+}  // namespace
+
+std::string enterTestNetwork() {
+  static const std::string result = buildTopology();
+  return result;
+}
+
+int ifindexOf(const std::string& name) { return static_cast<int>(if_nametoindex(name.c_str())); }
+
+XdpRun runXdp(int progFd, const Bytes& frame, int ingressIfindex, uint32_t repeat) {
+  XdpRun run;
+  run.output.resize(frame.size() + 256);
+  xdp_md ctx{};
+  ctx.data_end = static_cast<uint32_t>(frame.size());
+  ctx.ingress_ifindex = static_cast<uint32_t>(ingressIfindex);
+  LIBBPF_OPTS(bpf_test_run_opts, opts);
+  opts.data_in = frame.data();
+  opts.data_size_in = static_cast<uint32_t>(frame.size());
+  opts.data_out = run.output.data();
+  opts.data_size_out = static_cast<uint32_t>(run.output.size());
+  if (ingressIfindex != 0) {
+    opts.ctx_in = &ctx;
+    opts.ctx_size_in = sizeof(ctx);
+  }
+  opts.repeat = repeat;
+  if (bpf_prog_test_run_opts(progFd, &opts) != 0) {
+    run.error = errno;
+    run.output.clear();
+    return run;
+  }
+  run.verdict = opts.retval;
+  run.durationNs = opts.duration;
+  run.output.resize(opts.data_size_out);
+  return run;
+}
+
+AbiAddr abiAddr(const std::string& text) {
+  AbiAddr a;
+  if (inet_pton(AF_INET, text.c_str(), a.bytes.data()) == 1) {
+    a.family = MP_AF_INET;
+  } else if (inet_pton(AF_INET6, text.c_str(), a.bytes.data()) == 1) {
+    a.family = MP_AF_INET6;
+  } else {
+    throw std::invalid_argument("bad address " + text);
+  }
+  return a;
+}
+
+const char* verdictName(uint32_t verdict) {
+  switch (verdict) {
+    case XDP_ABORTED:
+      return "XDP_ABORTED";
+    case XDP_DROP:
+      return "XDP_DROP";
+    case XDP_PASS:
+      return "XDP_PASS";
+    case XDP_TX:
+      return "XDP_TX";
+    case XDP_REDIRECT:
+      return "XDP_REDIRECT";
+    default:
+      return "XDP_?";
+  }
+}
+
+LbHarness::LbHarness(uint32_t connTableSize) {
+  auto lb = LbSkeleton::open({.pinRoot = "", .connTableSize = connTableSize});
+  if (!lb) throw std::runtime_error(lb.error().toString());
+  lb_ = std::move(*lb);
+}
+
+void LbHarness::setNode(const std::string& v4, const std::string& v6, uint16_t portMin,
+                        uint16_t portMax) {
+  node_ = {};
+  if (!v4.empty()) {
+    std::memcpy(node_.addr4, abiAddr(v4).bytes.data(), 16);
+    node_.has_addr4 = 1;
+  }
+  if (!v6.empty()) {
+    std::memcpy(node_.addr6, abiAddr(v6).bytes.data(), 16);
+    node_.has_addr6 = 1;
+  }
+  node_.snat_port_min = portMin;
+  node_.snat_port_max = portMax;
+  const uint32_t zero = 0;
+  if (bpf_map_update_elem(lb_->nodeFd(), &zero, &node_, BPF_ANY) != 0) {
+    throw std::runtime_error(std::string("update mp_node: ") + std::strerror(errno));
+  }
+}
+
+void LbHarness::setEndpoint(uint32_t id, const std::string& address, uint16_t port,
+                            uint32_t svcId, bool inUse) {
+  const AbiAddr a = abiAddr(address);
+  mp_endpoint ep{};
+  std::memcpy(ep.addr, a.bytes.data(), 16);
+  ep.port = htons(port);
+  ep.family = a.family;
+  ep.flags = inUse ? MP_EP_F_IN_USE : 0;
+  ep.svc_id = svcId;
+  if (bpf_map_update_elem(lb_->endpointsFd(), &id, &ep, BPF_ANY) != 0) {
+    throw std::runtime_error(std::string("update mp_endpoints: ") + std::strerror(errno));
+  }
+}
+
+void LbHarness::setService(uint32_t svcId, const std::string& vip, uint16_t port, uint8_t proto,
+                           uint32_t ringSize, const std::vector<uint32_t>& endpointIds) {
+  Service& s = services_[svcId];
+  const AbiAddr a = abiAddr(vip);
+  s.key = {};
+  std::memcpy(s.key.addr, a.bytes.data(), 16);
+  s.key.port = htons(port);
+  s.key.proto = proto;
+  s.key.family = a.family;
+  const uint32_t half = s.ring.valid() && s.svc.ring_size == ringSize ? 1 - s.svc.active_half : 0;
+  if (!s.ring.valid() || s.svc.ring_size != ringSize) {
+    auto ring = LbSkeleton::createRingMap(ringSize);
+    if (!ring) throw std::runtime_error(ring.error().toString());
+    s.ring = std::move(*ring);
+  }
+  s.svc = {};
+  s.svc.id = svcId;
+  s.svc.ring_size = ringSize;
+  s.slots.assign(ringSize, MP_RING_EMPTY);
+  for (uint32_t i = 0; i < ringSize && !endpointIds.empty(); ++i) {
+    s.slots[i] = endpointIds[i % endpointIds.size()];
+  }
+  if (auto status = lb_->writeRing(s.key, s.svc, s.ring.get(), half, s.slots); !status) {
+    throw std::runtime_error(status.error().toString());
+  }
+  s.svc.active_half = half;
+}
+
+XdpRun LbHarness::run(const Bytes& frame, int ingressIfindex) const {
+  return runXdp(lb_->programFd(), frame, ingressIfindex);
+}
+
+uint64_t LbHarness::exceptions(uint32_t reason) const {
+  std::vector<uint64_t> values(static_cast<size_t>(libbpf_num_possible_cpus()));
+  if (bpf_map_lookup_elem(lb_->excFd(), &reason, values.data()) != 0) return 0;
+  uint64_t sum = 0;
+  for (uint64_t v : values) sum += v;
+  return sum;
+}
+
+mp_counters LbHarness::sumCounters(int fd, uint32_t key) const {
+  std::vector<mp_counters> values(static_cast<size_t>(libbpf_num_possible_cpus()));
+  mp_counters sum{};
+  if (bpf_map_lookup_elem(fd, &key, values.data()) != 0) return sum;
+  for (const mp_counters& v : values) {
+    sum.packets += v.packets;
+    sum.bytes += v.bytes;
+    sum.new_conns += v.new_conns;
+  }
+  return sum;
+}
+
+mp_counters LbHarness::svcStats(uint32_t svcId) const {
+  return sumCounters(lb_->svcStatsFd(), svcId);
+}
+mp_counters LbHarness::epStats(uint32_t epId) const {
+  return sumCounters(lb_->epStatsFd(), epId);
+}
+
+std::optional<mp_conn> LbHarness::conn(const mp_flow& flow) const {
+  mp_conn value{};
+  if (bpf_map_lookup_elem(lb_->connsFd(), &flow, &value) != 0) return std::nullopt;
+  return value;
+}
+
+std::optional<mp_rnat> LbHarness::rnat(const mp_flow& flow) const {
+  mp_rnat value{};
+  if (bpf_map_lookup_elem(lb_->rnatFd(), &flow, &value) != 0) return std::nullopt;
+  return value;
+}
+
+LbHarness::Choice LbHarness::predict(const Bytes& frame) const {
+  Choice choice;
+  Bytes copy = frame;
+  mp_cursor cursor{copy.data(), copy.data() + copy.size()};
+  mp_pkt pkt{};
+  if (mp_parse(&cursor, &pkt) != MP_OK) return choice;
+  choice.flow = pkt.flow;
+  for (const auto& [id, s] : services_) {
+    if (std::memcmp(s.key.addr, pkt.flow.dst, 16) != 0 || s.key.port != pkt.flow.dport ||
+        s.key.proto != pkt.flow.proto || s.key.family != pkt.flow.family) {
+      continue;
+    }
+    const uint32_t index =
+        mp_ring_index(mp_flow_hash(&pkt.flow), s.svc.ring_size, s.svc.active_half);
+    if (index == MP_RING_EMPTY) return choice;
+    choice.epId = s.slots[index - s.svc.active_half * s.svc.ring_size];
+    choice.snatPort =
+        mp_snat_port(mp_snat_hash(&pkt.flow), 0, node_.snat_port_min, node_.snat_port_max);
+  }
+  return choice;
+}
+
+}  // namespace meshpath::testing

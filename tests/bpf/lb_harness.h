@@ -1,0 +1,125 @@
+// lb_harness.h — what the BPF tests and the prog_run benchmark share: a private network
+// namespace with a known topology (so bpf_fib_lookup answers the same on every machine), the
+// balancer loaded with private maps and set up in domain terms, BPF_PROG_RUN, and what the
+// native build of the core headers predicts the program will choose.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "abi.h"
+#include "lb_skeleton.h"
+#include "packet.h"
+
+namespace meshpath::testing {
+
+// The topology enterTestNetwork() builds. Nothing here exists outside the test's namespace.
+//   client side: veth "mpc" 10.0.1.1/24 fd00:1::1/64; client 10.0.1.10 / fd00:1::10, and an
+//                endpoint reached back through the ingress link, 10.0.1.20 / fd00:1::20
+//   endpoint side: veth "mpe" 10.0.2.1/24 fd00:2::1/64 (the node's SNAT address);
+//                endpoints 10.0.2.11-12 / fd00:2::11-12 with static neighbours;
+//                10.0.2.99 / fd00:2::99 on-link without a neighbour; 10.9.9.9 / fd00:9::9
+//                without a route. VIPs 10.0.0.100 / fd00::100 are not local.
+namespace topo {
+inline constexpr char kClientIf[] = "mpc";
+inline constexpr char kEndpointIf[] = "mpe";
+inline constexpr char kClientIfMac[] = "02:00:00:00:01:01";
+inline constexpr char kEndpointIfMac[] = "02:00:00:00:02:01";
+inline constexpr char kClientMac[] = "02:00:00:00:01:10";
+inline constexpr char kTxEndpointMac[] = "02:00:00:00:01:20";
+inline constexpr char kEndpoint1Mac[] = "02:00:00:00:02:11";
+inline constexpr char kEndpoint2Mac[] = "02:00:00:00:02:12";
+inline constexpr char kRouterMac[] = "02:00:00:00:00:fe";  // whoever sent us the frame
+inline constexpr char kNode4[] = "10.0.2.1";
+inline constexpr char kNode6[] = "fd00:2::1";
+inline constexpr char kClient4[] = "10.0.1.10";
+inline constexpr char kClient6[] = "fd00:1::10";
+inline constexpr char kTxEndpoint4[] = "10.0.1.20";
+inline constexpr char kTxEndpoint6[] = "fd00:1::20";
+inline constexpr char kEndpoint1v4[] = "10.0.2.11";
+inline constexpr char kEndpoint2v4[] = "10.0.2.12";
+inline constexpr char kEndpoint1v6[] = "fd00:2::11";
+inline constexpr char kEndpoint2v6[] = "fd00:2::12";
+inline constexpr char kNoNeigh4[] = "10.0.2.99";
+inline constexpr char kNoNeigh6[] = "fd00:2::99";
+inline constexpr char kNoRoute4[] = "10.9.9.9";
+inline constexpr char kNoRoute6[] = "fd00:9::9";
+inline constexpr char kVip4[] = "10.0.0.100";
+inline constexpr char kVip6[] = "fd00::100";
+}  // namespace topo
+
+// Moves this process into a new network namespace and builds the topology there, once per
+// process (later calls return the first result). "" on success, else what failed.
+std::string enterTestNetwork();
+int ifindexOf(const std::string& name);
+
+struct XdpRun {
+  int error = 0;  // errno of BPF_PROG_RUN itself, 0 when it ran
+  uint32_t verdict = 0;
+  uint32_t durationNs = 0;  // the kernel's figure, averaged over repeat
+  Bytes output;
+};
+
+// BPF_PROG_RUN of progFd on frame as if received on ingressIfindex (0: the namespace's lo).
+XdpRun runXdp(int progFd, const Bytes& frame, int ingressIfindex, uint32_t repeat = 1);
+
+// A 16-byte ABI address (IPv4 in the first 4 bytes) and its mp_family.
+struct AbiAddr {
+  uint8_t family = 0;
+  std::array<uint8_t, 16> bytes{};
+};
+AbiAddr abiAddr(const std::string& text);
+
+const char* verdictName(uint32_t verdict);
+
+class LbHarness {
+ public:
+  explicit LbHarness(uint32_t connTableSize = 4096);
+
+  LbSkeleton& lb() { return *lb_; }
+
+  void setNode(const std::string& v4, const std::string& v6, uint16_t portMin = 61000,
+               uint16_t portMax = 65535);
+  void setEndpoint(uint32_t id, const std::string& address, uint16_t port, uint32_t svcId,
+                   bool inUse = true);
+  // Adds or replaces service svcId with a ring of ringSize slots filled round-robin from
+  // endpointIds (none: every slot MP_RING_EMPTY), published through LbSkeleton::writeRing.
+  void setService(uint32_t svcId, const std::string& vip, uint16_t port, uint8_t proto,
+                  uint32_t ringSize, const std::vector<uint32_t>& endpointIds);
+
+  XdpRun run(const Bytes& frame, int ingressIfindex) const;
+
+  uint64_t exceptions(uint32_t reason) const;  // summed over CPUs
+  mp_counters svcStats(uint32_t svcId) const;
+  mp_counters epStats(uint32_t epId) const;
+  std::optional<mp_conn> conn(const mp_flow& flow) const;
+  std::optional<mp_rnat> rnat(const mp_flow& flow) const;
+
+  // What the program should pick for a new flow, by the native build of the same headers.
+  struct Choice {
+    mp_flow flow{};  // the frame's 5-tuple
+    uint32_t epId = MP_RING_EMPTY;
+    uint16_t snatPort = 0;  // network order; first probe
+  };
+  Choice predict(const Bytes& frame) const;
+
+ private:
+  struct Service {
+    mp_svc_key key{};
+    mp_svc svc{};
+    std::vector<uint32_t> slots;
+    UniqueFd ring;
+  };
+  mp_counters sumCounters(int fd, uint32_t key) const;
+
+  std::unique_ptr<LbSkeleton> lb_;
+  mp_node_cfg node_{};
+  std::map<uint32_t, Service> services_;
+};
+
+}  // namespace meshpath::testing

@@ -1,0 +1,119 @@
+// LbSkeleton: map pinning and adoption across a restart, ring maps that fit mp_rings, and the
+// checks writeRing makes before it publishes anything.
+#include <arpa/inet.h>
+#include <bpf/bpf.h>
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+
+#include "lb_skeleton.h"
+#include "libbpf_logger.h"
+
+namespace meshpath {
+namespace {
+
+class LbSkeletonTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ASSERT_EQ(::geteuid(), 0u) << "BPF tests load programs: run as root";
+    installLibbpfLogger();
+  }
+};
+
+TEST_F(LbSkeletonTest, PinnedMapsAreAdoptedByTheNextLoad) {
+  const std::string root = "/sys/fs/bpf/meshpath-test-" + std::to_string(::getpid());
+  std::filesystem::remove_all(root);
+  {
+    auto first = LbSkeleton::open({.pinRoot = root, .connTableSize = 1024});
+    ASSERT_TRUE(first) << first.error().toString();
+    EXPECT_FALSE((*first)->adopted());
+    for (const char* name : {"mp_services", "mp_endpoints", "mp_rings", "mp_conns", "mp_rnat",
+                             "mp_node", "mp_svc_stats", "mp_ep_stats", "mp_exc"}) {
+      EXPECT_TRUE(std::filesystem::exists(root + "/" + name)) << name;
+    }
+    mp_node_cfg node{};
+    node.has_addr4 = 1;
+    node.addr4[0] = 10;
+    node.snat_port_min = 61000;
+    node.snat_port_max = 61999;
+    const uint32_t zero = 0;
+    ASSERT_EQ(bpf_map_update_elem((*first)->nodeFd(), &zero, &node, BPF_ANY), 0);
+  }  // the daemon goes away; its pinned maps stay
+
+  auto second = LbSkeleton::open({.pinRoot = root, .connTableSize = 1024});
+  ASSERT_TRUE(second) << second.error().toString();
+  EXPECT_TRUE((*second)->adopted());
+  mp_node_cfg node{};
+  const uint32_t zero = 0;
+  ASSERT_EQ(bpf_map_lookup_elem((*second)->nodeFd(), &zero, &node), 0);
+  EXPECT_EQ(node.snat_port_max, 61999);
+  EXPECT_EQ(node.addr4[0], 10);
+
+  auto resized = LbSkeleton::open({.pinRoot = root, .connTableSize = 2048});
+  EXPECT_FALSE(resized) << "a pinned conn table of another size is not silently replaced";
+
+  second = LbSkeleton::open({.pinRoot = "", .connTableSize = 1024});  // drop the pinned one
+  std::filesystem::remove_all(root);
+}
+
+TEST_F(LbSkeletonTest, RingMapsFitMpRingsAndStartEmpty) {
+  auto lb = LbSkeleton::open({.pinRoot = "", .connTableSize = 1024});
+  ASSERT_TRUE(lb) << lb.error().toString();
+  for (uint32_t size : {7u, 65537u}) {
+    auto ring = LbSkeleton::createRingMap(size);
+    ASSERT_TRUE(ring) << ring.error().toString();
+    const uint32_t svc = 3;
+    const int fd = ring->get();
+    EXPECT_EQ(bpf_map_update_elem((*lb)->ringsFd(), &svc, &fd, BPF_ANY), 0) << size;
+    for (uint32_t slot : {0u, size, 2 * size - 1}) {
+      uint32_t value = 0;
+      ASSERT_EQ(bpf_map_lookup_elem(fd, &slot, &value), 0);
+      EXPECT_EQ(value, MP_RING_EMPTY);
+    }
+  }
+  EXPECT_EQ(LbSkeleton::createRingMap(0).error().errnum, EINVAL);
+  EXPECT_EQ(LbSkeleton::createRingMap(MP_RING_SIZE_MAX + 1).error().errnum, EINVAL);
+}
+
+TEST_F(LbSkeletonTest, WriteRingPublishesOneHalfThenFlips) {
+  auto lb = LbSkeleton::open({.pinRoot = "", .connTableSize = 1024});
+  ASSERT_TRUE(lb) << lb.error().toString();
+  auto ring = LbSkeleton::createRingMap(5);
+  ASSERT_TRUE(ring);
+  mp_svc_key key{};
+  key.addr[0] = 10;
+  key.port = htons(80);
+  key.proto = 6;
+  key.family = MP_AF_INET;
+  mp_svc svc{};
+  svc.id = 9;
+  svc.ring_size = 5;
+
+  EXPECT_EQ((*lb)->writeRing(key, svc, ring->get(), 2, {1, 2, 3, 4, 5}).error().errnum, EINVAL);
+  EXPECT_EQ((*lb)->writeRing(key, svc, ring->get(), 0, {1, 2, 3}).error().errnum, EINVAL);
+  mp_svc stored{};
+  EXPECT_NE(bpf_map_lookup_elem((*lb)->servicesFd(), &key, &stored), 0)
+      << "a refused write publishes nothing";
+
+  auto status = (*lb)->writeRing(key, svc, ring->get(), 1, {1, 2, 3, 4, 5});
+  ASSERT_TRUE(status) << status.error().toString();
+  ASSERT_EQ(bpf_map_lookup_elem((*lb)->servicesFd(), &key, &stored), 0);
+  EXPECT_EQ(stored.active_half, 1u);
+  EXPECT_EQ(stored.ring_size, 5u);
+  for (uint32_t i = 0; i < 5; ++i) {
+    uint32_t lower = 0, upper = 0, index = 5 + i;
+    ASSERT_EQ(bpf_map_lookup_elem(ring->get(), &i, &lower), 0);
+    ASSERT_EQ(bpf_map_lookup_elem(ring->get(), &index, &upper), 0);
+    EXPECT_EQ(lower, MP_RING_EMPTY) << "the other half is untouched";
+    EXPECT_EQ(upper, i + 1);
+  }
+  uint32_t innerId = 0;
+  EXPECT_EQ(bpf_map_lookup_elem((*lb)->ringsFd(), &svc.id, &innerId), 0)
+      << "mp_rings holds the ring";
+}
+
+}  // namespace
+}  // namespace meshpath
