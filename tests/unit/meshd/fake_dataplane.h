@@ -1,0 +1,116 @@
+// fake_dataplane.h — a Dataplane that keeps its tables in memory, logs every operation, and can be
+// told to fail the n-th one; for the reconciler and API tests.
+#pragma once
+
+#include <map>
+#include <string>
+#include <vector>
+
+#include "abi.h"
+#include "dataplane.h"
+
+namespace meshpath::testing {
+
+class FakeDataplane : public Dataplane {
+ public:
+  struct Service {
+    ServiceEntry entry;
+    uint32_t activeHalf = 0;
+  };
+
+  Result<void> setNode(const NodeSpec& node) override {
+    if (auto r = step("setNode"); !r) return r;
+    node_ = node;
+    return {};
+  }
+  Result<void> upsertEndpoint(uint32_t id, const EndpointEntry& e) override {
+    if (auto r = step("upsertEndpoint " + std::to_string(id)); !r) return r;
+    endpoints[id] = e;
+    return {};
+  }
+  Result<void> removeEndpoint(uint32_t id) override {
+    if (auto r = step("removeEndpoint " + std::to_string(id)); !r) return r;
+    endpoints.erase(id);
+    return {};
+  }
+  Result<void> upsertService(const ServiceEntry& s, const std::vector<uint32_t>* ring) override {
+    if (auto r = step("upsertService " + std::to_string(s.id) + (ring ? " ring" : "")); !r) {
+      return r;
+    }
+    if (ring != nullptr) {
+      if (ring->size() != s.ringSize) return Error{EINVAL, "ring size", {}};
+      // Every id a ring names must be a filled slot of the same service: the ordering contract.
+      for (uint32_t id : *ring) {
+        if (id == MP_RING_EMPTY) continue;
+        auto it = endpoints.find(id);
+        if (it == endpoints.end() || it->second.serviceId != s.id) {
+          return Error{EINVAL, "ring names endpoint " + std::to_string(id) + " not in service", {}};
+        }
+      }
+      rings[s.id] = *ring;
+    } else if (!rings.contains(s.id)) {
+      return Error{ENOENT, "no ring for service " + std::to_string(s.id), {}};
+    }
+    services[s.key] = s;
+    return {};
+  }
+  Result<void> removeServiceEntry(const ServiceKey& key) override {
+    if (auto r = step("removeServiceEntry " + key.toString()); !r) return r;
+    services.erase(key);
+    return {};
+  }
+  Result<void> releaseService(uint32_t id) override {
+    if (auto r = step("releaseService " + std::to_string(id)); !r) return r;
+    rings.erase(id);
+    return {};
+  }
+  Result<Counters> serviceStats(uint32_t id) override { return Counters{id, id * 100, 1}; }
+  Result<Counters> endpointStats(uint32_t id) override { return Counters{id, id * 10, 0}; }
+  Result<std::vector<uint64_t>> exceptionCounts() override {
+    return std::vector<uint64_t>(MP_EXC_MAX, 7);
+  }
+  Result<RealizedSnapshot> snapshot() override {
+    RealizedSnapshot s;
+    for (const auto& [k, e] : services) s.services.push_back(e);
+    for (const auto& [id, r] : rings) s.ringIds.push_back(id);
+    for (const auto& [id, e] : endpoints) s.endpoints.emplace_back(id, e);
+    return s;
+  }
+  std::vector<InterfaceStatus> interfaces() override {
+    return {InterfaceStatus{"veth0", 3, true, "native", false}};
+  }
+  std::string pinRoot() const override { return "/sys/fs/bpf/test"; }
+
+  // Checks that no ring names a slot that is free or belongs to another service.
+  bool consistent() const {
+    for (const auto& [key, s] : services) {
+      if (!rings.contains(s.id)) return false;
+    }
+    for (const auto& [svcId, ring] : rings) {
+      for (uint32_t id : ring) {
+        if (id == MP_RING_EMPTY) continue;
+        auto it = endpoints.find(id);
+        if (it == endpoints.end() || it->second.serviceId != svcId) return false;
+      }
+    }
+    return true;
+  }
+
+  std::map<ServiceKey, ServiceEntry> services;
+  std::map<uint32_t, std::vector<uint32_t>> rings;
+  std::map<uint32_t, EndpointEntry> endpoints;
+  std::optional<NodeSpec> node_;
+  std::vector<std::string> log;
+  int failAt = -1;  // fail the operation with this index (counted over the fake's lifetime)
+
+ private:
+  Result<void> step(const std::string& what) {
+    int index = ops_++;
+    if (index == failAt) return Error{EIO, "injected failure at " + what, {}};
+    log.push_back(what);
+    return {};
+  }
+  int ops_ = 0;
+};
+
+}  // namespace meshpath::testing

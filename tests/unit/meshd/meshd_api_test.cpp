@@ -1,0 +1,266 @@
+// The REST routes of docs/api.md through ApiHandler and ControlPlane over a fake dataplane:
+// shapes, status codes, and that a refused request changes nothing.
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <nlohmann/json.hpp>
+
+#include "api_server.h"
+#include "fake_dataplane.h"
+
+namespace meshpath {
+namespace {
+
+using nlohmann::json;
+
+class ApiTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = std::filesystem::temp_directory_path() / ("meshd_api_test_" + std::to_string(::getpid()));
+    std::filesystem::remove_all(dir_);
+    std::filesystem::create_directories(dir_);
+    node_.interfaces = {"veth0"};
+    node_.ipv4 = IpAddress::parse("10.0.2.1");
+    node_.ringSize = 1009;
+    node_.stateFile = (dir_ / "state.json").string();
+    store_ = std::make_unique<StateStore>(node_.stateFile);
+    reconciler_ = std::make_unique<Reconciler>(dp_);
+    reconciler_->start({}, std::nullopt);
+    ASSERT_TRUE(reconciler_->apply(DesiredState{node_, {}}));
+    cp_ = std::make_unique<ControlPlane>(dp_, *reconciler_, *store_, "", false);
+    handler_ = std::make_unique<ApiHandler>(*cp_);
+  }
+  void TearDown() override { std::filesystem::remove_all(dir_); }
+
+  std::pair<int, json> call(const std::string& method, const std::string& target,
+                            const std::string& body = "") {
+    ApiAnswer a = handler_->handle(method, target, body);
+    return {a.status, json::parse(a.body)};
+  }
+
+  void createWeb() {
+    auto [status, body] = call("POST", "/v1/services", R"({"name": "web", "vip": "10.0.0.100",
+        "port": 80, "endpoints": [{"address": "10.0.2.11", "port": 8080},
+                                  {"address": "10.0.2.12", "port": 8080, "weight": 2}]})");
+    ASSERT_EQ(status, 201) << body.dump();
+  }
+
+  std::filesystem::path dir_;
+  NodeSpec node_;
+  testing::FakeDataplane dp_;
+  std::unique_ptr<StateStore> store_;
+  std::unique_ptr<Reconciler> reconciler_;
+  std::unique_ptr<ControlPlane> cp_;
+  std::unique_ptr<ApiHandler> handler_;
+};
+
+TEST_F(ApiTest, Status) {
+  createWeb();
+  auto [status, body] = call("GET", "/v1/status");
+  ASSERT_EQ(status, 200);
+  EXPECT_EQ(body["pid"], ::getpid());
+  EXPECT_EQ(body["adopted"], false);
+  EXPECT_EQ(body["pin_root"], "/sys/fs/bpf/test");
+  EXPECT_EQ(body["interfaces"][0], (json{{"name", "veth0"}, {"ifindex", 3}, {"attached", true},
+                                         {"mode", "native"}}));
+  EXPECT_EQ(body["node"]["ipv4"], "10.0.2.1");
+  EXPECT_TRUE(body["node"]["ipv6"].is_null());
+  EXPECT_EQ(body["node"]["ring_size"], 1009);
+  EXPECT_EQ(body["node"]["snat_port_min"], 61000);
+  EXPECT_EQ(body["services"], 1);
+  EXPECT_EQ(body["endpoints"], 2);
+  EXPECT_TRUE(body.contains("version") && body.contains("uptime_s"));
+}
+
+TEST_F(ApiTest, CreateGetListDeleteService) {
+  auto [status, created] = call("POST", "/v1/services", R"({"name": "web", "vip": "10.0.0.100",
+      "port": 80, "endpoints": [{"address": "10.0.2.11", "port": 8080}]})");
+  ASSERT_EQ(status, 201) << created.dump();
+  EXPECT_EQ(created["id"], 0);
+  EXPECT_EQ(created["ring_size"], 1009);
+  EXPECT_EQ(created["protocol"], "tcp");
+  EXPECT_EQ(created["algorithm"], "maglev");
+  EXPECT_EQ(created["forwarding"], "nat");
+  EXPECT_EQ(created["stats"], (json{{"packets", 0}, {"bytes", 0}, {"new_conns", 1}}));
+  EXPECT_EQ(created["endpoints"][0]["weight"], 1);
+  EXPECT_EQ(created["endpoints"][0]["id"], 0);
+  EXPECT_TRUE(created["endpoints"][0].contains("stats"));
+  EXPECT_EQ(dp_.services.size(), 1u);
+
+  auto [gs, got] = call("GET", "/v1/services/web");
+  EXPECT_EQ(gs, 200);
+  EXPECT_EQ(got, created);
+  auto [ls, list] = call("GET", "/v1/services");
+  EXPECT_EQ(ls, 200);
+  EXPECT_EQ(list, json::array({created}));
+
+  // What GET answers can be sent back (id, ring_size, stats are ignored on input).
+  auto [again, conflict] = call("POST", "/v1/services", got.dump());
+  EXPECT_EQ(again, 409);
+
+  auto [ds, deleted] = call("DELETE", "/v1/services/web");
+  EXPECT_EQ(ds, 200);
+  EXPECT_EQ(deleted, (json{{"deleted", "web"}}));
+  EXPECT_TRUE(dp_.services.empty());
+  EXPECT_TRUE(dp_.endpoints.empty());
+  EXPECT_EQ(call("GET", "/v1/services/web").first, 404);
+  EXPECT_EQ(call("DELETE", "/v1/services/web").first, 404);
+}
+
+TEST_F(ApiTest, RefusedServicesChangeNothing) {
+  createWeb();
+  auto before = dp_.log.size();
+  auto expectRefused = [&](const std::string& body, int code, const std::string& mention) {
+    auto [status, answer] = call("POST", "/v1/services", body);
+    EXPECT_EQ(status, code) << body;
+    EXPECT_NE(answer["error"].get<std::string>().find(mention), std::string::npos)
+        << answer.dump();
+    EXPECT_TRUE(answer.contains("hint"));
+  };
+  expectRefused(R"({"name": "web2", "vip": "10.0.0.100", "port": 80})", 409, "web");
+  expectRefused(R"({"name": "x", "vip": "10.0.0.1", "port": 99999})", 400, "port");
+  expectRefused(R"({"name": "x", "vip": "10.0.0.1", "port": 80, "colour": 1})", 400, "colour");
+  expectRefused(R"({"name": "x", "vip": "10.0.0.1", "port": 80)", 400, "JSON");
+  expectRefused(R"({"name": "BAD NAME", "vip": "10.0.0.1", "port": 80})", 400, "name");
+  // IPv6 VIP on a node with no IPv6 address: a rule of validateState.
+  expectRefused(R"({"name": "v6", "vip": "fd00::1", "port": 80})", 400, "");
+  EXPECT_EQ(dp_.log.size(), before);
+  EXPECT_EQ(cp_->desired().services.size(), 1u);
+}
+
+TEST_F(ApiTest, Endpoints) {
+  createWeb();
+  auto [as, added] = call("POST", "/v1/services/web/endpoints",
+                          R"({"address": "10.0.2.13", "port": 8080, "weight": 3})");
+  ASSERT_EQ(as, 201) << added.dump();
+  EXPECT_EQ(added["address"], "10.0.2.13");
+  EXPECT_EQ(added["weight"], 3);
+  EXPECT_EQ(added["id"], 2);
+  EXPECT_TRUE(added.contains("stats"));
+  EXPECT_EQ(call("POST", "/v1/services/web/endpoints", added.dump()).first, 409);
+  EXPECT_EQ(call("POST", "/v1/services/nope/endpoints", added.dump()).first, 404);
+
+  auto [ps, put] = call("PUT", "/v1/services/web/endpoints/10.0.2.13/8080", R"({"weight": 0})");
+  ASSERT_EQ(ps, 200) << put.dump();
+  EXPECT_EQ(put["weight"], 0);
+  EXPECT_EQ(put["id"], 2);
+  EXPECT_EQ(call("PUT", "/v1/services/web/endpoints/10.0.2.13/8080", R"({"weight": 20000})").first,
+            400);
+  EXPECT_EQ(call("PUT", "/v1/services/web/endpoints/10.0.2.99/8080", R"({"weight": 1})").first,
+            404);
+  EXPECT_EQ(call("PUT", "/v1/services/web/endpoints/10.0.2.13/x", R"({"weight": 1})").first, 400);
+  EXPECT_EQ(call("PUT", "/v1/services/web/endpoints/not-an-ip/80", R"({"weight": 1})").first, 400);
+
+  auto [ds, deleted] = call("DELETE", "/v1/services/web/endpoints/10.0.2.13/8080");
+  EXPECT_EQ(ds, 200);
+  EXPECT_EQ(deleted, (json{{"deleted", "10.0.2.13:8080"}}));
+  EXPECT_FALSE(dp_.endpoints.contains(2));
+  EXPECT_EQ(call("DELETE", "/v1/services/web/endpoints/10.0.2.13/8080").first, 404);
+}
+
+TEST_F(ApiTest, Ipv6EndpointInThePath) {
+  node_.ipv6 = IpAddress::parse("fd00:2::1");
+  ASSERT_TRUE(reconciler_->apply(DesiredState{node_, {}}));
+  auto [cs, created] = call("POST", "/v1/services", R"({"name": "v6", "vip": "fd00::100",
+      "port": 80, "endpoints": [{"address": "fd00:2::11", "port": 8080}]})");
+  ASSERT_EQ(cs, 201) << created.dump();
+  EXPECT_EQ(call("PUT", "/v1/services/v6/endpoints/fd00:2::11/8080", R"({"weight": 2})").first,
+            200);
+  EXPECT_EQ(call("PUT", "/v1/services/v6/endpoints/%5Bfd00%3A2%3A%3A11%5D/8080",
+                 R"({"weight": 3})").first,
+            200);
+  auto [ds, deleted] = call("DELETE", "/v1/services/v6/endpoints/[fd00:2::11]/8080");
+  EXPECT_EQ(ds, 200);
+  EXPECT_EQ(deleted["deleted"], "[fd00:2::11]:8080");
+}
+
+TEST_F(ApiTest, Stats) {
+  createWeb();
+  auto [status, body] = call("GET", "/v1/stats");
+  ASSERT_EQ(status, 200);
+  ASSERT_EQ(body["services"].size(), 1u);
+  const json& web = body["services"][0];
+  EXPECT_EQ(web["name"], "web");
+  EXPECT_EQ(web["bytes"], 0);
+  EXPECT_EQ(web["endpoints"][1], (json{{"address", "10.0.2.12"}, {"port", 8080}, {"packets", 1},
+                                       {"bytes", 10}, {"new_conns", 0}}));
+  EXPECT_EQ(body["exceptions"].size(), static_cast<size_t>(MP_EXC_MAX));
+  EXPECT_EQ(body["exceptions"]["drop_ip4_trunc"], 7);
+}
+
+TEST_F(ApiTest, Apply) {
+  createWeb();
+  const std::string yaml = R"(
+services:
+  - name: web
+    vip: 10.0.0.100
+    port: 80
+    endpoints:
+      - {address: 10.0.2.11, port: 8080, weight: 1}
+  - name: dns
+    vip: 10.0.0.53
+    port: 53
+    protocol: udp
+    endpoints:
+      - {address: 10.0.2.21, port: 53}
+)";
+  auto [status, report] = call("POST", "/v1/apply", yaml);
+  ASSERT_EQ(status, 200) << report.dump();
+  EXPECT_EQ(report, (json{{"added", {"dns"}}, {"removed", json::array()}, {"changed", {"web"}}}));
+  EXPECT_EQ(dp_.services.size(), 2u);
+
+  // A node section equal to the running one is fine; a different one is a conflict.
+  std::string sameNode = "node:\n  interfaces: [veth0]\n  ipv4: 10.0.2.1\n  ring_size: 1009\n"
+                         "  state_file: " + node_.stateFile + "\n" + yaml;
+  auto [ss, same] = call("POST", "/v1/apply", sameNode);
+  EXPECT_EQ(ss, 200) << same.dump();
+  EXPECT_EQ(same, (json{{"added", json::array()}, {"removed", json::array()},
+                        {"changed", json::array()}}));
+  std::string otherNode = "node:\n  interfaces: [veth0, veth1]\n  ipv4: 10.0.2.1\n"
+                          "  ring_size: 1009\n" + yaml;
+  auto [os, other] = call("POST", "/v1/apply", otherNode);
+  EXPECT_EQ(os, 409);
+  EXPECT_NE(other["error"].get<std::string>().find("interfaces"), std::string::npos);
+
+  EXPECT_EQ(call("POST", "/v1/apply", "services: [").first, 400);
+  EXPECT_EQ(call("POST", "/v1/apply", "services:\n  - name: x\n    vip: 10.0.0.1\n").first, 400);
+  auto [es, emptied] = call("POST", "/v1/apply", "services: []\n");
+  EXPECT_EQ(es, 200);
+  EXPECT_EQ(emptied["removed"], (json{"web", "dns"}));
+  EXPECT_TRUE(dp_.services.empty());
+}
+
+TEST_F(ApiTest, DataplaneFailureIs500AndChangesNothing) {
+  createWeb();
+  dp_.failAt = static_cast<int>(dp_.log.size()) + 1;
+  auto [status, body] = call("POST", "/v1/services/web/endpoints",
+                             R"({"address": "10.0.2.13", "port": 8080})");
+  EXPECT_EQ(status, 500);
+  EXPECT_NE(body["error"].get<std::string>().find("injected"), std::string::npos);
+  EXPECT_EQ(cp_->desired().services[0].endpoints.size(), 2u);
+  EXPECT_FALSE(dp_.endpoints.contains(2));
+  EXPECT_TRUE(dp_.consistent());
+}
+
+TEST_F(ApiTest, ChangesAreSaved) {
+  createWeb();
+  auto saved = store_->load();
+  ASSERT_TRUE(saved && saved->has_value());
+  EXPECT_EQ((*saved)->desired, cp_->desired());
+  EXPECT_EQ((*saved)->ids, reconciler_->ids());
+}
+
+TEST_F(ApiTest, UnknownPathsAndMethods) {
+  EXPECT_EQ(call("GET", "/v2/status").first, 404);
+  EXPECT_EQ(call("GET", "/v1/nothing").first, 404);
+  EXPECT_EQ(call("GET", "/v1/services/web/endpoints/1.2.3.4").first, 404);
+  ApiAnswer a = handler_->handle("DELETE", "/v1/status", "");
+  EXPECT_EQ(a.status, 405);
+  EXPECT_EQ(a.allow, "GET");
+  EXPECT_EQ(handler_->handle("PATCH", "/v1/services", "").allow, "GET, POST");
+  EXPECT_EQ(call("GET", "/v1/status?verbose=1").first, 200);
+}
+
+}  // namespace
+}  // namespace meshpath

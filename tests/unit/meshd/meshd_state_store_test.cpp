@@ -1,0 +1,91 @@
+// The state file: what is saved comes back the same; a damaged file is refused, not guessed at.
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "state_store.h"
+
+namespace meshpath {
+namespace {
+
+DesiredState sample() {
+  DesiredState d;
+  d.node.interfaces = {"veth-c", "veth-e"};
+  d.node.ipv4 = IpAddress::parse("10.0.2.1");
+  d.node.ipv6 = IpAddress::parse("fd00:2::1");
+  d.node.ringSize = 1009;
+  ServiceSpec web;
+  web.name = "web";
+  web.vip = *IpAddress::parse("10.0.0.100");
+  web.port = 80;
+  web.endpoints = {{*IpAddress::parse("10.0.2.11"), 8080, 1}, {*IpAddress::parse("10.0.2.12"), 8080, 0}};
+  ServiceSpec dns;
+  dns.name = "dns6";
+  dns.vip = *IpAddress::parse("fd00::53");
+  dns.port = 53;
+  dns.protocol = Protocol::kUdp;
+  dns.endpoints = {{*IpAddress::parse("fd00:2::11"), 53, 3}};
+  d.services = {web, dns};
+  return d;
+}
+
+IdAssignments sampleIds() {
+  IdAssignments ids;
+  ids.services = {{"web", 4}, {"dns6", 9}};
+  ids.endpoints = {{"web", {{"10.0.2.11:8080", 17}, {"10.0.2.12:8080", 18}}},
+                   {"dns6", {{"[fd00:2::11]:53", 3}}}};
+  ids.nextServiceId = 10;
+  ids.nextEndpointId = 19;
+  return ids;
+}
+
+class StateStoreTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = std::filesystem::temp_directory_path() /
+           ("meshd_state_test_" + std::to_string(::getpid()));
+    std::filesystem::remove_all(dir_);
+  }
+  void TearDown() override { std::filesystem::remove_all(dir_); }
+  std::filesystem::path dir_;
+};
+
+TEST_F(StateStoreTest, RoundTrip) {
+  StateStore store((dir_ / "sub" / "state.json").string());
+  auto none = store.load();
+  ASSERT_TRUE(none);
+  EXPECT_FALSE(none->has_value());
+  ASSERT_TRUE(store.save(sample(), sampleIds()));  // creates the directory
+  auto loaded = store.load();
+  ASSERT_TRUE(loaded) << loaded.error().toString();
+  ASSERT_TRUE(loaded->has_value());
+  EXPECT_EQ((*loaded)->desired, sample());
+  EXPECT_EQ((*loaded)->ids, sampleIds());
+  EXPECT_FALSE(std::filesystem::exists(store.path() + ".tmp"));
+  ASSERT_TRUE(store.remove());
+  EXPECT_FALSE(store.exists());
+}
+
+TEST_F(StateStoreTest, DamagedFileIsRefused) {
+  std::filesystem::create_directories(dir_);
+  StateStore store((dir_ / "state.json").string());
+  std::string good = serializeState(sample(), sampleIds());
+  for (const std::string& text :
+       {std::string("{"), good.substr(0, good.size() / 2), std::string("{\"format\": 99}")}) {
+    std::ofstream(store.path()) << text;
+    auto loaded = store.load();
+    ASSERT_FALSE(loaded) << text;
+    EXPECT_NE(loaded.error().context.find(store.path()), std::string::npos);
+  }
+}
+
+TEST_F(StateStoreTest, MissingIdIsRefused) {
+  IdAssignments ids = sampleIds();
+  ids.endpoints["web"].erase("10.0.2.12:8080");
+  EXPECT_THROW(parseState(serializeState(sample(), ids)), std::exception);
+}
+
+}  // namespace
+}  // namespace meshpath

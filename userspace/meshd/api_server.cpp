@@ -1,0 +1,533 @@
+#include "api_server.h"
+
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <boost/asio/steady_timer.hpp>
+#include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/http.hpp>
+#include <chrono>
+#include <nlohmann/json.hpp>
+#include <spdlog/spdlog.h>
+
+#include "abi.h"
+#include "api_json.h"
+
+#ifndef MESHPATH_VERSION
+#define MESHPATH_VERSION "dev"
+#endif
+
+namespace meshpath {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace http = boost::beast::http;
+using local = asio::local::stream_protocol;
+using nlohmann::json;
+
+namespace {
+
+constexpr size_t kBodyLimit = 16 << 20;  // a config of 1024 services fits many times over
+constexpr auto kIdleTimeout = std::chrono::seconds(60);
+
+ApiAnswer answer(int status, const json& body) { return ApiAnswer{status, body.dump(), {}}; }
+
+ApiAnswer errorAnswer(int status, const std::string& error, const std::string& hint) {
+  return answer(status, json{{"error", error}, {"hint", hint}});
+}
+
+ApiAnswer errorAnswer(const ApiError& e) { return errorAnswer(e.status, e.error, e.hint); }
+
+std::string percentDecode(const std::string& s) {
+  std::string out;
+  for (size_t i = 0; i < s.size(); ++i) {
+    if (s[i] == '%' && i + 2 < s.size() &&
+        std::isxdigit(static_cast<unsigned char>(s[i + 1])) &&
+        std::isxdigit(static_cast<unsigned char>(s[i + 2]))) {
+      out.push_back(static_cast<char>(std::stoi(s.substr(i + 1, 2), nullptr, 16)));
+      i += 2;
+    } else {
+      out.push_back(s[i]);
+    }
+  }
+  return out;
+}
+
+std::vector<std::string> pathSegments(const std::string& target) {
+  std::string path = target.substr(0, target.find('?'));
+  std::vector<std::string> out;
+  size_t pos = 0;
+  while (pos <= path.size()) {
+    size_t next = path.find('/', pos);
+    if (next == std::string::npos) next = path.size();
+    if (next > pos) out.push_back(percentDecode(path.substr(pos, next - pos)));
+    pos = next + 1;
+  }
+  return out;
+}
+
+json countersJson(const Counters& c) {
+  return {{"packets", c.packets}, {"bytes", c.bytes}, {"new_conns", c.newConns}};
+}
+
+ApiAnswer dataplaneFailure(const Error& e) {
+  return errorAnswer(500, "dataplane: " + e.toString(), "see meshd's log");
+}
+
+std::optional<uint16_t> parsePort(const std::string& text) {
+  if (text.empty() || text.size() > 5) return std::nullopt;
+  for (char c : text) {
+    if (c < '0' || c > '9') return std::nullopt;
+  }
+  int v = std::stoi(text);
+  if (v < 1 || v > 65535) return std::nullopt;
+  return static_cast<uint16_t>(v);
+}
+
+std::optional<IpAddress> parsePathAddress(std::string text) {
+  if (text.size() >= 2 && text.front() == '[' && text.back() == ']') {
+    text = text.substr(1, text.size() - 2);
+  }
+  return IpAddress::parse(text);
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------
+// Routes
+
+ApiAnswer ApiHandler::handle(const std::string& method, const std::string& target,
+                             const std::string& body) {
+  std::vector<std::string> seg = pathSegments(target);
+  auto route = [&](std::initializer_list<const char*> allowed) -> std::optional<ApiAnswer> {
+    for (const char* m : allowed) {
+      if (method == m) return std::nullopt;
+    }
+    std::string allow;
+    for (const char* m : allowed) allow += (allow.empty() ? "" : ", ") + std::string(m);
+    ApiAnswer a = errorAnswer(405, "method " + method + " not allowed on " + target,
+                              "this path takes " + allow);
+    a.allow = allow;
+    return a;
+  };
+
+  if (seg.size() < 2 || seg[0] != "v1") {
+    return errorAnswer(404, "no such path: " + target, "see docs/api.md for the routes");
+  }
+  const std::string& top = seg[1];
+  if (top == "status" && seg.size() == 2) {
+    if (auto r = route({"GET"})) return *r;
+    return status();
+  }
+  if (top == "stats" && seg.size() == 2) {
+    if (auto r = route({"GET"})) return *r;
+    return stats();
+  }
+  if (top == "apply" && seg.size() == 2) {
+    if (auto r = route({"POST"})) return *r;
+    return apply(body);
+  }
+  if (top == "services") {
+    if (seg.size() == 2) {
+      if (auto r = route({"GET", "POST"})) return *r;
+      return method == "GET" ? listServices() : createService(body);
+    }
+    if (seg.size() == 3) {
+      if (auto r = route({"GET", "DELETE"})) return *r;
+      return method == "GET" ? getService(seg[2]) : deleteService(seg[2]);
+    }
+    if (seg.size() == 4 && seg[3] == "endpoints") {
+      if (auto r = route({"POST"})) return *r;
+      return addEndpoint(seg[2], body);
+    }
+    if (seg.size() == 6 && seg[3] == "endpoints") {
+      if (auto r = route({"PUT", "DELETE"})) return *r;
+      return method == "PUT" ? setEndpointWeight(seg[2], seg[4], seg[5], body)
+                             : removeEndpoint(seg[2], seg[4], seg[5]);
+    }
+  }
+  return errorAnswer(404, "no such path: " + target, "see docs/api.md for the routes");
+}
+
+ApiAnswer ApiHandler::status() {
+  const DesiredState& d = cp_.desired();
+  json interfaces = json::array();
+  for (const InterfaceStatus& i : cp_.dataplane().interfaces()) {
+    interfaces.push_back(
+        {{"name", i.name}, {"ifindex", i.ifindex}, {"attached", i.attached}, {"mode", i.mode}});
+  }
+  size_t endpoints = 0;
+  for (const ServiceSpec& s : d.services) endpoints += s.endpoints.size();
+  auto uptime = std::chrono::duration_cast<std::chrono::seconds>(
+      std::chrono::steady_clock::now() - cp_.startedAt());
+  json node = {{"ipv4", d.node.ipv4 ? json(d.node.ipv4->toString()) : json(nullptr)},
+               {"ipv6", d.node.ipv6 ? json(d.node.ipv6->toString()) : json(nullptr)},
+               {"snat_port_min", d.node.snatPortMin},
+               {"snat_port_max", d.node.snatPortMax},
+               {"ring_size", d.node.ringSize},
+               {"conn_table_size", d.node.connTableSize}};
+  return answer(200, json{{"version", MESHPATH_VERSION},
+                          {"pid", ::getpid()},
+                          {"uptime_s", uptime.count()},
+                          {"adopted", cp_.adopted()},
+                          {"pin_root", cp_.dataplane().pinRoot()},
+                          {"interfaces", interfaces},
+                          {"node", node},
+                          {"services", d.services.size()},
+                          {"endpoints", endpoints}});
+}
+
+namespace {
+
+// A Service of docs/api.md: the spec plus its id, ring size and counters.
+Result<json> serviceView(ControlPlane& cp, const ServiceSpec& s) {
+  json j = serviceToApiJson(s);
+  uint32_t id = cp.reconciler().serviceId(s.name).value_or(0);
+  j["id"] = id;
+  j["ring_size"] = cp.desired().node.ringSize;
+  auto svcStats = cp.dataplane().serviceStats(id);
+  if (!svcStats) return svcStats.error();
+  j["stats"] = countersJson(*svcStats);
+  for (size_t i = 0; i < s.endpoints.size(); ++i) {
+    uint32_t epId = cp.reconciler().endpointId(s.name, s.endpoints[i].key()).value_or(0);
+    auto epStats = cp.dataplane().endpointStats(epId);
+    if (!epStats) return epStats.error();
+    j["endpoints"][i]["id"] = epId;
+    j["endpoints"][i]["stats"] = countersJson(*epStats);
+  }
+  return j;
+}
+
+Result<json> endpointView(ControlPlane& cp, const std::string& service, const EndpointSpec& e) {
+  json j = endpointToApiJson(e);
+  uint32_t id = cp.reconciler().endpointId(service, e.key()).value_or(0);
+  j["id"] = id;
+  auto stats = cp.dataplane().endpointStats(id);
+  if (!stats) return stats.error();
+  j["stats"] = countersJson(*stats);
+  return j;
+}
+
+}  // namespace
+
+ApiAnswer ApiHandler::listServices() {
+  json out = json::array();
+  for (const ServiceSpec& s : cp_.desired().services) {
+    auto view = serviceView(cp_, s);
+    if (!view) return dataplaneFailure(view.error());
+    out.push_back(std::move(*view));
+  }
+  return answer(200, out);
+}
+
+ApiAnswer ApiHandler::getService(const std::string& name) {
+  const ServiceSpec* s = cp_.findService(name);
+  if (s == nullptr) {
+    return errorAnswer(404, "service " + name + " not found", "list services with GET /v1/services");
+  }
+  auto view = serviceView(cp_, *s);
+  if (!view) return dataplaneFailure(view.error());
+  return answer(200, *view);
+}
+
+ApiAnswer ApiHandler::createService(const std::string& body) {
+  auto spec = serviceFromApiJson(body);
+  if (!spec) return errorAnswer(spec.error());
+  auto created = cp_.createService(*spec);
+  if (!created) return errorAnswer(created.error());
+  auto view = serviceView(cp_, *created);
+  if (!view) return dataplaneFailure(view.error());
+  return answer(201, *view);
+}
+
+ApiAnswer ApiHandler::deleteService(const std::string& name) {
+  auto deleted = cp_.deleteService(name);
+  if (!deleted) return errorAnswer(deleted.error());
+  return answer(200, json{{"deleted", *deleted}});
+}
+
+ApiAnswer ApiHandler::addEndpoint(const std::string& service, const std::string& body) {
+  auto spec = endpointFromApiJson(body);
+  if (!spec) return errorAnswer(spec.error());
+  auto added = cp_.addEndpoint(service, *spec);
+  if (!added) return errorAnswer(added.error());
+  auto view = endpointView(cp_, service, *added);
+  if (!view) return dataplaneFailure(view.error());
+  return answer(201, *view);
+}
+
+ApiAnswer ApiHandler::setEndpointWeight(const std::string& service, const std::string& address,
+                                        const std::string& port, const std::string& body) {
+  auto addr = parsePathAddress(address);
+  if (!addr) return errorAnswer(400, "bad endpoint address in path: " + address, "");
+  auto p = parsePort(port);
+  if (!p) return errorAnswer(400, "bad endpoint port in path: " + port, "a port is 1..65535");
+  auto weight = weightFromApiJson(body);
+  if (!weight) return errorAnswer(weight.error());
+  auto changed = cp_.setEndpointWeight(service, *addr, *p, *weight);
+  if (!changed) return errorAnswer(changed.error());
+  auto view = endpointView(cp_, service, *changed);
+  if (!view) return dataplaneFailure(view.error());
+  return answer(200, *view);
+}
+
+ApiAnswer ApiHandler::removeEndpoint(const std::string& service, const std::string& address,
+                                     const std::string& port) {
+  auto addr = parsePathAddress(address);
+  if (!addr) return errorAnswer(400, "bad endpoint address in path: " + address, "");
+  auto p = parsePort(port);
+  if (!p) return errorAnswer(400, "bad endpoint port in path: " + port, "a port is 1..65535");
+  auto removed = cp_.removeEndpoint(service, *addr, *p);
+  if (!removed) return errorAnswer(removed.error());
+  return answer(200, json{{"deleted", *removed}});
+}
+
+ApiAnswer ApiHandler::stats() {
+  json services = json::array();
+  for (const ServiceSpec& s : cp_.desired().services) {
+    auto svcStats = cp_.dataplane().serviceStats(cp_.reconciler().serviceId(s.name).value_or(0));
+    if (!svcStats) return dataplaneFailure(svcStats.error());
+    json endpoints = json::array();
+    for (const EndpointSpec& e : s.endpoints) {
+      auto id = cp_.reconciler().endpointId(s.name, e.key()).value_or(0);
+      auto epStats = cp_.dataplane().endpointStats(id);
+      if (!epStats) return dataplaneFailure(epStats.error());
+      json ej = countersJson(*epStats);
+      ej["address"] = e.address.toString();
+      ej["port"] = e.port;
+      endpoints.push_back(std::move(ej));
+    }
+    json sj = countersJson(*svcStats);
+    sj["name"] = s.name;
+    sj["endpoints"] = std::move(endpoints);
+    services.push_back(std::move(sj));
+  }
+  auto exc = cp_.dataplane().exceptionCounts();
+  if (!exc) return dataplaneFailure(exc.error());
+  json exceptions = json::object();
+  for (size_t i = 0; i < MP_EXC_MAX && i < exc->size(); ++i) {
+    exceptions[mp_exc_names[i]] = (*exc)[i];
+  }
+  return answer(200, json{{"services", services}, {"exceptions", exceptions}});
+}
+
+ApiAnswer ApiHandler::apply(const std::string& body) {
+  auto report = cp_.applyConfigText(body);
+  if (!report) return errorAnswer(report.error());
+  return answer(200, json{{"added", report->added},
+                          {"removed", report->removed},
+                          {"changed", report->changed}});
+}
+
+// ---------------------------------------------------------------------------------------------
+// Connections
+
+namespace {
+
+Result<PeerCredentials> peerCredentials(int fd) {
+  PeerCredentials peer;
+  ucred cred{};
+  socklen_t len = sizeof(cred);
+  if (::getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0) {
+    return errnoError(errno, "SO_PEERCRED");
+  }
+  peer.pid = cred.pid;
+  peer.uid = cred.uid;
+  peer.gid = cred.gid;
+  std::vector<gid_t> groups(64);
+  len = static_cast<socklen_t>(groups.size() * sizeof(gid_t));
+  int rc = ::getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, groups.data(), &len);
+  if (rc != 0 && errno == ERANGE) {
+    groups.resize(len / sizeof(gid_t));
+    rc = ::getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, groups.data(), &len);
+  }
+  if (rc == 0) {
+    groups.resize(len / sizeof(gid_t));
+    peer.groups = std::move(groups);
+  }
+  return peer;
+}
+
+class ApiSession : public std::enable_shared_from_this<ApiSession> {
+ public:
+  ApiSession(local::socket socket, ApiServer& server, bool allowed, PeerCredentials peer)
+      : socket_(std::move(socket)),
+        idle_(socket_.get_executor()),
+        server_(server),
+        allowed_(allowed),
+        peer_(std::move(peer)) {}
+
+  void start() { readNext(); }
+
+ private:
+  void readNext() {
+    parser_.emplace();
+    parser_->body_limit(kBodyLimit);
+    armIdleTimer();
+    http::async_read(socket_, buffer_, *parser_,
+                     [self = shared_from_this()](beast::error_code ec, size_t) {
+                       self->onRead(ec);
+                     });
+  }
+
+  void armIdleTimer() {
+    idle_.expires_after(kIdleTimeout);
+    idle_.async_wait([weak = weak_from_this()](beast::error_code ec) {
+      if (ec) return;
+      if (auto self = weak.lock()) {
+        beast::error_code ignored;
+        self->socket_.close(ignored);
+      }
+    });
+  }
+
+  void onRead(beast::error_code ec) {
+    idle_.cancel();
+    if (ec == http::error::end_of_stream || ec == asio::error::operation_aborted ||
+        ec == asio::error::eof || ec == asio::error::connection_reset) {
+      closeSocket();
+      return;
+    }
+    http::request<http::string_body> req;
+    ApiAnswer a;
+    if (ec) {
+      a = errorAnswer(ec == http::error::body_limit ? 413 : 400,
+                      "bad HTTP request: " + ec.message(), "");
+      respond(a, 11, false);
+      return;
+    }
+    req = parser_->release();
+    std::string method(req.method_string());
+    std::string target(req.target());
+    if (!allowed_) {
+      a = errorAnswer(403,
+                      "uid " + std::to_string(peer_.uid) + " may not use meshd's API",
+                      "run as root or as a member of the API socket's group");
+      spdlog::warn("api: refused {} {} from pid {} uid {} gid {}", method, target, peer_.pid,
+                   peer_.uid, peer_.gid);
+    } else {
+      a = server_.handler().handle(method, target, req.body());
+      bool mutating = method != "GET";
+      auto level = mutating || a.status >= 500 ? spdlog::level::info : spdlog::level::debug;
+      spdlog::log(level, "api: {} {} -> {} (pid {} uid {})", method, target, a.status, peer_.pid,
+                  peer_.uid);
+    }
+    respond(a, req.version(), req.keep_alive());
+  }
+
+  void respond(const ApiAnswer& a, unsigned version, bool keepAlive) {
+    auto res = std::make_shared<http::response<http::string_body>>();
+    res->version(version);
+    res->result(static_cast<http::status>(a.status));
+    res->set(http::field::server, "meshd/" MESHPATH_VERSION);
+    res->set(http::field::content_type, "application/json");
+    if (!a.allow.empty()) res->set(http::field::allow, a.allow);
+    res->body() = a.body + "\n";
+    res->keep_alive(keepAlive);
+    res->prepare_payload();
+    http::async_write(socket_, *res,
+                      [self = shared_from_this(), res, keepAlive](beast::error_code ec, size_t) {
+                        if (ec || !keepAlive) {
+                          self->closeSocket();
+                          return;
+                        }
+                        self->readNext();
+                      });
+  }
+
+  void closeSocket() {
+    beast::error_code ignored;
+    socket_.shutdown(local::socket::shutdown_both, ignored);
+    socket_.close(ignored);
+  }
+
+  local::socket socket_;
+  asio::steady_timer idle_;
+  beast::flat_buffer buffer_;
+  std::optional<http::request_parser<http::string_body>> parser_;
+  ApiServer& server_;
+  bool allowed_;
+  PeerCredentials peer_;
+};
+
+}  // namespace
+
+ApiServer::ApiServer(asio::io_context& io, ControlPlane& controlPlane)
+    : io_(io), handler_(controlPlane) {}
+
+ApiServer::~ApiServer() { close(); }
+
+Result<void> ApiServer::listen(const std::string& path) {
+  struct stat st {};
+  if (::lstat(path.c_str(), &st) == 0) {
+    if (!S_ISSOCK(st.st_mode)) {
+      return Error{EEXIST, "api socket path " + path + " exists and is not a socket",
+                   "remove it or set node.api_socket elsewhere"};
+    }
+    // A socket file that still answers belongs to a running meshd; one that does not is stale.
+    local::socket probe(io_);
+    beast::error_code ec;
+    probe.connect(local::endpoint(path), ec);
+    if (!ec) {
+      return Error{EADDRINUSE, "another process is serving " + path,
+                   "is another meshd running? stop it first"};
+    }
+    ::unlink(path.c_str());
+  }
+  try {
+    acceptor_ = std::make_unique<local::acceptor>(io_);
+    acceptor_->open();
+    acceptor_->bind(local::endpoint(path));
+    acceptor_->listen();
+  } catch (const boost::system::system_error& e) {
+    acceptor_.reset();
+    return Error{e.code().value(), "listen on " + path, "check node.api_socket's directory"};
+  }
+  path_ = path;
+  if (::chmod(path.c_str(), 0660) != 0) {
+    return errnoError(errno, "chmod 0660 " + path);
+  }
+  acceptNext();
+  return {};
+}
+
+bool ApiServer::allowed(const PeerCredentials& peer) const {
+  if (peer.uid == 0 || peer.uid == ::geteuid()) return true;
+  struct stat st {};
+  if (::stat(path_.c_str(), &st) != 0) return false;
+  if (peer.gid == st.st_gid) return true;
+  for (gid_t g : peer.groups) {
+    if (g == st.st_gid) return true;
+  }
+  return false;
+}
+
+void ApiServer::acceptNext() {
+  if (!acceptor_) return;
+  acceptor_->async_accept([this](beast::error_code ec, local::socket socket) {
+    if (ec == asio::error::operation_aborted) return;
+    if (!ec) {
+      auto peer = peerCredentials(socket.native_handle());
+      if (!peer) {
+        spdlog::warn("api: {}; closing the connection", peer.error().toString());
+      } else {
+        bool ok = allowed(*peer);
+        std::make_shared<ApiSession>(std::move(socket), *this, ok, *peer)->start();
+      }
+    } else {
+      spdlog::warn("api: accept: {}", ec.message());
+    }
+    acceptNext();
+  });
+}
+
+void ApiServer::close() {
+  if (!acceptor_) return;
+  beast::error_code ignored;
+  acceptor_->close(ignored);
+  acceptor_.reset();
+  if (!path_.empty()) ::unlink(path_.c_str());
+}
+
+}  // namespace meshpath

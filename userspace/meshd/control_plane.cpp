@@ -1,0 +1,212 @@
+#include "control_plane.h"
+
+#include <spdlog/spdlog.h>
+
+#include <fstream>
+#include <sstream>
+
+#include "config.h"
+
+namespace meshpath {
+
+namespace {
+
+std::string join(const std::vector<std::string>& parts, const std::string& sep) {
+  std::string out;
+  for (const std::string& p : parts) out += (out.empty() ? "" : sep) + p;
+  return out;
+}
+
+std::string listText(const std::vector<std::string>& v) { return "[" + join(v, ", ") + "]"; }
+
+std::string optText(const std::optional<IpAddress>& a) { return a ? a->toString() : "none"; }
+
+ApiError notFound(const std::string& what) {
+  return ApiError{404, what + " not found", "list services with GET /v1/services"};
+}
+
+EndpointSpec* findEndpoint(ServiceSpec& service, const IpAddress& address, uint16_t port) {
+  for (EndpointSpec& e : service.endpoints) {
+    if (e.address == address && e.port == port) return &e;
+  }
+  return nullptr;
+}
+
+}  // namespace
+
+std::string describeNodeChanges(const NodeSpec& from, const NodeSpec& to) {
+  std::vector<std::string> changes;
+  auto note = [&](const std::string& field, const std::string& a, const std::string& b) {
+    if (a != b) changes.push_back(field + " " + a + " -> " + b);
+  };
+  note("interfaces", listText(from.interfaces), listText(to.interfaces));
+  note("ipv4", optText(from.ipv4), optText(to.ipv4));
+  note("ipv6", optText(from.ipv6), optText(to.ipv6));
+  note("snat_ports", std::to_string(from.snatPortMin) + "-" + std::to_string(from.snatPortMax),
+       std::to_string(to.snatPortMin) + "-" + std::to_string(to.snatPortMax));
+  note("ring_size", std::to_string(from.ringSize), std::to_string(to.ringSize));
+  note("conn_table_size", std::to_string(from.connTableSize), std::to_string(to.connTableSize));
+  note("xdp_mode", from.xdpMode, to.xdpMode);
+  note("api_socket", from.apiSocket, to.apiSocket);
+  note("pin_root", from.pinRoot, to.pinRoot);
+  note("state_file", from.stateFile, to.stateFile);
+  return join(changes, ", ");
+}
+
+ControlPlane::ControlPlane(Dataplane& dataplane, Reconciler& reconciler, StateStore& store,
+                           std::string configPath, bool adopted)
+    : dataplane_(dataplane),
+      reconciler_(reconciler),
+      store_(store),
+      configPath_(std::move(configPath)),
+      adopted_(adopted),
+      startedAt_(std::chrono::steady_clock::now()) {}
+
+const ServiceSpec* ControlPlane::findService(const std::string& name) const {
+  for (const ServiceSpec& s : desired().services) {
+    if (s.name == name) return &s;
+  }
+  return nullptr;
+}
+
+ApiResult<ApplyReport> ControlPlane::commit(const DesiredState& next) {
+  std::vector<std::string> problems = validateState(next);
+  if (!problems.empty()) {
+    return ApiError{400, join(problems, "; "), "fix the fields named and send it again"};
+  }
+  auto report = reconciler_.apply(next);
+  if (!report) {
+    const Error& e = report.error();
+    spdlog::error("reconcile failed: {}{}", e.toString(), e.hint.empty() ? "" : " (" + e.hint + ")");
+    return ApiError{500, "dataplane: " + e.toString(),
+                    e.hint.empty() ? "nothing was changed; see meshd's log" : e.hint};
+  }
+  // The change is live; a state file that cannot be written only costs it at the next restart.
+  if (auto saved = store_.save(reconciler_.desired(), reconciler_.ids()); !saved) {
+    spdlog::error("state file not saved, a restart would forget this change: {}",
+                  saved.error().toString());
+  }
+  const ApplyReport& r = *report;
+  if (!r.added.empty() || !r.removed.empty() || !r.changed.empty()) {
+    spdlog::info("applied: added {} removed {} changed {}", listText(r.added),
+                 listText(r.removed), listText(r.changed));
+  }
+  return report.value();
+}
+
+ApiResult<ServiceSpec> ControlPlane::createService(const ServiceSpec& service) {
+  if (findService(service.name) != nullptr) {
+    return ApiError{409, "service " + service.name + " already exists",
+                    "delete it first, or add endpoints with POST /v1/services/" + service.name +
+                        "/endpoints"};
+  }
+  for (const ServiceSpec& s : desired().services) {
+    if (s.vip == service.vip && s.port == service.port && s.protocol == service.protocol) {
+      return ApiError{409,
+                      "service " + s.name + " already uses " +
+                          serviceKeyOf(service).toString(),
+                      "pick another VIP, port or protocol"};
+    }
+  }
+  DesiredState next = desired();
+  next.services.push_back(service);
+  auto r = commit(next);
+  if (!r) return r.error();
+  return *findService(service.name);
+}
+
+ApiResult<std::string> ControlPlane::deleteService(const std::string& name) {
+  if (findService(name) == nullptr) return notFound("service " + name);
+  DesiredState next = desired();
+  std::erase_if(next.services, [&](const ServiceSpec& s) { return s.name == name; });
+  auto r = commit(next);
+  if (!r) return r.error();
+  return name;
+}
+
+ApiResult<EndpointSpec> ControlPlane::addEndpoint(const std::string& service,
+                                                  const EndpointSpec& endpoint) {
+  if (findService(service) == nullptr) return notFound("service " + service);
+  DesiredState next = desired();
+  for (ServiceSpec& s : next.services) {
+    if (s.name != service) continue;
+    if (findEndpoint(s, endpoint.address, endpoint.port) != nullptr) {
+      return ApiError{409, "endpoint " + endpoint.key() + " already in service " + service,
+                      "change its weight with PUT /v1/services/" + service + "/endpoints/" +
+                          endpoint.address.toString() + "/" + std::to_string(endpoint.port)};
+    }
+    s.endpoints.push_back(endpoint);
+  }
+  auto r = commit(next);
+  if (!r) return r.error();
+  return endpoint;
+}
+
+ApiResult<EndpointSpec> ControlPlane::setEndpointWeight(const std::string& service,
+                                                        const IpAddress& address, uint16_t port,
+                                                        uint32_t weight) {
+  if (findService(service) == nullptr) return notFound("service " + service);
+  DesiredState next = desired();
+  EndpointSpec changed;
+  for (ServiceSpec& s : next.services) {
+    if (s.name != service) continue;
+    EndpointSpec* e = findEndpoint(s, address, port);
+    if (e == nullptr) {
+      return notFound("endpoint " + EndpointSpec{address, port, 1}.key() + " of service " +
+                      service);
+    }
+    e->weight = weight;
+    changed = *e;
+  }
+  auto r = commit(next);
+  if (!r) return r.error();
+  return changed;
+}
+
+ApiResult<std::string> ControlPlane::removeEndpoint(const std::string& service,
+                                                    const IpAddress& address, uint16_t port) {
+  if (findService(service) == nullptr) return notFound("service " + service);
+  DesiredState next = desired();
+  std::string key = EndpointSpec{address, port, 1}.key();
+  for (ServiceSpec& s : next.services) {
+    if (s.name != service) continue;
+    if (findEndpoint(s, address, port) == nullptr) {
+      return notFound("endpoint " + key + " of service " + service);
+    }
+    std::erase_if(s.endpoints,
+                  [&](const EndpointSpec& e) { return e.address == address && e.port == port; });
+  }
+  auto r = commit(next);
+  if (!r) return r.error();
+  return key;
+}
+
+ApiResult<ApplyReport> ControlPlane::applyConfigText(const std::string& yamlText) {
+  ConfigDocument doc;
+  try {
+    doc = parseConfigDocument(yamlText);
+  } catch (const ConfigError& e) {
+    return ApiError{400, e.what(), "fix the config text (docs/config.md) and apply it again"};
+  }
+  if (doc.node && !(*doc.node == desired().node)) {
+    return ApiError{409,
+                    "node settings differ from the running ones: " +
+                        describeNodeChanges(desired().node, *doc.node),
+                    "node changes need a restart of meshd; or drop the node section to apply "
+                    "only the services"};
+  }
+  DesiredState next{desired().node, std::move(doc.services)};
+  return commit(next);
+}
+
+ApiResult<ApplyReport> ControlPlane::reloadConfigFile() {
+  std::ifstream in(configPath_);
+  if (!in) {
+    return ApiError{400, "cannot read config file " + configPath_, "check the path and rights"};
+  }
+  std::stringstream text;
+  text << in.rdbuf();
+  return applyConfigText(text.str());
+}
+
+}  // namespace meshpath

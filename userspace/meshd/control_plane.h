@@ -1,0 +1,68 @@
+// control_plane.h — every change to the desired state goes through here, whatever its source (the
+// config file at start or on SIGHUP, POST /v1/apply, the REST edits): copy the state, apply the
+// edit, validate, reconcile, save. A change that is refused leaves everything as it was.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <string>
+
+#include "dataplane.h"
+#include "model.h"
+#include "reconciler.h"
+#include "result.h"
+#include "state_store.h"
+
+namespace meshpath {
+
+// A refused change as the API reports it: an HTTP status and {error, hint}.
+struct ApiError {
+  int status = 500;
+  std::string error;
+  std::string hint;
+};
+
+template <typename T>
+using ApiResult = Result<T, ApiError>;
+
+class ControlPlane {
+ public:
+  ControlPlane(Dataplane& dataplane, Reconciler& reconciler, StateStore& store,
+               std::string configPath, bool adopted);
+
+  const DesiredState& desired() const { return reconciler_.desired(); }
+  const ServiceSpec* findService(const std::string& name) const;
+  Reconciler& reconciler() { return reconciler_; }
+  Dataplane& dataplane() { return dataplane_; }
+  bool adopted() const { return adopted_; }
+  std::chrono::steady_clock::time_point startedAt() const { return startedAt_; }
+
+  // Validates `next` (400), realizes it (500 when the dataplane fails), saves the state file.
+  ApiResult<ApplyReport> commit(const DesiredState& next);
+
+  ApiResult<ServiceSpec> createService(const ServiceSpec& service);
+  ApiResult<std::string> deleteService(const std::string& name);
+  ApiResult<EndpointSpec> addEndpoint(const std::string& service, const EndpointSpec& endpoint);
+  ApiResult<EndpointSpec> setEndpointWeight(const std::string& service, const IpAddress& address,
+                                            uint16_t port, uint32_t weight);
+  ApiResult<std::string> removeEndpoint(const std::string& service, const IpAddress& address,
+                                        uint16_t port);
+  // POST /v1/apply: the services of a config text replace the running ones. A node section, if
+  // present, must equal the running node (409 otherwise: node changes need a restart).
+  ApiResult<ApplyReport> applyConfigText(const std::string& yamlText);
+  // SIGHUP: applyConfigText on the config file meshd was started with.
+  ApiResult<ApplyReport> reloadConfigFile();
+
+ private:
+  Dataplane& dataplane_;
+  Reconciler& reconciler_;
+  StateStore& store_;
+  std::string configPath_;
+  bool adopted_;
+  std::chrono::steady_clock::time_point startedAt_;
+};
+
+// "ring_size 65537 -> 131071, interfaces [a] -> [a, b]"; empty when equal.
+std::string describeNodeChanges(const NodeSpec& from, const NodeSpec& to);
+
+}  // namespace meshpath

@@ -1,0 +1,105 @@
+// dataplane.h — what meshd asks of a packet path (XDP today, DPDK later), in terms of realized
+// state: the node's own settings, endpoint slots, services with their Maglev rings, counters.
+// The reconciler decides the order of operations; a backend only makes each one atomic and
+// reports failures as Result values, never exceptions.
+#pragma once
+
+#include <compare>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "model.h"
+#include "result.h"
+
+namespace meshpath {
+
+// How packets find a service: (VIP, port, protocol).
+struct ServiceKey {
+  IpAddress vip;
+  uint16_t port = 0;  // host order
+  Protocol protocol = Protocol::kTcp;
+
+  bool operator==(const ServiceKey&) const = default;
+  auto operator<=>(const ServiceKey&) const = default;
+  std::string toString() const;  // "tcp 10.0.0.100:80"
+};
+
+// One service as the dataplane holds it.
+struct ServiceEntry {
+  ServiceKey key;
+  uint32_t id = 0;        // 0..MP_MAX_SERVICES-1: ring and counter index
+  uint32_t ringSize = 0;  // Maglev M
+  Algorithm algorithm = Algorithm::kMaglev;
+  ForwardingMode forwarding = ForwardingMode::kNat;
+
+  bool operator==(const ServiceEntry&) const = default;
+};
+
+// One endpoint slot: where packets of the service svcId go when the ring picks this id.
+struct EndpointEntry {
+  IpAddress address;
+  uint16_t port = 0;  // host order
+  uint32_t serviceId = 0;
+
+  bool operator==(const EndpointEntry&) const = default;
+};
+
+struct Counters {
+  uint64_t packets = 0;
+  uint64_t bytes = 0;
+  uint64_t newConns = 0;
+};
+
+// What a dataplane already holds when meshd starts (pinned maps of an earlier run).
+struct RealizedSnapshot {
+  std::vector<ServiceEntry> services;  // entries of the service table
+  std::vector<uint32_t> ringIds;       // service ids that own a ring (may include stale ones)
+  std::vector<std::pair<uint32_t, EndpointEntry>> endpoints;  // slots in use
+};
+
+struct InterfaceStatus {
+  std::string name;
+  int ifindex = 0;
+  bool attached = false;  // our program is the one attached right now
+  std::string mode;       // "native" | "generic" | "" when not attached
+  bool adopted = false;   // an existing pinned link was taken over at start
+};
+
+class Dataplane {
+ public:
+  virtual ~Dataplane() = default;
+
+  // The node's SNAT addresses and port range.
+  virtual Result<void> setNode(const NodeSpec& node) = 0;
+
+  // Fills (or rewrites) endpoint slot id. A slot that was free starts with zeroed counters.
+  virtual Result<void> upsertEndpoint(uint32_t id, const EndpointEntry& endpoint) = 0;
+  // Frees slot id and zeroes its counters. The caller has already taken it out of every ring.
+  virtual Result<void> removeEndpoint(uint32_t id) = 0;
+
+  // Publishes a service. With a ring (exactly ringSize endpoint ids, MP_RING_EMPTY for none),
+  // the ring goes into the half packets do not read, then one update of the service entry points
+  // packets at it, so no packet sees a half-written ring. Without a ring the service keeps the
+  // ring it has (a changed key or mode only); it is an error if it has none.
+  virtual Result<void> upsertService(const ServiceEntry& service,
+                                     const std::vector<uint32_t>* ring) = 0;
+  // Removes the lookup entry: from now on packets to this VIP pass to the kernel untouched.
+  virtual Result<void> removeServiceEntry(const ServiceKey& key) = 0;
+  // Drops the ring and zeroes the counters of a service id that no entry points at any more.
+  virtual Result<void> releaseService(uint32_t id) = 0;
+
+  virtual Result<Counters> serviceStats(uint32_t id) = 0;   // summed over CPUs
+  virtual Result<Counters> endpointStats(uint32_t id) = 0;  // summed over CPUs
+  // Exception counters indexed by enum mp_exc_reason (MP_EXC_MAX of them), summed over CPUs.
+  virtual Result<std::vector<uint64_t>> exceptionCounts() = 0;
+
+  // What is in the tables now; used once at start to adopt an earlier run's state.
+  virtual Result<RealizedSnapshot> snapshot() = 0;
+
+  virtual std::vector<InterfaceStatus> interfaces() = 0;
+  virtual std::string pinRoot() const = 0;
+};
+
+}  // namespace meshpath

@@ -1,0 +1,325 @@
+#include "reconciler.h"
+
+#include <algorithm>
+#include <cerrno>
+
+#include "abi.h"
+#include "maglev.h"
+
+namespace meshpath {
+
+std::string ServiceKey::toString() const {
+  std::string addr = vip.isV6() ? "[" + vip.toString() + "]" : vip.toString();
+  return meshpath::toString(protocol) + " " + addr + ":" + std::to_string(port);
+}
+
+ServiceKey serviceKeyOf(const ServiceSpec& service) {
+  return ServiceKey{service.vip, service.port, service.protocol};
+}
+
+namespace {
+
+// Searches [0, limit) for a free id starting at cursor, wrapping once.
+std::optional<uint32_t> findFreeId(uint32_t cursor, uint32_t limit,
+                                   const std::set<uint32_t>& taken) {
+  for (uint32_t i = 0; i < limit; ++i) {
+    uint32_t id = (cursor + i) % limit;
+    if (!taken.contains(id)) return id;
+  }
+  return std::nullopt;
+}
+
+bool sameNodeSettings(const NodeSpec& a, const NodeSpec& b) {
+  return a.ipv4 == b.ipv4 && a.ipv6 == b.ipv6 && a.snatPortMin == b.snatPortMin &&
+         a.snatPortMax == b.snatPortMax;
+}
+
+}  // namespace
+
+Reconciler::Reconciler(Dataplane& dataplane, uint32_t maxServices, uint32_t maxEndpoints)
+    : dataplane_(dataplane), maxServices_(maxServices), maxEndpoints_(maxEndpoints) {}
+
+Reconciler::Reconciler(Dataplane& dataplane)
+    : Reconciler(dataplane, MP_MAX_SERVICES, MP_MAX_ENDPOINTS) {}
+
+void Reconciler::start(const RealizedSnapshot& snapshot, std::optional<IdAssignments> ids) {
+  realizedNode_.reset();  // unknown: written again by the first apply
+  realizedEntries_.clear();
+  realizedRings_.clear();
+  realizedEndpoints_.clear();
+  serviceHints_.clear();
+  endpointHints_.clear();
+
+  for (const ServiceEntry& entry : snapshot.services) {
+    realizedEntries_[entry.key] = entry;
+    serviceHints_.emplace(entry.key, entry.id);
+  }
+  for (uint32_t id : snapshot.ringIds) realizedRings_[id] = RealizedRing{0, std::nullopt};
+  for (const auto& [id, endpoint] : snapshot.endpoints) {
+    realizedEndpoints_[id] = endpoint;
+    endpointHints_.emplace(std::make_tuple(endpoint.serviceId, endpoint.address, endpoint.port), id);
+  }
+  if (ids) ids_ = std::move(*ids);
+}
+
+std::optional<uint32_t> Reconciler::serviceId(const std::string& service) const {
+  auto it = ids_.services.find(service);
+  if (it == ids_.services.end()) return std::nullopt;
+  return it->second;
+}
+
+std::optional<uint32_t> Reconciler::endpointId(const std::string& service,
+                                               const std::string& key) const {
+  auto it = ids_.endpoints.find(service);
+  if (it == ids_.endpoints.end()) return std::nullopt;
+  auto e = it->second.find(key);
+  if (e == it->second.end()) return std::nullopt;
+  return e->second;
+}
+
+Result<IdAssignments> Reconciler::assignIds(const DesiredState& desired) const {
+  IdAssignments next;
+  next.nextServiceId = ids_.nextServiceId;
+  next.nextEndpointId = ids_.nextEndpointId;
+
+  // Ids in the dataplane right now stay off limits for new things in this round, even when they
+  // are about to be freed: a new service must not inherit counters or connections of an old one.
+  std::set<uint32_t> takenServices;
+  std::set<uint32_t> takenEndpoints;
+  for (const auto& [key, entry] : realizedEntries_) takenServices.insert(entry.id);
+  for (const auto& [id, ring] : realizedRings_) takenServices.insert(id);
+  for (const auto& [id, endpoint] : realizedEndpoints_) takenEndpoints.insert(id);
+
+  // Keep what is known first, so that nothing new can take a kept id.
+  std::set<uint32_t> keptServices;
+  std::set<uint32_t> keptEndpoints;
+  for (const ServiceSpec& service : desired.services) {
+    if (auto id = serviceId(service.name)) {
+      next.services[service.name] = *id;
+      keptServices.insert(*id);
+    }
+    for (const EndpointSpec& endpoint : service.endpoints) {
+      if (auto id = endpointId(service.name, endpoint.key())) {
+        next.endpoints[service.name][endpoint.key()] = *id;
+        keptEndpoints.insert(*id);
+      }
+    }
+  }
+
+  // Ids the start snapshot suggests (no state file): the same key had this id before.
+  std::set<uint32_t> hinted;
+  for (const ServiceSpec& service : desired.services) {
+    if (next.services.contains(service.name)) continue;
+    auto hint = serviceHints_.find(serviceKeyOf(service));
+    if (hint == serviceHints_.end() || keptServices.contains(hint->second) ||
+        hinted.contains(hint->second)) {
+      continue;
+    }
+    next.services[service.name] = hint->second;
+    hinted.insert(hint->second);
+  }
+  for (const ServiceSpec& service : desired.services) {
+    if (next.services.contains(service.name)) continue;
+    std::set<uint32_t> taken = takenServices;
+    taken.insert(keptServices.begin(), keptServices.end());
+    taken.insert(hinted.begin(), hinted.end());
+    for (const auto& [name, id] : next.services) taken.insert(id);
+    auto id = findFreeId(next.nextServiceId, maxServices_, taken);
+    if (!id) {
+      return Error{ENOSPC, "no free service id for " + service.name,
+                   "at most " + std::to_string(maxServices_) + " services"};
+    }
+    next.services[service.name] = *id;
+    next.nextServiceId = (*id + 1) % maxServices_;
+  }
+
+  std::set<uint32_t> endpointHinted;
+  for (const ServiceSpec& service : desired.services) {
+    uint32_t svcId = next.services.at(service.name);
+    auto& ids = next.endpoints[service.name];
+    for (const EndpointSpec& endpoint : service.endpoints) {
+      if (ids.contains(endpoint.key())) continue;
+      auto hint = endpointHints_.find(std::make_tuple(svcId, endpoint.address, endpoint.port));
+      if (hint == endpointHints_.end() || keptEndpoints.contains(hint->second) ||
+          endpointHinted.contains(hint->second)) {
+        continue;
+      }
+      ids[endpoint.key()] = hint->second;
+      endpointHinted.insert(hint->second);
+    }
+  }
+  std::set<uint32_t> takenNow = takenEndpoints;
+  takenNow.insert(keptEndpoints.begin(), keptEndpoints.end());
+  takenNow.insert(endpointHinted.begin(), endpointHinted.end());
+  for (const ServiceSpec& service : desired.services) {
+    auto& ids = next.endpoints[service.name];
+    for (const EndpointSpec& endpoint : service.endpoints) {
+      if (ids.contains(endpoint.key())) continue;
+      auto id = findFreeId(next.nextEndpointId, maxEndpoints_, takenNow);
+      if (!id) {
+        return Error{ENOSPC, "no free endpoint id for " + service.name + " " + endpoint.key(),
+                     "at most " + std::to_string(maxEndpoints_) + " endpoints in all"};
+      }
+      ids[endpoint.key()] = *id;
+      takenNow.insert(*id);
+      next.nextEndpointId = (*id + 1) % maxEndpoints_;
+    }
+  }
+  return next;
+}
+
+std::vector<uint32_t> Reconciler::buildRing(const std::vector<RingMember>& members,
+                                            uint32_t ringSize) {
+  ++ringsBuilt_;
+  if (members.empty()) return std::vector<uint32_t>(ringSize, MP_RING_EMPTY);
+  std::vector<MaglevEndpoint> input;
+  input.reserve(members.size());
+  for (const RingMember& m : members) input.push_back(MaglevEndpoint{m.id, m.key, m.weight});
+  return buildMaglevRing(input, ringSize);
+}
+
+Result<void> Reconciler::convergeService(const ServiceSpec& service, const ServiceEntry& entry,
+                                         const IdAssignments& ids) {
+  const auto& endpointIds = ids.endpoints.at(service.name);
+
+  // 1. New or moved endpoints get their slot before any ring can name them.
+  std::set<uint32_t> wanted;
+  std::vector<RingMember> members;
+  for (const EndpointSpec& endpoint : service.endpoints) {
+    uint32_t id = endpointIds.at(endpoint.key());
+    wanted.insert(id);
+    EndpointEntry want{endpoint.address, endpoint.port, entry.id};
+    auto it = realizedEndpoints_.find(id);
+    if (it == realizedEndpoints_.end() || !(it->second == want)) {
+      if (auto r = dataplane_.upsertEndpoint(id, want); !r) return r;
+      realizedEndpoints_[id] = want;
+    }
+    // Weight 0 drains: the slot stays (established flows keep going), the ring leaves it out.
+    if (endpoint.weight > 0) members.push_back(RingMember{endpoint.key(), endpoint.weight, id});
+  }
+  // Sorted by key, so the ring depends on the endpoint set only, not on the order it was written
+  // in: every node builds the same ring from the same set.
+  std::sort(members.begin(), members.end(),
+            [](const RingMember& a, const RingMember& b) { return a.key < b.key; });
+
+  // 2. The ring, if its inputs changed, then the entry (one update flips to the new ring).
+  auto ring = realizedRings_.find(entry.id);
+  bool ringCurrent = ring != realizedRings_.end() && ring->second.ringSize == entry.ringSize &&
+                     ring->second.members && *ring->second.members == members;
+  auto current = realizedEntries_.find(entry.key);
+  bool entryCurrent = current != realizedEntries_.end() && current->second == entry;
+  if (!ringCurrent) {
+    std::vector<uint32_t> slots = buildRing(members, entry.ringSize);
+    if (auto r = dataplane_.upsertService(entry, &slots); !r) return r;
+    realizedRings_[entry.id] = RealizedRing{entry.ringSize, members};
+    realizedEntries_[entry.key] = entry;
+  } else if (!entryCurrent) {
+    if (auto r = dataplane_.upsertService(entry, nullptr); !r) return r;
+    realizedEntries_[entry.key] = entry;
+  }
+
+  // 3. Endpoints that left the service: no ring names them any more, free their slots.
+  std::vector<uint32_t> gone;
+  for (const auto& [id, endpoint] : realizedEndpoints_) {
+    if (endpoint.serviceId == entry.id && !wanted.contains(id)) gone.push_back(id);
+  }
+  for (uint32_t id : gone) {
+    if (auto r = dataplane_.removeEndpoint(id); !r) return r;
+    realizedEndpoints_.erase(id);
+  }
+  return {};
+}
+
+Result<void> Reconciler::converge(const DesiredState& desired, const IdAssignments& ids) {
+  std::map<ServiceKey, ServiceEntry> entries;
+  std::set<uint32_t> serviceIds;
+  std::set<uint32_t> endpointIds;
+  for (const ServiceSpec& service : desired.services) {
+    ServiceEntry entry{serviceKeyOf(service), ids.services.at(service.name), desired.node.ringSize,
+                       service.algorithm, service.forwarding};
+    entries[entry.key] = entry;
+    serviceIds.insert(entry.id);
+    for (const auto& [key, id] : ids.endpoints.at(service.name)) endpointIds.insert(id);
+  }
+
+  // Removed services stop first: their VIPs go back to the kernel before anything is freed.
+  std::vector<ServiceKey> staleKeys;
+  for (const auto& [key, entry] : realizedEntries_) {
+    if (!entries.contains(key)) staleKeys.push_back(key);
+  }
+  for (const ServiceKey& key : staleKeys) {
+    if (auto r = dataplane_.removeServiceEntry(key); !r) return r;
+    realizedEntries_.erase(key);
+  }
+
+  if (!realizedNode_ || !sameNodeSettings(*realizedNode_, desired.node)) {
+    if (auto r = dataplane_.setNode(desired.node); !r) return r;
+    realizedNode_ = desired.node;
+  }
+
+  for (const ServiceSpec& service : desired.services) {
+    if (auto r = convergeService(service, entries.at(serviceKeyOf(service)), ids); !r) return r;
+  }
+
+  // Rings of ids no service uses now, then endpoint slots no service names.
+  std::vector<uint32_t> staleRings;
+  for (const auto& [id, ring] : realizedRings_) {
+    if (!serviceIds.contains(id)) staleRings.push_back(id);
+  }
+  for (uint32_t id : staleRings) {
+    if (auto r = dataplane_.releaseService(id); !r) return r;
+    realizedRings_.erase(id);
+  }
+  std::vector<uint32_t> staleEndpoints;
+  for (const auto& [id, endpoint] : realizedEndpoints_) {
+    if (!endpointIds.contains(id)) staleEndpoints.push_back(id);
+  }
+  for (uint32_t id : staleEndpoints) {
+    if (auto r = dataplane_.removeEndpoint(id); !r) return r;
+    realizedEndpoints_.erase(id);
+  }
+  return {};
+}
+
+Result<ApplyReport> Reconciler::apply(const DesiredState& desired) {
+  auto ids = assignIds(desired);
+  if (!ids) return ids.error();
+
+  if (auto r = converge(desired, *ids); !r) {
+    Error error = r.error();
+    if (applied_) {
+      // Back to what was realized before; the ids of the old state are all still reserved.
+      if (auto back = converge(desired_, ids_); !back) {
+        error.hint = "rollback to the previous state failed too (" + back.error().toString() +
+                     "); the dataplane may hold part of the change: apply again or restart meshd";
+      }
+    }
+    return error;
+  }
+
+  ApplyReport report;
+  std::map<std::string, const ServiceSpec*> before;
+  for (const ServiceSpec& s : desired_.services) before[s.name] = &s;
+  std::set<std::string> names;
+  for (const ServiceSpec& s : desired.services) {
+    names.insert(s.name);
+    auto it = before.find(s.name);
+    if (it == before.end()) {
+      report.added.push_back(s.name);
+    } else if (!(*it->second == s)) {
+      report.changed.push_back(s.name);
+    }
+  }
+  for (const ServiceSpec& s : desired_.services) {
+    if (!names.contains(s.name)) report.removed.push_back(s.name);
+  }
+
+  desired_ = desired;
+  ids_ = std::move(*ids);
+  applied_ = true;
+  serviceHints_.clear();
+  endpointHints_.clear();
+  return report;
+}
+
+}  // namespace meshpath

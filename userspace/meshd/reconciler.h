@@ -1,0 +1,105 @@
+// reconciler.h — turns a DesiredState into dataplane operations: gives services and endpoints
+// stable ids, builds Maglev rings for the services whose endpoint set changed, and orders the
+// operations so traffic is never pointed at something half-made or already freed.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <set>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include "dataplane.h"
+#include "model.h"
+#include "result.h"
+
+namespace meshpath {
+
+// The ids handed out so far; part of the state file so a restarted meshd keeps them.
+struct IdAssignments {
+  std::map<std::string, uint32_t> services;  // service name -> service id
+  // service name -> endpoint key ("10.0.2.11:8080") -> endpoint id
+  std::map<std::string, std::map<std::string, uint32_t>> endpoints;
+  // Where the next search for a free id starts. Handing ids out round-robin makes a freed id
+  // come back as late as possible, so an old connection entry naming it is long gone by then.
+  uint32_t nextServiceId = 0;
+  uint32_t nextEndpointId = 0;
+
+  bool operator==(const IdAssignments&) const = default;
+};
+
+struct ApplyReport {
+  std::vector<std::string> added;    // service names
+  std::vector<std::string> removed;
+  std::vector<std::string> changed;
+};
+
+class Reconciler {
+ public:
+  Reconciler(Dataplane& dataplane, uint32_t maxServices, uint32_t maxEndpoints);
+  explicit Reconciler(Dataplane& dataplane);  // the ABI's limits
+
+  // The starting point: what the dataplane holds (empty for a fresh start) and, when a state
+  // file was found, the ids of the last run. Ids not given are matched against the snapshot at
+  // the first apply (same VIP/port/protocol, same endpoint address/port), so a restart without
+  // a state file still keeps established flows on their endpoints.
+  void start(const RealizedSnapshot& snapshot, std::optional<IdAssignments> ids);
+
+  // Makes the dataplane hold `desired`. The caller has validated it. On failure the reconciler
+  // tries to bring the dataplane back to the previous desired state, and returns the first error
+  // (with the rollback's outcome in the hint when the rollback failed too).
+  Result<ApplyReport> apply(const DesiredState& desired);
+
+  const DesiredState& desired() const { return desired_; }
+  const IdAssignments& ids() const { return ids_; }
+  std::optional<uint32_t> serviceId(const std::string& service) const;
+  std::optional<uint32_t> endpointId(const std::string& service, const std::string& key) const;
+
+  uint64_t ringsBuilt() const { return ringsBuilt_; }  // how many Maglev rings were computed
+
+ private:
+  // One ring's inputs: the endpoints in rotation, sorted by key. The ring is a pure function of
+  // these and M, so equal inputs mean an identical ring and no need to rewrite it.
+  struct RingMember {
+    std::string key;
+    uint32_t weight;
+    uint32_t id;
+    bool operator==(const RingMember&) const = default;
+  };
+  struct RealizedRing {
+    uint32_t ringSize = 0;
+    std::optional<std::vector<RingMember>> members;  // nullopt: inherited, contents unknown
+  };
+
+  Result<IdAssignments> assignIds(const DesiredState& desired) const;
+  Result<void> converge(const DesiredState& desired, const IdAssignments& ids);
+  Result<void> convergeService(const ServiceSpec& service, const ServiceEntry& entry,
+                               const IdAssignments& ids);
+  std::vector<uint32_t> buildRing(const std::vector<RingMember>& members, uint32_t ringSize);
+
+  Dataplane& dataplane_;
+  uint32_t maxServices_;
+  uint32_t maxEndpoints_;
+
+  DesiredState desired_;
+  IdAssignments ids_;
+  bool applied_ = false;  // desired_ has been realized once (so a failed apply can roll back)
+
+  // What the dataplane holds, updated after every operation that succeeded.
+  std::optional<NodeSpec> realizedNode_;
+  std::map<ServiceKey, ServiceEntry> realizedEntries_;
+  std::map<uint32_t, RealizedRing> realizedRings_;
+  std::map<uint32_t, EndpointEntry> realizedEndpoints_;
+
+  // From the start snapshot, for services/endpoints whose ids the state file did not give.
+  std::map<ServiceKey, uint32_t> serviceHints_;
+  std::map<std::tuple<uint32_t, IpAddress, uint16_t>, uint32_t> endpointHints_;
+
+  uint64_t ringsBuilt_ = 0;
+};
+
+ServiceKey serviceKeyOf(const ServiceSpec& service);
+
+}  // namespace meshpath
