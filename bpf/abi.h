@@ -86,7 +86,7 @@ struct mp_conn {
 	__u32 ep_id;
 	__u16 snat_port; /* network order; the node-side source port of this connection */
 	__u16 flags;
-	__u64 created_ns; /* bpf_ktime_get_ns() at insert */
+	__u64 created_ns; /* bpf_ktime_get_coarse_ns() at insert (CLOCK_MONOTONIC, tick resolution) */
 };
 
 struct mp_rnat {

@@ -120,7 +120,6 @@ MP_INLINE int mp_parse_ipv6(struct mp_cursor *c, struct mp_pkt *p)
 
 	/* Hop-by-hop, routing and destination options are skipped; a fragment header hands the
 	 * packet to the kernel (no ports in later fragments to balance on). */
-#pragma unroll
 	for (i = 0; i < MP_IPV6_EXT_MAX; i++) {
 		struct ipv6_opt_hdr *ext = (struct ipv6_opt_hdr *)c->pos;
 

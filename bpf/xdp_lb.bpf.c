@@ -64,45 +64,95 @@ static __always_inline int mp_addr_eq(const __u8 *a, const __u8 *b, __u8 family)
 	return mp_addr16_eq(a, b);
 }
 
-/* Sends the rewritten packet (now src:sport -> dst:dport) to its next hop. */
-static __always_inline int mp_transmit(struct xdp_md *ctx, struct mp_pkt *p, __u8 family,
-				       const __u8 *src, const __u8 *dst, __u16 sport, __u16 dport)
+/* Puts the next hop's MACs on the frame and sends it out of ifindex. */
+static __always_inline int mp_send(struct xdp_md *ctx, struct mp_pkt *p, __u32 ifindex,
+				   const __u8 *smac, const __u8 *dmac)
 {
 	struct ethhdr *eth = (struct ethhdr *)p->eth;
-	struct bpf_fib_lookup fib;
 	int rc;
 
-	__builtin_memset(&fib, 0, sizeof(fib));
-	fib.l4_protocol = p->flow.proto;
-	fib.sport = sport;
-	fib.dport = dport;
-	fib.tot_len = p->ip_len;
-	fib.ifindex = ctx->ingress_ifindex;
-	if (family == MP_AF_INET) {
-		fib.family = MP_KERNEL_AF_INET;
-		fib.tos = ((struct iphdr *)p->l3)->tos;
-		fib.ipv4_src = *(const mp_u32_any *)src;
-		fib.ipv4_dst = *(const mp_u32_any *)dst;
-	} else {
-		fib.family = MP_KERNEL_AF_INET6;
-		mp_copy_addr16(fib.ipv6_src, src);
-		mp_copy_addr16(fib.ipv6_dst, dst);
-	}
+	__builtin_memcpy(eth->h_dest, dmac, ETH_ALEN);
+	__builtin_memcpy(eth->h_source, smac, ETH_ALEN);
+	if (ifindex == ctx->ingress_ifindex)
+		return XDP_TX;
+	rc = bpf_redirect(ifindex, 0);
+	return rc == XDP_REDIRECT ? rc : mp_exception(MP_EXC_DROP_REDIRECT);
+}
 
-	rc = bpf_fib_lookup(ctx, &fib, sizeof(fib), 0);
-	if (rc == BPF_FIB_LKUP_RET_SUCCESS) {
-		__builtin_memcpy(eth->h_dest, fib.dmac, ETH_ALEN);
-		__builtin_memcpy(eth->h_source, fib.smac, ETH_ALEN);
-		if (fib.ifindex == ctx->ingress_ifindex)
-			return XDP_TX;
-		rc = bpf_redirect(fib.ifindex, 0);
-		return rc == XDP_REDIRECT ? rc : mp_exception(MP_EXC_DROP_REDIRECT);
+/* bpf_fib_lookup for the rewritten packet (now src:sport -> dst:dport). */
+static __always_inline int mp_fib(struct xdp_md *ctx, struct mp_pkt *p, __u8 family,
+				  const __u8 *src, const __u8 *dst, __u16 sport, __u16 dport,
+				  struct bpf_fib_lookup *fib)
+{
+	__builtin_memset(fib, 0, sizeof(*fib));
+	fib->l4_protocol = p->flow.proto;
+	fib->sport = sport;
+	fib->dport = dport;
+	fib->tot_len = p->ip_len;
+	fib->ifindex = ctx->ingress_ifindex;
+	if (family == MP_AF_INET) {
+		fib->family = MP_KERNEL_AF_INET;
+		fib->tos = ((struct iphdr *)p->l3)->tos;
+		fib->ipv4_src = *(const mp_u32_any *)src;
+		fib->ipv4_dst = *(const mp_u32_any *)dst;
+	} else {
+		fib->family = MP_KERNEL_AF_INET6;
+		mp_copy_addr16(fib->ipv6_src, src);
+		mp_copy_addr16(fib->ipv6_dst, dst);
 	}
+	return bpf_fib_lookup(ctx, fib, sizeof(*fib), 0);
+}
+
+/* The verdict for a fib answer that is not SUCCESS. */
+static __always_inline int mp_fib_failed(int rc)
+{
 	/* The kernel forwards the rewritten packet itself and resolves the neighbour on the way;
 	 * the next packet of the flow finds it here. */
 	if (rc == BPF_FIB_LKUP_RET_NO_NEIGH)
 		return mp_exception(MP_EXC_PASS_NO_NEIGH);
 	return mp_exception(MP_EXC_DROP_NO_ROUTE);
+}
+
+/* Sends the rewritten packet (now src:sport -> dst:dport) to its next hop. */
+static __always_inline int mp_transmit(struct xdp_md *ctx, struct mp_pkt *p, __u8 family,
+				       const __u8 *src, const __u8 *dst, __u16 sport, __u16 dport)
+{
+	struct bpf_fib_lookup fib;
+	int rc;
+
+	rc = mp_fib(ctx, p, family, src, dst, sport, dport, &fib);
+	if (rc != BPF_FIB_LKUP_RET_SUCCESS)
+		return mp_fib_failed(rc);
+	return mp_send(ctx, p, fib.ifindex, fib.smac, fib.dmac);
+}
+
+/* mp_transmit toward endpoint ep_id, through this CPU's cached next hop while it is fresh. */
+static __always_inline int mp_transmit_to_ep(struct xdp_md *ctx, struct mp_pkt *p, __u8 family,
+					     __u32 ep_id, const struct mp_endpoint *ep,
+					     const __u8 *node_addr, __u16 snat_port)
+{
+	struct mp_nexthop *nh = bpf_map_lookup_elem(&mp_nh_cache, &ep_id);
+	__u32 ingress = ctx->ingress_ifindex;
+	struct bpf_fib_lookup fib;
+	__u64 now;
+	int rc;
+
+	if (!nh)
+		return mp_transmit(ctx, p, family, node_addr, ep->addr, snat_port, ep->port);
+	now = bpf_ktime_get_coarse_ns();
+	if (nh->ingress == ingress && now < nh->expires_ns && mp_addr16_eq(nh->addr, ep->addr))
+		return mp_send(ctx, p, nh->ifindex, nh->smac, nh->dmac);
+
+	rc = mp_fib(ctx, p, family, node_addr, ep->addr, snat_port, ep->port, &fib);
+	if (rc != BPF_FIB_LKUP_RET_SUCCESS)
+		return mp_fib_failed(rc);
+	mp_copy_addr16(nh->addr, ep->addr);
+	nh->expires_ns = now + MP_NH_CACHE_TTL_NS;
+	nh->ingress = ingress;
+	nh->ifindex = fib.ifindex;
+	__builtin_memcpy(nh->smac, fib.smac, ETH_ALEN);
+	__builtin_memcpy(nh->dmac, fib.dmac, ETH_ALEN);
+	return mp_send(ctx, p, fib.ifindex, fib.smac, fib.dmac);
 }
 
 /* An endpoint's reply to node:snat_port goes back to the client from VIP:port. */
@@ -173,7 +223,7 @@ reserved:
 	conn.ep_id = *ep_id;
 	conn.snat_port = *snat_port;
 	conn.flags = 0;
-	conn.created_ns = bpf_ktime_get_ns();
+	conn.created_ns = bpf_ktime_get_coarse_ns(); /* a TSC read costs more than the rest */
 	if (bpf_map_update_elem(&mp_conns, &p->flow, &conn, BPF_ANY))
 		return MP_EXC_DROP_CONN_INSERT;
 	*ep_out = ep;
@@ -222,7 +272,7 @@ static __always_inline int mp_to_service(struct xdp_md *ctx, struct mp_pkt *p, _
 	mp_count(&mp_svc_stats, svc->id, bytes, new_conn);
 	mp_count(&mp_ep_stats, ep_id, bytes, new_conn);
 	mp_nat_forward(p, family, ep, node_addr, snat_port);
-	return mp_transmit(ctx, p, family, node_addr, ep->addr, snat_port, ep->port);
+	return mp_transmit_to_ep(ctx, p, family, ep_id, ep, node_addr, snat_port);
 }
 
 /* Everything after Ethernet, for one family (a constant: each family is its own path). */

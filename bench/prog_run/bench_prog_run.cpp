@@ -1,0 +1,309 @@
+// bench_prog_run — per-packet cost of the XDP balancer under BPF_PROG_RUN, each path beside the
+// trivial XDP program (swap MACs, XDP_TX) measured in the same run, interleaved in blocks.
+//
+// Every figure is the kernel's own duration of single runs (repeat=1) averaged: with repeat=N the
+// kernel would run the program again on the frame it already rewrote, so no rewriting path is
+// timed that way. Every timed run's verdict is checked, and its output bytes too (all runs, or
+// every 64th where the expected frame differs per run). Runs inside a private network namespace
+// (the tests' topology) so bpf_fib_lookup succeeds.
+#include <arpa/inet.h>
+#include <bpf/bpf.h>
+#include <linux/bpf.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <functional>
+#include <memory>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "lb_harness.h"
+#include "mp_xdp_trivial.skel.h"
+#include "packet.h"
+
+namespace meshpath::testing {
+namespace {
+
+using namespace topo;
+
+constexpr uint8_t kTcp = 6;
+constexpr uint16_t kEndpointBasePort = 8080;
+constexpr int kEndpointPorts = 8;  // x 2 addresses: 16 endpoints, room for many SNAT ports
+
+struct Case {
+  std::string name;
+  double targetNs;
+  int ingress;  // ifindex the frames arrive on
+  // Returns the frame of run i and checks the output of that run (empty string: fine).
+  std::function<const Bytes&(size_t i)> input;
+  std::function<std::string(size_t i, const XdpRun& run)> check;
+};
+
+struct Figure {
+  double ns = 0;
+  double trivialNs = 0;
+  size_t runs = 0;
+};
+
+[[noreturn]] void die(const std::string& what) {
+  std::fprintf(stderr, "bench_prog_run: %s\n", what.c_str());
+  std::exit(1);
+}
+
+Bytes tcpFrame(const std::string& smac, const std::string& dmac, const std::string& src,
+               const std::string& dst, uint16_t sport, uint16_t dport, uint8_t flags) {
+  return Packet()
+      .eth(smac, dmac)
+      .ipv4(src, dst)
+      .tcp(sport, dport, flags)
+      .payload("0123456789abcdef")
+      .build();
+}
+
+std::string ipv4Of(uint32_t hostOrder) {
+  in_addr a{htonl(hostOrder)};
+  char buf[INET_ADDRSTRLEN];
+  inet_ntop(AF_INET, &a, buf, sizeof(buf));
+  return buf;
+}
+
+class Bench {
+ public:
+  explicit Bench(size_t runs) : runs_(runs) {
+    trivial_ = mp_xdp_trivial__open_and_load();
+    if (trivial_ == nullptr) die("load mp_xdp_trivial");
+  }
+  ~Bench() { mp_xdp_trivial__destroy(trivial_); }
+
+  // Interleaves blocks of the case and of the trivial program on the same frames.
+  Figure measure(const Case& c, size_t runs) {
+    constexpr size_t kBlock = 1000;
+    Figure f;
+    double sum = 0, trivialSum = 0;
+    const int trivialFd = bpf_program__fd(trivial_->progs.mp_xdp_trivial);
+    for (size_t start = 0; start < runs; start += kBlock) {
+      const size_t end = std::min(runs, start + kBlock);
+      for (size_t i = start; i < end; ++i) {
+        const XdpRun run = runXdp(trivialFd, c.input(i), c.ingress);
+        if (run.error != 0 || run.verdict != XDP_TX) die(c.name + ": trivial run failed");
+        trivialSum += run.durationNs;
+      }
+      for (size_t i = start; i < end; ++i) {
+        const XdpRun run = runXdp(progFd_, c.input(i), c.ingress);
+        if (run.error != 0) die(c.name + ": BPF_PROG_RUN: " + std::strerror(run.error));
+        if (std::string err = c.check(i, run); !err.empty()) {
+          die(c.name + ", run " + std::to_string(i) + ": " + err);
+        }
+        sum += run.durationNs;
+      }
+    }
+    f.runs = runs;
+    f.ns = sum / static_cast<double>(runs);
+    f.trivialNs = trivialSum / static_cast<double>(runs);
+    return f;
+  }
+
+  void setProgram(int fd) { progFd_ = fd; }
+  size_t runs() const { return runs_; }
+
+ private:
+  size_t runs_;
+  int progFd_ = -1;
+  mp_xdp_trivial* trivial_ = nullptr;
+};
+
+std::string expectExactly(const XdpRun& run, uint32_t verdict, const Bytes& want) {
+  if (run.verdict != verdict) {
+    return std::string("verdict ") + verdictName(run.verdict) + ", want " + verdictName(verdict);
+  }
+  if (run.output != want) return describeMismatch(want, run.output);
+  return "";
+}
+
+// A balancer with one TCP service on kVip4:80 over 16 endpoints (two addresses, eight ports).
+std::unique_ptr<LbHarness> makeBalancer(uint32_t connTableSize) {
+  auto h = std::make_unique<LbHarness>(connTableSize);
+  h->setNode(kNode4, kNode6, 1024, 65535);
+  std::vector<uint32_t> ids;
+  for (int i = 0; i < 2 * kEndpointPorts; ++i) {
+    const uint32_t id = 1 + static_cast<uint32_t>(i);
+    h->setEndpoint(id, i % 2 ? kEndpoint2v4 : kEndpoint1v4,
+                   static_cast<uint16_t>(kEndpointBasePort + i / 2), 0);
+    ids.push_back(id);
+  }
+  h->setService(0, kVip4, 80, kTcp, MP_RING_SIZE_DEFAULT, ids);
+  return h;
+}
+
+struct EpView {
+  std::string addr, mac;
+  uint16_t port;
+};
+EpView endpointView(uint32_t id) {
+  const int i = static_cast<int>(id) - 1;
+  return {i % 2 ? kEndpoint2v4 : kEndpoint1v4, i % 2 ? kEndpoint2Mac : kEndpoint1Mac,
+          static_cast<uint16_t>(kEndpointBasePort + i / 2)};
+}
+
+void report(const std::vector<std::pair<Case, Figure>>& figures) {
+  std::printf("\n%-44s %10s %12s %8s %10s %s\n", "path (BPF_PROG_RUN, repeat=1, kernel ns)",
+              "ns/packet", "trivial ns", "ratio", "target ns", "");
+  for (const auto& [c, f] : figures) {
+    std::printf("%-44s %10.1f %12.1f %8.2f %10.0f %s\n", c.name.c_str(), f.ns, f.trivialNs,
+                f.ns / f.trivialNs, c.targetNs, f.ns <= c.targetNs ? "ok" : "MISSED");
+  }
+}
+
+int run(int argc, char** argv) {
+  size_t runs = 200000;
+  size_t spreadFlows = 1000000;
+  for (int i = 1; i < argc; ++i) {
+    const std::string arg = argv[i];
+    if (arg == "--runs" && i + 1 < argc) {
+      runs = std::strtoul(argv[++i], nullptr, 10);
+    } else if (arg == "--flows" && i + 1 < argc) {
+      spreadFlows = std::strtoul(argv[++i], nullptr, 10);
+    } else {
+      std::printf("usage: %s [--runs N (default 200000)] [--flows N (default 1000000)]\n",
+                  argv[0]);
+      return arg == "--help" ? 0 : 2;
+    }
+  }
+  if (::geteuid() != 0) die("needs root (BPF programs, a network namespace)");
+  if (std::string err = enterTestNetwork(); !err.empty()) die(err);
+  const int ingress = ifindexOf(kClientIf);
+  Bench bench(runs);
+  std::vector<std::pair<Case, Figure>> figures;
+
+  // Established flow, its reply, and a non-VIP frame: one balancer, one flow.
+  auto lb = makeBalancer(MP_CONN_TABLE_DEFAULT);
+  bench.setProgram(lb->lb().programFd());
+  const Bytes syn = tcpFrame(kRouterMac, kClientIfMac, kClient4, kVip4, 40000, 80, kTcpSyn);
+  const auto choice = lb->predict(syn);
+  const EpView ep = endpointView(choice.epId);
+  const uint16_t snat = ntohs(choice.snatPort);
+  const Bytes ack = tcpFrame(kRouterMac, kClientIfMac, kClient4, kVip4, 40000, 80, kTcpAck);
+  const Bytes ackOut = tcpFrame(kEndpointIfMac, ep.mac, kNode4, ep.addr, snat, ep.port, kTcpAck);
+  if (std::string err = expectExactly(lb->run(syn, ingress), XDP_REDIRECT,
+                                      tcpFrame(kEndpointIfMac, ep.mac, kNode4, ep.addr, snat,
+                                               ep.port, kTcpSyn));
+      !err.empty()) {
+    die("first packet: " + err);
+  }
+  Case established{"established flow (conn-table hit)", 235, ingress, [&](size_t) -> const Bytes& {
+                     return ack;
+                   },
+                   [&](size_t, const XdpRun& r) { return expectExactly(r, XDP_REDIRECT, ackOut); }};
+  figures.emplace_back(established, bench.measure(established, runs));
+
+  const Bytes reply =
+      tcpFrame(ep.mac, kEndpointIfMac, ep.addr, kNode4, ep.port, snat, kTcpAck | kTcpPsh);
+  const Bytes replyOut =
+      tcpFrame(kClientIfMac, kClientMac, kVip4, kClient4, 80, 40000, kTcpAck | kTcpPsh);
+  Case replyCase{"reply (reverse NAT)", 235, ifindexOf(kEndpointIf), [&](size_t) -> const Bytes& { return reply; },
+                 [&](size_t, const XdpRun& r) { return expectExactly(r, XDP_REDIRECT, replyOut); }};
+  figures.emplace_back(replyCase, bench.measure(replyCase, runs));
+
+  const Bytes other = tcpFrame(kRouterMac, kClientIfMac, kClient4, "10.0.0.200", 40000, 80, kTcpAck);
+  Case nonVip{"non-VIP (XDP_PASS untouched)", 135, ingress, [&](size_t) -> const Bytes& { return other; },
+              [&](size_t, const XdpRun& r) { return expectExactly(r, XDP_PASS, other); }};
+  figures.emplace_back(nonVip, bench.measure(nonVip, runs));
+
+  // New flows: every run a client address:port never seen before.
+  {
+    const size_t newRuns = std::min<size_t>(runs, 100000);
+    std::vector<Bytes> frames(newRuns);
+    for (size_t i = 0; i < newRuns; ++i) {
+      frames[i] = tcpFrame(kRouterMac, kClientIfMac, ipv4Of(0x0a100000u + static_cast<uint32_t>(i / 8)),
+                           kVip4, static_cast<uint16_t>(20000 + i % 8), 80, kTcpSyn);
+    }
+    Case newFlow{"new flow (Maglev + SNAT reserve + insert)", 460, ingress,
+                 [&](size_t i) -> const Bytes& { return frames[i]; },
+                 [&](size_t i, const XdpRun& r) -> std::string {
+                   if (r.verdict != XDP_REDIRECT) {
+                     return std::string("verdict ") + verdictName(r.verdict);
+                   }
+                   if (i % 64) return "";
+                   const auto c = lb->predict(frames[i]);
+                   const EpView e = endpointView(c.epId);
+                   const auto conn = lb->conn(c.flow);
+                   if (!conn) return "no mp_conns entry";
+                   return expectExactly(r, XDP_REDIRECT,
+                                        tcpFrame(kEndpointIfMac, e.mac, kNode4, e.addr,
+                                                 ntohs(conn->snat_port), e.port, kTcpSyn));
+                 }};
+    figures.emplace_back(newFlow, bench.measure(newFlow, newRuns));
+  }
+  lb.reset();
+
+  // Established flows spread over a table of spreadFlows connections, visited in random order.
+  {
+    auto spread = makeBalancer(MP_CONN_TABLE_DEFAULT);
+    bench.setProgram(spread->lb().programFd());
+    std::printf("populating %zu connections...\n", spreadFlows);
+    std::vector<mp_flow> keys(spreadFlows);
+    std::vector<mp_conn> values(spreadFlows);
+    const AbiAddr vip = abiAddr(kVip4);
+    for (size_t i = 0; i < spreadFlows; ++i) {
+      mp_flow& k = keys[i];
+      k = {};
+      const uint32_t src = htonl(0x0b000000u + static_cast<uint32_t>(i));
+      std::memcpy(k.src, &src, 4);
+      std::memcpy(k.dst, vip.bytes.data(), 4);
+      k.sport = htons(40000);
+      k.dport = htons(80);
+      k.proto = kTcp;
+      k.family = MP_AF_INET;
+      values[i] = {};
+      values[i].ep_id = 1 + static_cast<uint32_t>(i % (2 * kEndpointPorts));
+      values[i].snat_port = htons(static_cast<uint16_t>(1024 + i % 64000));
+    }
+    for (size_t at = 0; at < spreadFlows; at += 10000) {
+      uint32_t count = static_cast<uint32_t>(std::min<size_t>(10000, spreadFlows - at));
+      LIBBPF_OPTS(bpf_map_batch_opts, opts);
+      if (bpf_map_update_batch(spread->lb().connsFd(), &keys[at], &values[at], &count, &opts)) {
+        die(std::string("populate mp_conns: ") + std::strerror(errno));
+      }
+    }
+    std::vector<uint32_t> order(spreadFlows);
+    for (size_t i = 0; i < spreadFlows; ++i) order[i] = static_cast<uint32_t>(i);
+    std::shuffle(order.begin(), order.end(), std::mt19937(1));
+    const size_t spreadRuns = std::max(runs, std::min<size_t>(spreadFlows, 1000000));
+    // One frame per visited flow, built up front so the loop only runs programs.
+    std::vector<Bytes> frames(spreadRuns);
+    for (size_t i = 0; i < spreadRuns; ++i) {
+      const uint32_t f = order[i % spreadFlows];
+      frames[i] = tcpFrame(kRouterMac, kClientIfMac, ipv4Of(0x0b000000u + f), kVip4, 40000, 80,
+                           kTcpAck);
+    }
+    Case spreadCase{"established, spread over " + std::to_string(spreadFlows / 1000) + "k flows",
+                    650, ingress, [&](size_t i) -> const Bytes& { return frames[i]; },
+                    [&](size_t i, const XdpRun& r) -> std::string {
+                      if (r.verdict != XDP_REDIRECT) {
+                        return std::string("verdict ") + verdictName(r.verdict);
+                      }
+                      if (i % 64) return "";
+                      const uint32_t f = order[i % spreadFlows];
+                      const EpView e = endpointView(values[f].ep_id);
+                      return expectExactly(r, XDP_REDIRECT,
+                                           tcpFrame(kEndpointIfMac, e.mac, kNode4, e.addr,
+                                                    ntohs(values[f].snat_port), e.port, kTcpAck));
+                    }};
+    figures.emplace_back(spreadCase, bench.measure(spreadCase, spreadRuns));
+    if (spread->exceptions(MP_EXC_DROP_SNAT_EXHAUSTED) != 0 || spread->svcStats(0).new_conns != 0) {
+      die("spread flows were not all conn-table hits");
+    }
+  }
+
+  report(figures);
+  return 0;
+}
+
+}  // namespace
+}  // namespace meshpath::testing
+
+int main(int argc, char** argv) { return meshpath::testing::run(argc, argv); }
