@@ -1,0 +1,519 @@
+#include "bpf_dataplane.h"
+
+#include <arpa/inet.h>
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+#include <linux/if_link.h>
+#include <net/if.h>
+#include <spdlog/spdlog.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+
+#include "netlink.h"
+
+namespace meshpath {
+
+namespace {
+
+constexpr const char* kLinkPrefix = "link_";
+
+Error fromBpf(const BpfError& e, std::string hint = {}) {
+  return Error{e.errnum, e.context, std::move(hint)};
+}
+
+std::string linkPinPath(const std::string& pinRoot, const std::string& ifname) {
+  return pinRoot + "/" + kLinkPrefix + ifname;
+}
+
+uint32_t xdpModeFlag(const std::string& mode) {
+  return mode == "generic" ? XDP_FLAGS_SKB_MODE : XDP_FLAGS_DRV_MODE;
+}
+
+mp_svc_key toKey(const ServiceKey& k) {
+  mp_svc_key key{};
+  std::memcpy(key.addr, k.vip.bytes().data(), sizeof(key.addr));
+  key.port = htons(k.port);
+  key.proto = static_cast<uint8_t>(k.protocol);
+  key.family = static_cast<uint8_t>(k.vip.family());
+  return key;
+}
+
+IpAddress fromBytes(const uint8_t* bytes, uint8_t family) {
+  if (family == MP_AF_INET) {
+    in_addr a{};
+    std::memcpy(&a, bytes, sizeof(a));
+    return IpAddress::v4(a);
+  }
+  in6_addr a{};
+  std::memcpy(&a, bytes, sizeof(a));
+  return IpAddress::v6(a);
+}
+
+struct LinkInfo {
+  uint32_t progId = 0;
+  uint32_t ifindex = 0;
+  uint32_t type = 0;
+};
+
+Result<LinkInfo> linkInfo(int fd) {
+  bpf_link_info info{};
+  uint32_t len = sizeof(info);
+  if (int rc = bpf_obj_get_info_by_fd(fd, &info, &len); rc != 0) {
+    return errnoError(rc, "read link info");
+  }
+  return LinkInfo{info.prog_id, info.xdp.ifindex, info.type};
+}
+
+// Which program runs on ifindex, and in which mode.
+struct XdpState {
+  uint32_t driverProg = 0;
+  uint32_t genericProg = 0;
+};
+
+XdpState queryXdp(int ifindex) {
+  LIBBPF_OPTS(bpf_xdp_query_opts, opts);
+  XdpState s;
+  if (bpf_xdp_query(ifindex, 0, &opts) == 0) {
+    s.driverProg = opts.drv_prog_id;
+    s.genericProg = opts.skb_prog_id;
+  }
+  return s;
+}
+
+}  // namespace
+
+BpfDataplane::BpfDataplane(std::unique_ptr<LbSkeleton> skel, NodeSpec node)
+    : skel_(std::move(skel)), node_(std::move(node)) {
+  int cpus = libbpf_num_possible_cpus();
+  cpus_ = cpus > 0 ? cpus : 1;
+  bpf_prog_info info{};
+  uint32_t len = sizeof(info);
+  if (bpf_obj_get_info_by_fd(skel_->programFd(), &info, &len) == 0) progId_ = info.id;
+}
+
+BpfDataplane::~BpfDataplane() {
+  // Every link here came from bpf_link__open on its pin: destroying it closes our fd only, the
+  // pin keeps the link (and XDP) in place.
+  for (Attachment& a : attachments_) bpf_link__destroy(a.link);
+}
+
+Result<std::unique_ptr<BpfDataplane>> BpfDataplane::start(const NodeSpec& node,
+                                                          Netlink& netlink) {
+  // Resolve every interface first: a typo must not leave half the interfaces attached.
+  std::vector<std::pair<std::string, int>> interfaces;
+  for (const std::string& name : node.interfaces) {
+    auto index = netlink.ifindex(name);
+    if (!index) return index.error();
+    interfaces.emplace_back(name, *index);
+  }
+
+  LbSkeletonOptions options;
+  options.pinRoot = node.pinRoot;
+  options.connTableSize = node.connTableSize;
+  auto skel = LbSkeleton::open(options);
+  if (!skel) {
+    bool pinned = std::filesystem::exists(node.pinRoot + "/mp_services");
+    return fromBpf(skel.error(),
+                   pinned ? "maps pinned under " + node.pinRoot +
+                                " may not fit this meshd (conn_table_size changed? another "
+                                "map layout?); see the libbpf lines above. `meshd --teardown` "
+                                "removes them, dropping all connections"
+                          : "see the libbpf lines above");
+  }
+  std::unique_ptr<BpfDataplane> dp(new BpfDataplane(std::move(*skel), node));
+  spdlog::info("XDP program loaded (prog id {}); maps under {} {}", dp->progId_, node.pinRoot,
+               dp->mapsAdopted() ? "reused from the earlier run" : "created");
+
+  if (auto r = dp->loadRings(); !r) return r.error();
+  for (const auto& [name, index] : interfaces) {
+    if (auto r = dp->attach(name, index); !r) return r.error();
+  }
+  if (auto r = dp->detachStaleLinks(); !r) return r.error();
+  return dp;
+}
+
+// The rings an earlier run left: each service id's inner map and the half its entry points at.
+Result<void> BpfDataplane::loadRings() {
+  std::map<uint32_t, uint32_t> activeHalf;
+  mp_svc_key key{};
+  mp_svc_key next{};
+  const void* prev = nullptr;
+  while (bpf_map_get_next_key(skel_->servicesFd(), prev, &next) == 0) {
+    mp_svc svc{};
+    if (bpf_map_lookup_elem(skel_->servicesFd(), &next, &svc) == 0) {
+      activeHalf[svc.id] = svc.active_half;
+    }
+    key = next;
+    prev = &key;
+  }
+  for (uint32_t id = 0; id < MP_MAX_SERVICES; ++id) {
+    uint32_t innerId = 0;
+    if (bpf_map_lookup_elem(skel_->ringsFd(), &id, &innerId) != 0) continue;
+    int fd = bpf_map_get_fd_by_id(innerId);
+    if (fd < 0) return errnoError(fd, "open ring map of service " + std::to_string(id));
+    bpf_map_info info{};
+    uint32_t len = sizeof(info);
+    if (int rc = bpf_obj_get_info_by_fd(fd, &info, &len); rc != 0) {
+      ::close(fd);
+      return errnoError(rc, "read ring map info of service " + std::to_string(id));
+    }
+    Ring& ring = rings_[id];
+    ring.fd.reset(fd);
+    ring.ringSize = info.max_entries / 2;
+    ring.activeHalf = activeHalf.contains(id) ? activeHalf[id] : 0;
+  }
+  if (!rings_.empty()) spdlog::info("found {} service rings from the earlier run", rings_.size());
+  return {};
+}
+
+Result<void> BpfDataplane::attach(const std::string& ifname, int ifindex) {
+  const std::string pin = linkPinPath(node_.pinRoot, ifname);
+  const std::string want = node_.xdpMode == "generic" ? "generic" : "native";
+
+  if (std::filesystem::exists(pin)) {
+    bpf_link* link = bpf_link__open(pin.c_str());
+    if (link == nullptr) {
+      return errnoError(-errno, "open pinned link " + pin,
+                        "remove the stale pin (`meshd --teardown` removes all)");
+    }
+    auto info = linkInfo(bpf_link__fd(link));
+    if (info && info->type == BPF_LINK_TYPE_XDP && static_cast<int>(info->ifindex) == ifindex) {
+      XdpState xdp = queryXdp(ifindex);
+      std::string mode = xdp.driverProg == info->progId    ? "native"
+                         : xdp.genericProg == info->progId ? "generic"
+                                                           : "?";
+      if (int rc = bpf_link__update_program(link, skel_->program()); rc != 0) {
+        bpf_link__destroy(link);
+        return errnoError(rc, "switch the XDP link on " + ifname + " to the new program");
+      }
+      if (mode != want) {
+        // Native and generic XDP cannot be active at once, so a switch needs a gap in which
+        // packets bypass the balancer. That is the operator's call, not a restart's.
+        spdlog::warn("{}: the adopted link runs in {} mode, xdp_mode says {}; kept {} (switching "
+                     "drops packets: `meshd --teardown`, then start meshd again)",
+                     ifname, mode, want, mode);
+      }
+      spdlog::info("{}: adopted pinned XDP link (prog {} -> {}, {} mode), no packet missed",
+                   ifname, info->progId, progId_, mode);
+      attachments_.push_back(Attachment{ifname, link, true});
+      return {};
+    }
+    // The interface this link served is gone (or was recreated): the link is dead weight.
+    spdlog::warn("{}: pinned link {} no longer serves this interface (ifindex {} now, link's {}); "
+                 "replacing it", ifname, pin, ifindex, info ? info->ifindex : 0);
+    bpf_link__detach(link);
+    bpf_link__destroy(link);
+    ::unlink(pin.c_str());
+  }
+
+  LIBBPF_OPTS(bpf_link_create_opts, opts, .flags = xdpModeFlag(node_.xdpMode));
+  int fd = bpf_link_create(skel_->programFd(), ifindex, BPF_XDP, &opts);
+  if (fd < 0) {
+    int err = errno;
+    std::string hint;
+    XdpState xdp = queryXdp(ifindex);
+    if (err == EBUSY || err == EEXIST) {
+      hint = "another XDP program is attached to " + ifname + " (prog id " +
+             std::to_string(xdp.driverProg ? xdp.driverProg : xdp.genericProg) +
+             "); remove it (`ip link set dev " + ifname + " xdp off`) or leave " + ifname +
+             " out of node.interfaces";
+    } else if (err == EOPNOTSUPP || err == EINVAL) {
+      hint = "if " + ifname + "'s driver has no native XDP, set node.xdp_mode: generic";
+    }
+    return Error{err, "attach XDP (" + want + ") to " + ifname, hint};
+  }
+  if (bpf_obj_pin(fd, pin.c_str()) != 0) {
+    int err = errno;
+    ::close(fd);  // the last reference: the link goes, and the program with it
+    return Error{err, "pin the XDP link of " + ifname + " at " + pin, {}};
+  }
+  ::close(fd);
+  bpf_link* link = bpf_link__open(pin.c_str());
+  if (link == nullptr) return errnoError(-errno, "open pinned link " + pin);
+  spdlog::info("{}: XDP attached ({} mode), link pinned at {}", ifname, want, pin);
+  attachments_.push_back(Attachment{ifname, link, false});
+  return {};
+}
+
+Result<void> BpfDataplane::detachStaleLinks() {
+  std::error_code ec;
+  for (const auto& entry : std::filesystem::directory_iterator(node_.pinRoot, ec)) {
+    std::string name = entry.path().filename().string();
+    if (!name.starts_with(kLinkPrefix)) continue;
+    std::string ifname = name.substr(std::strlen(kLinkPrefix));
+    bool configured = false;
+    for (const std::string& i : node_.interfaces) configured = configured || i == ifname;
+    if (configured) continue;
+    int fd = bpf_obj_get(entry.path().c_str());
+    if (fd >= 0) {
+      bpf_link_detach(fd);
+      ::close(fd);
+    }
+    ::unlink(entry.path().c_str());
+    spdlog::info("{}: not in node.interfaces any more: XDP detached, link pin removed", ifname);
+  }
+  return {};
+}
+
+Result<void> BpfDataplane::teardown(const std::string& pinRoot) {
+  std::error_code ec;
+  if (!std::filesystem::exists(pinRoot, ec)) {
+    spdlog::info("teardown: nothing pinned under {}", pinRoot);
+    return {};
+  }
+  // Links first, so no packet meets a program whose maps are half gone.
+  std::vector<std::filesystem::path> maps;
+  for (const auto& entry : std::filesystem::directory_iterator(pinRoot, ec)) {
+    std::string name = entry.path().filename().string();
+    if (!name.starts_with(kLinkPrefix)) {
+      maps.push_back(entry.path());
+      continue;
+    }
+    int fd = bpf_obj_get(entry.path().c_str());
+    if (fd >= 0) {
+      if (bpf_link_detach(fd) != 0 && errno != EINVAL && errno != ENOLINK) {
+        spdlog::warn("teardown: detach {}: {}", name, std::strerror(errno));
+      }
+      ::close(fd);
+    }
+    if (::unlink(entry.path().c_str()) != 0) {
+      return errnoError(errno, "remove " + entry.path().string());
+    }
+    spdlog::info("teardown: XDP detached from {}", name.substr(std::strlen(kLinkPrefix)));
+  }
+  if (ec) return Error{ec.value(), "list " + pinRoot, {}};
+  for (const auto& path : maps) {
+    if (::unlink(path.c_str()) != 0) return errnoError(errno, "remove " + path.string());
+  }
+  if (::rmdir(pinRoot.c_str()) != 0 && errno != ENOENT) {
+    return errnoError(errno, "remove " + pinRoot);
+  }
+  spdlog::info("teardown: removed {} pinned maps and {}", maps.size(), pinRoot);
+  return {};
+}
+
+Result<void> BpfDataplane::setNode(const NodeSpec& node) {
+  mp_node_cfg cfg{};
+  if (node.ipv4) {
+    std::memcpy(cfg.addr4, node.ipv4->bytes().data(), sizeof(cfg.addr4));
+    cfg.has_addr4 = 1;
+  }
+  if (node.ipv6) {
+    std::memcpy(cfg.addr6, node.ipv6->bytes().data(), sizeof(cfg.addr6));
+    cfg.has_addr6 = 1;
+  }
+  cfg.snat_port_min = node.snatPortMin;
+  cfg.snat_port_max = node.snatPortMax;
+  uint32_t key = 0;
+  if (int rc = bpf_map_update_elem(skel_->nodeFd(), &key, &cfg, BPF_ANY); rc != 0) {
+    return errnoError(rc, "update mp_node");
+  }
+  return {};
+}
+
+Result<void> BpfDataplane::upsertEndpoint(uint32_t id, const EndpointEntry& e) {
+  if (id >= MP_MAX_ENDPOINTS) return Error{EINVAL, "endpoint id " + std::to_string(id), {}};
+  mp_endpoint current{};
+  if (int rc = bpf_map_lookup_elem(skel_->endpointsFd(), &id, &current); rc != 0) {
+    return errnoError(rc, "read mp_endpoints[" + std::to_string(id) + "]");
+  }
+  // A slot taken anew starts counting from zero, whatever an earlier owner left.
+  if ((current.flags & MP_EP_F_IN_USE) == 0) {
+    if (auto r = zeroCounters(skel_->epStatsFd(), id, "mp_ep_stats"); !r) return r;
+  }
+  mp_endpoint value{};
+  std::memcpy(value.addr, e.address.bytes().data(), sizeof(value.addr));
+  value.port = htons(e.port);
+  value.family = static_cast<uint8_t>(e.address.family());
+  value.flags = MP_EP_F_IN_USE;
+  value.svc_id = e.serviceId;
+  if (int rc = bpf_map_update_elem(skel_->endpointsFd(), &id, &value, BPF_ANY); rc != 0) {
+    return errnoError(rc, "update mp_endpoints[" + std::to_string(id) + "]");
+  }
+  return {};
+}
+
+Result<void> BpfDataplane::removeEndpoint(uint32_t id) {
+  if (id >= MP_MAX_ENDPOINTS) return Error{EINVAL, "endpoint id " + std::to_string(id), {}};
+  mp_endpoint empty{};
+  if (int rc = bpf_map_update_elem(skel_->endpointsFd(), &id, &empty, BPF_ANY); rc != 0) {
+    return errnoError(rc, "clear mp_endpoints[" + std::to_string(id) + "]");
+  }
+  return zeroCounters(skel_->epStatsFd(), id, "mp_ep_stats");
+}
+
+Result<void> BpfDataplane::upsertService(const ServiceEntry& s, const std::vector<uint32_t>* ring) {
+  if (s.id >= MP_MAX_SERVICES) return Error{EINVAL, "service id " + std::to_string(s.id), {}};
+  const mp_svc_key key = toKey(s.key);
+  mp_svc value{};
+  value.id = s.id;
+  value.ring_size = s.ringSize;
+  value.fwd_mode = static_cast<uint8_t>(s.forwarding);
+  value.algorithm = static_cast<uint8_t>(s.algorithm);
+  const std::string what = "service " + std::to_string(s.id) + " (" + s.key.toString() + ")";
+
+  if (ring == nullptr) {
+    auto it = rings_.find(s.id);
+    if (it == rings_.end() || it->second.ringSize != s.ringSize) {
+      return Error{ENOENT, "no ring of size " + std::to_string(s.ringSize) + " for " + what, {}};
+    }
+    value.active_half = it->second.activeHalf;
+    if (int rc = bpf_map_update_elem(skel_->servicesFd(), &key, &value, BPF_ANY); rc != 0) {
+      return errnoError(rc, "update mp_services for " + what);
+    }
+    return {};
+  }
+
+  Ring& current = rings_[s.id];
+  if (current.fd.valid() && current.ringSize == s.ringSize) {
+    uint32_t half = 1 - current.activeHalf;
+    if (auto r = skel_->writeRing(key, value, current.fd.get(), half, *ring); !r) {
+      return fromBpf(r.error());
+    }
+    current.activeHalf = half;
+    return {};
+  }
+
+  // First ring of this id, or M changed: a new map. When it replaces one, both halves get the
+  // ring, so a packet still indexing with the old entry (old M, old half) finds an endpoint.
+  auto fresh = LbSkeleton::createRingMap(s.ringSize);
+  if (!fresh) return fromBpf(fresh.error());
+  if (current.fd.valid()) {
+    std::vector<uint32_t> keys(s.ringSize);
+    for (uint32_t i = 0; i < s.ringSize; ++i) keys[i] = s.ringSize + i;
+    uint32_t count = s.ringSize;
+    LIBBPF_OPTS(bpf_map_batch_opts, batch);
+    if (int rc = bpf_map_update_batch(fresh->get(), keys.data(), ring->data(), &count, &batch);
+        rc != 0) {
+      return errnoError(rc, "write the second half of a resized ring for " + what);
+    }
+    spdlog::info("{}: ring resized {} -> {}", what, current.ringSize, s.ringSize);
+  }
+  if (auto r = skel_->writeRing(key, value, fresh->get(), 0, *ring); !r) {
+    if (!current.fd.valid()) rings_.erase(s.id);
+    return fromBpf(r.error());
+  }
+  current.fd = std::move(*fresh);
+  current.ringSize = s.ringSize;
+  current.activeHalf = 0;
+  return {};
+}
+
+Result<void> BpfDataplane::removeServiceEntry(const ServiceKey& k) {
+  const mp_svc_key key = toKey(k);
+  if (int rc = bpf_map_delete_elem(skel_->servicesFd(), &key); rc != 0 && errno != ENOENT) {
+    return errnoError(rc, "delete mp_services entry " + k.toString());
+  }
+  return {};
+}
+
+Result<void> BpfDataplane::releaseService(uint32_t id) {
+  if (id >= MP_MAX_SERVICES) return Error{EINVAL, "service id " + std::to_string(id), {}};
+  if (int rc = bpf_map_delete_elem(skel_->ringsFd(), &id); rc != 0 && errno != ENOENT) {
+    return errnoError(rc, "delete mp_rings[" + std::to_string(id) + "]");
+  }
+  rings_.erase(id);
+  return zeroCounters(skel_->svcStatsFd(), id, "mp_svc_stats");
+}
+
+Result<Counters> BpfDataplane::readCounters(int fd, uint32_t id, const char* map) {
+  std::vector<mp_counters> perCpu(static_cast<size_t>(cpus_));
+  if (int rc = bpf_map_lookup_elem(fd, &id, perCpu.data()); rc != 0) {
+    return errnoError(rc, std::string("read ") + map + "[" + std::to_string(id) + "]");
+  }
+  Counters sum;
+  for (const mp_counters& c : perCpu) {
+    sum.packets += c.packets;
+    sum.bytes += c.bytes;
+    sum.newConns += c.new_conns;
+  }
+  return sum;
+}
+
+Result<void> BpfDataplane::zeroCounters(int fd, uint32_t id, const char* map) {
+  std::vector<mp_counters> zeros(static_cast<size_t>(cpus_));
+  if (int rc = bpf_map_update_elem(fd, &id, zeros.data(), BPF_ANY); rc != 0) {
+    return errnoError(rc, std::string("zero ") + map + "[" + std::to_string(id) + "]");
+  }
+  return {};
+}
+
+Result<Counters> BpfDataplane::serviceStats(uint32_t id) {
+  return readCounters(skel_->svcStatsFd(), id, "mp_svc_stats");
+}
+
+Result<Counters> BpfDataplane::endpointStats(uint32_t id) {
+  return readCounters(skel_->epStatsFd(), id, "mp_ep_stats");
+}
+
+Result<std::vector<uint64_t>> BpfDataplane::exceptionCounts() {
+  std::vector<uint64_t> out(MP_EXC_MAX, 0);
+  std::vector<uint64_t> perCpu(static_cast<size_t>(cpus_));
+  for (uint32_t reason = 0; reason < MP_EXC_MAX; ++reason) {
+    if (int rc = bpf_map_lookup_elem(skel_->excFd(), &reason, perCpu.data()); rc != 0) {
+      return errnoError(rc, "read mp_exc[" + std::to_string(reason) + "]");
+    }
+    for (uint64_t v : perCpu) out[reason] += v;
+  }
+  return out;
+}
+
+Result<RealizedSnapshot> BpfDataplane::snapshot() {
+  RealizedSnapshot snap;
+  mp_svc_key key{};
+  mp_svc_key next{};
+  const void* prev = nullptr;
+  while (bpf_map_get_next_key(skel_->servicesFd(), prev, &next) == 0) {
+    mp_svc svc{};
+    if (bpf_map_lookup_elem(skel_->servicesFd(), &next, &svc) == 0) {
+      ServiceEntry e;
+      e.key = ServiceKey{fromBytes(next.addr, next.family), ntohs(next.port),
+                         static_cast<Protocol>(next.proto)};
+      e.id = svc.id;
+      e.ringSize = svc.ring_size;
+      e.algorithm = static_cast<Algorithm>(svc.algorithm);
+      e.forwarding = static_cast<ForwardingMode>(svc.fwd_mode);
+      snap.services.push_back(e);
+    }
+    key = next;
+    prev = &key;
+  }
+  for (const auto& [id, ring] : rings_) snap.ringIds.push_back(id);
+  for (uint32_t id = 0; id < MP_MAX_ENDPOINTS; ++id) {
+    mp_endpoint ep{};
+    if (int rc = bpf_map_lookup_elem(skel_->endpointsFd(), &id, &ep); rc != 0) {
+      return errnoError(rc, "read mp_endpoints[" + std::to_string(id) + "]");
+    }
+    if ((ep.flags & MP_EP_F_IN_USE) == 0) continue;
+    snap.endpoints.emplace_back(
+        id, EndpointEntry{fromBytes(ep.addr, ep.family), ntohs(ep.port), ep.svc_id});
+  }
+  return snap;
+}
+
+std::vector<InterfaceStatus> BpfDataplane::interfaces() {
+  std::vector<InterfaceStatus> out;
+  for (const Attachment& a : attachments_) {
+    InterfaceStatus s;
+    s.name = a.ifname;
+    s.ifindex = static_cast<int>(if_nametoindex(a.ifname.c_str()));
+    s.adopted = a.adopted;
+    if (s.ifindex > 0) {
+      XdpState xdp = queryXdp(s.ifindex);
+      if (progId_ != 0 && xdp.driverProg == progId_) {
+        s.attached = true;
+        s.mode = "native";
+      } else if (progId_ != 0 && xdp.genericProg == progId_) {
+        s.attached = true;
+        s.mode = "generic";
+      }
+    }
+    out.push_back(s);
+  }
+  return out;
+}
+
+}  // namespace meshpath

@@ -1,0 +1,85 @@
+// bpf_dataplane.h — the XDP backend of Dataplane: the balancer loaded through its skeleton
+// (maps pinned under node.pin_root and reused from an earlier run), attached to every configured
+// interface with a pinned bpf_link (pin_root/link_<ifname>), and the map operations the
+// reconciler asks for.
+//
+// Start-up never detaches: an interface whose pinned link still exists keeps it, and the link is
+// switched to the newly loaded program in one step (bpf_link_update), so packets flow throughout.
+// Exit never detaches either; teardown() is the one explicit way to remove links and maps.
+#pragma once
+
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "abi.h"
+#include "dataplane.h"
+#include "lb_skeleton.h"
+#include "model.h"
+#include "result.h"
+#include "unique_fd.h"
+
+struct bpf_link;
+
+namespace meshpath {
+
+class Netlink;
+
+class BpfDataplane : public Dataplane {
+ public:
+  // Loads the program (reusing pinned maps), then attaches it to node.interfaces or adopts the
+  // pinned links there. Links pinned for interfaces no longer configured are detached.
+  static Result<std::unique_ptr<BpfDataplane>> start(const NodeSpec& node, Netlink& netlink);
+  // Detaches every pinned link under pinRoot and removes all pins there (maps go with them).
+  static Result<void> teardown(const std::string& pinRoot);
+
+  ~BpfDataplane() override;  // closes our fds only: pinned links and maps stay
+
+  // All maps were found pinned at start (an earlier meshd's tables were reused).
+  bool mapsAdopted() const { return skel_->adopted(); }
+
+  Result<void> setNode(const NodeSpec& node) override;
+  Result<void> upsertEndpoint(uint32_t id, const EndpointEntry& endpoint) override;
+  Result<void> removeEndpoint(uint32_t id) override;
+  Result<void> upsertService(const ServiceEntry& service,
+                             const std::vector<uint32_t>* ring) override;
+  Result<void> removeServiceEntry(const ServiceKey& key) override;
+  Result<void> releaseService(uint32_t id) override;
+  Result<Counters> serviceStats(uint32_t id) override;
+  Result<Counters> endpointStats(uint32_t id) override;
+  Result<std::vector<uint64_t>> exceptionCounts() override;
+  Result<RealizedSnapshot> snapshot() override;
+  std::vector<InterfaceStatus> interfaces() override;
+  std::string pinRoot() const override { return node_.pinRoot; }
+
+ private:
+  struct Attachment {
+    std::string ifname;
+    bpf_link* link = nullptr;
+    bool adopted = false;
+  };
+  // One service's ring map and which half packets read now.
+  struct Ring {
+    UniqueFd fd;
+    uint32_t ringSize = 0;
+    uint32_t activeHalf = 0;
+  };
+
+  BpfDataplane(std::unique_ptr<LbSkeleton> skel, NodeSpec node);
+
+  Result<void> loadRings();
+  Result<void> attach(const std::string& ifname, int ifindex);
+  Result<void> detachStaleLinks();
+  Result<Counters> readCounters(int fd, uint32_t id, const char* map);
+  Result<void> zeroCounters(int fd, uint32_t id, const char* map);
+
+  std::unique_ptr<LbSkeleton> skel_;
+  NodeSpec node_;
+  int cpus_ = 1;
+  uint32_t progId_ = 0;
+  std::vector<Attachment> attachments_;
+  std::map<uint32_t, Ring> rings_;
+};
+
+}  // namespace meshpath

@@ -1,0 +1,390 @@
+// meshd — loads the XDP balancer, keeps its maps in step with the desired state (config file,
+// REST API), and leaves the datapath running when it exits: kill -9 or SIGTERM must not drop a
+// packet. One Boost.Asio io_context carries everything: signals, the API, later health checks.
+//
+//   meshd --config FILE [--log-level info] [--netns NAME] [--detach-on-exit] [--daemon]
+//   meshd --teardown [--config FILE]      detach XDP, remove pinned links and maps, state file
+#include <fcntl.h>
+#include <linux/magic.h>
+#include <sched.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/vfs.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/local/stream_protocol.hpp>
+#include <boost/asio/signal_set.hpp>
+#include <csignal>
+#include <filesystem>
+#include <fstream>
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/sinks/stdout_sinks.h>
+#include <spdlog/sinks/syslog_sink.h>
+#include <spdlog/spdlog.h>
+#include <sstream>
+
+#include "api_server.h"
+#include "bpf_dataplane.h"
+#include "config.h"
+#include "control_plane.h"
+#include "libbpf_logger.h"
+#include "netlink.h"
+#include "reconciler.h"
+#include "state_store.h"
+
+namespace meshpath {
+namespace {
+
+constexpr const char* kBpffs = "/sys/fs/bpf";
+constexpr const char* kRunDir = "/run/meshpath";
+
+struct Options {
+  std::string config;
+  std::string logLevel = "info";
+  std::string netns;
+  bool foreground = false;
+  bool daemon = false;
+  bool teardown = false;
+  bool detachOnExit = false;
+};
+
+void setUpLogging(const std::string& level, bool toSyslog) {
+  std::shared_ptr<spdlog::logger> logger;
+  if (toSyslog) {
+    logger = spdlog::syslog_logger_mt("meshd", "meshd", LOG_PID, LOG_DAEMON);
+  } else if (::isatty(STDERR_FILENO)) {
+    logger = spdlog::stderr_color_mt("meshd");
+  } else {
+    logger = spdlog::stderr_logger_mt("meshd");
+  }
+  logger->set_pattern(toSyslog ? "%v" : "%Y-%m-%d %H:%M:%S.%e %^%l%$ %v");
+  logger->set_level(spdlog::level::from_str(level));
+  logger->flush_on(spdlog::level::info);
+  spdlog::drop("meshd");
+  spdlog::set_default_logger(logger);
+}
+
+bool isBpffs(const std::string& path) {
+  struct statfs st {};
+  return ::statfs(path.c_str(), &st) == 0 && st.f_type == BPF_FS_MAGIC;
+}
+
+// "/" is a slave of another namespace's mounts and shares none of its own: the mount namespace
+// of `ip netns exec`, which lives only as long as the processes in it.
+bool inPrivateMountNamespace() {
+  std::ifstream in("/proc/self/mountinfo");
+  std::string line;
+  while (std::getline(in, line)) {
+    std::istringstream f(line);
+    std::string id, parent, dev, root, mountPoint;
+    f >> id >> parent >> dev >> root >> mountPoint;
+    if (mountPoint != "/") continue;
+    return line.find(" master:") != std::string::npos &&
+           line.find(" shared:") == std::string::npos;
+  }
+  return false;
+}
+
+// The pins must live on a bpffs that outlives meshd, or kill -9 takes the datapath with it.
+Result<void> ensureBpffs(const std::string& pinRoot) {
+  if (!isBpffs(kBpffs) && pinRoot.starts_with(std::string(kBpffs) + "/")) {
+    std::error_code ec;
+    std::filesystem::create_directories(kBpffs, ec);
+    if (::mount("bpf", kBpffs, "bpf", 0, "mode=0700") != 0) {
+      return errnoError(errno, std::string("mount bpffs at ") + kBpffs);
+    }
+    spdlog::info("mounted a bpf filesystem at {}", kBpffs);
+    if (inPrivateMountNamespace()) {
+      spdlog::warn("this mount namespace is private (ip netns exec?): the bpffs just mounted "
+                   "disappears when meshd exits, and the pinned XDP links and maps with it, so a "
+                   "restart cannot adopt them and drops every connection. Run meshd in the "
+                   "host's mount namespace instead: `meshd --netns NAME` in place of "
+                   "`ip netns exec NAME meshd`");
+    }
+  }
+  std::error_code ec;
+  std::filesystem::create_directories(pinRoot, ec);
+  if (ec) return Error{ec.value(), "create pin root " + pinRoot, {}};
+  if (!isBpffs(pinRoot)) {
+    return Error{EINVAL, "node.pin_root " + pinRoot + " is not on a bpf filesystem",
+                 "mount one (`mount -t bpf bpf DIR`) or put pin_root under /sys/fs/bpf"};
+  }
+  return {};
+}
+
+Result<void> joinNetns(const std::string& name) {
+  std::string path = name.find('/') == std::string::npos ? "/run/netns/" + name : name;
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return errnoError(errno, "open network namespace " + path, "see `ip netns list`");
+  int rc = ::setns(fd, CLONE_NEWNET);
+  int err = errno;
+  ::close(fd);
+  if (rc != 0) return Error{err, "join network namespace " + path, {}};
+  spdlog::info("joined network namespace {}", path);
+  return {};
+}
+
+void makeParentDir(const std::string& file) {
+  std::filesystem::path p(file);
+  std::error_code ec;
+  if (p.has_parent_path()) std::filesystem::create_directories(p.parent_path(), ec);
+}
+
+// Node settings for --teardown: from the config if one is given (only the node section has to
+// make sense), the defaults otherwise.
+Result<NodeSpec> teardownNode(const std::string& config) {
+  if (config.empty()) return NodeSpec{};
+  std::ifstream in(config);
+  if (!in) return Error{errno, "read " + config, {}};
+  std::stringstream text;
+  text << in.rdbuf();
+  try {
+    ConfigDocument doc = parseConfigDocument(text.str());
+    return doc.node.value_or(NodeSpec{});
+  } catch (const ConfigError& e) {
+    return Error{EINVAL, config + ": " + e.what(), {}};
+  }
+}
+
+bool socketAnswers(const std::string& path) {
+  boost::asio::io_context io;
+  boost::asio::local::stream_protocol::socket s(io);
+  boost::system::error_code ec;
+  s.connect(boost::asio::local::stream_protocol::endpoint(path), ec);
+  return !ec;
+}
+
+int teardown(const Options& opt) {
+  auto node = teardownNode(opt.config);
+  if (!node) {
+    spdlog::error("{}", node.error().toString());
+    return 2;
+  }
+  if (socketAnswers(node->apiSocket)) {
+    spdlog::error("meshd is running (it answers on {}); stop it first, or run it with "
+                  "--detach-on-exit", node->apiSocket);
+    return 1;
+  }
+  if (auto r = BpfDataplane::teardown(node->pinRoot); !r) {
+    spdlog::error("teardown: {}", r.error().toString());
+    return 1;
+  }
+  if (auto r = StateStore(node->stateFile).remove(); !r) {
+    spdlog::error("teardown: {}", r.error().toString());
+    return 1;
+  }
+  spdlog::info("teardown done: XDP detached, pins under {} and {} removed", node->pinRoot,
+               node->stateFile);
+  return 0;
+}
+
+// Forks into the background once everything is up: the parent exits 0, the child carries on
+// with the same fds (maps, links, API socket), logging to syslog.
+void daemonize(boost::asio::io_context& io, const std::string& logLevel) {
+  io.notify_fork(boost::asio::io_context::fork_prepare);
+  pid_t pid = ::fork();
+  if (pid < 0) {
+    spdlog::error("fork: {}; staying in the foreground", std::strerror(errno));
+    io.notify_fork(boost::asio::io_context::fork_parent);
+    return;
+  }
+  if (pid > 0) ::_exit(0);
+  ::setsid();
+  io.notify_fork(boost::asio::io_context::fork_child);
+  int null = ::open("/dev/null", O_RDWR | O_CLOEXEC);
+  if (null >= 0) {
+    ::dup2(null, STDIN_FILENO);
+    ::dup2(null, STDOUT_FILENO);
+    ::dup2(null, STDERR_FILENO);
+    if (null > STDERR_FILENO) ::close(null);
+  }
+  setUpLogging(logLevel, true);
+  spdlog::info("meshd running in the background, pid {}", ::getpid());
+}
+
+int run(const Options& opt) {
+  DesiredState fromConfig;
+  try {
+    fromConfig = parseConfigFile(opt.config);
+  } catch (const ConfigError& e) {
+    spdlog::error("config {}: {}", opt.config, e.what());
+    return 2;
+  }
+  const NodeSpec& node = fromConfig.node;
+
+  if (auto r = ensureBpffs(node.pinRoot); !r) {
+    spdlog::error("{}{}", r.error().toString(), r.error().hint.empty() ? "" : " — " + r.error().hint);
+    return 1;
+  }
+  std::error_code ec;
+  std::filesystem::create_directories(kRunDir, ec);
+  makeParentDir(node.apiSocket);
+  makeParentDir(node.stateFile);
+
+  auto netlink = Netlink::open();
+  if (!netlink) {
+    spdlog::error("{}", netlink.error().toString());
+    return 1;
+  }
+  for (const auto& [field, address] : {std::pair{"ipv4", node.ipv4}, std::pair{"ipv6", node.ipv6}}) {
+    if (!address) continue;
+    auto where = (*netlink)->interfaceWithAddress(*address);
+    if (where && !where->has_value()) {
+      spdlog::warn("node.{} {} is not an address of any local interface: replies to SNATed "
+                   "connections will not find their way back to this node",
+                   field, address->toString());
+    } else if (where) {
+      spdlog::info("node.{} {} is on {}", field, address->toString(), **where);
+    }
+  }
+
+  auto started = BpfDataplane::start(node, **netlink);
+  if (!started) {
+    const Error& e = started.error();
+    spdlog::error("{}{}", e.toString(), e.hint.empty() ? "" : " — " + e.hint);
+    return 1;
+  }
+  std::unique_ptr<BpfDataplane> dataplane = std::move(*started);
+
+  // Adopt when the earlier run left both its maps and its state file: the services (with any
+  // changes made through the API) and ids come from the state file, the node from the config.
+  StateStore store(node.stateFile);
+  DesiredState initial = fromConfig;
+  std::optional<IdAssignments> ids;
+  bool adopted = false;
+  auto saved = store.load();
+  if (!saved) {
+    spdlog::error("{} — {}", saved.error().toString(), saved.error().hint);
+    return 1;
+  }
+  if (dataplane->mapsAdopted() && saved->has_value()) {
+    adopted = true;
+    const SavedState& s = **saved;
+    initial.services = s.desired.services;
+    ids = s.ids;
+    spdlog::info("adopting the earlier run: pinned maps under {} and {} services from {} "
+                 "(changes made through the API kept; the config's services apply on SIGHUP)",
+                 node.pinRoot, s.desired.services.size(), node.stateFile);
+    if (std::string changes = describeNodeChanges(s.desired.node, node); !changes.empty()) {
+      spdlog::info("node settings changed since the earlier run: {}", changes);
+    }
+  } else if (dataplane->mapsAdopted()) {
+    spdlog::info("pinned maps found but no state file {}: starting from the config file, keeping "
+                 "the ids found in the maps so established flows stay put", node.stateFile);
+  } else if (saved->has_value()) {
+    spdlog::info("state file {} found but no pinned maps (reboot?): starting from the config "
+                 "file", node.stateFile);
+  } else {
+    spdlog::info("fresh start from the config file {}", opt.config);
+  }
+
+  auto snapshot = dataplane->snapshot();
+  if (!snapshot) {
+    spdlog::error("read the pinned tables: {}", snapshot.error().toString());
+    return 1;
+  }
+  Reconciler reconciler(*dataplane);
+  reconciler.start(*snapshot, ids);
+  ControlPlane controlPlane(*dataplane, reconciler, store, opt.config, adopted);
+  if (auto r = controlPlane.commit(initial); !r) {
+    spdlog::error("initial state not applied: {} — {}", r.error().error,
+                  adopted ? "the saved services do not fit this config's node section; fix it, "
+                            "or move " + node.stateFile + " away to start from the config"
+                          : r.error().hint);
+    return 1;
+  }
+
+  boost::asio::io_context io;
+  ApiServer api(io, controlPlane);
+  if (auto r = api.listen(node.apiSocket); !r) {
+    spdlog::error("{}{}", r.error().toString(), r.error().hint.empty() ? "" : " — " + r.error().hint);
+    return 1;
+  }
+  spdlog::info("meshd {} ready: {} services, API on {}", MESHPATH_VERSION,
+               controlPlane.desired().services.size(), node.apiSocket);
+
+  boost::asio::signal_set signals(io, SIGHUP, SIGTERM, SIGINT);
+  std::function<void(const boost::system::error_code&, int)> onSignal =
+      [&](const boost::system::error_code& err, int signo) {
+        if (err) return;
+        if (signo == SIGHUP) {
+          spdlog::info("SIGHUP: reloading {}", opt.config);
+          auto r = controlPlane.reloadConfigFile();
+          if (!r) {
+            spdlog::error("reload refused ({}): {} — {}", r.error().status, r.error().error,
+                          r.error().hint);
+          } else if (r->added.empty() && r->removed.empty() && r->changed.empty()) {
+            spdlog::info("reload: nothing changed");
+          }
+          signals.async_wait(onSignal);
+          return;
+        }
+        spdlog::info("{}: exiting; XDP stays attached and the maps pinned{}",
+                     signo == SIGTERM ? "SIGTERM" : "SIGINT",
+                     opt.detachOnExit ? " — no: --detach-on-exit" : "");
+        api.close();
+        io.stop();
+      };
+  signals.async_wait(onSignal);
+
+  if (opt.daemon) daemonize(io, opt.logLevel);
+  io.run();
+
+  if (opt.detachOnExit) {
+    dataplane.reset();  // our fds first; the pins go next
+    if (auto r = BpfDataplane::teardown(node.pinRoot); !r) {
+      spdlog::error("detach on exit: {}", r.error().toString());
+      return 1;
+    }
+    if (auto r = store.remove(); !r) spdlog::warn("{}", r.error().toString());
+  }
+  spdlog::info("meshd stopped");
+  return 0;
+}
+
+}  // namespace
+}  // namespace meshpath
+
+int main(int argc, char** argv) {
+  using meshpath::Options;
+  Options opt;
+  CLI::App app{"meshd: the meshpath daemon (XDP L4 load balancer)"};
+  app.add_option("-c,--config", opt.config, "config file (YAML, docs/config.md)");
+  app.add_option("--log-level", opt.logLevel, "trace, debug, info, warn, error")
+      ->check(CLI::IsMember({"trace", "debug", "info", "warn", "err", "error", "critical", "off"}));
+  app.add_option("--netns", opt.netns,
+                 "join this network namespace (name in /run/netns, or a path) but stay in this "
+                 "mount namespace, so the pins outlive meshd");
+  app.add_flag("--foreground", opt.foreground, "stay in the foreground (the default)");
+  app.add_flag("--daemon", opt.daemon, "fork into the background once up; log to syslog");
+  app.add_flag("--teardown", opt.teardown,
+               "detach XDP and remove the pinned links, maps and state file, then exit");
+  app.add_flag("--detach-on-exit", opt.detachOnExit,
+               "on SIGTERM/SIGINT, detach XDP and remove the pins (default: keep them)");
+  app.set_version_flag("--version", MESHPATH_VERSION);
+  CLI11_PARSE(app, argc, argv);
+  if (opt.logLevel == "error") opt.logLevel = "err";
+  if (opt.daemon && opt.foreground) {
+    std::fprintf(stderr, "meshd: --daemon and --foreground exclude each other\n");
+    return 2;
+  }
+  if (!opt.teardown && opt.config.empty()) {
+    std::fprintf(stderr, "meshd: --config FILE is required (or --teardown)\n");
+    return 2;
+  }
+
+  meshpath::setUpLogging(opt.logLevel, false);
+  meshpath::installLibbpfLogger();
+  std::signal(SIGPIPE, SIG_IGN);
+
+  if (!opt.netns.empty()) {
+    if (auto r = meshpath::joinNetns(opt.netns); !r) {
+      spdlog::error("{} — {}", r.error().toString(), r.error().hint);
+      return 1;
+    }
+  }
+  if (opt.teardown) return meshpath::teardown(opt);
+  return meshpath::run(opt);
+}
