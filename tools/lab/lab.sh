@@ -282,7 +282,7 @@ node:
 YAML
 }
 
-# meshd runs in the lb namespace; its log is <state>/meshd.log, its pid <state>/meshd.pid.
+# meshd runs in the lb's network namespace (and the host's mount namespace); its log is <state>/meshd.log, its pid <state>/meshd.pid.
 # Returns once the API socket accepts connections (or fails with the log's tail).
 cmd_meshd_start() {
   load_env
@@ -296,7 +296,9 @@ cmd_meshd_start() {
     die "meshd already runs in lab $PREFIX (pid $(cat "$pidfile"))"
   fi
   echo "--- meshd start $(date +%T.%N) ---" >>"$log"
-  ip netns exec "$LAB_NS_LB" setsid "$meshd" --config "$config" "$@" </dev/null >>"$log" 2>&1 &
+  # Not `ip netns exec`: that gives meshd a mount namespace of its own (with a fresh /sys), and its
+  # pins under /sys/fs/bpf would vanish with it. meshd --netns joins only the network namespace.
+  setsid "$meshd" --netns "$LAB_NS_LB" --config "$config" "$@" </dev/null >>"$log" 2>&1 &
   local pid=$!
   echo "$pid" >"$pidfile"
   local deadline=$((SECONDS + 20))
