@@ -1,0 +1,415 @@
+// config_test — the YAML config: a full good config, a table of bad ones (each refused with a
+// message naming the field and the value), and the validation the REST API shares.
+#include "config.h"
+
+#include <gtest/gtest.h>
+
+#include <cstdio>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include "abi.h"
+
+namespace meshpath {
+namespace {
+
+const char* const kGoodConfig = R"(node:
+  interfaces: [veth-c, veth-e]
+  ipv4: 10.0.2.1
+  ipv6: fd00:2::1
+  snat_ports: 61000-65535
+  ring_size: 65537
+  conn_table_size: 1048576
+  xdp_mode: native
+  api_socket: /run/meshpath/meshd.sock
+  pin_root: /sys/fs/bpf/meshpath
+  state_file: /run/meshpath/state.json
+services:
+  - name: web
+    vip: 10.0.0.100
+    port: 80
+    protocol: tcp
+    algorithm: maglev
+    forwarding: nat
+    endpoints:
+      - {address: 10.0.2.11, port: 8080, weight: 1}
+      - {address: 10.0.2.12, port: 8080, weight: 3}
+  - name: dns
+    vip: fd00::53
+    port: 53
+    protocol: udp
+    endpoints:
+      - {address: fd00:2::11, port: 5353}
+)";
+
+// kGoodConfig with one piece of text replaced (the piece must occur).
+std::string goodWith(const std::string& from, const std::string& to) {
+  std::string text = kGoodConfig;
+  const size_t at = text.find(from);
+  if (at == std::string::npos) {
+    ADD_FAILURE() << "test setup: " << from << " not in the config";
+  } else {
+    text.replace(at, from.size(), to);
+  }
+  return text;
+}
+
+std::string refusal(const std::string& yaml) {
+  try {
+    parseConfigYaml(yaml);
+  } catch (const ConfigError& e) {
+    return e.what();
+  }
+  return "(accepted)";
+}
+
+TEST(Config, GoodConfigParsesFully) {
+  const DesiredState state = parseConfigYaml(kGoodConfig);
+  const NodeSpec& node = state.node;
+  EXPECT_EQ(node.interfaces, (std::vector<std::string>{"veth-c", "veth-e"}));
+  EXPECT_EQ(node.ipv4, IpAddress::parse("10.0.2.1"));
+  EXPECT_EQ(node.ipv6, IpAddress::parse("fd00:2::1"));
+  EXPECT_EQ(node.snatPortMin, 61000);
+  EXPECT_EQ(node.snatPortMax, 65535);
+  EXPECT_EQ(node.ringSize, 65537u);
+  EXPECT_EQ(node.connTableSize, 1048576u);
+  EXPECT_EQ(node.xdpMode, "native");
+  EXPECT_EQ(node.apiSocket, "/run/meshpath/meshd.sock");
+  EXPECT_EQ(node.pinRoot, "/sys/fs/bpf/meshpath");
+  EXPECT_EQ(node.stateFile, "/run/meshpath/state.json");
+
+  ASSERT_EQ(state.services.size(), 2u);
+  const ServiceSpec& web = state.services[0];
+  EXPECT_EQ(web.name, "web");
+  EXPECT_EQ(web.vip, IpAddress::parse("10.0.0.100"));
+  EXPECT_EQ(web.port, 80);
+  EXPECT_EQ(web.protocol, Protocol::kTcp);
+  EXPECT_EQ(web.algorithm, Algorithm::kMaglev);
+  EXPECT_EQ(web.forwarding, ForwardingMode::kNat);
+  ASSERT_EQ(web.endpoints.size(), 2u);
+  EXPECT_EQ(web.endpoints[0].key(), "10.0.2.11:8080");
+  EXPECT_EQ(web.endpoints[0].weight, 1u);
+  EXPECT_EQ(web.endpoints[1].key(), "10.0.2.12:8080");
+  EXPECT_EQ(web.endpoints[1].weight, 3u);
+
+  const ServiceSpec& dns = state.services[1];
+  EXPECT_EQ(dns.protocol, Protocol::kUdp);
+  EXPECT_EQ(dns.algorithm, Algorithm::kMaglev);  // default
+  EXPECT_EQ(dns.forwarding, ForwardingMode::kNat);  // default
+  ASSERT_EQ(dns.endpoints.size(), 1u);
+  EXPECT_EQ(dns.endpoints[0].key(), "[fd00:2::11]:5353");
+  EXPECT_EQ(dns.endpoints[0].weight, 1u);  // default
+}
+
+TEST(Config, MinimalConfigTakesDefaults) {
+  const DesiredState state = parseConfigYaml("node:\n  interfaces: [eth0]\n");
+  const NodeSpec defaults;
+  EXPECT_EQ(state.node.interfaces, std::vector<std::string>{"eth0"});
+  EXPECT_FALSE(state.node.ipv4);
+  EXPECT_EQ(state.node.ringSize, defaults.ringSize);
+  EXPECT_EQ(state.node.snatPortMin, 61000);
+  EXPECT_EQ(state.node.snatPortMax, 65535);
+  EXPECT_TRUE(state.services.empty());
+  // Quoted port range, null optional fields and an empty service list are fine too.
+  const DesiredState quoted = parseConfigYaml(
+      "node:\n  interfaces: [eth0]\n  snat_ports: \"62000-62999\"\n  ipv6:\nservices: []\n");
+  EXPECT_EQ(quoted.node.snatPortMin, 62000);
+  EXPECT_EQ(quoted.node.snatPortMax, 62999);
+  EXPECT_FALSE(quoted.node.ipv6);
+}
+
+struct BadConfig {
+  const char* what;
+  std::string yaml;
+  std::string message;  // must appear in the refusal
+};
+
+std::vector<BadConfig> badConfigs() {
+  std::string many = "node:\n  interfaces: [eth0]\n  ipv4: 10.0.2.1\nservices:\n";
+  for (int i = 0; i <= MP_MAX_SERVICES; ++i) {
+    many += "  - {name: s" + std::to_string(i) + ", vip: 10.1." + std::to_string(i / 256) + "." +
+            std::to_string(i % 256) + ", port: 80}\n";
+  }
+  const std::string v4_only = "node:\n  interfaces: [eth0]\n  ipv4: 10.0.2.1\nservices:\n";
+  return {
+      {"weight too big", goodWith("port: 5353}", "port: 5353, weight: 20000}"),
+       "services[1].endpoints[0].weight: 20000 is out of range 0..10000"},
+      {"negative weight", goodWith("weight: 3}", "weight: -1}"),
+       "services[0].endpoints[1].weight: -1 is out of range 0..10000"},
+      {"fractional weight", goodWith("weight: 3}", "weight: 1.5}"),
+       "services[0].endpoints[1].weight: 1.5 is not a whole number"},
+      {"unknown top-level key", std::string(kGoodConfig) + "frob: 1\n",
+       "frob: unknown key (known: node, services)"},
+      {"unknown node key", goodWith("  xdp_mode: native\n", "  xdp_mode: native\n  mtu: 1500\n"),
+       "node.mtu: unknown key (known: interfaces, ipv4, ipv6, snat_ports, ring_size"},
+      {"unknown service key", goodWith("    forwarding: nat\n", "    forwarding: nat\n    x: 1\n"),
+       "services[0].x: unknown key (known: name, vip, port, protocol, algorithm, forwarding, "
+       "endpoints)"},
+      {"unknown endpoint key", goodWith("weight: 1}", "weight: 1, prio: 2}"),
+       "services[0].endpoints[0].prio: unknown key (known: address, port, weight)"},
+      {"key given twice", goodWith("  ring_size: 65537\n", "  ring_size: 65537\n  ring_size: 7\n"),
+       "node.ring_size: key given twice"},
+      {"no node section", "services: []\n", "node: required section is missing"},
+      {"empty text", "", "node: required section is missing"},
+      {"interfaces missing", goodWith("  interfaces: [veth-c, veth-e]\n", ""),
+       "node.interfaces: required field is missing"},
+      {"interfaces empty", goodWith("[veth-c, veth-e]", "[]"),
+       "node.interfaces: at least one interface is required"},
+      {"interfaces not a list", goodWith("[veth-c, veth-e]", "veth-c"),
+       "node.interfaces: veth-c is not a list"},
+      {"interface name too long", goodWith("veth-c,", "averyveryverylongname,"),
+       "node.interfaces[0]: averyveryverylongname is not an interface name"},
+      {"interface twice", goodWith("veth-e]", "veth-c]"), "node.interfaces[1]: veth-c is listed twice"},
+      {"bad node ipv4", goodWith("10.0.2.1\n", "10.0.2.300\n"),
+       "node.ipv4: 10.0.2.300 is not an IP address"},
+      {"node ipv4 of the wrong family", goodWith("10.0.2.1\n", "fd00::1\n"),
+       "node.ipv4: fd00::1 is not an IPv4 address"},
+      {"node ipv6 of the wrong family", goodWith("fd00:2::1\n", "10.0.2.2\n"),
+       "node.ipv6: 10.0.2.2 is not an IPv6 address"},
+      {"loopback node address", goodWith("10.0.2.1\n", "127.0.0.1\n"),
+       "node.ipv4: 127.0.0.1 is a loopback address"},
+      {"snat range reversed", goodWith("61000-65535", "65000-61000"),
+       "node.snat_ports: 65000-61000: the first port is greater than the last"},
+      {"snat range below 1024", goodWith("61000-65535", "80-1000"),
+       "node.snat_ports: 80-1000 is out of range 1024..65535"},
+      {"snat range beyond 65535", goodWith("61000-65535", "61000-70000"),
+       "node.snat_ports: 61000-70000 is out of range 1024..65535"},
+      {"snat not a range", goodWith("61000-65535", "61000"),
+       "node.snat_ports: 61000 is not a port range like 61000-65535"},
+      {"ring size not prime", goodWith("ring_size: 65537", "ring_size: 65536"),
+       "node.ring_size: 65536 is not prime"},
+      {"ring size too big", goodWith("ring_size: 65537", "ring_size: 2000003"),
+       "node.ring_size: 2000003 is out of range 2..1048573"},
+      {"ring size not a number", goodWith("ring_size: 65537", "ring_size: big"),
+       "node.ring_size: big is not a whole number"},
+      {"ring size in hex", goodWith("ring_size: 65537", "ring_size: 0x10001"),
+       "node.ring_size: 0x10001 is not a whole number"},
+      {"ring size under 100 x endpoints", goodWith("ring_size: 65537", "ring_size: 101"),
+       "services[0].endpoints: 2 endpoints need node.ring_size >= 100 x 2 = 200, but it is 101"},
+      {"conn table size zero", goodWith("conn_table_size: 1048576", "conn_table_size: 0"),
+       "node.conn_table_size: 0 is out of range 1..4294967295"},
+      {"xdp mode unknown", goodWith("xdp_mode: native", "xdp_mode: offload"),
+       "node.xdp_mode: offload is not one of native, generic"},
+      {"relative api socket", goodWith("/run/meshpath/meshd.sock", "meshd.sock"),
+       "node.api_socket: meshd.sock is not an absolute path"},
+      {"api socket path too long", goodWith("/run/meshpath/meshd.sock", "/" + std::string(120, 'a')),
+       "node.api_socket: /aaaa"},
+      {"relative pin root", goodWith("/sys/fs/bpf/meshpath", "bpf"),
+       "node.pin_root: bpf is not an absolute path"},
+      {"services not a list", "node:\n  interfaces: [eth0]\nservices: {web: 1}\n",
+       "services: a mapping is not a list"},
+      {"service not a mapping", v4_only + "  - web\n", "services[0]: web is not a mapping"},
+      {"service name bad", goodWith("name: web", "name: Web"),
+       "services[0].name: Web does not match [a-z0-9][a-z0-9-_.]{0,62}"},
+      {"service name missing", goodWith("  - name: web\n    vip", "  - vip"),
+       "services[0].name: required field is missing"},
+      {"vip bad", goodWith("vip: 10.0.0.100", "vip: 10.0.0.1000"),
+       "services[0].vip: 10.0.0.1000 is not an IP address"},
+      {"vip multicast", goodWith("vip: 10.0.0.100", "vip: 224.0.0.1"),
+       "services[0].vip: 224.0.0.1 is a multicast address"},
+      {"vip unspecified", goodWith("vip: fd00::53", "vip: \"::\""),
+       "services[1].vip: :: is the unspecified address"},
+      {"port zero", goodWith("port: 80\n", "port: 0\n"),
+       "services[0].port: 0 is out of range 1..65535"},
+      {"port too big", goodWith("port: 80\n", "port: 70000\n"),
+       "services[0].port: 70000 is out of range 1..65535"},
+      {"port not a number", goodWith("port: 80\n", "port: http\n"),
+       "services[0].port: http is not a whole number"},
+      {"port a list", goodWith("port: 80\n", "port: [80]\n"),
+       "services[0].port: a list is not a single value"},
+      {"protocol unknown", goodWith("protocol: tcp", "protocol: sctp"),
+       "services[0].protocol: sctp is not one of tcp, udp"},
+      {"algorithm unknown", goodWith("algorithm: maglev", "algorithm: ring_hash"),
+       "services[0].algorithm: ring_hash is not one of maglev"},
+      {"forwarding unknown", goodWith("forwarding: nat", "forwarding: dsr"),
+       "services[0].forwarding: dsr is not one of nat"},
+      {"endpoints not a list", goodWith("      - {address: fd00:2::11, port: 5353}\n", "      x: 1\n"),
+       "services[1].endpoints: a mapping is not a list"},
+      {"endpoint not a mapping", goodWith("{address: 10.0.2.11, port: 8080, weight: 1}",
+                                          "10.0.2.11:8080"),
+       "services[0].endpoints[0]: 10.0.2.11:8080 is not a mapping"},
+      {"endpoint port missing", goodWith("10.0.2.11, port: 8080,", "10.0.2.11,"),
+       "services[0].endpoints[0].port: required field is missing"},
+      {"endpoint address bad", goodWith("10.0.2.11,", "10.0.2.x,"),
+       "services[0].endpoints[0].address: 10.0.2.x is not an IP address"},
+      {"endpoint family differs from the VIP's", goodWith("fd00:2::11", "10.0.2.99"),
+       "services[1].endpoints[0].address: 10.0.2.99 is IPv4 but the VIP fd00::53 is IPv6"},
+      {"no node address of the VIP's family", goodWith("  ipv6: fd00:2::1\n", ""),
+       "services[1].vip: fd00::53 is IPv6 but node.ipv6 is not set"},
+      {"endpoint twice", goodWith("10.0.2.12, port: 8080", "10.0.2.11, port: 8080"),
+       "services[0].endpoints[1]: 10.0.2.11:8080 is listed twice (also endpoints[0])"},
+      {"service name twice", goodWith("name: dns", "name: web"),
+       "services[1].name: web is used twice (also services[0])"},
+      {"VIP, port and protocol twice",
+       v4_only + "  - {name: a, vip: 10.0.0.1, port: 80}\n  - {name: b, vip: 10.0.0.1, port: 80}\n"
+                 "  - {name: c, vip: 10.0.0.1, port: 80, protocol: udp}\n",
+       "services[1]: 10.0.0.1:80/tcp is used twice (also services[0], a)"},
+      {"too many services", many, "services: 1025 services exceed the maximum of 1024"},
+      {"YAML syntax", "node: [\n", "config: YAML syntax error at line"},
+      {"root not a mapping", "- a\n", "config: a list is not a mapping"},
+  };
+}
+
+TEST(Config, BadConfigsAreRefusedNamingTheField) {
+  for (const BadConfig& bad : badConfigs()) {
+    const std::string message = refusal(bad.yaml);
+    EXPECT_NE(message.find(bad.message), std::string::npos)
+        << bad.what << "\n  expected: " << bad.message << "\n  got:      " << message;
+  }
+}
+
+TEST(Config, StructuralErrorsSayWhichLine) {
+  const std::string message = refusal(goodWith("port: 5353}", "port: 5353, weight: 20000}"));
+  EXPECT_EQ(message, "services[1].endpoints[0].weight: 20000 is out of range 0..10000 (line 27)");
+}
+
+TEST(Config, ValidationReportsEveryProblem) {
+  std::string yaml = goodWith("name: web", "name: Web");
+  yaml.replace(yaml.find("ring_size: 65537"), 16, "ring_size: 65536");
+  try {
+    parseConfigYaml(yaml);
+    FAIL() << "accepted";
+  } catch (const ConfigError& e) {
+    ASSERT_EQ(e.problems().size(), 2u) << e.what();
+    EXPECT_EQ(e.problems()[0], "node.ring_size: 65536 is not prime");
+    EXPECT_EQ(e.problems()[1].rfind("services[0].name: Web", 0), 0u);
+    EXPECT_NE(std::string(e.what()).find("; "), std::string::npos);
+  }
+}
+
+TEST(Config, DocumentMayLeaveOutTheNode) {
+  const ConfigDocument doc =
+      parseConfigDocument("services:\n  - {name: web, vip: 10.0.0.1, port: 80}\n");
+  EXPECT_FALSE(doc.node);
+  ASSERT_EQ(doc.services.size(), 1u);
+  EXPECT_EQ(doc.services[0].name, "web");
+  EXPECT_TRUE(parseConfigDocument(kGoodConfig).node);
+}
+
+TEST(Config, FileIsReadAndErrorsNameIt) {
+  const std::string path = testing::TempDir() + "/meshpath_config_test.yaml";
+  {
+    std::ofstream out(path);
+    out << kGoodConfig;
+  }
+  EXPECT_EQ(parseConfigFile(path), parseConfigYaml(kGoodConfig));
+  {
+    std::ofstream out(path);
+    out << goodWith("port: 80\n", "port: 0\n");
+  }
+  try {
+    parseConfigFile(path);
+    FAIL() << "accepted";
+  } catch (const ConfigError& e) {
+    EXPECT_EQ(std::string(e.what()), path + ": services[0].port: 0 is out of range 1..65535 (line 15)");
+  }
+  std::remove(path.c_str());
+  try {
+    parseConfigFile(path);
+    FAIL() << "a missing file was accepted";
+  } catch (const ConfigError& e) {
+    EXPECT_EQ(std::string(e.what()), path + ": cannot open the config file");
+  }
+}
+
+// The REST API's path: copy the state, apply the edit, validate, only then commit.
+TEST(Validate, ApiEditsGetTheSameChecks) {
+  const DesiredState running = parseConfigYaml(kGoodConfig);
+  EXPECT_TRUE(validateState(running).empty());
+
+  DesiredState edit = running;
+  edit.services[1].endpoints[0].weight = 20000;
+  EXPECT_EQ(validateState(edit),
+            std::vector<std::string>{
+                "services[1].endpoints[0].weight: 20000 is out of range 0..10000"});
+  EXPECT_THROW(requireValid(edit), ConfigError);
+
+  edit = running;
+  edit.services.push_back(edit.services[0]);  // same name, same VIP:port/tcp
+  const auto problems = validateState(edit);
+  ASSERT_EQ(problems.size(), 2u);
+  EXPECT_EQ(problems[0], "services[2].name: web is used twice (also services[0])");
+  EXPECT_EQ(problems[1], "services[2]: 10.0.0.100:80/tcp is used twice (also services[0], web)");
+
+  edit = running;
+  edit.services[0].endpoints.push_back(edit.services[0].endpoints[0]);
+  EXPECT_EQ(validateState(edit),
+            std::vector<std::string>{
+                "services[0].endpoints[2]: 10.0.2.11:8080 is listed twice (also endpoints[0])"});
+
+  edit = running;
+  edit.services[0].endpoints[0].port = 0;
+  edit.services[0].vip = IpAddress();
+  EXPECT_EQ(validateState(edit),
+            (std::vector<std::string>{"services[0].vip: \"\" is not set",
+                                      "services[0].endpoints[0].port: 0 is out of range 1..65535"}));
+}
+
+TEST(Validate, SingleServiceMessagesAreRelativeToIt) {
+  const DesiredState running = parseConfigYaml(kGoodConfig);
+  ServiceSpec svc = running.services[0];
+  EXPECT_TRUE(validateService(running.node, svc).empty());
+  svc.endpoints[1].weight = 10001;
+  svc.endpoints[0].address = *IpAddress::parse("fd00::1");
+  EXPECT_EQ(validateService(running.node, svc),
+            (std::vector<std::string>{
+                "endpoints[0].address: fd00::1 is IPv6 but the VIP 10.0.0.100 is IPv4",
+                "endpoints[1].weight: 10001 is out of range 0..10000"}));
+  EXPECT_EQ(validateService(running.node, svc, "services[7]")[1],
+            "services[7].endpoints[1].weight: 10001 is out of range 0..10000");
+}
+
+TEST(Validate, EndpointTotalIsLimited) {
+  DesiredState state;
+  state.node.interfaces = {"eth0"};
+  state.node.ipv4 = IpAddress::parse("10.0.2.1");
+  state.node.ringSize = 1048573;
+  for (int s = 0; s < 7; ++s) {
+    ServiceSpec svc;
+    svc.name = "s" + std::to_string(s);
+    svc.vip = *IpAddress::parse("10.0.0." + std::to_string(s + 1));
+    svc.port = 80;
+    for (int e = 0; e < 10000; ++e) {
+      svc.endpoints.push_back({*IpAddress::parse("10.2." + std::to_string(e / 256) + "." +
+                                                 std::to_string(e % 256)),
+                               8080, 1});
+    }
+    state.services.push_back(svc);
+  }
+  EXPECT_EQ(validateState(state),
+            std::vector<std::string>{"services: 70000 endpoints in all exceed the maximum of 65536"});
+}
+
+TEST(Validate, Helpers) {
+  EXPECT_FALSE(isPrime(0));
+  EXPECT_FALSE(isPrime(1));
+  EXPECT_TRUE(isPrime(2));
+  EXPECT_TRUE(isPrime(3));
+  EXPECT_FALSE(isPrime(9));
+  EXPECT_FALSE(isPrime(25));
+  EXPECT_TRUE(isPrime(65537));
+  EXPECT_FALSE(isPrime(65536));
+  EXPECT_TRUE(isPrime(1048573));
+  EXPECT_FALSE(isPrime(1048575));
+  EXPECT_FALSE(isPrime(65537ull * 65537ull));
+  EXPECT_TRUE(isValidServiceName("web"));
+  EXPECT_TRUE(isValidServiceName("0web-1_a.b"));
+  EXPECT_TRUE(isValidServiceName(std::string(63, 'a')));
+  EXPECT_FALSE(isValidServiceName(std::string(64, 'a')));
+  EXPECT_FALSE(isValidServiceName(""));
+  EXPECT_FALSE(isValidServiceName("-web"));
+  EXPECT_FALSE(isValidServiceName("web/1"));
+  EXPECT_FALSE(isValidServiceName("Web"));
+  EXPECT_FALSE(addressProblem(*IpAddress::parse("10.0.0.1")));
+  EXPECT_FALSE(addressProblem(*IpAddress::parse("fd00::1")));
+  EXPECT_TRUE(addressProblem(*IpAddress::parse("255.255.255.255")));
+  EXPECT_TRUE(addressProblem(*IpAddress::parse("0.0.0.0")));
+  EXPECT_TRUE(addressProblem(*IpAddress::parse("::1")));
+  EXPECT_TRUE(addressProblem(*IpAddress::parse("ff02::1")));
+  EXPECT_TRUE(addressProblem(*IpAddress::parse("::ffff:10.0.0.1")));
+  EXPECT_TRUE(addressProblem(IpAddress()));
+}
+
+}  // namespace
+}  // namespace meshpath

@@ -1,0 +1,203 @@
+// json_test — the docs/api.md shapes: exact output, round trips, defaults, and bad input refused
+// with the field named.
+#include "json.h"
+
+#include <gtest/gtest.h>
+
+#include <string>
+#include <vector>
+
+namespace meshpath {
+namespace {
+
+using nlohmann::json;
+
+ServiceSpec webService() {
+  ServiceSpec svc;
+  svc.name = "web";
+  svc.vip = *IpAddress::parse("10.0.0.100");
+  svc.port = 80;
+  svc.endpoints = {{*IpAddress::parse("10.0.2.11"), 8080, 1},
+                   {*IpAddress::parse("10.0.2.12"), 8080, 0}};
+  return svc;
+}
+
+DesiredState sampleState() {
+  DesiredState state;
+  state.node.interfaces = {"veth-c", "veth-e"};
+  state.node.ipv4 = IpAddress::parse("10.0.2.1");
+  state.node.snatPortMin = 62000;
+  state.node.ringSize = 100003;
+  state.services.push_back(webService());
+  ServiceSpec dns;
+  dns.name = "dns";
+  dns.vip = *IpAddress::parse("fd00::53");
+  dns.port = 53;
+  dns.protocol = Protocol::kUdp;
+  dns.endpoints = {{*IpAddress::parse("fd00:2::11"), 5353, 10000}};
+  state.services.push_back(dns);
+  return state;
+}
+
+TEST(Json, ServiceHasTheApiShape) {
+  const json expected = json::parse(R"({
+    "name": "web", "vip": "10.0.0.100", "port": 80, "protocol": "tcp", "algorithm": "maglev",
+    "forwarding": "nat", "endpoints": [
+      {"address": "10.0.2.11", "port": 8080, "weight": 1},
+      {"address": "10.0.2.12", "port": 8080, "weight": 0}]})");
+  EXPECT_EQ(toJson(webService()), expected);
+  const json adl = webService();
+  EXPECT_EQ(adl, expected);
+}
+
+TEST(Json, NodeHasTheStatusFieldNames) {
+  NodeSpec node;
+  node.interfaces = {"eth0"};
+  node.ipv4 = IpAddress::parse("10.0.2.1");
+  const json j = toJson(node);
+  EXPECT_EQ(j.at("ipv4"), "10.0.2.1");
+  EXPECT_TRUE(j.at("ipv6").is_null());
+  EXPECT_EQ(j.at("snat_port_min"), 61000);
+  EXPECT_EQ(j.at("snat_port_max"), 65535);
+  EXPECT_EQ(j.at("ring_size"), 65537);
+  EXPECT_EQ(j.at("conn_table_size"), 1048576);
+  EXPECT_EQ(j.at("interfaces"), json::array({"eth0"}));
+  EXPECT_EQ(j.at("xdp_mode"), "native");
+}
+
+TEST(Json, RoundTrips) {
+  const DesiredState state = sampleState();
+  const std::string text = toJson(state).dump(2);
+  EXPECT_EQ(stateFromJson(parseJson(text)), state);
+  EXPECT_EQ(parseJson(text).get<DesiredState>(), state);
+  for (const auto& svc : state.services) {
+    EXPECT_EQ(serviceFromJson(parseJson(toJson(svc).dump())), svc);
+    for (const auto& ep : svc.endpoints) EXPECT_EQ(endpointFromJson(toJson(ep)), ep);
+  }
+  NodeSpec bare;  // no addresses, no interfaces
+  EXPECT_EQ(nodeFromJson(toJson(bare)), bare);
+  EXPECT_EQ(json(IpAddress::parse("fd00::1").value()).get<IpAddress>(), *IpAddress::parse("fd00::1"));
+}
+
+TEST(Json, InputDefaultsAndIgnoredFields) {
+  const ServiceSpec svc = serviceFromJson(json::parse(R"({
+    "name": "web", "vip": "10.0.0.100", "port": 80, "id": 4, "ring_size": 65537,
+    "stats": {"packets": 1, "bytes": 2, "new_conns": 3},
+    "endpoints": [{"address": "10.0.2.11", "port": 8080, "id": 3,
+                   "stats": {"packets": 0, "bytes": 0, "new_conns": 0}}]})"));
+  EXPECT_EQ(svc.protocol, Protocol::kTcp);
+  EXPECT_EQ(svc.algorithm, Algorithm::kMaglev);
+  EXPECT_EQ(svc.forwarding, ForwardingMode::kNat);
+  ASSERT_EQ(svc.endpoints.size(), 1u);
+  EXPECT_EQ(svc.endpoints[0].weight, 1u);
+  EXPECT_TRUE(serviceFromJson(json::parse(R"({"name":"a","vip":"10.0.0.1","port":1})"))
+                  .endpoints.empty());
+  const NodeSpec node = nodeFromJson(json::parse(R"({"interfaces": ["eth0"], "ipv6": null})"));
+  EXPECT_FALSE(node.ipv6);
+  EXPECT_EQ(node.ringSize, NodeSpec().ringSize);
+}
+
+TEST(Json, WeightBody) {
+  EXPECT_EQ(weightFromJson(json::parse(R"({"weight": 0})")), 0u);
+  EXPECT_EQ(weightFromJson(json::parse(R"({"weight": 10000})")), 10000u);
+  EXPECT_THROW(weightFromJson(json::parse(R"({"weight": 20000})")), JsonInputError);
+  EXPECT_THROW(weightFromJson(json::parse(R"({"w": 1})")), JsonInputError);
+  EXPECT_THROW(weightFromJson(json::parse(R"({})")), JsonInputError);
+  EXPECT_THROW(weightFromJson(json::parse(R"(5)")), JsonInputError);
+}
+
+struct BadJson {
+  const char* text;
+  std::string message;  // the whole refusal
+};
+
+TEST(Json, BadServicesAreRefusedNamingTheField) {
+  const std::vector<BadJson> table = {
+      {R"({"name": "web", "vip": "10.0.0.100"})", "port: required field is missing"},
+      {R"({"vip": "10.0.0.100", "port": 80})", "name: required field is missing"},
+      {R"({"name": "web", "vip": "10.0.0.100", "port": "80"})",
+       R"(port: "80" is not a whole number)"},
+      {R"({"name": "web", "vip": "10.0.0.100", "port": 70000})",
+       "port: 70000 is out of range 1..65535"},
+      {R"({"name": "web", "vip": "10.0.0.100", "port": -1})", "port: -1 is out of range 1..65535"},
+      {R"({"name": "web", "vip": "10.0.0.100", "port": 80.5})", "port: 80.5 is not a whole number"},
+      {R"({"name": "web", "vip": "10.0.0.100", "port": true})", "port: true is not a whole number"},
+      {R"({"name": "web", "vip": "nope", "port": 80})", R"(vip: "nope" is not an IP address)"},
+      {R"({"name": 5, "vip": "10.0.0.100", "port": 80})", "name: 5 is not a string"},
+      {R"({"name": "web", "vip": "10.0.0.100", "port": 80, "protocol": "sctp"})",
+       R"(protocol: "sctp" is not one of tcp, udp)"},
+      {R"({"name": "web", "vip": "10.0.0.100", "port": 80, "algorithm": "rr"})",
+       R"(algorithm: "rr" is not one of maglev)"},
+      {R"({"name": "web", "vip": "10.0.0.100", "port": 80, "forwarding": "dsr"})",
+       R"(forwarding: "dsr" is not one of nat)"},
+      {R"({"name": "web", "vip": "10.0.0.100", "port": 80, "sticky": true})",
+       "sticky: unknown key (known: name, vip, port, protocol, algorithm, forwarding, endpoints)"},
+      {R"({"name": "web", "vip": "10.0.0.100", "port": 80, "endpoints": {}})",
+       "endpoints: {} is not an array"},
+      {R"({"name": "web", "vip": "10.0.0.100", "port": 80, "endpoints": [
+          {"address": "10.0.2.11", "port": 8080, "weight": 20000}]})",
+       "endpoints[0].weight: 20000 is out of range 0..10000"},
+      {R"({"name": "web", "vip": "10.0.0.100", "port": 80, "endpoints": [
+          {"address": "10.0.2.11", "port": 8080}, {"port": 8080}]})",
+       "endpoints[1].address: required field is missing"},
+      {R"({"name": "web", "vip": "10.0.0.100", "port": 80, "endpoints": [
+          {"address": "10.0.2.11", "port": 8080, "prio": 1}]})",
+       "endpoints[0].prio: unknown key (known: address, port, weight)"},
+      {R"({"name": "web", "vip": "10.0.0.100", "port": 80, "endpoints": ["10.0.2.11:8080"]})",
+       R"(endpoints[0]: "10.0.2.11:8080" is not an object)"},
+      {R"([])", "body: [] is not an object"},
+  };
+  for (const BadJson& bad : table) {
+    try {
+      serviceFromJson(json::parse(bad.text));
+      ADD_FAILURE() << "accepted: " << bad.text;
+    } catch (const JsonInputError& e) {
+      EXPECT_EQ(std::string(e.what()), bad.message) << bad.text;
+    }
+  }
+}
+
+TEST(Json, BadStateNamesTheFullPath) {
+  json j = toJson(sampleState());
+  j["services"][1]["endpoints"][0]["weight"] = 20000;
+  try {
+    stateFromJson(j);
+    FAIL() << "accepted";
+  } catch (const ConfigError& e) {  // JsonInputError is a ConfigError
+    EXPECT_EQ(std::string(e.what()),
+              "services[1].endpoints[0].weight: 20000 is out of range 0..10000");
+  }
+  j = toJson(sampleState());
+  j["node"]["ipv4"] = "fd00::1";
+  EXPECT_THROW(
+      {
+        try {
+          j.get<DesiredState>();
+        } catch (const JsonInputError& e) {
+          EXPECT_EQ(std::string(e.what()), "node.ipv4: fd00::1 is not an IPv4 address");
+          throw;
+        }
+      },
+      JsonInputError);
+  j = toJson(sampleState());
+  j.erase("node");
+  EXPECT_THROW(stateFromJson(j), JsonInputError);
+  j = toJson(sampleState());
+  j["node"]["ring_size"] = 1;
+  EXPECT_THROW(stateFromJson(j), JsonInputError);
+}
+
+TEST(Json, SyntaxErrorsAreInputErrors) {
+  try {
+    parseJson("{\"name\": ", "service");
+    FAIL() << "accepted";
+  } catch (const JsonInputError& e) {
+    EXPECT_EQ(std::string(e.what()).rfind("service: invalid JSON: parse error at line 1", 0), 0u)
+        << e.what();
+  }
+  EXPECT_THROW(parseJson(""), JsonInputError);
+  EXPECT_EQ(parseJson("{\"weight\": 3}").at("weight"), 3);
+}
+
+}  // namespace
+}  // namespace meshpath

@@ -1,0 +1,70 @@
+// model_test — addresses, enum names, endpoint keys.
+#include "model.h"
+
+#include <gtest/gtest.h>
+
+namespace meshpath {
+namespace {
+
+TEST(IpAddress, ParsesAndPrintsBothFamilies) {
+  const auto v4 = IpAddress::parse("10.0.2.11");
+  ASSERT_TRUE(v4);
+  EXPECT_TRUE(v4->isV4());
+  EXPECT_EQ(v4->family(), 4);
+  EXPECT_EQ(v4->toString(), "10.0.2.11");
+  EXPECT_EQ(v4->bytes()[0], 10);
+  EXPECT_EQ(v4->bytes()[3], 11);
+  for (size_t i = 4; i < 16; ++i) EXPECT_EQ(v4->bytes()[i], 0) << "IPv4 sits in the first 4 bytes";
+
+  const auto v6 = IpAddress::parse("fd00:0:0::11");
+  ASSERT_TRUE(v6);
+  EXPECT_TRUE(v6->isV6());
+  EXPECT_EQ(v6->family(), 6);
+  EXPECT_EQ(v6->toString(), "fd00::11");  // canonical form
+  EXPECT_EQ(v6->bytes()[0], 0xfd);
+  EXPECT_EQ(v6->bytes()[15], 0x11);
+}
+
+TEST(IpAddress, RefusesAnythingElse) {
+  for (const char* bad : {"", "10.0.0", "10.0.0.256", "10.0.0.1/24", " 10.0.0.1", "10.0.0.1 ",
+                          "fd00::1::2", "example.com", "fd00::1%eth0", "0x0a000001", "1.2.3.04"}) {
+    EXPECT_FALSE(IpAddress::parse(bad)) << bad;
+  }
+  EXPECT_FALSE(IpAddress::parse(std::string("10.0.0.1\0junk", 13)));
+}
+
+TEST(IpAddress, DefaultIsUnsetAndComparesByValue) {
+  IpAddress unset;
+  EXPECT_EQ(unset.family(), 0);
+  EXPECT_EQ(unset.toString(), "");
+  EXPECT_EQ(IpAddress::parse("10.0.0.1"), IpAddress::parse("10.0.0.1"));
+  EXPECT_LT(*IpAddress::parse("10.0.0.1"), *IpAddress::parse("10.0.0.2"));
+  EXPECT_NE(IpAddress::parse("::a00:1"), IpAddress::parse("10.0.0.1"));
+}
+
+TEST(Enums, RoundTrip) {
+  EXPECT_EQ(toString(Protocol::kTcp), "tcp");
+  EXPECT_EQ(toString(Protocol::kUdp), "udp");
+  EXPECT_EQ(toString(Algorithm::kMaglev), "maglev");
+  EXPECT_EQ(toString(ForwardingMode::kNat), "nat");
+  EXPECT_EQ(parseProtocol("udp"), Protocol::kUdp);
+  EXPECT_EQ(parseProtocol("tcp"), Protocol::kTcp);
+  EXPECT_EQ(parseAlgorithm("maglev"), Algorithm::kMaglev);
+  EXPECT_EQ(parseForwardingMode("nat"), ForwardingMode::kNat);
+  EXPECT_FALSE(parseProtocol("TCP"));
+  EXPECT_FALSE(parseProtocol("sctp"));
+  EXPECT_FALSE(parseAlgorithm("ring"));
+  EXPECT_FALSE(parseForwardingMode("dsr"));
+  EXPECT_EQ(static_cast<int>(Protocol::kTcp), 6);
+  EXPECT_EQ(static_cast<int>(Protocol::kUdp), 17);
+}
+
+TEST(EndpointSpec, KeyBracketsIpv6) {
+  EndpointSpec v4{*IpAddress::parse("10.0.2.11"), 8080, 1};
+  EndpointSpec v6{*IpAddress::parse("fd00::11"), 8080, 1};
+  EXPECT_EQ(v4.key(), "10.0.2.11:8080");
+  EXPECT_EQ(v6.key(), "[fd00::11]:8080");
+}
+
+}  // namespace
+}  // namespace meshpath

@@ -1,0 +1,537 @@
+// config.cpp — YAML config parsing (structure) and the validation rules (meaning).
+#include "config.h"
+
+#include <yaml-cpp/yaml.h>
+
+#include <algorithm>
+#include <charconv>
+#include <cstdio>
+#include <fstream>
+#include <map>
+#include <set>
+#include <sstream>
+#include <tuple>
+#include <utility>
+
+#include "abi.h"
+
+namespace meshpath {
+namespace {
+
+constexpr size_t kMaxInterfaceName = 15;  // IFNAMSIZ - 1
+constexpr size_t kMaxUnixSocketPath = 107;  // sizeof(sockaddr_un::sun_path) - 1
+constexpr uint32_t kMinSnatPort = 1024;
+constexpr uint32_t kRingPerEndpoint = 100;  // M >= 100 x endpoints keeps shares within 1%
+
+std::string join(const std::vector<std::string>& parts, const std::string& sep) {
+  std::string out;
+  for (size_t i = 0; i < parts.size(); ++i) {
+    if (i > 0) out += sep;
+    out += parts[i];
+  }
+  return out;
+}
+
+// A value as it appears in a message: quoted only when it would otherwise be invisible or
+// ambiguous (empty, or with spaces or control characters).
+std::string show(const std::string& value) {
+  const bool plain = !value.empty() && std::none_of(value.begin(), value.end(), [](char c) {
+    return static_cast<unsigned char>(c) <= ' ' || c == '"';
+  });
+  if (plain) return value;
+  std::string out = "\"";
+  for (char c : value) {
+    if (c == '"' || c == '\\') {
+      out += '\\';
+      out += c;
+    } else if (static_cast<unsigned char>(c) < ' ') {
+      char buf[8];
+      std::snprintf(buf, sizeof(buf), "\\x%02x", static_cast<unsigned char>(c));
+      out += buf;
+    } else {
+      out += c;
+    }
+  }
+  return out + "\"";
+}
+
+std::string rangeProblem(const std::string& path, const std::string& value, uint64_t lo,
+                         uint64_t hi) {
+  return path + ": " + value + " is out of range " + std::to_string(lo) + ".." +
+         std::to_string(hi);
+}
+
+std::string dotted(const std::string& prefix, const std::string& field) {
+  return prefix.empty() ? field : prefix + "." + field;
+}
+
+std::string indexed(const std::string& prefix, const std::string& field, size_t i) {
+  return dotted(prefix, field) + "[" + std::to_string(i) + "]";
+}
+
+// ---- YAML structure ------------------------------------------------------------------------
+
+std::string lineOf(const YAML::Node& node) {
+  const YAML::Mark mark = node.Mark();
+  if (mark.is_null() || mark.line < 0) return "";
+  return " (line " + std::to_string(mark.line + 1) + ")";
+}
+
+[[noreturn]] void fail(const std::string& path, const std::string& what, const YAML::Node& at) {
+  throw ConfigError(path + ": " + what + lineOf(at));
+}
+
+std::string describe(const YAML::Node& node) {
+  switch (node.Type()) {
+    case YAML::NodeType::Scalar:
+      return show(node.Scalar());
+    case YAML::NodeType::Sequence:
+      return "a list";
+    case YAML::NodeType::Map:
+      return "a mapping";
+    default:
+      return "nothing";
+  }
+}
+
+// Refuses anything but a mapping whose keys are all known and appear once.
+void checkKeys(const YAML::Node& map, const std::string& path,
+               const std::vector<std::string>& known) {
+  if (!map.IsMap()) {
+    fail(path.empty() ? "config" : path, describe(map) + " is not a mapping", map);
+  }
+  std::set<std::string> seen;
+  for (const auto& kv : map) {
+    if (!kv.first.IsScalar()) fail(path.empty() ? "config" : path, "keys must be names", kv.first);
+    const std::string key = kv.first.Scalar();
+    if (std::find(known.begin(), known.end(), key) == known.end()) {
+      fail(dotted(path, show(key)), "unknown key (known: " + join(known, ", ") + ")", kv.first);
+    }
+    if (!seen.insert(key).second) fail(dotted(path, key), "key given twice", kv.first);
+  }
+}
+
+// The field's node, or nullopt when absent or null ("ipv6:" with nothing after it).
+std::optional<YAML::Node> field(const YAML::Node& map, const std::string& key) {
+  const YAML::Node node = map[key];
+  if (!node.IsDefined() || node.IsNull()) return std::nullopt;
+  return node;
+}
+
+YAML::Node required(const YAML::Node& map, const std::string& key, const std::string& path) {
+  auto node = field(map, key);
+  if (!node) fail(dotted(path, key), "required field is missing", map);
+  return *node;
+}
+
+std::string readString(const YAML::Node& node, const std::string& path) {
+  if (!node.IsScalar()) fail(path, describe(node) + " is not a single value", node);
+  return node.Scalar();
+}
+
+// A whole decimal number in lo..hi. Hex, octal, signs, fractions and exponents are refused.
+uint64_t readNumber(const YAML::Node& node, const std::string& path, uint64_t lo, uint64_t hi) {
+  const std::string text = readString(node, path);
+  const bool negative = text.size() > 1 && text[0] == '-';
+  const std::string digits = negative ? text.substr(1) : text;
+  if (digits.empty() ||
+      !std::all_of(digits.begin(), digits.end(), [](char c) { return c >= '0' && c <= '9'; })) {
+    fail(path, show(text) + " is not a whole number", node);
+  }
+  uint64_t value = 0;
+  const auto [end, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), value);
+  if (negative || ec != std::errc() || end != digits.data() + digits.size() || value < lo ||
+      value > hi) {
+    throw ConfigError(rangeProblem(path, text, lo, hi) + lineOf(node));
+  }
+  return value;
+}
+
+IpAddress readAddress(const YAML::Node& node, const std::string& path, int family = 0) {
+  const std::string text = readString(node, path);
+  const auto ip = IpAddress::parse(text);
+  if (!ip) fail(path, show(text) + " is not an IP address", node);
+  if (family == 4 && !ip->isV4()) fail(path, text + " is not an IPv4 address", node);
+  if (family == 6 && !ip->isV6()) fail(path, text + " is not an IPv6 address", node);
+  return *ip;
+}
+
+std::pair<uint16_t, uint16_t> readPortRange(const YAML::Node& node, const std::string& path) {
+  const std::string text = readString(node, path);
+  const size_t dash = text.find('-');
+  auto number = [&](const std::string& part, uint32_t& out) {
+    if (part.empty() || part.size() > 9 ||
+        !std::all_of(part.begin(), part.end(), [](char c) { return c >= '0' && c <= '9'; })) {
+      return false;
+    }
+    out = static_cast<uint32_t>(std::stoul(part));
+    return true;
+  };
+  uint32_t lo = 0, hi = 0;
+  if (dash == std::string::npos || !number(text.substr(0, dash), lo) ||
+      !number(text.substr(dash + 1), hi)) {
+    fail(path, show(text) + " is not a port range like 61000-65535", node);
+  }
+  if (lo > 65535 || hi > 65535) {
+    throw ConfigError(rangeProblem(path, text, kMinSnatPort, 65535) + lineOf(node));
+  }
+  return {static_cast<uint16_t>(lo), static_cast<uint16_t>(hi)};
+}
+
+template <typename Enum>
+Enum readEnum(const YAML::Node& node, const std::string& path,
+              std::optional<Enum> (*parse)(const std::string&), const std::string& choices) {
+  const std::string text = readString(node, path);
+  const auto value = parse(text);
+  if (!value) fail(path, show(text) + " is not one of " + choices, node);
+  return *value;
+}
+
+NodeSpec readNode(const YAML::Node& map) {
+  const std::string path = "node";
+  checkKeys(map, path,
+            {"interfaces", "ipv4", "ipv6", "snat_ports", "ring_size", "conn_table_size",
+             "xdp_mode", "api_socket", "pin_root", "state_file"});
+  NodeSpec node;
+  const YAML::Node interfaces = required(map, "interfaces", path);
+  if (!interfaces.IsSequence()) {
+    fail("node.interfaces", describe(interfaces) + " is not a list", interfaces);
+  }
+  for (size_t i = 0; i < interfaces.size(); ++i) {
+    node.interfaces.push_back(readString(interfaces[i], indexed(path, "interfaces", i)));
+  }
+  if (auto n = field(map, "ipv4")) node.ipv4 = readAddress(*n, "node.ipv4", 4);
+  if (auto n = field(map, "ipv6")) node.ipv6 = readAddress(*n, "node.ipv6", 6);
+  if (auto n = field(map, "snat_ports")) {
+    std::tie(node.snatPortMin, node.snatPortMax) = readPortRange(*n, "node.snat_ports");
+  }
+  if (auto n = field(map, "ring_size")) {
+    node.ringSize = static_cast<uint32_t>(readNumber(*n, "node.ring_size", 2, MP_RING_SIZE_MAX));
+  }
+  if (auto n = field(map, "conn_table_size")) {
+    node.connTableSize =
+        static_cast<uint32_t>(readNumber(*n, "node.conn_table_size", 1, UINT32_MAX));
+  }
+  if (auto n = field(map, "xdp_mode")) node.xdpMode = readString(*n, "node.xdp_mode");
+  if (auto n = field(map, "api_socket")) node.apiSocket = readString(*n, "node.api_socket");
+  if (auto n = field(map, "pin_root")) node.pinRoot = readString(*n, "node.pin_root");
+  if (auto n = field(map, "state_file")) node.stateFile = readString(*n, "node.state_file");
+  return node;
+}
+
+EndpointSpec readEndpoint(const YAML::Node& map, const std::string& path) {
+  checkKeys(map, path, {"address", "port", "weight"});
+  EndpointSpec ep;
+  ep.address = readAddress(required(map, "address", path), dotted(path, "address"));
+  ep.port = static_cast<uint16_t>(readNumber(required(map, "port", path), dotted(path, "port"),
+                                             1, 65535));
+  if (auto n = field(map, "weight")) {
+    ep.weight = static_cast<uint32_t>(readNumber(*n, dotted(path, "weight"), 0, kMaxWeight));
+  }
+  return ep;
+}
+
+ServiceSpec readService(const YAML::Node& map, const std::string& path) {
+  checkKeys(map, path,
+            {"name", "vip", "port", "protocol", "algorithm", "forwarding", "endpoints"});
+  ServiceSpec svc;
+  svc.name = readString(required(map, "name", path), dotted(path, "name"));
+  svc.vip = readAddress(required(map, "vip", path), dotted(path, "vip"));
+  svc.port = static_cast<uint16_t>(readNumber(required(map, "port", path), dotted(path, "port"),
+                                              1, 65535));
+  if (auto n = field(map, "protocol")) {
+    svc.protocol = readEnum<Protocol>(*n, dotted(path, "protocol"), parseProtocol, "tcp, udp");
+  }
+  if (auto n = field(map, "algorithm")) {
+    svc.algorithm = readEnum<Algorithm>(*n, dotted(path, "algorithm"), parseAlgorithm, "maglev");
+  }
+  if (auto n = field(map, "forwarding")) {
+    svc.forwarding =
+        readEnum<ForwardingMode>(*n, dotted(path, "forwarding"), parseForwardingMode, "nat");
+  }
+  if (auto n = field(map, "endpoints")) {
+    if (!n->IsSequence()) fail(dotted(path, "endpoints"), describe(*n) + " is not a list", *n);
+    for (size_t i = 0; i < n->size(); ++i) {
+      svc.endpoints.push_back(readEndpoint((*n)[i], indexed(path, "endpoints", i)));
+    }
+  }
+  return svc;
+}
+
+// ---- validation ----------------------------------------------------------------------------
+
+bool isAbsolutePath(const std::string& p) { return !p.empty() && p[0] == '/'; }
+
+void checkPath(const std::string& value, const std::string& path, std::vector<std::string>& out) {
+  if (!isAbsolutePath(value)) out.push_back(path + ": " + show(value) + " is not an absolute path");
+  if (value.find('\0') != std::string::npos) out.push_back(path + ": contains a NUL byte");
+}
+
+const char* familyName(const IpAddress& ip) { return ip.isV6() ? "IPv6" : "IPv4"; }
+
+}  // namespace
+
+ConfigError::ConfigError(const std::string& problem)
+    : std::runtime_error(problem), problems_{problem} {}
+
+ConfigError::ConfigError(std::vector<std::string> problems)
+    : std::runtime_error(join(problems, "; ")), problems_(std::move(problems)) {}
+
+bool isPrime(uint64_t n) {
+  if (n < 2) return false;
+  if (n % 2 == 0) return n == 2;
+  if (n % 3 == 0) return n == 3;
+  for (uint64_t d = 5; d * d <= n; d += 6) {
+    if (n % d == 0 || n % (d + 2) == 0) return false;
+  }
+  return true;
+}
+
+bool isValidServiceName(const std::string& name) {
+  if (name.empty() || name.size() > 63) return false;
+  auto alnum = [](char c) { return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9'); };
+  if (!alnum(name[0])) return false;
+  return std::all_of(name.begin() + 1, name.end(),
+                     [&](char c) { return alnum(c) || c == '-' || c == '_' || c == '.'; });
+}
+
+std::optional<std::string> addressProblem(const IpAddress& ip) {
+  const auto& b = ip.bytes();
+  if (ip.isV4()) {
+    if (b[0] == 0) return "is not a usable address (0.0.0.0/8)";
+    if (b[0] == 127) return "is a loopback address";
+    if (b[0] >= 224 && b[0] < 240) return "is a multicast address";
+    if (b[0] == 255 && b[1] == 255 && b[2] == 255 && b[3] == 255) return "is the broadcast address";
+    return std::nullopt;
+  }
+  if (ip.isV6()) {
+    const bool high_zero = std::all_of(b.begin(), b.begin() + 10, [](uint8_t x) { return x == 0; });
+    if (high_zero && b[10] == 0 && b[11] == 0 && b[12] == 0 && b[13] == 0 && b[14] == 0) {
+      if (b[15] == 0) return "is the unspecified address";
+      if (b[15] == 1) return "is a loopback address";
+    }
+    if (b[0] == 0xff) return "is a multicast address";
+    if (high_zero && b[10] == 0xff && b[11] == 0xff) {
+      return "is an IPv4-mapped address (write the IPv4 address itself)";
+    }
+    return std::nullopt;
+  }
+  return "is not set";
+}
+
+std::vector<std::string> validateNode(const NodeSpec& node) {
+  std::vector<std::string> out;
+  if (node.interfaces.empty()) out.push_back("node.interfaces: at least one interface is required");
+  std::set<std::string> seen_ifs;
+  for (size_t i = 0; i < node.interfaces.size(); ++i) {
+    const std::string& name = node.interfaces[i];
+    const std::string path = indexed("node", "interfaces", i);
+    const bool bad_char = std::any_of(name.begin(), name.end(), [](char c) {
+      return c == '/' || c == ':' || static_cast<unsigned char>(c) <= ' ';
+    });
+    if (name.empty() || name.size() > kMaxInterfaceName || bad_char || name == "." ||
+        name == "..") {
+      out.push_back(path + ": " + show(name) +
+                    " is not an interface name (1-15 characters, no '/', ':' or spaces)");
+    } else if (!seen_ifs.insert(name).second) {
+      out.push_back(path + ": " + name + " is listed twice");
+    }
+  }
+  if (node.ipv4) {
+    if (!node.ipv4->isV4()) {
+      out.push_back("node.ipv4: " + node.ipv4->toString() + " is not an IPv4 address");
+    } else if (auto why = addressProblem(*node.ipv4)) {
+      out.push_back("node.ipv4: " + node.ipv4->toString() + " " + *why);
+    }
+  }
+  if (node.ipv6) {
+    if (!node.ipv6->isV6()) {
+      out.push_back("node.ipv6: " + node.ipv6->toString() + " is not an IPv6 address");
+    } else if (auto why = addressProblem(*node.ipv6)) {
+      out.push_back("node.ipv6: " + node.ipv6->toString() + " " + *why);
+    }
+  }
+  const std::string range =
+      std::to_string(node.snatPortMin) + "-" + std::to_string(node.snatPortMax);
+  if (node.snatPortMin < kMinSnatPort) {
+    out.push_back(rangeProblem("node.snat_ports", range, kMinSnatPort, 65535));
+  } else if (node.snatPortMin > node.snatPortMax) {
+    out.push_back("node.snat_ports: " + range + ": the first port is greater than the last");
+  }
+  if (node.ringSize < 2 || node.ringSize > MP_RING_SIZE_MAX) {
+    out.push_back(rangeProblem("node.ring_size", std::to_string(node.ringSize), 2,
+                               MP_RING_SIZE_MAX));
+  } else if (!isPrime(node.ringSize)) {
+    out.push_back("node.ring_size: " + std::to_string(node.ringSize) + " is not prime");
+  }
+  if (node.connTableSize == 0) {
+    out.push_back(rangeProblem("node.conn_table_size", "0", 1, UINT32_MAX));
+  }
+  if (node.xdpMode != "native" && node.xdpMode != "generic") {
+    out.push_back("node.xdp_mode: " + show(node.xdpMode) + " is not one of native, generic");
+  }
+  checkPath(node.apiSocket, "node.api_socket", out);
+  if (node.apiSocket.size() > kMaxUnixSocketPath) {
+    out.push_back("node.api_socket: " + node.apiSocket + " is longer than " +
+                  std::to_string(kMaxUnixSocketPath) + " bytes (a unix socket path's limit)");
+  }
+  checkPath(node.pinRoot, "node.pin_root", out);
+  checkPath(node.stateFile, "node.state_file", out);
+  return out;
+}
+
+std::vector<std::string> validateService(const NodeSpec& node, const ServiceSpec& svc,
+                                         const std::string& path) {
+  std::vector<std::string> out;
+  if (!isValidServiceName(svc.name)) {
+    out.push_back(dotted(path, "name") + ": " + show(svc.name) +
+                  " does not match [a-z0-9][a-z0-9-_.]{0,62}");
+  }
+  bool vip_ok = false;
+  if (auto why = addressProblem(svc.vip)) {
+    out.push_back(dotted(path, "vip") + ": " + show(svc.vip.toString()) + " " + *why);
+  } else {
+    vip_ok = true;
+    const auto& node_addr = svc.vip.isV4() ? node.ipv4 : node.ipv6;
+    if (!node_addr) {
+      out.push_back(dotted(path, "vip") + ": " + svc.vip.toString() + " is " +
+                    familyName(svc.vip) + " but node." + (svc.vip.isV4() ? "ipv4" : "ipv6") +
+                    " is not set (the SNAT source for " + familyName(svc.vip) + " services)");
+    }
+  }
+  if (svc.port == 0) out.push_back(rangeProblem(dotted(path, "port"), "0", 1, 65535));
+  if (toString(svc.protocol) == "unknown") {
+    out.push_back(dotted(path, "protocol") + ": " + std::to_string(int(svc.protocol)) +
+                  " is not one of tcp, udp");
+  }
+  if (toString(svc.algorithm) == "unknown") {
+    out.push_back(dotted(path, "algorithm") + ": " + std::to_string(int(svc.algorithm)) +
+                  " is not one of maglev");
+  }
+  if (toString(svc.forwarding) == "unknown") {
+    out.push_back(dotted(path, "forwarding") + ": " + std::to_string(int(svc.forwarding)) +
+                  " is not one of nat");
+  }
+
+  std::map<std::pair<IpAddress, uint16_t>, size_t> seen;
+  for (size_t i = 0; i < svc.endpoints.size(); ++i) {
+    const EndpointSpec& ep = svc.endpoints[i];
+    const std::string ep_path = indexed(path, "endpoints", i);
+    if (auto why = addressProblem(ep.address)) {
+      out.push_back(ep_path + ".address: " + show(ep.address.toString()) + " " + *why);
+    } else if (vip_ok && ep.address.family() != svc.vip.family()) {
+      out.push_back(ep_path + ".address: " + ep.address.toString() + " is " +
+                    familyName(ep.address) + " but the VIP " + svc.vip.toString() + " is " +
+                    familyName(svc.vip));
+    }
+    if (ep.port == 0) out.push_back(rangeProblem(ep_path + ".port", "0", 1, 65535));
+    if (ep.weight > kMaxWeight) {
+      out.push_back(rangeProblem(ep_path + ".weight", std::to_string(ep.weight), 0, kMaxWeight));
+    }
+    const auto [it, inserted] = seen.emplace(std::make_pair(ep.address, ep.port), i);
+    if (!inserted) {
+      out.push_back(ep_path + ": " + ep.key() + " is listed twice (also endpoints[" +
+                    std::to_string(it->second) + "])");
+    }
+  }
+  const uint64_t needed = uint64_t{kRingPerEndpoint} * svc.endpoints.size();
+  if (needed > node.ringSize) {
+    out.push_back(dotted(path, "endpoints") + ": " + std::to_string(svc.endpoints.size()) +
+                  " endpoints need node.ring_size >= " + std::to_string(kRingPerEndpoint) +
+                  " x " + std::to_string(svc.endpoints.size()) + " = " + std::to_string(needed) +
+                  ", but it is " + std::to_string(node.ringSize));
+  }
+  return out;
+}
+
+std::vector<std::string> validateState(const DesiredState& state) {
+  std::vector<std::string> out = validateNode(state.node);
+  std::map<std::string, size_t> names;
+  std::map<std::tuple<IpAddress, uint16_t, Protocol>, size_t> frontends;
+  size_t endpoints = 0;
+  for (size_t i = 0; i < state.services.size(); ++i) {
+    const ServiceSpec& svc = state.services[i];
+    const std::string path = "services[" + std::to_string(i) + "]";
+    auto problems = validateService(state.node, svc, path);
+    out.insert(out.end(), problems.begin(), problems.end());
+    endpoints += svc.endpoints.size();
+    if (auto [it, fresh] = names.emplace(svc.name, i); !fresh) {
+      out.push_back(path + ".name: " + show(svc.name) + " is used twice (also services[" +
+                    std::to_string(it->second) + "])");
+    }
+    const auto frontend = std::make_tuple(svc.vip, svc.port, svc.protocol);
+    if (auto [it, fresh] = frontends.emplace(frontend, i); !fresh) {
+      const std::string vip = svc.vip.isV6() ? "[" + svc.vip.toString() + "]" : svc.vip.toString();
+      out.push_back(path + ": " + vip + ":" + std::to_string(svc.port) + "/" +
+                    toString(svc.protocol) + " is used twice (also services[" +
+                    std::to_string(it->second) + "], " + state.services[it->second].name + ")");
+    }
+  }
+  if (state.services.size() > MP_MAX_SERVICES) {
+    out.push_back("services: " + std::to_string(state.services.size()) +
+                  " services exceed the maximum of " + std::to_string(MP_MAX_SERVICES));
+  }
+  if (endpoints > MP_MAX_ENDPOINTS) {
+    out.push_back("services: " + std::to_string(endpoints) +
+                  " endpoints in all exceed the maximum of " + std::to_string(MP_MAX_ENDPOINTS));
+  }
+  return out;
+}
+
+void requireValid(const DesiredState& state) {
+  auto problems = validateState(state);
+  if (!problems.empty()) throw ConfigError(std::move(problems));
+}
+
+ConfigDocument parseConfigDocument(const std::string& yaml_text) {
+  YAML::Node root;
+  try {
+    root = YAML::Load(yaml_text);
+  } catch (const YAML::Exception& e) {
+    const std::string where = e.mark.is_null() ? std::string()
+                                               : " at line " + std::to_string(e.mark.line + 1) +
+                                                     ", column " + std::to_string(e.mark.column + 1);
+    throw ConfigError("config: YAML syntax error" + where + ": " + e.msg);
+  }
+  ConfigDocument doc;
+  if (!root.IsDefined() || root.IsNull()) return doc;  // an empty text: no node, no services
+  try {
+    checkKeys(root, "", {"node", "services"});
+    if (auto n = field(root, "node")) doc.node = readNode(*n);
+    if (auto n = field(root, "services")) {
+      if (!n->IsSequence()) fail("services", describe(*n) + " is not a list", *n);
+      for (size_t i = 0; i < n->size(); ++i) {
+        doc.services.push_back(readService((*n)[i], indexed("", "services", i)));
+      }
+    }
+  } catch (const YAML::Exception& e) {
+    // yaml-cpp only throws here on misuse of a node; say so rather than crash.
+    throw ConfigError(std::string("config: unreadable YAML: ") + e.what());
+  }
+  return doc;
+}
+
+DesiredState parseConfigYaml(const std::string& yaml_text) {
+  ConfigDocument doc = parseConfigDocument(yaml_text);
+  if (!doc.node) throw ConfigError("node: required section is missing");
+  DesiredState state{std::move(*doc.node), std::move(doc.services)};
+  requireValid(state);
+  return state;
+}
+
+DesiredState parseConfigFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw ConfigError(path + ": cannot open the config file");
+  std::ostringstream text;
+  text << in.rdbuf();
+  if (in.bad()) throw ConfigError(path + ": cannot read the config file");
+  try {
+    return parseConfigYaml(text.str());
+  } catch (const ConfigError& e) {
+    std::vector<std::string> problems;
+    for (const auto& p : e.problems()) problems.push_back(path + ": " + p);
+    throw ConfigError(std::move(problems));
+  }
+}
+
+}  // namespace meshpath

@@ -1,0 +1,75 @@
+// config.h — reading the YAML config (docs/config.md) into the model, and the validation rules
+// every source of desired state goes through: the config file at start, POST /v1/apply, and the
+// REST edits (the daemon copies its state, applies the edit, validates, and only then commits).
+//
+// Every refusal names the field path and the offending value, e.g.
+//   services[1].endpoints[0].weight: 20000 is out of range 0..10000
+// Parsing stops at the first structural problem (syntax, types, unknown keys, missing fields,
+// values a field cannot hold) and says on which line; validation reports every rule that fails.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "model.h"
+
+namespace meshpath {
+
+// Refused desired state. what() is the problems joined with "; ".
+class ConfigError : public std::runtime_error {
+ public:
+  explicit ConfigError(const std::string& problem);
+  explicit ConfigError(std::vector<std::string> problems);
+  const std::vector<std::string>& problems() const { return problems_; }
+
+ private:
+  std::vector<std::string> problems_;
+};
+
+// A config text as written, parsed but not yet validated across fields. `node` is empty when the
+// text has no node section (allowed for POST /v1/apply, which keeps the running node's).
+struct ConfigDocument {
+  std::optional<NodeSpec> node;
+  std::vector<ServiceSpec> services;
+};
+
+// Parses the YAML text; throws ConfigError for structural problems only.
+ConfigDocument parseConfigDocument(const std::string& yaml_text);
+
+// Parses and validates a whole config (node section required); throws ConfigError.
+DesiredState parseConfigYaml(const std::string& yaml_text);
+
+// parseConfigYaml on the file's contents; an unreadable file is a ConfigError too.
+DesiredState parseConfigFile(const std::string& path);
+
+// The rules of docs/config.md. Each returns the problems found (empty: valid), each a
+// "path: value ..." message. validateState checks everything: the node, each service, and the
+// rules across services (unique names, unique VIP:port/protocol, limits on totals).
+std::vector<std::string> validateState(const DesiredState& state);
+
+// The node's own fields (paths "node.*").
+std::vector<std::string> validateNode(const NodeSpec& node);
+
+// One service against the node it would run on: its fields, its endpoints, address families,
+// node.ring_size against its endpoint count. Paths are prefixed with `path` ("services[3]"); with
+// the default empty prefix they are relative to the service object ("endpoints[0].weight").
+std::vector<std::string> validateService(const NodeSpec& node, const ServiceSpec& service,
+                                         const std::string& path = "");
+
+// validateState, throwing ConfigError with all problems when there are any.
+void requireValid(const DesiredState& state);
+
+// Deterministic primality by trial division (fine for ring sizes up to MP_RING_SIZE_MAX).
+bool isPrime(uint64_t n);
+
+// [a-z0-9][a-z0-9-_.]{0,62}
+bool isValidServiceName(const std::string& name);
+
+// Why `ip` cannot be a VIP, endpoint or node address (unset, unspecified, loopback, multicast,
+// broadcast, IPv4-mapped IPv6), or std::nullopt when it can.
+std::optional<std::string> addressProblem(const IpAddress& ip);
+
+}  // namespace meshpath

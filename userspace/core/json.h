@@ -1,0 +1,64 @@
+// json.h — the JSON shapes of docs/api.md for the model: used by meshd's REST API and state file
+// and by meshctl. Output holds only the spec's fields; meshd adds "id", "ring_size" and "stats",
+// which input ignores.
+//
+//   Endpoint: {"address": "10.0.2.11", "port": 8080, "weight": 1}         (weight defaults to 1)
+//   Service:  {"name": "web", "vip": "10.0.0.100", "port": 80, "protocol": "tcp",
+//              "algorithm": "maglev", "forwarding": "nat", "endpoints": [Endpoint...]}
+//             (protocol, algorithm, forwarding default to tcp, maglev, nat; endpoints to [])
+//   Node:     {"interfaces": [...], "ipv4": "10.0.2.1" | null, "ipv6": ... | null,
+//              "snat_port_min": 61000, "snat_port_max": 65535, "ring_size": 65537,
+//              "conn_table_size": 1048576, "xdp_mode": "native", "api_socket": "...",
+//              "pin_root": "...", "state_file": "..."}          (missing fields take defaults)
+//   State:    {"node": Node, "services": [Service...]}
+//
+// Input is strict: wrong types, unknown keys, missing required fields and values a field cannot
+// hold throw JsonInputError naming the field ("endpoints[0].port: \"80\" is not a whole number").
+// The rules across fields are validateState's / validateService's (config.h), not these.
+#pragma once
+
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "config.h"
+#include "model.h"
+
+namespace meshpath {
+
+// Bad JSON input. A ConfigError, so one handler can refuse bad YAML and bad JSON alike.
+class JsonInputError : public ConfigError {
+ public:
+  using ConfigError::ConfigError;
+};
+
+nlohmann::json toJson(const EndpointSpec& ep);
+nlohmann::json toJson(const ServiceSpec& svc);
+nlohmann::json toJson(const NodeSpec& node);
+nlohmann::json toJson(const DesiredState& state);
+
+// `path` prefixes field names in messages ("services[2]" -> "services[2].endpoints[0].port").
+EndpointSpec endpointFromJson(const nlohmann::json& j, const std::string& path = "");
+ServiceSpec serviceFromJson(const nlohmann::json& j, const std::string& path = "");
+NodeSpec nodeFromJson(const nlohmann::json& j, const std::string& path = "node");
+DesiredState stateFromJson(const nlohmann::json& j);
+
+// The body of PUT /v1/services/{name}/endpoints/{address}/{port}: {"weight": n}, n in 0..10000.
+uint32_t weightFromJson(const nlohmann::json& j);
+
+// nlohmann::json::parse, with a syntax error turned into JsonInputError ("<what>: invalid JSON
+// at byte 12: ...").
+nlohmann::json parseJson(const std::string& text, const std::string& what = "body");
+
+// ADL hooks, so `json j = spec;` and `j.get<ServiceSpec>()` work; get<> throws JsonInputError.
+void to_json(nlohmann::json& j, const IpAddress& ip);
+void from_json(const nlohmann::json& j, IpAddress& ip);
+void to_json(nlohmann::json& j, const EndpointSpec& ep);
+void from_json(const nlohmann::json& j, EndpointSpec& ep);
+void to_json(nlohmann::json& j, const ServiceSpec& svc);
+void from_json(const nlohmann::json& j, ServiceSpec& svc);
+void to_json(nlohmann::json& j, const NodeSpec& node);
+void from_json(const nlohmann::json& j, NodeSpec& node);
+void to_json(nlohmann::json& j, const DesiredState& state);
+void from_json(const nlohmann::json& j, DesiredState& state);
+
+}  // namespace meshpath

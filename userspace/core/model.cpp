@@ -1,0 +1,97 @@
+// model.cpp — value types of the desired state: address parsing and printing, enum names,
+// endpoint keys.
+#include "model.h"
+
+#include <arpa/inet.h>
+
+#include <cstring>
+
+namespace meshpath {
+
+std::optional<IpAddress> IpAddress::parse(const std::string& text) {
+  // inet_pton reads a C string; an embedded NUL would silently cut the text short.
+  if (text.empty() || text.find('\0') != std::string::npos) return std::nullopt;
+  in_addr a4{};
+  if (inet_pton(AF_INET, text.c_str(), &a4) == 1) return v4(a4);
+  in6_addr a6{};
+  if (inet_pton(AF_INET6, text.c_str(), &a6) == 1) return v6(a6);
+  return std::nullopt;
+}
+
+IpAddress IpAddress::v4(const in_addr& a) {
+  IpAddress ip;
+  ip.family_ = 4;
+  std::memcpy(ip.bytes_.data(), &a, sizeof(a));
+  return ip;
+}
+
+IpAddress IpAddress::v6(const in6_addr& a) {
+  IpAddress ip;
+  ip.family_ = 6;
+  std::memcpy(ip.bytes_.data(), &a, sizeof(a));
+  return ip;
+}
+
+std::string IpAddress::toString() const {
+  char buf[INET6_ADDRSTRLEN] = {};
+  if (family_ == 4) {
+    in_addr a{};
+    std::memcpy(&a, bytes_.data(), sizeof(a));
+    if (inet_ntop(AF_INET, &a, buf, sizeof(buf)) != nullptr) return buf;
+  } else if (family_ == 6) {
+    in6_addr a{};
+    std::memcpy(&a, bytes_.data(), sizeof(a));
+    if (inet_ntop(AF_INET6, &a, buf, sizeof(buf)) != nullptr) return buf;
+  }
+  return "";
+}
+
+std::string toString(Protocol p) {
+  switch (p) {
+    case Protocol::kTcp:
+      return "tcp";
+    case Protocol::kUdp:
+      return "udp";
+  }
+  return "unknown";
+}
+
+std::string toString(Algorithm a) {
+  switch (a) {
+    case Algorithm::kMaglev:
+      return "maglev";
+  }
+  return "unknown";
+}
+
+std::string toString(ForwardingMode f) {
+  switch (f) {
+    case ForwardingMode::kNat:
+      return "nat";
+  }
+  return "unknown";
+}
+
+std::optional<Protocol> parseProtocol(const std::string& s) {
+  if (s == "tcp") return Protocol::kTcp;
+  if (s == "udp") return Protocol::kUdp;
+  return std::nullopt;
+}
+
+std::optional<Algorithm> parseAlgorithm(const std::string& s) {
+  if (s == "maglev") return Algorithm::kMaglev;
+  return std::nullopt;
+}
+
+std::optional<ForwardingMode> parseForwardingMode(const std::string& s) {
+  if (s == "nat") return ForwardingMode::kNat;
+  return std::nullopt;
+}
+
+std::string EndpointSpec::key() const {
+  const std::string port_text = std::to_string(port);
+  if (address.isV6()) return "[" + address.toString() + "]:" + port_text;
+  return address.toString() + ":" + port_text;
+}
+
+}  // namespace meshpath
