@@ -10,9 +10,8 @@
 #include "compiler.h"
 #include "abi.h"
 #include "csum.h"
+#include "hash.h"
 #include "parse.h"
-
-#define MP_SNAT_PROBE_STRIDE 7919 /* prime: probes of one flow fall far apart in the range */
 
 /* The L4 part of a rewrite: ports, and the checksum by diff (the address changes) plus the
  * port changes. */
@@ -77,8 +76,9 @@ MP_INLINE void mp_nat_reverse(struct mp_pkt *p, __u8 family, const struct mp_rna
 }
 
 /* The probe-th SNAT port candidate (network order) in [min, max] (host order, inclusive) for a
- * flow whose mp_snat_hash is hash; probe 0 of a flow is always the same port. 0 when the range
- * is empty. */
+ * flow whose mp_snat_hash is hash; probe 0 of a flow is always the same port. Later probes are
+ * rehashed rather than stepped by a fixed stride, which would make flows that collide once
+ * collide on every probe. 0 when the range is empty. */
 MP_INLINE __u16 mp_snat_port(__u32 hash, __u32 probe, __u16 min, __u16 max)
 {
 	__u32 range;
@@ -86,7 +86,9 @@ MP_INLINE __u16 mp_snat_port(__u32 hash, __u32 probe, __u16 min, __u16 max)
 	if (min == 0 || min > max)
 		return 0;
 	range = (__u32)max - min + 1;
-	return mp_htons((__u16)(min + (hash + probe * MP_SNAT_PROBE_STRIDE) % range));
+	if (probe)
+		hash = mp_jhash_3words(hash, probe, 0, MP_HASH_SEED_SNAT);
+	return mp_htons((__u16)(min + hash % range));
 }
 
 /* The mp_rnat key of the endpoint's replies to a connection: endpoint -> node:snat_port. */

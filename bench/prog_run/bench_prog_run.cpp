@@ -32,7 +32,7 @@ using namespace topo;
 
 constexpr uint8_t kTcp = 6;
 constexpr uint16_t kEndpointBasePort = 8080;
-constexpr int kEndpointPorts = 8;  // x 2 addresses: 16 endpoints, room for many SNAT ports
+constexpr int kEndpointPorts = 32;  // x 2 addresses: 64 endpoints, room for 100k new flows' SNAT ports
 
 struct Case {
   std::string name;
@@ -139,6 +139,15 @@ std::unique_ptr<LbHarness> makeBalancer(uint32_t connTableSize) {
   return h;
 }
 
+// The nonzero mp_exc counters, for a failed check.
+std::string exceptionsOf(const LbHarness& h) {
+  std::string out;
+  for (uint32_t r = 0; r < MP_EXC_MAX; ++r) {
+    if (uint64_t n = h.exceptions(r)) out += std::string(" ") + mp_exc_names[r] + "=" + std::to_string(n);
+  }
+  return out.empty() ? "" : " (mp_exc:" + out + ")";
+}
+
 struct EpView {
   std::string addr, mac;
   uint16_t port;
@@ -225,7 +234,7 @@ int run(int argc, char** argv) {
                  [&](size_t i) -> const Bytes& { return frames[i]; },
                  [&](size_t i, const XdpRun& r) -> std::string {
                    if (r.verdict != XDP_REDIRECT) {
-                     return std::string("verdict ") + verdictName(r.verdict);
+                     return std::string("verdict ") + verdictName(r.verdict) + exceptionsOf(*lb);
                    }
                    if (i % 64) return "";
                    const auto c = lb->predict(frames[i]);
@@ -284,7 +293,8 @@ int run(int argc, char** argv) {
                     650, ingress, [&](size_t i) -> const Bytes& { return frames[i]; },
                     [&](size_t i, const XdpRun& r) -> std::string {
                       if (r.verdict != XDP_REDIRECT) {
-                        return std::string("verdict ") + verdictName(r.verdict);
+                        return std::string("verdict ") + verdictName(r.verdict) +
+                               exceptionsOf(*spread);
                       }
                       if (i % 64) return "";
                       const uint32_t f = order[i % spreadFlows];

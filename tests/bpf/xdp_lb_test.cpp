@@ -440,5 +440,33 @@ TEST_F(XdpLbTest, SnatPortTakenByAnotherFlowProbesOn) {
              XDP_DROP, std::nullopt, MP_EXC_DROP_SNAT_EXHAUSTED}});
 }
 
+// The program caches next hops toward endpoints (mp_nh_cache); an answer never outlives the
+// endpoint address or the ingress device it was looked up for.
+TEST_F(XdpLbTest, CachedNextHopFollowsEndpointAndIngress) {
+  h_->setEndpoint(40, kEndpoint1v4, 8080, 30);
+  h_->setService(30, "10.0.0.130", 80, kTcp, 7, {40});
+  const Shape syn;
+  const auto toEndpoint = [&](uint16_t cport, const std::string& ingress, const std::string& ep,
+                              const std::string& epMac, const std::string& srcMac,
+                              uint32_t verdict) {
+    const std::string inMac = ingress == kClientIf ? kClientIfMac : kEndpointIfMac;
+    const Bytes in = frame(syn, kRouterMac, inMac, kClient4, "10.0.0.130", cport, 80);
+    const uint16_t snat = ntohs(h_->predict(in).snatPort);
+    return LbCase{"client port " + std::to_string(cport) + " via " + ingress + " to " + ep, in,
+                  ingress, verdict, frame(syn, srcMac, epMac, kNode4, ep, snat, 8080)};
+  };
+  runTable({toEndpoint(50001, kClientIf, kEndpoint1v4, kEndpoint1Mac, kEndpointIfMac,
+                       XDP_REDIRECT),
+            toEndpoint(50002, kClientIf, kEndpoint1v4, kEndpoint1Mac, kEndpointIfMac,
+                       XDP_REDIRECT)});
+  h_->setEndpoint(40, kEndpoint2v4, 8080, 30);  // the id now names another address
+  runTable({toEndpoint(50003, kClientIf, kEndpoint2v4, kEndpoint2Mac, kEndpointIfMac,
+                       XDP_REDIRECT),
+            // Arriving on the endpoint's own link: out the way it came.
+            toEndpoint(50004, kEndpointIf, kEndpoint2v4, kEndpoint2Mac, kEndpointIfMac, XDP_TX),
+            toEndpoint(50006, kClientIf, kEndpoint2v4, kEndpoint2Mac, kEndpointIfMac,
+                       XDP_REDIRECT)});
+}
+
 }  // namespace
 }  // namespace meshpath::testing
