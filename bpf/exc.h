@@ -8,12 +8,13 @@
 #include "compiler.h"
 #include "abi.h"
 
-#define MP_OK (-1)       /* parsed / done: continue on the packet's path */
+#define MP_OK (-1)	 /* parsed / done: continue on the packet's path */
 #define MP_NOT_OURS (-2) /* well-formed IP but not TCP/UDP: the kernel's, uncounted */
 
-#define MP_EXC_PASS_MASK                                                                          \
-	((1u << MP_EXC_PASS_NON_IP) | (1u << MP_EXC_PASS_IP4_FRAG) | (1u << MP_EXC_PASS_IP6_FRAG) | \
-	 (1u << MP_EXC_PASS_IP6_EXT_LIMIT) | (1u << MP_EXC_PASS_NO_NEIGH))
+#define MP_EXC_PASS_MASK                                                                           \
+	((1u << MP_EXC_PASS_NON_IP) | (1u << MP_EXC_PASS_IP4_FRAG) |                               \
+	 (1u << MP_EXC_PASS_IP6_FRAG) | (1u << MP_EXC_PASS_IP6_EXT_LIMIT) |                        \
+	 (1u << MP_EXC_PASS_NO_NEIGH))
 
 /* Nonzero when the reason's verdict is pass (XDP_PASS / to the kernel), zero for drop. */
 MP_INLINE int mp_exc_passes(__u32 reason)

@@ -20,44 +20,44 @@ MP_INLINE __u32 mp_rol32(__u32 w, unsigned int s)
 	return (w << s) | (w >> (32 - s));
 }
 
-#define MP_JHASH_MIX(a, b, c)                  \
-	do {                                   \
-		a -= c;                        \
-		a ^= mp_rol32(c, 4);           \
-		c += b;                        \
-		b -= a;                        \
-		b ^= mp_rol32(a, 6);           \
-		a += c;                        \
-		c -= b;                        \
-		c ^= mp_rol32(b, 8);           \
-		b += a;                        \
-		a -= c;                        \
-		a ^= mp_rol32(c, 16);          \
-		c += b;                        \
-		b -= a;                        \
-		b ^= mp_rol32(a, 19);          \
-		a += c;                        \
-		c -= b;                        \
-		c ^= mp_rol32(b, 4);           \
-		b += a;                        \
+#define MP_JHASH_MIX(a, b, c)                                                                      \
+	do {                                                                                       \
+		a -= c;                                                                            \
+		a ^= mp_rol32(c, 4);                                                               \
+		c += b;                                                                            \
+		b -= a;                                                                            \
+		b ^= mp_rol32(a, 6);                                                               \
+		a += c;                                                                            \
+		c -= b;                                                                            \
+		c ^= mp_rol32(b, 8);                                                               \
+		b += a;                                                                            \
+		a -= c;                                                                            \
+		a ^= mp_rol32(c, 16);                                                              \
+		c += b;                                                                            \
+		b -= a;                                                                            \
+		b ^= mp_rol32(a, 19);                                                              \
+		a += c;                                                                            \
+		c -= b;                                                                            \
+		c ^= mp_rol32(b, 4);                                                               \
+		b += a;                                                                            \
 	} while (0)
 
-#define MP_JHASH_FINAL(a, b, c)                \
-	do {                                   \
-		c ^= b;                        \
-		c -= mp_rol32(b, 14);          \
-		a ^= c;                        \
-		a -= mp_rol32(c, 11);          \
-		b ^= a;                        \
-		b -= mp_rol32(a, 25);          \
-		c ^= b;                        \
-		c -= mp_rol32(b, 16);          \
-		a ^= c;                        \
-		a -= mp_rol32(c, 4);           \
-		b ^= a;                        \
-		b -= mp_rol32(a, 14);          \
-		c ^= b;                        \
-		c -= mp_rol32(b, 24);          \
+#define MP_JHASH_FINAL(a, b, c)                                                                    \
+	do {                                                                                       \
+		c ^= b;                                                                            \
+		c -= mp_rol32(b, 14);                                                              \
+		a ^= c;                                                                            \
+		a -= mp_rol32(c, 11);                                                              \
+		b ^= a;                                                                            \
+		b -= mp_rol32(a, 25);                                                              \
+		c ^= b;                                                                            \
+		c -= mp_rol32(b, 16);                                                              \
+		a ^= c;                                                                            \
+		a -= mp_rol32(c, 4);                                                               \
+		b ^= a;                                                                            \
+		b -= mp_rol32(a, 14);                                                              \
+		c ^= b;                                                                            \
+		c -= mp_rol32(b, 24);                                                              \
 	} while (0)
 
 /* jhash_3words(): the IPv4 tuple fits in three words. */

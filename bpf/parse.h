@@ -137,7 +137,8 @@ MP_INLINE int mp_parse_ipv6(struct mp_cursor *c, struct mp_pkt *p)
 		c->pos += ext_len;
 	}
 	if (mp_ipv6_is_ext(nexthdr))
-		return nexthdr == IPPROTO_FRAGMENT ? MP_EXC_PASS_IP6_FRAG : MP_EXC_PASS_IP6_EXT_LIMIT;
+		return nexthdr == IPPROTO_FRAGMENT ? MP_EXC_PASS_IP6_FRAG
+						   : MP_EXC_PASS_IP6_EXT_LIMIT;
 
 	p->flow.proto = nexthdr;
 	p->l4_len = (__u16)payload;

@@ -156,8 +156,7 @@ static __always_inline int mp_transmit_to_ep(struct xdp_md *ctx, struct mp_pkt *
 }
 
 /* An endpoint's reply to node:snat_port goes back to the client from VIP:port. */
-static __always_inline int mp_reply(struct xdp_md *ctx, struct mp_pkt *p, __u8 family,
-				    __u64 bytes)
+static __always_inline int mp_reply(struct xdp_md *ctx, struct mp_pkt *p, __u8 family, __u64 bytes)
 {
 	const struct mp_endpoint *ep;
 	const struct mp_rnat *r;

@@ -64,8 +64,8 @@ TEST(CoreParse, WellFormedFramesGiveTheirTuple) {
   EXPECT_EQ(q->pkt.l4_check - q->pkt.l4, 6);
   EXPECT_EQ(std::memcmp(q->pkt.flow.src, abiAddr(kClient6).bytes.data(), 16), 0);
 
-  const auto icmp = parse(
-      Packet().eth(kClientMac, kClientIfMac).ipv4(kClient4, kVip4).ipv4Protocol(1).build());
+  const auto icmp =
+      parse(Packet().eth(kClientMac, kClientIfMac).ipv4(kClient4, kVip4).ipv4Protocol(1).build());
   EXPECT_EQ(icmp->rc, MP_NOT_OURS);
 }
 
@@ -127,10 +127,10 @@ struct NatCase {
 // The forward and reverse rewrites give exactly the frame the builder makes from scratch.
 TEST(CoreNat, RewritesEqualFramesBuiltFromScratch) {
   for (const NatCase& n : std::vector<NatCase>{{"IPv4 TCP", false, false, false},
-                                                {"IPv4 UDP", false, true, false},
-                                                {"IPv4 UDP, no checksum", false, true, true},
-                                                {"IPv6 TCP", true, false, false},
-                                                {"IPv6 UDP", true, true, false}}) {
+                                               {"IPv4 UDP", false, true, false},
+                                               {"IPv4 UDP, no checksum", false, true, true},
+                                               {"IPv6 TCP", true, false, false},
+                                               {"IPv6 UDP", true, true, false}}) {
     SCOPED_TRACE(n.name);
     const auto make = [&](const std::string& src, const std::string& dst, uint16_t sport,
                           uint16_t dport) {
@@ -157,8 +157,7 @@ TEST(CoreNat, RewritesEqualFramesBuiltFromScratch) {
     ep.port = htons(8080);
     const auto fwd = parse(make(client, vip, 40000, 80));
     ASSERT_EQ(fwd->rc, MP_OK);
-    mp_nat_forward(&fwd->pkt, fwd->pkt.flow.family, &ep, abiAddr(node).bytes.data(),
-                   htons(61001));
+    mp_nat_forward(&fwd->pkt, fwd->pkt.flow.family, &ep, abiAddr(node).bytes.data(), htons(61001));
     const Bytes wantFwd = make(node, epAddr, 61001, 8080);
     EXPECT_TRUE(fwd->frame == wantFwd) << describeMismatch(wantFwd, fwd->frame);
     EXPECT_EQ(verifyChecksums(fwd->frame), "");
@@ -192,11 +191,8 @@ TEST(CoreNat, SnatPortStaysInRangeAndFirstProbeIsStable) {
 
 TEST(CoreHash, FlowHashIsStableSpreadsAndIgnoresNothing) {
   const auto flowOf = [](uint16_t sport) {
-    return parse(Packet()
-                     .eth(kClientMac, kClientIfMac)
-                     .ipv4(kClient4, kVip4)
-                     .tcp(sport, 80)
-                     .build())
+    return parse(
+               Packet().eth(kClientMac, kClientIfMac).ipv4(kClient4, kVip4).tcp(sport, 80).build())
         ->pkt.flow;
   };
   mp_flow a = flowOf(40000);
@@ -221,12 +217,9 @@ TEST(CoreHash, FlowHashIsStableSpreadsAndIgnoresNothing) {
     EXPECT_LT(h, 1250);
   }
 
-  mp_flow v6 = parse(Packet()
-                         .eth(kClientMac, kClientIfMac)
-                         .ipv6(kClient6, kVip6)
-                         .tcp(40000, 80)
-                         .build())
-                   ->pkt.flow;
+  mp_flow v6 =
+      parse(Packet().eth(kClientMac, kClientIfMac).ipv6(kClient6, kVip6).tcp(40000, 80).build())
+          ->pkt.flow;
   mp_flow v6b = v6;
   v6b.src[15] ^= 1;
   EXPECT_NE(mp_flow_hash(&v6), mp_flow_hash(&v6b)) << "every address byte counts";

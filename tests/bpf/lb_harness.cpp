@@ -50,25 +50,35 @@ std::string buildTopology() {
     if (std::string err = writeSysctl(path, value); !err.empty()) return err;
   }
   using namespace topo;
-  const std::string batch = std::string() +
-      "link set lo up\n"
-      "link add mpc type veth peer name mpc-p\n"
-      "link add mpe type veth peer name mpe-p\n"
-      "link set mpc address " + kClientIfMac + "\n"
-      "link set mpe address " + kEndpointIfMac + "\n"
-      "link set mpc up\nlink set mpc-p up\nlink set mpe up\nlink set mpe-p up\n"
-      "addr add 10.0.1.1/24 dev mpc\n"
-      "addr add fd00:1::1/64 dev mpc nodad\n"
-      "addr add 10.0.2.1/24 dev mpe\n"
-      "addr add fd00:2::1/64 dev mpe nodad\n"
-      "neigh replace " + kClient4 + " lladdr " + kClientMac + " dev mpc nud permanent\n"
-      "neigh replace " + kClient6 + " lladdr " + kClientMac + " dev mpc nud permanent\n"
-      "neigh replace " + kTxEndpoint4 + " lladdr " + kTxEndpointMac + " dev mpc nud permanent\n"
-      "neigh replace " + kTxEndpoint6 + " lladdr " + kTxEndpointMac + " dev mpc nud permanent\n"
-      "neigh replace " + kEndpoint1v4 + " lladdr " + kEndpoint1Mac + " dev mpe nud permanent\n"
-      "neigh replace " + kEndpoint2v4 + " lladdr " + kEndpoint2Mac + " dev mpe nud permanent\n"
-      "neigh replace " + kEndpoint1v6 + " lladdr " + kEndpoint1Mac + " dev mpe nud permanent\n"
-      "neigh replace " + kEndpoint2v6 + " lladdr " + kEndpoint2Mac + " dev mpe nud permanent\n";
+  const auto neighbour = [](const char* addr, const char* mac, const char* dev) {
+    return std::string("neigh replace ") + addr + " lladdr " + mac + " dev " + dev +
+           " nud permanent";
+  };
+  const std::vector<std::string> commands = {
+      "link set lo up",
+      "link add mpc type veth peer name mpc-p",
+      "link add mpe type veth peer name mpe-p",
+      std::string("link set mpc address ") + kClientIfMac,
+      std::string("link set mpe address ") + kEndpointIfMac,
+      "link set mpc up",
+      "link set mpc-p up",
+      "link set mpe up",
+      "link set mpe-p up",
+      "addr add 10.0.1.1/24 dev mpc",
+      "addr add fd00:1::1/64 dev mpc nodad",
+      "addr add 10.0.2.1/24 dev mpe",
+      "addr add fd00:2::1/64 dev mpe nodad",
+      neighbour(kClient4, kClientMac, kClientIf),
+      neighbour(kClient6, kClientMac, kClientIf),
+      neighbour(kTxEndpoint4, kTxEndpointMac, kClientIf),
+      neighbour(kTxEndpoint6, kTxEndpointMac, kClientIf),
+      neighbour(kEndpoint1v4, kEndpoint1Mac, kEndpointIf),
+      neighbour(kEndpoint2v4, kEndpoint2Mac, kEndpointIf),
+      neighbour(kEndpoint1v6, kEndpoint1Mac, kEndpointIf),
+      neighbour(kEndpoint2v6, kEndpoint2Mac, kEndpointIf),
+  };
+  std::string batch;
+  for (const std::string& command : commands) batch += command + "\n";
   FILE* ip = ::popen((ipCommand() + " -batch - 2>&1").c_str(), "w");
   if (ip == nullptr) return "cannot run ip";
   std::fputs(batch.c_str(), ip);
@@ -167,8 +177,8 @@ void LbHarness::setNode(const std::string& v4, const std::string& v6, uint16_t p
   }
 }
 
-void LbHarness::setEndpoint(uint32_t id, const std::string& address, uint16_t port,
-                            uint32_t svcId, bool inUse) {
+void LbHarness::setEndpoint(uint32_t id, const std::string& address, uint16_t port, uint32_t svcId,
+                            bool inUse) {
   const AbiAddr a = abiAddr(address);
   mp_endpoint ep{};
   std::memcpy(ep.addr, a.bytes.data(), 16);
@@ -236,9 +246,7 @@ mp_counters LbHarness::sumCounters(int fd, uint32_t key) const {
 mp_counters LbHarness::svcStats(uint32_t svcId) const {
   return sumCounters(lb_->svcStatsFd(), svcId);
 }
-mp_counters LbHarness::epStats(uint32_t epId) const {
-  return sumCounters(lb_->epStatsFd(), epId);
-}
+mp_counters LbHarness::epStats(uint32_t epId) const { return sumCounters(lb_->epStatsFd(), epId); }
 
 std::optional<mp_conn> LbHarness::conn(const mp_flow& flow) const {
   mp_conn value{};

@@ -1,5 +1,7 @@
 // LbSkeleton: map pinning and adoption across a restart, ring maps that fit mp_rings, and the
 // checks writeRing makes before it publishes anything.
+#include "lb_skeleton.h"
+
 #include <arpa/inet.h>
 #include <bpf/bpf.h>
 #include <gtest/gtest.h>
@@ -9,7 +11,6 @@
 #include <cstring>
 #include <filesystem>
 
-#include "lb_skeleton.h"
 #include "libbpf_logger.h"
 
 namespace meshpath {

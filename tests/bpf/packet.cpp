@@ -72,10 +72,9 @@ std::vector<Field> fieldLayout(const Bytes& f) {
   if (type == kEthIp && f.size() >= off + 20) {
     const size_t ihl = (f[off] & 0xf) * 4u;
     const std::tuple<size_t, size_t, const char*> v4[] = {
-        {0, 1, "ipv4.ver_ihl"}, {1, 1, "ipv4.tos"},   {2, 2, "ipv4.tot_len"},
-        {4, 2, "ipv4.id"},      {6, 2, "ipv4.frag"},  {8, 1, "ipv4.ttl"},
-        {9, 1, "ipv4.proto"},   {10, 2, "ipv4.check"}, {12, 4, "ipv4.saddr"},
-        {16, 4, "ipv4.daddr"}};
+        {0, 1, "ipv4.ver_ihl"}, {1, 1, "ipv4.tos"},   {2, 2, "ipv4.tot_len"}, {4, 2, "ipv4.id"},
+        {6, 2, "ipv4.frag"},    {8, 1, "ipv4.ttl"},   {9, 1, "ipv4.proto"},   {10, 2, "ipv4.check"},
+        {12, 4, "ipv4.saddr"},  {16, 4, "ipv4.daddr"}};
     for (auto [s, l, n] : v4) out.push_back({off + s, l, n});
     if (ihl > 20) out.push_back({off + 20, ihl - 20, "ipv4.options"});
     proto = f[off + 9];
@@ -96,9 +95,9 @@ std::vector<Field> fieldLayout(const Bytes& f) {
   }
   if (proto == kProtoTcp && f.size() >= l4 + 20) {
     const std::tuple<size_t, size_t, const char*> t[] = {
-        {0, 2, "tcp.sport"}, {2, 2, "tcp.dport"},  {4, 4, "tcp.seq"},   {8, 4, "tcp.ack"},
-        {12, 1, "tcp.doff"}, {13, 1, "tcp.flags"}, {14, 2, "tcp.window"}, {16, 2, "tcp.check"},
-        {18, 2, "tcp.urg"}};
+        {0, 2, "tcp.sport"},   {2, 2, "tcp.dport"},  {4, 4, "tcp.seq"},
+        {8, 4, "tcp.ack"},     {12, 1, "tcp.doff"},  {13, 1, "tcp.flags"},
+        {14, 2, "tcp.window"}, {16, 2, "tcp.check"}, {18, 2, "tcp.urg"}};
     for (auto [s, l, n] : t) out.push_back({l4 + s, l, n});
     l4 += 20;
   } else if (proto == kProtoUdp && f.size() >= l4 + 8) {
@@ -297,8 +296,10 @@ Bytes Packet::build() const {
   Bytes frame;
   append(frame, ethDst_.data(), 6);
   append(frame, ethSrc_.data(), 6);
-  const uint16_t l3Type =
-      etherType_ ? *etherType_ : (family_ == 4 ? kEthIp : family_ == 6 ? kEthIpv6 : 0);
+  const uint16_t l3Type = etherType_ ? *etherType_
+                                     : (family_ == 4   ? kEthIp
+                                        : family_ == 6 ? kEthIpv6
+                                                       : 0);
   frame.resize(14);
   if (vlan_) {
     put16(frame, 12, kEthVlan);

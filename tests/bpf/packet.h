@@ -47,8 +47,8 @@ class Packet {
   Packet& ipv6Ext(uint8_t type, uint8_t hdrLenUnits = 0);  // appended to the chain, in order
   Packet& tcpDoff(uint8_t doff);
   Packet& udpLen(uint16_t len);
-  Packet& udpNoChecksum();         // IPv4 UDP checksum 0 ("none")
-  Packet& l4Keep(size_t bytes);    // keep only the first bytes of L4; IP lengths agree
+  Packet& udpNoChecksum();            // IPv4 UDP checksum 0 ("none")
+  Packet& l4Keep(size_t bytes);       // keep only the first bytes of L4; IP lengths agree
   Packet& truncate(size_t frameLen);  // cut the finished frame (lengths disagree)
 
   Bytes build() const;

@@ -35,7 +35,7 @@ struct LbCase {
   Bytes input;
   std::string ingress;  // interface the frame arrives on
   uint32_t verdict;
-  std::optional<Bytes> output;  // nullopt: the input, untouched
+  std::optional<Bytes> output;                       // nullopt: the input, untouched
   std::optional<uint32_t> exception = std::nullopt;  // this mp_exc counter goes up by one
   bool anyOutput = false;  // a drop after the rewrite: the bytes do not matter
 };
@@ -169,8 +169,8 @@ class XdpLbTest : public ::testing::Test {
         {"first packet: to the ring's endpoint, from node:snat_port", first, kClientIf,
          XDP_REDIRECT, frame(shape, kEndpointIfMac, ep.mac, node, ep.addr, snat, ep.port)},
         {"later packet: same endpoint, same SNAT port",
-         frame(later, kRouterMac, kClientIfMac, client, vip, cport, vport), kClientIf,
-         XDP_REDIRECT, frame(later, kEndpointIfMac, ep.mac, node, ep.addr, snat, ep.port)},
+         frame(later, kRouterMac, kClientIfMac, client, vip, cport, vport), kClientIf, XDP_REDIRECT,
+         frame(later, kEndpointIfMac, ep.mac, node, ep.addr, snat, ep.port)},
         {"endpoint's reply: back to the client from VIP:port",
          frame(reply, ep.mac, kEndpointIfMac, ep.addr, node, ep.port, snat), kEndpointIf,
          XDP_REDIRECT, frame(reply, kClientIfMac, kClientMac, vip, client, vport, cport)},
@@ -213,18 +213,16 @@ TEST_F(XdpLbTest, Ipv4TcpFlow) { checkFlow(Shape{}, kClient4, kVip4, kNode4, kSv
 TEST_F(XdpLbTest, Ipv6TcpFlow) { checkFlow(Shape{}, kClient6, kVip6, kNode6, kSvcTcp6, kTcpPort); }
 
 TEST_F(XdpLbTest, Ipv4UdpFlow) {
-  checkFlow(Shape{.proto = kUdp, .payload = "query"}, kClient4, kVip4, kNode4, kSvcUdp4,
-            kUdpPort);
+  checkFlow(Shape{.proto = kUdp, .payload = "query"}, kClient4, kVip4, kNode4, kSvcUdp4, kUdpPort);
 }
 
 TEST_F(XdpLbTest, Ipv6UdpFlow) {
-  checkFlow(Shape{.proto = kUdp, .payload = "query"}, kClient6, kVip6, kNode6, kSvcUdp6,
-            kUdpPort);
+  checkFlow(Shape{.proto = kUdp, .payload = "query"}, kClient6, kVip6, kNode6, kSvcUdp6, kUdpPort);
 }
 
 TEST_F(XdpLbTest, Ipv4UdpWithoutChecksumStaysWithout) {
-  checkFlow(Shape{.proto = kUdp, .payload = "no checksum", .udpNoChecksum = true}, kClient4,
-            kVip4, kNode4, kSvcUdp4, kUdpPort);
+  checkFlow(Shape{.proto = kUdp, .payload = "no checksum", .udpNoChecksum = true}, kClient4, kVip4,
+            kNode4, kSvcUdp4, kUdpPort);
 }
 
 TEST_F(XdpLbTest, VlanTaggedFlowKeepsItsTag) {
@@ -245,21 +243,30 @@ TEST_F(XdpLbTest, Ipv6AllowedExtensionHeadersAreBalanced) {
 TEST_F(XdpLbTest, NotAVipPassesUntouched) {
   const Shape tcp;
   runTable({
-      {"IPv4 to another address", frame(tcp, kRouterMac, kClientIfMac, kClient4, "10.0.0.200", 40000, 80),
-       kClientIf, XDP_PASS, std::nullopt},
+      {"IPv4 to another address",
+       frame(tcp, kRouterMac, kClientIfMac, kClient4, "10.0.0.200", 40000, 80), kClientIf, XDP_PASS,
+       std::nullopt},
       {"IPv4 VIP, other port", frame(tcp, kRouterMac, kClientIfMac, kClient4, kVip4, 40000, 81),
        kClientIf, XDP_PASS, std::nullopt},
-      {"IPv4 VIP, TCP port, UDP", frame(Shape{.proto = kUdp}, kRouterMac, kClientIfMac, kClient4, kVip4, 40000, 80),
-       kClientIf, XDP_PASS, std::nullopt},
-      {"IPv6 to another address", frame(tcp, kRouterMac, kClientIfMac, kClient6, "fd00::200", 40000, 80),
-       kClientIf, XDP_PASS, std::nullopt},
+      {"IPv4 VIP, TCP port, UDP",
+       frame(Shape{.proto = kUdp}, kRouterMac, kClientIfMac, kClient4, kVip4, 40000, 80), kClientIf,
+       XDP_PASS, std::nullopt},
+      {"IPv6 to another address",
+       frame(tcp, kRouterMac, kClientIfMac, kClient6, "fd00::200", 40000, 80), kClientIf, XDP_PASS,
+       std::nullopt},
       {"IPv4 to the node, no reverse NAT entry",
        frame(tcp, kEndpoint1Mac, kEndpointIfMac, kEndpoint1v4, kNode4, 8080, 61234), kEndpointIf,
        XDP_PASS, std::nullopt},
       {"IPv6 to the node, no reverse NAT entry",
        frame(tcp, kEndpoint1Mac, kEndpointIfMac, kEndpoint1v6, kNode6, 8080, 61234), kEndpointIf,
        XDP_PASS, std::nullopt},
-      {"ICMP to a VIP is the kernel's", Packet().eth(kRouterMac, kClientIfMac).ipv4(kClient4, kVip4).ipv4Protocol(1).payload("pingpingping").build(),
+      {"ICMP to a VIP is the kernel's",
+       Packet()
+           .eth(kRouterMac, kClientIfMac)
+           .ipv4(kClient4, kVip4)
+           .ipv4Protocol(1)
+           .payload("pingpingping")
+           .build(),
        kClientIf, XDP_PASS, std::nullopt},
   });
   EXPECT_EQ(h_->svcStats(kSvcTcp4).packets, 0u);
@@ -293,8 +300,8 @@ TEST_F(XdpLbTest, NoEndpointDropsAndCounts) {
       {"empty ring", frame(tcp, kRouterMac, kClientIfMac, kClient4, "10.0.0.110", 40000, 80),
        kClientIf, XDP_DROP, std::nullopt, MP_EXC_DROP_NO_ENDPOINT},
       {"ring's endpoint not in use",
-       frame(tcp, kRouterMac, kClientIfMac, kClient4, "10.0.0.111", 40000, 80), kClientIf,
-       XDP_DROP, std::nullopt, MP_EXC_DROP_NO_ENDPOINT},
+       frame(tcp, kRouterMac, kClientIfMac, kClient4, "10.0.0.111", 40000, 80), kClientIf, XDP_DROP,
+       std::nullopt, MP_EXC_DROP_NO_ENDPOINT},
   });
 }
 
@@ -326,9 +333,8 @@ TEST_F(XdpLbTest, NextHopVerdicts) {
 
   const Shape tcp;
   std::vector<LbCase> table;
-  const auto add = [&](const std::string& what, const std::string& client,
-                       const std::string& vip, const std::string& node,
-                       const std::string& endpoint, uint32_t verdict,
+  const auto add = [&](const std::string& what, const std::string& client, const std::string& vip,
+                       const std::string& node, const std::string& endpoint, uint32_t verdict,
                        std::optional<uint32_t> exception, const std::string& outSrcMac,
                        const std::string& outDstMac, bool anyOutput) {
     const Bytes in = frame(tcp, kRouterMac, kClientIfMac, client, vip, 40001, 80);
@@ -337,15 +343,15 @@ TEST_F(XdpLbTest, NextHopVerdicts) {
                      frame(tcp, outSrcMac, outDstMac, node, endpoint, snat, 8080), exception,
                      anyOutput});
   };
-  add("IPv4 endpoint behind the ingress link: XDP_TX", kClient4, "10.0.0.120", kNode4,
-      kTxEndpoint4, XDP_TX, std::nullopt, kClientIfMac, kTxEndpointMac, false);
-  add("IPv6 endpoint behind the ingress link: XDP_TX", kClient6, "fd00::120", kNode6,
-      kTxEndpoint6, XDP_TX, std::nullopt, kClientIfMac, kTxEndpointMac, false);
+  add("IPv4 endpoint behind the ingress link: XDP_TX", kClient4, "10.0.0.120", kNode4, kTxEndpoint4,
+      XDP_TX, std::nullopt, kClientIfMac, kTxEndpointMac, false);
+  add("IPv6 endpoint behind the ingress link: XDP_TX", kClient6, "fd00::120", kNode6, kTxEndpoint6,
+      XDP_TX, std::nullopt, kClientIfMac, kTxEndpointMac, false);
   // The rewritten frame goes to the kernel, MACs as they came: it resolves the neighbour.
   add("IPv4 neighbour unresolved: the rewritten frame to the kernel", kClient4, "10.0.0.121",
       kNode4, kNoNeigh4, XDP_PASS, MP_EXC_PASS_NO_NEIGH, kRouterMac, kClientIfMac, false);
-  add("IPv6 neighbour unresolved: the rewritten frame to the kernel", kClient6, "fd00::121",
-      kNode6, kNoNeigh6, XDP_PASS, MP_EXC_PASS_NO_NEIGH, kRouterMac, kClientIfMac, false);
+  add("IPv6 neighbour unresolved: the rewritten frame to the kernel", kClient6, "fd00::121", kNode6,
+      kNoNeigh6, XDP_PASS, MP_EXC_PASS_NO_NEIGH, kRouterMac, kClientIfMac, false);
   add("IPv4 no route: dropped", kClient4, "10.0.0.122", kNode4, kNoRoute4, XDP_DROP,
       MP_EXC_DROP_NO_ROUTE, kRouterMac, kClientIfMac, true);
   add("IPv6 no route: dropped", kClient6, "fd00::122", kNode6, kNoRoute6, XDP_DROP,
@@ -435,9 +441,8 @@ TEST_F(XdpLbTest, SnatPortTakenByAnotherFlowProbesOn) {
     other.ep_id = id;
     ASSERT_EQ(bpf_map_update_elem(h_->lb().rnatFd(), &key, &other, BPF_ANY), 0);
   }
-  runTable({{"every probe taken",
-             frame(syn, kRouterMac, kClientIfMac, kClient4, kVip4, 43001, 80), kClientIf,
-             XDP_DROP, std::nullopt, MP_EXC_DROP_SNAT_EXHAUSTED}});
+  runTable({{"every probe taken", frame(syn, kRouterMac, kClientIfMac, kClient4, kVip4, 43001, 80),
+             kClientIf, XDP_DROP, std::nullopt, MP_EXC_DROP_SNAT_EXHAUSTED}});
 }
 
 // The program caches next hops toward endpoints (mp_nh_cache); an answer never outlives the
@@ -455,17 +460,15 @@ TEST_F(XdpLbTest, CachedNextHopFollowsEndpointAndIngress) {
     return LbCase{"client port " + std::to_string(cport) + " via " + ingress + " to " + ep, in,
                   ingress, verdict, frame(syn, srcMac, epMac, kNode4, ep, snat, 8080)};
   };
-  runTable({toEndpoint(50001, kClientIf, kEndpoint1v4, kEndpoint1Mac, kEndpointIfMac,
-                       XDP_REDIRECT),
-            toEndpoint(50002, kClientIf, kEndpoint1v4, kEndpoint1Mac, kEndpointIfMac,
-                       XDP_REDIRECT)});
+  runTable(
+      {toEndpoint(50001, kClientIf, kEndpoint1v4, kEndpoint1Mac, kEndpointIfMac, XDP_REDIRECT),
+       toEndpoint(50002, kClientIf, kEndpoint1v4, kEndpoint1Mac, kEndpointIfMac, XDP_REDIRECT)});
   h_->setEndpoint(40, kEndpoint2v4, 8080, 30);  // the id now names another address
-  runTable({toEndpoint(50003, kClientIf, kEndpoint2v4, kEndpoint2Mac, kEndpointIfMac,
-                       XDP_REDIRECT),
-            // Arriving on the endpoint's own link: out the way it came.
-            toEndpoint(50004, kEndpointIf, kEndpoint2v4, kEndpoint2Mac, kEndpointIfMac, XDP_TX),
-            toEndpoint(50006, kClientIf, kEndpoint2v4, kEndpoint2Mac, kEndpointIfMac,
-                       XDP_REDIRECT)});
+  runTable(
+      {toEndpoint(50003, kClientIf, kEndpoint2v4, kEndpoint2Mac, kEndpointIfMac, XDP_REDIRECT),
+       // Arriving on the endpoint's own link: out the way it came.
+       toEndpoint(50004, kEndpointIf, kEndpoint2v4, kEndpoint2Mac, kEndpointIfMac, XDP_TX),
+       toEndpoint(50006, kClientIf, kEndpoint2v4, kEndpoint2Mac, kEndpointIfMac, XDP_REDIRECT)});
 }
 
 }  // namespace

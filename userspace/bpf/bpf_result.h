@@ -14,7 +14,8 @@ struct BpfError {
   std::string context;  // what failed, e.g. "update mp_services"
   std::string where;    // function:line that reported it
 
-  std::string toString() const;  // "update mp_services: No such file or directory (errno 2, at f:12)"
+  std::string toString()
+      const;  // "update mp_services: No such file or directory (errno 2, at f:12)"
 };
 
 // errnum may be negative (libbpf's style) or positive; it is stored positive.
@@ -24,7 +25,7 @@ BpfError bpfError(int errnum, std::string context,
 template <typename T>
 class [[nodiscard]] BpfResult {
  public:
-  BpfResult(T value) : value_(std::move(value)) {}  // NOLINT: implicit by design
+  BpfResult(T value) : value_(std::move(value)) {}         // NOLINT: implicit by design
   BpfResult(BpfError error) : value_(std::move(error)) {}  // NOLINT: implicit by design
 
   bool ok() const { return value_.index() == 0; }

@@ -82,8 +82,8 @@ BpfStatus LbSkeleton::writeRing(const mp_svc_key& key, mp_svc svc, int ringFd, u
   uint32_t count = static_cast<uint32_t>(keys.size());
   LIBBPF_OPTS(bpf_map_batch_opts, batchOpts);
   if (bpf_map_update_batch(ringFd, keys.data(), slots.data(), &count, &batchOpts) != 0) {
-    return bpfError(errno, "write ring half " + std::to_string(half) + " of service " +
-                               std::to_string(svc.id));
+    return bpfError(
+        errno, "write ring half " + std::to_string(half) + " of service " + std::to_string(svc.id));
   }
   if (bpf_map_update_elem(ringsFd(), &svc.id, &ringFd, BPF_ANY) != 0) {
     return bpfError(errno, "set mp_rings[" + std::to_string(svc.id) + "]");
