@@ -248,6 +248,8 @@ std::vector<BadConfig> badConfigs() {
       {"too many services", many, "services: 1025 services exceed the maximum of 1024"},
       {"YAML syntax", "node: [\n", "config: YAML syntax error at line"},
       {"root not a mapping", "- a\n", "config: a list is not a mapping"},
+      {"two documents", std::string(kGoodConfig) + "---\nservices: []\n",
+       "config: 2 YAML documents (separated by ---); one is expected"},
   };
 }
 

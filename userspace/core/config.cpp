@@ -486,7 +486,12 @@ void requireValid(const DesiredState& state) {
 ConfigDocument parseConfigDocument(const std::string& yaml_text) {
   YAML::Node root;
   try {
-    root = YAML::Load(yaml_text);
+    const std::vector<YAML::Node> documents = YAML::LoadAll(yaml_text);
+    if (documents.size() > 1) {
+      throw ConfigError("config: " + std::to_string(documents.size()) +
+                        " YAML documents (separated by ---); one is expected");
+    }
+    if (!documents.empty()) root = documents[0];
   } catch (const YAML::Exception& e) {
     const std::string where = e.mark.is_null() ? std::string()
                                                : " at line " + std::to_string(e.mark.line + 1) +
