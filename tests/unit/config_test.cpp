@@ -95,7 +95,7 @@ TEST(Config, GoodConfigParsesFully) {
 
   const ServiceSpec& dns = state.services[1];
   EXPECT_EQ(dns.protocol, Protocol::kUdp);
-  EXPECT_EQ(dns.algorithm, Algorithm::kMaglev);  // default
+  EXPECT_EQ(dns.algorithm, Algorithm::kMaglev);     // default
   EXPECT_EQ(dns.forwarding, ForwardingMode::kNat);  // default
   ASSERT_EQ(dns.endpoints.size(), 1u);
   EXPECT_EQ(dns.endpoints[0].key(), "[fd00:2::11]:5353");
@@ -160,7 +160,8 @@ std::vector<BadConfig> badConfigs() {
        "node.interfaces: veth-c is not a list"},
       {"interface name too long", goodWith("veth-c,", "averyveryverylongname,"),
        "node.interfaces[0]: averyveryverylongname is not an interface name"},
-      {"interface twice", goodWith("veth-e]", "veth-c]"), "node.interfaces[1]: veth-c is listed twice"},
+      {"interface twice", goodWith("veth-e]", "veth-c]"),
+       "node.interfaces[1]: veth-c is listed twice"},
       {"bad node ipv4", goodWith("10.0.2.1\n", "10.0.2.300\n"),
        "node.ipv4: 10.0.2.300 is not an IP address"},
       {"node ipv4 of the wrong family", goodWith("10.0.2.1\n", "fd00::1\n"),
@@ -193,8 +194,8 @@ std::vector<BadConfig> badConfigs() {
        "node.xdp_mode: offload is not one of native, generic"},
       {"relative api socket", goodWith("/run/meshpath/meshd.sock", "meshd.sock"),
        "node.api_socket: meshd.sock is not an absolute path"},
-      {"api socket path too long", goodWith("/run/meshpath/meshd.sock", "/" + std::string(120, 'a')),
-       "node.api_socket: /aaaa"},
+      {"api socket path too long",
+       goodWith("/run/meshpath/meshd.sock", "/" + std::string(120, 'a')), "node.api_socket: /aaaa"},
       {"relative pin root", goodWith("/sys/fs/bpf/meshpath", "bpf"),
        "node.pin_root: bpf is not an absolute path"},
       {"services not a list", "node:\n  interfaces: [eth0]\nservices: {web: 1}\n",
@@ -224,10 +225,11 @@ std::vector<BadConfig> badConfigs() {
        "services[0].algorithm: ring_hash is not one of maglev"},
       {"forwarding unknown", goodWith("forwarding: nat", "forwarding: dsr"),
        "services[0].forwarding: dsr is not one of nat"},
-      {"endpoints not a list", goodWith("      - {address: fd00:2::11, port: 5353}\n", "      x: 1\n"),
+      {"endpoints not a list",
+       goodWith("      - {address: fd00:2::11, port: 5353}\n", "      x: 1\n"),
        "services[1].endpoints: a mapping is not a list"},
-      {"endpoint not a mapping", goodWith("{address: 10.0.2.11, port: 8080, weight: 1}",
-                                          "10.0.2.11:8080"),
+      {"endpoint not a mapping",
+       goodWith("{address: 10.0.2.11, port: 8080, weight: 1}", "10.0.2.11:8080"),
        "services[0].endpoints[0]: 10.0.2.11:8080 is not a mapping"},
       {"endpoint port missing", goodWith("10.0.2.11, port: 8080,", "10.0.2.11,"),
        "services[0].endpoints[0].port: required field is missing"},
@@ -304,7 +306,8 @@ TEST(Config, FileIsReadAndErrorsNameIt) {
     parseConfigFile(path);
     FAIL() << "accepted";
   } catch (const ConfigError& e) {
-    EXPECT_EQ(std::string(e.what()), path + ": services[0].port: 0 is out of range 1..65535 (line 15)");
+    EXPECT_EQ(std::string(e.what()),
+              path + ": services[0].port: 0 is out of range 1..65535 (line 15)");
   }
   std::remove(path.c_str());
   try {
@@ -322,9 +325,9 @@ TEST(Validate, ApiEditsGetTheSameChecks) {
 
   DesiredState edit = running;
   edit.services[1].endpoints[0].weight = 20000;
-  EXPECT_EQ(validateState(edit),
-            std::vector<std::string>{
-                "services[1].endpoints[0].weight: 20000 is out of range 0..10000"});
+  EXPECT_EQ(
+      validateState(edit),
+      std::vector<std::string>{"services[1].endpoints[0].weight: 20000 is out of range 0..10000"});
   EXPECT_THROW(requireValid(edit), ConfigError);
 
   edit = running;
@@ -343,9 +346,9 @@ TEST(Validate, ApiEditsGetTheSameChecks) {
   edit = running;
   edit.services[0].endpoints[0].port = 0;
   edit.services[0].vip = IpAddress();
-  EXPECT_EQ(validateState(edit),
-            (std::vector<std::string>{"services[0].vip: \"\" is not set",
-                                      "services[0].endpoints[0].port: 0 is out of range 1..65535"}));
+  EXPECT_EQ(validateState(edit), (std::vector<std::string>{
+                                     "services[0].vip: \"\" is not set",
+                                     "services[0].endpoints[0].port: 0 is out of range 1..65535"}));
 }
 
 TEST(Validate, SingleServiceMessagesAreRelativeToIt) {
@@ -373,14 +376,15 @@ TEST(Validate, EndpointTotalIsLimited) {
     svc.vip = *IpAddress::parse("10.0.0." + std::to_string(s + 1));
     svc.port = 80;
     for (int e = 0; e < 10000; ++e) {
-      svc.endpoints.push_back({*IpAddress::parse("10.2." + std::to_string(e / 256) + "." +
-                                                 std::to_string(e % 256)),
-                               8080, 1});
+      svc.endpoints.push_back(
+          {*IpAddress::parse("10.2." + std::to_string(e / 256) + "." + std::to_string(e % 256)),
+           8080, 1});
     }
     state.services.push_back(svc);
   }
-  EXPECT_EQ(validateState(state),
-            std::vector<std::string>{"services: 70000 endpoints in all exceed the maximum of 65536"});
+  EXPECT_EQ(
+      validateState(state),
+      std::vector<std::string>{"services: 70000 endpoints in all exceed the maximum of 65536"});
 }
 
 TEST(Validate, Helpers) {

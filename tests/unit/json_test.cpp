@@ -76,7 +76,8 @@ TEST(Json, RoundTrips) {
   }
   NodeSpec bare;  // no addresses, no interfaces
   EXPECT_EQ(nodeFromJson(toJson(bare)), bare);
-  EXPECT_EQ(json(IpAddress::parse("fd00::1").value()).get<IpAddress>(), *IpAddress::parse("fd00::1"));
+  EXPECT_EQ(json(IpAddress::parse("fd00::1").value()).get<IpAddress>(),
+            *IpAddress::parse("fd00::1"));
 }
 
 TEST(Json, InputDefaultsAndIgnoredFields) {
@@ -90,8 +91,8 @@ TEST(Json, InputDefaultsAndIgnoredFields) {
   EXPECT_EQ(svc.forwarding, ForwardingMode::kNat);
   ASSERT_EQ(svc.endpoints.size(), 1u);
   EXPECT_EQ(svc.endpoints[0].weight, 1u);
-  EXPECT_TRUE(serviceFromJson(json::parse(R"({"name":"a","vip":"10.0.0.1","port":1})"))
-                  .endpoints.empty());
+  EXPECT_TRUE(
+      serviceFromJson(json::parse(R"({"name":"a","vip":"10.0.0.1","port":1})")).endpoints.empty());
   const NodeSpec node = nodeFromJson(json::parse(R"({"interfaces": ["eth0"], "ipv6": null})"));
   EXPECT_FALSE(node.ipv6);
   EXPECT_EQ(node.ringSize, NodeSpec().ringSize);

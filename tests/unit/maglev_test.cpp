@@ -231,9 +231,9 @@ TEST(MaglevRing, MatchesThePlainAlgorithm) {
   std::vector<uint32_t> mixed, skew(30, 1), drained = {3, 0, 1, 0, 2, 5, 0, 4};
   for (uint32_t i = 0; i < 200; ++i) mixed.push_back(1 + (i * 37) % 50);
   skew.push_back(kMaxWeight);
-  for (const auto& eps : {equalEndpoints(1), equalEndpoints(7), equalEndpoints(1000),
-                          weightedEndpoints(mixed), weightedEndpoints(skew),
-                          weightedEndpoints(drained)}) {
+  for (const auto& eps :
+       {equalEndpoints(1), equalEndpoints(7), equalEndpoints(1000), weightedEndpoints(mixed),
+        weightedEndpoints(skew), weightedEndpoints(drained)}) {
     for (uint32_t m : {1u, 2u, 3u, 1009u, 65537u}) {
       SCOPED_TRACE("n=" + std::to_string(eps.size()) + " m=" + std::to_string(m));
       EXPECT_EQ(buildMaglevRing(eps, m), plainWeightedMaglev(eps, m));
@@ -245,8 +245,8 @@ TEST(MaglevRing, MatchesThePlainAlgorithm) {
 TEST(MaglevRing, FreeListPhaseMatchesProbing) {
   std::vector<uint32_t> weights;
   for (uint32_t i = 0; i < 200; ++i) weights.push_back(1 + (i * 37) % 50);
-  for (const auto& eps : {equalEndpoints(1), equalEndpoints(10), equalEndpoints(1000),
-                          weightedEndpoints(weights)}) {
+  for (const auto& eps :
+       {equalEndpoints(1), equalEndpoints(10), equalEndpoints(1000), weightedEndpoints(weights)}) {
     const auto probed = detail::buildMaglevRing(eps, 65537, 0);
     EXPECT_EQ(detail::buildMaglevRing(eps, 65537, 300), probed);
     EXPECT_EQ(detail::buildMaglevRing(eps, 65537, 3000), probed);

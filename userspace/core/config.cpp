@@ -18,7 +18,7 @@
 namespace meshpath {
 namespace {
 
-constexpr size_t kMaxInterfaceName = 15;  // IFNAMSIZ - 1
+constexpr size_t kMaxInterfaceName = 15;    // IFNAMSIZ - 1
 constexpr size_t kMaxUnixSocketPath = 107;  // sizeof(sockaddr_un::sun_path) - 1
 constexpr uint32_t kMinSnatPort = 1024;
 constexpr uint32_t kRingPerEndpoint = 100;  // M >= 100 x endpoints keeps shares within 1%
@@ -57,8 +57,7 @@ std::string show(const std::string& value) {
 
 std::string rangeProblem(const std::string& path, const std::string& value, uint64_t lo,
                          uint64_t hi) {
-  return path + ": " + value + " is out of range " + std::to_string(lo) + ".." +
-         std::to_string(hi);
+  return path + ": " + value + " is out of range " + std::to_string(lo) + ".." + std::to_string(hi);
 }
 
 std::string dotted(const std::string& prefix, const std::string& field) {
@@ -190,8 +189,8 @@ Enum readEnum(const YAML::Node& node, const std::string& path,
 NodeSpec readNode(const YAML::Node& map) {
   const std::string path = "node";
   checkKeys(map, path,
-            {"interfaces", "ipv4", "ipv6", "snat_ports", "ring_size", "conn_table_size",
-             "xdp_mode", "api_socket", "pin_root", "state_file"});
+            {"interfaces", "ipv4", "ipv6", "snat_ports", "ring_size", "conn_table_size", "xdp_mode",
+             "api_socket", "pin_root", "state_file"});
   NodeSpec node;
   const YAML::Node interfaces = required(map, "interfaces", path);
   if (!interfaces.IsSequence()) {
@@ -223,8 +222,8 @@ EndpointSpec readEndpoint(const YAML::Node& map, const std::string& path) {
   checkKeys(map, path, {"address", "port", "weight"});
   EndpointSpec ep;
   ep.address = readAddress(required(map, "address", path), dotted(path, "address"));
-  ep.port = static_cast<uint16_t>(readNumber(required(map, "port", path), dotted(path, "port"),
-                                             1, 65535));
+  ep.port = static_cast<uint16_t>(
+      readNumber(required(map, "port", path), dotted(path, "port"), 1, 65535));
   if (auto n = field(map, "weight")) {
     ep.weight = static_cast<uint32_t>(readNumber(*n, dotted(path, "weight"), 0, kMaxWeight));
   }
@@ -232,13 +231,12 @@ EndpointSpec readEndpoint(const YAML::Node& map, const std::string& path) {
 }
 
 ServiceSpec readService(const YAML::Node& map, const std::string& path) {
-  checkKeys(map, path,
-            {"name", "vip", "port", "protocol", "algorithm", "forwarding", "endpoints"});
+  checkKeys(map, path, {"name", "vip", "port", "protocol", "algorithm", "forwarding", "endpoints"});
   ServiceSpec svc;
   svc.name = readString(required(map, "name", path), dotted(path, "name"));
   svc.vip = readAddress(required(map, "vip", path), dotted(path, "vip"));
-  svc.port = static_cast<uint16_t>(readNumber(required(map, "port", path), dotted(path, "port"),
-                                              1, 65535));
+  svc.port = static_cast<uint16_t>(
+      readNumber(required(map, "port", path), dotted(path, "port"), 1, 65535));
   if (auto n = field(map, "protocol")) {
     svc.protocol = readEnum<Protocol>(*n, dotted(path, "protocol"), parseProtocol, "tcp, udp");
   }
@@ -359,8 +357,8 @@ std::vector<std::string> validateNode(const NodeSpec& node) {
     out.push_back("node.snat_ports: " + range + ": the first port is greater than the last");
   }
   if (node.ringSize < 2 || node.ringSize > MP_RING_SIZE_MAX) {
-    out.push_back(rangeProblem("node.ring_size", std::to_string(node.ringSize), 2,
-                               MP_RING_SIZE_MAX));
+    out.push_back(
+        rangeProblem("node.ring_size", std::to_string(node.ringSize), 2, MP_RING_SIZE_MAX));
   } else if (!isPrime(node.ringSize)) {
     out.push_back("node.ring_size: " + std::to_string(node.ringSize) + " is not prime");
   }
@@ -394,8 +392,8 @@ std::vector<std::string> validateService(const NodeSpec& node, const ServiceSpec
     vip_ok = true;
     const auto& node_addr = svc.vip.isV4() ? node.ipv4 : node.ipv6;
     if (!node_addr) {
-      out.push_back(dotted(path, "vip") + ": " + svc.vip.toString() + " is " +
-                    familyName(svc.vip) + " but node." + (svc.vip.isV4() ? "ipv4" : "ipv6") +
+      out.push_back(dotted(path, "vip") + ": " + svc.vip.toString() + " is " + familyName(svc.vip) +
+                    " but node." + (svc.vip.isV4() ? "ipv4" : "ipv6") +
                     " is not set (the SNAT source for " + familyName(svc.vip) + " services)");
     }
   }
@@ -437,8 +435,8 @@ std::vector<std::string> validateService(const NodeSpec& node, const ServiceSpec
   const uint64_t needed = uint64_t{kRingPerEndpoint} * svc.endpoints.size();
   if (needed > node.ringSize) {
     out.push_back(dotted(path, "endpoints") + ": " + std::to_string(svc.endpoints.size()) +
-                  " endpoints need node.ring_size >= " + std::to_string(kRingPerEndpoint) +
-                  " x " + std::to_string(svc.endpoints.size()) + " = " + std::to_string(needed) +
+                  " endpoints need node.ring_size >= " + std::to_string(kRingPerEndpoint) + " x " +
+                  std::to_string(svc.endpoints.size()) + " = " + std::to_string(needed) +
                   ", but it is " + std::to_string(node.ringSize));
   }
   return out;
@@ -493,9 +491,10 @@ ConfigDocument parseConfigDocument(const std::string& yaml_text) {
     }
     if (!documents.empty()) root = documents[0];
   } catch (const YAML::Exception& e) {
-    const std::string where = e.mark.is_null() ? std::string()
-                                               : " at line " + std::to_string(e.mark.line + 1) +
-                                                     ", column " + std::to_string(e.mark.column + 1);
+    const std::string where = e.mark.is_null()
+                                  ? std::string()
+                                  : " at line " + std::to_string(e.mark.line + 1) + ", column " +
+                                        std::to_string(e.mark.column + 1);
     throw ConfigError("config: YAML syntax error" + where + ": " + e.msg);
   }
   ConfigDocument doc;

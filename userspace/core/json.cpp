@@ -120,16 +120,11 @@ json toJson(const ServiceSpec& svc) {
 }
 
 json toJson(const NodeSpec& node) {
-  return {{"interfaces", node.interfaces},
-          {"ipv4", optionalAddress(node.ipv4)},
-          {"ipv6", optionalAddress(node.ipv6)},
-          {"snat_port_min", node.snatPortMin},
-          {"snat_port_max", node.snatPortMax},
-          {"ring_size", node.ringSize},
-          {"conn_table_size", node.connTableSize},
-          {"xdp_mode", node.xdpMode},
-          {"api_socket", node.apiSocket},
-          {"pin_root", node.pinRoot},
+  return {{"interfaces", node.interfaces},         {"ipv4", optionalAddress(node.ipv4)},
+          {"ipv6", optionalAddress(node.ipv6)},    {"snat_port_min", node.snatPortMin},
+          {"snat_port_max", node.snatPortMax},     {"ring_size", node.ringSize},
+          {"conn_table_size", node.connTableSize}, {"xdp_mode", node.xdpMode},
+          {"api_socket", node.apiSocket},          {"pin_root", node.pinRoot},
           {"state_file", node.stateFile}};
 }
 
@@ -143,8 +138,8 @@ EndpointSpec endpointFromJson(const json& j, const std::string& path) {
   checkKeys(j, path, {"address", "port", "weight"}, {"id", "stats"});
   EndpointSpec ep;
   ep.address = readAddress(required(j, "address", path), dotted(path, "address"));
-  ep.port = static_cast<uint16_t>(
-      readNumber(required(j, "port", path), dotted(path, "port"), 1, 65535));
+  ep.port =
+      static_cast<uint16_t>(readNumber(required(j, "port", path), dotted(path, "port"), 1, 65535));
   if (const json* w = member(j, "weight")) {
     ep.weight = static_cast<uint32_t>(readNumber(*w, dotted(path, "weight"), 0, kMaxWeight));
   }
@@ -157,8 +152,8 @@ ServiceSpec serviceFromJson(const json& j, const std::string& path) {
   ServiceSpec svc;
   svc.name = readString(required(j, "name", path), dotted(path, "name"));
   svc.vip = readAddress(required(j, "vip", path), dotted(path, "vip"));
-  svc.port = static_cast<uint16_t>(
-      readNumber(required(j, "port", path), dotted(path, "port"), 1, 65535));
+  svc.port =
+      static_cast<uint16_t>(readNumber(required(j, "port", path), dotted(path, "port"), 1, 65535));
   if (const json* v = member(j, "protocol")) {
     svc.protocol = readEnum<Protocol>(*v, dotted(path, "protocol"), parseProtocol, "tcp, udp");
   }
@@ -192,26 +187,28 @@ NodeSpec nodeFromJson(const json& j, const std::string& path) {
   if (const json* v = member(j, "ipv4")) node.ipv4 = readAddress(*v, dotted(path, "ipv4"), 4);
   if (const json* v = member(j, "ipv6")) node.ipv6 = readAddress(*v, dotted(path, "ipv6"), 6);
   if (const json* v = member(j, "snat_port_min")) {
-    node.snatPortMin = static_cast<uint16_t>(readNumber(*v, dotted(path, "snat_port_min"), 1,
-                                                        65535));
+    node.snatPortMin =
+        static_cast<uint16_t>(readNumber(*v, dotted(path, "snat_port_min"), 1, 65535));
   }
   if (const json* v = member(j, "snat_port_max")) {
-    node.snatPortMax = static_cast<uint16_t>(readNumber(*v, dotted(path, "snat_port_max"), 1,
-                                                        65535));
+    node.snatPortMax =
+        static_cast<uint16_t>(readNumber(*v, dotted(path, "snat_port_max"), 1, 65535));
   }
   if (const json* v = member(j, "ring_size")) {
-    node.ringSize = static_cast<uint32_t>(readNumber(*v, dotted(path, "ring_size"), 2,
-                                                     MP_RING_SIZE_MAX));
+    node.ringSize =
+        static_cast<uint32_t>(readNumber(*v, dotted(path, "ring_size"), 2, MP_RING_SIZE_MAX));
   }
   if (const json* v = member(j, "conn_table_size")) {
-    node.connTableSize = static_cast<uint32_t>(readNumber(*v, dotted(path, "conn_table_size"), 1,
-                                                          UINT32_MAX));
+    node.connTableSize =
+        static_cast<uint32_t>(readNumber(*v, dotted(path, "conn_table_size"), 1, UINT32_MAX));
   }
-  if (const json* v = member(j, "xdp_mode")) node.xdpMode = readString(*v, dotted(path, "xdp_mode"));
+  if (const json* v = member(j, "xdp_mode"))
+    node.xdpMode = readString(*v, dotted(path, "xdp_mode"));
   if (const json* v = member(j, "api_socket")) {
     node.apiSocket = readString(*v, dotted(path, "api_socket"));
   }
-  if (const json* v = member(j, "pin_root")) node.pinRoot = readString(*v, dotted(path, "pin_root"));
+  if (const json* v = member(j, "pin_root"))
+    node.pinRoot = readString(*v, dotted(path, "pin_root"));
   if (const json* v = member(j, "state_file")) {
     node.stateFile = readString(*v, dotted(path, "state_file"));
   }

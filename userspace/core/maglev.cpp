@@ -68,7 +68,8 @@ struct Barrett {
   uint64_t m;
   uint64_t mu;
   explicit Barrett(uint64_t modulus)
-      : m(modulus), mu(static_cast<uint64_t>((static_cast<unsigned __int128>(1) << 64) / modulus)) {}
+      : m(modulus),
+        mu(static_cast<uint64_t>((static_cast<unsigned __int128>(1) << 64) / modulus)) {}
   uint64_t reduce(uint64_t x) const {
     const auto q = static_cast<uint64_t>((static_cast<unsigned __int128>(x) * mu) >> 64);
     const uint64_t r = x - q * m;
@@ -95,7 +96,7 @@ struct Hashed {
 
 // One endpoint during the fill: everything a turn touches, in one 16-byte record.
 struct Walker {
-  uint32_t pos;    // next slot of its preference list to look at
+  uint32_t pos;  // next slot of its preference list to look at
   uint32_t skip;
   uint32_t skip2;  // 2 * skip mod m
   uint32_t id;
@@ -116,13 +117,13 @@ struct Pacer {
 struct Scratch {
   std::vector<Hashed> hashed;
   std::vector<std::pair<uint64_t, uint32_t>> remainders;  // (remainder, canonical index)
-  std::vector<uint32_t> quota;       // per endpoint, canonical order
-  std::vector<Pacer> pacers;         // per endpoint, while scheduling
+  std::vector<uint32_t> quota;                            // per endpoint, canonical order
+  std::vector<Pacer> pacers;                              // per endpoint, while scheduling
   std::vector<Walker> walkers;
-  std::vector<uint32_t> inverse;     // skip^-1 mod m, computed when first needed (0 = not yet)
-  std::vector<uint32_t> schedule;    // per turn: which endpoint takes it
+  std::vector<uint32_t> inverse;   // skip^-1 mod m, computed when first needed (0 = not yet)
+  std::vector<uint32_t> schedule;  // per turn: which endpoint takes it
   std::vector<uint32_t> round_start;
-  std::vector<uint8_t> taken;        // per slot; bytes, not bits: fewer instructions per probe
+  std::vector<uint8_t> taken;  // per slot; bytes, not bits: fewer instructions per probe
   std::vector<uint32_t> free_slots;
 };
 
@@ -167,8 +168,8 @@ size_t prepareEndpoints(const std::vector<MaglevEndpoint>& eps, uint32_t m, Scra
                      const std::pair<uint64_t, uint32_t>& b) {
       return a.first != b.first ? a.first > b.first : a.second < b.second;
     };
-    std::nth_element(s.remainders.begin(), s.remainders.begin() + leftover - 1,
-                     s.remainders.end(), larger);
+    std::nth_element(s.remainders.begin(), s.remainders.begin() + leftover - 1, s.remainders.end(),
+                     larger);
     for (size_t k = 0; k < leftover; ++k) ++s.quota[s.remainders[k].second];
   }
   return n;

@@ -18,8 +18,8 @@
 //     equal weights. Here an endpoint with quota q takes its k-th turn in round floor(k * R / q),
 //     R = the largest quota (Katran's "cumulative weight" schedule, with quotas as the weights;
 //     within a round, canonical order), so all endpoints walk their preference lists at speeds
-//     proportional to their weights and all finish together in round R. An endpoint stops when it reaches its quota; the table is then
-//     exactly full.
+//     proportional to their weights and all finish together in round R. An endpoint stops when it
+//     reaches its quota; the table is then exactly full.
 //
 // Cost. The turn order is computed up front (a counting sort of all M turns by round), so skewed
 // weights cost no more than equal ones. Positions advance by a running sum mod M (no division),
@@ -43,9 +43,9 @@ namespace meshpath {
 inline constexpr uint32_t kRingEmpty = MP_RING_EMPTY;
 
 struct MaglevEndpoint {
-  uint32_t id = 0;     // what the ring's slots hold (the dataplane's endpoint id)
-  std::string key;     // stable identity, e.g. EndpointSpec::key(); unique within one ring
-  uint32_t weight = 1; // relative share; 0 = no slots
+  uint32_t id = 0;      // what the ring's slots hold (the dataplane's endpoint id)
+  std::string key;      // stable identity, e.g. EndpointSpec::key(); unique within one ring
+  uint32_t weight = 1;  // relative share; 0 = no slots
 };
 
 // An endpoint's preference list in a ring of m slots: slot(j) = (offset + j * skip) mod m.

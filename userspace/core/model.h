@@ -52,7 +52,7 @@ inline constexpr uint32_t kMaxWeight = 10000;
 struct EndpointSpec {
   IpAddress address;
   uint16_t port = 0;
-  uint32_t weight = 1;  // 0 = in the service, but no new connections
+  uint32_t weight = 1;      // 0 = in the service, but no new connections
   std::string key() const;  // "10.0.2.11:8080" or "[fd00::11]:8080"
   bool operator==(const EndpointSpec&) const = default;
 };
@@ -74,9 +74,9 @@ struct NodeSpec {
   std::optional<IpAddress> ipv6;        // SNAT source for IPv6 services
   uint16_t snatPortMin = 61000;
   uint16_t snatPortMax = 65535;
-  uint32_t ringSize = 65537;            // Maglev M, prime
+  uint32_t ringSize = 65537;  // Maglev M, prime
   uint32_t connTableSize = 1u << 20;
-  std::string xdpMode = "native";       // native | generic
+  std::string xdpMode = "native";  // native | generic
   std::string apiSocket = "/run/meshpath/meshd.sock";
   std::string pinRoot = "/sys/fs/bpf/meshpath";
   std::string stateFile = "/run/meshpath/state.json";
