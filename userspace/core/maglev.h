@@ -21,14 +21,15 @@
 //     proportional to their weights and all finish together in round R. An endpoint stops when it
 //     reaches its quota; the table is then exactly full.
 //
-// Cost. The turn order is computed up front (a counting sort of all M turns by round), so skewed
-// weights cost no more than equal ones. Positions advance by a running sum mod M (no division),
-// two interleaved chains per probe; "taken" is a byte per slot. Probing costs about M * ln M
-// probes in all (a turn at fill fraction f needs 1/(1-f) of them), most of it spent on the last
-// few hundred slots, so once fewer than ~sqrt(M) slots are empty the builder stops probing: it
-// keeps the list of free slots and, per turn, computes each one's position in the endpoint's
-// preference list (a multiplication by skip^-1 mod M) and takes the earliest — the same slot
-// probing would find. Working memory (at most ~9 bytes per slot) is kept per thread and reused.
+// Cost. The turn order is computed up front (a round robin, or for mixed weights a counting sort
+// of all M turns by round). Positions advance by a running sum mod M (no division); "taken" is a
+// byte per slot. Probing costs about M * ln M probes in all (a turn at fill fraction f needs
+// 1/(1-f) of them), much of it spent on the last few hundred slots, so once fewer than ~sqrt(M)
+// slots are empty the builder stops probing: it keeps the list of free slots and, per turn,
+// computes each one's position in the endpoint's preference list (a multiplication by skip^-1
+// mod M) and takes the earliest — the same slot probing would find. Mid-fill, where a mispredicted
+// loop exit costs most, a step looks at four slots without a branch. Working memory (at most ~9
+// bytes per slot) is kept per thread and reused, so rebuilding allocates nothing.
 #pragma once
 
 #include <cstdint>
