@@ -218,8 +218,9 @@ Result<void> BpfDataplane::attach(const std::string& ifname, int ifindex) {
     if (err == EBUSY || err == EEXIST) {
       hint = "another XDP program is attached to " + ifname + " (prog id " +
              std::to_string(xdp.driverProg ? xdp.driverProg : xdp.genericProg) +
-             "); remove it (`ip link set dev " + ifname + " xdp off`) or leave " + ifname +
-             " out of node.interfaces";
+             "): if another meshd's (other pin_root), stop it and run `meshd --teardown` with "
+             "its config; if attached without a link, `ip link set dev " + ifname +
+             " xdp off`; or leave " + ifname + " out of node.interfaces";
     } else if (err == EOPNOTSUPP || err == EINVAL) {
       hint = "if " + ifname + "'s driver has no native XDP, set node.xdp_mode: generic";
     }

@@ -32,6 +32,14 @@ EndpointSpec* findEndpoint(ServiceSpec& service, const IpAddress& address, uint1
   return nullptr;
 }
 
+// The rules of one service, with field paths relative to what the client sent ("endpoints[0]
+// .weight"), before the whole state is checked (whose paths say "services[3]...").
+std::optional<ApiError> checkService(const NodeSpec& node, const ServiceSpec& service) {
+  std::vector<std::string> problems = validateService(node, service);
+  if (problems.empty()) return std::nullopt;
+  return ApiError{400, join(problems, "; "), "fix the fields named and send it again"};
+}
+
 }  // namespace
 
 std::string describeNodeChanges(const NodeSpec& from, const NodeSpec& to) {
@@ -108,6 +116,7 @@ ApiResult<ServiceSpec> ControlPlane::createService(const ServiceSpec& service) {
                       "pick another VIP, port or protocol"};
     }
   }
+  if (auto bad = checkService(desired().node, service)) return *bad;
   DesiredState next = desired();
   next.services.push_back(service);
   auto r = commit(next);
@@ -136,6 +145,7 @@ ApiResult<EndpointSpec> ControlPlane::addEndpoint(const std::string& service,
                           endpoint.address.toString() + "/" + std::to_string(endpoint.port)};
     }
     s.endpoints.push_back(endpoint);
+    if (auto bad = checkService(next.node, s)) return *bad;
   }
   auto r = commit(next);
   if (!r) return r.error();
@@ -157,6 +167,7 @@ ApiResult<EndpointSpec> ControlPlane::setEndpointWeight(const std::string& servi
     }
     e->weight = weight;
     changed = *e;
+    if (auto bad = checkService(next.node, s)) return *bad;
   }
   auto r = commit(next);
   if (!r) return r.error();

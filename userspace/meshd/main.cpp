@@ -7,6 +7,7 @@
 #include <fcntl.h>
 #include <linux/magic.h>
 #include <sched.h>
+#include <sys/file.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/vfs.h>
@@ -71,20 +72,20 @@ bool isBpffs(const std::string& path) {
   return ::statfs(path.c_str(), &st) == 0 && st.f_type == BPF_FS_MAGIC;
 }
 
-// "/" is a slave of another namespace's mounts and shares none of its own: the mount namespace
-// of `ip netns exec`, which lives only as long as the processes in it.
-bool inPrivateMountNamespace() {
-  std::ifstream in("/proc/self/mountinfo");
-  std::string line;
-  while (std::getline(in, line)) {
-    std::istringstream f(line);
-    std::string id, parent, dev, root, mountPoint;
-    f >> id >> parent >> dev >> root >> mountPoint;
-    if (mountPoint != "/") continue;
-    return line.find(" master:") != std::string::npos &&
-           line.find(" shared:") == std::string::npos;
+// No other process shares our mount namespace (`ip netns exec` makes one per command): whatever
+// we mount here is unmounted when meshd exits.
+bool aloneInMountNamespace() {
+  std::error_code ec;
+  auto ours = std::filesystem::read_symlink("/proc/self/ns/mnt", ec);
+  if (ec) return false;
+  std::string self = std::to_string(::getpid());
+  for (const auto& entry : std::filesystem::directory_iterator("/proc", ec)) {
+    std::string pid = entry.path().filename().string();
+    if (pid == self || pid.find_first_not_of("0123456789") != std::string::npos) continue;
+    std::error_code e;
+    if (std::filesystem::read_symlink(entry.path() / "ns" / "mnt", e) == ours && !e) return false;
   }
-  return false;
+  return true;
 }
 
 // The pins must live on a bpffs that outlives meshd, or kill -9 takes the datapath with it.
@@ -96,8 +97,8 @@ Result<void> ensureBpffs(const std::string& pinRoot) {
       return errnoError(errno, std::string("mount bpffs at ") + kBpffs);
     }
     spdlog::info("mounted a bpf filesystem at {}", kBpffs);
-    if (inPrivateMountNamespace()) {
-      spdlog::warn("this mount namespace is private (ip netns exec?): the bpffs just mounted "
+    if (aloneInMountNamespace()) {
+      spdlog::warn("no other process shares this mount namespace (ip netns exec?): the bpffs just mounted "
                    "disappears when meshd exits, and the pinned XDP links and maps with it, so a "
                    "restart cannot adopt them and drops every connection. Run meshd in the "
                    "host's mount namespace instead: `meshd --netns NAME` in place of "
@@ -112,6 +113,22 @@ Result<void> ensureBpffs(const std::string& pinRoot) {
                  "mount one (`mount -t bpf bpf DIR`) or put pin_root under /sys/fs/bpf"};
   }
   return {};
+}
+
+// One meshd per pin root: a second one would swap the links to its own program and fight over
+// the maps. The lock lives as long as the returned fd (so also across --daemon's fork).
+Result<int> lockPinRoot(const std::string& pinRoot) {
+  int fd = ::open(pinRoot.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) return errnoError(errno, "open " + pinRoot);
+  if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    int err = errno;
+    ::close(fd);
+    if (err == EWOULDBLOCK) {
+      return Error{EBUSY, "another meshd owns " + pinRoot, "stop it first (see its api_socket)"};
+    }
+    return Error{err, "lock " + pinRoot, {}};
+  }
+  return fd;
 }
 
 Result<void> joinNetns(const std::string& name) {
@@ -162,9 +179,11 @@ int teardown(const Options& opt) {
     spdlog::error("{}", node.error().toString());
     return 2;
   }
-  if (socketAnswers(node->apiSocket)) {
-    spdlog::error("meshd is running (it answers on {}); stop it first, or run it with "
-                  "--detach-on-exit", node->apiSocket);
+  std::error_code ec;
+  if (socketAnswers(node->apiSocket) ||
+      (std::filesystem::exists(node->pinRoot, ec) && !lockPinRoot(node->pinRoot))) {
+    spdlog::error("meshd is running (it owns {}); stop it first, or run it with "
+                  "--detach-on-exit", node->pinRoot);
     return 1;
   }
   if (auto r = BpfDataplane::teardown(node->pinRoot); !r) {
@@ -216,6 +235,11 @@ int run(const Options& opt) {
 
   if (auto r = ensureBpffs(node.pinRoot); !r) {
     spdlog::error("{}{}", r.error().toString(), r.error().hint.empty() ? "" : " — " + r.error().hint);
+    return 1;
+  }
+  auto lock = lockPinRoot(node.pinRoot);
+  if (!lock) {
+    spdlog::error("{} — {}", lock.error().toString(), lock.error().hint);
     return 1;
   }
   std::error_code ec;
@@ -321,9 +345,9 @@ int run(const Options& opt) {
           signals.async_wait(onSignal);
           return;
         }
-        spdlog::info("{}: exiting; XDP stays attached and the maps pinned{}",
-                     signo == SIGTERM ? "SIGTERM" : "SIGINT",
-                     opt.detachOnExit ? " — no: --detach-on-exit" : "");
+        spdlog::info("{}: exiting; {}", signo == SIGTERM ? "SIGTERM" : "SIGINT",
+                     opt.detachOnExit ? "--detach-on-exit: detaching XDP and removing the pins"
+                                      : "XDP stays attached and the maps pinned");
         api.close();
         io.stop();
       };

@@ -123,8 +123,16 @@ TEST_F(ApiTest, RefusedServicesChangeNothing) {
   expectRefused(R"({"name": "x", "vip": "10.0.0.1", "port": 80, "colour": 1})", 400, "colour");
   expectRefused(R"({"name": "x", "vip": "10.0.0.1", "port": 80)", 400, "JSON");
   expectRefused(R"({"name": "BAD NAME", "vip": "10.0.0.1", "port": 80})", 400, "name");
-  // IPv6 VIP on a node with no IPv6 address: a rule of validateState.
+  // IPv6 VIP on a node with no IPv6 address: a rule of validateService.
   expectRefused(R"({"name": "v6", "vip": "fd00::1", "port": 80})", 400, "");
+  // Paths name fields of the body, not of meshd's whole state.
+  {
+    auto [status, answer] = call("POST", "/v1/services", R"({"name": "mixed", "vip": "10.0.0.7",
+        "port": 80, "endpoints": [{"address": "fd00::7", "port": 80}]})");
+    EXPECT_EQ(status, 400);
+    EXPECT_EQ(answer["error"].get<std::string>().rfind("endpoints[0].address", 0), 0u)
+        << answer.dump();
+  }
   EXPECT_EQ(dp_.log.size(), before);
   EXPECT_EQ(cp_->desired().services.size(), 1u);
 }
