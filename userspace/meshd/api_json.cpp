@@ -29,8 +29,7 @@ ApiResult<ServiceSpec> serviceFromApiJson(const std::string& body) {
 }
 
 ApiResult<EndpointSpec> endpointFromApiJson(const std::string& body) {
-  return parseBody<EndpointSpec>(body,
-                                 [](const nlohmann::json& j) { return endpointFromJson(j); });
+  return parseBody<EndpointSpec>(body, [](const nlohmann::json& j) { return endpointFromJson(j); });
 }
 
 ApiResult<uint32_t> weightFromApiJson(const std::string& body) {

@@ -1,5 +1,6 @@
 #include "api_server.h"
 
+#include <spdlog/spdlog.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -9,7 +10,6 @@
 #include <boost/beast/http.hpp>
 #include <chrono>
 #include <nlohmann/json.hpp>
-#include <spdlog/spdlog.h>
 
 #include "abi.h"
 #include "api_json.h"
@@ -42,8 +42,7 @@ ApiAnswer errorAnswer(const ApiError& e) { return errorAnswer(e.status, e.error,
 std::string percentDecode(const std::string& s) {
   std::string out;
   for (size_t i = 0; i < s.size(); ++i) {
-    if (s[i] == '%' && i + 2 < s.size() &&
-        std::isxdigit(static_cast<unsigned char>(s[i + 1])) &&
+    if (s[i] == '%' && i + 2 < s.size() && std::isxdigit(static_cast<unsigned char>(s[i + 1])) &&
         std::isxdigit(static_cast<unsigned char>(s[i + 2]))) {
       out.push_back(static_cast<char>(std::stoi(s.substr(i + 1, 2), nullptr, 16)));
       i += 2;
@@ -159,8 +158,8 @@ ApiAnswer ApiHandler::status() {
   }
   size_t endpoints = 0;
   for (const ServiceSpec& s : d.services) endpoints += s.endpoints.size();
-  auto uptime = std::chrono::duration_cast<std::chrono::seconds>(
-      std::chrono::steady_clock::now() - cp_.startedAt());
+  auto uptime = std::chrono::duration_cast<std::chrono::seconds>(std::chrono::steady_clock::now() -
+                                                                 cp_.startedAt());
   json node = {{"ipv4", d.node.ipv4 ? json(d.node.ipv4->toString()) : json(nullptr)},
                {"ipv6", d.node.ipv6 ? json(d.node.ipv6->toString()) : json(nullptr)},
                {"snat_port_min", d.node.snatPortMin},
@@ -224,7 +223,8 @@ ApiAnswer ApiHandler::listServices() {
 ApiAnswer ApiHandler::getService(const std::string& name) {
   const ServiceSpec* s = cp_.findService(name);
   if (s == nullptr) {
-    return errorAnswer(404, "service " + name + " not found", "list services with GET /v1/services");
+    return errorAnswer(404, "service " + name + " not found",
+                       "list services with GET /v1/services");
   }
   auto view = serviceView(cp_, *s);
   if (!view) return dataplaneFailure(view.error());
@@ -315,9 +315,9 @@ ApiAnswer ApiHandler::stats() {
 ApiAnswer ApiHandler::apply(const std::string& body) {
   auto report = cp_.applyConfigText(body);
   if (!report) return errorAnswer(report.error());
-  return answer(200, json{{"added", report->added},
-                          {"removed", report->removed},
-                          {"changed", report->changed}});
+  return answer(
+      200,
+      json{{"added", report->added}, {"removed", report->removed}, {"changed", report->changed}});
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -365,10 +365,9 @@ class ApiSession : public std::enable_shared_from_this<ApiSession> {
     parser_.emplace();
     parser_->body_limit(kBodyLimit);
     armIdleTimer();
-    http::async_read(socket_, buffer_, *parser_,
-                     [self = shared_from_this()](beast::error_code ec, size_t) {
-                       self->onRead(ec);
-                     });
+    http::async_read(
+        socket_, buffer_, *parser_,
+        [self = shared_from_this()](beast::error_code ec, size_t) { self->onRead(ec); });
   }
 
   void armIdleTimer() {
@@ -401,8 +400,7 @@ class ApiSession : public std::enable_shared_from_this<ApiSession> {
     std::string method(req.method_string());
     std::string target(req.target());
     if (!allowed_) {
-      a = errorAnswer(403,
-                      "uid " + std::to_string(peer_.uid) + " may not use meshd's API",
+      a = errorAnswer(403, "uid " + std::to_string(peer_.uid) + " may not use meshd's API",
                       "run as root or as a member of the API socket's group");
       spdlog::warn("api: refused {} {} from pid {} uid {} gid {}", method, target, peer_.pid,
                    peer_.uid, peer_.gid);

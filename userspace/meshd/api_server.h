@@ -17,7 +17,7 @@ namespace meshpath {
 
 struct ApiAnswer {
   int status = 200;
-  std::string body;  // JSON
+  std::string body;   // JSON
   std::string allow;  // for 405: the methods the path takes
 };
 

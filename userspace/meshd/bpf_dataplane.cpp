@@ -100,8 +100,7 @@ BpfDataplane::~BpfDataplane() {
   for (Attachment& a : attachments_) bpf_link__destroy(a.link);
 }
 
-Result<std::unique_ptr<BpfDataplane>> BpfDataplane::start(const NodeSpec& node,
-                                                          Netlink& netlink) {
+Result<std::unique_ptr<BpfDataplane>> BpfDataplane::start(const NodeSpec& node, Netlink& netlink) {
   // Resolve every interface first: a typo must not leave half the interfaces attached.
   std::vector<std::pair<std::string, int>> interfaces;
   for (const std::string& name : node.interfaces) {
@@ -192,18 +191,21 @@ Result<void> BpfDataplane::attach(const std::string& ifname, int ifindex) {
       if (mode != want) {
         // Native and generic XDP cannot be active at once, so a switch needs a gap in which
         // packets bypass the balancer. That is the operator's call, not a restart's.
-        spdlog::warn("{}: the adopted link runs in {} mode, xdp_mode says {}; kept {} (switching "
-                     "drops packets: `meshd --teardown`, then start meshd again)",
-                     ifname, mode, want, mode);
+        spdlog::warn(
+            "{}: the adopted link runs in {} mode, xdp_mode says {}; kept {} (switching "
+            "drops packets: `meshd --teardown`, then start meshd again)",
+            ifname, mode, want, mode);
       }
-      spdlog::info("{}: adopted pinned XDP link (prog {} -> {}, {} mode), no packet missed",
-                   ifname, info->progId, progId_, mode);
+      spdlog::info("{}: adopted pinned XDP link (prog {} -> {}, {} mode), no packet missed", ifname,
+                   info->progId, progId_, mode);
       attachments_.push_back(Attachment{ifname, link, true});
       return {};
     }
     // The interface this link served is gone (or was recreated): the link is dead weight.
-    spdlog::warn("{}: pinned link {} no longer serves this interface (ifindex {} now, link's {}); "
-                 "replacing it", ifname, pin, ifindex, info ? info->ifindex : 0);
+    spdlog::warn(
+        "{}: pinned link {} no longer serves this interface (ifindex {} now, link's {}); "
+        "replacing it",
+        ifname, pin, ifindex, info ? info->ifindex : 0);
     bpf_link__detach(link);
     bpf_link__destroy(link);
     ::unlink(pin.c_str());
@@ -219,8 +221,8 @@ Result<void> BpfDataplane::attach(const std::string& ifname, int ifindex) {
       hint = "another XDP program is attached to " + ifname + " (prog id " +
              std::to_string(xdp.driverProg ? xdp.driverProg : xdp.genericProg) +
              "): if another meshd's (other pin_root), stop it and run `meshd --teardown` with "
-             "its config; if attached without a link, `ip link set dev " + ifname +
-             " xdp off`; or leave " + ifname + " out of node.interfaces";
+             "its config; if attached without a link, `ip link set dev " +
+             ifname + " xdp off`; or leave " + ifname + " out of node.interfaces";
     } else if (err == EOPNOTSUPP || err == EINVAL) {
       hint = "if " + ifname + "'s driver has no native XDP, set node.xdp_mode: generic";
     }

@@ -85,7 +85,8 @@ ApiResult<ApplyReport> ControlPlane::commit(const DesiredState& next) {
   auto report = reconciler_.apply(next);
   if (!report) {
     const Error& e = report.error();
-    spdlog::error("reconcile failed: {}{}", e.toString(), e.hint.empty() ? "" : " (" + e.hint + ")");
+    spdlog::error("reconcile failed: {}{}", e.toString(),
+                  e.hint.empty() ? "" : " (" + e.hint + ")");
     return ApiError{500, "dataplane: " + e.toString(),
                     e.hint.empty() ? "nothing was changed; see meshd's log" : e.hint};
   }
@@ -96,23 +97,22 @@ ApiResult<ApplyReport> ControlPlane::commit(const DesiredState& next) {
   }
   const ApplyReport& r = *report;
   if (!r.added.empty() || !r.removed.empty() || !r.changed.empty()) {
-    spdlog::info("applied: added {} removed {} changed {}", listText(r.added),
-                 listText(r.removed), listText(r.changed));
+    spdlog::info("applied: added {} removed {} changed {}", listText(r.added), listText(r.removed),
+                 listText(r.changed));
   }
   return report.value();
 }
 
 ApiResult<ServiceSpec> ControlPlane::createService(const ServiceSpec& service) {
   if (findService(service.name) != nullptr) {
-    return ApiError{409, "service " + service.name + " already exists",
-                    "delete it first, or add endpoints with POST /v1/services/" + service.name +
-                        "/endpoints"};
+    return ApiError{
+        409, "service " + service.name + " already exists",
+        "delete it first, or add endpoints with POST /v1/services/" + service.name + "/endpoints"};
   }
   for (const ServiceSpec& s : desired().services) {
     if (s.vip == service.vip && s.port == service.port && s.protocol == service.protocol) {
       return ApiError{409,
-                      "service " + s.name + " already uses " +
-                          serviceKeyOf(service).toString(),
+                      "service " + s.name + " already uses " + serviceKeyOf(service).toString(),
                       "pick another VIP, port or protocol"};
     }
   }

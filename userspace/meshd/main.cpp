@@ -7,6 +7,10 @@
 #include <fcntl.h>
 #include <linux/magic.h>
 #include <sched.h>
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/sinks/stdout_sinks.h>
+#include <spdlog/sinks/syslog_sink.h>
+#include <spdlog/spdlog.h>
 #include <sys/file.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
@@ -20,10 +24,6 @@
 #include <csignal>
 #include <filesystem>
 #include <fstream>
-#include <spdlog/sinks/stdout_color_sinks.h>
-#include <spdlog/sinks/stdout_sinks.h>
-#include <spdlog/sinks/syslog_sink.h>
-#include <spdlog/spdlog.h>
 #include <sstream>
 
 #include "api_server.h"
@@ -98,11 +98,12 @@ Result<void> ensureBpffs(const std::string& pinRoot) {
     }
     spdlog::info("mounted a bpf filesystem at {}", kBpffs);
     if (aloneInMountNamespace()) {
-      spdlog::warn("no other process shares this mount namespace (ip netns exec?): the bpffs just mounted "
-                   "disappears when meshd exits, and the pinned XDP links and maps with it, so a "
-                   "restart cannot adopt them and drops every connection. Run meshd in the "
-                   "host's mount namespace instead: `meshd --netns NAME` in place of "
-                   "`ip netns exec NAME meshd`");
+      spdlog::warn(
+          "no other process shares this mount namespace (ip netns exec?): the bpffs just mounted "
+          "disappears when meshd exits, and the pinned XDP links and maps with it, so a "
+          "restart cannot adopt them and drops every connection. Run meshd in the "
+          "host's mount namespace instead: `meshd --netns NAME` in place of "
+          "`ip netns exec NAME meshd`");
     }
   }
   std::error_code ec;
@@ -182,8 +183,10 @@ int teardown(const Options& opt) {
   std::error_code ec;
   if (socketAnswers(node->apiSocket) ||
       (std::filesystem::exists(node->pinRoot, ec) && !lockPinRoot(node->pinRoot))) {
-    spdlog::error("meshd is running (it owns {}); stop it first, or run it with "
-                  "--detach-on-exit", node->pinRoot);
+    spdlog::error(
+        "meshd is running (it owns {}); stop it first, or run it with "
+        "--detach-on-exit",
+        node->pinRoot);
     return 1;
   }
   if (auto r = BpfDataplane::teardown(node->pinRoot); !r) {
@@ -234,7 +237,8 @@ int run(const Options& opt) {
   const NodeSpec& node = fromConfig.node;
 
   if (auto r = ensureBpffs(node.pinRoot); !r) {
-    spdlog::error("{}{}", r.error().toString(), r.error().hint.empty() ? "" : " — " + r.error().hint);
+    spdlog::error("{}{}", r.error().toString(),
+                  r.error().hint.empty() ? "" : " — " + r.error().hint);
     return 1;
   }
   auto lock = lockPinRoot(node.pinRoot);
@@ -252,13 +256,15 @@ int run(const Options& opt) {
     spdlog::error("{}", netlink.error().toString());
     return 1;
   }
-  for (const auto& [field, address] : {std::pair{"ipv4", node.ipv4}, std::pair{"ipv6", node.ipv6}}) {
+  for (const auto& [field, address] :
+       {std::pair{"ipv4", node.ipv4}, std::pair{"ipv6", node.ipv6}}) {
     if (!address) continue;
     auto where = (*netlink)->interfaceWithAddress(*address);
     if (where && !where->has_value()) {
-      spdlog::warn("node.{} {} is not an address of any local interface: replies to SNATed "
-                   "connections will not find their way back to this node",
-                   field, address->toString());
+      spdlog::warn(
+          "node.{} {} is not an address of any local interface: replies to SNATed "
+          "connections will not find their way back to this node",
+          field, address->toString());
     } else if (where) {
       spdlog::info("node.{} {} is on {}", field, address->toString(), **where);
     }
@@ -288,18 +294,23 @@ int run(const Options& opt) {
     const SavedState& s = **saved;
     initial.services = s.desired.services;
     ids = s.ids;
-    spdlog::info("adopting the earlier run: pinned maps under {} and {} services from {} "
-                 "(changes made through the API kept; the config's services apply on SIGHUP)",
-                 node.pinRoot, s.desired.services.size(), node.stateFile);
+    spdlog::info(
+        "adopting the earlier run: pinned maps under {} and {} services from {} "
+        "(changes made through the API kept; the config's services apply on SIGHUP)",
+        node.pinRoot, s.desired.services.size(), node.stateFile);
     if (std::string changes = describeNodeChanges(s.desired.node, node); !changes.empty()) {
       spdlog::info("node settings changed since the earlier run: {}", changes);
     }
   } else if (dataplane->mapsAdopted()) {
-    spdlog::info("pinned maps found but no state file {}: starting from the config file, keeping "
-                 "the ids found in the maps so established flows stay put", node.stateFile);
+    spdlog::info(
+        "pinned maps found but no state file {}: starting from the config file, keeping "
+        "the ids found in the maps so established flows stay put",
+        node.stateFile);
   } else if (saved->has_value()) {
-    spdlog::info("state file {} found but no pinned maps (reboot?): starting from the config "
-                 "file", node.stateFile);
+    spdlog::info(
+        "state file {} found but no pinned maps (reboot?): starting from the config "
+        "file",
+        node.stateFile);
   } else {
     spdlog::info("fresh start from the config file {}", opt.config);
   }
@@ -315,7 +326,8 @@ int run(const Options& opt) {
   if (auto r = controlPlane.commit(initial); !r) {
     spdlog::error("initial state not applied: {} — {}", r.error().error,
                   adopted ? "the saved services do not fit this config's node section; fix it, "
-                            "or move " + node.stateFile + " away to start from the config"
+                            "or move " +
+                                node.stateFile + " away to start from the config"
                           : r.error().hint);
     return 1;
   }
@@ -323,7 +335,8 @@ int run(const Options& opt) {
   boost::asio::io_context io;
   ApiServer api(io, controlPlane);
   if (auto r = api.listen(node.apiSocket); !r) {
-    spdlog::error("{}{}", r.error().toString(), r.error().hint.empty() ? "" : " — " + r.error().hint);
+    spdlog::error("{}{}", r.error().toString(),
+                  r.error().hint.empty() ? "" : " — " + r.error().hint);
     return 1;
   }
   spdlog::info("meshd {} ready: {} services, API on {}", MESHPATH_VERSION,

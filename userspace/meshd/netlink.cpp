@@ -1,12 +1,12 @@
 #include "netlink.h"
 
+#include <net/if.h>
 #include <netlink/addr.h>
 #include <netlink/cache.h>
 #include <netlink/errno.h>
 #include <netlink/netlink.h>
 #include <netlink/route/addr.h>
 #include <netlink/route/link.h>
-#include <net/if.h>
 #include <sys/socket.h>
 
 #include <cstring>

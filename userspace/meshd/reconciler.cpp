@@ -57,7 +57,8 @@ void Reconciler::start(const RealizedSnapshot& snapshot, std::optional<IdAssignm
   for (uint32_t id : snapshot.ringIds) realizedRings_[id] = RealizedRing{0, std::nullopt};
   for (const auto& [id, endpoint] : snapshot.endpoints) {
     realizedEndpoints_[id] = endpoint;
-    endpointHints_.emplace(std::make_tuple(endpoint.serviceId, endpoint.address, endpoint.port), id);
+    endpointHints_.emplace(std::make_tuple(endpoint.serviceId, endpoint.address, endpoint.port),
+                           id);
   }
   if (ids) ids_ = std::move(*ids);
 }

@@ -31,7 +31,7 @@ struct IdAssignments {
 };
 
 struct ApplyReport {
-  std::vector<std::string> added;    // service names
+  std::vector<std::string> added;  // service names
   std::vector<std::string> removed;
   std::vector<std::string> changed;
 };

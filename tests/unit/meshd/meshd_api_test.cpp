@@ -17,7 +17,8 @@ using nlohmann::json;
 class ApiTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    dir_ = std::filesystem::temp_directory_path() / ("meshd_api_test_" + std::to_string(::getpid()));
+    dir_ =
+        std::filesystem::temp_directory_path() / ("meshd_api_test_" + std::to_string(::getpid()));
     std::filesystem::remove_all(dir_);
     std::filesystem::create_directories(dir_);
     node_.interfaces = {"veth0"};
@@ -62,8 +63,8 @@ TEST_F(ApiTest, Status) {
   EXPECT_EQ(body["pid"], ::getpid());
   EXPECT_EQ(body["adopted"], false);
   EXPECT_EQ(body["pin_root"], "/sys/fs/bpf/test");
-  EXPECT_EQ(body["interfaces"][0], (json{{"name", "veth0"}, {"ifindex", 3}, {"attached", true},
-                                         {"mode", "native"}}));
+  EXPECT_EQ(body["interfaces"][0],
+            (json{{"name", "veth0"}, {"ifindex", 3}, {"attached", true}, {"mode", "native"}}));
   EXPECT_EQ(body["node"]["ipv4"], "10.0.2.1");
   EXPECT_TRUE(body["node"]["ipv6"].is_null());
   EXPECT_EQ(body["node"]["ring_size"], 1009);
@@ -114,8 +115,7 @@ TEST_F(ApiTest, RefusedServicesChangeNothing) {
   auto expectRefused = [&](const std::string& body, int code, const std::string& mention) {
     auto [status, answer] = call("POST", "/v1/services", body);
     EXPECT_EQ(status, code) << body;
-    EXPECT_NE(answer["error"].get<std::string>().find(mention), std::string::npos)
-        << answer.dump();
+    EXPECT_NE(answer["error"].get<std::string>().find(mention), std::string::npos) << answer.dump();
     EXPECT_TRUE(answer.contains("hint"));
   };
   expectRefused(R"({"name": "web2", "vip": "10.0.0.100", "port": 80})", 409, "web");
@@ -175,8 +175,8 @@ TEST_F(ApiTest, Ipv6EndpointInThePath) {
   ASSERT_EQ(cs, 201) << created.dump();
   EXPECT_EQ(call("PUT", "/v1/services/v6/endpoints/fd00:2::11/8080", R"({"weight": 2})").first,
             200);
-  EXPECT_EQ(call("PUT", "/v1/services/v6/endpoints/%5Bfd00%3A2%3A%3A11%5D/8080",
-                 R"({"weight": 3})").first,
+  EXPECT_EQ(call("PUT", "/v1/services/v6/endpoints/%5Bfd00%3A2%3A%3A11%5D/8080", R"({"weight": 3})")
+                .first,
             200);
   auto [ds, deleted] = call("DELETE", "/v1/services/v6/endpoints/[fd00:2::11]/8080");
   EXPECT_EQ(ds, 200);
@@ -191,8 +191,11 @@ TEST_F(ApiTest, Stats) {
   const json& web = body["services"][0];
   EXPECT_EQ(web["name"], "web");
   EXPECT_EQ(web["bytes"], 0);
-  EXPECT_EQ(web["endpoints"][1], (json{{"address", "10.0.2.12"}, {"port", 8080}, {"packets", 1},
-                                       {"bytes", 10}, {"new_conns", 0}}));
+  EXPECT_EQ(web["endpoints"][1], (json{{"address", "10.0.2.12"},
+                                       {"port", 8080},
+                                       {"packets", 1},
+                                       {"bytes", 10},
+                                       {"new_conns", 0}}));
   EXPECT_EQ(body["exceptions"].size(), static_cast<size_t>(MP_EXC_MAX));
   EXPECT_EQ(body["exceptions"]["drop_ip4_trunc"], 7);
 }
@@ -219,14 +222,19 @@ services:
   EXPECT_EQ(dp_.services.size(), 2u);
 
   // A node section equal to the running one is fine; a different one is a conflict.
-  std::string sameNode = "node:\n  interfaces: [veth0]\n  ipv4: 10.0.2.1\n  ring_size: 1009\n"
-                         "  state_file: " + node_.stateFile + "\n" + yaml;
+  std::string sameNode =
+      "node:\n  interfaces: [veth0]\n  ipv4: 10.0.2.1\n  ring_size: 1009\n"
+      "  state_file: " +
+      node_.stateFile + "\n" + yaml;
   auto [ss, same] = call("POST", "/v1/apply", sameNode);
   EXPECT_EQ(ss, 200) << same.dump();
-  EXPECT_EQ(same, (json{{"added", json::array()}, {"removed", json::array()},
-                        {"changed", json::array()}}));
-  std::string otherNode = "node:\n  interfaces: [veth0, veth1]\n  ipv4: 10.0.2.1\n"
-                          "  ring_size: 1009\n" + yaml;
+  EXPECT_EQ(
+      same,
+      (json{{"added", json::array()}, {"removed", json::array()}, {"changed", json::array()}}));
+  std::string otherNode =
+      "node:\n  interfaces: [veth0, veth1]\n  ipv4: 10.0.2.1\n"
+      "  ring_size: 1009\n" +
+      yaml;
   auto [os, other] = call("POST", "/v1/apply", otherNode);
   EXPECT_EQ(os, 409);
   EXPECT_NE(other["error"].get<std::string>().find("interfaces"), std::string::npos);
@@ -242,8 +250,8 @@ services:
 TEST_F(ApiTest, DataplaneFailureIs500AndChangesNothing) {
   createWeb();
   dp_.failAt = static_cast<int>(dp_.log.size()) + 1;
-  auto [status, body] = call("POST", "/v1/services/web/endpoints",
-                             R"({"address": "10.0.2.13", "port": 8080})");
+  auto [status, body] =
+      call("POST", "/v1/services/web/endpoints", R"({"address": "10.0.2.13", "port": 8080})");
   EXPECT_EQ(status, 500);
   EXPECT_NE(body["error"].get<std::string>().find("injected"), std::string::npos);
   EXPECT_EQ(cp_->desired().services[0].endpoints.size(), 2u);

@@ -155,9 +155,9 @@ TEST(Reconciler, RemovedServiceStopsFirstThenIsFreed) {
   auto report = r.apply(next);
   ASSERT_TRUE(report);
   EXPECT_EQ(report->removed, std::vector<std::string>{"api"});
-  EXPECT_EQ(dp.log, (std::vector<std::string>{"removeServiceEntry tcp 10.0.0.101:443",
-                                               "releaseService 1", "removeEndpoint 2",
-                                               "removeEndpoint 3"}));
+  EXPECT_EQ(dp.log,
+            (std::vector<std::string>{"removeServiceEntry tcp 10.0.0.101:443", "releaseService 1",
+                                      "removeEndpoint 2", "removeEndpoint 3"}));
   EXPECT_TRUE(dp.consistent());
 }
 
@@ -226,8 +226,8 @@ TEST(Reconciler, ChangedVipMovesTheEntryWithoutANewRing) {
   next.services[0].vip = ip("10.0.0.200");
   dp.log.clear();
   ASSERT_TRUE(r.apply(next));
-  EXPECT_EQ(dp.log, (std::vector<std::string>{"removeServiceEntry tcp 10.0.0.100:80",
-                                               "upsertService 0"}));
+  EXPECT_EQ(dp.log,
+            (std::vector<std::string>{"removeServiceEntry tcp 10.0.0.100:80", "upsertService 0"}));
   EXPECT_EQ(dp.services.size(), 2u);
 }
 
@@ -259,8 +259,8 @@ TEST(Reconciler, AdoptionWithIdsRewritesIdenticalRingsAndSweepsStaleEntries) {
   auto rings = dp.rings;
   auto endpoints = dp.endpoints;
   // Leftovers of a change the earlier run made but never saved (killed mid-way).
-  ServiceEntry stale{{ip("10.0.0.9"), 9, Protocol::kUdp}, 7, kRing, Algorithm::kMaglev,
-                     ForwardingMode::kNat};
+  ServiceEntry stale{
+      {ip("10.0.0.9"), 9, Protocol::kUdp}, 7, kRing, Algorithm::kMaglev, ForwardingMode::kNat};
   dp.endpoints[40] = EndpointEntry{ip("10.0.2.99"), 80, 7};
   dp.rings[7] = std::vector<uint32_t>(kRing, 40);
   dp.services[stale.key] = stale;
@@ -271,11 +271,12 @@ TEST(Reconciler, AdoptionWithIdsRewritesIdenticalRingsAndSweepsStaleEntries) {
   auto report = second.apply(twoServices());
   ASSERT_TRUE(report) << report.error().toString();
   EXPECT_EQ(second.ids(), ids);
-  EXPECT_EQ(dp.rings, rings);        // the same rings: no flow moves
+  EXPECT_EQ(dp.rings, rings);          // the same rings: no flow moves
   EXPECT_EQ(dp.endpoints, endpoints);  // the stale slot is gone, the others untouched
   EXPECT_EQ(dp.services.size(), 2u);
   for (const std::string& op : dp.log) EXPECT_EQ(op.find("upsertEndpoint"), std::string::npos);
-  EXPECT_LT(indexOf(dp.log, "removeServiceEntry udp 10.0.0.9:9"), indexOf(dp.log, "releaseService 7"));
+  EXPECT_LT(indexOf(dp.log, "removeServiceEntry udp 10.0.0.9:9"),
+            indexOf(dp.log, "releaseService 7"));
   EXPECT_LT(indexOf(dp.log, "releaseService 7"), indexOf(dp.log, "removeEndpoint 40"));
 }
 

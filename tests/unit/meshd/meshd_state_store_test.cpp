@@ -20,7 +20,8 @@ DesiredState sample() {
   web.name = "web";
   web.vip = *IpAddress::parse("10.0.0.100");
   web.port = 80;
-  web.endpoints = {{*IpAddress::parse("10.0.2.11"), 8080, 1}, {*IpAddress::parse("10.0.2.12"), 8080, 0}};
+  web.endpoints = {{*IpAddress::parse("10.0.2.11"), 8080, 1},
+                   {*IpAddress::parse("10.0.2.12"), 8080, 0}};
   ServiceSpec dns;
   dns.name = "dns6";
   dns.vip = *IpAddress::parse("fd00::53");
@@ -44,8 +45,8 @@ IdAssignments sampleIds() {
 class StateStoreTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    dir_ = std::filesystem::temp_directory_path() /
-           ("meshd_state_test_" + std::to_string(::getpid()));
+    dir_ =
+        std::filesystem::temp_directory_path() / ("meshd_state_test_" + std::to_string(::getpid()));
     std::filesystem::remove_all(dir_);
   }
   void TearDown() override { std::filesystem::remove_all(dir_); }
