@@ -135,8 +135,8 @@ class MeshctlWithDaemon(LabTestCase):
         self.assertEqual(r["by_endpoint"], {"ep3": 50})
 
         bad = os.path.join(self.lab.state_dir, "bad.yaml")
-        with open(bad, "w") as f:
-            f.write(open(path).read().replace("port: 81", "port: 99999"))
+        with open(path) as good, open(bad, "w") as f:
+            f.write(good.read().replace("port: 81", "port: 99999"))
         self.assertRefused(["apply", "-f", bad], "meshd refused (HTTP 400)", "99999")
         self.assertRefused(["apply", "-f", "/nonexistent.yaml"], "cannot read", code=2)
 
