@@ -31,7 +31,10 @@ namespace {
 constexpr size_t kBodyLimit = 16 << 20;  // a config of 1024 services fits many times over
 constexpr auto kIdleTimeout = std::chrono::seconds(60);
 
-ApiAnswer answer(int status, const json& body) { return ApiAnswer{status, body.dump(), {}}; }
+// Input echoed into answers may hold bytes that are not UTF-8; replace them rather than throw.
+ApiAnswer answer(int status, const json& body) {
+  return ApiAnswer{status, body.dump(-1, ' ', false, json::error_handler_t::replace), {}};
+}
 
 ApiAnswer errorAnswer(int status, const std::string& error, const std::string& hint) {
   return answer(status, json{{"error", error}, {"hint", hint}});
@@ -405,7 +408,13 @@ class ApiSession : public std::enable_shared_from_this<ApiSession> {
       spdlog::warn("api: refused {} {} from pid {} uid {} gid {}", method, target, peer_.pid,
                    peer_.uid, peer_.gid);
     } else {
-      a = server_.handler().handle(method, target, req.body());
+      try {
+        a = server_.handler().handle(method, target, req.body());
+      } catch (const std::exception& e) {
+        // A bug must cost one request, not the daemon (an exception would unwind io.run()).
+        spdlog::error("api: {} {}: unexpected exception: {}", method, target, e.what());
+        a = errorAnswer(500, std::string("internal error: ") + e.what(), "see meshd's log");
+      }
       bool mutating = method != "GET";
       auto level = mutating || a.status >= 500 ? spdlog::level::info : spdlog::level::debug;
       spdlog::log(level, "api: {} {} -> {} (pid {} uid {})", method, target, a.status, peer_.pid,

@@ -21,7 +21,7 @@ namespace {
 constexpr const char* kLinkPrefix = "link_";
 
 Error fromBpf(const BpfError& e, std::string hint = {}) {
-  return Error{e.errnum, e.context, std::move(hint)};
+  return Error{e.errnum, e.context, std::move(hint), e.where};
 }
 
 std::string linkPinPath(const std::string& pinRoot, const std::string& ifname) {

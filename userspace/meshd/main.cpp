@@ -52,6 +52,7 @@ struct Options {
 };
 
 void setUpLogging(const std::string& level, bool toSyslog) {
+  spdlog::drop("meshd");  // the registry refuses a second logger of the same name
   std::shared_ptr<spdlog::logger> logger;
   if (toSyslog) {
     logger = spdlog::syslog_logger_mt("meshd", "meshd", LOG_PID, LOG_DAEMON);
@@ -63,7 +64,6 @@ void setUpLogging(const std::string& level, bool toSyslog) {
   logger->set_pattern(toSyslog ? "%v" : "%Y-%m-%d %H:%M:%S.%e %^%l%$ %v");
   logger->set_level(spdlog::level::from_str(level));
   logger->flush_on(spdlog::level::info);
-  spdlog::drop("meshd");
   spdlog::set_default_logger(logger);
 }
 

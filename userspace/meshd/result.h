@@ -4,6 +4,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <source_location>
 #include <string>
 #include <utility>
 #include <variant>
@@ -14,6 +15,7 @@ struct Error {
   int code = 0;         // positive errno, 0 when the failure did not come from a system call
   std::string context;  // what was being done: "update mp_services[web]"
   std::string hint;     // what the operator can do about it; may be empty
+  std::string where;    // function:line that saw the failure (for logs, not for API answers)
 
   std::string toString() const {
     if (code == 0) return context;
@@ -23,9 +25,11 @@ struct Error {
 
 // libbpf 1.x returns -errno (and sets errno); raw syscalls return -1 and set errno. Either way
 // rc == -1 means errno holds the cause, so both kinds of return can be passed straight in.
-inline Error errnoError(int rc, std::string context, std::string hint = {}) {
+inline Error errnoError(int rc, std::string context, std::string hint = {},
+                        std::source_location at = std::source_location::current()) {
   int code = rc == -1 ? errno : (rc < 0 ? -rc : rc);
-  return Error{code, std::move(context), std::move(hint)};
+  return Error{code, std::move(context), std::move(hint),
+               std::string(at.function_name()) + ":" + std::to_string(at.line())};
 }
 
 // A value or an error, like C++23's std::expected (which g++ 12 does not have).

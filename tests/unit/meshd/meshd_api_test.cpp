@@ -276,6 +276,8 @@ TEST_F(ApiTest, UnknownPathsAndMethods) {
   EXPECT_EQ(a.allow, "GET");
   EXPECT_EQ(handler_->handle("PATCH", "/v1/services", "").allow, "GET, POST");
   EXPECT_EQ(call("GET", "/v1/status?verbose=1").first, 200);
+  // Bytes that are not UTF-8 in the path come back replaced, not as an exception.
+  EXPECT_EQ(call("PUT", "/v1/services/web/endpoints/%ff%fe/80", R"({"weight": 1})").first, 400);
 }
 
 }  // namespace
