@@ -35,6 +35,7 @@ TEST_F(LbSkeletonTest, PinnedMapsAreAdoptedByTheNextLoad) {
                              "mp_node", "mp_svc_stats", "mp_ep_stats", "mp_exc"}) {
       EXPECT_TRUE(std::filesystem::exists(root + "/" + name)) << name;
     }
+    EXPECT_FALSE(std::filesystem::exists(root + "/mp_nh_cache")) << "a cache is not state";
     mp_node_cfg node{};
     node.has_addr4 = 1;
     node.addr4[0] = 10;

@@ -6,11 +6,22 @@
 
 #include <cerrno>
 #include <filesystem>
+#include <string_view>
 #include <system_error>
 
 #include "mp_xdp_lb.skel.h"
 
 namespace meshpath {
+namespace {
+
+// The maps that carry state across a restart: every map of abi.h. Not pinned: the program's
+// own caches (mp_nh_cache, refilled in microseconds, and free to change layout between
+// versions) and libbpf's internal .rodata/.bss maps.
+bool isPinned(const bpf_map* map) {
+  return !bpf_map__is_internal(map) && std::string_view(bpf_map__name(map)) != "mp_nh_cache";
+}
+
+}  // namespace
 
 LbSkeleton::LbSkeleton(mp_xdp_lb* skel, LbSkeletonOptions options)
     : skel_(skel), options_(std::move(options)) {}
@@ -36,6 +47,7 @@ BpfResult<std::unique_ptr<LbSkeleton>> LbSkeleton::open(const LbSkeletonOptions&
     bool allPinned = true;
     bpf_map* map;
     bpf_object__for_each_map(map, skel->obj) {
+      if (!isPinned(map)) continue;
       const std::string path = options.pinRoot + "/" + bpf_map__name(map);
       allPinned = allPinned && ::access(path.c_str(), F_OK) == 0;
       if (int err = bpf_map__set_pin_path(map, path.c_str()); err != 0) {

@@ -18,8 +18,9 @@ struct bpf_program;
 namespace meshpath {
 
 struct LbSkeletonOptions {
-  // Directory on a bpffs where every map is pinned as <pinRoot>/<map name>. A map already
-  // pinned there is reused (a restarted meshd adopts it), a missing one is created and pinned.
+  // Directory on a bpffs where every map of abi.h is pinned as <pinRoot>/<map name>. A map
+  // already pinned there is reused (a restarted meshd adopts it), a missing one is created and
+  // pinned. The program's private cache (mp_nh_cache) is never pinned.
   // Empty: private maps that live as long as the skeleton (tests, benchmarks).
   std::string pinRoot;
   // max_entries of mp_conns and mp_rnat. Reusing a pinned table of another size fails the load.
@@ -62,7 +63,7 @@ class LbSkeleton {
   int epStatsFd() const;
   int excFd() const;
 
-  // True when every map was found pinned under pinRoot before load and reused.
+  // True when every pinned map (those of abi.h) was found under pinRoot before load and reused.
   bool adopted() const { return adopted_; }
   const LbSkeletonOptions& options() const { return options_; }
 
