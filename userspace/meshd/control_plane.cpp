@@ -85,7 +85,8 @@ ApiResult<ApplyReport> ControlPlane::commit(const DesiredState& next) {
   auto report = reconciler_.apply(next);
   if (!report) {
     const Error& e = report.error();
-    spdlog::error("reconcile failed: {}{}", e.toString(),
+    spdlog::error("reconcile failed: {}{}{}", e.toString(),
+                  e.where.empty() ? "" : " [" + e.where + "]",
                   e.hint.empty() ? "" : " (" + e.hint + ")");
     return ApiError{500, "dataplane: " + e.toString(),
                     e.hint.empty() ? "nothing was changed; see meshd's log" : e.hint};

@@ -12,6 +12,10 @@
 namespace meshpath {
 
 struct Error {
+  Error() = default;
+  Error(int code, std::string context, std::string hint = {}, std::string where = {})
+      : code(code), context(std::move(context)), hint(std::move(hint)), where(std::move(where)) {}
+
   int code = 0;         // positive errno, 0 when the failure did not come from a system call
   std::string context;  // what was being done: "update mp_services[web]"
   std::string hint;     // what the operator can do about it; may be empty
