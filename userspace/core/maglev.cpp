@@ -102,23 +102,12 @@ struct Walker {
   uint32_t id;
 };
 
-// One endpoint's rounds while scheduling: the k-th turn is in round floor(k * R / quota), kept as
-// next += stride (+1 when Bresenham's remainder err overflows).
-struct Pacer {
-  uint32_t next;
-  uint32_t stride;  // R / quota
-  uint32_t carry;   // R % quota
-  uint32_t err;
-  uint32_t quota;
-};
-
 // Working memory of one build, kept per thread between builds: once a thread has built a ring of
 // a given size, building another allocates nothing.
 struct Scratch {
   std::vector<Hashed> hashed;
   std::vector<std::pair<uint64_t, uint32_t>> remainders;  // (remainder, canonical index)
   std::vector<uint32_t> quota;                            // per endpoint, canonical order
-  std::vector<Pacer> pacers;                              // per endpoint, while scheduling
   std::vector<Walker> walkers;
   std::vector<uint32_t> inverse;   // skip^-1 mod m, computed when first needed (0 = not yet)
   std::vector<uint32_t> schedule;  // per turn: which endpoint takes it
@@ -186,25 +175,16 @@ void buildSchedule(Scratch& s, size_t n, uint32_t m) {
   const uint32_t* const quota = s.quota.data();
 
   if (*max_quota - *min_quota <= 1) {
-    // Equal weights (the usual case): every endpoint takes a turn in every round, except that
-    // those with one slot fewer skip one (the Bresenham step says which); a plain round robin.
-    s.pacers.resize(n);
-    for (uint32_t i = 0; i < n; ++i) {
-      const uint32_t q = quota[i];
-      s.pacers[i] = q == 0 ? Pacer{UINT32_MAX, 0, 0, 0, 0}
-                           : Pacer{rounds / q, rounds / q, rounds % q, rounds % q, q};
-    }
-    Pacer* const pacers = s.pacers.data();
+    // Equal weights (the usual case), quotas Q or Q + 1. With R = Q every endpoint takes a turn in
+    // every round. With R = Q + 1, floor(k * R / Q) puts the k-th turn of a Q endpoint in round k
+    // for k < Q and its last in round Q + 1: round Q belongs to the Q + 1 endpoints alone.
+    const uint32_t q_low = *min_quota;
     uint32_t t = 0;
     for (uint64_t r = 1; r <= rounds; ++r) {
+      const bool only_high = rounds == q_low + 1 && r == q_low;
       for (uint32_t i = 0; i < n; ++i) {
-        Pacer& pacer = pacers[i];
-        if (pacer.next != r) continue;
+        if (quota[i] == 0 || (only_high && quota[i] == q_low)) continue;
         schedule[t++] = i;
-        pacer.err += pacer.carry;
-        const bool over = pacer.err >= pacer.quota;
-        pacer.err -= over ? pacer.quota : 0;
-        pacer.next += pacer.stride + over;
       }
     }
     return;
