@@ -2,6 +2,9 @@
 /* compiler.h — the few names that differ between the three builds of the core headers (BPF,
  * native C/C++ for tests and fuzzers, DPDK): inlining, branch hints, byte order, memset/memcpy.
  * Everything else under bpf/ is written once against these names.
+ * Headers are read in place through their uapi structs, at whatever alignment the frame gives
+ * them (IP sits 2 bytes off a word after Ethernet), as in the kernel: native builds need a CPU
+ * that allows it (x86, arm64), and UBSan runs with -fno-sanitize=alignment.
  */
 #ifndef MESHPATH_BPF_COMPILER_H
 #define MESHPATH_BPF_COMPILER_H
