@@ -179,13 +179,20 @@ void buildSchedule(Scratch& s, size_t n, uint32_t m) {
     // every round. With R = Q + 1, floor(k * R / Q) puts the k-th turn of a Q endpoint in round k
     // for k < Q and its last in round Q + 1: round Q belongs to the Q + 1 endpoints alone.
     const uint32_t q_low = *min_quota;
-    uint32_t t = 0;
+    std::vector<uint32_t>& all = s.round_start;  // reused: endpoints with a slot, then the Q + 1s
+    all.clear();
+    for (uint32_t i = 0; i < n; ++i) {
+      if (quota[i] > 0) all.push_back(i);
+    }
+    const size_t n_all = all.size();
+    for (uint32_t i = 0; i < n; ++i) {
+      if (quota[i] == q_low + 1) all.push_back(i);
+    }
+    uint32_t* out = schedule;
     for (uint64_t r = 1; r <= rounds; ++r) {
       const bool only_high = rounds == q_low + 1 && r == q_low;
-      for (uint32_t i = 0; i < n; ++i) {
-        if (quota[i] == 0 || (only_high && quota[i] == q_low)) continue;
-        schedule[t++] = i;
-      }
+      out = only_high ? std::copy(all.begin() + n_all, all.end(), out)
+                      : std::copy(all.begin(), all.begin() + n_all, out);
     }
     return;
   }
@@ -262,6 +269,7 @@ void fillRing(Scratch& s, size_t n, uint32_t m, uint32_t free_list_below, uint32
       constexpr int kBlock = 4;
       uint64_t candidate[kBlock];
       uint32_t free_mask = 0;
+#pragma GCC unroll 4
       for (int k = 0; k < kBlock; ++k) {
         candidate[k] = p;
         free_mask |= static_cast<uint32_t>(taken[p] == 0) << k;
