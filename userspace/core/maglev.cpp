@@ -112,7 +112,8 @@ struct Scratch {
   std::vector<uint32_t> inverse;   // skip^-1 mod m, computed when first needed (0 = not yet)
   std::vector<uint32_t> schedule;  // per turn: which endpoint takes it
   std::vector<uint32_t> round_start;
-  std::vector<uint8_t> taken;  // per slot; bytes, not bits: fewer instructions per probe
+  std::vector<uint32_t> seq, seq_at;  // mixed weights: each distinct quota's rounds
+  std::vector<uint8_t> taken;         // per slot; bytes, not bits: fewer instructions per probe
   std::vector<uint32_t> free_slots;
 };
 
@@ -197,12 +198,20 @@ void buildSchedule(Scratch& s, size_t n, uint32_t m) {
     return;
   }
 
-  // Mixed weights: a counting sort of all turns by round (two passes over the turns, with
-  // branch-free Bresenham steps), so rounds in which few endpoints take turns cost nothing.
-  auto forEachTurn = [&](auto&& visit) {
-    for (uint32_t i = 0; i < n; ++i) {
-      const uint32_t q = quota[i];
-      if (q == 0) continue;
+  // Mixed weights: a counting sort of all turns by round. Endpoints with the same quota take
+  // their turns in the same rounds, so each distinct quota's rounds are worked out once (Bresenham
+  // steps) and the per-turn work is a lookup and a write.
+  std::vector<uint32_t>& seq_at = s.seq_at;  // per quota value: where its rounds start in `seq`
+  std::vector<uint32_t>& seq = s.seq;
+  std::vector<uint32_t>& start = s.round_start;  // per round: count, then where its turns go
+  seq_at.assign(size_t{rounds} + 1, UINT32_MAX);
+  seq.clear();
+  start.assign(size_t{rounds} + 2, 0);
+  for (uint32_t i = 0; i < n; ++i) {
+    const uint32_t q = quota[i];
+    if (q == 0) continue;
+    if (seq_at[q] == UINT32_MAX) {
+      seq_at[q] = static_cast<uint32_t>(seq.size());
       const uint32_t stride = rounds / q, carry = rounds % q;
       uint32_t round = 0, err = 0;
       for (uint32_t k = 0; k < q; ++k) {
@@ -210,15 +219,18 @@ void buildSchedule(Scratch& s, size_t n, uint32_t m) {
         const bool over = err >= q;
         err -= over ? q : 0;
         round += stride + over;
-        visit(i, round);
+        seq.push_back(round);
       }
     }
-  };
-  s.round_start.assign(rounds + 2, 0);
-  uint32_t* const start = s.round_start.data();
-  forEachTurn([&](uint32_t, uint32_t round) { ++start[round + 1]; });
+    for (uint32_t k = 0; k < q; ++k) ++start[seq[seq_at[q] + k] + 1];
+  }
   for (uint32_t r = 1; r < rounds + 2; ++r) start[r] += start[r - 1];
-  forEachTurn([&](uint32_t i, uint32_t round) { schedule[start[round]++] = i; });
+  for (uint32_t i = 0; i < n; ++i) {
+    const uint32_t q = quota[i];
+    if (q == 0) continue;
+    const uint32_t* const rounds_of = seq.data() + seq_at[q];
+    for (uint32_t k = 0; k < q; ++k) schedule[start[rounds_of[k]]++] = i;
+  }
 }
 
 void fillRing(Scratch& s, size_t n, uint32_t m, uint32_t free_list_below, uint32_t* ring) {
