@@ -71,8 +71,8 @@ static __always_inline int mp_send(struct xdp_md *ctx, struct mp_pkt *p, __u32 i
 	struct ethhdr *eth = (struct ethhdr *)p->eth;
 	int rc;
 
-	__builtin_memcpy(eth->h_dest, dmac, ETH_ALEN);
-	__builtin_memcpy(eth->h_source, smac, ETH_ALEN);
+	mp_copy_mac(eth->h_dest, dmac);
+	mp_copy_mac(eth->h_source, smac);
 	if (ifindex == ctx->ingress_ifindex)
 		return XDP_TX;
 	rc = bpf_redirect(ifindex, 0);
@@ -150,8 +150,8 @@ static __always_inline int mp_transmit_to_ep(struct xdp_md *ctx, struct mp_pkt *
 	nh->expires_ns = now + MP_NH_CACHE_TTL_NS;
 	nh->ingress = ingress;
 	nh->ifindex = fib.ifindex;
-	__builtin_memcpy(nh->smac, fib.smac, ETH_ALEN);
-	__builtin_memcpy(nh->dmac, fib.dmac, ETH_ALEN);
+	mp_copy_mac(nh->smac, fib.smac);
+	mp_copy_mac(nh->dmac, fib.dmac);
 	return mp_send(ctx, p, fib.ifindex, fib.smac, fib.dmac);
 }
 
