@@ -55,14 +55,11 @@ struct Figure {
   std::exit(1);
 }
 
+// Every frame the bench times: TCP with a 16-byte payload.
 Bytes tcpFrame(const std::string& smac, const std::string& dmac, const std::string& src,
                const std::string& dst, uint16_t sport, uint16_t dport, uint8_t flags) {
-  return Packet()
-      .eth(smac, dmac)
-      .ipv4(src, dst)
-      .tcp(sport, dport, flags)
-      .payload("0123456789abcdef")
-      .build();
+  return frame(Shape{.tcpFlags = flags, .payload = "0123456789abcdef"}, smac, dmac, src, dst, sport,
+               dport);
 }
 
 std::string ipv4Of(uint32_t hostOrder) {

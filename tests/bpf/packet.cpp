@@ -316,6 +316,28 @@ Bytes Packet::build() const {
   return frame;
 }
 
+Bytes frame(const Shape& s, const std::string& srcMac, const std::string& dstMac,
+            const std::string& src, const std::string& dst, uint16_t sport, uint16_t dport) {
+  Packet p;
+  p.eth(srcMac, dstMac);
+  if (s.vlan) p.vlan(*s.vlan);
+  if (src.find(':') != std::string::npos) {
+    p.ipv6(src, dst);
+  } else {
+    p.ipv4(src, dst);
+  }
+  if (!s.ipv4Options.empty()) p.ipv4Options(s.ipv4Options);
+  for (uint8_t type : s.ipv6Ext) p.ipv6Ext(type, 1);
+  if (s.proto == kProtoTcp) {
+    p.tcp(sport, dport, s.tcpFlags);
+  } else {
+    p.udp(sport, dport);
+  }
+  if (s.udpNoChecksum) p.udpNoChecksum();
+  p.payload(s.payload);
+  return p.build();
+}
+
 uint16_t internetChecksum(const uint8_t* data, size_t len, uint32_t initial) {
   uint32_t sum = sum16(data, len, initial);
   while (sum >> 16) sum = (sum & 0xffff) + (sum >> 16);

@@ -78,6 +78,22 @@ class Packet {
   std::optional<size_t> truncate_;
 };
 
+// How a frame looks apart from its MACs, addresses and ports: the tables of tests and benches
+// describe a flow's packets by one Shape and vary only those.
+struct Shape {
+  uint8_t proto = 6;  // IPPROTO_TCP or IPPROTO_UDP
+  uint8_t tcpFlags = kTcpSyn;
+  std::string payload{};
+  std::optional<uint16_t> vlan{};
+  Bytes ipv4Options{};
+  std::vector<uint8_t> ipv6Ext{};  // extension header types, 16 bytes each (fragment: 8)
+  bool udpNoChecksum = false;
+};
+
+// The frame of shape s between the given MACs and addresses (IPv6 when src has a ':').
+Bytes frame(const Shape& s, const std::string& srcMac, const std::string& dstMac,
+            const std::string& src, const std::string& dst, uint16_t sport, uint16_t dport);
+
 // One's complement sum folded and inverted, over data, starting from initial.
 uint16_t internetChecksum(const uint8_t* data, size_t len, uint32_t initial = 0);
 

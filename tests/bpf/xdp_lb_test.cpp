@@ -40,39 +40,6 @@ struct LbCase {
   bool anyOutput = false;  // a drop after the rewrite: the bytes do not matter
 };
 
-// How a test's frames look apart from addresses, ports and MACs.
-struct Shape {
-  uint8_t proto = kTcp;
-  uint8_t tcpFlags = kTcpSyn;
-  std::string payload{};
-  std::optional<uint16_t> vlan{};
-  Bytes ipv4Options{};
-  std::vector<uint8_t> ipv6Ext{};
-  bool udpNoChecksum = false;
-};
-
-Bytes frame(const Shape& s, const std::string& srcMac, const std::string& dstMac,
-            const std::string& src, const std::string& dst, uint16_t sport, uint16_t dport) {
-  Packet p;
-  p.eth(srcMac, dstMac);
-  if (s.vlan) p.vlan(*s.vlan);
-  if (src.find(':') != std::string::npos) {
-    p.ipv6(src, dst);
-  } else {
-    p.ipv4(src, dst);
-  }
-  if (!s.ipv4Options.empty()) p.ipv4Options(s.ipv4Options);
-  for (uint8_t type : s.ipv6Ext) p.ipv6Ext(type, 1);
-  if (s.proto == kTcp) {
-    p.tcp(sport, dport, s.tcpFlags);
-  } else {
-    p.udp(sport, dport);
-  }
-  if (s.udpNoChecksum) p.udpNoChecksum();
-  p.payload(s.payload);
-  return p.build();
-}
-
 struct EndpointInfo {
   std::string addr;
   uint16_t port;
