@@ -412,9 +412,10 @@ TEST_F(XdpLbTest, SnatPortTakenByAnotherFlowProbesOn) {
              kClientIf, XDP_DROP, std::nullopt, MP_EXC_DROP_SNAT_EXHAUSTED}});
 }
 
-// The program caches next hops toward endpoints (mp_nh_cache); an answer never outlives the
-// endpoint address or the ingress device it was looked up for.
-TEST_F(XdpLbTest, CachedNextHopFollowsEndpointAndIngress) {
+// The program caches next hops toward endpoints (mp_nh_cache); an answer is not used once the
+// endpoint id names another address. (The cache is also keyed by ingress device, which only
+// policy routing could make matter: this topology cannot show it.)
+TEST_F(XdpLbTest, CachedNextHopFollowsTheEndpointAddress) {
   h_->setEndpoint(40, kEndpoint1v4, 8080, 30);
   h_->setService(30, "10.0.0.130", 80, kTcp, 7, {40});
   const Shape syn;
