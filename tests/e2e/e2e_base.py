@@ -56,10 +56,17 @@ class LabTestCase(unittest.TestCase):
         """`count` requests on new connections to VIP:port; all must succeed."""
         r = self.lab.burst(self.vip, port, count, **kw)
         self.assertEqual(r["failed"], 0,
-                         f"{r['failed']} of {count} requests failed: {r['errors']}\n"
-                         f"{self.lab.meshd_log()}")
+                         f"{r['failed']} of {count} requests failed: {r['errors']}; datapath "
+                         f"exceptions: {self.nonzero_exceptions()}\n{self.lab.meshd_log()}")
         self.assertEqual(r["ok"], count)
         return r
+
+    def nonzero_exceptions(self):
+        try:
+            exc = self.lab.meshctl_json("stats")["exceptions"]
+        except Exception as e:  # noqa: BLE001 — only for a failure message
+            return f"(stats unavailable: {e})"
+        return {k: v for k, v in exc.items() if v}
 
     def assertSpread(self, counts, weights, what="requests"):
         """counts: {"ep1": n, ...}; weights: {1: w, ...}. Each share within the tolerance."""

@@ -85,10 +85,6 @@ class SnatPortReuse(LabTestCase):
                              f"2000 failed: {r['errors']}; datapath exceptions: "
                              f"{self.nonzero_exceptions()}")
 
-    def nonzero_exceptions(self):
-        exc = self.lab.meshctl_json("stats")["exceptions"]
-        return {k: v for k, v in exc.items() if v}
-
 
 class BalanceIPv4(BalanceTests, LabTestCase):
     FAMILY = 4
