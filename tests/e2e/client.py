@@ -9,6 +9,8 @@
             get            -> {"ok": true, "endpoint": "ep2", "local_port": 40123}
             loop SECONDS   -> requests back to back for SECONDS:
                               {"ok": n, "failed": n, "errors": [...], "endpoints": [...], "local_ports": [...]}
+            stream N SECS  -> one slow response of N lines, one every SECS:
+                              {"ok": true, "endpoint": "ep1", "lines": N, "local_port": p}
             quit
           The connection is never reopened: once it breaks, every later request fails.
 
@@ -90,6 +92,17 @@ def session(args):
             try:
                 name, port = get()
                 print(json.dumps({"ok": True, "endpoint": name, "local_port": port}), flush=True)
+            except Exception as e:  # noqa: BLE001
+                print(json.dumps({"ok": False, "error": f"{type(e).__name__}: {e}"}), flush=True)
+        elif cmd[0] == "stream":
+            try:
+                port = conn.sock.getsockname()[1] if conn.sock else None
+                conn.request("GET", f"/stream?chunks={int(cmd[1])}&interval={float(cmd[2])}")
+                resp = conn.getresponse()
+                lines = resp.read().decode().splitlines()
+                print(json.dumps({"ok": resp.status == 200 and len(lines) == int(cmd[1]),
+                                  "endpoint": resp.getheader("X-Endpoint"), "lines": len(lines),
+                                  "local_port": port}), flush=True)
             except Exception as e:  # noqa: BLE001
                 print(json.dumps({"ok": False, "error": f"{type(e).__name__}: {e}"}), flush=True)
         elif cmd[0] == "loop":

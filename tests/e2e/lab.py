@@ -81,6 +81,11 @@ class Session:
         self.proc.stdin.write(f"loop {seconds}\n")
         self.proc.stdin.flush()
 
+    def start_stream(self, lines, interval):
+        """One slow response of `lines` lines; collect the summary with read()."""
+        self.proc.stdin.write(f"stream {lines} {interval}\n")
+        self.proc.stdin.flush()
+
     def close(self):
         if self.proc.poll() is None:
             try:

@@ -23,10 +23,17 @@ class BalanceTests:
         self.start([self.service("web", 80, {1: 1, 2: 1, 3: 1})])
         r = self.burst_ok(80, 900)
         self.assertSpread(r["by_endpoint"], {1: 1, 2: 1, 3: 1})
-        # Weight 0 drains: no new connection goes to ep3 any more.
+        sessions = [self.lab.session(self.vip, 80) for _ in range(8)]
+        opened = [s.get() for s in sessions]
+        # Weight 0 drains: no new connection goes to ep3 any more, open ones stay.
         self.lab.meshctl("endpoint", "set-weight", "web", self.ep_key(3), "0")
         r = self.burst_ok(80, 300)
         self.assertEqual(set(r["by_endpoint"]), {"ep1", "ep2"}, r)
+        for s, first in zip(sessions, opened):
+            self.assertTrue(first["ok"], first)
+            got = s.get()
+            self.assertTrue(got["ok"], f"an open connection broke on the drain: {got}")
+            self.assertEqual(got["endpoint"], first["endpoint"])
 
     def test_added_endpoint_leaves_open_connections_where_they_are(self):
         self.start([self.service("web", 80, {1: 1, 2: 1})])

@@ -34,6 +34,9 @@ class RestartTests(LabTestCase):
             self.assertTrue(got["ok"], got)
         for s in sessions:
             s.start_loop(6)
+        # And one slow response, 50 lines over 5 s, in flight across the kill and the restart.
+        streaming = self.lab.session(self.vip, 80)
+        streaming.start_stream(50, 0.1)
 
         time.sleep(1)
         self.lab.kill_meshd()
@@ -49,6 +52,9 @@ class RestartTests(LabTestCase):
             self.assertGreater(loop["ok"], 50, loop)
             self.assertEqual(loop["endpoints"], [got["endpoint"]], "connection moved endpoint")
             self.assertEqual(loop["local_ports"], [got["local_port"]], "connection was reopened")
+
+        streamed = streaming.read()
+        self.assertTrue(streamed["ok"], f"the slow response broke off: {streamed}")
 
         self.assertEqual(desired(self.lab.meshctl_json("service", "list")), before,
                          "the restarted meshd lost state set through the API")
