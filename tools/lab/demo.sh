@@ -34,7 +34,8 @@ if [[ ! -x "$MESHD" || ! -x "$MESHCTL" ]]; then
 fi
 
 lab() { "$LAB_DIR/lab.sh" "$1" --prefix "$PREFIX" "${@:2}"; }
-say() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
+if [[ -t 1 ]]; then BOLD=$'\033[1m' PLAIN=$'\033[0m'; else BOLD="" PLAIN=""; fi
+say() { printf '\n%s==> %s%s\n' "$BOLD" "$*" "$PLAIN"; }
 # Runs meshctl and shows the command line first, as a user would type it.
 meshctl() { printf '$ meshctl %s\n' "$*"; "$MESHCTL" "$@"; }
 
@@ -109,6 +110,7 @@ say "$REQUESTS more requests: ep1 and ep3 share them"
 send "http://$LAB_VIP4/" "$REQUESTS"
 echo
 meshctl stats web
+echo "  (counters are totals since meshd started: ep2's are all from before the drain)"
 
 say "the same over IPv6: a service on [$LAB_VIP6]:80, added through the API"
 meshctl service add web6 --vip "$LAB_VIP6" --port 80 \
