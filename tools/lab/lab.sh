@@ -63,8 +63,9 @@ check_tools() {
 
 cmd_up() {
   check_tools
-  [[ "$ENDPOINTS" =~ ^[0-9]+$ ]] && (( ENDPOINTS >= 1 && ENDPOINTS <= MAX_ENDPOINTS )) ||
+  if ! [[ "$ENDPOINTS" =~ ^[0-9]+$ ]] || (( ENDPOINTS < 1 || ENDPOINTS > MAX_ENDPOINTS )); then
     die "--endpoints must be 1..$MAX_ENDPOINTS, got '$ENDPOINTS'"
+  fi
   [[ "$PREFIX" =~ ^[a-z0-9][a-z0-9-]{0,11}$ ]] ||
     die "--prefix must match [a-z0-9][a-z0-9-]{0,11}, got '$PREFIX'"
   [[ -z "$(lab_namespaces)" ]] || die "lab '$PREFIX' is already up (lab.sh down --prefix $PREFIX)"
