@@ -519,7 +519,7 @@ int cmdApply(const Context& ctx, const Args& a) {
     }
     return out.empty() ? std::string("-") : out;
   };
-  std::cout << "applied " << a.file << '\n';
+  std::cout << "applied " << (a.file == "-" ? std::string("standard input") : a.file) << '\n';
   printKeyValues({{"  added", names("added")},
                   {"  removed", names("removed")},
                   {"  changed", names("changed")}});
