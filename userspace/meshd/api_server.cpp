@@ -227,7 +227,7 @@ ApiAnswer ApiHandler::getService(const std::string& name) {
   const ServiceSpec* s = cp_.findService(name);
   if (s == nullptr) {
     return errorAnswer(404, "service " + name + " not found",
-                       "list services with GET /v1/services");
+                       "see what exists with `meshctl service list`");
   }
   auto view = serviceView(cp_, *s);
   if (!view) return dataplaneFailure(view.error());

@@ -22,7 +22,8 @@ std::string listText(const std::vector<std::string>& v) { return "[" + join(v, "
 std::string optText(const std::optional<IpAddress>& a) { return a ? a->toString() : "none"; }
 
 ApiError notFound(const std::string& what) {
-  return ApiError{404, what + " not found", "list services with GET /v1/services"};
+  return ApiError{404, what + " not found",
+                  "see what exists with `meshctl service list` (or `meshctl service show NAME`)"};
 }
 
 EndpointSpec* findEndpoint(ServiceSpec& service, const IpAddress& address, uint16_t port) {
@@ -106,9 +107,10 @@ ApiResult<ApplyReport> ControlPlane::commit(const DesiredState& next) {
 
 ApiResult<ServiceSpec> ControlPlane::createService(const ServiceSpec& service) {
   if (findService(service.name) != nullptr) {
-    return ApiError{
-        409, "service " + service.name + " already exists",
-        "delete it first, or add endpoints with POST /v1/services/" + service.name + "/endpoints"};
+    return ApiError{409, "service " + service.name + " already exists",
+                    "delete it first (`meshctl service del " + service.name +
+                        "`), or add endpoints with `meshctl endpoint add " + service.name +
+                        " ADDR:PORT`"};
   }
   for (const ServiceSpec& s : desired().services) {
     if (s.vip == service.vip && s.port == service.port && s.protocol == service.protocol) {
