@@ -145,7 +145,7 @@ std::vector<BadConfig> badConfigs() {
        "node.mtu: unknown key (known: interfaces, ipv4, ipv6, snat_ports, ring_size"},
       {"unknown service key", goodWith("    forwarding: nat\n", "    forwarding: nat\n    x: 1\n"),
        "services[0].x: unknown key (known: name, vip, port, protocol, algorithm, forwarding, "
-       "endpoints)"},
+       "endpoints, health)"},
       {"unknown endpoint key", goodWith("weight: 1}", "weight: 1, prio: 2}"),
        "services[0].endpoints[0].prio: unknown key (known: address, port, weight)"},
       {"key given twice", goodWith("  ring_size: 65537\n", "  ring_size: 65537\n  ring_size: 7\n"),
@@ -248,11 +248,108 @@ std::vector<BadConfig> badConfigs() {
                  "  - {name: c, vip: 10.0.0.1, port: 80, protocol: udp}\n",
        "services[1]: 10.0.0.1:80/tcp is used twice (also services[0], a)"},
       {"too many services", many, "services: 1025 services exceed the maximum of 1024"},
+      {"health interval under 100ms",
+       goodWith("forwarding: nat\n", "health: {type: tcp, interval: 50ms}\n"),
+       "services[0].health.interval: 50ms is out of range 100ms..3600s"},
+      {"health duration without unit",
+       goodWith("forwarding: nat\n", "health: {type: tcp, interval: 100}\n"),
+       "services[0].health.interval: 100 is not a duration like 100ms, 2s or 1m"},
+      {"health timeout over interval",
+       goodWith("forwarding: nat\n", "health: {type: tcp, interval: 100ms, timeout: 2s}\n"),
+       "services[0].health.timeout: 2s is out of range 1ms..100ms"},
+      {"health jitter over half the interval",
+       goodWith("forwarding: nat\n", "health: {type: tcp, interval: 1s, jitter: 600ms}\n"),
+       "services[0].health.jitter: 600ms is out of range 0ms..500ms"},
+      {"health rise 0", goodWith("forwarding: nat\n", "health: {type: tcp, rise: 0}\n"),
+       "services[0].health.rise: 0 is out of range 1..100"},
+      {"health fall too big", goodWith("forwarding: nat\n", "health: {type: tcp, fall: 101}\n"),
+       "services[0].health.fall: 101 is out of range 1..100"},
+      {"health unknown type", goodWith("forwarding: nat\n", "health: {type: icmp}\n"),
+       "services[0].health.type: icmp is not one of none, tcp, http, udp"},
+      {"health unknown key", goodWith("forwarding: nat\n", "health: {type: tcp, intervl: 1s}\n"),
+       "services[0].health.intervl: unknown key"},
+      {"health cap over 100%",
+       goodWith("forwarding: nat\n", "health: {type: tcp, max_ejected_percent: 101}\n"),
+       "services[0].health.max_ejected_percent: 101 is out of range 0..100"},
+      {"health panic threshold over 100%",
+       goodWith("forwarding: nat\n", "health: {type: tcp, panic_threshold: 150}\n"),
+       "services[0].health.panic_threshold: 150 is out of range 0..100"},
+      {"health http statuses reversed",
+       goodWith("forwarding: nat\n", "health: {type: http, http_statuses: 399-200}\n"),
+       "services[0].health.http_statuses: 399-200: the first status is greater than the last"},
+      {"health http statuses not a status",
+       goodWith("forwarding: nat\n", "health: {type: http, http_statuses: 2xx}\n"),
+       "services[0].health.http_statuses: 2xx is not a status or a range like 200-399"},
+      {"health http path without slash",
+       goodWith("forwarding: nat\n", "health: {type: http, http_path: healthz}\n"),
+       "services[0].health.http_path: healthz is not a path"},
+      {"health max ejection under ejection",
+       goodWith("forwarding: nat\n",
+                "health: {type: tcp, ejection_time: 10s, max_ejection_time: 5s}\n"),
+       "services[0].health.max_ejection_time: 5s is out of range 10s..3600s"},
+      {"health udp check on a tcp service",
+       goodWith("forwarding: nat\n", "health: {type: udp, udp_send: x}\n"),
+       "services[0].health.type: udp checks need a udp service"},
+      {"health tcp check on a udp service",
+       goodWith("protocol: udp\n", "protocol: udp\n    health: {type: tcp}\n"),
+       "services[1].health.type: tcp checks need a tcp service, this one is udp"},
+      {"health udp without a request",
+       goodWith("protocol: udp\n", "protocol: udp\n    health: {type: udp}\n"),
+       "services[1].health.udp_send: required for type udp"},
       {"YAML syntax", "node: [\n", "config: YAML syntax error at line"},
       {"root not a mapping", "- a\n", "config: a list is not a mapping"},
       {"two documents", std::string(kGoodConfig) + "---\nservices: []\n",
        "config: 2 YAML documents (separated by ---); one is expected"},
   };
+}
+
+TEST(Config, HealthBlockParsesAndDefaults) {
+  const DesiredState state = parseConfigYaml(goodWith("forwarding: nat\n", R"(forwarding: nat
+    health:
+      type: http
+      interval: 100ms
+      timeout: 50ms
+      rise: 1
+      fall: 2
+      jitter: 10ms
+      http_path: /healthz
+      http_host: web.example
+      http_statuses: 200-299
+      ejection_time: 500ms
+      max_ejection_time: 1m
+      max_ejected_percent: 34
+      panic_threshold: 20
+)"));
+  const HealthCheckSpec& h = state.services[0].health;
+  EXPECT_EQ(h.type, HealthCheckType::kHttp);
+  EXPECT_EQ(h.intervalMs, 100u);
+  EXPECT_EQ(h.timeoutMs, 50u);
+  EXPECT_EQ(h.rise, 1u);
+  EXPECT_EQ(h.fall, 2u);
+  EXPECT_EQ(h.jitterMs, 10u);
+  EXPECT_EQ(h.httpPath, "/healthz");
+  EXPECT_EQ(h.httpHost, "web.example");
+  EXPECT_EQ(h.httpStatusMin, 200);
+  EXPECT_EQ(h.httpStatusMax, 299);
+  EXPECT_EQ(h.ejectionTimeMs, 500u);
+  EXPECT_EQ(h.maxEjectionTimeMs, 60000u);
+  EXPECT_EQ(h.maxEjectedPercent, 34u);
+  EXPECT_EQ(h.panicThresholdPercent, 20u);
+
+  // No health block: no checks, and the documented defaults for when they are turned on.
+  const HealthCheckSpec& none = state.services[1].health;
+  EXPECT_EQ(none.type, HealthCheckType::kNone);
+  EXPECT_EQ(none.intervalMs, 2000u);
+  EXPECT_EQ(none.timeoutMs, 1000u);
+  EXPECT_EQ(none.rise, 2u);
+  EXPECT_EQ(none.fall, 3u);
+  EXPECT_EQ(none.maxEjectedPercent, 50u);
+
+  const DesiredState udp = parseConfigYaml(
+      goodWith("protocol: udp\n",
+               "protocol: udp\n    health: {type: udp, udp_send: ping, udp_expect: pong}\n"));
+  EXPECT_EQ(udp.services[1].health.udpSend, "ping");
+  EXPECT_EQ(udp.services[1].health.udpExpect, "pong");
 }
 
 TEST(Config, BadConfigsAreRefusedNamingTheField) {

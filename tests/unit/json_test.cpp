@@ -132,7 +132,8 @@ TEST(Json, BadServicesAreRefusedNamingTheField) {
       {R"({"name": "web", "vip": "10.0.0.100", "port": 80, "forwarding": "dsr"})",
        R"(forwarding: "dsr" is not one of nat)"},
       {R"({"name": "web", "vip": "10.0.0.100", "port": 80, "sticky": true})",
-       "sticky: unknown key (known: name, vip, port, protocol, algorithm, forwarding, endpoints)"},
+       "sticky: unknown key (known: name, vip, port, protocol, algorithm, forwarding, endpoints, "
+       "health)"},
       {R"({"name": "web", "vip": "10.0.0.100", "port": 80, "endpoints": {}})",
        "endpoints: {} is not an array"},
       {R"({"name": "web", "vip": "10.0.0.100", "port": 80, "endpoints": [
@@ -198,6 +199,48 @@ TEST(Json, SyntaxErrorsAreInputErrors) {
   }
   EXPECT_THROW(parseJson(""), JsonInputError);
   EXPECT_EQ(parseJson("{\"weight\": 3}").at("weight"), 3);
+}
+
+}  // namespace
+}  // namespace meshpath
+
+namespace meshpath {
+namespace {
+
+TEST(Json, HealthRoundTripsAndIsLeftOutWhenDefault) {
+  ServiceSpec svc;
+  svc.name = "web";
+  svc.vip = *IpAddress::parse("10.0.0.100");
+  svc.port = 80;
+  EXPECT_FALSE(toJson(svc).contains("health"));
+  svc.health.type = HealthCheckType::kHttp;
+  svc.health.intervalMs = 100;
+  svc.health.httpPath = "/healthz";
+  svc.health.httpStatusMin = 200;
+  svc.health.httpStatusMax = 204;
+  const nlohmann::json j = toJson(svc);
+  EXPECT_EQ(j["health"]["interval"], "100ms");
+  EXPECT_EQ(j["health"]["timeout"], "1s");
+  EXPECT_EQ(j["health"]["http_statuses"], "200-204");
+  EXPECT_EQ(serviceFromJson(j), svc);
+}
+
+TEST(Json, BadHealthIsRefusedNamingTheField) {
+  auto refusal = [](const std::string& text) -> std::string {
+    try {
+      serviceFromJson(parseJson(text));
+    } catch (const JsonInputError& e) {
+      return e.what();
+    }
+    return "(accepted)";
+  };
+  const std::string base = R"({"name": "web", "vip": "10.0.0.1", "port": 80, "health": )";
+  EXPECT_EQ(refusal(base + R"({"interval": 100}})"), "health.interval: 100 is not a string");
+  EXPECT_EQ(refusal(base + R"({"interval": "1h"}})"),
+            R"(health.interval: "1h" is not a duration like "100ms", "2s" or "1m")");
+  EXPECT_EQ(refusal(base + R"({"type": "icmp"}})"),
+            R"(health.type: "icmp" is not one of none, tcp, http, udp)");
+  EXPECT_EQ(refusal(base + R"({"rise": 0}})"), "health.rise: 0 is out of range 1..100");
 }
 
 }  // namespace

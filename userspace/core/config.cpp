@@ -218,6 +218,78 @@ NodeSpec readNode(const YAML::Node& map) {
   return node;
 }
 
+uint32_t readDuration(const YAML::Node& node, const std::string& path) {
+  const std::string text = readString(node, path);
+  const auto ms = parseDurationMs(text);
+  if (!ms) fail(path, show(text) + " is not a duration like 100ms, 2s or 1m", node);
+  if (*ms > kMaxHealthTimeMs) {
+    fail(path, show(text) + " is out of range 0ms.." + formatDurationMs(kMaxHealthTimeMs), node);
+  }
+  return static_cast<uint32_t>(*ms);
+}
+
+// "200", "200-399".
+std::pair<uint16_t, uint16_t> readStatusRange(const YAML::Node& node, const std::string& path) {
+  const std::string text = readString(node, path);
+  const size_t dash = text.find('-');
+  const std::string lo = text.substr(0, dash);
+  const std::string hi = dash == std::string::npos ? lo : text.substr(dash + 1);
+  auto number = [](const std::string& part) -> std::optional<uint16_t> {
+    if (part.size() != 3 ||
+        !std::all_of(part.begin(), part.end(), [](char c) { return c >= '0' && c <= '9'; })) {
+      return std::nullopt;
+    }
+    return static_cast<uint16_t>(std::stoul(part));
+  };
+  const auto a = number(lo);
+  const auto b = number(hi);
+  if (!a || !b) fail(path, show(text) + " is not a status or a range like 200-399", node);
+  return {*a, *b};
+}
+
+HealthCheckSpec readHealth(const YAML::Node& map, const std::string& path) {
+  checkKeys(map, path,
+            {"type", "interval", "timeout", "rise", "fall", "jitter", "http_path", "http_host",
+             "http_statuses", "udp_send", "udp_expect", "ejection_time", "max_ejection_time",
+             "max_ejected_percent", "panic_threshold"});
+  HealthCheckSpec h;
+  if (auto n = field(map, "type")) {
+    h.type = readEnum<HealthCheckType>(*n, dotted(path, "type"), parseHealthCheckType,
+                                       "none, tcp, http, udp");
+  }
+  if (auto n = field(map, "interval")) h.intervalMs = readDuration(*n, dotted(path, "interval"));
+  if (auto n = field(map, "timeout")) h.timeoutMs = readDuration(*n, dotted(path, "timeout"));
+  if (auto n = field(map, "jitter")) h.jitterMs = readDuration(*n, dotted(path, "jitter"));
+  if (auto n = field(map, "rise")) {
+    h.rise = static_cast<uint32_t>(readNumber(*n, dotted(path, "rise"), 1, 100));
+  }
+  if (auto n = field(map, "fall")) {
+    h.fall = static_cast<uint32_t>(readNumber(*n, dotted(path, "fall"), 1, 100));
+  }
+  if (auto n = field(map, "http_path")) h.httpPath = readString(*n, dotted(path, "http_path"));
+  if (auto n = field(map, "http_host")) h.httpHost = readString(*n, dotted(path, "http_host"));
+  if (auto n = field(map, "http_statuses")) {
+    std::tie(h.httpStatusMin, h.httpStatusMax) = readStatusRange(*n, dotted(path, "http_statuses"));
+  }
+  if (auto n = field(map, "udp_send")) h.udpSend = readString(*n, dotted(path, "udp_send"));
+  if (auto n = field(map, "udp_expect")) h.udpExpect = readString(*n, dotted(path, "udp_expect"));
+  if (auto n = field(map, "ejection_time")) {
+    h.ejectionTimeMs = readDuration(*n, dotted(path, "ejection_time"));
+  }
+  if (auto n = field(map, "max_ejection_time")) {
+    h.maxEjectionTimeMs = readDuration(*n, dotted(path, "max_ejection_time"));
+  }
+  if (auto n = field(map, "max_ejected_percent")) {
+    h.maxEjectedPercent =
+        static_cast<uint32_t>(readNumber(*n, dotted(path, "max_ejected_percent"), 0, 100));
+  }
+  if (auto n = field(map, "panic_threshold")) {
+    h.panicThresholdPercent =
+        static_cast<uint32_t>(readNumber(*n, dotted(path, "panic_threshold"), 0, 100));
+  }
+  return h;
+}
+
 EndpointSpec readEndpoint(const YAML::Node& map, const std::string& path) {
   checkKeys(map, path, {"address", "port", "weight"});
   EndpointSpec ep;
@@ -231,7 +303,8 @@ EndpointSpec readEndpoint(const YAML::Node& map, const std::string& path) {
 }
 
 ServiceSpec readService(const YAML::Node& map, const std::string& path) {
-  checkKeys(map, path, {"name", "vip", "port", "protocol", "algorithm", "forwarding", "endpoints"});
+  checkKeys(map, path,
+            {"name", "vip", "port", "protocol", "algorithm", "forwarding", "endpoints", "health"});
   ServiceSpec svc;
   svc.name = readString(required(map, "name", path), dotted(path, "name"));
   svc.vip = readAddress(required(map, "vip", path), dotted(path, "vip"));
@@ -253,6 +326,7 @@ ServiceSpec readService(const YAML::Node& map, const std::string& path) {
       svc.endpoints.push_back(readEndpoint((*n)[i], indexed(path, "endpoints", i)));
     }
   }
+  if (auto n = field(map, "health")) svc.health = readHealth(*n, dotted(path, "health"));
   return svc;
 }
 
@@ -266,6 +340,80 @@ void checkPath(const std::string& value, const std::string& path, std::vector<st
 }
 
 const char* familyName(const IpAddress& ip) { return ip.isV6() ? "IPv6" : "IPv4"; }
+
+// Text that goes into an HTTP request line or header: printable ASCII, no spaces.
+bool isHeaderToken(const std::string& s) {
+  return std::all_of(s.begin(), s.end(), [](char c) { return c > ' ' && c < 0x7f; });
+}
+
+void validateHealth(const ServiceSpec& svc, const std::string& path,
+                    std::vector<std::string>& out) {
+  const HealthCheckSpec& h = svc.health;
+  auto durationRange = [&](const std::string& field, uint32_t value, uint32_t lo, uint32_t hi) {
+    if (value < lo || value > hi) {
+      out.push_back(dotted(path, field) + ": " + formatDurationMs(value) + " is out of range " +
+                    formatDurationMs(lo) + ".." + formatDurationMs(hi));
+    }
+  };
+  if (toString(h.type) == "unknown") {
+    out.push_back(dotted(path, "type") + ": " + std::to_string(int(h.type)) +
+                  " is not one of none, tcp, http, udp");
+  }
+  durationRange("interval", h.intervalMs, kMinHealthIntervalMs, kMaxHealthTimeMs);
+  durationRange("timeout", h.timeoutMs, 1, std::max(h.intervalMs, 1u));
+  durationRange("jitter", h.jitterMs, 0, h.intervalMs / 2);
+  durationRange("ejection_time", h.ejectionTimeMs, kMinHealthIntervalMs, kMaxHealthTimeMs);
+  durationRange("max_ejection_time", h.maxEjectionTimeMs, h.ejectionTimeMs, kMaxHealthTimeMs);
+  if (h.rise < 1 || h.rise > 100) {
+    out.push_back(rangeProblem(dotted(path, "rise"), std::to_string(h.rise), 1, 100));
+  }
+  if (h.fall < 1 || h.fall > 100) {
+    out.push_back(rangeProblem(dotted(path, "fall"), std::to_string(h.fall), 1, 100));
+  }
+  if (h.maxEjectedPercent > 100) {
+    out.push_back(rangeProblem(dotted(path, "max_ejected_percent"),
+                               std::to_string(h.maxEjectedPercent), 0, 100));
+  }
+  if (h.panicThresholdPercent > 100) {
+    out.push_back(rangeProblem(dotted(path, "panic_threshold"),
+                               std::to_string(h.panicThresholdPercent), 0, 100));
+  }
+  const std::string statuses =
+      std::to_string(h.httpStatusMin) + "-" + std::to_string(h.httpStatusMax);
+  if (h.httpStatusMin < 100 || h.httpStatusMax > 599) {
+    out.push_back(rangeProblem(dotted(path, "http_statuses"), statuses, 100, 599));
+  } else if (h.httpStatusMin > h.httpStatusMax) {
+    out.push_back(dotted(path, "http_statuses") + ": " + statuses +
+                  ": the first status is greater than the last");
+  }
+  if (h.httpPath.empty() || h.httpPath[0] != '/' || !isHeaderToken(h.httpPath) ||
+      h.httpPath.size() > 1024) {
+    out.push_back(dotted(path, "http_path") + ": " + show(h.httpPath) +
+                  " is not a path (starts with /, printable, no spaces, at most 1024 bytes)");
+  }
+  if (!isHeaderToken(h.httpHost) || h.httpHost.size() > 255) {
+    out.push_back(dotted(path, "http_host") + ": " + show(h.httpHost) +
+                  " is not a host name (printable, no spaces, at most 255 bytes)");
+  }
+  if (h.udpSend.size() > 1024 || h.udpExpect.size() > 1024) {
+    out.push_back(dotted(path, h.udpSend.size() > 1024 ? "udp_send" : "udp_expect") +
+                  ": longer than 1024 bytes");
+  }
+  const bool streamCheck = h.type == HealthCheckType::kTcp || h.type == HealthCheckType::kHttp;
+  if (streamCheck && svc.protocol != Protocol::kTcp) {
+    out.push_back(dotted(path, "type") + ": " + toString(h.type) + " checks need a tcp service, " +
+                  "this one is " + toString(svc.protocol) + " (use udp)");
+  }
+  if (h.type == HealthCheckType::kUdp) {
+    if (svc.protocol != Protocol::kUdp) {
+      out.push_back(dotted(path, "type") +
+                    ": udp checks need a udp service, this one is tcp (use tcp or http)");
+    }
+    if (h.udpSend.empty()) {
+      out.push_back(dotted(path, "udp_send") + ": required for type udp (the request to send)");
+    }
+  }
+}
 
 }  // namespace
 
@@ -432,6 +580,7 @@ std::vector<std::string> validateService(const NodeSpec& node, const ServiceSpec
                     std::to_string(it->second) + "])");
     }
   }
+  validateHealth(svc, dotted(path, "health"), out);
   const uint64_t needed = uint64_t{kRingPerEndpoint} * svc.endpoints.size();
   if (needed > node.ringSize) {
     out.push_back(dotted(path, "endpoints") + ": " + std::to_string(svc.endpoints.size()) +

@@ -97,6 +97,16 @@ Enum readEnum(const json& v, const std::string& path,
   return *value;
 }
 
+uint32_t readDuration(const json& v, const std::string& path) {
+  const std::string text = readString(v, path);
+  const auto ms = parseDurationMs(text);
+  if (!ms) fail(path, show(v) + " is not a duration like \"100ms\", \"2s\" or \"1m\"");
+  if (*ms > kMaxHealthTimeMs) {
+    fail(path, show(v) + " is out of range 0ms.." + formatDurationMs(kMaxHealthTimeMs));
+  }
+  return static_cast<uint32_t>(*ms);
+}
+
 json optionalAddress(const std::optional<IpAddress>& ip) {
   return ip ? json(ip->toString()) : json(nullptr);
 }
@@ -107,16 +117,103 @@ json toJson(const EndpointSpec& ep) {
   return {{"address", ep.address.toString()}, {"port", ep.port}, {"weight", ep.weight}};
 }
 
+json toJson(const HealthCheckSpec& h) {
+  return {
+      {"type", toString(h.type)},
+      {"interval", formatDurationMs(h.intervalMs)},
+      {"timeout", formatDurationMs(h.timeoutMs)},
+      {"rise", h.rise},
+      {"fall", h.fall},
+      {"jitter", formatDurationMs(h.jitterMs)},
+      {"http_path", h.httpPath},
+      {"http_host", h.httpHost},
+      {"http_statuses", std::to_string(h.httpStatusMin) + "-" + std::to_string(h.httpStatusMax)},
+      {"udp_send", h.udpSend},
+      {"udp_expect", h.udpExpect},
+      {"ejection_time", formatDurationMs(h.ejectionTimeMs)},
+      {"max_ejection_time", formatDurationMs(h.maxEjectionTimeMs)},
+      {"max_ejected_percent", h.maxEjectedPercent},
+      {"panic_threshold", h.panicThresholdPercent}};
+}
+
 json toJson(const ServiceSpec& svc) {
   json endpoints = json::array();
   for (const auto& ep : svc.endpoints) endpoints.push_back(toJson(ep));
-  return {{"name", svc.name},
-          {"vip", svc.vip.toString()},
-          {"port", svc.port},
-          {"protocol", toString(svc.protocol)},
-          {"algorithm", toString(svc.algorithm)},
-          {"forwarding", toString(svc.forwarding)},
-          {"endpoints", std::move(endpoints)}};
+  json j = {{"name", svc.name},
+            {"vip", svc.vip.toString()},
+            {"port", svc.port},
+            {"protocol", toString(svc.protocol)},
+            {"algorithm", toString(svc.algorithm)},
+            {"forwarding", toString(svc.forwarding)},
+            {"endpoints", std::move(endpoints)}};
+  // Services without health checks keep the shape they always had.
+  if (!(svc.health == HealthCheckSpec{})) j["health"] = toJson(svc.health);
+  return j;
+}
+
+HealthCheckSpec healthFromJson(const json& j, const std::string& path) {
+  checkKeys(j, path,
+            {"type", "interval", "timeout", "rise", "fall", "jitter", "http_path", "http_host",
+             "http_statuses", "udp_send", "udp_expect", "ejection_time", "max_ejection_time",
+             "max_ejected_percent", "panic_threshold"});
+  HealthCheckSpec h;
+  if (const json* v = member(j, "type")) {
+    h.type = readEnum<HealthCheckType>(*v, dotted(path, "type"), parseHealthCheckType,
+                                       "none, tcp, http, udp");
+  }
+  if (const json* v = member(j, "interval"))
+    h.intervalMs = readDuration(*v, dotted(path, "interval"));
+  if (const json* v = member(j, "timeout")) h.timeoutMs = readDuration(*v, dotted(path, "timeout"));
+  if (const json* v = member(j, "jitter")) h.jitterMs = readDuration(*v, dotted(path, "jitter"));
+  if (const json* v = member(j, "rise")) {
+    h.rise = static_cast<uint32_t>(readNumber(*v, dotted(path, "rise"), 1, 100));
+  }
+  if (const json* v = member(j, "fall")) {
+    h.fall = static_cast<uint32_t>(readNumber(*v, dotted(path, "fall"), 1, 100));
+  }
+  if (const json* v = member(j, "http_path"))
+    h.httpPath = readString(*v, dotted(path, "http_path"));
+  if (const json* v = member(j, "http_host"))
+    h.httpHost = readString(*v, dotted(path, "http_host"));
+  if (const json* v = member(j, "http_statuses")) {
+    const std::string text = readString(*v, dotted(path, "http_statuses"));
+    const size_t dash = text.find('-');
+    const std::string lo = text.substr(0, dash);
+    const std::string hi = dash == std::string::npos ? lo : text.substr(dash + 1);
+    auto number = [](const std::string& part) -> std::optional<uint16_t> {
+      if (part.size() != 3 ||
+          !std::all_of(part.begin(), part.end(), [](char c) { return c >= '0' && c <= '9'; })) {
+        return std::nullopt;
+      }
+      return static_cast<uint16_t>(std::stoul(part));
+    };
+    const auto a = number(lo);
+    const auto b = number(hi);
+    if (!a || !b) {
+      fail(dotted(path, "http_statuses"), show(*v) + " is not a status or a range like 200-399");
+    }
+    h.httpStatusMin = *a;
+    h.httpStatusMax = *b;
+  }
+  if (const json* v = member(j, "udp_send")) h.udpSend = readString(*v, dotted(path, "udp_send"));
+  if (const json* v = member(j, "udp_expect")) {
+    h.udpExpect = readString(*v, dotted(path, "udp_expect"));
+  }
+  if (const json* v = member(j, "ejection_time")) {
+    h.ejectionTimeMs = readDuration(*v, dotted(path, "ejection_time"));
+  }
+  if (const json* v = member(j, "max_ejection_time")) {
+    h.maxEjectionTimeMs = readDuration(*v, dotted(path, "max_ejection_time"));
+  }
+  if (const json* v = member(j, "max_ejected_percent")) {
+    h.maxEjectedPercent =
+        static_cast<uint32_t>(readNumber(*v, dotted(path, "max_ejected_percent"), 0, 100));
+  }
+  if (const json* v = member(j, "panic_threshold")) {
+    h.panicThresholdPercent =
+        static_cast<uint32_t>(readNumber(*v, dotted(path, "panic_threshold"), 0, 100));
+  }
+  return h;
 }
 
 json toJson(const NodeSpec& node) {
@@ -147,7 +244,8 @@ EndpointSpec endpointFromJson(const json& j, const std::string& path) {
 }
 
 ServiceSpec serviceFromJson(const json& j, const std::string& path) {
-  checkKeys(j, path, {"name", "vip", "port", "protocol", "algorithm", "forwarding", "endpoints"},
+  checkKeys(j, path,
+            {"name", "vip", "port", "protocol", "algorithm", "forwarding", "endpoints", "health"},
             {"id", "ring_size", "stats"});
   ServiceSpec svc;
   svc.name = readString(required(j, "name", path), dotted(path, "name"));
@@ -170,6 +268,7 @@ ServiceSpec serviceFromJson(const json& j, const std::string& path) {
       svc.endpoints.push_back(endpointFromJson((*v)[i], indexed(path, "endpoints", i)));
     }
   }
+  if (const json* v = member(j, "health")) svc.health = healthFromJson(*v, dotted(path, "health"));
   return svc;
 }
 

@@ -5,7 +5,13 @@
 //   Endpoint: {"address": "10.0.2.11", "port": 8080, "weight": 1}         (weight defaults to 1)
 //   Service:  {"name": "web", "vip": "10.0.0.100", "port": 80, "protocol": "tcp",
 //              "algorithm": "maglev", "forwarding": "nat", "endpoints": [Endpoint...]}
+//              "health": Health}        (output only when it is not all defaults)
 //             (protocol, algorithm, forwarding default to tcp, maglev, nat; endpoints to [])
+//   Health:   {"type": "none|tcp|http|udp", "interval": "2s", "timeout": "1s", "rise": 2,
+//              "fall": 3, "jitter": "0ms", "http_path": "/", "http_host": "",
+//              "http_statuses": "200-399", "udp_send": "", "udp_expect": "",
+//              "ejection_time": "2s", "max_ejection_time": "5m", "max_ejected_percent": 50,
+//              "panic_threshold": 50}                      (every field optional)
 //   Node:     {"interfaces": [...], "ipv4": "10.0.2.1" | null, "ipv6": ... | null,
 //              "snat_port_min": 61000, "snat_port_max": 65535, "ring_size": 65537,
 //              "conn_table_size": 1048576, "xdp_mode": "native", "api_socket": "...",
@@ -32,12 +38,14 @@ class JsonInputError : public ConfigError {
 };
 
 nlohmann::json toJson(const EndpointSpec& ep);
-nlohmann::json toJson(const ServiceSpec& svc);
+nlohmann::json toJson(const HealthCheckSpec& health);
+nlohmann::json toJson(const ServiceSpec& svc);  // "health" only when not all defaults
 nlohmann::json toJson(const NodeSpec& node);
 nlohmann::json toJson(const DesiredState& state);
 
 // `path` prefixes field names in messages ("services[2]" -> "services[2].endpoints[0].port").
 EndpointSpec endpointFromJson(const nlohmann::json& j, const std::string& path = "");
+HealthCheckSpec healthFromJson(const nlohmann::json& j, const std::string& path = "health");
 ServiceSpec serviceFromJson(const nlohmann::json& j, const std::string& path = "");
 NodeSpec nodeFromJson(const nlohmann::json& j, const std::string& path = "node");
 DesiredState stateFromJson(const nlohmann::json& j);

@@ -4,6 +4,8 @@
 
 #include <arpa/inet.h>
 
+#include <algorithm>
+#include <charconv>
 #include <cstring>
 
 namespace meshpath {
@@ -86,6 +88,47 @@ std::optional<Algorithm> parseAlgorithm(const std::string& s) {
 std::optional<ForwardingMode> parseForwardingMode(const std::string& s) {
   if (s == "nat") return ForwardingMode::kNat;
   return std::nullopt;
+}
+
+std::string toString(HealthCheckType t) {
+  switch (t) {
+    case HealthCheckType::kNone:
+      return "none";
+    case HealthCheckType::kTcp:
+      return "tcp";
+    case HealthCheckType::kHttp:
+      return "http";
+    case HealthCheckType::kUdp:
+      return "udp";
+  }
+  return "unknown";
+}
+
+std::optional<HealthCheckType> parseHealthCheckType(const std::string& s) {
+  if (s == "none") return HealthCheckType::kNone;
+  if (s == "tcp") return HealthCheckType::kTcp;
+  if (s == "http") return HealthCheckType::kHttp;
+  if (s == "udp") return HealthCheckType::kUdp;
+  return std::nullopt;
+}
+
+std::optional<uint64_t> parseDurationMs(const std::string& text) {
+  const auto unit_at =
+      std::find_if(text.begin(), text.end(), [](char c) { return c < '0' || c > '9'; });
+  const std::string digits(text.begin(), unit_at);
+  const std::string unit(unit_at, text.end());
+  if (digits.empty() || digits.size() > 9) return std::nullopt;
+  uint64_t value = 0;
+  std::from_chars(digits.data(), digits.data() + digits.size(), value);
+  if (unit == "ms") return value;
+  if (unit == "s") return value * 1000;
+  if (unit == "m") return value * 60 * 1000;
+  return std::nullopt;
+}
+
+std::string formatDurationMs(uint64_t ms) {
+  if (ms != 0 && ms % 1000 == 0) return std::to_string(ms / 1000) + "s";
+  return std::to_string(ms) + "ms";
 }
 
 std::string EndpointSpec::key() const {

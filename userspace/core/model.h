@@ -57,6 +57,40 @@ struct EndpointSpec {
   bool operator==(const EndpointSpec&) const = default;
 };
 
+// Active health checks of a service's endpoints (docs/config.md, "health"). Times in
+// milliseconds. The defaults are HAProxy's: every 2 s, 1 s to answer, 2 passes to come back,
+// 3 failures to go.
+enum class HealthCheckType : uint8_t { kNone = 0, kTcp, kHttp, kUdp };
+std::string toString(HealthCheckType t);  // "none" / "tcp" / "http" / "udp"
+std::optional<HealthCheckType> parseHealthCheckType(const std::string& s);
+
+struct HealthCheckSpec {
+  HealthCheckType type = HealthCheckType::kNone;
+  uint32_t intervalMs = 2000;
+  uint32_t timeoutMs = 1000;
+  uint32_t rise = 2;      // consecutive passes that bring an endpoint back
+  uint32_t fall = 3;      // consecutive failures that take it out
+  uint32_t jitterMs = 0;  // each probe starts up to this much later than its slot
+  std::string httpPath = "/";
+  std::string httpHost;  // empty: the endpoint's address
+  uint16_t httpStatusMin = 200;
+  uint16_t httpStatusMax = 399;
+  std::string udpSend;                  // the request datagram
+  std::string udpExpect;                // the reply must start with this; empty: any reply passes
+  uint32_t ejectionTimeMs = 2000;       // first ejection; doubles with each repeated one
+  uint32_t maxEjectionTimeMs = 300000;  // ... up to this
+  uint32_t maxEjectedPercent = 50;      // never more of the service's endpoints out at once
+  uint32_t panicThresholdPercent = 50;  // fewer healthy than this: spread over all (panic)
+  bool operator==(const HealthCheckSpec&) const = default;
+};
+
+inline constexpr uint32_t kMinHealthIntervalMs = 100;
+inline constexpr uint32_t kMaxHealthTimeMs = 3600 * 1000;
+
+// "100ms", "2s", "1500ms"; a whole number with a unit (ms, s, m). nullopt otherwise.
+std::optional<uint64_t> parseDurationMs(const std::string& text);
+std::string formatDurationMs(uint64_t ms);  // "2s" when whole seconds, else "1500ms"
+
 struct ServiceSpec {
   std::string name;  // [a-z0-9][a-z0-9-_.]{0,62}
   IpAddress vip;
@@ -65,6 +99,7 @@ struct ServiceSpec {
   Algorithm algorithm = Algorithm::kMaglev;
   ForwardingMode forwarding = ForwardingMode::kNat;
   std::vector<EndpointSpec> endpoints;
+  HealthCheckSpec health;
   bool operator==(const ServiceSpec&) const = default;
 };
 

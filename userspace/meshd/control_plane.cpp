@@ -102,6 +102,7 @@ ApiResult<ApplyReport> ControlPlane::commit(const DesiredState& next) {
     spdlog::info("applied: added {} removed {} changed {}", listText(r.added), listText(r.removed),
                  listText(r.changed));
   }
+  for (const auto& listener : committedListeners_) listener();
   return report.value();
 }
 
@@ -211,6 +212,16 @@ ApiResult<ApplyReport> ControlPlane::applyConfigText(const std::string& yamlText
   }
   DesiredState next{desired().node, std::move(doc.services)};
   return commit(next);
+}
+
+ApiResult<void> ControlPlane::setExcluded(std::map<std::string, std::set<std::string>> excluded) {
+  if (auto r = reconciler_.setExcluded(std::move(excluded)); !r) {
+    const Error& e = r.error();
+    spdlog::error("health: rings not updated: {}{}", e.toString(),
+                  e.hint.empty() ? "" : " (" + e.hint + ")");
+    return ApiError{500, "dataplane: " + e.toString(), "see meshd's log"};
+  }
+  return {};
 }
 
 ApiResult<ApplyReport> ControlPlane::reloadConfigFile() {

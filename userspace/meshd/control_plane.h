@@ -5,7 +5,11 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
+#include <map>
+#include <set>
 #include <string>
+#include <vector>
 
 #include "dataplane.h"
 #include "model.h"
@@ -53,6 +57,15 @@ class ControlPlane {
   // SIGHUP: applyConfigText on the config file meshd was started with.
   ApiResult<ApplyReport> reloadConfigFile();
 
+  // Health: which endpoints of each service the rings leave out right now (ejected, not in
+  // panic). Not part of the desired state, so not saved: a restart starts everyone healthy.
+  ApiResult<void> setExcluded(std::map<std::string, std::set<std::string>> excluded);
+  // Called after every commit that changed the dataplane (the health monitor follows the set of
+  // services, endpoints and checks this way).
+  void onCommitted(std::function<void()> listener) {
+    committedListeners_.push_back(std::move(listener));
+  }
+
  private:
   Dataplane& dataplane_;
   Reconciler& reconciler_;
@@ -60,6 +73,7 @@ class ControlPlane {
   std::string configPath_;
   bool adopted_;
   std::chrono::steady_clock::time_point startedAt_;
+  std::vector<std::function<void()>> committedListeners_;
 };
 
 // "ring_size 65537 -> 131071, interfaces [a] -> [a, b]"; empty when equal.

@@ -196,7 +196,9 @@ Result<void> Reconciler::convergeService(const ServiceSpec& service, const Servi
       realizedEndpoints_[id] = want;
     }
     // Weight 0 drains: the slot stays (established flows keep going), the ring leaves it out.
-    if (endpoint.weight > 0) members.push_back(RingMember{endpoint.key(), endpoint.weight, id});
+    // Health ejections do the same without touching the weight the user gave.
+    if (endpoint.weight > 0 && !isExcluded(service.name, endpoint.key()))
+      members.push_back(RingMember{endpoint.key(), endpoint.weight, id});
   }
   // Sorted by key, so the ring depends on the endpoint set only, not on the order it was written
   // in: every node builds the same ring from the same set.
@@ -278,6 +280,29 @@ Result<void> Reconciler::converge(const DesiredState& desired, const IdAssignmen
   for (uint32_t id : staleEndpoints) {
     if (auto r = dataplane_.removeEndpoint(id); !r) return r;
     realizedEndpoints_.erase(id);
+  }
+  return {};
+}
+
+bool Reconciler::isExcluded(const std::string& service, const std::string& key) const {
+  auto it = excluded_.find(service);
+  return it != excluded_.end() && it->second.contains(key);
+}
+
+Result<void> Reconciler::setExcluded(std::map<std::string, std::set<std::string>> excluded) {
+  std::erase_if(excluded, [](const auto& kv) { return kv.second.empty(); });
+  if (excluded == excluded_) return {};
+  auto previous = std::move(excluded_);
+  excluded_ = std::move(excluded);
+  if (!applied_) return {};
+  if (auto r = converge(desired_, ids_); !r) {
+    excluded_ = std::move(previous);
+    if (auto back = converge(desired_, ids_); !back) {
+      Error e = r.error();
+      e.hint = "putting the rings back failed too (" + back.error().toString() + ")";
+      return e;
+    }
+    return r;
   }
   return {};
 }

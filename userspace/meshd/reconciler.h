@@ -52,6 +52,14 @@ class Reconciler {
   // (with the rollback's outcome in the hint when the rollback failed too).
   Result<ApplyReport> apply(const DesiredState& desired);
 
+  // Health: endpoints to leave out of the rings (service name -> endpoint keys) whatever their
+  // weight; the desired state keeps the user's weights. Converges the last applied state at once
+  // (only rings whose members change are rebuilt); later applies keep honouring the set.
+  Result<void> setExcluded(std::map<std::string, std::set<std::string>> excluded);
+  const std::map<std::string, std::set<std::string>>& excluded() const { return excluded_; }
+  // Whether the ring of `service` leaves `key` out because of health (not weight).
+  bool isExcluded(const std::string& service, const std::string& key) const;
+
   const DesiredState& desired() const { return desired_; }
   const IdAssignments& ids() const { return ids_; }
   std::optional<uint32_t> serviceId(const std::string& service) const;
@@ -96,6 +104,8 @@ class Reconciler {
   // From the start snapshot, for services/endpoints whose ids the state file did not give.
   std::map<ServiceKey, uint32_t> serviceHints_;
   std::map<std::tuple<uint32_t, IpAddress, uint16_t>, uint32_t> endpointHints_;
+
+  std::map<std::string, std::set<std::string>> excluded_;
 
   uint64_t ringsBuilt_ = 0;
 };
