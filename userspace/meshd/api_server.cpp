@@ -5,14 +5,18 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <array>
 #include <boost/asio/steady_timer.hpp>
+#include <boost/asio/write.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/http.hpp>
 #include <chrono>
+#include <deque>
 #include <nlohmann/json.hpp>
 
 #include "abi.h"
 #include "api_json.h"
+#include "health/health_monitor.h"
 
 #ifndef MESHPATH_VERSION
 #define MESHPATH_VERSION "dev"
@@ -33,7 +37,8 @@ constexpr auto kIdleTimeout = std::chrono::seconds(60);
 
 // Input echoed into answers may hold bytes that are not UTF-8; replace them rather than throw.
 ApiAnswer answer(int status, const json& body) {
-  return ApiAnswer{status, body.dump(-1, ' ', false, json::error_handler_t::replace), {}};
+  return ApiAnswer{
+      status, body.dump(-1, ' ', false, json::error_handler_t::replace), {}, std::nullopt};
 }
 
 ApiAnswer errorAnswer(int status, const std::string& error, const std::string& hint) {
@@ -75,6 +80,25 @@ json countersJson(const Counters& c) {
 
 ApiAnswer dataplaneFailure(const Error& e) {
   return errorAnswer(500, "dataplane: " + e.toString(), "see meshd's log");
+}
+
+// The value of `name` in the target's query ("/v1/events?follow=1&since=3"), or nullopt.
+std::optional<std::string> queryParam(const std::string& target, const std::string& name) {
+  const size_t q = target.find('?');
+  if (q == std::string::npos) return std::nullopt;
+  const std::string query = target.substr(q + 1);
+  size_t pos = 0;
+  while (pos <= query.size()) {
+    size_t amp = query.find('&', pos);
+    if (amp == std::string::npos) amp = query.size();
+    const std::string part = query.substr(pos, amp - pos);
+    const size_t eq = part.find('=');
+    if (percentDecode(part.substr(0, eq)) == name) {
+      return eq == std::string::npos ? "" : percentDecode(part.substr(eq + 1));
+    }
+    pos = amp + 1;
+  }
+  return std::nullopt;
 }
 
 std::optional<uint16_t> parsePort(const std::string& text) {
@@ -125,6 +149,14 @@ ApiAnswer ApiHandler::handle(const std::string& method, const std::string& targe
   if (top == "stats" && seg.size() == 2) {
     if (auto r = route({"GET"})) return *r;
     return stats();
+  }
+  if (top == "health" && (seg.size() == 2 || seg.size() == 3)) {
+    if (auto r = route({"GET"})) return *r;
+    return healthView(seg.size() == 3 ? seg[2] : "");
+  }
+  if (top == "events" && seg.size() == 2) {
+    if (auto r = route({"GET"})) return *r;
+    return events(target);
   }
   if (top == "apply" && seg.size() == 2) {
     if (auto r = route({"POST"})) return *r;
@@ -323,6 +355,40 @@ ApiAnswer ApiHandler::apply(const std::string& body) {
       json{{"added", report->added}, {"removed", report->removed}, {"changed", report->changed}});
 }
 
+ApiAnswer ApiHandler::healthView(const std::string& service) {
+  if (health_ == nullptr) {
+    return errorAnswer(503, "health checks are not running", "see meshd's log");
+  }
+  auto view = health_->healthJson(service);
+  if (!view) {
+    return errorAnswer(404, "service " + service + " not found",
+                       "see what exists with `meshctl service list`");
+  }
+  return answer(200, *view);
+}
+
+ApiAnswer ApiHandler::events(const std::string& target) {
+  if (health_ == nullptr) {
+    return errorAnswer(503, "health checks are not running", "see meshd's log");
+  }
+  uint64_t since = 0;
+  if (auto v = queryParam(target, "since")) {
+    if (v->empty() || v->size() > 19 ||
+        !std::all_of(v->begin(), v->end(), [](char c) { return c >= '0' && c <= '9'; })) {
+      return errorAnswer(400, "since: " + *v + " is not an event number",
+                         "give the seq of the last event seen, e.g. ?since=42");
+    }
+    since = std::stoull(*v);
+  }
+  const auto follow = queryParam(target, "follow");
+  if (follow && (*follow == "1" || *follow == "true" || follow->empty())) {
+    ApiAnswer a;
+    a.followFrom = since;
+    return a;
+  }
+  return answer(200, health_->eventsJson(since));
+}
+
 // ---------------------------------------------------------------------------------------------
 // Connections
 
@@ -420,7 +486,58 @@ class ApiSession : public std::enable_shared_from_this<ApiSession> {
       spdlog::log(level, "api: {} {} -> {} (pid {} uid {})", method, target, a.status, peer_.pid,
                   peer_.uid);
     }
+    if (a.followFrom) {
+      follow(*a.followFrom);
+      return;
+    }
     respond(a, req.version(), req.keep_alive());
+  }
+
+  // GET /v1/events?follow=1: a chunked response that never ends by itself, one JSON line per
+  // event, until the client goes away or meshd stops.
+  void follow(uint64_t since) {
+    health::HealthMonitor* monitor = server_.handler().health();
+    pending_.push_back("HTTP/1.1 200 OK\r\nServer: meshd/" MESHPATH_VERSION
+                       "\r\nContent-Type: application/x-ndjson\r\nTransfer-Encoding: chunked\r\n"
+                       "Cache-Control: no-cache\r\n\r\n");
+    for (const auto& e : monitor->eventsJson(since)) queueChunk(e);
+    std::weak_ptr<ApiSession> weak = weak_from_this();
+    followerId_ = monitor->subscribe([weak](const json& e) {
+      if (auto self = weak.lock()) self->queueChunk(e);
+    });
+    following_ = true;
+    writeNext();
+    // Anything the client sends, or its going away, ends the stream.
+    socket_.async_read_some(
+        asio::buffer(discard_),
+        [self = shared_from_this()](beast::error_code, size_t) { self->endFollow(); });
+  }
+
+  void queueChunk(const json& e) {
+    std::string line = e.dump(-1, ' ', false, json::error_handler_t::replace) + "\n";
+    char size[16];
+    std::snprintf(size, sizeof(size), "%zx\r\n", line.size());
+    pending_.push_back(size + line + "\r\n");
+    if (!writing_ && following_) writeNext();
+  }
+
+  void writeNext() {
+    if (writing_ || pending_.empty() || !following_) return;
+    writing_ = true;
+    asio::async_write(socket_, asio::buffer(pending_.front()),
+                      [self = shared_from_this()](beast::error_code ec, size_t) {
+                        self->writing_ = false;
+                        if (ec) return self->endFollow();
+                        self->pending_.pop_front();
+                        self->writeNext();
+                      });
+  }
+
+  void endFollow() {
+    if (!following_) return;
+    following_ = false;
+    if (auto* monitor = server_.handler().health()) monitor->unsubscribe(followerId_);
+    closeSocket();
   }
 
   void respond(const ApiAnswer& a, unsigned version, bool keepAlive) {
@@ -456,6 +573,12 @@ class ApiSession : public std::enable_shared_from_this<ApiSession> {
   ApiServer& server_;
   bool allowed_;
   PeerCredentials peer_;
+  // Following events.
+  std::deque<std::string> pending_;
+  bool writing_ = false;
+  bool following_ = false;
+  uint64_t followerId_ = 0;
+  std::array<char, 256> discard_{};
 };
 
 }  // namespace

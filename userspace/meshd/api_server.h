@@ -8,6 +8,7 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/local/stream_protocol.hpp>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "control_plane.h"
@@ -15,15 +16,23 @@
 
 namespace meshpath {
 
+namespace health {
+class HealthMonitor;
+}
+
 struct ApiAnswer {
   int status = 200;
   std::string body;   // JSON
   std::string allow;  // for 405: the methods the path takes
+  // GET /v1/events?follow=1: the session streams events (JSON lines, chunked) from seq > this.
+  std::optional<uint64_t> followFrom;
 };
 
 class ApiHandler {
  public:
   explicit ApiHandler(ControlPlane& controlPlane) : cp_(controlPlane) {}
+  void setHealth(health::HealthMonitor* monitor) { health_ = monitor; }
+  health::HealthMonitor* health() const { return health_; }
   // `target` is the request target as sent ("/v1/services/web?x=y"); `method` e.g. "GET".
   ApiAnswer handle(const std::string& method, const std::string& target, const std::string& body);
 
@@ -40,8 +49,11 @@ class ApiHandler {
                            const std::string& port);
   ApiAnswer stats();
   ApiAnswer apply(const std::string& body);
+  ApiAnswer healthView(const std::string& service);
+  ApiAnswer events(const std::string& target);
 
   ControlPlane& cp_;
+  health::HealthMonitor* health_ = nullptr;
 };
 
 // Who is on the other end of a connection (SO_PEERCRED, SO_PEERGROUPS).

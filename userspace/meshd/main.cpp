@@ -1,6 +1,6 @@
 // meshd — loads the XDP balancer, keeps its maps in step with the desired state (config file,
 // REST API), and leaves the datapath running when it exits: kill -9 or SIGTERM must not drop a
-// packet. One Boost.Asio io_context carries everything: signals, the API, later health checks.
+// packet. One Boost.Asio io_context carries everything: signals, the API, the health probes.
 //
 //   meshd --config FILE [--log-level info] [--netns NAME] [--detach-on-exit] [--daemon]
 //   meshd --teardown [--config FILE]      detach XDP, remove pinned links and maps, state file
@@ -30,6 +30,8 @@
 #include "bpf_dataplane.h"
 #include "config.h"
 #include "control_plane.h"
+#include "health/health_checker.h"
+#include "health/health_monitor.h"
 #include "libbpf_logger.h"
 #include "netlink.h"
 #include "reconciler.h"
@@ -333,7 +335,12 @@ int run(const Options& opt) {
   }
 
   boost::asio::io_context io;
+  health::SteadyClock clock;
+  health::AsioProber prober(io, clock);
+  health::HealthMonitor healthMonitor(io, controlPlane, clock, prober);
+  healthMonitor.start();
   ApiServer api(io, controlPlane);
+  api.handler().setHealth(&healthMonitor);
   if (auto r = api.listen(node.apiSocket); !r) {
     spdlog::error("{}{}", r.error().toString(),
                   r.error().hint.empty() ? "" : " — " + r.error().hint);
@@ -362,6 +369,7 @@ int run(const Options& opt) {
                      opt.detachOnExit ? "--detach-on-exit: detaching XDP and removing the pins"
                                       : "XDP stays attached and the maps pinned");
         api.close();
+        healthMonitor.stop();
         io.stop();
       };
   signals.async_wait(onSignal);

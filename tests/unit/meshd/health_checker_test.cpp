@@ -1,0 +1,255 @@
+// health_checker_test — the probe schedule (with a fake prober on a real event loop) and the
+// real probes against loopback listeners: TCP connect, HTTP status, UDP request/response.
+#include "health/health_checker.h"
+
+#include <gtest/gtest.h>
+
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/ip/udp.hpp>
+#include <boost/asio/read_until.hpp>
+#include <boost/asio/write.hpp>
+#include <map>
+
+#include "control_plane.h"
+#include "fake_dataplane.h"
+#include "health/health_monitor.h"
+#include "reconciler.h"
+#include "state_store.h"
+
+namespace meshpath::health {
+namespace {
+
+namespace asio = boost::asio;
+using namespace std::chrono_literals;
+
+class FakeProber : public Prober {
+ public:
+  void probe(const ProbeTarget& t, std::function<void(ProbeResult)> done) override {
+    ++calls[t.key];
+    done(ProbeResult{!failing.contains(t.key), clock.now(), 10us, "fake"});
+  }
+  std::map<std::string, int> calls;
+  std::set<std::string> failing;
+  SteadyClock clock;
+};
+
+ProbeTarget target(const std::string& key, uint16_t port, HealthCheckType type,
+                   uint32_t intervalMs = 100) {
+  ProbeTarget t;
+  t.service = "web";
+  t.key = key;
+  t.address = *IpAddress::parse("127.0.0.1");
+  t.port = port;
+  t.check.type = type;
+  t.check.intervalMs = intervalMs;
+  t.check.timeoutMs = 50;
+  return t;
+}
+
+TEST(HealthChecker, KeepsTheScheduleOfEveryTarget) {
+  asio::io_context io;
+  SteadyClock clock;
+  FakeProber prober;
+  int results = 0;
+  HealthChecker checker(io, clock, prober,
+                        [&](const ProbeTarget&, const ProbeResult&) { ++results; });
+  std::vector<ProbeTarget> targets;
+  for (int i = 0; i < 50; ++i) {
+    targets.push_back(target("ep" + std::to_string(i), 1, HealthCheckType::kTcp));
+  }
+  checker.setTargets(targets);
+  io.run_for(1050ms);
+  // 1 s at 100 ms: 10 or 11 probes each, whatever the first slot's offset.
+  for (const auto& [key, n] : prober.calls) {
+    EXPECT_GE(n, 10) << key;
+    EXPECT_LE(n, 11) << key;
+  }
+  EXPECT_EQ(prober.calls.size(), 50u);
+  const LagStats lag = checker.lag();
+  EXPECT_EQ(lag.probes, uint64_t(results));
+  EXPECT_LT(lag.p99, 20ms);
+
+  // Unchanged targets keep going; a removed one stops.
+  targets.pop_back();
+  checker.setTargets(targets);
+  prober.calls.clear();
+  io.restart();
+  io.run_for(500ms);
+  EXPECT_FALSE(prober.calls.contains("ep49"));
+  EXPECT_EQ(prober.calls.size(), 49u);
+}
+
+// Runs the io_context until `done` or the deadline.
+template <typename Pred>
+void runUntil(asio::io_context& io, Pred done, std::chrono::milliseconds limit = 2000ms) {
+  const auto end = std::chrono::steady_clock::now() + limit;
+  while (!done() && std::chrono::steady_clock::now() < end) {
+    io.restart();
+    io.run_for(5ms);
+  }
+}
+
+ProbeResult probeOnce(asio::io_context& io, Prober& prober, const ProbeTarget& t) {
+  std::optional<ProbeResult> got;
+  prober.probe(t, [&](ProbeResult r) { got = r; });
+  runUntil(io, [&] { return got.has_value(); });
+  EXPECT_TRUE(got.has_value());
+  return got.value_or(ProbeResult{});
+}
+
+TEST(AsioProber, TcpConnectPassesAndRefusedFails) {
+  asio::io_context io;
+  SteadyClock clock;
+  AsioProber prober(io, clock);
+  asio::ip::tcp::acceptor listener(io, {asio::ip::make_address("127.0.0.1"), 0});
+  const uint16_t port = listener.local_endpoint().port();
+  ProbeResult r = probeOnce(io, prober, target("a", port, HealthCheckType::kTcp));
+  EXPECT_TRUE(r.ok) << r.detail;
+  listener.close();
+  r = probeOnce(io, prober, target("a", port, HealthCheckType::kTcp));
+  EXPECT_FALSE(r.ok);
+  EXPECT_NE(r.detail.find("refused"), std::string::npos) << r.detail;
+}
+
+// A one-shot HTTP server answering every request with `status`.
+void serveHttp(asio::ip::tcp::acceptor& listener, int status, std::string& request) {
+  listener.async_accept(
+      [&listener, status, &request](boost::system::error_code ec, asio::ip::tcp::socket s) {
+        if (ec) return;
+        auto sock = std::make_shared<asio::ip::tcp::socket>(std::move(s));
+        auto buf = std::make_shared<std::string>();
+        asio::async_read_until(
+            *sock, asio::dynamic_buffer(*buf), "\r\n\r\n",
+            [sock, buf, status, &request](boost::system::error_code, size_t) {
+              request = *buf;
+              auto reply = std::make_shared<std::string>("HTTP/1.1 " + std::to_string(status) +
+                                                         " X\r\nContent-Length: 0\r\n\r\n");
+              asio::async_write(*sock, asio::buffer(*reply),
+                                [sock, reply](boost::system::error_code, size_t) {});
+            });
+        serveHttp(listener, status, request);
+      });
+}
+
+TEST(AsioProber, HttpStatusInRangePasses) {
+  asio::io_context io;
+  SteadyClock clock;
+  AsioProber prober(io, clock);
+  asio::ip::tcp::acceptor ok(io, {asio::ip::make_address("127.0.0.1"), 0});
+  asio::ip::tcp::acceptor bad(io, {asio::ip::make_address("127.0.0.1"), 0});
+  std::string seen, ignored;
+  serveHttp(ok, 204, seen);
+  serveHttp(bad, 503, ignored);
+  ProbeTarget t = target("a", ok.local_endpoint().port(), HealthCheckType::kHttp);
+  t.check.httpPath = "/healthz";
+  t.check.httpHost = "web.example";
+  ProbeResult r = probeOnce(io, prober, t);
+  EXPECT_TRUE(r.ok) << r.detail;
+  EXPECT_EQ(r.detail, "HTTP 204");
+  EXPECT_TRUE(seen.starts_with("GET /healthz HTTP/1.1\r\n")) << seen;
+  EXPECT_NE(seen.find("Host: web.example\r\n"), std::string::npos) << seen;
+  t.port = bad.local_endpoint().port();
+  r = probeOnce(io, prober, t);
+  EXPECT_FALSE(r.ok);
+  EXPECT_EQ(r.detail, "HTTP 503");
+}
+
+TEST(AsioProber, SilentPeerTimesOut) {
+  asio::io_context io;
+  SteadyClock clock;
+  AsioProber prober(io, clock);
+  // Accepts the connection (backlog) but never answers the HTTP request.
+  asio::ip::tcp::acceptor silent(io, {asio::ip::make_address("127.0.0.1"), 0});
+  ProbeResult r =
+      probeOnce(io, prober, target("a", silent.local_endpoint().port(), HealthCheckType::kHttp));
+  EXPECT_FALSE(r.ok);
+  EXPECT_EQ(r.detail, "timeout after 50ms");
+  EXPECT_GE(r.latency, 50ms);
+}
+
+TEST(AsioProber, UdpExpectsTheReply) {
+  asio::io_context io;
+  SteadyClock clock;
+  AsioProber prober(io, clock);
+  asio::ip::udp::socket echo(io, {asio::ip::make_address("127.0.0.1"), 0});
+  std::array<char, 64> buf{};
+  asio::ip::udp::endpoint from;
+  std::function<void()> serve = [&] {
+    echo.async_receive_from(asio::buffer(buf), from, [&](boost::system::error_code ec, size_t n) {
+      if (ec) return;
+      std::string reply = std::string(buf.data(), n) == "ping" ? "pong!" : "what?";
+      echo.send_to(asio::buffer(reply), from);
+      serve();
+    });
+  };
+  serve();
+  ProbeTarget t = target("a", echo.local_endpoint().port(), HealthCheckType::kUdp);
+  t.check.udpSend = "ping";
+  t.check.udpExpect = "pong";
+  ProbeResult r = probeOnce(io, prober, t);
+  EXPECT_TRUE(r.ok) << r.detail;
+  t.check.udpSend = "hello";
+  r = probeOnce(io, prober, t);
+  EXPECT_FALSE(r.ok);
+  EXPECT_EQ(r.detail, "unexpected reply");
+}
+
+// The monitor over a fake dataplane: a failing endpoint leaves the ring, the desired state keeps
+// its weight, and the events say so.
+TEST(HealthMonitor, FailingEndpointLeavesTheRingAndComesBack) {
+  meshpath::testing::FakeDataplane dataplane;
+  Reconciler reconciler(dataplane);
+  reconciler.start(RealizedSnapshot{}, std::nullopt);
+  StateStore store(::testing::TempDir() + "/health_monitor_state.json");
+  ControlPlane cp(dataplane, reconciler, store, "", false);
+  DesiredState state;
+  state.node.interfaces = {"eth0"};
+  state.node.ipv4 = IpAddress::parse("10.0.2.1");
+  ServiceSpec web;
+  web.name = "web";
+  web.vip = *IpAddress::parse("10.0.0.100");
+  web.port = 80;
+  for (int i = 1; i <= 3; ++i) {
+    web.endpoints.push_back(
+        EndpointSpec{*IpAddress::parse("10.0.2.1" + std::to_string(i)), 8080, 1});
+  }
+  web.health.type = HealthCheckType::kTcp;
+  web.health.intervalMs = 100;
+  web.health.timeoutMs = 50;
+  web.health.fall = 2;
+  web.health.rise = 2;
+  web.health.ejectionTimeMs = 200;
+  state.services.push_back(web);
+  ASSERT_TRUE(cp.commit(state));
+
+  asio::io_context io;
+  SteadyClock clock;
+  FakeProber prober;
+  HealthMonitor monitor(io, cp, clock, prober);
+  std::vector<nlohmann::json> followed;
+  monitor.subscribe([&](const nlohmann::json& e) { followed.push_back(e); });
+  monitor.start();
+  prober.failing.insert("10.0.2.12:8080");
+  runUntil(io, [&] { return reconciler.isExcluded("web", "10.0.2.12:8080"); });
+  EXPECT_TRUE(reconciler.isExcluded("web", "10.0.2.12:8080"));
+  EXPECT_EQ(cp.desired().services[0].endpoints[1].weight, 1u) << "the user's weight stays";
+  const uint32_t id = *reconciler.endpointId("web", "10.0.2.12:8080");
+  const auto& ring = dataplane.rings.begin()->second;
+  EXPECT_EQ(std::count(ring.begin(), ring.end(), id), 0);
+  auto view = *monitor.healthJson("web");
+  EXPECT_EQ(view["services"][0]["endpoints"][1]["state"], "ejected");
+  EXPECT_EQ(view["services"][0]["endpoints"][1]["in_ring"], false);
+
+  prober.failing.clear();
+  runUntil(io, [&] { return !reconciler.isExcluded("web", "10.0.2.12:8080"); });
+  EXPECT_FALSE(reconciler.isExcluded("web", "10.0.2.12:8080"));
+  std::vector<std::string> path;
+  for (const auto& e : followed) path.push_back(e["to"].get<std::string>());
+  EXPECT_EQ(path, (std::vector<std::string>{"suspect", "ejected", "probing", "healthy"}));
+  EXPECT_EQ(monitor.eventsJson().size(), 4u);
+  EXPECT_EQ(monitor.eventsJson(2).size(), 2u);
+  monitor.stop();
+}
+
+}  // namespace
+}  // namespace meshpath::health

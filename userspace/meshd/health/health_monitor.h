@@ -1,0 +1,83 @@
+// health_monitor.h — meshd's health: follows the desired state (which services are checked and
+// how, which endpoints they have), runs the probes (HealthChecker), feeds results and datapath
+// signals into each service's state machine (ServiceHealth), and tells the control plane which
+// endpoints the rings leave out. Keeps the last transitions for GET /v1/events and streams new
+// ones to followers. Everything runs on the daemon's one event loop.
+#pragma once
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <map>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+
+#include "control_plane.h"
+#include "health/health_checker.h"
+#include "health/health_state.h"
+
+namespace meshpath::health {
+
+class HealthMonitor {
+ public:
+  using Follower = std::function<void(const nlohmann::json& event)>;
+  static constexpr size_t kEventsKept = 1024;
+
+  HealthMonitor(boost::asio::io_context& io, ControlPlane& controlPlane, const Clock& clock,
+                Prober& prober);
+  ~HealthMonitor();
+
+  // Starts following the control plane's commits and the periodic tick.
+  void start();
+  void stop();
+  // Re-reads the desired state: checks, endpoints. Called after every commit.
+  void sync();
+
+  // The datapath's passive signal for one endpoint (for the datapath's event reader).
+  void reportDatapathSignal(const std::string& service, const std::string& key,
+                            const std::string& reason);
+
+  // GET /v1/health (all services, or one: nullopt when it does not exist).
+  std::optional<nlohmann::json> healthJson(const std::string& service = "") const;
+  // GET /v1/events: the kept events with seq > since, oldest first.
+  nlohmann::json eventsJson(uint64_t since = 0) const;
+  uint64_t subscribe(Follower follower);
+  void unsubscribe(uint64_t id);
+
+  HealthChecker& checker() { return checker_; }
+  const ServiceHealth* service(const std::string& name) const;
+
+ private:
+  struct StoredEvent {
+    uint64_t seq;
+    std::chrono::system_clock::time_point wall;
+    HealthEvent event;
+  };
+
+  void onResult(const ProbeTarget& target, const ProbeResult& result);
+  void record(std::vector<HealthEvent> events);
+  void pushExclusions();
+  void armTick();
+  nlohmann::json eventJson(const StoredEvent& e) const;
+  nlohmann::json serviceJson(const ServiceSpec& spec) const;
+
+  boost::asio::io_context& io_;
+  ControlPlane& cp_;
+  const Clock& clock_;
+  HealthChecker checker_;
+  boost::asio::steady_timer tick_;
+  std::map<std::string, ServiceHealth> services_;
+  std::deque<StoredEvent> events_;
+  uint64_t nextSeq_ = 1;
+  std::map<uint64_t, Follower> followers_;
+  uint64_t nextFollower_ = 1;
+  TimePoint lastPanicReminder_{};
+  bool running_ = false;
+  std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
+};
+
+}  // namespace meshpath::health
