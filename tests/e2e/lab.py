@@ -41,11 +41,14 @@ def run(argv, check=True, timeout=120, **kw):
 
 
 def service_yaml(services):
-    """services: [{"name", "vip", "port", "endpoints": [(address, port, weight)]}]"""
+    """services: [{"name", "vip", "port", "endpoints": [(address, port, weight)], "health": {}}]
+    (health: optional, the keys of docs/config.md's health block)"""
     lines = ["services:"] if services else ["services: []"]
     for s in services:
         lines += [f"  - name: {s['name']}", f"    vip: {s['vip']}", f"    port: {s['port']}",
                   f"    protocol: {s.get('protocol', 'tcp')}"]
+        if s.get("health"):
+            lines.append("    health: {" + ", ".join(f"{k}: {v}" for k, v in s["health"].items()) + "}")
         eps = s.get("endpoints", [])
         lines.append("    endpoints:" if eps else "    endpoints: []")
         for address, port, weight in eps:

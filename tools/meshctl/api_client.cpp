@@ -72,4 +72,57 @@ ApiReply ApiClient::call(const std::string& method, const std::string& target,
   return reply;
 }
 
+ApiReply ApiClient::follow(const std::string& target,
+                           const std::function<bool(const std::string&)>& line) const {
+  ApiReply reply;
+  asio::io_context ioc;
+  asio::local::stream_protocol::socket socket(ioc);
+  beast::error_code ec;
+  socket.connect(asio::local::stream_protocol::endpoint(socketPath_), ec);
+  if (ec) {
+    reply.transportError = ec.message();
+    return reply;
+  }
+  http::request<http::empty_body> req{http::verb::get, target, 11};
+  req.set(http::field::host, "meshd");
+  req.set(http::field::user_agent, "meshctl");
+  http::write(socket, req, ec);
+  if (ec) {
+    reply.transportError = "send: " + ec.message();
+    return reply;
+  }
+  beast::flat_buffer buffer;
+  http::response_parser<http::string_body> parser;
+  parser.body_limit(boost::none);
+  bool stop = false;
+  std::string partial;
+  auto onChunk = [&](std::uint64_t, beast::string_view body, beast::error_code&) -> std::size_t {
+    partial.append(body.data(), body.size());
+    size_t nl;
+    while (!stop && (nl = partial.find('\n')) != std::string::npos) {
+      if (!line(partial.substr(0, nl))) stop = true;
+      partial.erase(0, nl + 1);
+    }
+    return body.size();
+  };
+  http::read_header(socket, buffer, parser, ec);
+  if (ec) {
+    reply.transportError = "read: " + ec.message();
+    return reply;
+  }
+  reply.status = static_cast<int>(parser.get().result_int());
+  if (reply.status < 200 || reply.status >= 300) {
+    http::read(socket, buffer, parser, ec);
+    reply.rawBody = parser.get().body();
+    reply.body = nlohmann::json::parse(reply.rawBody, nullptr, false);
+    return reply;
+  }
+  parser.on_chunk_body(onChunk);
+  while (!stop && !parser.is_done()) {
+    http::read_some(socket, buffer, parser, ec);
+    if (ec) break;
+  }
+  return reply;
+}
+
 }  // namespace meshpath::meshctl

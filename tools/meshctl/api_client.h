@@ -3,6 +3,7 @@
 #pragma once
 
 #include <chrono>
+#include <functional>
 #include <nlohmann/json.hpp>
 #include <string>
 
@@ -35,6 +36,12 @@ class ApiClient {
                     const std::string& contentType) const {
     return call("POST", target, body, contentType);
   }
+
+  // A long-lived GET whose chunked body is JSON lines (GET /v1/events?follow=1): calls `line`
+  // for each line as it arrives, until the daemon ends the stream or `line` returns false. A
+  // refusal (non-2xx) comes back as the reply; a stream that ran returns status 200.
+  ApiReply follow(const std::string& target,
+                  const std::function<bool(const std::string&)>& line) const;
 
   const std::string& socketPath() const { return socketPath_; }
 

@@ -47,6 +47,7 @@ struct Args {
   std::string endpoint;
   std::string weight;
   std::string file;
+  bool follow = false;
 };
 
 class Context {
@@ -486,6 +487,124 @@ int cmdStats(const Context& ctx, const Args& a) {
   return kExitOk;
 }
 
+// --- health ---
+
+std::string fixed(double v, int digits) {
+  char buf[32];
+  std::snprintf(buf, sizeof(buf), "%.*f", digits, v);
+  return buf;
+}
+
+double num(const json& j, const char* key) {
+  if (!j.is_object() || !j.contains(key) || !j[key].is_number()) return 0;
+  return j[key].get<double>();
+}
+
+int cmdHealth(const Context& ctx, const Args& a) {
+  std::string error;
+  if (!a.service.empty() && !validServiceName(a.service, &error)) return ctx.usage(error);
+  auto reply = ctx.api().get(a.service.empty() ? "/v1/health" : "/v1/health/" + a.service);
+  if (!reply.ok()) return ctx.failed(reply);
+  if (ctx.json()) {
+    ctx.printJson(reply);
+    return kExitOk;
+  }
+  const json& services = reply.body.is_object() && reply.body.contains("services")
+                             ? reply.body["services"]
+                             : json::array();
+  if (services.empty()) std::cout << "no services\n";
+  bool first = true;
+  for (const auto& s : services) {
+    if (!first) std::cout << '\n';
+    first = false;
+    const json& check = s.contains("check") ? s["check"] : json::object();
+    std::cout << str(s, "name") << ": ";
+    if (str(check, "type") == "none") {
+      std::cout << "no health checks\n";
+    } else {
+      std::cout << str(check, "type") << " check every " << str(check, "interval") << ", timeout "
+                << str(check, "timeout") << ", rise " << u64(check, "rise") << ", fall "
+                << u64(check, "fall") << "; " << u64(s, "healthy") << " of "
+                << s["endpoints"].size() << " healthy, " << u64(s, "out") << " out (cap "
+                << u64(s, "max_out") << ")\n";
+    }
+    if (s.value("panic", false)) {
+      std::cout << "  !!! PANIC: too few healthy endpoints (panic_threshold "
+                << u64(check, "panic_threshold")
+                << "%): new connections spread over ALL endpoints, failing ones too !!!\n";
+    }
+    Table t({{"ENDPOINT"},
+             {"STATE"},
+             {"SINCE", Align::kRight},
+             {"RING"},
+             {"LAST PROBE"},
+             {"LATENCY", Align::kRight},
+             {"PASSIVE", Align::kRight},
+             {"EJECTIONS", Align::kRight}});
+    for (const auto& ep : s["endpoints"]) {
+      std::string state = str(ep, "state");
+      if (ep.value("held_by_cap", false)) state += " (held by cap)";
+      if (ep.contains("ejected_for_s") && ep["ejected_for_s"].is_number()) {
+        state += " (" + fixed(num(ep, "ejected_for_s"), 1) + "s left)";
+      }
+      const json& probe = ep.contains("last_probe") ? ep["last_probe"] : json(nullptr);
+      std::string last = "-", latency = "-";
+      if (probe.is_object()) {
+        last = std::string(probe.value("ok", false) ? "ok" : "FAIL") + " " + str(probe, "detail");
+        latency = fixed(num(probe, "latency_ms"), 2) + "ms";
+      }
+      std::string since = ep.contains("since_s") && ep["since_s"].is_number()
+                              ? humanDuration(static_cast<uint64_t>(num(ep, "since_s"))) + " ago"
+                              : "-";
+      t.addRow({endpointKey(ep), state, since, ep.value("in_ring", false) ? "in" : "out", last,
+                latency, std::to_string(u64(ep, "passive_failures")),
+                std::to_string(u64(ep, "ejections"))});
+    }
+    t.print(std::cout, "  ");
+  }
+  if (reply.body.contains("scheduler")) {
+    const json& sch = reply.body["scheduler"];
+    std::cout << "\nprobe schedule: " << u64(sch, "targets") << " targets, "
+              << humanCount(u64(sch, "probes")) << " probes, lag p50 "
+              << fixed(num(sch, "lag_p50_ms"), 2) << "ms p99 " << fixed(num(sch, "lag_p99_ms"), 2)
+              << "ms max " << fixed(num(sch, "lag_max_ms"), 2) << "ms, " << u64(sch, "skipped")
+              << " slots skipped\n";
+  }
+  return kExitOk;
+}
+
+std::string eventLine(const json& e) {
+  std::string who = str(e, "service");
+  if (e.contains("endpoint") && e["endpoint"].is_string()) who += " " + str(e, "endpoint");
+  return str(e, "time") + "  " + who + "  " + str(e, "from") + " -> " + str(e, "to") + "  " +
+         str(e, "reason");
+}
+
+int cmdEvents(const Context& ctx, const Args& a) {
+  if (!a.follow) {
+    auto reply = ctx.api().get("/v1/events");
+    if (!reply.ok()) return ctx.failed(reply);
+    if (ctx.json()) {
+      for (const auto& e : reply.body) std::cout << e.dump() << '\n';
+      return kExitOk;
+    }
+    if (reply.body.empty()) std::cout << "no health events yet\n";
+    for (const auto& e : reply.body) std::cout << eventLine(e) << '\n';
+    return kExitOk;
+  }
+  auto reply = ctx.api().follow("/v1/events?follow=1", [&](const std::string& line) {
+    if (ctx.json()) {
+      std::cout << line << std::endl;
+    } else {
+      json e = json::parse(line, nullptr, false);
+      std::cout << (e.is_discarded() ? line : eventLine(e)) << std::endl;
+    }
+    return true;
+  });
+  if (!reply.ok()) return ctx.failed(reply);
+  return kExitOk;
+}
+
 // --- apply ---
 
 int cmdApply(const Context& ctx, const Args& a) {
@@ -599,6 +718,16 @@ std::vector<Subcommand> subcommands() {
        "Counters per service and endpoint, with each endpoint's share",
        [](CLI::App* s, Args& a) { s->add_option("SERVICE", a.service, "only this service"); },
        cmdStats},
+      {{"health"},
+       "Health of each endpoint: state, since, last probe, passive failures, ejections",
+       [](CLI::App* s, Args& a) { s->add_option("SERVICE", a.service, "only this service"); },
+       cmdHealth},
+      {{"events"},
+       "Health transitions (the last ones kept by meshd); --follow streams new ones",
+       [](CLI::App* s, Args& a) {
+         s->add_flag("-f,--follow", a.follow, "keep following transitions as they happen");
+       },
+       cmdEvents},
       {{"apply"},
        "Replace all services with those of a config file (YAML)",
        [](CLI::App* s, Args& a) {
