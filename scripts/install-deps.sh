@@ -10,6 +10,7 @@ PACKAGES=(
   libspdlog-dev nlohmann-json3-dev libcli11-dev libyaml-cpp-dev libboost-dev libboost-system-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   iproute2 ethtool curl python3 wrk
+  nftables gnuplot-nox
 )
 
 missing=()

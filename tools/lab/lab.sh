@@ -22,6 +22,7 @@
 #        lab.sh meshd-config [--prefix P]                  (print the node section of a meshd config)
 #        lab.sh meshd-start [--prefix P] MESHD CONFIG [ARGS...]   (meshd in the lb namespace)
 #        lab.sh meshd-stop [--prefix P] [--kill]           (SIGTERM, or SIGKILL with --kill)
+#        lab.sh chain up|down|env [--prefix P] [--endpoints N]  (benchmarks: gen -> router -> sink)
 set -Eeuo pipefail
 
 LAB_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -338,6 +339,164 @@ cmd_meshd_stop() {
   rm -f "$pidfile"
 }
 
+# --- chain: the benchmarks' three namespaces, separate from the lab above -----------------------
+#
+#   <p>-gen    eth0  10.101.1.2/24 fd00:101:1::2/64   pktgen sends from here (sources 10.102.0.0/16,
+#        |                                             fd00:102::/64, routed back to it by the router)
+#   <p>-rtr    gen0  10.101.1.1/24 fd00:101:1::1/64   the device under test: nftables, the trivial
+#              sink0 10.101.2.1/24 fd00:101:2::1/64   forwarder or meshd (XDP on gen0 and sink0)
+#        |
+#   <p>-sink   eth0  10.101.2.2/24 fd00:101:2::2/64   pktgen sink; endpoints 10.101.2.(10+I) and
+#                                                      fd00:101:2::(10+I) are addresses of eth0
+#
+# VIPs 10.101.0.100 and fd00:101::100. MACs are fixed and every neighbour is permanent, so no
+# packet waits for ARP/ND. Each veth has one queue per CPU (pktgen may send from every CPU).
+CHAIN_MAC_GEN=02:00:00:65:01:02
+CHAIN_MAC_RTR_GEN=02:00:00:65:01:01
+CHAIN_MAC_RTR_SINK=02:00:00:65:02:01
+CHAIN_MAC_SINK=02:00:00:65:02:02
+CHAIN_MAX_ENDPOINTS=200
+
+chain_namespaces() {
+  ip netns list | awk '{print $1}' | grep -E "^${PREFIX}-(gen|rtr|sink)\$" || true
+}
+
+chain_env() {
+  local i v4s="" v6s=""
+  for ((i = 1; i <= ENDPOINTS; i++)); do
+    v4s+="${v4s:+ }10.101.2.$((10 + i))"
+    v6s+="${v6s:+ }fd00:101:2::$((10 + i))"
+  done
+  cat <<ENV
+CHAIN_PREFIX=$PREFIX
+CHAIN_NS_GEN=$PREFIX-gen
+CHAIN_NS_RTR=$PREFIX-rtr
+CHAIN_NS_SINK=$PREFIX-sink
+CHAIN_GEN_IF=eth0
+CHAIN_RTR_GEN_IF=gen0
+CHAIN_RTR_SINK_IF=sink0
+CHAIN_SINK_IF=eth0
+CHAIN_MAC_GEN=$CHAIN_MAC_GEN
+CHAIN_MAC_RTR_GEN=$CHAIN_MAC_RTR_GEN
+CHAIN_MAC_RTR_SINK=$CHAIN_MAC_RTR_SINK
+CHAIN_MAC_SINK=$CHAIN_MAC_SINK
+CHAIN_RTR_IPV4=10.101.2.1
+CHAIN_RTR_IPV6=fd00:101:2::1
+CHAIN_VIP4=10.101.0.100
+CHAIN_VIP6=fd00:101::100
+CHAIN_SRC4_NET=10.102.0.0/16
+CHAIN_SRC6_NET=fd00:102::/64
+CHAIN_ENDPOINTS=$ENDPOINTS
+CHAIN_EP_IPV4="$v4s"
+CHAIN_EP_IPV6="$v6s"
+ENV
+}
+
+chain_up() {
+  check_tools
+  if ! [[ "$ENDPOINTS" =~ ^[0-9]+$ ]] || (( ENDPOINTS < 1 || ENDPOINTS > CHAIN_MAX_ENDPOINTS )); then
+    die "--endpoints must be 1..$CHAIN_MAX_ENDPOINTS, got '$ENDPOINTS'"
+  fi
+  [[ "$PREFIX" =~ ^[a-z0-9][a-z0-9-]{0,11}$ ]] ||
+    die "--prefix must match [a-z0-9][a-z0-9-]{0,11}, got '$PREFIX'"
+  [[ -z "$(chain_namespaces)" ]] || die "chain '$PREFIX' is already up (lab.sh chain down --prefix $PREFIX)"
+  trap 'echo "lab.sh: chain up failed, taking it down" >&2; chain_down >/dev/null 2>&1 || true' ERR
+
+  local gen="$PREFIX-gen" rtr="$PREFIX-rtr" sink="$PREFIX-sink" ns i q
+  q="$(nproc)"
+  for ns in "$gen" "$rtr" "$sink"; do
+    ip netns add "$ns"
+    ip -n "$ns" link set lo up
+    sysctl_ns "$ns" net.ipv6.conf.all.accept_dad=0
+    sysctl_ns "$ns" net.ipv6.conf.default.accept_dad=0
+  done
+  ip -n "$gen" link add eth0 address "$CHAIN_MAC_GEN" numtxqueues "$q" numrxqueues "$q" type veth \
+    peer name gen0 address "$CHAIN_MAC_RTR_GEN" numtxqueues "$q" numrxqueues "$q" netns "$rtr"
+  ip -n "$rtr" link add sink0 address "$CHAIN_MAC_RTR_SINK" numtxqueues "$q" numrxqueues "$q" \
+    type veth peer name eth0 address "$CHAIN_MAC_SINK" numtxqueues "$q" numrxqueues "$q" netns "$sink"
+
+  ip -n "$gen" addr add 10.101.1.2/24 dev eth0
+  addr6 "$gen" fd00:101:1::2/64 eth0
+  ip -n "$rtr" addr add 10.101.1.1/24 dev gen0
+  addr6 "$rtr" fd00:101:1::1/64 gen0
+  ip -n "$rtr" addr add 10.101.2.1/24 dev sink0
+  addr6 "$rtr" fd00:101:2::1/64 sink0
+  ip -n "$sink" addr add 10.101.2.2/24 dev eth0
+  addr6 "$sink" fd00:101:2::2/64 eth0
+  for ((i = 1; i <= ENDPOINTS; i++)); do
+    ip -n "$sink" addr add "10.101.2.$((10 + i))/24" dev eth0
+    addr6 "$sink" "fd00:101:2::$((10 + i))/64" eth0
+    ip -n "$rtr" neigh replace "10.101.2.$((10 + i))" lladdr "$CHAIN_MAC_SINK" dev sink0 nud permanent
+    ip -n "$rtr" -6 neigh replace "fd00:101:2::$((10 + i))" lladdr "$CHAIN_MAC_SINK" dev sink0 nud permanent
+  done
+  for ns in "$gen" "$rtr" "$sink"; do
+    for dev in $(ip -n "$ns" -o link show | awk -F': ' '{print $2}' | cut -d@ -f1); do
+      ip -n "$ns" link set "$dev" up
+    done
+  done
+  ip -n "$rtr" neigh replace 10.101.1.2 lladdr "$CHAIN_MAC_GEN" dev gen0 nud permanent
+  ip -n "$rtr" -6 neigh replace fd00:101:1::2 lladdr "$CHAIN_MAC_GEN" dev gen0 nud permanent
+  ip -n "$rtr" neigh replace 10.101.2.2 lladdr "$CHAIN_MAC_SINK" dev sink0 nud permanent
+  ip -n "$rtr" -6 neigh replace fd00:101:2::2 lladdr "$CHAIN_MAC_SINK" dev sink0 nud permanent
+  ip -n "$rtr" route add 10.102.0.0/16 via 10.101.1.2
+  ip -n "$rtr" -6 route add fd00:102::/64 via fd00:101:1::2
+  ip -n "$gen" route add default via 10.101.1.1
+  ip -n "$gen" -6 route add default via fd00:101:1::1
+  ip -n "$sink" route add default via 10.101.2.1
+  ip -n "$sink" -6 route add default via fd00:101:2::1
+  sysctl_ns "$rtr" net.ipv4.ip_forward=1
+  sysctl_ns "$rtr" net.ipv6.conf.all.forwarding=1
+  for ns in "$rtr" "$sink"; do
+    sysctl_ns "$ns" net.ipv4.conf.all.rp_filter=0
+    sysctl_ns "$ns" net.ipv4.conf.default.rp_filter=0
+  done
+  # XDP forwarders hand the kernel frames already sourced from the router (pass_no_neigh).
+  sysctl_ns "$rtr" net.ipv4.conf.all.accept_local=1
+  for dev in gen0 sink0; do
+    sysctl_ns "$rtr" "net.ipv4.conf.$dev.rp_filter=0"
+    sysctl_ns "$rtr" "net.ipv4.conf.$dev.accept_local=1"
+  done
+  # Frames XDP_TX'd or redirected into a veth arrive only if the peer has XDP or GRO on
+  # (DESIGN.md): GRO on every end, so the kernel path (nftables) receives them too.
+  in_ns "$rtr" ethtool -K gen0 gro on >/dev/null
+  in_ns "$rtr" ethtool -K sink0 gro on >/dev/null
+  in_ns "$sink" ethtool -K eth0 gro on >/dev/null
+  in_ns "$gen" ethtool -K eth0 gro on >/dev/null
+
+  mkdir -p "$(state_dir)"
+  if ! mountpoint -q /sys/fs/bpf; then mount -t bpf bpf /sys/fs/bpf; fi
+  chain_env > "$(state_dir)/chain.env"
+  trap - ERR
+  echo "chain $PREFIX up: $gen -> $rtr -> $sink, $ENDPOINTS endpoint addresses (lab.sh chain env --prefix $PREFIX)"
+}
+
+chain_down() {
+  local ns pids
+  for ns in $(chain_namespaces); do
+    pids="$(ip netns pids "$ns" 2>/dev/null || true)"
+    if [[ -n "$pids" ]]; then
+      # shellcheck disable=SC2086
+      kill -9 $pids 2>/dev/null || true
+    fi
+  done
+  for ns in $(chain_namespaces); do ip netns del "$ns" 2>/dev/null || true; done
+  rm -f "$(state_dir)/chain.env"
+  rmdir "$(state_dir)" 2>/dev/null || true
+  echo "chain $PREFIX down"
+}
+
+cmd_chain() {
+  (( $# == 1 )) || die "usage: lab.sh chain up|down|env [--prefix P] [--endpoints N]"
+  case "$1" in
+    up) chain_up ;;
+    down) chain_down ;;
+    env)
+      [[ -f "$(state_dir)/chain.env" ]] || die "chain '$PREFIX' is not up (lab.sh chain up --prefix $PREFIX)"
+      cat "$(state_dir)/chain.env" ;;
+    *) die "unknown chain action '$1' (up | down | env)" ;;
+  esac
+}
+
 main() {
   (( $# >= 1 )) || usage
   local cmd="$1"; shift
@@ -363,8 +522,9 @@ main() {
     meshd-config) cmd_meshd_config ;;
     meshd-start) cmd_meshd_start "${rest[@]}" ;;
     meshd-stop) cmd_meshd_stop ;;
+    chain) cmd_chain "${rest[@]}" ;;
     -h|--help|help) usage ;;
-    *) die "unknown command '$cmd' (up | down | env | http-servers | exec | meshd-config | meshd-start | meshd-stop)" ;;
+    *) die "unknown command '$cmd' (up | down | env | http-servers | exec | meshd-config | meshd-start | meshd-stop | chain)" ;;
   esac
 }
 

@@ -11,6 +11,7 @@
 #include <sys/socket.h>
 #include <time.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <csignal>
 #include <cstdio>
@@ -128,6 +129,7 @@ BpfStatus Generator::liveLoop(size_t index, uint64_t quota, bool& refused) {
     uint64_t n = chunk;
     if (quota != 0 && quota - done < n) n = quota - done;
     pace(done, threadRate, start);
+    uint64_t callStart = monotonicNs();
     LIBBPF_OPTS(bpf_test_run_opts, opts, .data_in = frame_.data(),
                 .data_size_in = static_cast<uint32_t>(frame_.size()), .ctx_in = &ctx,
                 .ctx_size_in = sizeof(ctx), .repeat = static_cast<int>(n),
@@ -141,6 +143,12 @@ BpfStatus Generator::liveLoop(size_t index, uint64_t quota, bool& refused) {
     }
     done += n;
     sent_.fetch_add(n, std::memory_order_relaxed);
+    if (threadRate <= 0) {
+      // About 50 ms a call, so --duration and progress stay accurate at any packet rate.
+      uint64_t tookNs = monotonicNs() - callStart;
+      uint64_t next = tookNs == 0 ? kChunk : n * 50000000ULL / tookNs;
+      chunk = std::clamp<uint64_t>(next, 256, kChunk);
+    }
   }
   return bpfOk();
 }
