@@ -138,6 +138,7 @@ set logscale x
 set xrange [0.5:2000000]
 set yrange [0:*]
 set key top right
+set offsets 0, 0, 0.8, 0   # room above the lines for the key
 set grid
 plot "$OUT/results.dat" using 1:3 with linespoints lw 2 title "trivial XDP forwarder (floor)", \
      "" using 1:4 with linespoints lw 2 title "meshpath nat", \
