@@ -144,10 +144,18 @@ void ServiceHealth::tryEject(const std::string& key, EndpointHealth& e, TimePoin
 }
 
 std::vector<HealthEvent> ServiceHealth::onProbe(const std::string& key, const ProbeResult& r) {
-  std::vector<HealthEvent> events = tick(r.at);
+  // Only this endpoint's own timeout here: the others' come with their probes or the tick, so a
+  // probe costs O(log n), not a walk over the service.
+  std::vector<HealthEvent> events;
   auto it = endpoints_.find(key);
   if (it == endpoints_.end()) return events;
   EndpointHealth& e = it->second;
+  if (e.state == EndpointState::kEjected && r.at >= e.ejectedUntil) expire(key, e, r.at, events);
+  if (r.ok && e.state == EndpointState::kHealthy && e.failures == 0) {
+    e.lastProbe = r;  // the common case: nothing changes
+    ++e.passes;
+    return events;
+  }
   e.lastProbe = r;
   if (r.ok) {
     ++e.passes;
@@ -192,10 +200,11 @@ std::vector<HealthEvent> ServiceHealth::onProbe(const std::string& key, const Pr
 
 std::vector<HealthEvent> ServiceHealth::onDatapathSignal(const std::string& key, TimePoint now,
                                                          const std::string& reason) {
-  std::vector<HealthEvent> events = tick(now);
+  std::vector<HealthEvent> events;
   auto it = endpoints_.find(key);
   if (it == endpoints_.end()) return events;
   EndpointHealth& e = it->second;
+  if (e.state == EndpointState::kEjected && now >= e.ejectedUntil) expire(key, e, now, events);
   ++e.passiveFailures;
   if (e.state == EndpointState::kHealthy) {
     e.passes = 0;
@@ -206,16 +215,21 @@ std::vector<HealthEvent> ServiceHealth::onDatapathSignal(const std::string& key,
   return events;
 }
 
+void ServiceHealth::expire(const std::string& key, EndpointHealth& e, TimePoint now,
+                           std::vector<HealthEvent>& events) {
+  e.passes = 0;
+  e.failures = 0;
+  move(key, e, EndpointState::kProbing, now,
+       "ejection time " + msText(e.lastEjection) + " over; " + std::to_string(policy_.rise) +
+           " passes bring it back",
+       events);
+}
+
 std::vector<HealthEvent> ServiceHealth::tick(TimePoint now) {
   std::vector<HealthEvent> events;
   for (auto& [key, e] : endpoints_) {
     if (e.state == EndpointState::kEjected && now >= e.ejectedUntil) {
-      e.passes = 0;
-      e.failures = 0;
-      move(key, e, EndpointState::kProbing, now,
-           "ejection time " + msText(e.lastEjection) + " over; " + std::to_string(policy_.rise) +
-               " passes bring it back",
-           events);
+      expire(key, e, now, events);
     } else if (e.state == EndpointState::kHealthy && e.repeats > 0 &&
                now - e.since >= 2 * e.lastEjection) {
       e.repeats = 0;  // healthy long enough: the next ejection starts short again

@@ -106,6 +106,7 @@ class ServiceHealth {
   std::vector<HealthEvent> onDatapathSignal(const std::string& key, TimePoint now,
                                             const std::string& reason);
   // Time-driven transitions: ejection time over, backoff forgiven, held ejections with room.
+  // Call it now and then (meshd: every 100 ms); probes only look at their own endpoint.
   std::vector<HealthEvent> tick(TimePoint now);
 
   bool panic() const { return panic_; }
@@ -124,6 +125,8 @@ class ServiceHealth {
                 std::vector<HealthEvent>& events);
   void eject(const std::string& key, EndpointHealth& e, TimePoint now, const std::string& reason,
              std::vector<HealthEvent>& events);
+  void expire(const std::string& key, EndpointHealth& e, TimePoint now,
+              std::vector<HealthEvent>& events);                 // ejection over: probing
   void settle(TimePoint now, std::vector<HealthEvent>& events);  // held ejections, panic
 
   std::string service_;
