@@ -180,14 +180,23 @@ void report(const std::vector<std::pair<Case, Figure>>& figures) {
 int run(int argc, char** argv) {
   size_t runs = 200000;
   size_t spreadFlows = 1000000;
+  size_t newFlows = 100000;
+  std::string only;  // run just the cases whose name starts with this (profiling)
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
     if (arg == "--runs" && i + 1 < argc) {
       runs = std::strtoul(argv[++i], nullptr, 10);
     } else if (arg == "--flows" && i + 1 < argc) {
       spreadFlows = std::strtoul(argv[++i], nullptr, 10);
+    } else if (arg == "--new-flows" && i + 1 < argc) {
+      newFlows = std::strtoul(argv[++i], nullptr, 10);
+    } else if (arg == "--only" && i + 1 < argc) {
+      only = argv[++i];
     } else {
-      std::printf("usage: %s [--runs N (default 200000)] [--flows N (default 1000000)]\n", argv[0]);
+      std::printf(
+          "usage: %s [--runs N (default 200000)] [--flows N (default 1000000)]\n"
+          "       [--new-flows N (default 100000)] [--only NAME-PREFIX (e.g. \"new flow\")]\n",
+          argv[0]);
       return arg == "--help" ? 0 : 2;
     }
   }
@@ -196,6 +205,10 @@ int run(int argc, char** argv) {
   const int ingress = ifindexOf(kClientIf);
   Bench bench(runs);
   std::vector<std::pair<Case, Figure>> figures;
+  const auto wanted = [&](const std::string& name) { return name.rfind(only, 0) == 0; };
+  const auto measure = [&](const Case& c, size_t n) {
+    if (wanted(c.name)) figures.emplace_back(c, bench.measure(c, n));
+  };
 
   // Established flow, its reply, and a non-VIP frame: one balancer, one flow.
   auto lb = makeBalancer(MP_CONN_TABLE_DEFAULT);
@@ -215,7 +228,7 @@ int run(int argc, char** argv) {
   Case established{"established flow (conn-table hit)", 235, ingress,
                    [&](size_t) -> const Bytes& { return ack; },
                    [&](size_t, const XdpRun& r) { return expectExactly(r, XDP_REDIRECT, ackOut); }};
-  figures.emplace_back(established, bench.measure(established, runs));
+  measure(established, runs);
 
   const Bytes reply =
       tcpFrame(ep.mac, kEndpointIfMac, ep.addr, kNode4, ep.port, snat, kTcpAck | kTcpPsh);
@@ -224,18 +237,18 @@ int run(int argc, char** argv) {
   Case replyCase{"reply (reverse NAT; no target)", 0, ifindexOf(kEndpointIf),
                  [&](size_t) -> const Bytes& { return reply; },
                  [&](size_t, const XdpRun& r) { return expectExactly(r, XDP_REDIRECT, replyOut); }};
-  figures.emplace_back(replyCase, bench.measure(replyCase, runs));
+  measure(replyCase, runs);
 
   const Bytes other =
       tcpFrame(kRouterMac, kClientIfMac, kClient4, "10.0.0.200", 40000, 80, kTcpAck);
   Case nonVip{"non-VIP (XDP_PASS untouched)", 135, ingress,
               [&](size_t) -> const Bytes& { return other; },
               [&](size_t, const XdpRun& r) { return expectExactly(r, XDP_PASS, other); }};
-  figures.emplace_back(nonVip, bench.measure(nonVip, runs));
+  measure(nonVip, runs);
 
   // New flows: every run a client address:port never seen before.
   {
-    const size_t newRuns = std::min<size_t>(runs, 100000);
+    const size_t newRuns = std::min(runs, newFlows);
     std::vector<Bytes> frames(newRuns);
     for (size_t i = 0; i < newRuns; ++i) {
       frames[i] =
@@ -257,12 +270,12 @@ int run(int argc, char** argv) {
                                         tcpFrame(kEndpointIfMac, e.mac, kNode4, e.addr,
                                                  ntohs(conn->snat_port), e.port, kTcpSyn));
                  }};
-    figures.emplace_back(newFlow, bench.measure(newFlow, newRuns));
+    measure(newFlow, newRuns);
   }
   lb.reset();
 
   // Established flows spread over a table of spreadFlows connections, visited in random order.
-  {
+  if (wanted("established, spread")) {
     auto spread = makeBalancer(MP_CONN_TABLE_DEFAULT);
     bench.setProgram(spread->lb().programFd());
     std::printf("populating %zu connections...\n", spreadFlows);
@@ -315,7 +328,7 @@ int run(int argc, char** argv) {
                                            tcpFrame(kEndpointIfMac, e.mac, kNode4, e.addr,
                                                     ntohs(values[f].snat_port), e.port, kTcpAck));
                     }};
-    figures.emplace_back(spreadCase, bench.measure(spreadCase, spreadRuns));
+    measure(spreadCase, spreadRuns);
     if (spread->exceptions(MP_EXC_DROP_SNAT_EXHAUSTED) != 0 || spread->svcStats(0).new_conns != 0) {
       die("spread flows were not all conn-table hits");
     }
