@@ -18,7 +18,13 @@
 #define MP_CONN_TABLE_DEFAULT (1 << 20)
 #define MP_SNAT_PORT_MIN_DEFAULT 61000 /* above Linux's default ephemeral range (32768-60999) */
 #define MP_SNAT_PORT_MAX_DEFAULT 65535
-#define MP_SNAT_PROBES 4 /* tries at finding a free SNAT port before giving up */
+/* Ports a new flow tries toward its endpoint before giving up (drop_snat_exhausted). With a
+ * fraction f of the range held by open (or just closed) connections, a new flow is refused with
+ * probability f^MP_SNAT_PROBES: 16 keeps that below 1e-5 up to f = 0.48. */
+#define MP_SNAT_PROBES 16
+/* How long a closed TCP connection keeps its SNAT port before a new flow may take it over (the
+ * program's snat_reuse_ns, set at load; this is the default). See the README. */
+#define MP_SNAT_REUSE_NS_DEFAULT (2ull * 1000 * 1000 * 1000)
 #define MP_IPV6_EXT_MAX 4 /* bounded walk over IPv6 extension headers */
 
 /* Pinned under MP_PIN_ROOT by meshd; names fit the kernel's 15 characters. */
@@ -32,8 +38,8 @@ enum mp_family {
 /* mp_services: (VIP, port, proto) -> service. */
 struct mp_svc_key {
 	__u8 addr[16];
-	__u16 port; /* network order */
-	__u8 proto; /* IPPROTO_TCP / IPPROTO_UDP */
+	__u16 port;  /* network order */
+	__u8 proto;  /* IPPROTO_TCP / IPPROTO_UDP */
 	__u8 family; /* enum mp_family */
 };
 
@@ -47,11 +53,11 @@ enum mp_algorithm {
 };
 
 struct mp_svc {
-	__u32 id; /* index into mp_rings, mp_svc_stats */
-	__u32 ring_size; /* M: slots per half of this service's ring */
+	__u32 id;	   /* index into mp_rings, mp_svc_stats */
+	__u32 ring_size;   /* M: slots per half of this service's ring */
 	__u32 active_half; /* 0 or 1: which half of the ring packets read */
-	__u8 fwd_mode; /* enum mp_fwd_mode */
-	__u8 algorithm; /* enum mp_algorithm */
+	__u8 fwd_mode;	   /* enum mp_fwd_mode */
+	__u8 algorithm;	   /* enum mp_algorithm */
 	__u16 flags;
 };
 
@@ -82,25 +88,38 @@ struct mp_flow {
 	__u16 pad;
 };
 
+/* mp_conn.flags: how far a TCP connection has closed, seen from either side. Both directions
+ * set bits, with an atomic or on the 32-bit word {snat_port, flags} (snat_port never changes);
+ * the one that completes the close (RST, or the second FIN) stamps closed_ns. A pure SYN on an
+ * entry with close bits (the client reusing its 5-tuple) clears both. */
+#define MP_CONN_F_FIN_CLIENT (1u << 0) /* a FIN from the client */
+#define MP_CONN_F_FIN_EP (1u << 1)     /* a FIN from the endpoint */
+#define MP_CONN_F_RST (1u << 2)	       /* a RST, either way */
+
 struct mp_conn {
 	__u32 ep_id;
 	__u16 snat_port; /* network order; the node-side source port of this connection */
-	__u16 flags;
+	__u16 flags;	 /* MP_CONN_F_* */
 	__u64 created_ns; /* bpf_ktime_get_coarse_ns() at insert (CLOCK_MONOTONIC, tick resolution) */
+	__u64 closed_ns; /* same clock, when the connection became closed; 0 while it is not */
 };
 
+/* While a new flow takes a SNAT port over from a closed connection, ep_id of the old entry
+ * reads MP_RNAT_CLAIMED (an id no endpoint has): the claim is a compare-and-swap of the word
+ * {client_port, vip_port, ep_id}, so two new flows never take the same port. */
+#define MP_RNAT_CLAIMED 0xffffffffu
 struct mp_rnat {
 	__u8 client[16];
 	__u8 vip[16];
 	__u16 client_port; /* network order */
-	__u16 vip_port; /* network order */
+	__u16 vip_port;	   /* network order */
 	__u32 ep_id;
 };
 
 /* mp_node: one entry with the node's own settings. */
 struct mp_node_cfg {
-	__u8 addr4[16]; /* SNAT source for IPv4 services (first 4 bytes) */
-	__u8 addr6[16]; /* SNAT source for IPv6 services */
+	__u8 addr4[16];	     /* SNAT source for IPv4 services (first 4 bytes) */
+	__u8 addr6[16];	     /* SNAT source for IPv6 services */
 	__u16 snat_port_min; /* host order */
 	__u16 snat_port_max; /* host order, inclusive */
 	__u8 has_addr4;
@@ -119,22 +138,22 @@ struct mp_counters {
 /* mp_exc: per-CPU u64 counters indexed by reason. The verdict of each reason is fixed and named
  * in its identifier (DROP or PASS); meshd prints them with mp_exc_names below. */
 enum mp_exc_reason {
-	MP_EXC_PASS_NON_IP = 0, /* ARP, LLDP, ...: not ours */
-	MP_EXC_DROP_ETH_TRUNC, /* frame shorter than Ethernet (+VLAN) header */
-	MP_EXC_DROP_IP4_TRUNC, /* shorter than a 20-byte IPv4 header, or than IHL says */
-	MP_EXC_DROP_IP4_BAD_IHL, /* IHL < 5 */
-	MP_EXC_DROP_IP4_BAD_LEN, /* total length < IHL*4 or beyond the frame (0 included) */
-	MP_EXC_PASS_IP4_FRAG, /* fragments: no ports to balance on; the kernel owns them */
-	MP_EXC_DROP_IP6_TRUNC, /* shorter than a 40-byte IPv6 header or an extension header */
-	MP_EXC_DROP_IP6_BAD_LEN, /* payload length 0 (jumbogram) or beyond the frame */
-	MP_EXC_PASS_IP6_FRAG, /* fragment header present */
-	MP_EXC_PASS_IP6_EXT_LIMIT, /* more than MP_IPV6_EXT_MAX extension headers */
-	MP_EXC_DROP_L4_TRUNC, /* TCP/UDP header cut short */
-	MP_EXC_DROP_L4_BAD_LEN, /* TCP data offset < 5 or beyond the packet; UDP length wrong */
-	MP_EXC_DROP_NO_ENDPOINT, /* service has no endpoint in rotation */
-	MP_EXC_DROP_SNAT_EXHAUSTED, /* no free SNAT port after MP_SNAT_PROBES tries */
-	MP_EXC_DROP_CONN_INSERT, /* connection table insert failed */
-	MP_EXC_DROP_NO_NODE_ADDR, /* no node address of the service's family to SNAT to */
+	MP_EXC_PASS_NON_IP = 0,	    /* ARP, LLDP, ...: not ours */
+	MP_EXC_DROP_ETH_TRUNC,	    /* frame shorter than Ethernet (+VLAN) header */
+	MP_EXC_DROP_IP4_TRUNC,	    /* shorter than a 20-byte IPv4 header, or than IHL says */
+	MP_EXC_DROP_IP4_BAD_IHL,    /* IHL < 5 */
+	MP_EXC_DROP_IP4_BAD_LEN,    /* total length < IHL*4 or beyond the frame (0 included) */
+	MP_EXC_PASS_IP4_FRAG,	    /* fragments: no ports to balance on; the kernel owns them */
+	MP_EXC_DROP_IP6_TRUNC,	    /* shorter than a 40-byte IPv6 header or an extension header */
+	MP_EXC_DROP_IP6_BAD_LEN,    /* payload length 0 (jumbogram) or beyond the frame */
+	MP_EXC_PASS_IP6_FRAG,	    /* fragment header present */
+	MP_EXC_PASS_IP6_EXT_LIMIT,  /* more than MP_IPV6_EXT_MAX extension headers */
+	MP_EXC_DROP_L4_TRUNC,	    /* TCP/UDP header cut short */
+	MP_EXC_DROP_L4_BAD_LEN,	    /* TCP data offset < 5 or beyond the packet; UDP length wrong */
+	MP_EXC_DROP_NO_ENDPOINT,    /* service has no endpoint in rotation */
+	MP_EXC_DROP_SNAT_EXHAUSTED, /* MP_SNAT_PROBES ports tried, each held by an open connection */
+	MP_EXC_DROP_CONN_INSERT,    /* connection table insert failed */
+	MP_EXC_DROP_NO_NODE_ADDR,   /* no node address of the service's family to SNAT to */
 	MP_EXC_PASS_NO_NEIGH, /* next hop unresolved: the rewritten packet goes to the kernel */
 	MP_EXC_DROP_NO_ROUTE, /* bpf_fib_lookup found no route (or it is blackholed) */
 	MP_EXC_DROP_REDIRECT, /* bpf_redirect failed */
@@ -143,11 +162,11 @@ enum mp_exc_reason {
 
 #ifndef __bpf__
 static const char *const mp_exc_names[MP_EXC_MAX] = {
-	"pass_non_ip",	      "drop_eth_trunc",	     "drop_ip4_trunc",	    "drop_ip4_bad_ihl",
-	"drop_ip4_bad_len",   "pass_ip4_frag",	     "drop_ip6_trunc",	    "drop_ip6_bad_len",
-	"pass_ip6_frag",      "pass_ip6_ext_limit",  "drop_l4_trunc",	    "drop_l4_bad_len",
-	"drop_no_endpoint",   "drop_snat_exhausted", "drop_conn_insert",    "drop_no_node_addr",
-	"pass_no_neigh",      "drop_no_route",	     "drop_redirect",
+	"pass_non_ip",	    "drop_eth_trunc",	   "drop_ip4_trunc",   "drop_ip4_bad_ihl",
+	"drop_ip4_bad_len", "pass_ip4_frag",	   "drop_ip6_trunc",   "drop_ip6_bad_len",
+	"pass_ip6_frag",    "pass_ip6_ext_limit",  "drop_l4_trunc",    "drop_l4_bad_len",
+	"drop_no_endpoint", "drop_snat_exhausted", "drop_conn_insert", "drop_no_node_addr",
+	"pass_no_neigh",    "drop_no_route",	   "drop_redirect",
 };
 #endif
 
@@ -160,7 +179,7 @@ MP_ASSERT_SIZE(mp_svc_key, 20);
 MP_ASSERT_SIZE(mp_svc, 16);
 MP_ASSERT_SIZE(mp_endpoint, 24);
 MP_ASSERT_SIZE(mp_flow, 40);
-MP_ASSERT_SIZE(mp_conn, 16);
+MP_ASSERT_SIZE(mp_conn, 24);
 MP_ASSERT_SIZE(mp_rnat, 40);
 MP_ASSERT_SIZE(mp_node_cfg, 40);
 MP_ASSERT_SIZE(mp_counters, 32);

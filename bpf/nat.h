@@ -114,6 +114,19 @@ MP_INLINE void mp_rnat_value(struct mp_rnat *r, const struct mp_flow *client, __
 	r->ep_id = ep_id;
 }
 
+/* The mp_conns key of the client tuple an mp_rnat entry restores replies to. */
+MP_INLINE void mp_rnat_client_flow(struct mp_flow *f, const struct mp_rnat *r, __u8 proto,
+				   __u8 family)
+{
+	mp_copy_addr16(f->src, r->client);
+	mp_copy_addr16(f->dst, r->vip);
+	f->sport = r->client_port;
+	f->dport = r->vip_port;
+	f->proto = proto;
+	f->family = family;
+	f->pad = 0;
+}
+
 MP_INLINE int mp_rnat_eq(const struct mp_rnat *a, const struct mp_rnat *b)
 {
 	return mp_addr16_eq(a->client, b->client) && mp_addr16_eq(a->vip, b->vip) &&

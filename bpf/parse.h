@@ -31,7 +31,14 @@ struct mp_pkt {
 	__u8 *l4_check;	     /* the TCP or UDP checksum field */
 	__u16 ip_len;	     /* L3 length the IP header declares (header included) */
 	__u16 l4_len;	     /* bytes from l4 to the end of what the IP header declares */
+	__u8 tcp_flags;	     /* TCP: the flags byte (MP_TCP_*); UDP: 0 */
 };
+
+/* The TCP flags byte (offset 13 of the header). */
+#define MP_TCP_FIN 0x01
+#define MP_TCP_SYN 0x02
+#define MP_TCP_RST 0x04
+#define MP_TCP_ACK 0x10
 
 struct mp_vlan_hdr {
 	__be16 tci;
@@ -155,6 +162,7 @@ MP_INLINE int mp_parse_tcp(struct mp_cursor *c, struct mp_pkt *p)
 		return MP_EXC_DROP_L4_BAD_LEN;
 	p->l4 = c->pos;
 	p->l4_check = (__u8 *)&tcp->check;
+	p->tcp_flags = c->pos[13];
 	p->flow.sport = tcp->source;
 	p->flow.dport = tcp->dest;
 	return MP_OK;
@@ -173,6 +181,7 @@ MP_INLINE int mp_parse_udp(struct mp_cursor *c, struct mp_pkt *p)
 		return MP_EXC_DROP_L4_BAD_LEN;
 	p->l4 = c->pos;
 	p->l4_check = (__u8 *)&udp->check;
+	p->tcp_flags = 0;
 	p->flow.sport = udp->source;
 	p->flow.dport = udp->dest;
 	return MP_OK;

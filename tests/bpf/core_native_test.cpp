@@ -6,6 +6,7 @@
 #include <cstring>
 #include <random>
 
+#include "conn.h"
 #include "csum.h"
 #include "hash.h"
 #include "maglev.h"
@@ -223,6 +224,108 @@ TEST(CoreHash, FlowHashIsStableSpreadsAndIgnoresNothing) {
   mp_flow v6b = v6;
   v6b.src[15] ^= 1;
   EXPECT_NE(mp_flow_hash(&v6), mp_flow_hash(&v6b)) << "every address byte counts";
+}
+
+TEST(CoreParse, TcpFlagsAreKeptUdpReadsZero) {
+  const auto tcp = parse(Packet()
+                             .eth(kClientMac, kClientIfMac)
+                             .ipv4(kClient4, kVip4)
+                             .tcp(40000, 80, kTcpFin | kTcpAck)
+                             .build());
+  ASSERT_EQ(tcp->rc, MP_OK);
+  EXPECT_EQ(tcp->pkt.tcp_flags, MP_TCP_FIN | MP_TCP_ACK);
+  const auto udp =
+      parse(Packet().eth(kClientMac, kClientIfMac).ipv4(kClient4, kVip4).udp(40000, 53).build());
+  ASSERT_EQ(udp->rc, MP_OK);
+  EXPECT_EQ(udp->pkt.tcp_flags, 0);
+}
+
+TEST(CoreConn, OnlyAPureSynOpens) {
+  EXPECT_TRUE(mp_tcp_opens(MP_TCP_SYN));
+  EXPECT_TRUE(mp_tcp_opens(MP_TCP_SYN | 0x08 /* PSH */));
+  EXPECT_FALSE(mp_tcp_opens(MP_TCP_SYN | MP_TCP_ACK)) << "the endpoint's answer";
+  EXPECT_FALSE(mp_tcp_opens(MP_TCP_SYN | MP_TCP_RST));
+  EXPECT_FALSE(mp_tcp_opens(MP_TCP_SYN | MP_TCP_FIN));
+  EXPECT_FALSE(mp_tcp_opens(MP_TCP_ACK));
+  EXPECT_FALSE(mp_tcp_opens(0)) << "UDP";
+}
+
+TEST(CoreConn, CloseBitsBySide) {
+  EXPECT_EQ(mp_tcp_close_bits(MP_TCP_ACK, 1), 0u);
+  EXPECT_EQ(mp_tcp_close_bits(0, 0), 0u);
+  EXPECT_EQ(mp_tcp_close_bits(MP_TCP_FIN | MP_TCP_ACK, 1), MP_CONN_F_FIN_CLIENT);
+  EXPECT_EQ(mp_tcp_close_bits(MP_TCP_FIN | MP_TCP_ACK, 0), MP_CONN_F_FIN_EP);
+  EXPECT_EQ(mp_tcp_close_bits(MP_TCP_RST, 1), MP_CONN_F_RST);
+  EXPECT_EQ(mp_tcp_close_bits(MP_TCP_RST | MP_TCP_ACK, 0), MP_CONN_F_RST);
+  EXPECT_EQ(mp_tcp_close_bits(MP_TCP_RST | MP_TCP_FIN, 0), MP_CONN_F_RST | MP_CONN_F_FIN_EP);
+}
+
+TEST(CoreConn, ClosedAfterRstOrBothFinsStampedOnce) {
+  mp_conn c{};
+  mp_conn_mark(&c, MP_CONN_F_FIN_CLIENT, 100);
+  EXPECT_EQ(c.flags, MP_CONN_F_FIN_CLIENT);
+  EXPECT_EQ(c.closed_ns, 0u) << "half-closed is open";
+  mp_conn_mark(&c, MP_CONN_F_FIN_CLIENT, 150);  // a retransmitted FIN
+  EXPECT_EQ(c.closed_ns, 0u);
+  mp_conn_mark(&c, MP_CONN_F_FIN_EP, 200);
+  EXPECT_TRUE(mp_conn_flags_closed(c.flags));
+  EXPECT_EQ(c.closed_ns, 200u);
+  mp_conn_mark(&c, MP_CONN_F_FIN_EP, 300);  // the endpoint retransmits its FIN
+  mp_conn_mark(&c, MP_CONN_F_RST, 400);     // then resets: still closed since 200
+  EXPECT_EQ(c.closed_ns, 200u);
+  EXPECT_EQ(c.flags, MP_CONN_F_FIN_CLIENT | MP_CONN_F_FIN_EP | MP_CONN_F_RST);
+
+  mp_conn r{};
+  mp_conn_mark(&r, MP_CONN_F_RST, 500);
+  EXPECT_EQ(r.closed_ns, 500u) << "a RST closes at once";
+  mp_conn_reopen(&r);
+  EXPECT_EQ(r.flags, 0u);
+  EXPECT_EQ(r.closed_ns, 0u);
+
+  EXPECT_FALSE(mp_conn_flags_closed(0));
+  EXPECT_FALSE(mp_conn_flags_closed(MP_CONN_F_FIN_EP));
+}
+
+TEST(CoreConn, SnatPortReusableOnlyWhenNothingForwardsToIt) {
+  constexpr uint64_t kLinger = 2'000'000'000;
+  const uint16_t port = htons(61500);
+  mp_conn owner{};
+  owner.ep_id = 7;
+  owner.snat_port = port;
+  const auto reusable = [&](const mp_conn* o, uint8_t proto, uint64_t now, uint32_t epId = 7) {
+    return mp_snat_reusable(epId, o, port, proto, now, kLinger) != 0;
+  };
+  EXPECT_TRUE(reusable(nullptr, IPPROTO_TCP, 1)) << "forward entry gone";
+  EXPECT_TRUE(reusable(nullptr, IPPROTO_UDP, 1)) << "forward entry gone";
+  EXPECT_FALSE(reusable(nullptr, IPPROTO_TCP, 1, MP_RNAT_CLAIMED)) << "another flow claims it";
+  EXPECT_FALSE(reusable(&owner, IPPROTO_TCP, 10 * kLinger)) << "open";
+  EXPECT_FALSE(reusable(&owner, IPPROTO_UDP, 10 * kLinger)) << "UDP never closes";
+  owner.flags = MP_CONN_F_FIN_CLIENT | MP_CONN_F_FIN_EP;
+  owner.closed_ns = 5 * kLinger;
+  EXPECT_FALSE(reusable(&owner, IPPROTO_TCP, 5 * kLinger + kLinger - 1)) << "lingering";
+  EXPECT_TRUE(reusable(&owner, IPPROTO_TCP, 5 * kLinger + kLinger));
+  EXPECT_FALSE(reusable(&owner, IPPROTO_TCP, 5 * kLinger - 1)) << "closed after our clock read";
+  EXPECT_EQ(mp_snat_reusable(7, &owner, port, IPPROTO_TCP, 5 * kLinger, 0), 1) << "no linger";
+  owner.closed_ns = 0;
+  owner.flags = 0;
+  mp_conn moved = owner;
+  moved.snat_port = htons(61501);
+  EXPECT_TRUE(reusable(&moved, IPPROTO_TCP, 1)) << "the flow now uses another port";
+  moved = owner;
+  moved.ep_id = 8;
+  EXPECT_TRUE(reusable(&moved, IPPROTO_UDP, 1)) << "the flow now goes to another endpoint";
+}
+
+TEST(CoreNat, ClientFlowOfAReverseEntryIsTheForwardKey) {
+  const auto fwd =
+      parse(Packet().eth(kClientMac, kClientIfMac).ipv6(kClient6, kVip6).tcp(40000, 80).build());
+  ASSERT_EQ(fwd->rc, MP_OK);
+  mp_rnat r{};
+  mp_rnat_value(&r, &fwd->pkt.flow, 3);
+  mp_flow back;
+  std::memset(&back, 0xa5, sizeof(back));
+  mp_rnat_client_flow(&back, &r, IPPROTO_TCP, MP_AF_INET6);
+  EXPECT_EQ(std::memcmp(&back, &fwd->pkt.flow, sizeof(back)), 0);
 }
 
 TEST(CoreMaglev, RingIndexStaysInTheActiveHalf) {

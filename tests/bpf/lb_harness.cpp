@@ -152,8 +152,9 @@ const char* verdictName(uint32_t verdict) {
   }
 }
 
-LbHarness::LbHarness(uint32_t connTableSize) {
-  auto lb = LbSkeleton::open({.pinRoot = "", .connTableSize = connTableSize});
+LbHarness::LbHarness(uint32_t connTableSize, uint64_t snatReuseNs) {
+  auto lb =
+      LbSkeleton::open({.pinRoot = "", .connTableSize = connTableSize, .snatReuseNs = snatReuseNs});
   if (!lb) throw std::runtime_error(lb.error().toString());
   lb_ = std::move(*lb);
 }

@@ -79,7 +79,8 @@ const char* verdictName(uint32_t verdict);
 
 class LbHarness {
  public:
-  explicit LbHarness(uint32_t connTableSize = 4096);
+  explicit LbHarness(uint32_t connTableSize = 4096,
+                     uint64_t snatReuseNs = MP_SNAT_REUSE_NS_DEFAULT);
 
   LbSkeleton& lb() { return *lb_; }
 

@@ -10,11 +10,14 @@
 #include <linux/if_ether.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
+#include <ctime>
 #include <map>
 #include <memory>
 #include <optional>
 
+#include "conn.h"
 #include "hash.h"
 #include "lb_harness.h"
 #include "libbpf_logger.h"
@@ -58,7 +61,13 @@ class XdpLbTest : public ::testing::Test {
     (void)logger;
     const std::string err = enterTestNetwork();
     ASSERT_EQ(err, "") << "test network namespace";
-    h_ = std::make_unique<LbHarness>();
+    build(MP_SNAT_REUSE_NS_DEFAULT);
+  }
+
+  // A fresh balancer (closed connections keep their SNAT port reuseNs) with the services below.
+  virtual void build(uint64_t reuseNs) {
+    h_ = std::make_unique<LbHarness>(4096, reuseNs);
+    endpoints_.clear();
     h_->setNode(kNode4, kNode6);
     addEndpoint(1, kEndpoint1v4, 8080, kEndpoint1Mac, kSvcTcp4);
     addEndpoint(2, kEndpoint2v4, 8080, kEndpoint2Mac, kSvcTcp4);
@@ -374,42 +383,306 @@ TEST_F(XdpLbTest, FlowForgottenByTheConnTableComesBackTheSame) {
   EXPECT_EQ(h_->svcStats(kSvcTcp4).new_conns, 2u);
 }
 
-TEST_F(XdpLbTest, SnatPortTakenByAnotherFlowProbesOn) {
+// The mp_rnat key of endpoint epId's replies to node:snatPort (host order).
+mp_flow rnatKey(const std::string& epAddr, uint16_t epPort, const std::string& node,
+                uint16_t snatPort, uint8_t proto) {
+  mp_flow key{};
+  const AbiAddr ep = abiAddr(epAddr);
+  std::memcpy(key.src, ep.bytes.data(), 16);
+  std::memcpy(key.dst, abiAddr(node).bytes.data(), 16);
+  key.sport = htons(epPort);
+  key.dport = htons(snatPort);
+  key.proto = proto;
+  key.family = ep.family;
+  return key;
+}
+
+uint64_t monotonicCoarseNs() {
+  timespec ts{};
+  clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+  return static_cast<uint64_t>(ts.tv_sec) * 1'000'000'000u + static_cast<uint64_t>(ts.tv_nsec);
+}
+
+// Another client's connection holding snatPort toward endpoint epId (kVip4:80, TCP unless told):
+// its mp_rnat entry and, unless the LRU forgot it, its mp_conns entry, closed closedAgoNs ago
+// when given.
+struct Holder {
+  uint16_t clientPort;
+  bool forwardEntry = true;
+  std::optional<uint64_t> closedAgoNs = std::nullopt;
+};
+void holdPort(LbHarness& h, uint32_t epId, const std::string& epAddr, uint16_t epPort,
+              uint16_t snatPort, const Holder& holder, uint8_t proto = kTcp) {
+  mp_flow client{};
+  std::memcpy(client.src, abiAddr("10.0.1.77").bytes.data(), 16);
+  std::memcpy(client.dst, abiAddr(kVip4).bytes.data(), 16);
+  client.sport = htons(holder.clientPort);
+  client.dport = htons(80);
+  client.proto = proto;
+  client.family = MP_AF_INET;
+  mp_rnat r{};
+  mp_rnat_value(&r, &client, epId);
+  const mp_flow key = rnatKey(epAddr, epPort, kNode4, snatPort, proto);
+  ASSERT_EQ(bpf_map_update_elem(h.lb().rnatFd(), &key, &r, BPF_ANY), 0);
+  if (!holder.forwardEntry) return;
+  mp_conn c{};
+  c.ep_id = epId;
+  c.snat_port = htons(snatPort);
+  c.created_ns = monotonicCoarseNs();
+  if (holder.closedAgoNs) {
+    c.flags = MP_CONN_F_FIN_CLIENT | MP_CONN_F_FIN_EP;
+    c.closed_ns = monotonicCoarseNs() - *holder.closedAgoNs;
+  }
+  ASSERT_EQ(bpf_map_update_elem(h.lb().connsFd(), &client, &c, BPF_ANY), 0);
+}
+
+TEST_F(XdpLbTest, SnatPortHeldByAnOpenConnectionProbesOn) {
   const Shape syn;
   const Bytes in = frame(syn, kRouterMac, kClientIfMac, kClient4, kVip4, 43000, 80);
   const auto choice = h_->predict(in);
   const EndpointInfo& ep = endpoints_.at(choice.epId);
-  // Someone else holds the first candidate port toward this endpoint.
-  mp_flow key{};
-  std::memcpy(key.src, abiAddr(ep.addr).bytes.data(), 16);
-  std::memcpy(key.dst, abiAddr(kNode4).bytes.data(), 16);
-  key.sport = htons(ep.port);
-  key.dport = choice.snatPort;
-  key.proto = kTcp;
-  key.family = MP_AF_INET;
-  mp_rnat other{};
-  std::memcpy(other.client, abiAddr("10.0.1.77").bytes.data(), 16);
-  std::memcpy(other.vip, abiAddr(kVip4).bytes.data(), 16);
-  other.client_port = htons(1234);
-  other.vip_port = htons(80);
-  other.ep_id = choice.epId;
-  ASSERT_EQ(bpf_map_update_elem(h_->lb().rnatFd(), &key, &other, BPF_NOEXIST), 0);
+  // An open connection holds the first candidate port toward this endpoint.
+  holdPort(*h_, choice.epId, ep.addr, ep.port, ntohs(choice.snatPort), {.clientPort = 1234});
   const uint16_t second = ntohs(mp_snat_port(mp_snat_hash(&choice.flow), 1, 61000, 65535));
   runTable({{"second probe's port", in, kClientIf, XDP_REDIRECT,
              frame(syn, kEndpointIfMac, ep.mac, kNode4, ep.addr, second, ep.port)}});
+  EXPECT_EQ(h_->rnat(rnatKey(ep.addr, ep.port, kNode4, ntohs(choice.snatPort), kTcp))->client_port,
+            htons(1234))
+      << "the holder keeps its port";
 
-  // With a one-port range every probe of a new flow lands on that port; hold it toward both
-  // endpoints.
+  // With a one-port range every probe of a new flow lands on that port; open connections hold
+  // it toward both endpoints: every probe, both passes, find it taken.
   const uint16_t only = 61500;
   h_->setNode(kNode4, kNode6, only, only);
   for (uint32_t id : {1u, 2u}) {
-    std::memcpy(key.src, abiAddr(endpoints_.at(id).addr).bytes.data(), 16);
-    key.dport = htons(only);
-    other.ep_id = id;
-    ASSERT_EQ(bpf_map_update_elem(h_->lb().rnatFd(), &key, &other, BPF_ANY), 0);
+    holdPort(*h_, id, endpoints_.at(id).addr, 8080, only,
+             {.clientPort = static_cast<uint16_t>(2000 + id)});
   }
   runTable({{"every probe taken", frame(syn, kRouterMac, kClientIfMac, kClient4, kVip4, 43001, 80),
              kClientIf, XDP_DROP, std::nullopt, MP_EXC_DROP_SNAT_EXHAUSTED}});
+  EXPECT_EQ(h_->svcStats(kSvcTcp4).new_conns, 1u);
+}
+
+// One endpoint behind a one-port SNAT range: every probe of every new flow lands on that port,
+// so a second connection to the endpoint can only have the first one's port.
+class SnatReuseTest : public XdpLbTest {
+ protected:
+  static constexpr uint16_t kOnly = 61500;
+  static constexpr char kVip[] = "10.0.0.140";
+  static constexpr uint32_t kEp = 50, kUdpEp = 51;
+
+  void build(uint64_t reuseNs) override {
+    XdpLbTest::build(reuseNs);
+    h_->setNode(kNode4, kNode6, kOnly, kOnly);
+    addEndpoint(kEp, kEndpoint1v4, 8080, kEndpoint1Mac, 40);
+    addEndpoint(kUdpEp, kEndpoint1v4, 5353, kEndpoint1Mac, 41);
+    h_->setService(40, kVip, 80, kTcp, 7, {kEp});
+    h_->setService(41, kVip, 53, kUdp, 7, {kUdpEp});
+  }
+
+  static Shape tcp(uint8_t flags) { return Shape{.tcpFlags = flags}; }
+
+  // The client's packet of connection cport, and what the endpoint must get.
+  static LbCase toEndpoint(const std::string& what, uint16_t cport, uint8_t flags) {
+    return {what, frame(tcp(flags), kRouterMac, kClientIfMac, kClient4, kVip, cport, 80), kClientIf,
+            XDP_REDIRECT,
+            frame(tcp(flags), kEndpointIfMac, kEndpoint1Mac, kNode4, kEndpoint1v4, kOnly, 8080)};
+  }
+  // The endpoint's packet to node:kOnly, and what client port cport must get.
+  static LbCase toClient(const std::string& what, uint16_t cport, uint8_t flags) {
+    return {what,
+            frame(tcp(flags), kEndpoint1Mac, kEndpointIfMac, kEndpoint1v4, kNode4, 8080, kOnly),
+            kEndpointIf, XDP_REDIRECT,
+            frame(tcp(flags), kClientIfMac, kClientMac, kVip, kClient4, 80, cport)};
+  }
+  static LbCase refused(const std::string& what, uint16_t cport, uint8_t flags = kTcpSyn) {
+    return {what,         frame(tcp(flags), kRouterMac, kClientIfMac, kClient4, kVip, cport, 80),
+            kClientIf,    XDP_DROP,
+            std::nullopt, MP_EXC_DROP_SNAT_EXHAUSTED};
+  }
+
+  static mp_flow clientFlow(uint16_t cport, uint8_t proto = kTcp) {
+    mp_flow f{};
+    std::memcpy(f.src, abiAddr(kClient4).bytes.data(), 16);
+    std::memcpy(f.dst, abiAddr(kVip).bytes.data(), 16);
+    f.sport = htons(cport);
+    f.dport = htons(proto == kTcp ? 80 : 53);
+    f.proto = proto;
+    f.family = MP_AF_INET;
+    return f;
+  }
+  // The LRU forgets the flow's mp_conns entry.
+  void forget(const mp_flow& flow) { ASSERT_EQ(bpf_map_delete_elem(h_->lb().connsFd(), &flow), 0); }
+  // Which client port the one SNAT port restores replies to (0: none).
+  uint16_t portOwner(uint8_t proto = kTcp) const {
+    const auto r =
+        h_->rnat(rnatKey(kEndpoint1v4, proto == kTcp ? 8080 : 5353, kNode4, kOnly, proto));
+    return r ? ntohs(r->client_port) : 0;
+  }
+};
+
+TEST_F(SnatReuseTest, FinBothWaysGivesThePortBackAfterTheLinger) {
+  build(150'000'000);
+  runTable({toEndpoint("A opens", 41001, kTcpSyn),
+            toClient("the endpoint accepts", 41001, kTcpSyn | kTcpAck),
+            toEndpoint("A finishes", 41001, kTcpFin | kTcpAck)});
+  auto a = h_->conn(clientFlow(41001));
+  ASSERT_TRUE(a);
+  EXPECT_EQ(a->flags, MP_CONN_F_FIN_CLIENT);
+  EXPECT_EQ(a->closed_ns, 0u);
+  runTable({refused("B while A is half-closed", 41002),
+            toClient("the endpoint finishes too", 41001, kTcpFin | kTcpAck)});
+  a = h_->conn(clientFlow(41001));
+  ASSERT_TRUE(a);
+  EXPECT_EQ(a->flags, MP_CONN_F_FIN_CLIENT | MP_CONN_F_FIN_EP);
+  EXPECT_NE(a->closed_ns, 0u);
+  runTable({toEndpoint("A's last ACK, during the linger", 41001, kTcpAck),
+            refused("B during the linger", 41002)});
+  EXPECT_EQ(portOwner(), 41001);
+
+  ::usleep(200'000);
+  runTable({toEndpoint("B after the linger: A's port", 41002, kTcpSyn),
+            toClient("the endpoint answers B", 41002, kTcpSyn | kTcpAck)});
+  EXPECT_EQ(portOwner(), 41002);
+  EXPECT_FALSE(h_->conn(clientFlow(41001))) << "A's entry goes with its port";
+  ASSERT_TRUE(h_->conn(clientFlow(41002)));
+  EXPECT_EQ(h_->conn(clientFlow(41002))->flags, 0u);
+  runTable({refused("a stray packet of A: a new flow, and B holds the port", 41001, kTcpAck)});
+  EXPECT_EQ(portOwner(), 41002);
+  EXPECT_EQ(h_->svcStats(40).new_conns, 2u);
+}
+
+TEST_F(SnatReuseTest, RstFromEitherSideCloses) {
+  build(0);
+  runTable({toEndpoint("A opens", 41001, kTcpSyn),
+            refused("B while A is open (even without a linger)", 41002),
+            toEndpoint("A resets", 41001, kTcpRst | kTcpAck)});
+  const auto a = h_->conn(clientFlow(41001));
+  ASSERT_TRUE(a);
+  EXPECT_EQ(a->flags, MP_CONN_F_RST);
+  EXPECT_NE(a->closed_ns, 0u);
+  runTable({toEndpoint("B takes A's port", 41002, kTcpSyn),
+            toClient("the endpoint resets B", 41002, kTcpRst | kTcpAck)});
+  const auto b = h_->conn(clientFlow(41002));
+  ASSERT_TRUE(b);
+  EXPECT_EQ(b->flags, MP_CONN_F_RST);
+  runTable({toEndpoint("C takes B's port", 41003, kTcpSyn)});
+  EXPECT_EQ(portOwner(), 41003);
+}
+
+TEST_F(SnatReuseTest, OpenConnectionKeepsItsPort) {
+  build(0);
+  runTable({toEndpoint("A opens", 41001, kTcpSyn),
+            toClient("the endpoint accepts", 41001, kTcpSyn | kTcpAck), refused("B", 41002),
+            toEndpoint("A sends", 41001, kTcpAck | kTcpPsh),
+            toClient("the endpoint sends", 41001, kTcpAck | kTcpPsh), refused("B again", 41002),
+            toClient("the endpoint finishes first", 41001, kTcpFin | kTcpAck),
+            refused("B while A is half-closed", 41003)});
+  EXPECT_EQ(portOwner(), 41001);
+  EXPECT_EQ(h_->conn(clientFlow(41001))->flags, MP_CONN_F_FIN_EP);
+}
+
+TEST_F(SnatReuseTest, PortOfAForgottenFlowIsTakenOverTcpAndUdp) {
+  // The default linger: a forgotten flow's port does not wait for it.
+  runTable({toEndpoint("A opens", 41001, kTcpSyn)});
+  forget(clientFlow(41001));
+  runTable({toEndpoint("B takes the port of A, whose forward entry is gone", 41002, kTcpSyn)});
+  EXPECT_EQ(portOwner(), 41002);
+
+  const Shape udp{.proto = kUdp, .payload = "query"};
+  const auto udpTo = [&](uint16_t cport) {
+    return frame(udp, kRouterMac, kClientIfMac, kClient4, kVip, cport, 53);
+  };
+  runTable({{"UDP flow A", udpTo(42001), kClientIf, XDP_REDIRECT,
+             frame(udp, kEndpointIfMac, kEndpoint1Mac, kNode4, kEndpoint1v4, kOnly, 5353)},
+            {"UDP flow B: A never closes", udpTo(42002), kClientIf, XDP_DROP, std::nullopt,
+             MP_EXC_DROP_SNAT_EXHAUSTED}});
+  forget(clientFlow(42001, kUdp));
+  runTable({{"UDP flow B once A's forward entry is gone", udpTo(42002), kClientIf, XDP_REDIRECT,
+             frame(udp, kEndpointIfMac, kEndpoint1Mac, kNode4, kEndpoint1v4, kOnly, 5353)}});
+  EXPECT_EQ(portOwner(kUdp), 42002);
+}
+
+TEST_F(SnatReuseTest, PortLeftOverByAFlowThatMovedOnIsTakenItsEntryStays) {
+  // The holder's client tuple now goes to endpoint 1 (another service's id will do) from the
+  // same port number: this entry toward kEp is a leftover.
+  holdPort(*h_, kEp, kEndpoint1v4, 8080, kOnly, {.clientPort = 1000});
+  mp_flow holder = clientFlow(1000);
+  std::memcpy(holder.src, abiAddr("10.0.1.77").bytes.data(), 16);
+  std::memcpy(holder.dst, abiAddr(kVip4).bytes.data(), 16);
+  mp_conn moved = *h_->conn(holder);
+  moved.ep_id = 1;
+  ASSERT_EQ(bpf_map_update_elem(h_->lb().connsFd(), &holder, &moved, BPF_EXIST), 0);
+  runTable({toEndpoint("B takes the leftover port", 41001, kTcpSyn)});
+  EXPECT_EQ(portOwner(), 41001);
+  const auto kept = h_->conn(holder);
+  ASSERT_TRUE(kept) << "the moved flow's entry is not the port's to delete";
+  EXPECT_EQ(kept->ep_id, 1u);
+}
+
+TEST_F(SnatReuseTest, SynOnAClosedEntryReopensIt) {
+  build(0);
+  runTable({toEndpoint("A opens", 41001, kTcpSyn),
+            toEndpoint("A retransmits its SYN: the same connection", 41001, kTcpSyn)});
+  EXPECT_EQ(h_->svcStats(40).new_conns, 1u);
+  runTable({toEndpoint("A finishes", 41001, kTcpFin | kTcpAck),
+            toClient("the endpoint finishes", 41001, kTcpFin | kTcpAck),
+            toEndpoint("the client opens the same 5-tuple again", 41001, kTcpSyn)});
+  const auto a = h_->conn(clientFlow(41001));
+  ASSERT_TRUE(a);
+  EXPECT_EQ(a->flags, 0u);
+  EXPECT_EQ(a->closed_ns, 0u);
+  EXPECT_EQ(h_->svcStats(40).new_conns, 2u);
+  runTable({refused("B: A is open again", 41002)});
+}
+
+TEST_F(SnatReuseTest, FreePortBeforeAClosedOneAndOnlyAClosedOneTaken) {
+  // Four ports; the flow's 16 probes, worked out natively, land on all of them.
+  h_->setNode(kNode4, kNode6, 61000, 61003);
+  const Bytes in = frame(tcp(kTcpSyn), kRouterMac, kClientIfMac, kClient4, kVip, 43000, 80);
+  const mp_flow flow = h_->predict(in).flow;
+  const uint32_t hash = mp_snat_hash(&flow);
+  std::vector<uint16_t> probes;
+  for (uint32_t i = 0; i < MP_SNAT_PROBES; ++i) {
+    probes.push_back(ntohs(mp_snat_port(hash, i, 61000, 61003)));
+  }
+  const uint16_t first = probes[0];
+  const auto later =
+      std::find_if(probes.begin(), probes.end(), [&](uint16_t p) { return p != first; });
+  ASSERT_NE(later, probes.end());
+  const auto out = [&](uint16_t port) {
+    return frame(tcp(kTcpSyn), kEndpointIfMac, kEndpoint1Mac, kNode4, kEndpoint1v4, port, 8080);
+  };
+
+  // Probe 0's port is held by a connection closed long ago; another candidate is free.
+  holdPort(*h_, kEp, kEndpoint1v4, 8080, first,
+           {.clientPort = 1000, .closedAgoNs = 10'000'000'000});
+  runTable({{"a free port first", in, kClientIf, XDP_REDIRECT, out(*later)}});
+  forget(clientFlow(43000));
+
+  // Every port held, by open connections but one, closed long ago: that one is taken over.
+  for (uint16_t port = 61000; port <= 61003; ++port) {
+    holdPort(
+        *h_, kEp, kEndpoint1v4, 8080, port,
+        {.clientPort = port,
+         .closedAgoNs = port == *later ? std::optional<uint64_t>(10'000'000'000) : std::nullopt});
+  }
+  runTable({{"the closed connection's port", in, kClientIf, XDP_REDIRECT, out(*later)}});
+  for (uint16_t port = 61000; port <= 61003; ++port) {
+    const auto r = h_->rnat(rnatKey(kEndpoint1v4, 8080, kNode4, port, kTcp));
+    ASSERT_TRUE(r);
+    EXPECT_EQ(ntohs(r->client_port), port == *later ? 43000 : port) << port;
+  }
+}
+
+TEST_F(SnatReuseTest, PortBeingClaimedIsNotTaken) {
+  build(0);
+  holdPort(*h_, kEp, kEndpoint1v4, 8080, kOnly, {.clientPort = 1000, .forwardEntry = false});
+  const mp_flow key = rnatKey(kEndpoint1v4, 8080, kNode4, kOnly, kTcp);
+  mp_rnat r = *h_->rnat(key);
+  r.ep_id = MP_RNAT_CLAIMED;  // another CPU's new flow is taking it over right now
+  ASSERT_EQ(bpf_map_update_elem(h_->lb().rnatFd(), &key, &r, BPF_EXIST), 0);
+  runTable({refused("a claimed port", 41001)});
 }
 
 // The program caches next hops toward endpoints (mp_nh_cache); an answer is not used once the

@@ -33,6 +33,7 @@ BpfResult<std::unique_ptr<LbSkeleton>> LbSkeleton::open(const LbSkeletonOptions&
   mp_xdp_lb* skel = mp_xdp_lb__open();
   if (skel == nullptr) return bpfError(errno, "open mp_xdp_lb skeleton");
   std::unique_ptr<LbSkeleton> lb(new LbSkeleton(skel, options));
+  skel->rodata->snat_reuse_ns = options.snatReuseNs;
 
   for (bpf_map* map : {skel->maps.mp_conns, skel->maps.mp_rnat}) {
     if (int err = bpf_map__set_max_entries(map, options.connTableSize); err != 0) {

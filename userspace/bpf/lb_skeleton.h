@@ -25,6 +25,9 @@ struct LbSkeletonOptions {
   std::string pinRoot;
   // max_entries of mp_conns and mp_rnat. Reusing a pinned table of another size fails the load.
   uint32_t connTableSize = MP_CONN_TABLE_DEFAULT;
+  // How long a closed TCP connection keeps its SNAT port before a new flow may take it over
+  // (the program's read-only snat_reuse_ns; bpf/README.md says why 2 s). Tests set it small.
+  uint64_t snatReuseNs = MP_SNAT_REUSE_NS_DEFAULT;
 };
 
 class LbSkeleton {
