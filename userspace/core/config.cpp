@@ -228,23 +228,11 @@ uint32_t readDuration(const YAML::Node& node, const std::string& path) {
   return static_cast<uint32_t>(*ms);
 }
 
-// "200", "200-399".
 std::pair<uint16_t, uint16_t> readStatusRange(const YAML::Node& node, const std::string& path) {
   const std::string text = readString(node, path);
-  const size_t dash = text.find('-');
-  const std::string lo = text.substr(0, dash);
-  const std::string hi = dash == std::string::npos ? lo : text.substr(dash + 1);
-  auto number = [](const std::string& part) -> std::optional<uint16_t> {
-    if (part.size() != 3 ||
-        !std::all_of(part.begin(), part.end(), [](char c) { return c >= '0' && c <= '9'; })) {
-      return std::nullopt;
-    }
-    return static_cast<uint16_t>(std::stoul(part));
-  };
-  const auto a = number(lo);
-  const auto b = number(hi);
-  if (!a || !b) fail(path, show(text) + " is not a status or a range like 200-399", node);
-  return {*a, *b};
+  const auto range = parseStatusRange(text);
+  if (!range) fail(path, show(text) + " is not a status or a range like 200-399", node);
+  return *range;
 }
 
 HealthCheckSpec readHealth(const YAML::Node& map, const std::string& path) {
@@ -431,6 +419,23 @@ bool isPrime(uint64_t n) {
     if (n % d == 0 || n % (d + 2) == 0) return false;
   }
   return true;
+}
+
+std::optional<std::pair<uint16_t, uint16_t>> parseStatusRange(const std::string& text) {
+  const size_t dash = text.find('-');
+  const std::string lo = text.substr(0, dash);
+  const std::string hi = dash == std::string::npos ? lo : text.substr(dash + 1);
+  auto number = [](const std::string& part) -> std::optional<uint16_t> {
+    if (part.size() != 3 ||
+        !std::all_of(part.begin(), part.end(), [](char c) { return c >= '0' && c <= '9'; })) {
+      return std::nullopt;
+    }
+    return static_cast<uint16_t>(std::stoul(part));
+  };
+  const auto a = number(lo);
+  const auto b = number(hi);
+  if (!a || !b) return std::nullopt;
+  return std::make_pair(*a, *b);
 }
 
 bool isValidServiceName(const std::string& name) {

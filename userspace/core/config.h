@@ -68,6 +68,10 @@ bool isPrime(uint64_t n);
 // [a-z0-9][a-z0-9-_.]{0,62}
 bool isValidServiceName(const std::string& name);
 
+// An HTTP status or range as written in a health block: "200" or "200-399" (three digits each);
+// std::nullopt otherwise. Whether the range makes sense is validateService's call.
+std::optional<std::pair<uint16_t, uint16_t>> parseStatusRange(const std::string& text);
+
 // Why `ip` cannot be a VIP, endpoint or node address (unset, unspecified, loopback, multicast,
 // broadcast, IPv4-mapped IPv6), or std::nullopt when it can.
 std::optional<std::string> addressProblem(const IpAddress& ip);

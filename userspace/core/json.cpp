@@ -176,24 +176,11 @@ HealthCheckSpec healthFromJson(const json& j, const std::string& path) {
   if (const json* v = member(j, "http_host"))
     h.httpHost = readString(*v, dotted(path, "http_host"));
   if (const json* v = member(j, "http_statuses")) {
-    const std::string text = readString(*v, dotted(path, "http_statuses"));
-    const size_t dash = text.find('-');
-    const std::string lo = text.substr(0, dash);
-    const std::string hi = dash == std::string::npos ? lo : text.substr(dash + 1);
-    auto number = [](const std::string& part) -> std::optional<uint16_t> {
-      if (part.size() != 3 ||
-          !std::all_of(part.begin(), part.end(), [](char c) { return c >= '0' && c <= '9'; })) {
-        return std::nullopt;
-      }
-      return static_cast<uint16_t>(std::stoul(part));
-    };
-    const auto a = number(lo);
-    const auto b = number(hi);
-    if (!a || !b) {
+    const auto range = parseStatusRange(readString(*v, dotted(path, "http_statuses")));
+    if (!range) {
       fail(dotted(path, "http_statuses"), show(*v) + " is not a status or a range like 200-399");
     }
-    h.httpStatusMin = *a;
-    h.httpStatusMax = *b;
+    std::tie(h.httpStatusMin, h.httpStatusMax) = *range;
   }
   if (const json* v = member(j, "udp_send")) h.udpSend = readString(*v, dotted(path, "udp_send"));
   if (const json* v = member(j, "udp_expect")) {
