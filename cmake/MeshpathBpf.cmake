@@ -2,14 +2,14 @@
 # `bpftool gen skeleton` -> <skeleton name>.skel.h. Shared by bpf/ and tools/pktgen so every BPF
 # object of the project is built the same way (flags, header dependencies, atomic skeleton write).
 #
-#   include(MeshpathBpf)
+#   (included once by the top-level CMakeLists.txt)
 #   meshpath_bpf_skeleton(<file.bpf.c> <skeleton name> <output dir> [INCLUDES dir...])
 #
 # compiles ${CMAKE_CURRENT_SOURCE_DIR}/<file.bpf.c> (header dependencies tracked through a depfile)
 # into ${CMAKE_CURRENT_BINARY_DIR}/<file>.bpf.o, writes <output dir>/<skeleton name>.skel.h and
 # appends that header's path to the list MESHPATH_SKELETONS in the caller's scope. The project's
 # bpf/ directory is always on the include path (compiler.h, cursor.h, ...).
-include_guard(GLOBAL)
+include_guard(DIRECTORY)
 
 find_program(MESHPATH_CLANG NAMES clang clang-14 REQUIRED)
 find_program(MESHPATH_BPFTOOL NAMES bpftool PATHS /usr/sbin /usr/local/sbin REQUIRED)
