@@ -100,8 +100,8 @@ struct mp_conn {
 	__u32 ep_id;
 	__u16 snat_port; /* network order; the node-side source port of this connection */
 	__u16 flags;	 /* MP_CONN_F_* */
-	__u64 created_ns; /* bpf_ktime_get_coarse_ns() at insert (CLOCK_MONOTONIC, tick resolution) */
-	__u64 closed_ns; /* same clock, when the connection became closed; 0 while it is not */
+	__u64 closed_ns; /* bpf_ktime_get_coarse_ns() (CLOCK_MONOTONIC, tick resolution) when the
+			  * connection became closed; 0 while it is not */
 };
 
 /* While a new flow takes a SNAT port over from a closed connection, ep_id of the old entry
@@ -179,7 +179,7 @@ MP_ASSERT_SIZE(mp_svc_key, 20);
 MP_ASSERT_SIZE(mp_svc, 16);
 MP_ASSERT_SIZE(mp_endpoint, 24);
 MP_ASSERT_SIZE(mp_flow, 40);
-MP_ASSERT_SIZE(mp_conn, 24);
+MP_ASSERT_SIZE(mp_conn, 16);
 MP_ASSERT_SIZE(mp_rnat, 40);
 MP_ASSERT_SIZE(mp_node_cfg, 40);
 MP_ASSERT_SIZE(mp_counters, 32);

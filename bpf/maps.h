@@ -87,14 +87,15 @@ struct {
 /* Not ABI: the program's own cache of bpf_fib_lookup answers toward each endpoint, per CPU (no
  * sharing, no locks). A fib lookup costs as much as the rest of an established packet's path, and
  * an endpoint's next hop changes rarely: an entry serves for MP_NH_CACHE_TTL_NS, and only while
- * the endpoint's address and the ingress device are the ones it was looked up for. */
+ * the endpoint's address and the ingress device are the ones it was looked up for (counted in
+ * jiffies: bpf_jiffies64() is inlined by the verifier, a clock read is not). */
 #define MP_NH_CACHE_TTL_NS (50ull * 1000 * 1000)
 
 struct mp_nexthop {
-	__u8 addr[16];	  /* endpoint address the answer is for */
-	__u64 expires_ns; /* bpf_ktime_get_coarse_ns() after which it is looked up again */
-	__u32 ingress;	  /* ingress ifindex it was looked up from */
-	__u32 ifindex;	  /* egress */
+	__u8 addr[16]; /* endpoint address the answer is for */
+	__u64 expires; /* bpf_jiffies64() after which it is looked up again */
+	__u32 ingress; /* ingress ifindex it was looked up from */
+	__u32 ifindex; /* egress */
 	__u8 smac[6];
 	__u8 dmac[6];
 	__u32 pad;

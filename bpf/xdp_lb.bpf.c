@@ -28,6 +28,11 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
  * README). Read-only, set by the loader before load (LbSkeletonOptions::snatReuseNs). */
 const volatile __u64 snat_reuse_ns = MP_SNAT_REUSE_NS_DEFAULT;
 
+/* The kernel's tick (a jiffy) in ns, set by the loader; the default is HZ=250's. The per-packet
+ * path counts time in jiffies: bpf_jiffies64() is inlined, a clock read costs a third of the
+ * trivial program. */
+const volatile __u64 tick_ns = 1000000000 / 250;
+
 static __always_inline int mp_exception(__u32 reason)
 {
 	__u64 *n = bpf_map_lookup_elem(&mp_exc, &reason);
@@ -134,7 +139,7 @@ static __always_inline int mp_transmit(struct xdp_md *ctx, struct mp_pkt *p, __u
 /* mp_transmit toward endpoint ep_id, through this CPU's cached next hop while it is fresh. */
 static __always_inline int mp_transmit_to_ep(struct xdp_md *ctx, struct mp_pkt *p, __u8 family,
 					     __u32 ep_id, const struct mp_endpoint *ep,
-					     const __u8 *node_addr, __u16 snat_port, __u64 now)
+					     const __u8 *node_addr, __u16 snat_port, __u64 jiffies)
 {
 	struct mp_nexthop *nh = bpf_map_lookup_elem(&mp_nh_cache, &ep_id);
 	__u32 ingress = ctx->ingress_ifindex;
@@ -143,14 +148,14 @@ static __always_inline int mp_transmit_to_ep(struct xdp_md *ctx, struct mp_pkt *
 
 	if (!nh)
 		return mp_transmit(ctx, p, family, node_addr, ep->addr, snat_port, ep->port);
-	if (nh->ingress == ingress && now < nh->expires_ns && mp_addr16_eq(nh->addr, ep->addr))
+	if (nh->ingress == ingress && jiffies < nh->expires && mp_addr16_eq(nh->addr, ep->addr))
 		return mp_send(ctx, p, nh->ifindex, nh->smac, nh->dmac);
 
 	rc = mp_fib(ctx, p, family, node_addr, ep->addr, snat_port, ep->port, &fib);
 	if (rc != BPF_FIB_LKUP_RET_SUCCESS)
 		return mp_fib_failed(rc);
 	mp_copy_addr16(nh->addr, ep->addr);
-	nh->expires_ns = now + MP_NH_CACHE_TTL_NS;
+	nh->expires = jiffies + MP_NH_CACHE_TTL_NS / tick_ns + 1;
 	nh->ingress = ingress;
 	nh->ifindex = fib.ifindex;
 	mp_copy_mac(nh->smac, fib.smac);
@@ -207,9 +212,8 @@ struct mp_snat_ask {
 	struct mp_flow
 		rkey; /* the mp_rnat key; dport is set per probe, the reserved port on MP_OK */
 	struct mp_rnat rval; /* what the entry restores: the client's tuple */
-	__u64 now;
-	__u32 hash;	/* mp_snat_hash of the client's flow */
-	__u16 port_min; /* the node's SNAT range, host order */
+	__u32 hash;	     /* mp_snat_hash of the client's flow */
+	__u16 port_min;	     /* the node's SNAT range, host order */
 	__u16 port_max;
 };
 
@@ -229,7 +233,8 @@ static __always_inline int mp_snat_take_over(struct mp_rnat *r, struct mp_snat_a
 	seen.word = tail->word;
 	mp_rnat_client_flow(&owner_key, r, ask->rkey.proto, ask->rkey.family);
 	owner = bpf_map_lookup_elem(&mp_conns, &owner_key);
-	if (!mp_snat_reusable(seen.f.ep_id, owner, port, ask->rkey.proto, ask->now, snat_reuse_ns))
+	if (!mp_snat_reusable(seen.f.ep_id, owner, port, ask->rkey.proto, bpf_ktime_get_coarse_ns(),
+			      snat_reuse_ns))
 		return 0;
 	/* The holder's own connection, closed (not a flow that has moved on): its entry goes. */
 	closed = owner && owner->snat_port == port && owner->ep_id == seen.f.ep_id;
@@ -292,9 +297,10 @@ __attribute__((noinline)) int mp_snat_reserve(struct mp_snat_ask *ask)
 /* The endpoint of an existing connection, or NULL when it left the service (the flow starts
  * over). A FIN or RST from the client is recorded; a pure SYN reopens a closed entry (the
  * client reuses its 5-tuple) and tells *reopened. */
-static __always_inline const struct mp_endpoint *
-mp_conn_endpoint(struct mp_conn *conn, const struct mp_pkt *p, const struct mp_svc *svc,
-		 __u8 family, __u64 now, __u64 *reopened)
+static __always_inline const struct mp_endpoint *mp_conn_endpoint(struct mp_conn *conn,
+								  const struct mp_pkt *p,
+								  const struct mp_svc *svc,
+								  __u8 family, __u64 *reopened)
 {
 	__u32 ep_id = conn->ep_id;
 	const struct mp_endpoint *ep = bpf_map_lookup_elem(&mp_endpoints, &ep_id);
@@ -306,7 +312,7 @@ mp_conn_endpoint(struct mp_conn *conn, const struct mp_pkt *p, const struct mp_s
 		return ep;
 	bits = mp_tcp_close_bits(p->tcp_flags, 1);
 	if (bits) {
-		mp_conn_mark(conn, bits, now);
+		mp_conn_mark(conn, bits, bpf_ktime_get_coarse_ns());
 	} else if (mp_tcp_opens(p->tcp_flags) && (conn->flags & MP_CONN_F_CLOSING)) {
 		mp_conn_reopen(conn);
 		*reopened = 1;
@@ -322,9 +328,8 @@ mp_conn_endpoint(struct mp_conn *conn, const struct mp_pkt *p, const struct mp_s
  * existing open connection was found. */
 static __always_inline int mp_new_conn(struct mp_pkt *p, __u8 family, const struct mp_svc *svc,
 				       const struct mp_node_cfg *node, const __u8 *node_addr,
-				       __u64 now, __u64 update_flags,
-				       const struct mp_endpoint **ep_out, __u32 *ep_id,
-				       __u16 *snat_port, __u64 *new_conn)
+				       __u64 update_flags, const struct mp_endpoint **ep_out,
+				       __u32 *ep_id, __u16 *snat_port, __u64 *new_conn)
 {
 	const struct mp_endpoint *ep, *other;
 	struct mp_snat_ask ask;
@@ -349,7 +354,6 @@ static __always_inline int mp_new_conn(struct mp_pkt *p, __u8 family, const stru
 
 	mp_rnat_key(&ask.rkey, &p->flow, ep, node_addr, 0);
 	mp_rnat_value(&ask.rval, &p->flow, *ep_id);
-	ask.now = now;
 	ask.hash = mp_snat_hash(&p->flow);
 	ask.port_min = node->snat_port_min;
 	ask.port_max = node->snat_port_max;
@@ -362,8 +366,7 @@ static __always_inline int mp_new_conn(struct mp_pkt *p, __u8 family, const stru
 	conn.ep_id = *ep_id;
 	conn.snat_port = *snat_port;
 	conn.flags = (__u16)bits;
-	conn.created_ns = now;
-	conn.closed_ns = mp_conn_flags_closed(bits) ? now : 0;
+	conn.closed_ns = mp_conn_flags_closed(bits) ? bpf_ktime_get_coarse_ns() : 0;
 	*ep_out = ep;
 	*new_conn = 1;
 	if (bpf_map_update_elem(&mp_conns, &p->flow, &conn, update_flags) == 0)
@@ -374,7 +377,7 @@ static __always_inline int mp_new_conn(struct mp_pkt *p, __u8 family, const stru
 	existing = bpf_map_lookup_elem(&mp_conns, &p->flow);
 	if (existing) {
 		*new_conn = 0;
-		other = mp_conn_endpoint(existing, p, svc, family, now, new_conn);
+		other = mp_conn_endpoint(existing, p, svc, family, new_conn);
 		if (other) {
 			if (existing->ep_id != *ep_id || existing->snat_port != *snat_port)
 				bpf_map_delete_elem(&mp_rnat, &ask.rkey); /* reserved for nothing */
@@ -396,7 +399,7 @@ static __always_inline int mp_to_service(struct xdp_md *ctx, struct mp_pkt *p, _
 					 const struct mp_node_cfg *node, const __u8 *node_addr,
 					 __u64 bytes)
 {
-	__u64 update_flags = BPF_NOEXIST, new_conn = 0, now;
+	__u64 update_flags = BPF_NOEXIST, new_conn = 0, jiffies;
 	const struct mp_endpoint *ep = NULL;
 	const struct mp_svc *svc;
 	struct mp_svc_key key;
@@ -415,19 +418,20 @@ static __always_inline int mp_to_service(struct xdp_md *ctx, struct mp_pkt *p, _
 	if (!node_addr)
 		return mp_exception(MP_EXC_DROP_NO_NODE_ADDR);
 
-	now = bpf_ktime_get_coarse_ns(); /* a TSC read costs more than the rest */
+	jiffies =
+		bpf_jiffies64(); /* inlined, where a clock read costs a third of the trivial program */
 	/* A pure SYN starts a connection: mp_new_conn inserts it without looking first. */
 	if (!mp_tcp_opens(p->tcp_flags)) {
 		conn = bpf_map_lookup_elem(&mp_conns, &p->flow);
 		if (conn) {
 			ep_id = conn->ep_id;
 			snat_port = conn->snat_port;
-			ep = mp_conn_endpoint(conn, p, svc, family, now, &new_conn);
+			ep = mp_conn_endpoint(conn, p, svc, family, &new_conn);
 			update_flags = BPF_ANY; /* if its endpoint left, the flow starts over */
 		}
 	}
 	if (!ep) {
-		rc = mp_new_conn(p, family, svc, node, node_addr, now, update_flags, &ep, &ep_id,
+		rc = mp_new_conn(p, family, svc, node, node_addr, update_flags, &ep, &ep_id,
 				 &snat_port, &new_conn);
 		if (rc != MP_OK)
 			return mp_exception(rc);
@@ -436,7 +440,7 @@ static __always_inline int mp_to_service(struct xdp_md *ctx, struct mp_pkt *p, _
 	mp_count(&mp_svc_stats, svc->id, bytes, new_conn);
 	mp_count(&mp_ep_stats, ep_id, bytes, new_conn);
 	mp_nat_forward(p, family, ep, node_addr, snat_port);
-	return mp_transmit_to_ep(ctx, p, family, ep_id, ep, node_addr, snat_port, now);
+	return mp_transmit_to_ep(ctx, p, family, ep_id, ep, node_addr, snat_port, jiffies);
 }
 
 /* Everything after Ethernet, for one family (a constant: each family is its own path). */

@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <ctime>
 #include <filesystem>
 #include <string_view>
 #include <system_error>
@@ -21,6 +22,15 @@ bool isPinned(const bpf_map* map) {
   return !bpf_map__is_internal(map) && std::string_view(bpf_map__name(map)) != "mp_nh_cache";
 }
 
+// The kernel's tick: the coarse clocks advance once a jiffy, so their resolution is one.
+uint64_t tickNs() {
+  timespec res{};
+  if (::clock_getres(CLOCK_MONOTONIC_COARSE, &res) != 0 || res.tv_sec != 0 || res.tv_nsec <= 0) {
+    return 4'000'000;  // HZ=250, the program's default
+  }
+  return static_cast<uint64_t>(res.tv_nsec);
+}
+
 }  // namespace
 
 LbSkeleton::LbSkeleton(mp_xdp_lb* skel, LbSkeletonOptions options)
@@ -34,6 +44,7 @@ BpfResult<std::unique_ptr<LbSkeleton>> LbSkeleton::open(const LbSkeletonOptions&
   if (skel == nullptr) return bpfError(errno, "open mp_xdp_lb skeleton");
   std::unique_ptr<LbSkeleton> lb(new LbSkeleton(skel, options));
   skel->rodata->snat_reuse_ns = options.snatReuseNs;
+  skel->rodata->tick_ns = tickNs();  // the program counts its next-hop cache's life in jiffies
 
   for (bpf_map* map : {skel->maps.mp_conns, skel->maps.mp_rnat}) {
     if (int err = bpf_map__set_max_entries(map, options.connTableSize); err != 0) {
