@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # demo.sh — meshpath end to end on one machine: a lab of network namespaces (lab.sh), meshd in the
 # lb namespace balancing real HTTP requests (curl, a new connection each) from the client to three
-# endpoints, meshctl showing the spread, then one endpoint taken out and traffic moving away.
+# endpoints, meshctl showing the spread, then one endpoint failing (its server killed), removed by
+# meshd's active health checks, and the traffic moving to the others.
 #
 # usage: demo.sh [--build-dir DIR] [--prefix P] [--requests N] [--keep]
 #   --keep leaves the lab and meshd running at the end (take it down with `lab.sh down --prefix P`)
@@ -83,6 +84,7 @@ services:
       - {address: ${EP4[0]}, port: $LAB_HTTP_PORT, weight: 1}
       - {address: ${EP4[1]}, port: $LAB_HTTP_PORT, weight: 1}
       - {address: ${EP4[2]}, port: $LAB_HTTP_PORT, weight: 1}
+    health: {type: http, interval: 200ms, timeout: 100ms, rise: 2, fall: 3}
 YAML
 } >"$CONFIG"
 
@@ -98,24 +100,25 @@ send "http://$LAB_VIP4/" "$REQUESTS"
 echo
 meshctl service show web
 
-say "one endpoint fails: taking ep2 (${EP4[1]}) out of rotation"
-cat <<NOTE
-  Active health checks are not in meshpath yet (a later issue adds them and takes a failing
-  endpoint out by itself). Here we do by hand what they will do: weight 0 drains ep2, so open
-  connections stay and new ones go to the others.
-NOTE
-meshctl endpoint set-weight web "${EP4[1]}:$LAB_HTTP_PORT" 0
+say "one endpoint fails: ep2's HTTP server (${EP4[1]}) is killed"
+printf '$ ip netns pids %s | xargs kill\n' "$PREFIX-ep2"
+ip netns pids "$PREFIX-ep2" | xargs -r kill
+# Active HTTP checks every 200 ms take it out after 3 failures (fall x interval + timeout = 700 ms).
+sleep 1.5
+meshctl health web
+echo
+meshctl events
 
-say "$REQUESTS more requests: ep1 and ep3 share them"
+say "$REQUESTS more requests: ep1 and ep3 share them, none fails"
 send "http://$LAB_VIP4/" "$REQUESTS"
 echo
 meshctl stats web
-echo "  (counters are totals since meshd started: ep2's are all from before the drain)"
+echo "  (counters are totals since meshd started: ep2's are all from before it failed)"
 
 say "the same over IPv6: a service on [$LAB_VIP6]:80, added through the API"
+# ep2's server is still down, so this one is made of ep1 and ep3, weighted 1:2.
 meshctl service add web6 --vip "$LAB_VIP6" --port 80 \
-  --endpoint "[${EP6[0]}]:$LAB_HTTP_PORT" --endpoint "[${EP6[1]}]:$LAB_HTTP_PORT@2" \
-  --endpoint "[${EP6[2]}]:$LAB_HTTP_PORT"
+  --endpoint "[${EP6[0]}]:$LAB_HTTP_PORT" --endpoint "[${EP6[2]}]:$LAB_HTTP_PORT@2"
 send "http://[$LAB_VIP6]/" "$REQUESTS"
 echo
 meshctl stats
