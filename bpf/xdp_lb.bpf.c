@@ -321,11 +321,10 @@ static __always_inline const struct mp_endpoint *mp_conn_endpoint(struct mp_conn
 }
 
 /* A new flow (or one the LRU forgot, or whose endpoint left: update_flags BPF_ANY then): the
- * Maglev slot's endpoint and a SNAT port, recorded in mp_conns. A pure SYN comes here without
- * an mp_conns lookup; when its entry exists after all (a retransmitted SYN, the client reusing
- * its 5-tuple, another CPU's first packet of the flow), that entry wins and the port reserved
- * here is given back. *snat_port comes back in network order; *new_conn is 1 unless an
- * existing open connection was found. */
+ * Maglev slot's endpoint and a SNAT port, recorded in mp_conns with BPF_NOEXIST. When another
+ * CPU inserted the flow meanwhile (its first packets on two CPUs), that entry wins and the port
+ * reserved here is given back. *snat_port comes back in network order; *new_conn is 1 unless
+ * an existing open connection was found. */
 static __always_inline int mp_new_conn(struct mp_pkt *p, __u8 family, const struct mp_svc *svc,
 				       const struct mp_node_cfg *node, const __u8 *node_addr,
 				       __u64 update_flags, const struct mp_endpoint **ep_out,
@@ -420,15 +419,13 @@ static __always_inline int mp_to_service(struct xdp_md *ctx, struct mp_pkt *p, _
 
 	jiffies =
 		bpf_jiffies64(); /* inlined, where a clock read costs a third of the trivial program */
-	/* A pure SYN starts a connection: mp_new_conn inserts it without looking first. */
-	if (!mp_tcp_opens(p->tcp_flags)) {
-		conn = bpf_map_lookup_elem(&mp_conns, &p->flow);
-		if (conn) {
-			ep_id = conn->ep_id;
-			snat_port = conn->snat_port;
-			ep = mp_conn_endpoint(conn, p, svc, family, &new_conn);
-			update_flags = BPF_ANY; /* if its endpoint left, the flow starts over */
-		}
+	/* Looked up for a SYN too: skipping it (the insert would tell) measured no faster. */
+	conn = bpf_map_lookup_elem(&mp_conns, &p->flow);
+	if (conn) {
+		ep_id = conn->ep_id;
+		snat_port = conn->snat_port;
+		ep = mp_conn_endpoint(conn, p, svc, family, &new_conn);
+		update_flags = BPF_ANY; /* if its endpoint left, the flow starts over */
 	}
 	if (!ep) {
 		rc = mp_new_conn(p, family, svc, node, node_addr, update_flags, &ep, &ep_id,
