@@ -6,6 +6,7 @@
 #include <cstdarg>
 #include <cstdio>
 #include <string>
+#include <string_view>
 
 namespace meshpath {
 namespace {
@@ -34,7 +35,14 @@ int printToSpdlog(libbpf_print_level level, const char* format, va_list args) {
   std::vsnprintf(text.data(), text.size(), format, args);
   text.resize(static_cast<size_t>(length));
   while (!text.empty() && (text.back() == '\n' || text.back() == '\r')) text.pop_back();
-  spdlog::log(spdLevel, "libbpf: {}", text);
+  // libbpf's own messages already start with "libbpf: " (its pr_warn/pr_info/pr_debug put it
+  // there); only the rest get it here, so every line says it once.
+  constexpr std::string_view kPrefix = "libbpf: ";
+  if (std::string_view(text).substr(0, kPrefix.size()) == kPrefix) {
+    spdlog::log(spdLevel, "{}", text);
+  } else {
+    spdlog::log(spdLevel, "{}{}", kPrefix, text);
+  }
   return length;
 }
 
