@@ -11,6 +11,7 @@
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 
 #include "netlink.h"
 
@@ -73,6 +74,34 @@ struct XdpState {
   uint32_t genericProg = 0;
 };
 
+// An IPv4 packet toward an endpoint whose neighbour is unresolved goes to the kernel already
+// rewritten, from the node's own address (pass_no_neigh); Linux drops it as a martian unless
+// accept_local is on for the interface it came in on (bpf/README.md). Set in meshd's own network
+// namespace; a failure is logged, not fatal: only those first packets suffer.
+void enableAcceptLocal(const std::string& ifname) {
+  const std::string path = "/proc/sys/net/ipv4/conf/" + ifname + "/accept_local";
+  std::string was;
+  std::getline(std::ifstream(path), was);
+  if (was == "1") {
+    spdlog::info("{}: net.ipv4.conf.{}.accept_local is 1", ifname, ifname);
+    return;
+  }
+  std::ofstream out(path);
+  out << "1\n";
+  out.close();
+  if (!out) {
+    spdlog::warn(
+        "{}: cannot set {} to 1 ({}): packets toward an endpoint whose neighbour is unresolved "
+        "will be dropped by the kernel as martians",
+        ifname, path, std::strerror(errno));
+    return;
+  }
+  spdlog::info(
+      "{}: net.ipv4.conf.{}.accept_local set to 1 (was {}): the kernel takes the packets meshd "
+      "hands it for unresolved neighbours",
+      ifname, ifname, was.empty() ? "unknown" : was);
+}
+
 XdpState queryXdp(int ifindex) {
   LIBBPF_OPTS(bpf_xdp_query_opts, opts);
   XdpState s;
@@ -129,6 +158,7 @@ Result<std::unique_ptr<BpfDataplane>> BpfDataplane::start(const NodeSpec& node, 
   if (auto r = dp->loadRings(); !r) return r.error();
   for (const auto& [name, index] : interfaces) {
     if (auto r = dp->attach(name, index); !r) return r.error();
+    enableAcceptLocal(name);
   }
   if (auto r = dp->detachStaleLinks(); !r) return r.error();
   return dp;
