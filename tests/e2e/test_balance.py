@@ -4,7 +4,7 @@ and IPv6; each test brings up its own lab."""
 import time
 import unittest
 
-from e2e_base import LabTestCase
+from e2e_base import SPREAD_SAMPLE, LabTestCase
 
 
 class BalanceTests:
@@ -12,16 +12,16 @@ class BalanceTests:
 
     def test_weighted_spread_over_new_connections(self):
         self.start([self.service("web", 80, {1: 1, 2: 1, 3: 2})])
-        r = self.burst_ok(80, 1200)
+        r = self.burst_ok(80, SPREAD_SAMPLE)
         self.assertSpread(r["by_endpoint"], {1: 1, 2: 1, 3: 2})
         # meshd counted the same connections the endpoints answered.
         stats = self.stats_by_endpoint("web")
-        self.assertGreaterEqual(sum(stats.values()), 1200, stats)
+        self.assertGreaterEqual(sum(stats.values()), SPREAD_SAMPLE, stats)
         self.assertSpread(stats, {1: 1, 2: 1, 3: 2}, what="meshd's new_conns")
 
     def test_weight_change_moves_new_connections(self):
         self.start([self.service("web", 80, {1: 1, 2: 1, 3: 1})])
-        r = self.burst_ok(80, 900)
+        r = self.burst_ok(80, SPREAD_SAMPLE)
         self.assertSpread(r["by_endpoint"], {1: 1, 2: 1, 3: 1})
         sessions = [self.lab.session(self.vip, 80) for _ in range(8)]
         opened = [s.get() for s in sessions]
@@ -46,7 +46,7 @@ class BalanceTests:
         self.assertEqual({e for e, _ in before} - {"ep1", "ep2"}, set(), before)
 
         self.lab.meshctl("endpoint", "add", "web", self.ep_key(3))
-        r = self.burst_ok(80, 1200)
+        r = self.burst_ok(80, SPREAD_SAMPLE)
         self.assertSpread(r["by_endpoint"], {1: 1, 2: 1, 3: 1})
 
         for s, (endpoint, port) in zip(sessions, before):
@@ -69,7 +69,7 @@ class BalanceTests:
         r = self.lab.burst(self.vip, 80, 30, concurrency=6, timeout=1.5)
         self.assertEqual(r["ok"], 0, f"the deleted service still answered: {r}")
         # The other service on the same VIP is untouched.
-        r = self.burst_ok(81, 300)
+        r = self.burst_ok(81, SPREAD_SAMPLE)
         self.assertSpread(r["by_endpoint"], {1: 1, 2: 1})
 
 

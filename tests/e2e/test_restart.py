@@ -4,7 +4,7 @@ same services, endpoints and weights, including those changed through the API be
 import time
 import unittest
 
-from e2e_base import LabTestCase
+from e2e_base import SPREAD_SAMPLE, LabTestCase
 
 
 def desired(services):
@@ -62,7 +62,7 @@ class RestartTests(LabTestCase):
         self.assertTrue(status.get("adopted"), f"restarted meshd did not adopt pinned state: "
                         f"{status}")
 
-        r = self.burst_ok(80, 1000)
+        r = self.burst_ok(80, SPREAD_SAMPLE)
         self.assertSpread(r["by_endpoint"], weights)
         r = self.burst_ok(81, 100)
         self.assertEqual(r["by_endpoint"], {"ep2": 100})
