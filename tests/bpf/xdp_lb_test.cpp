@@ -674,6 +674,33 @@ TEST_F(SnatReuseTest, FreePortBeforeAClosedOneAndOnlyAClosedOneTaken) {
   }
 }
 
+TEST_F(SnatReuseTest, Ipv6FinBothWaysGivesThePortBack) {
+  build(0);
+  addEndpoint(52, kEndpoint1v6, 8080, kEndpoint1Mac, 42);
+  h_->setService(42, "fd00::140", 80, kTcp, 7, {52});
+  const auto fromClient = [](uint16_t cport, uint8_t flags) {
+    return frame(tcp(flags), kRouterMac, kClientIfMac, kClient6, "fd00::140", cport, 80);
+  };
+  const auto toEp = [](uint8_t flags) {
+    return frame(tcp(flags), kEndpointIfMac, kEndpoint1Mac, kNode6, kEndpoint1v6, kOnly, 8080);
+  };
+  const Bytes epFin = frame(tcp(kTcpFin | kTcpAck), kEndpoint1Mac, kEndpointIfMac, kEndpoint1v6,
+                            kNode6, 8080, kOnly);
+  const Bytes clientGetsFin =
+      frame(tcp(kTcpFin | kTcpAck), kClientIfMac, kClientMac, "fd00::140", kClient6, 80, 41001);
+  runTable(
+      {{"A opens", fromClient(41001, kTcpSyn), kClientIf, XDP_REDIRECT, toEp(kTcpSyn)},
+       {"B while A is open", fromClient(41002, kTcpSyn), kClientIf, XDP_DROP, std::nullopt,
+        MP_EXC_DROP_SNAT_EXHAUSTED},
+       {"A finishes", fromClient(41001, kTcpFin | kTcpAck), kClientIf, XDP_REDIRECT,
+        toEp(kTcpFin | kTcpAck)},
+       {"the endpoint finishes", epFin, kEndpointIf, XDP_REDIRECT, clientGetsFin},
+       {"B takes A's port", fromClient(41002, kTcpSyn), kClientIf, XDP_REDIRECT, toEp(kTcpSyn)}});
+  const auto r = h_->rnat(rnatKey(kEndpoint1v6, 8080, kNode6, kOnly, kTcp));
+  ASSERT_TRUE(r);
+  EXPECT_EQ(ntohs(r->client_port), 41002);
+}
+
 TEST_F(SnatReuseTest, PortBeingClaimedIsNotTaken) {
   build(0);
   holdPort(*h_, kEp, kEndpoint1v4, 8080, kOnly, {.clientPort = 1000, .forwardEntry = false});
