@@ -49,19 +49,25 @@ union __attribute__((may_alias)) mp_conn_port_flags {
 	__u32 word;
 };
 
-/* Records close bits on a connection both directions may update at once, from different CPUs:
- * the atomic or tells exactly one of them that its bits completed the close, and that one stamps
- * closed_ns. A retransmitted FIN finds its bit set and writes nothing. */
-MP_INLINE void mp_conn_mark(struct mp_conn *conn, __u32 bits, __u64 now)
+/* Records close bits on a connection both directions may update at once, from different CPUs.
+ * Returns 1 for exactly one caller: the one whose bits completed the close (the atomic or tells),
+ * which then stamps closed_ns (mp_conn_closed_at). A retransmitted FIN finds its bit set and
+ * writes nothing. */
+MP_INLINE int mp_conn_mark(struct mp_conn *conn, __u32 bits)
 {
 	union mp_conn_port_flags mask = {.f = {.snat_port = 0, .flags = (__u16)bits}}, old;
 
 	if ((conn->flags & bits) == bits)
-		return;
+		return 0;
 	old.word = __sync_fetch_and_or(&((union mp_conn_port_flags *)&conn->snat_port)->word,
 				       mask.word);
-	if (!mp_conn_flags_closed(old.f.flags) && mp_conn_flags_closed(old.f.flags | bits))
-		conn->closed_ns = now;
+	return !mp_conn_flags_closed(old.f.flags) && mp_conn_flags_closed(old.f.flags | bits);
+}
+
+/* The time the connection became closed, written by the caller mp_conn_mark answered 1. */
+MP_INLINE void mp_conn_closed_at(struct mp_conn *conn, __u64 now)
+{
+	conn->closed_ns = now;
 }
 
 /* The client opens its 5-tuple again (a SYN on an entry with close bits): the connection is

@@ -173,8 +173,9 @@ static __always_inline void mp_reply_closes(const struct mp_pkt *p, __u8 family,
 
 	mp_rnat_client_flow(&key, r, p->flow.proto, family);
 	conn = bpf_map_lookup_elem(&mp_conns, &key);
-	if (conn && conn->snat_port == p->flow.dport && conn->ep_id == r->ep_id)
-		mp_conn_mark(conn, mp_tcp_close_bits(p->tcp_flags, 0), bpf_ktime_get_coarse_ns());
+	if (conn && conn->snat_port == p->flow.dport && conn->ep_id == r->ep_id &&
+	    mp_conn_mark(conn, mp_tcp_close_bits(p->tcp_flags, 0)))
+		mp_conn_closed_at(conn, bpf_ktime_get_coarse_ns());
 }
 
 /* An endpoint's reply to node:snat_port goes back to the client from VIP:port. */
@@ -312,7 +313,8 @@ static __always_inline const struct mp_endpoint *mp_conn_endpoint(struct mp_conn
 		return ep;
 	bits = mp_tcp_close_bits(p->tcp_flags, 1);
 	if (bits) {
-		mp_conn_mark(conn, bits, bpf_ktime_get_coarse_ns());
+		if (mp_conn_mark(conn, bits))
+			mp_conn_closed_at(conn, bpf_ktime_get_coarse_ns());
 	} else if (mp_tcp_opens(p->tcp_flags) && (conn->flags & MP_CONN_F_CLOSING)) {
 		mp_conn_reopen(conn);
 		*reopened = 1;

@@ -262,21 +262,29 @@ TEST(CoreConn, CloseBitsBySide) {
 
 TEST(CoreConn, ClosedAfterRstOrBothFinsStampedOnce) {
   mp_conn c{};
-  mp_conn_mark(&c, MP_CONN_F_FIN_CLIENT, 100);
+  c.snat_port = htons(61500);
+  // What the program does with mp_conn_mark's answer.
+  const auto mark = [](mp_conn* conn, uint32_t bits, uint64_t now) {
+    const int closedNow = mp_conn_mark(conn, bits);
+    if (closedNow) mp_conn_closed_at(conn, now);
+    return closedNow;
+  };
+  EXPECT_EQ(mark(&c, MP_CONN_F_FIN_CLIENT, 100), 0);
   EXPECT_EQ(c.flags, MP_CONN_F_FIN_CLIENT);
   EXPECT_EQ(c.closed_ns, 0u) << "half-closed is open";
-  mp_conn_mark(&c, MP_CONN_F_FIN_CLIENT, 150);  // a retransmitted FIN
+  EXPECT_EQ(mark(&c, MP_CONN_F_FIN_CLIENT, 150), 0) << "a retransmitted FIN";
   EXPECT_EQ(c.closed_ns, 0u);
-  mp_conn_mark(&c, MP_CONN_F_FIN_EP, 200);
+  EXPECT_EQ(mark(&c, MP_CONN_F_FIN_EP, 200), 1) << "the second FIN closes";
   EXPECT_TRUE(mp_conn_flags_closed(c.flags));
   EXPECT_EQ(c.closed_ns, 200u);
-  mp_conn_mark(&c, MP_CONN_F_FIN_EP, 300);  // the endpoint retransmits its FIN
-  mp_conn_mark(&c, MP_CONN_F_RST, 400);     // then resets: still closed since 200
+  EXPECT_EQ(mark(&c, MP_CONN_F_FIN_EP, 300), 0) << "the endpoint retransmits its FIN";
+  EXPECT_EQ(mark(&c, MP_CONN_F_RST, 400), 0) << "then resets: still closed since 200";
   EXPECT_EQ(c.closed_ns, 200u);
   EXPECT_EQ(c.flags, MP_CONN_F_FIN_CLIENT | MP_CONN_F_FIN_EP | MP_CONN_F_RST);
+  EXPECT_EQ(c.snat_port, htons(61500)) << "the atomic or leaves the port alone";
 
   mp_conn r{};
-  mp_conn_mark(&r, MP_CONN_F_RST, 500);
+  EXPECT_EQ(mark(&r, MP_CONN_F_RST, 500), 1);
   EXPECT_EQ(r.closed_ns, 500u) << "a RST closes at once";
   mp_conn_reopen(&r);
   EXPECT_EQ(r.flags, 0u);
