@@ -101,7 +101,8 @@ struct mp_conn {
 	__u16 snat_port; /* network order; the node-side source port of this connection */
 	__u16 flags;	 /* MP_CONN_F_* */
 	__u64 closed_ns; /* bpf_ktime_get_coarse_ns() (CLOCK_MONOTONIC, tick resolution) when the
-			  * connection became closed; 0 while it is not */
+			  * connection became closed; meaningful only with close flags set (the
+			  * slot held created_ns before: adopted old entries read as open) */
 };
 
 /* While a new flow takes a SNAT port over from a closed connection, ep_id of the old entry

@@ -92,7 +92,10 @@ MP_INLINE int mp_snat_reusable(__u32 rnat_ep_id, const struct mp_conn *owner, __
 		return 0;
 	if (!owner || owner->snat_port != port || owner->ep_id != rnat_ep_id)
 		return 1;
-	if (proto != IPPROTO_TCP || !owner->closed_ns || now < owner->closed_ns)
+	/* The flags too, not closed_ns alone: an entry a previous version wrote has its created_ns
+	 * in that slot (mp_conn kept its size, so a restarted meshd adopts the pinned table). */
+	if (proto != IPPROTO_TCP || !mp_conn_flags_closed(owner->flags) || !owner->closed_ns ||
+	    now < owner->closed_ns)
 		return 0;
 	return now - owner->closed_ns >= linger_ns;
 }

@@ -307,6 +307,10 @@ TEST(CoreConn, SnatPortReusableOnlyWhenNothingForwardsToIt) {
   EXPECT_TRUE(reusable(nullptr, IPPROTO_UDP, 1)) << "forward entry gone";
   EXPECT_FALSE(reusable(nullptr, IPPROTO_TCP, 1, MP_RNAT_CLAIMED)) << "another flow claims it";
   EXPECT_FALSE(reusable(&owner, IPPROTO_TCP, 10 * kLinger)) << "open";
+  owner.closed_ns = 1;
+  EXPECT_FALSE(reusable(&owner, IPPROTO_TCP, 10 * kLinger))
+      << "a time without close flags: an entry of the previous version (its created_ns)";
+  owner.closed_ns = 0;
   EXPECT_FALSE(reusable(&owner, IPPROTO_UDP, 10 * kLinger)) << "UDP never closes";
   owner.flags = MP_CONN_F_FIN_CLIENT | MP_CONN_F_FIN_EP;
   owner.closed_ns = 5 * kLinger;
