@@ -112,6 +112,20 @@ XdpState queryXdp(int ifindex) {
   return s;
 }
 
+// Calls fn(key, value) for every entry of mp_services; an entry deleted mid-walk is skipped.
+template <class Fn>
+void forEachService(int servicesFd, Fn&& fn) {
+  mp_svc_key key{};
+  mp_svc_key next{};
+  const void* prev = nullptr;
+  while (bpf_map_get_next_key(servicesFd, prev, &next) == 0) {
+    mp_svc svc{};
+    if (bpf_map_lookup_elem(servicesFd, &next, &svc) == 0) fn(next, svc);
+    key = next;
+    prev = &key;
+  }
+}
+
 }  // namespace
 
 BpfDataplane::BpfDataplane(std::unique_ptr<LbSkeleton> skel, NodeSpec node)
@@ -167,17 +181,9 @@ Result<std::unique_ptr<BpfDataplane>> BpfDataplane::start(const NodeSpec& node, 
 // The rings an earlier run left: each service id's inner map and the half its entry points at.
 Result<void> BpfDataplane::loadRings() {
   std::map<uint32_t, uint32_t> activeHalf;
-  mp_svc_key key{};
-  mp_svc_key next{};
-  const void* prev = nullptr;
-  while (bpf_map_get_next_key(skel_->servicesFd(), prev, &next) == 0) {
-    mp_svc svc{};
-    if (bpf_map_lookup_elem(skel_->servicesFd(), &next, &svc) == 0) {
-      activeHalf[svc.id] = svc.active_half;
-    }
-    key = next;
-    prev = &key;
-  }
+  forEachService(skel_->servicesFd(), [&](const mp_svc_key&, const mp_svc& svc) {
+    activeHalf[svc.id] = svc.active_half;
+  });
   for (uint32_t id = 0; id < MP_MAX_SERVICES; ++id) {
     uint32_t innerId = 0;
     if (bpf_map_lookup_elem(skel_->ringsFd(), &id, &innerId) != 0) continue;
@@ -496,24 +502,16 @@ Result<std::vector<uint64_t>> BpfDataplane::exceptionCounts() {
 
 Result<RealizedSnapshot> BpfDataplane::snapshot() {
   RealizedSnapshot snap;
-  mp_svc_key key{};
-  mp_svc_key next{};
-  const void* prev = nullptr;
-  while (bpf_map_get_next_key(skel_->servicesFd(), prev, &next) == 0) {
-    mp_svc svc{};
-    if (bpf_map_lookup_elem(skel_->servicesFd(), &next, &svc) == 0) {
-      ServiceEntry e;
-      e.key = ServiceKey{fromBytes(next.addr, next.family), ntohs(next.port),
-                         static_cast<Protocol>(next.proto)};
-      e.id = svc.id;
-      e.ringSize = svc.ring_size;
-      e.algorithm = static_cast<Algorithm>(svc.algorithm);
-      e.forwarding = static_cast<ForwardingMode>(svc.fwd_mode);
-      snap.services.push_back(e);
-    }
-    key = next;
-    prev = &key;
-  }
+  forEachService(skel_->servicesFd(), [&](const mp_svc_key& key, const mp_svc& svc) {
+    ServiceEntry e;
+    e.key = ServiceKey{fromBytes(key.addr, key.family), ntohs(key.port),
+                       static_cast<Protocol>(key.proto)};
+    e.id = svc.id;
+    e.ringSize = svc.ring_size;
+    e.algorithm = static_cast<Algorithm>(svc.algorithm);
+    e.forwarding = static_cast<ForwardingMode>(svc.fwd_mode);
+    snap.services.push_back(e);
+  });
   for (const auto& [id, ring] : rings_) snap.ringIds.push_back(id);
   for (uint32_t id = 0; id < MP_MAX_ENDPOINTS; ++id) {
     mp_endpoint ep{};
