@@ -48,18 +48,34 @@ enum mp_fwd_mode {
 	MP_FWD_DSR = 1, /* reserved: later issue */
 };
 
+/* How a new flow picks its endpoint. Every algorithm reads the service's ring, which holds
+ * endpoint ids in proportion to their weights, so weights mean the same under each; only new
+ * flows choose (mp_conns keeps a connection on its endpoint). Per-packet costs: bpf/README.md. */
 enum mp_algorithm {
-	MP_ALG_MAGLEV = 0, /* others: later issue */
+	MP_ALG_MAGLEV = 0,	 /* ring slot = hash of the 5-tuple (consistent) */
+	MP_ALG_RANDOM = 1,	 /* ring slot = bpf_get_prandom_u32() */
+	MP_ALG_ROUND_ROBIN = 2,	 /* ring slot = this CPU's counter for the service (mp_rr), +1 per
+				  * new flow; meshd fills the ring of such a service with an
+				  * interleaved (smooth weighted round-robin) sequence */
+	MP_ALG_LEAST_CONN = 3,	 /* two random slots; the endpoint with fewer active connections
+				  * (power of two choices) */
+	MP_ALG_LEAST_LATENCY = 4, /* two random slots; the endpoint with the lower SYN -> SYN-ACK time
+				   * (mp_ep_health.rtt_ns; TCP in nat mode) */
+	MP_ALG_MAX,
 };
 
 struct mp_svc {
-	__u32 id;	   /* index into mp_rings, mp_svc_stats */
+	__u32 id;	   /* index into mp_rings, mp_svc_stats, mp_rr */
 	__u32 ring_size;   /* M: slots per half of this service's ring */
 	__u32 active_half; /* 0 or 1: which half of the ring packets read */
 	__u8 fwd_mode;	   /* enum mp_fwd_mode */
 	__u8 algorithm;	   /* enum mp_algorithm */
 	__u16 flags;
 };
+
+/* A new flow whose ring pick is marked down (mp_ep_health) tries the next slots of the ring, up
+ * to this many in all; when every one is down it takes the first pick (as panic would). */
+#define MP_DOWN_PROBES 8
 
 /* mp_endpoints: endpoint id -> where to send. Ring slots hold endpoint ids. */
 #define MP_EP_F_IN_USE (1 << 0)
@@ -95,6 +111,12 @@ struct mp_flow {
 #define MP_CONN_F_FIN_CLIENT (1u << 0) /* a FIN from the client */
 #define MP_CONN_F_FIN_EP (1u << 1)     /* a FIN from the endpoint */
 #define MP_CONN_F_RST (1u << 2)	       /* a RST, either way */
+/* TCP: the client's SYN went to the endpoint, no SYN-ACK came back yet. closed_ns holds the time
+ * the SYN was sent (bpf_ktime_get_ns) while this is set and no close bit is. */
+#define MP_CONN_F_SYN_SENT (1u << 3)
+/* The connection was counted in its endpoint's mp_ep_health.opened; the packet that completes
+ * its close (mp_conn_mark answers 1) counts it in .closed, so each is counted once. */
+#define MP_CONN_F_COUNTED (1u << 4)
 
 struct mp_conn {
 	__u32 ep_id;
@@ -115,6 +137,54 @@ struct mp_rnat {
 	__u16 client_port; /* network order */
 	__u16 vip_port;	   /* network order */
 	__u32 ep_id;
+};
+
+/* mp_ep_health: ARRAY (BPF_F_MMAPABLE) indexed by endpoint id, one entry shared by all CPUs.
+ * The datapath counts an endpoint's passive failures and marks it down; meshd, which maps the
+ * array, sets `fall` and clears the mark and the count with atomic operations on single fields
+ * (never a whole-entry update, which would lose the datapath's concurrent increments).
+ * Passive failures (nat mode): a RST answering a SYN, an ICMP destination unreachable from the
+ * endpoint, the client retransmitting a SYN the endpoint has not answered. A SYN-ACK (TCP) or any
+ * reply (UDP) is a success and resets `fails`. */
+#define MP_EPH_F_DOWN (1u << 0) /* marked down by the datapath: new flows skip it */
+struct mp_ep_health {
+	__u32 fails; /* consecutive passive failures (atomic add; a success exchanges it to 0) */
+	__u32 flags; /* MP_EPH_F_*: the datapath sets DOWN (atomic or), meshd clears it */
+	__u32 fall;  /* set by meshd: failures that mark the endpoint down; 0 = passive detection off */
+	__u32 pad;
+	__u64 opened;  /* TCP connections opened toward it (datapath, atomic add) */
+	__u64 closed;  /* of those, closed (datapath, atomic add) */
+	__s64 adjust;  /* meshd: correction for connections the LRU evicted or meshd flushed;
+			* active connections = opened - closed + adjust */
+	__u64 rtt_ns;  /* moving average (1/8 weight) of the SYN -> SYN-ACK time; 0 = no sample */
+	__u64 down_ns; /* bpf_ktime_get_ns() when the datapath marked it down */
+	__u64 pad2;
+};
+
+/* mp_events: BPF_MAP_TYPE_RINGBUF of struct mp_health_event, one per passive transition of an
+ * endpoint (not one per failure): its first failure after a success, crossing `fall` (marked
+ * down), a success after failures. meshd reads them into its health state machine. */
+#define MP_EVENTS_BYTES (256 * 1024)
+enum mp_hev_kind {
+	MP_HEV_SUSPECT = 1,   /* fails went 0 -> 1 */
+	MP_HEV_DOWN = 2,      /* fails reached fall: the datapath marked it down */
+	MP_HEV_RECOVERED = 3, /* a success reset fails from >= 1 */
+};
+enum mp_passive_reason {
+	MP_PASSIVE_NONE = 0,	      /* MP_HEV_RECOVERED */
+	MP_PASSIVE_RST = 1,	      /* RST answering a SYN */
+	MP_PASSIVE_ICMP_UNREACH = 2,  /* ICMP / ICMPv6 destination unreachable from the endpoint */
+	MP_PASSIVE_SYN_RETRANS = 3,   /* the client sent its SYN again: no SYN-ACK in time */
+	MP_PASSIVE_MAX,
+};
+struct mp_health_event {
+	__u64 ns;    /* bpf_ktime_get_ns() */
+	__u32 ep_id;
+	__u8 kind;   /* enum mp_hev_kind */
+	__u8 reason; /* enum mp_passive_reason */
+	__u16 pad;
+	__u32 fails; /* the consecutive count after this event */
+	__u32 pad2;
 };
 
 /* mp_node: one entry with the node's own settings. */
@@ -169,6 +239,12 @@ static const char *const mp_exc_names[MP_EXC_MAX] = {
 	"drop_no_endpoint", "drop_snat_exhausted", "drop_conn_insert", "drop_no_node_addr",
 	"pass_no_neigh",    "drop_no_route",	   "drop_redirect",
 };
+static const char *const mp_passive_reason_names[MP_PASSIVE_MAX] = {
+	"none", "rst_answering_syn", "icmp_unreachable", "syn_retransmitted",
+};
+static const char *const mp_algorithm_names[MP_ALG_MAX] = {
+	"maglev", "random", "round-robin", "least-conn", "least-latency",
+};
 #endif
 
 #define MP_ASSERT_SIZE(t, n) _Static_assert(sizeof(struct t) == (n), #t " size is part of the ABI")
@@ -184,5 +260,7 @@ MP_ASSERT_SIZE(mp_conn, 16);
 MP_ASSERT_SIZE(mp_rnat, 40);
 MP_ASSERT_SIZE(mp_node_cfg, 40);
 MP_ASSERT_SIZE(mp_counters, 32);
+MP_ASSERT_SIZE(mp_ep_health, 64);
+MP_ASSERT_SIZE(mp_health_event, 24);
 
 #endif /* MESHPATH_BPF_ABI_H */

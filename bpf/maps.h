@@ -78,6 +78,27 @@ struct {
 } mp_ep_stats SEC(".maps");
 
 struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, MP_MAX_ENDPOINTS);
+	__uint(map_flags, BPF_F_MMAPABLE);
+	__type(key, __u32);
+	__type(value, struct mp_ep_health);
+} mp_ep_health SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, MP_EVENTS_BYTES);
+} mp_events SEC(".maps");
+
+/* Round-robin position of each service, per CPU (MP_ALG_ROUND_ROBIN). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, MP_MAX_SERVICES);
+	__type(key, __u32);
+	__type(value, __u32);
+} mp_rr SEC(".maps");
+
+struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, MP_EXC_MAX);
 	__type(key, __u32);
