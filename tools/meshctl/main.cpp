@@ -13,6 +13,8 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 #include <string>
+#include <thread>
+#include <unistd.h>
 #include <vector>
 
 #include "address.h"
@@ -48,6 +50,8 @@ struct Args {
   std::string weight;
   std::string file;
   bool follow = false;
+  bool wait = false;
+  double waitSeconds = 0;  // --wait's limit; 0 = no limit
 };
 
 class Context {
@@ -118,6 +122,12 @@ class Context {
 };
 
 // --- reading the daemon's JSON without trusting its shape too much ---
+
+std::string fixed(double v, int digits) {
+  char buf[32];
+  std::snprintf(buf, sizeof(buf), "%.*f", digits, v);
+  return buf;
+}
 
 uint64_t u64(const json& j, const char* key) {
   if (!j.is_object() || !j.contains(key) || !j[key].is_number()) return 0;
@@ -231,6 +241,18 @@ int cmdServiceList(const Context& ctx) {
   return kExitOk;
 }
 
+// An endpoint's open connections as meshd counts them; "-" where it cannot (UDP has no close).
+std::string activeConns(const json& ep) {
+  if (!ep.is_object() || !ep.contains("active_conns") || !ep["active_conns"].is_number()) return "-";
+  return humanCount(ep["active_conns"].get<uint64_t>());
+}
+
+// "draining" / "drained" for an endpoint at weight 0, "" otherwise.
+std::string drainState(const json& ep) {
+  if (!ep.is_object() || !ep.contains("drain") || !ep["drain"].is_string()) return "";
+  return ep["drain"].get<std::string>();
+}
+
 void printService(const json& svc) {
   const json& st = stats(svc);
   printKeyValues({
@@ -258,15 +280,18 @@ void printService(const json& svc) {
            {"ID", Align::kRight},
            {"WEIGHT", Align::kRight},
            {"EXPECTED", Align::kRight},
+           {"ACTIVE", Align::kRight},
            {"NEW CONNS", Align::kRight},
            {"SHARE", Align::kRight},
            {"PACKETS", Align::kRight},
-           {"BYTES", Align::kRight}});
+           {"BYTES", Align::kRight},
+           {"DRAIN"}});
   for (const auto& ep : eps) {
     t.addRow({endpointKey(ep), str(ep, "id"), std::to_string(u64(ep, "weight")),
-              percent(u64(ep, "weight"), weights), humanCount(u64(stats(ep), "new_conns")),
+              percent(u64(ep, "weight"), weights), activeConns(ep),
+              humanCount(u64(stats(ep), "new_conns")),
               percent(u64(stats(ep), "new_conns"), conns), humanCount(u64(stats(ep), "packets")),
-              humanBytes(u64(stats(ep), "bytes"))});
+              humanBytes(u64(stats(ep), "bytes")), drainState(ep)});
   }
   t.print(std::cout);
   std::cout << "\nEXPECTED is the endpoint's share of the weights; SHARE its share of the new "
@@ -394,6 +419,92 @@ int cmdEndpointSetWeight(const Context& ctx, const Args& a) {
   return kExitOk;
 }
 
+// Follows a draining endpoint until meshd reports it drained (or --wait's limit passes):
+// one line per change, or one line rewritten in place on a terminal.
+int waitForDrain(const Context& ctx, const std::string& target, const std::string& key,
+                 const Args& a) {
+  using Clock = std::chrono::steady_clock;
+  const auto start = Clock::now();
+  const bool tty = !ctx.json() && isatty(STDOUT_FILENO);
+  std::string lastLine;
+  for (;;) {
+    auto reply = ctx.api().get(target);
+    if (!reply.ok()) return ctx.failed(reply);
+    const json& ep = reply.body;
+    double elapsed = std::chrono::duration<double>(Clock::now() - start).count();
+    std::string state = drainState(ep);
+    if (state != "draining" && state != "drained") {
+      return ctx.refused("endpoint " + key + " is no longer draining (weight " +
+                             std::to_string(u64(ep, "weight")) + ")",
+                         "someone changed its weight meanwhile; drain it again to go on");
+    }
+    if (state == "draining" && !(ep.contains("active_conns") && ep["active_conns"].is_number())) {
+      return ctx.refused("meshd cannot count the open flows of " + key +
+                             ": UDP has no close, so a UDP drain never completes by itself",
+                         "no new flows reach it; remove it once your clients' idle timeout has "
+                         "passed");
+    }
+    if (ctx.json()) {
+      json progress = {{"endpoint", key},
+                       {"drain", state},
+                       {"active_conns", ep.value("active_conns", json(nullptr))},
+                       {"elapsed_s", elapsed}};
+      std::cout << progress.dump() << std::endl;
+    }
+    if (state == "drained") {
+      if (!ctx.json()) {
+        std::cout << (tty ? "\r\033[K" : "") << "endpoint " << key << " drained after "
+                  << fixed(elapsed, 1) << "s: no open connections; safe to remove it\n";
+      }
+      return kExitOk;
+    }
+    if (!ctx.json()) {
+      std::string line = "draining " + key + ": " + activeConns(ep) + " open connections";
+      if (tty) {
+        std::cout << "\r\033[K" << line << " (" << fixed(elapsed, 0) << "s)" << std::flush;
+      } else if (line != lastLine) {
+        std::cout << line << std::endl;
+      }
+      lastLine = line;
+    }
+    if (a.waitSeconds > 0 && elapsed >= a.waitSeconds) {
+      if (tty) std::cout << '\n';
+      return ctx.refused("endpoint " + key + " still has " + activeConns(ep) +
+                             " open connections after " + fixed(a.waitSeconds, 0) + "s",
+                         "it stays drained of new connections; wait longer, or remove it with "
+                         "`meshctl endpoint del` (open connections then break)");
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  }
+}
+
+int cmdEndpointDrain(const Context& ctx, const Args& a) {
+  std::string error;
+  if (!validServiceName(a.service, &error)) return ctx.usage(error);
+  auto ep = parseEndpoint(a.endpoint, /*allowWeight=*/false, &error);
+  if (!ep) return ctx.usage(error);
+  if (a.waitSeconds < 0) return ctx.usage("--wait-limit must be >= 0 seconds");
+  const std::string target = endpointTarget(a.service, *ep);
+  auto reply = ctx.api().post(target + "/drain", json::object());
+  if (!reply.ok()) return ctx.failed(reply);
+  const json& body = reply.body;
+  if (a.wait) return waitForDrain(ctx, target, ep->key(), a);
+  if (ctx.json()) {
+    ctx.printJson(reply);
+    return kExitOk;
+  }
+  if (drainState(body) == "drained") {
+    std::cout << "endpoint " << ep->key() << " of " << a.service
+              << " drained: weight 0 and no open connections; safe to remove it\n";
+  } else {
+    std::cout << "endpoint " << ep->key() << " of " << a.service << " is draining: weight 0, "
+              << activeConns(body) << " open connections stay, no new ones\n"
+              << "  follow it with `meshctl endpoint drain " << a.service << " " << ep->key()
+              << " --wait`\n";
+  }
+  return kExitOk;
+}
+
 // --- stats ---
 
 int cmdStats(const Context& ctx, const Args& a) {
@@ -489,12 +600,6 @@ int cmdStats(const Context& ctx, const Args& a) {
 
 // --- health ---
 
-std::string fixed(double v, int digits) {
-  char buf[32];
-  std::snprintf(buf, sizeof(buf), "%.*f", digits, v);
-  return buf;
-}
-
 double num(const json& j, const char* key) {
   if (!j.is_object() || !j.contains(key) || !j[key].is_number()) return 0;
   return j[key].get<double>();
@@ -519,14 +624,19 @@ int cmdHealth(const Context& ctx, const Args& a) {
     first = false;
     const json& check = s.contains("check") ? s["check"] : json::object();
     std::cout << str(s, "name") << ": ";
+    std::string passive = u64(check, "passive_fall") == 0
+                              ? "passive detection off"
+                              : "datapath marks down after " +
+                                    std::to_string(u64(check, "passive_fall")) +
+                                    " passive failures";
     if (str(check, "type") == "none") {
-      std::cout << "no health checks\n";
+      std::cout << "no active checks; " << passive << '\n';
     } else {
       std::cout << str(check, "type") << " check every " << str(check, "interval") << ", timeout "
                 << str(check, "timeout") << ", rise " << u64(check, "rise") << ", fall "
                 << u64(check, "fall") << "; " << u64(s, "healthy") << " of "
                 << s["endpoints"].size() << " healthy, " << u64(s, "out") << " out (cap "
-                << u64(s, "max_out") << ")\n";
+                << u64(s, "max_out") << "); " << passive << '\n';
     }
     if (s.value("panic", false)) {
       std::cout << "  !!! PANIC: too few healthy endpoints (panic_threshold "
@@ -540,6 +650,8 @@ int cmdHealth(const Context& ctx, const Args& a) {
              {"LAST PROBE"},
              {"LATENCY", Align::kRight},
              {"PASSIVE", Align::kRight},
+             {"DATAPATH"},
+             {"RTT", Align::kRight},
              {"EJECTIONS", Align::kRight}});
     for (const auto& ep : s["endpoints"]) {
       std::string state = str(ep, "state");
@@ -556,8 +668,19 @@ int cmdHealth(const Context& ctx, const Args& a) {
       std::string since = ep.contains("since_s") && ep["since_s"].is_number()
                               ? humanDuration(static_cast<uint64_t>(num(ep, "since_s"))) + " ago"
                               : "-";
+      const json& dp = ep.contains("datapath") ? ep["datapath"] : json(nullptr);
+      std::string datapath = "-", rtt = "-";
+      if (dp.is_object()) {
+        datapath = std::string(dp.value("down", false) ? "DOWN" : "up");
+        if (u64(dp, "fall") == 0) {
+          datapath += " (passive off)";
+        } else {
+          datapath += " " + std::to_string(u64(dp, "fails")) + "/" + std::to_string(u64(dp, "fall"));
+        }
+        if (dp.contains("rtt_us") && dp["rtt_us"].is_number()) rtt = fixed(num(dp, "rtt_us"), 0) + "us";
+      }
       t.addRow({endpointKey(ep), state, since, ep.value("in_ring", false) ? "in" : "out", last,
-                latency, std::to_string(u64(ep, "passive_failures")),
+                latency, std::to_string(u64(ep, "passive_failures")), datapath, rtt,
                 std::to_string(u64(ep, "ejections"))});
     }
     t.print(std::cout, "  ");
@@ -670,7 +793,8 @@ std::vector<Subcommand> subcommands() {
          s->add_option("--port", a.port, "service port (1-65535)")->required();
          s->add_option("--protocol", a.protocol, "tcp (default) or udp")
              ->check(CLI::IsMember({"tcp", "udp"}));
-         s->add_option("--algorithm", a.algorithm, "endpoint selection (default maglev)");
+         s->add_option("--algorithm", a.algorithm,
+                       "maglev (default), random, round-robin, least-conn, least-latency");
          s->add_option("--forwarding", a.forwarding, "forwarding mode (default nat)");
          s->add_option("--endpoint", a.endpoints, "ADDR:PORT[@WEIGHT], repeatable")
              ->allow_extra_args(false);
@@ -714,6 +838,17 @@ std::vector<Subcommand> subcommands() {
          s->add_option("WEIGHT", a.weight, "0-10000")->required();
        },
        cmdEndpointSetWeight},
+      {{"endpoint", "drain"},
+       "Drain an endpoint: weight 0, open connections stay; --wait reports when none is left",
+       [](CLI::App* s, Args& a) {
+         s->add_option("SERVICE", a.service, "service name")->required();
+         s->add_option("ADDR:PORT", a.endpoint, "e.g. 10.0.2.11:8080 or [fd00::11]:8080")
+             ->required();
+         s->add_flag("-w,--wait", a.wait, "follow the open connections until the drain completes");
+         s->add_option("--wait-limit", a.waitSeconds,
+                       "give up waiting after this many seconds (exit 1; default: no limit)");
+       },
+       cmdEndpointDrain},
       {{"stats"},
        "Counters per service and endpoint, with each endpoint's share",
        [](CLI::App* s, Args& a) { s->add_option("SERVICE", a.service, "only this service"); },
