@@ -4,6 +4,14 @@
   burst   --host H --port P --count N [--concurrency C] [--timeout S]
           N GET requests, each on a new TCP connection; prints one JSON line:
           {"ok": n, "failed": n, "errors": [first few], "by_endpoint": {"ep1": n, ...}, "elapsed": s}
+  steady  --host H --port P --duration S [--concurrency C] [--timeout S] [--source-port SP]
+          new connections back to back for S seconds (the load a failover is measured under);
+          prints one JSON line: {"ok", "failed", "errors", "by_endpoint",
+          "failures": [[wall time, error], ...], "last_by_endpoint": {"ep1": wall time, ...},
+          "start", "end"}. Wall times (time.time()) so the caller can set them beside its own.
+  once    --host H --port P --source-port SP [--timeout S]
+          one GET from a fixed source port, then a RST close (SO_LINGER 0: no TIME_WAIT, so the
+          same 5-tuple can come again at once); prints {"ok", "endpoint" | "error"}
   session --host H --port P [--timeout S]
           one keep-alive connection driven from stdin, one JSON line answered per command:
             get            -> {"ok": true, "endpoint": "ep2", "local_port": 40123}
@@ -20,6 +28,8 @@ and endpoints can take the same SNAT port again at once.
 import argparse
 import http.client
 import json
+import socket
+import struct
 import sys
 import threading
 import time
@@ -67,6 +77,58 @@ def burst(args):
         t.join()
     print(json.dumps({**counts, "errors": errors, "by_endpoint": by_endpoint,
                       "elapsed": round(time.monotonic() - start, 3)}), flush=True)
+    return 0
+
+
+def steady(args):
+    lock = threading.Lock()
+    by_endpoint, last_by_endpoint, errors, failures = {}, {}, [], []
+    counts = {"ok": 0, "failed": 0}
+    start = time.time()
+    deadline = time.monotonic() + args.duration
+
+    def worker():
+        while time.monotonic() < deadline:
+            conn = http.client.HTTPConnection(args.host, args.port, timeout=args.timeout)
+            sent = time.time()
+            try:
+                name = one_request(conn)
+                with lock:
+                    counts["ok"] += 1
+                    by_endpoint[name] = by_endpoint.get(name, 0) + 1
+                    last_by_endpoint[name] = sent
+            except Exception as e:  # noqa: BLE001 — every failure is counted and reported
+                with lock:
+                    counts["failed"] += 1
+                    failures.append([sent, f"{type(e).__name__}: {e}"])
+                    if len(errors) < 5:
+                        errors.append(f"{type(e).__name__}: {e}")
+            finally:
+                conn.close()
+
+    threads = [threading.Thread(target=worker) for _ in range(args.concurrency)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    print(json.dumps({**counts, "errors": errors, "by_endpoint": by_endpoint,
+                      "failures": failures, "last_by_endpoint": last_by_endpoint,
+                      "start": start, "end": time.time()}), flush=True)
+    return 0
+
+
+def once(args):
+    conn = http.client.HTTPConnection(args.host, args.port, timeout=args.timeout,
+                                      source_address=("", args.source_port))
+    try:
+        conn.connect()
+        conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        out = {"ok": True, "endpoint": one_request(conn)}
+    except Exception as e:  # noqa: BLE001
+        out = {"ok": False, "error": f"{type(e).__name__}: {e}"}
+    finally:
+        conn.close()
+    print(json.dumps(out), flush=True)
     return 0
 
 
@@ -131,14 +193,16 @@ def session(args):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("mode", choices=["burst", "session"])
+    ap.add_argument("mode", choices=["burst", "steady", "once", "session"])
     ap.add_argument("--host", required=True)
     ap.add_argument("--port", type=int, default=80)
     ap.add_argument("--count", type=int, default=1000)
     ap.add_argument("--concurrency", type=int, default=16)
     ap.add_argument("--timeout", type=float, default=5.0)
+    ap.add_argument("--duration", type=float, default=5.0)
+    ap.add_argument("--source-port", type=int, default=0)
     args = ap.parse_args()
-    return burst(args) if args.mode == "burst" else session(args)
+    return {"burst": burst, "steady": steady, "once": once, "session": session}[args.mode](args)
 
 
 if __name__ == "__main__":

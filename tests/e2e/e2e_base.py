@@ -1,6 +1,10 @@
 """e2e_base.py — what every e2e test shares: its own lab (unique prefix, torn down however the
 test ends), services written for a family, and assertions on how traffic spread."""
+import http.client
+import json
 import os
+import socket
+import time
 import unittest
 
 import lab as labmod
@@ -11,6 +15,19 @@ SPREAD_TOLERANCE_PP = 5.0  # percentage points between an endpoint's share and i
 # puts the 5 pp tolerance at >= 5 sigma. Smaller samples (300 .. 1200) sat at 1.7 .. 3.7 sigma
 # and failed now and then by chance alone (e.g. 38.7% for a 33.3% share in 900).
 SPREAD_SAMPLE = 2500
+
+
+class UnixHTTPConnection(http.client.HTTPConnection):
+    """meshd's REST API over its unix socket."""
+
+    def __init__(self, path):
+        super().__init__("meshd", timeout=5)
+        self.path = path
+
+    def connect(self):
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(5)
+        self.sock.connect(self.path)
 
 
 def require_prerequisites():
@@ -54,6 +71,35 @@ class LabTestCase(unittest.TestCase):
 
     def start(self, services):
         self.lab.start_meshd(self.lab.write_config(services))
+
+    # --- meshd's API and health ---
+
+    def api(self, path, method="GET"):
+        c = UnixHTTPConnection(self.lab.socket)
+        try:
+            c.request(method, path)
+            r = c.getresponse()
+            return r.status, json.loads(r.read())
+        finally:
+            c.close()
+
+    def endpoint_health(self, service="web"):
+        status, body = self.api(f"/v1/health/{service}")
+        self.assertEqual(status, 200, body)
+        svc = body["services"][0]
+        return svc, {e["key"]: e for e in svc["endpoints"]}
+
+    def wait_for(self, predicate, limit_s, what, service="web"):
+        """Polls /v1/health until predicate(service, endpoints) holds; returns seconds taken."""
+        start = time.monotonic()
+        while True:
+            svc, eps = self.endpoint_health(service)
+            if predicate(svc, eps):
+                return time.monotonic() - start
+            if time.monotonic() - start > limit_s:
+                self.fail(f"{what}: not within {limit_s:.2f}s; health: "
+                          f"{json.dumps(svc, indent=1)}\n{self.lab.meshd_log()}")
+            time.sleep(0.01)
 
     # --- traffic ---
 

@@ -41,12 +41,14 @@ def run(argv, check=True, timeout=120, **kw):
 
 
 def service_yaml(services):
-    """services: [{"name", "vip", "port", "endpoints": [(address, port, weight)], "health": {}}]
+    """services: [{"name", "vip", "port", "endpoints": [(address, port, weight)], "health": {},
+    "algorithm"}]
     (health: optional, the keys of docs/config.md's health block)"""
     lines = ["services:"] if services else ["services: []"]
     for s in services:
         lines += [f"  - name: {s['name']}", f"    vip: {s['vip']}", f"    port: {s['port']}",
-                  f"    protocol: {s.get('protocol', 'tcp')}"]
+                  f"    protocol: {s.get('protocol', 'tcp')}",
+                  f"    algorithm: {s.get('algorithm', 'maglev')}"]
         if s.get("health"):
             lines.append("    health: {" + ", ".join(f"{k}: {v}" for k, v in s["health"].items()) + "}")
         eps = s.get("endpoints", [])
@@ -218,6 +220,33 @@ class Lab:
                    "--concurrency", str(concurrency), "--timeout", str(timeout)],
                   timeout=count * timeout + 60)
         return json.loads(res.stdout)
+
+    def start_steady(self, host, port, duration, concurrency=4, timeout=2.0):
+        """Starts client.py steady in the background; .communicate() gives its JSON line."""
+        return subprocess.Popen(
+            ["ip", "netns", "exec", self.ns_client, PYTHON, CLIENT_PY, "steady", "--host", host,
+             "--port", str(port), "--duration", str(duration), "--concurrency", str(concurrency),
+             "--timeout", str(timeout)], stdout=subprocess.PIPE, text=True)
+
+    def once(self, host, port, source_port, timeout=2.0):
+        """One request from a fixed source port, closed with a RST (client.py once)."""
+        res = run(["ip", "netns", "exec", self.ns_client, PYTHON, CLIENT_PY, "once", "--host",
+                   host, "--port", str(port), "--source-port", str(source_port), "--timeout",
+                   str(timeout)], timeout=timeout + 30)
+        return json.loads(res.stdout)
+
+    def kill_http_server(self, i):
+        """Kills endpoint i's HTTP server: its port now answers a SYN with RST."""
+        ns = self.env["endpoints"][i - 1]["ns"]
+        pids = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True,
+                              check=True).stdout.split()
+        if not pids:
+            raise RuntimeError(f"no process in {ns} to kill")
+        subprocess.run(["kill", "-9", *pids], check=True)
+        return time.time()
+
+    def restart_http_servers(self):
+        self.lab("http-servers")
 
     def session(self, host, port):
         s = Session(self, host, port)

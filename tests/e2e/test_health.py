@@ -2,9 +2,7 @@
 so no RST and no ICMP) leaves the ring within fall x interval + timeout and comes back after rise
 passes, while open connections to the other endpoints stay where they are; the cap on ejected
 endpoints holds; with every endpoint down the service panics and says so."""
-import http.client
 import json
-import socket
 import subprocess
 import time
 import unittest
@@ -19,52 +17,16 @@ EJECTION_MS = 300
 SLACK_MS = 150  # polling, process start-up and scheduling on a 2-core machine
 
 
-class UnixHTTPConnection(http.client.HTTPConnection):
-    def __init__(self, path):
-        super().__init__("meshd", timeout=5)
-        self.path = path
-
-    def connect(self):
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.settimeout(5)
-        self.sock.connect(self.path)
-
-
 class HealthTestCase(LabTestCase):
     def health_service(self, weights, **overrides):
         check = {"type": "http", "interval": f"{INTERVAL_MS}ms", "timeout": f"{TIMEOUT_MS}ms",
-                 "rise": RISE, "fall": FALL, "ejection_time": f"{EJECTION_MS}ms"}
+                 "rise": RISE, "fall": FALL, "ejection_time": f"{EJECTION_MS}ms",
+                 # Active checks alone: the datapath's passive detection is test_passive's.
+                 "passive_fall": 0}
         check.update(overrides)
         svc = self.service("web", 80, weights)
         svc["health"] = check
         return svc
-
-    def api(self, path):
-        c = UnixHTTPConnection(self.lab.socket)
-        try:
-            c.request("GET", path)
-            r = c.getresponse()
-            return r.status, json.loads(r.read())
-        finally:
-            c.close()
-
-    def endpoint_health(self):
-        status, body = self.api("/v1/health/web")
-        self.assertEqual(status, 200, body)
-        svc = body["services"][0]
-        return svc, {e["key"]: e for e in svc["endpoints"]}
-
-    def wait_for(self, predicate, limit_s, what):
-        """Polls /v1/health until predicate(service, endpoints) holds; returns seconds taken."""
-        start = time.monotonic()
-        while True:
-            svc, eps = self.endpoint_health()
-            if predicate(svc, eps):
-                return time.monotonic() - start
-            if time.monotonic() - start > limit_s:
-                self.fail(f"{what}: not within {limit_s:.2f}s; health: "
-                          f"{json.dumps(svc, indent=1)}\n{self.lab.meshd_log()}")
-            time.sleep(0.01)
 
     def silence(self, i):
         ns = self.lab.env["endpoints"][i - 1]["ns"]
