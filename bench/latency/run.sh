@@ -19,7 +19,6 @@ FLOWS=1000
 ONLY="floor,meshpath"
 ENDPOINTS=8
 PREFIX=mplat
-LAB="$ROOT/tools/lab/lab.sh"
 
 die() { echo "latency: $*" >&2; exit 2; }
 usage() { sed -n '/^# usage:/,/^set -E/p' "$0" | sed '$d; s/^# \{0,1\}//' >&2; exit 2; }
@@ -37,28 +36,9 @@ while (( $# )); do
     *) die "unknown option '$1' (--help)" ;;
   esac
 done
-[[ $EUID -eq 0 ]] || die "needs root (namespaces, XDP)"
-PKTGEN="$BUILD/tools/pktgen/pktgen"
-MESHD="${MESHD:-$BUILD/userspace/meshd/meshd}"
-[[ -x "$PKTGEN" ]] || die "$PKTGEN not built (make -C $BUILD pktgen)"
-[[ -x "$MESHD" || "$ONLY" != *meshpath* ]] || die "$MESHD not built (make -C $BUILD meshd)"
-OUT="${OUT:-$BUILD/bench/latency}"
-mkdir -p "$OUT"
-STATE="/run/meshpath-lab/$PREFIX"
-PIN="/sys/fs/bpf/meshpath-$PREFIX"
-
 # shellcheck source=../throughput/routers.sh
 source "$ROOT/bench/throughput/routers.sh"
-cleanup() {
-  routers_cleanup
-  "$LAB" chain down --prefix "$PREFIX" >/dev/null 2>&1 || true
-}
-trap cleanup EXIT
-
-"$LAB" chain down --prefix "$PREFIX" >/dev/null 2>&1 || true
-"$LAB" chain up --prefix "$PREFIX" --endpoints "$ENDPOINTS" >/dev/null
-# shellcheck disable=SC1090
-source "$STATE/chain.env"
+bench_chain_up latency
 
 declare -A P50 P99 RXPPS
 IFS=',' read -r -a CASES <<< "$ONLY"

@@ -1,7 +1,8 @@
-# routers.sh — sourced by bench/throughput/run.sh and bench/latency/run.sh: the three routers
-# the benchmarks compare, each a setup_<name> / teardown_<name> pair acting on the router
-# namespace of tools/lab's chain. Needs: PKTGEN, MESHD, OUT, STATE, PIN and the CHAIN_* variables
-# of `lab.sh chain env`; HELPER_PID holds the background process of the router in use.
+# routers.sh — sourced by bench/throughput/run.sh and bench/latency/run.sh: the chain both
+# measure on (bench_chain_up) and the three routers they compare, each a setup_<name> /
+# teardown_<name> pair acting on the router namespace of tools/lab's chain. The routers need
+# PKTGEN, MESHD, OUT, STATE, PIN and the CHAIN_* variables bench_chain_up sets; HELPER_PID holds
+# the background process of the router in use.
 #   nftables  DNAT in prerouting, a jhash map over the endpoints (kube-proxy's way, in nft)
 #   floor     pktgen fwd: the trivial XDP forwarder (MAC rewrite + redirect)
 #   meshpath  the real meshd with one UDP service over every endpoint, nat mode
@@ -95,4 +96,32 @@ routers_cleanup() {
   if [[ -n "$HELPER_PID" ]]; then kill "$HELPER_PID" 2>/dev/null || true; wait "$HELPER_PID" 2>/dev/null || true; fi
   rm -rf "$PIN"
   if [[ -n "$CT_MAX_SAVED" && -w "$CT_MAX_FILE" ]]; then echo "$CT_MAX_SAVED" > "$CT_MAX_FILE"; fi
+}
+
+# The part of a benchmark's start both scripts share: root, the built tools (BUILD, ONLY, ROOT and
+# a die function set by the caller), OUT (default <build>/bench/NAME), a fresh chain PREFIX with
+# ENDPOINTS endpoints torn down however the script ends, and its CHAIN_* variables.
+bench_chain_up() {
+  local name="$1"
+  [[ $EUID -eq 0 ]] || die "needs root (namespaces, XDP)"
+  PKTGEN="$BUILD/tools/pktgen/pktgen"
+  MESHD="${MESHD:-$BUILD/userspace/meshd/meshd}"
+  [[ -x "$PKTGEN" ]] || die "$PKTGEN not built (make -C $BUILD pktgen)"
+  [[ -x "$MESHD" || "$ONLY" != *meshpath* ]] || die "$MESHD not built (make -C $BUILD meshd)"
+  command -v nft >/dev/null || [[ "$ONLY" != *nftables* ]] || die "nft not found (scripts/install-deps.sh)"
+  OUT="${OUT:-$BUILD/bench/$name}"
+  mkdir -p "$OUT"
+  STATE="/run/meshpath-lab/$PREFIX"
+  PIN="/sys/fs/bpf/meshpath-$PREFIX"
+  LAB="$ROOT/tools/lab/lab.sh"
+  trap bench_chain_down EXIT
+  "$LAB" chain down --prefix "$PREFIX" >/dev/null 2>&1 || true
+  "$LAB" chain up --prefix "$PREFIX" --endpoints "$ENDPOINTS" >/dev/null
+  # shellcheck disable=SC1090
+  source "$STATE/chain.env"
+}
+
+bench_chain_down() {
+  routers_cleanup
+  "$LAB" chain down --prefix "$PREFIX" >/dev/null 2>&1 || true
 }

@@ -26,7 +26,6 @@ THREADS="$(nproc)"
 ENDPOINTS=64
 ONLY="nftables,floor,meshpath"
 PREFIX=mptp
-LAB="$ROOT/tools/lab/lab.sh"
 
 die() { echo "throughput: $*" >&2; exit 2; }
 usage() { sed -n '/^# usage:/,/^set -E/p' "$0" | sed '$d; s/^# \{0,1\}//' >&2; exit 2; }
@@ -46,29 +45,9 @@ while (( $# )); do
     *) die "unknown option '$1' (--help)" ;;
   esac
 done
-[[ $EUID -eq 0 ]] || die "needs root (namespaces, XDP)"
-PKTGEN="$BUILD/tools/pktgen/pktgen"
-MESHD="${MESHD:-$BUILD/userspace/meshd/meshd}"
-[[ -x "$PKTGEN" ]] || die "$PKTGEN not built (make -C $BUILD pktgen)"
-[[ -x "$MESHD" || "$ONLY" != *meshpath* ]] || die "$MESHD not built (make -C $BUILD meshd)"
-command -v nft >/dev/null || [[ "$ONLY" != *nftables* ]] || die "nft not found (scripts/install-deps.sh)"
-OUT="${OUT:-$BUILD/bench/throughput}"
-mkdir -p "$OUT"
-STATE="/run/meshpath-lab/$PREFIX"
-PIN="/sys/fs/bpf/meshpath-$PREFIX"
-# shellcheck source=routers.sh
+# shellcheck source=../throughput/routers.sh
 source "$ROOT/bench/throughput/routers.sh"
-
-cleanup() {
-  routers_cleanup
-  "$LAB" chain down --prefix "$PREFIX" >/dev/null 2>&1 || true
-}
-trap cleanup EXIT
-
-"$LAB" chain down --prefix "$PREFIX" >/dev/null 2>&1 || true
-"$LAB" chain up --prefix "$PREFIX" --endpoints "$ENDPOINTS" >/dev/null
-# shellcheck disable=SC1090
-source "$STATE/chain.env"
+bench_chain_up throughput
 
 # One point: UDP to the VIP from 16 source addresses x 64512 ports, `flows` of those pairs.
 measure() {
