@@ -222,7 +222,16 @@ std::vector<BadConfig> badConfigs() {
       {"protocol unknown", goodWith("protocol: tcp", "protocol: sctp"),
        "services[0].protocol: sctp is not one of tcp, udp"},
       {"algorithm unknown", goodWith("algorithm: maglev", "algorithm: ring_hash"),
-       "services[0].algorithm: ring_hash is not one of maglev"},
+       "services[0].algorithm: ring_hash is not one of maglev, random, round-robin, least-conn, "
+       "least-latency"},
+      {"least-latency on udp",
+       goodWith("protocol: udp\n", "protocol: udp\n    algorithm: least-latency\n"),
+       "services[1].algorithm: least-latency needs protocol tcp (it compares SYN -> SYN-ACK "
+       "times), not udp"},
+      {"passive_fall too big", goodWith("forwarding: nat\n", "forwarding: nat\n    health: {passive_fall: 101}\n"),
+       "services[0].health.passive_fall: 101 is out of range 0..100"},
+      {"passive_fall negative", goodWith("forwarding: nat\n", "forwarding: nat\n    health: {passive_fall: -1}\n"),
+       "services[0].health.passive_fall: -1 is out of range 0..100"},
       {"forwarding unknown", goodWith("forwarding: nat", "forwarding: dsr"),
        "services[0].forwarding: dsr is not one of nat"},
       {"endpoints not a list",
@@ -319,6 +328,7 @@ TEST(Config, HealthBlockParsesAndDefaults) {
       max_ejection_time: 1m
       max_ejected_percent: 34
       panic_threshold: 20
+      passive_fall: 5
 )"));
   const HealthCheckSpec& h = state.services[0].health;
   EXPECT_EQ(h.type, HealthCheckType::kHttp);
@@ -335,6 +345,7 @@ TEST(Config, HealthBlockParsesAndDefaults) {
   EXPECT_EQ(h.maxEjectionTimeMs, 60000u);
   EXPECT_EQ(h.maxEjectedPercent, 34u);
   EXPECT_EQ(h.panicThresholdPercent, 20u);
+  EXPECT_EQ(h.passiveFall, 5u);
 
   // No health block: no checks, and the documented defaults for when they are turned on.
   const HealthCheckSpec& none = state.services[1].health;
@@ -344,12 +355,41 @@ TEST(Config, HealthBlockParsesAndDefaults) {
   EXPECT_EQ(none.rise, 2u);
   EXPECT_EQ(none.fall, 3u);
   EXPECT_EQ(none.maxEjectedPercent, 50u);
+  EXPECT_EQ(none.passiveFall, 3u);  // passive detection is on by default, checks or not
+
+  const DesiredState off = parseConfigYaml(
+      goodWith("forwarding: nat\n", "forwarding: nat\n    health: {passive_fall: 0}\n"));
+  EXPECT_EQ(off.services[0].health.passiveFall, 0u);
+  EXPECT_EQ(off.services[0].health.type, HealthCheckType::kNone);
 
   const DesiredState udp = parseConfigYaml(
       goodWith("protocol: udp\n",
                "protocol: udp\n    health: {type: udp, udp_send: ping, udp_expect: pong}\n"));
   EXPECT_EQ(udp.services[1].health.udpSend, "ping");
   EXPECT_EQ(udp.services[1].health.udpExpect, "pong");
+}
+
+TEST(Config, EveryAlgorithmParses) {
+  for (const char* name : mp_algorithm_names) {
+    const DesiredState state =
+        parseConfigYaml(goodWith("algorithm: maglev", std::string("algorithm: ") + name));
+    EXPECT_EQ(toString(state.services[0].algorithm), name);
+  }
+  // least-latency is refused on udp by validation, with the field and the value named.
+  ServiceSpec udp;
+  udp.name = "dns";
+  udp.vip = *IpAddress::parse("10.0.0.53");
+  udp.port = 53;
+  udp.protocol = Protocol::kUdp;
+  udp.algorithm = Algorithm::kLeastLatency;
+  NodeSpec node;
+  node.interfaces = {"eth0"};
+  node.ipv4 = IpAddress::parse("10.0.2.1");
+  const auto problems = validateService(node, udp);
+  ASSERT_EQ(problems.size(), 1u);
+  EXPECT_EQ(problems[0].rfind("algorithm: least-latency needs protocol tcp", 0), 0u) << problems[0];
+  udp.algorithm = Algorithm::kLeastConn;
+  EXPECT_TRUE(validateService(node, udp).empty());
 }
 
 TEST(Config, BadConfigsAreRefusedNamingTheField) {

@@ -85,7 +85,8 @@ TEST(Json, InputDefaultsAndIgnoredFields) {
     "name": "web", "vip": "10.0.0.100", "port": 80, "id": 4, "ring_size": 65537,
     "stats": {"packets": 1, "bytes": 2, "new_conns": 3},
     "endpoints": [{"address": "10.0.2.11", "port": 8080, "id": 3,
-                   "stats": {"packets": 0, "bytes": 0, "new_conns": 0}}]})"));
+                   "stats": {"packets": 0, "bytes": 0, "new_conns": 0},
+                   "active_conns": null, "drain": null}]})"));
   EXPECT_EQ(svc.protocol, Protocol::kTcp);
   EXPECT_EQ(svc.algorithm, Algorithm::kMaglev);
   EXPECT_EQ(svc.forwarding, ForwardingMode::kNat);
@@ -128,7 +129,7 @@ TEST(Json, BadServicesAreRefusedNamingTheField) {
       {R"({"name": "web", "vip": "10.0.0.100", "port": 80, "protocol": "sctp"})",
        R"(protocol: "sctp" is not one of tcp, udp)"},
       {R"({"name": "web", "vip": "10.0.0.100", "port": 80, "algorithm": "rr"})",
-       R"(algorithm: "rr" is not one of maglev)"},
+       R"(algorithm: "rr" is not one of maglev, random, round-robin, least-conn, least-latency)"},
       {R"({"name": "web", "vip": "10.0.0.100", "port": 80, "forwarding": "dsr"})",
        R"(forwarding: "dsr" is not one of nat)"},
       {R"({"name": "web", "vip": "10.0.0.100", "port": 80, "sticky": true})",
@@ -222,7 +223,21 @@ TEST(Json, HealthRoundTripsAndIsLeftOutWhenDefault) {
   EXPECT_EQ(j["health"]["interval"], "100ms");
   EXPECT_EQ(j["health"]["timeout"], "1s");
   EXPECT_EQ(j["health"]["http_statuses"], "200-204");
+  EXPECT_EQ(j["health"]["passive_fall"], 3);
   EXPECT_EQ(serviceFromJson(j), svc);
+
+  // passive_fall alone makes the block worth printing; 0 turns passive detection off.
+  ServiceSpec passive;
+  passive.name = "web";
+  passive.vip = *IpAddress::parse("10.0.0.100");
+  passive.port = 80;
+  passive.algorithm = Algorithm::kLeastConn;
+  passive.health.passiveFall = 0;
+  const nlohmann::json p = toJson(passive);
+  EXPECT_EQ(p["algorithm"], "least-conn");
+  EXPECT_EQ(p["health"]["passive_fall"], 0);
+  EXPECT_EQ(p["health"]["type"], "none");
+  EXPECT_EQ(serviceFromJson(p), passive);
 }
 
 TEST(Json, BadHealthIsRefusedNamingTheField) {
@@ -241,6 +256,10 @@ TEST(Json, BadHealthIsRefusedNamingTheField) {
   EXPECT_EQ(refusal(base + R"({"type": "icmp"}})"),
             R"(health.type: "icmp" is not one of none, tcp, http, udp)");
   EXPECT_EQ(refusal(base + R"({"rise": 0}})"), "health.rise: 0 is out of range 1..100");
+  EXPECT_EQ(refusal(base + R"({"passive_fall": 101}})"),
+            "health.passive_fall: 101 is out of range 0..100");
+  EXPECT_EQ(refusal(base + R"({"passive_fall": "3"}})"),
+            R"(health.passive_fall: "3" is not a whole number)");
 }
 
 }  // namespace

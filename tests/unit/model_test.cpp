@@ -3,6 +3,8 @@
 
 #include <gtest/gtest.h>
 
+#include "abi.h"
+
 namespace meshpath {
 namespace {
 
@@ -54,6 +56,17 @@ TEST(Enums, RoundTrip) {
   EXPECT_FALSE(parseProtocol("TCP"));
   EXPECT_FALSE(parseProtocol("sctp"));
   EXPECT_FALSE(parseAlgorithm("ring"));
+  // The names and values are the datapath's (bpf/abi.h).
+  for (int i = 0; i < MP_ALG_MAX; ++i) {
+    const auto a = parseAlgorithm(mp_algorithm_names[i]);
+    ASSERT_TRUE(a) << mp_algorithm_names[i];
+    EXPECT_EQ(static_cast<int>(*a), i);
+    EXPECT_EQ(toString(*a), mp_algorithm_names[i]);
+  }
+  EXPECT_EQ(parseAlgorithm("round-robin"), Algorithm::kRoundRobin);
+  EXPECT_EQ(parseAlgorithm("least-latency"), Algorithm::kLeastLatency);
+  EXPECT_FALSE(parseAlgorithm("round_robin"));
+  EXPECT_EQ(toString(static_cast<Algorithm>(9)), "unknown");
   EXPECT_FALSE(parseForwardingMode("dsr"));
   EXPECT_EQ(static_cast<int>(Protocol::kTcp), 6);
   EXPECT_EQ(static_cast<int>(Protocol::kUdp), 17);

@@ -130,5 +130,7 @@ int LbSkeleton::nodeFd() const { return bpf_map__fd(skel_->maps.mp_node); }
 int LbSkeleton::svcStatsFd() const { return bpf_map__fd(skel_->maps.mp_svc_stats); }
 int LbSkeleton::epStatsFd() const { return bpf_map__fd(skel_->maps.mp_ep_stats); }
 int LbSkeleton::excFd() const { return bpf_map__fd(skel_->maps.mp_exc); }
+int LbSkeleton::epHealthFd() const { return bpf_map__fd(skel_->maps.mp_ep_health); }
+int LbSkeleton::eventsFd() const { return bpf_map__fd(skel_->maps.mp_events); }
 
 }  // namespace meshpath

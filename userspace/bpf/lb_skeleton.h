@@ -65,6 +65,8 @@ class LbSkeleton {
   int svcStatsFd() const;
   int epStatsFd() const;
   int excFd() const;
+  int epHealthFd() const;  // BPF_F_MMAPABLE: meshd maps it (bpf_dataplane.cpp)
+  int eventsFd() const;    // the mp_events ring buffer
 
   // True when every pinned map (those of abi.h) was found under pinRoot before load and reused.
   bool adopted() const { return adopted_; }

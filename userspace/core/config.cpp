@@ -239,7 +239,7 @@ HealthCheckSpec readHealth(const YAML::Node& map, const std::string& path) {
   checkKeys(map, path,
             {"type", "interval", "timeout", "rise", "fall", "jitter", "http_path", "http_host",
              "http_statuses", "udp_send", "udp_expect", "ejection_time", "max_ejection_time",
-             "max_ejected_percent", "panic_threshold"});
+             "max_ejected_percent", "panic_threshold", "passive_fall"});
   HealthCheckSpec h;
   if (auto n = field(map, "type")) {
     h.type = readEnum<HealthCheckType>(*n, dotted(path, "type"), parseHealthCheckType,
@@ -275,6 +275,9 @@ HealthCheckSpec readHealth(const YAML::Node& map, const std::string& path) {
     h.panicThresholdPercent =
         static_cast<uint32_t>(readNumber(*n, dotted(path, "panic_threshold"), 0, 100));
   }
+  if (auto n = field(map, "passive_fall")) {
+    h.passiveFall = static_cast<uint32_t>(readNumber(*n, dotted(path, "passive_fall"), 0, 100));
+  }
   return h;
 }
 
@@ -302,7 +305,8 @@ ServiceSpec readService(const YAML::Node& map, const std::string& path) {
     svc.protocol = readEnum<Protocol>(*n, dotted(path, "protocol"), parseProtocol, "tcp, udp");
   }
   if (auto n = field(map, "algorithm")) {
-    svc.algorithm = readEnum<Algorithm>(*n, dotted(path, "algorithm"), parseAlgorithm, "maglev");
+    svc.algorithm = readEnum<Algorithm>(*n, dotted(path, "algorithm"), parseAlgorithm,
+                                       kAlgorithmNames);
   }
   if (auto n = field(map, "forwarding")) {
     svc.forwarding =
@@ -365,6 +369,10 @@ void validateHealth(const ServiceSpec& svc, const std::string& path,
   if (h.panicThresholdPercent > 100) {
     out.push_back(rangeProblem(dotted(path, "panic_threshold"),
                                std::to_string(h.panicThresholdPercent), 0, 100));
+  }
+  if (h.passiveFall > 100) {
+    out.push_back(
+        rangeProblem(dotted(path, "passive_fall"), std::to_string(h.passiveFall), 0, 100));
   }
   const std::string statuses =
       std::to_string(h.httpStatusMin) + "-" + std::to_string(h.httpStatusMax);
@@ -557,7 +565,11 @@ std::vector<std::string> validateService(const NodeSpec& node, const ServiceSpec
   }
   if (toString(svc.algorithm) == "unknown") {
     out.push_back(dotted(path, "algorithm") + ": " + std::to_string(int(svc.algorithm)) +
-                  " is not one of maglev");
+                  " is not one of " + kAlgorithmNames);
+  } else if (svc.algorithm == Algorithm::kLeastLatency && svc.protocol != Protocol::kTcp) {
+    out.push_back(dotted(path, "algorithm") +
+                  ": least-latency needs protocol tcp (it compares SYN -> SYN-ACK times), not " +
+                  toString(svc.protocol));
   }
   if (toString(svc.forwarding) == "unknown") {
     out.push_back(dotted(path, "forwarding") + ": " + std::to_string(int(svc.forwarding)) +

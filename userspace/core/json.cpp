@@ -133,7 +133,8 @@ json toJson(const HealthCheckSpec& h) {
       {"ejection_time", formatDurationMs(h.ejectionTimeMs)},
       {"max_ejection_time", formatDurationMs(h.maxEjectionTimeMs)},
       {"max_ejected_percent", h.maxEjectedPercent},
-      {"panic_threshold", h.panicThresholdPercent}};
+      {"panic_threshold", h.panicThresholdPercent},
+      {"passive_fall", h.passiveFall}};
 }
 
 json toJson(const ServiceSpec& svc) {
@@ -155,7 +156,7 @@ HealthCheckSpec healthFromJson(const json& j, const std::string& path) {
   checkKeys(j, path,
             {"type", "interval", "timeout", "rise", "fall", "jitter", "http_path", "http_host",
              "http_statuses", "udp_send", "udp_expect", "ejection_time", "max_ejection_time",
-             "max_ejected_percent", "panic_threshold"});
+             "max_ejected_percent", "panic_threshold", "passive_fall"});
   HealthCheckSpec h;
   if (const json* v = member(j, "type")) {
     h.type = readEnum<HealthCheckType>(*v, dotted(path, "type"), parseHealthCheckType,
@@ -200,6 +201,9 @@ HealthCheckSpec healthFromJson(const json& j, const std::string& path) {
     h.panicThresholdPercent =
         static_cast<uint32_t>(readNumber(*v, dotted(path, "panic_threshold"), 0, 100));
   }
+  if (const json* v = member(j, "passive_fall")) {
+    h.passiveFall = static_cast<uint32_t>(readNumber(*v, dotted(path, "passive_fall"), 0, 100));
+  }
   return h;
 }
 
@@ -219,7 +223,7 @@ json toJson(const DesiredState& state) {
 }
 
 EndpointSpec endpointFromJson(const json& j, const std::string& path) {
-  checkKeys(j, path, {"address", "port", "weight"}, {"id", "stats"});
+  checkKeys(j, path, {"address", "port", "weight"}, {"id", "stats", "active_conns", "drain"});
   EndpointSpec ep;
   ep.address = readAddress(required(j, "address", path), dotted(path, "address"));
   ep.port =
@@ -243,7 +247,8 @@ ServiceSpec serviceFromJson(const json& j, const std::string& path) {
     svc.protocol = readEnum<Protocol>(*v, dotted(path, "protocol"), parseProtocol, "tcp, udp");
   }
   if (const json* v = member(j, "algorithm")) {
-    svc.algorithm = readEnum<Algorithm>(*v, dotted(path, "algorithm"), parseAlgorithm, "maglev");
+    svc.algorithm = readEnum<Algorithm>(*v, dotted(path, "algorithm"), parseAlgorithm,
+                                       kAlgorithmNames);
   }
   if (const json* v = member(j, "forwarding")) {
     svc.forwarding =

@@ -8,7 +8,15 @@
 #include <charconv>
 #include <cstring>
 
+#include "abi.h"
+
 namespace meshpath {
+
+static_assert(static_cast<int>(Algorithm::kMaglev) == MP_ALG_MAGLEV);
+static_assert(static_cast<int>(Algorithm::kRandom) == MP_ALG_RANDOM);
+static_assert(static_cast<int>(Algorithm::kRoundRobin) == MP_ALG_ROUND_ROBIN);
+static_assert(static_cast<int>(Algorithm::kLeastConn) == MP_ALG_LEAST_CONN);
+static_assert(static_cast<int>(Algorithm::kLeastLatency) == MP_ALG_LEAST_LATENCY);
 
 std::optional<IpAddress> IpAddress::parse(const std::string& text) {
   // inet_pton reads a C string; an embedded NUL would silently cut the text short.
@@ -59,11 +67,8 @@ std::string toString(Protocol p) {
 }
 
 std::string toString(Algorithm a) {
-  switch (a) {
-    case Algorithm::kMaglev:
-      return "maglev";
-  }
-  return "unknown";
+  const auto i = static_cast<size_t>(a);
+  return i < MP_ALG_MAX ? mp_algorithm_names[i] : "unknown";
 }
 
 std::string toString(ForwardingMode f) {
@@ -81,7 +86,9 @@ std::optional<Protocol> parseProtocol(const std::string& s) {
 }
 
 std::optional<Algorithm> parseAlgorithm(const std::string& s) {
-  if (s == "maglev") return Algorithm::kMaglev;
+  for (size_t i = 0; i < MP_ALG_MAX; ++i) {
+    if (s == mp_algorithm_names[i]) return static_cast<Algorithm>(i);
+  }
   return std::nullopt;
 }
 

@@ -37,14 +37,24 @@ class IpAddress {
 };
 
 enum class Protocol : uint8_t { kTcp = IPPROTO_TCP, kUdp = IPPROTO_UDP };
-enum class Algorithm : uint8_t { kMaglev = 0 };
+// How a new flow picks its endpoint; values are bpf/abi.h's enum mp_algorithm, names its
+// mp_algorithm_names.
+enum class Algorithm : uint8_t {
+  kMaglev = 0,
+  kRandom = 1,
+  kRoundRobin = 2,
+  kLeastConn = 3,
+  kLeastLatency = 4,  // TCP only: it compares SYN -> SYN-ACK times
+};
 enum class ForwardingMode : uint8_t { kNat = 0 };
 
 std::string toString(Protocol p);        // "tcp" / "udp"
-std::string toString(Algorithm a);       // "maglev"
+std::string toString(Algorithm a);  // "maglev", "random", "round-robin", "least-conn", ...
 std::string toString(ForwardingMode f);  // "nat"
 std::optional<Protocol> parseProtocol(const std::string& s);
 std::optional<Algorithm> parseAlgorithm(const std::string& s);
+inline constexpr const char* kAlgorithmNames =
+    "maglev, random, round-robin, least-conn, least-latency";
 std::optional<ForwardingMode> parseForwardingMode(const std::string& s);
 
 inline constexpr uint32_t kMaxWeight = 10000;
@@ -81,6 +91,9 @@ struct HealthCheckSpec {
   uint32_t maxEjectionTimeMs = 300000;  // ... up to this
   uint32_t maxEjectedPercent = 50;      // never more of the service's endpoints out at once
   uint32_t panicThresholdPercent = 50;  // fewer healthy than this: spread over all (panic)
+  // Consecutive passive failures (seen by the datapath on real traffic) that make the datapath
+  // mark an endpoint down at once; 0 = passive detection off. Works with any `type`, none too.
+  uint32_t passiveFall = 3;
   bool operator==(const HealthCheckSpec&) const = default;
 };
 

@@ -6,6 +6,7 @@
 #include <linux/if_link.h>
 #include <net/if.h>
 #include <spdlog/spdlog.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -13,6 +14,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include "conn_walk.h"
 #include "netlink.h"
 
 namespace meshpath {
@@ -141,6 +143,8 @@ BpfDataplane::~BpfDataplane() {
   // Every link here came from bpf_link__open on its pin: destroying it closes our fd only, the
   // pin keeps the link (and XDP) in place.
   for (Attachment& a : attachments_) bpf_link__destroy(a.link);
+  if (events_ != nullptr) ring_buffer__free(events_);
+  if (health_ != nullptr) ::munmap(health_, healthBytes_);
 }
 
 Result<std::unique_ptr<BpfDataplane>> BpfDataplane::start(const NodeSpec& node, Netlink& netlink) {
@@ -170,6 +174,7 @@ Result<std::unique_ptr<BpfDataplane>> BpfDataplane::start(const NodeSpec& node, 
                dp->mapsAdopted() ? "reused from the earlier run" : "created");
 
   if (auto r = dp->loadRings(); !r) return r.error();
+  if (auto r = dp->mapHealth(); !r) return r.error();
   for (const auto& [name, index] : interfaces) {
     if (auto r = dp->attach(name, index); !r) return r.error();
     enableAcceptLocal(name);
@@ -362,6 +367,7 @@ Result<void> BpfDataplane::upsertEndpoint(uint32_t id, const EndpointEntry& e) {
   // A slot taken anew starts counting from zero, whatever an earlier owner left.
   if ((current.flags & MP_EP_F_IN_USE) == 0) {
     if (auto r = zeroCounters(skel_->epStatsFd(), id, "mp_ep_stats"); !r) return r;
+    zeroHealth(id);
   }
   mp_endpoint value{};
   std::memcpy(value.addr, e.address.bytes().data(), sizeof(value.addr));
@@ -381,6 +387,7 @@ Result<void> BpfDataplane::removeEndpoint(uint32_t id) {
   if (int rc = bpf_map_update_elem(skel_->endpointsFd(), &id, &empty, BPF_ANY); rc != 0) {
     return errnoError(rc, "clear mp_endpoints[" + std::to_string(id) + "]");
   }
+  zeroHealth(id);
   return zeroCounters(skel_->epStatsFd(), id, "mp_ep_stats");
 }
 
@@ -545,6 +552,164 @@ std::vector<InterfaceStatus> BpfDataplane::interfaces() {
     out.push_back(s);
   }
   return out;
+}
+
+// ---- passive health ---------------------------------------------------------------------------
+
+Result<void> BpfDataplane::mapHealth() {
+  // An array map's mmap covers its values back to back (value size rounded up to 8: 64 here),
+  // from offset 0; the same for a map adopted from the pin, which is the point: the counts of
+  // the earlier run stay.
+  const long page = ::sysconf(_SC_PAGESIZE);
+  const size_t bytes = sizeof(mp_ep_health) * MP_MAX_ENDPOINTS;
+  healthBytes_ = (bytes + static_cast<size_t>(page) - 1) / static_cast<size_t>(page) *
+                 static_cast<size_t>(page);
+  void* p = ::mmap(nullptr, healthBytes_, PROT_READ | PROT_WRITE, MAP_SHARED, skel_->epHealthFd(),
+                   0);
+  if (p == MAP_FAILED) {
+    return errnoError(-errno, "mmap mp_ep_health",
+                      "the pinned mp_ep_health must be BPF_F_MMAPABLE (a map of an older meshd? "
+                      "`meshd --teardown` removes the pins, dropping all connections)");
+  }
+  health_ = static_cast<mp_ep_health*>(p);
+  events_ = ring_buffer__new(skel_->eventsFd(), &BpfDataplane::onEvent, this, nullptr);
+  if (events_ == nullptr) return errnoError(-errno, "open the mp_events ring buffer");
+  return {};
+}
+
+mp_ep_health* BpfDataplane::healthEntry(uint32_t id) const {
+  return health_ != nullptr && id < MP_MAX_ENDPOINTS ? &health_[id] : nullptr;
+}
+
+void BpfDataplane::zeroHealth(uint32_t id) {
+  mp_ep_health* e = healthEntry(id);
+  if (e == nullptr) return;
+  // Field by field: a packet of a connection the slot's earlier owner left may still count.
+  __atomic_store_n(&e->fall, 0u, __ATOMIC_RELAXED);
+  __atomic_store_n(&e->fails, 0u, __ATOMIC_RELAXED);
+  __atomic_store_n(&e->flags, 0u, __ATOMIC_RELAXED);
+  __atomic_store_n(&e->opened, uint64_t{0}, __ATOMIC_RELAXED);
+  __atomic_store_n(&e->closed, uint64_t{0}, __ATOMIC_RELAXED);
+  __atomic_store_n(&e->adjust, int64_t{0}, __ATOMIC_RELAXED);
+  __atomic_store_n(&e->rtt_ns, uint64_t{0}, __ATOMIC_RELAXED);
+  __atomic_store_n(&e->down_ns, uint64_t{0}, __ATOMIC_SEQ_CST);
+}
+
+Result<void> BpfDataplane::setPassiveFall(uint32_t id, uint32_t fall) {
+  mp_ep_health* e = healthEntry(id);
+  if (e == nullptr) return Error{EINVAL, "endpoint id " + std::to_string(id), {}};
+  __atomic_store_n(&e->fall, fall, __ATOMIC_SEQ_CST);
+  return {};
+}
+
+Result<void> BpfDataplane::clearDown(uint32_t id) {
+  mp_ep_health* e = healthEntry(id);
+  if (e == nullptr) return Error{EINVAL, "endpoint id " + std::to_string(id), {}};
+  // The count first: were the mark cleared first, failures still arriving could run the old
+  // count past `fall` without marking it again. The other way round, a new mark could only be
+  // lost to `fall` failures within these two instructions.
+  __atomic_store_n(&e->fails, 0u, __ATOMIC_SEQ_CST);
+  __atomic_fetch_and(&e->flags, ~MP_EPH_F_DOWN, __ATOMIC_SEQ_CST);
+  return {};
+}
+
+Result<EndpointDatapathHealth> BpfDataplane::endpointHealth(uint32_t id) {
+  const mp_ep_health* e = healthEntry(id);
+  if (e == nullptr) return Error{EINVAL, "endpoint id " + std::to_string(id), {}};
+  EndpointDatapathHealth h;
+  h.fails = __atomic_load_n(&e->fails, __ATOMIC_RELAXED);
+  h.down = (__atomic_load_n(&e->flags, __ATOMIC_RELAXED) & MP_EPH_F_DOWN) != 0;
+  h.downNs = __atomic_load_n(&e->down_ns, __ATOMIC_RELAXED);
+  h.fall = __atomic_load_n(&e->fall, __ATOMIC_RELAXED);
+  const uint64_t opened = __atomic_load_n(&e->opened, __ATOMIC_RELAXED);
+  const uint64_t closed = __atomic_load_n(&e->closed, __ATOMIC_RELAXED);
+  const int64_t adjust = __atomic_load_n(&e->adjust, __ATOMIC_RELAXED);
+  h.activeConns = std::max<int64_t>(0, static_cast<int64_t>(opened - closed) + adjust);
+  h.rttNs = __atomic_load_n(&e->rtt_ns, __ATOMIC_RELAXED);
+  return h;
+}
+
+Result<ConnWalk> BpfDataplane::flushConnections(const std::set<uint32_t>& ids) {
+  ConnWalk walk;
+  if (ids.empty()) return walk;
+  const int fd = skel_->connsFd();
+  std::vector<mp_flow> victims;
+  auto seen = walkConnections(fd, [&](const mp_flow& key, const mp_conn& value) {
+    if (ids.contains(value.ep_id)) victims.push_back(key);
+  });
+  if (!seen) return seen.error();
+  walk.entries = *seen;
+  for (const mp_flow& key : victims) {
+    // Lookup-and-delete answers with the value as it was when it went, so a connection that
+    // closed after the walk is not subtracted twice (its close was counted in .closed).
+    mp_conn gone{};
+    if (bpf_map_lookup_and_delete_elem(fd, &key, &gone) != 0) continue;  // evicted meanwhile
+    if (!ids.contains(gone.ep_id)) {
+      // The client reused the 5-tuple toward another endpoint since the walk: put it back.
+      bpf_map_update_elem(fd, &key, &gone, BPF_NOEXIST);
+      continue;
+    }
+    ++walk.matched;
+    if (connCountedOpen(gone.flags)) {
+      // Never counted closed now: take it off the endpoint's active count.
+      if (mp_ep_health* e = healthEntry(gone.ep_id)) {
+        __atomic_fetch_sub(&e->adjust, int64_t{1}, __ATOMIC_SEQ_CST);
+      }
+      ++walk.perEndpoint[gone.ep_id];
+    }
+  }
+  return walk;
+}
+
+Result<ConnWalk> BpfDataplane::resyncActiveConns() {
+  ConnWalk walk;
+  if (health_ == nullptr) return walk;
+  auto seen = walkConnections(skel_->connsFd(), [&](const mp_flow&, const mp_conn& value) {
+    if (value.ep_id < MP_MAX_ENDPOINTS && connCountedOpen(value.flags)) {
+      ++walk.perEndpoint[value.ep_id];
+      ++walk.matched;
+    }
+  });
+  if (!seen) return seen.error();
+  walk.entries = *seen;
+  // adjust = what the table holds - what the counters say, with the counters read right after
+  // the walk. Connections opened or closed while the walk ran (it takes ~0.25 s for a full 1M
+  // table) may be seen by one side and not the other, so the result can be off by those few;
+  // the error does not add up over time: the next resync (10 s later) computes adjust afresh
+  // from the table, and a connection the walk missed is counted in .opened/.closed normally.
+  for (uint32_t id = 0; id < MP_MAX_ENDPOINTS; ++id) {
+    mp_ep_health* e = &health_[id];
+    const uint64_t opened = __atomic_load_n(&e->opened, __ATOMIC_RELAXED);
+    const uint64_t closed = __atomic_load_n(&e->closed, __ATOMIC_RELAXED);
+    auto it = walk.perEndpoint.find(id);
+    const int64_t counted = it == walk.perEndpoint.end() ? 0 : it->second;
+    const int64_t want = counted - static_cast<int64_t>(opened - closed);
+    if (__atomic_load_n(&e->adjust, __ATOMIC_RELAXED) != want) {
+      __atomic_store_n(&e->adjust, want, __ATOMIC_SEQ_CST);
+    }
+  }
+  return walk;
+}
+
+int BpfDataplane::eventsFd() { return events_ != nullptr ? ring_buffer__epoll_fd(events_) : -1; }
+
+int BpfDataplane::onEvent(void* ctx, void* data, size_t size) {
+  auto* self = static_cast<BpfDataplane*>(ctx);
+  if (size < sizeof(mp_health_event) || self->sink_ == nullptr) return 0;
+  mp_health_event raw{};
+  std::memcpy(&raw, data, sizeof(raw));
+  (*self->sink_)(DatapathEvent{raw.ns, raw.ep_id, raw.kind, raw.reason, raw.fails});
+  return 0;
+}
+
+Result<size_t> BpfDataplane::consumeEvents(
+    const std::function<void(const DatapathEvent&)>& sink) {
+  if (events_ == nullptr) return size_t{0};
+  sink_ = &sink;
+  const int n = ring_buffer__consume(events_);
+  sink_ = nullptr;
+  if (n < 0) return errnoError(n, "read the mp_events ring buffer");
+  return static_cast<size_t>(n);
 }
 
 }  // namespace meshpath

@@ -21,6 +21,7 @@
 #include "unique_fd.h"
 
 struct bpf_link;
+struct ring_buffer;
 
 namespace meshpath {
 
@@ -53,6 +54,14 @@ class BpfDataplane : public Dataplane {
   std::vector<InterfaceStatus> interfaces() override;
   std::string pinRoot() const override { return node_.pinRoot; }
 
+  Result<void> setPassiveFall(uint32_t id, uint32_t fall) override;
+  Result<void> clearDown(uint32_t id) override;
+  Result<EndpointDatapathHealth> endpointHealth(uint32_t id) override;
+  Result<ConnWalk> flushConnections(const std::set<uint32_t>& ids) override;
+  Result<ConnWalk> resyncActiveConns() override;
+  int eventsFd() override;
+  Result<size_t> consumeEvents(const std::function<void(const DatapathEvent&)>& sink) override;
+
  private:
   struct Attachment {
     std::string ifname;
@@ -73,6 +82,10 @@ class BpfDataplane : public Dataplane {
   Result<void> detachStaleLinks();
   Result<Counters> readCounters(int fd, uint32_t id, const char* map);
   Result<void> zeroCounters(int fd, uint32_t id, const char* map);
+  Result<void> mapHealth();
+  mp_ep_health* healthEntry(uint32_t id) const;
+  void zeroHealth(uint32_t id);
+  static int onEvent(void* ctx, void* data, size_t size);
 
   std::unique_ptr<LbSkeleton> skel_;
   NodeSpec node_;
@@ -80,6 +93,12 @@ class BpfDataplane : public Dataplane {
   uint32_t progId_ = 0;
   std::vector<Attachment> attachments_;
   std::map<uint32_t, Ring> rings_;
+  // mp_ep_health, mapped (BPF_F_MMAPABLE): meshd and the datapath share these entries, so every
+  // access is one __atomic builtin on one field.
+  mp_ep_health* health_ = nullptr;
+  size_t healthBytes_ = 0;
+  ring_buffer* events_ = nullptr;
+  const std::function<void(const DatapathEvent&)>* sink_ = nullptr;  // during consumeEvents
 };
 
 }  // namespace meshpath

@@ -6,7 +6,10 @@
 
 #include <compare>
 #include <cstdint>
+#include <functional>
+#include <map>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -67,6 +70,32 @@ struct InterfaceStatus {
   bool adopted = false;   // an existing pinned link was taken over at start
 };
 
+// An endpoint's passive health as the datapath keeps it (bpf/abi.h, struct mp_ep_health).
+struct EndpointDatapathHealth {
+  uint32_t fails = 0;   // consecutive passive failures
+  bool down = false;    // marked down by the datapath: new flows skip it
+  uint64_t downNs = 0;  // CLOCK_MONOTONIC ns when it was marked down
+  uint32_t fall = 0;    // the threshold meshd set; 0 = passive detection off
+  int64_t activeConns = 0;  // TCP connections open toward it (opened - closed + adjust)
+  uint64_t rttNs = 0;       // moving average of SYN -> SYN-ACK; 0 = no sample yet
+};
+
+// One passive transition reported by the datapath (struct mp_health_event).
+struct DatapathEvent {
+  uint64_t ns = 0;  // CLOCK_MONOTONIC
+  uint32_t endpointId = 0;
+  uint8_t kind = 0;    // enum mp_hev_kind
+  uint8_t reason = 0;  // enum mp_passive_reason
+  uint32_t fails = 0;  // consecutive failures after this event
+};
+
+// What a walk of the connection table found.
+struct ConnWalk {
+  uint64_t entries = 0;  // entries seen
+  uint64_t matched = 0;  // flush: entries deleted; resync: open counted connections
+  std::map<uint32_t, int64_t> perEndpoint;  // resync: endpoint id -> open counted connections
+};
+
 class Dataplane {
  public:
   virtual ~Dataplane() = default;
@@ -100,6 +129,26 @@ class Dataplane {
 
   virtual std::vector<InterfaceStatus> interfaces() = 0;
   virtual std::string pinRoot() const = 0;
+
+  // ---- passive health (bpf/abi.h, mp_ep_health, mp_events) ----------------------------------
+  // Every call below touches single fields with atomic operations, never a whole entry: the
+  // datapath counts into the same entries at the same time.
+
+  // The failures that make the datapath mark slot id down (0: passive detection off).
+  virtual Result<void> setPassiveFall(uint32_t id, uint32_t fall) = 0;
+  // Clears the datapath's down mark of slot id and resets its failure count.
+  virtual Result<void> clearDown(uint32_t id) = 0;
+  virtual Result<EndpointDatapathHealth> endpointHealth(uint32_t id) = 0;
+  // Deletes every connection-table entry whose endpoint is in `ids` (so a client retrying the
+  // same 5-tuple is balanced anew), keeping the active-connection counts right.
+  virtual Result<ConnWalk> flushConnections(const std::set<uint32_t>& ids) = 0;
+  // Recounts the open connections per endpoint from the connection table and corrects the
+  // counts for entries the table dropped silently (LRU evictions).
+  virtual Result<ConnWalk> resyncActiveConns() = 0;
+  // Datapath health events: a descriptor that turns readable when events wait (-1: this
+  // backend has none), and the call that hands each waiting one to `sink`.
+  virtual int eventsFd() = 0;
+  virtual Result<size_t> consumeEvents(const std::function<void(const DatapathEvent&)>& sink) = 0;
 };
 
 }  // namespace meshpath

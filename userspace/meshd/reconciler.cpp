@@ -4,7 +4,7 @@
 #include <cerrno>
 
 #include "abi.h"
-#include "maglev.h"
+#include "ring.h"
 
 namespace meshpath {
 
@@ -47,6 +47,7 @@ void Reconciler::start(const RealizedSnapshot& snapshot, std::optional<IdAssignm
   realizedEntries_.clear();
   realizedRings_.clear();
   realizedEndpoints_.clear();
+  realizedFall_.clear();  // unknown: set again by the first apply
   serviceHints_.clear();
   endpointHints_.clear();
 
@@ -169,14 +170,15 @@ Result<IdAssignments> Reconciler::assignIds(const DesiredState& desired) const {
   return next;
 }
 
-std::vector<uint32_t> Reconciler::buildRing(const std::vector<RingMember>& members,
+std::vector<uint32_t> Reconciler::buildRing(Algorithm algorithm,
+                                            const std::vector<RingMember>& members,
                                             uint32_t ringSize) {
   ++ringsBuilt_;
   if (members.empty()) return std::vector<uint32_t>(ringSize, MP_RING_EMPTY);
   std::vector<MaglevEndpoint> input;
   input.reserve(members.size());
   for (const RingMember& m : members) input.push_back(MaglevEndpoint{m.id, m.key, m.weight});
-  return buildMaglevRing(input, ringSize);
+  return buildServiceRing(algorithm, input, ringSize);
 }
 
 Result<void> Reconciler::convergeService(const ServiceSpec& service, const ServiceEntry& entry,
@@ -194,6 +196,13 @@ Result<void> Reconciler::convergeService(const ServiceSpec& service, const Servi
     if (it == realizedEndpoints_.end() || !(it->second == want)) {
       if (auto r = dataplane_.upsertEndpoint(id, want); !r) return r;
       realizedEndpoints_[id] = want;
+      realizedFall_.erase(id);  // a slot filled anew starts with a zeroed health entry
+    }
+    // Before any ring names it, so passive detection covers its first flows.
+    const uint32_t fall = service.health.passiveFall;
+    if (auto f = realizedFall_.find(id); f == realizedFall_.end() || f->second != fall) {
+      if (auto r = dataplane_.setPassiveFall(id, fall); !r) return r;
+      realizedFall_[id] = fall;
     }
     // Weight 0 drains: the slot stays (established flows keep going), the ring leaves it out.
     // Health ejections do the same without touching the weight the user gave.
@@ -208,13 +217,14 @@ Result<void> Reconciler::convergeService(const ServiceSpec& service, const Servi
   // 2. The ring, if its inputs changed, then the entry (one update flips to the new ring).
   auto ring = realizedRings_.find(entry.id);
   bool ringCurrent = ring != realizedRings_.end() && ring->second.ringSize == entry.ringSize &&
-                     ring->second.members && *ring->second.members == members;
+                     ring->second.members && *ring->second.members == members &&
+                     ring->second.algorithm == entry.algorithm;
   auto current = realizedEntries_.find(entry.key);
   bool entryCurrent = current != realizedEntries_.end() && current->second == entry;
   if (!ringCurrent) {
-    std::vector<uint32_t> slots = buildRing(members, entry.ringSize);
+    std::vector<uint32_t> slots = buildRing(entry.algorithm, members, entry.ringSize);
     if (auto r = dataplane_.upsertService(entry, &slots); !r) return r;
-    realizedRings_[entry.id] = RealizedRing{entry.ringSize, members};
+    realizedRings_[entry.id] = RealizedRing{entry.ringSize, members, entry.algorithm};
     realizedEntries_[entry.key] = entry;
   } else if (!entryCurrent) {
     if (auto r = dataplane_.upsertService(entry, nullptr); !r) return r;
@@ -229,6 +239,7 @@ Result<void> Reconciler::convergeService(const ServiceSpec& service, const Servi
   for (uint32_t id : gone) {
     if (auto r = dataplane_.removeEndpoint(id); !r) return r;
     realizedEndpoints_.erase(id);
+    realizedFall_.erase(id);
   }
   return {};
 }
@@ -280,6 +291,7 @@ Result<void> Reconciler::converge(const DesiredState& desired, const IdAssignmen
   for (uint32_t id : staleEndpoints) {
     if (auto r = dataplane_.removeEndpoint(id); !r) return r;
     realizedEndpoints_.erase(id);
+    realizedFall_.erase(id);
   }
   return {};
 }

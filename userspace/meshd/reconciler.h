@@ -1,5 +1,6 @@
 // reconciler.h — turns a DesiredState into dataplane operations: gives services and endpoints
-// stable ids, builds Maglev rings for the services whose endpoint set changed, and orders the
+// stable ids, builds rings (ring.h: per algorithm) for the services whose endpoint set changed,
+// sets each endpoint's passive-failure threshold (health.passive_fall), and orders the
 // operations so traffic is never pointed at something half-made or already freed.
 #pragma once
 
@@ -79,13 +80,15 @@ class Reconciler {
   struct RealizedRing {
     uint32_t ringSize = 0;
     std::optional<std::vector<RingMember>> members;  // nullopt: inherited, contents unknown
+    Algorithm algorithm = Algorithm::kMaglev;        // round-robin has a ring of its own kind
   };
 
   Result<IdAssignments> assignIds(const DesiredState& desired) const;
   Result<void> converge(const DesiredState& desired, const IdAssignments& ids);
   Result<void> convergeService(const ServiceSpec& service, const ServiceEntry& entry,
                                const IdAssignments& ids);
-  std::vector<uint32_t> buildRing(const std::vector<RingMember>& members, uint32_t ringSize);
+  std::vector<uint32_t> buildRing(Algorithm algorithm, const std::vector<RingMember>& members,
+                                  uint32_t ringSize);
 
   Dataplane& dataplane_;
   uint32_t maxServices_;
@@ -100,6 +103,7 @@ class Reconciler {
   std::map<ServiceKey, ServiceEntry> realizedEntries_;
   std::map<uint32_t, RealizedRing> realizedRings_;
   std::map<uint32_t, EndpointEntry> realizedEndpoints_;
+  std::map<uint32_t, uint32_t> realizedFall_;  // endpoint id -> passive fall set in the datapath
 
   // From the start snapshot, for services/endpoints whose ids the state file did not give.
   std::map<ServiceKey, uint32_t> serviceHints_;

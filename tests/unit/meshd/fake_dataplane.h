@@ -25,12 +25,14 @@ class FakeDataplane : public Dataplane {
   }
   Result<void> upsertEndpoint(uint32_t id, const EndpointEntry& e) override {
     if (auto r = step("upsertEndpoint " + std::to_string(id)); !r) return r;
+    if (!endpoints.contains(id)) health[id] = EndpointDatapathHealth{};
     endpoints[id] = e;
     return {};
   }
   Result<void> removeEndpoint(uint32_t id) override {
     if (auto r = step("removeEndpoint " + std::to_string(id)); !r) return r;
     endpoints.erase(id);
+    health.erase(id);
     return {};
   }
   Result<void> upsertService(const ServiceEntry& s, const std::vector<uint32_t>* ring) override {
@@ -81,6 +83,34 @@ class FakeDataplane : public Dataplane {
   }
   std::string pinRoot() const override { return "/sys/fs/bpf/test"; }
 
+  // Passive health: kept in `health`, not in `log` (the ring-order tests read the log).
+  Result<void> setPassiveFall(uint32_t id, uint32_t fall) override {
+    health[id].fall = fall;
+    return {};
+  }
+  Result<void> clearDown(uint32_t id) override {
+    cleared.push_back(id);
+    health[id].down = false;
+    health[id].fails = 0;
+    return {};
+  }
+  Result<EndpointDatapathHealth> endpointHealth(uint32_t id) override { return health[id]; }
+  Result<ConnWalk> flushConnections(const std::set<uint32_t>& ids) override {
+    flushed.push_back(ids);
+    return ConnWalk{};
+  }
+  Result<ConnWalk> resyncActiveConns() override {
+    ++resyncs;
+    return ConnWalk{};
+  }
+  int eventsFd() override { return -1; }
+  Result<size_t> consumeEvents(const std::function<void(const DatapathEvent&)>& sink) override {
+    auto events = std::move(pendingEvents);
+    pendingEvents.clear();
+    for (const DatapathEvent& e : events) sink(e);
+    return events.size();
+  }
+
   // Checks that no ring names a slot that is free or belongs to another service.
   bool consistent() const {
     for (const auto& [key, s] : services) {
@@ -101,6 +131,11 @@ class FakeDataplane : public Dataplane {
   std::map<uint32_t, EndpointEntry> endpoints;
   std::optional<NodeSpec> node_;
   std::vector<std::string> log;
+  std::map<uint32_t, EndpointDatapathHealth> health;
+  std::vector<uint32_t> cleared;              // clearDown calls, in order
+  std::vector<std::set<uint32_t>> flushed;    // flushConnections calls
+  std::vector<DatapathEvent> pendingEvents;   // handed out by the next consumeEvents
+  int resyncs = 0;
   int failAt = -1;  // fail the operation with this index (counted over the fake's lifetime)
 
  private:

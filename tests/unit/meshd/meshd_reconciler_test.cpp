@@ -97,6 +97,49 @@ TEST(Reconciler, OnlyTheChangedServiceGetsANewRing) {
   EXPECT_EQ(r.ringsBuilt(), 3u);
 }
 
+TEST(Reconciler, AlgorithmChangeRebuildsTheRingOfItsKind) {
+  FakeDataplane dp;
+  Reconciler r(dp);
+  r.start({}, std::nullopt);
+  ASSERT_TRUE(r.apply(twoServices()));
+  DesiredState next = twoServices();
+  next.services[1].algorithm = Algorithm::kRoundRobin;
+  dp.log.clear();
+  ASSERT_TRUE(r.apply(next));
+  EXPECT_EQ(dp.log, std::vector<std::string>{"upsertService 1 ring"});
+  EXPECT_EQ(dp.services.at(serviceKeyOf(next.services[1])).algorithm, Algorithm::kRoundRobin);
+  // Interleaved: endpoint 3 (weight 2) and 2 (weight 1) as 3 2 3 3 2 3 ..., never 2 2.
+  const auto& ring = dp.rings.at(1);
+  for (size_t i = 1; i < ring.size(); ++i) EXPECT_FALSE(ring[i] == 2u && ring[i - 1] == 2u) << i;
+  // least-conn samples the Maglev ring: back to the Maglev one.
+  next.services[1].algorithm = Algorithm::kLeastConn;
+  dp.log.clear();
+  ASSERT_TRUE(r.apply(next));
+  EXPECT_EQ(dp.log, std::vector<std::string>{"upsertService 1 ring"});
+}
+
+TEST(Reconciler, PassiveFallReachesEveryEndpointSlot) {
+  FakeDataplane dp;
+  Reconciler r(dp);
+  r.start({}, std::nullopt);
+  DesiredState d = twoServices();
+  d.services[1].health.passiveFall = 0;  // api: passive detection off
+  ASSERT_TRUE(r.apply(d));
+  EXPECT_EQ(dp.health.at(*r.endpointId("web", "10.0.2.11:8080")).fall, 3u);
+  EXPECT_EQ(dp.health.at(*r.endpointId("web", "10.0.2.12:8080")).fall, 3u);
+  EXPECT_EQ(dp.health.at(*r.endpointId("api", "10.0.2.21:8080")).fall, 0u);
+  // A change of passive_fall alone rewrites the thresholds, not the rings.
+  d.services[0].health.passiveFall = 7;
+  dp.log.clear();
+  ASSERT_TRUE(r.apply(d));
+  EXPECT_TRUE(dp.log.empty());
+  EXPECT_EQ(dp.health.at(*r.endpointId("web", "10.0.2.11:8080")).fall, 7u);
+  // A freed slot's entry goes with it; a new endpoint gets the service's threshold.
+  d.services[0].endpoints.push_back({ip("10.0.2.13"), 8080, 1});
+  ASSERT_TRUE(r.apply(d));
+  EXPECT_EQ(dp.health.at(*r.endpointId("web", "10.0.2.13:8080")).fall, 7u);
+}
+
 TEST(Reconciler, EndpointOrderDoesNotChangeTheRing) {
   FakeDataplane a;
   FakeDataplane b;
