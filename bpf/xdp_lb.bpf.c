@@ -1,9 +1,11 @@
 // SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
 /* xdp_lb.bpf.c — meshpath's XDP balancer in NAT mode. A packet's whole path is mp_xdp_lb():
  * parse -> a reply to the node's own address is reverse-translated (mp_rnat) -> otherwise a
- * VIP's packet finds its endpoint (mp_conns, or Maglev + a reserved SNAT port for a new flow)
- * -> DNAT + SNAT rewrite -> bpf_fib_lookup -> XDP_TX / redirect. Map lookups live here; the
- * packet logic lives in the core headers, which take their results as arguments.
+ * VIP's packet finds its endpoint (mp_conns, or the service's algorithm + a reserved SNAT port
+ * for a new flow) -> DNAT + SNAT rewrite -> bpf_fib_lookup -> XDP_TX / redirect. On the way,
+ * SYNs, SYN-ACKs, RSTs, UDP replies and ICMP unreachables feed each endpoint's passive health
+ * (mp_ep_health, mp_events). Map lookups live here; the packet logic lives in the core headers,
+ * which take their results as arguments.
  */
 #include "compiler.h"
 
@@ -14,10 +16,12 @@
 #include "conn.h"
 #include "exc.h"
 #include "hash.h"
+#include "health.h"
 #include "maglev.h"
 #include "maps.h"
 #include "nat.h"
 #include "parse.h"
+#include "pick.h"
 
 #define MP_KERNEL_AF_INET 2
 #define MP_KERNEL_AF_INET6 10
@@ -72,6 +76,105 @@ static __always_inline int mp_addr_eq(const __u8 *a, const __u8 *b, __u8 family)
 	if (family == MP_AF_INET)
 		return *(const mp_u32_any *)a == *(const mp_u32_any *)b;
 	return mp_addr16_eq(a, b);
+}
+
+/* One passive transition of an endpoint for meshd. A full ring loses the event, not the count:
+ * meshd resyncs from mp_ep_health. */
+static __always_inline void mp_health_event(__u32 ep_id, __u8 kind, __u8 reason, __u32 fails,
+					    __u64 now)
+{
+	struct mp_health_event ev = {
+		.ns = now,
+		.ep_id = ep_id,
+		.kind = kind,
+		.reason = reason,
+		.fails = fails,
+	};
+
+	bpf_ringbuf_output(&mp_events, &ev, sizeof(ev), 0);
+}
+
+/* A passive failure of endpoint ep_id (reason: enum mp_passive_reason), counted when its passive
+ * detection is on (fall != 0); the failure that reaches fall marks it down. Returns 1 when the
+ * endpoint is marked down, now or before. A global function: five paths reach it, and the
+ * verifier checks it once. */
+__attribute__((noinline)) int mp_health_fail(__u32 ep_id, __u32 reason)
+{
+	struct mp_ep_health *h = bpf_map_lookup_elem(&mp_ep_health, &ep_id);
+	__u32 fall, old, events;
+	__u64 now;
+
+	if (!h)
+		return 0;
+	fall = h->fall;
+	if (fall) {
+		old = __sync_fetch_and_add(&h->fails, 1);
+		events = mp_health_fail_events(old, fall);
+		if (events) {
+			now = bpf_ktime_get_ns();
+			if (events & MP_HEV_F_DOWN) {
+				__sync_fetch_and_or(&h->flags, MP_EPH_F_DOWN);
+				h->down_ns = now;
+			}
+			if (events & MP_HEV_F_SUSPECT)
+				mp_health_event(ep_id, MP_HEV_SUSPECT, reason, old + 1, now);
+			if (events & MP_HEV_F_DOWN)
+				mp_health_event(ep_id, MP_HEV_DOWN, reason, old + 1, now);
+		}
+	}
+	return (h->flags & MP_EPH_F_DOWN) != 0;
+}
+
+/* A success of endpoint ep_id (its SYN-ACK, with the SYN -> SYN-ACK time rtt_ns, or 0; a UDP
+ * reply): resets its consecutive failures. fails is read first, so a healthy endpoint's entry,
+ * shared by all CPUs, is only read. rtt_ns is a plain store: two CPUs sampling the same
+ * endpoint at once may lose one sample, which an average does not miss. */
+static __always_inline void mp_health_ok(__u32 ep_id, __u64 rtt_ns)
+{
+	struct mp_ep_health *h = bpf_map_lookup_elem(&mp_ep_health, &ep_id);
+	__u32 old;
+
+	if (!h)
+		return;
+	if (rtt_ns)
+		h->rtt_ns = mp_rtt_average(h->rtt_ns, rtt_ns);
+	if (mp_likely(!h->fails))
+		return;
+	old = __sync_lock_test_and_set(&h->fails, 0);
+	if (old)
+		mp_health_event(ep_id, MP_HEV_RECOVERED, MP_PASSIVE_NONE, 0, bpf_ktime_get_ns());
+}
+
+/* Is endpoint ep_id marked down (mp_ep_health)? */
+static __always_inline int mp_ep_down(__u32 ep_id)
+{
+	const struct mp_ep_health *h = bpf_map_lookup_elem(&mp_ep_health, &ep_id);
+
+	return h && (h->flags & MP_EPH_F_DOWN);
+}
+
+/* One more TCP connection toward ep_id has closed (its close completed, or its flow moved to
+ * another endpoint while open). */
+static __always_inline void mp_ep_count_closed(__u32 ep_id)
+{
+	struct mp_ep_health *h = bpf_map_lookup_elem(&mp_ep_health, &ep_id);
+
+	if (h)
+		__sync_fetch_and_add(&h->closed, 1);
+}
+
+static __always_inline void mp_ep_count_opened(struct mp_ep_health *h)
+{
+	if (h)
+		__sync_fetch_and_add(&h->opened, 1);
+}
+
+/* mp_conn_mark answered rc (nonzero): the connection toward ep_id closed with this packet. */
+static __always_inline void mp_conn_closed(struct mp_conn *conn, __u32 ep_id, int rc)
+{
+	mp_conn_closed_at(conn, bpf_ktime_get_coarse_ns());
+	if (rc & MP_CONN_CLOSED_COUNTED)
+		mp_ep_count_closed(ep_id);
 }
 
 /* Puts the next hop's MACs on the frame and sends it out of ifindex. */
@@ -163,19 +266,38 @@ static __always_inline int mp_transmit_to_ep(struct xdp_md *ctx, struct mp_pkt *
 	return mp_send(ctx, p, fib.ifindex, fib.smac, fib.dmac);
 }
 
-/* A FIN or RST from the endpoint: recorded on the connection's mp_conns entry, found by the
- * client tuple r restores (if that entry still uses this port toward this endpoint). */
-static __always_inline void mp_reply_closes(const struct mp_pkt *p, __u8 family,
-					    const struct mp_rnat *r)
+/* A SYN, FIN or RST from the endpoint, on the connection's mp_conns entry (found by the client
+ * tuple r restores, if that entry still uses this port toward this endpoint): a RST answering
+ * the client's SYN is a passive failure, a SYN-ACK answering it a success (and a sample of the
+ * SYN -> SYN-ACK time); FIN and RST are recorded as the connection's close. */
+static __always_inline void mp_reply_tcp(const struct mp_pkt *p, __u8 family,
+					 const struct mp_rnat *r)
 {
+	__u32 ep_id = r->ep_id, bits, answered;
 	struct mp_conn *conn;
 	struct mp_flow key;
+	__u16 flags;
+	int rc;
 
 	mp_rnat_client_flow(&key, r, p->flow.proto, family);
 	conn = bpf_map_lookup_elem(&mp_conns, &key);
-	if (conn && conn->snat_port == p->flow.dport && conn->ep_id == r->ep_id &&
-	    mp_conn_mark(conn, mp_tcp_close_bits(p->tcp_flags, 0)))
-		mp_conn_closed_at(conn, bpf_ktime_get_coarse_ns());
+	if (!conn || conn->snat_port != p->flow.dport || conn->ep_id != ep_id)
+		return;
+	flags = conn->flags;
+	if ((p->tcp_flags & MP_TCP_RST) && (flags & MP_CONN_F_SYN_SENT) &&
+	    !(flags & MP_CONN_F_CLOSING)) {
+		mp_health_fail(ep_id, MP_PASSIVE_RST);
+	} else if ((p->tcp_flags & (MP_TCP_SYN | MP_TCP_ACK | MP_TCP_RST | MP_TCP_FIN)) ==
+		   (MP_TCP_SYN | MP_TCP_ACK)) {
+		answered = mp_conn_answered(conn);
+		if (answered)
+			mp_health_ok(ep_id, mp_conn_syn_rtt(answered, conn->closed_ns,
+							    bpf_ktime_get_ns()));
+		return;
+	}
+	bits = mp_tcp_close_bits(p->tcp_flags, 0);
+	if (bits && (rc = mp_conn_mark(conn, bits)))
+		mp_conn_closed(conn, ep_id, rc);
 }
 
 /* An endpoint's reply to node:snat_port goes back to the client from VIP:port. */
@@ -192,8 +314,10 @@ static __always_inline int mp_reply(struct xdp_md *ctx, struct mp_pkt *p, __u8 f
 		mp_count(&mp_svc_stats, ep->svc_id, bytes, 0);
 		mp_count(&mp_ep_stats, r->ep_id, bytes, 0);
 	}
-	if (mp_unlikely(p->tcp_flags & (MP_TCP_FIN | MP_TCP_RST)))
-		mp_reply_closes(p, family, r);
+	if (p->flow.proto == IPPROTO_UDP)
+		mp_health_ok(r->ep_id, 0); /* the endpoint answers: a success */
+	else if (mp_unlikely(p->tcp_flags & (MP_TCP_SYN | MP_TCP_FIN | MP_TCP_RST)))
+		mp_reply_tcp(p, family, r);
 	mp_nat_reverse(p, family, r);
 	return mp_transmit(ctx, p, family, r->vip, r->client, r->vip_port, r->client_port);
 }
@@ -295,9 +419,37 @@ __attribute__((noinline)) int mp_snat_reserve(struct mp_snat_ask *ask)
 	return MP_EXC_DROP_SNAT_EXHAUSTED;
 }
 
-/* The endpoint of an existing connection, or NULL when it left the service (the flow starts
- * over). A FIN or RST from the client is recorded; a pure SYN reopens a closed entry (the
- * client reuses its 5-tuple) and tells *reopened. */
+/* A pure SYN on an existing entry: the client retransmitting the SYN its endpoint has not
+ * answered (a passive failure), or reopening a closed entry (a new connection on the same
+ * endpoint and port, counted open). Returns 1 when the flow must be re-picked instead: its
+ * endpoint is marked down and the connection never got its SYN-ACK, or is closed. */
+static __always_inline int mp_conn_syn(struct mp_conn *conn, __u32 ep_id, __u64 *reopened)
+{
+	__u16 flags = conn->flags;
+	__u32 old;
+
+	if (flags & MP_CONN_F_CLOSING) {
+		if (mp_ep_down(ep_id))
+			return 1;
+		old = mp_conn_reopen(conn, MP_CONN_F_SYN_SENT | MP_CONN_F_COUNTED);
+		if (!old)
+			return 0; /* another CPU reopened it meanwhile */
+		conn->closed_ns = bpf_ktime_get_ns(); /* the SYN's time, for the SYN-ACK's sample */
+		if (mp_conn_reopen_closes_counted(old))
+			mp_ep_count_closed(ep_id);
+		mp_ep_count_opened(bpf_map_lookup_elem(&mp_ep_health, &ep_id));
+		*reopened = 1;
+		return 0;
+	}
+	if (flags & MP_CONN_F_SYN_SENT)
+		return mp_health_fail(ep_id, MP_PASSIVE_SYN_RETRANS);
+	return 0;
+}
+
+/* The endpoint of an existing connection, or NULL when the flow starts over: its endpoint left
+ * the service, or a pure SYN re-picks it (mp_conn_syn); the entry is retired then (counted
+ * closed if it was open). A FIN or RST from the client is recorded; a pure SYN reopens a closed
+ * entry (the client reuses its 5-tuple) and tells *reopened. */
 static __always_inline const struct mp_endpoint *mp_conn_endpoint(struct mp_conn *conn,
 								  const struct mp_pkt *p,
 								  const struct mp_svc *svc,
@@ -306,37 +458,121 @@ static __always_inline const struct mp_endpoint *mp_conn_endpoint(struct mp_conn
 	__u32 ep_id = conn->ep_id;
 	const struct mp_endpoint *ep = bpf_map_lookup_elem(&mp_endpoints, &ep_id);
 	__u32 bits;
+	int rc;
 
 	if (!ep || !mp_ep_usable(ep, svc, family))
-		return NULL;
+		goto retire;
 	if (mp_likely(!(p->tcp_flags & (MP_TCP_FIN | MP_TCP_RST | MP_TCP_SYN))))
 		return ep;
 	bits = mp_tcp_close_bits(p->tcp_flags, 1);
 	if (bits) {
-		if (mp_conn_mark(conn, bits))
-			mp_conn_closed_at(conn, bpf_ktime_get_coarse_ns());
-	} else if (mp_tcp_opens(p->tcp_flags) && (conn->flags & MP_CONN_F_CLOSING)) {
-		mp_conn_reopen(conn);
-		*reopened = 1;
+		rc = mp_conn_mark(conn, bits);
+		if (rc)
+			mp_conn_closed(conn, ep_id, rc);
+	} else if (mp_tcp_opens(p->tcp_flags) && mp_conn_syn(conn, ep_id, reopened)) {
+		goto retire;
 	}
 	return ep;
+retire:
+	if (mp_conn_retire(conn))
+		mp_ep_count_closed(ep_id);
+	return NULL;
 }
 
-/* A new flow (or one the LRU forgot, or whose endpoint left: update_flags BPF_ANY then): the
- * Maglev slot's endpoint and a SNAT port, recorded in mp_conns with BPF_NOEXIST. When another
- * CPU inserted the flow meanwhile (its first packets on two CPUs), that entry wins and the port
- * reserved here is given back. *snat_port comes back in network order; *new_conn is 1 unless
- * an existing open connection was found. */
+/* The ring index a new flow of a service whose algorithm is not Maglev picks (enum
+ * mp_algorithm), in the active half, or MP_RING_EMPTY for a ring size out of range. The two
+ * choices look their candidates' mp_ep_health up: one marked down loses. A global function
+ * (checked once), called with scalars; it finds the ring itself. */
+__attribute__((noinline)) __u32 mp_pick_index(__u32 svc_id, __u32 algorithm, __u32 ring_size,
+					      __u32 active_half)
+{
+	const struct mp_ep_health *ha, *hb;
+	__u32 base, a, b, *count;
+	__u32 *ea, *eb;
+	void *ring;
+	int second;
+
+	if (ring_size == 0 || ring_size > MP_RING_SIZE_MAX)
+		return MP_RING_EMPTY;
+	base = active_half ? ring_size : 0;
+	if (algorithm == MP_ALG_ROUND_ROBIN) {
+		count = bpf_map_lookup_elem(&mp_rr, &svc_id);
+		if (!count)
+			return MP_RING_EMPTY;
+		return base + (*count)++ % ring_size; /* per CPU: no other writer */
+	}
+	a = base + bpf_get_prandom_u32() % ring_size;
+	if (algorithm == MP_ALG_RANDOM)
+		return a;
+	b = base + bpf_get_prandom_u32() % ring_size;
+	ring = bpf_map_lookup_elem(&mp_rings, &svc_id);
+	if (!ring)
+		return a;
+	ea = bpf_map_lookup_elem(ring, &a);
+	eb = bpf_map_lookup_elem(ring, &b);
+	if (!ea || !eb)
+		return a;
+	/* MP_RING_EMPTY is beyond the array: no entry, and the first candidate stands. */
+	ha = bpf_map_lookup_elem(&mp_ep_health, ea);
+	hb = bpf_map_lookup_elem(&mp_ep_health, eb);
+	if (!ha || !hb)
+		return a;
+	if (algorithm == MP_ALG_LEAST_CONN)
+		second = mp_least_conn_second(mp_ep_active(ha->opened, ha->closed, ha->adjust),
+					      mp_ep_active(hb->opened, hb->closed, hb->adjust),
+					      ha->flags & MP_EPH_F_DOWN, hb->flags & MP_EPH_F_DOWN);
+	else
+		second = mp_least_latency_second(ha->rtt_ns, hb->rtt_ns, ha->flags & MP_EPH_F_DOWN,
+						 hb->flags & MP_EPH_F_DOWN);
+	return second ? b : a;
+}
+
+/* The endpoint of the first of the MP_DOWN_PROBES - 1 slots after idx (wrapping inside the
+ * active half) that is not marked down, or MP_RING_EMPTY when all are. A global function: its
+ * loop is checked once. */
+__attribute__((noinline)) __u32 mp_skip_down(__u32 svc_id, __u32 idx, __u32 ring_size,
+					     __u32 active_half)
+{
+	const struct mp_ep_health *h;
+	__u32 i, next, *slot;
+	void *ring;
+
+	if (ring_size == 0 || ring_size > MP_RING_SIZE_MAX)
+		return MP_RING_EMPTY;
+	ring = bpf_map_lookup_elem(&mp_rings, &svc_id);
+	if (!ring)
+		return MP_RING_EMPTY;
+#pragma clang loop unroll(disable)
+	for (i = 1; i < MP_DOWN_PROBES; i++) {
+		next = mp_ring_next(idx, i, ring_size, active_half);
+		slot = bpf_map_lookup_elem(ring, &next);
+		if (!slot || *slot == MP_RING_EMPTY)
+			continue;
+		h = bpf_map_lookup_elem(&mp_ep_health, slot);
+		if (h && !(h->flags & MP_EPH_F_DOWN))
+			return *slot;
+	}
+	return MP_RING_EMPTY;
+}
+
+/* A new flow (or one the LRU forgot, or re-picked: update_flags BPF_ANY then): the endpoint the
+ * service's algorithm picks (the next slots' when it is marked down), and a SNAT port, recorded
+ * in mp_conns with BPF_NOEXIST. When another CPU inserted the flow meanwhile (its first packets
+ * on two CPUs), that entry wins and the port reserved here is given back. A TCP entry is
+ * counted open (mp_ep_health.opened) by whoever inserts it; a pure SYN's entry waits for its
+ * SYN-ACK (MP_CONN_F_SYN_SENT, the SYN's time in closed_ns). *snat_port comes back in network
+ * order; *new_conn is 1 unless an existing open connection was found. */
 static __always_inline int mp_new_conn(struct mp_pkt *p, __u8 family, const struct mp_svc *svc,
 				       const struct mp_node_cfg *node, const __u8 *node_addr,
 				       __u64 update_flags, const struct mp_endpoint **ep_out,
 				       __u32 *ep_id, __u16 *snat_port, __u64 *new_conn)
 {
 	const struct mp_endpoint *ep, *other;
+	struct mp_ep_health *health;
 	struct mp_snat_ask ask;
 	struct mp_conn *existing;
 	struct mp_conn conn;
-	__u32 idx, bits;
+	__u32 idx, bits, algorithm, live;
 	__u32 *slot;
 	void *ring;
 	int rc;
@@ -344,11 +580,24 @@ static __always_inline int mp_new_conn(struct mp_pkt *p, __u8 family, const stru
 	ring = bpf_map_lookup_elem(&mp_rings, &svc->id);
 	if (!ring)
 		return MP_EXC_DROP_NO_ENDPOINT;
-	idx = mp_ring_index(mp_flow_hash(&p->flow), svc->ring_size, svc->active_half);
+	algorithm = mp_algorithm_of(svc->algorithm);
+	if (algorithm == MP_ALG_MAGLEV)
+		idx = mp_ring_index(mp_flow_hash(&p->flow), svc->ring_size, svc->active_half);
+	else
+		idx = mp_pick_index(svc->id, algorithm, svc->ring_size, svc->active_half);
 	slot = bpf_map_lookup_elem(ring, &idx);
 	if (!slot || *slot == MP_RING_EMPTY)
 		return MP_EXC_DROP_NO_ENDPOINT;
 	*ep_id = *slot;
+	health = bpf_map_lookup_elem(&mp_ep_health, ep_id);
+	if (health && mp_unlikely(health->flags & MP_EPH_F_DOWN)) {
+		/* All candidates down: the first pick stands (better a suspect than nothing). */
+		live = mp_skip_down(svc->id, idx, svc->ring_size, svc->active_half);
+		if (live != MP_RING_EMPTY) {
+			*ep_id = live;
+			health = bpf_map_lookup_elem(&mp_ep_health, ep_id);
+		}
+	}
 	ep = bpf_map_lookup_elem(&mp_endpoints, ep_id);
 	if (!ep || !mp_ep_usable(ep, svc, family))
 		return MP_EXC_DROP_NO_ENDPOINT;
@@ -367,11 +616,20 @@ static __always_inline int mp_new_conn(struct mp_pkt *p, __u8 family, const stru
 	conn.ep_id = *ep_id;
 	conn.snat_port = *snat_port;
 	conn.flags = (__u16)bits;
-	conn.closed_ns = mp_conn_flags_closed(bits) ? bpf_ktime_get_coarse_ns() : 0;
+	conn.closed_ns = 0;
+	if (mp_conn_flags_closed(bits)) {
+		conn.closed_ns = bpf_ktime_get_coarse_ns(); /* born closed (a RST): never counted */
+	} else if (p->flow.proto == IPPROTO_TCP) {
+		conn.flags |= MP_CONN_F_COUNTED;
+		if (mp_tcp_opens(p->tcp_flags)) {
+			conn.flags |= MP_CONN_F_SYN_SENT;
+			conn.closed_ns = bpf_ktime_get_ns();
+		}
+	}
 	*ep_out = ep;
 	*new_conn = 1;
 	if (bpf_map_update_elem(&mp_conns, &p->flow, &conn, update_flags) == 0)
-		return MP_OK;
+		goto inserted;
 	if (update_flags != BPF_NOEXIST)
 		return MP_EXC_DROP_CONN_INSERT;
 
@@ -385,13 +643,16 @@ static __always_inline int mp_new_conn(struct mp_pkt *p, __u8 family, const stru
 			*ep_id = existing->ep_id;
 			*snat_port = existing->snat_port;
 			*ep_out = other;
-			return MP_OK;
+			return MP_OK; /* its inserter counted it */
 		}
 		*new_conn = 1;
 	}
-	/* Gone meanwhile, or its endpoint left the service: this flow's entry replaces it. */
+	/* Gone meanwhile, or re-picked: this flow's entry replaces it. */
 	if (bpf_map_update_elem(&mp_conns, &p->flow, &conn, BPF_ANY))
 		return MP_EXC_DROP_CONN_INSERT;
+inserted:
+	if (conn.flags & MP_CONN_F_COUNTED)
+		mp_ep_count_opened(health);
 	return MP_OK;
 }
 
@@ -442,6 +703,34 @@ static __always_inline int mp_to_service(struct xdp_md *ctx, struct mp_pkt *p, _
 	return mp_transmit_to_ep(ctx, p, family, ep_id, ep, node_addr, snat_port, jiffies);
 }
 
+/* Well-formed IP that is neither TCP nor UDP is the kernel's (passed, uncounted). An ICMP /
+ * ICMPv6 destination unreachable to the node's address that quotes one of its translated
+ * packets is first a passive failure of the endpoint that packet went to (mp_rnat names it).
+ * Malformed or cut-short ICMP counts nothing and passes too: the kernel judges it. */
+static __always_inline int mp_not_ours(struct mp_cursor *c, const struct mp_pkt *p, __u8 family)
+{
+	const struct mp_node_cfg *node;
+	const struct mp_rnat *r;
+	const __u8 *node_addr;
+	struct mp_flow rkey;
+	__u32 zero = 0;
+
+	if (p->flow.proto != (family == MP_AF_INET ? IPPROTO_ICMP : IPPROTO_ICMPV6))
+		return XDP_PASS;
+	node = bpf_map_lookup_elem(&mp_node, &zero);
+	if (!node)
+		return XDP_PASS;
+	node_addr = mp_node_addr(node, family);
+	if (!node_addr || !mp_addr_eq(p->flow.dst, node_addr, family))
+		return XDP_PASS;
+	if (mp_parse_icmp_unreach(c, p, family, node_addr, &rkey) != MP_OK)
+		return XDP_PASS;
+	r = bpf_map_lookup_elem(&mp_rnat, &rkey);
+	if (r && r->ep_id != MP_RNAT_CLAIMED)
+		mp_health_fail(r->ep_id, MP_PASSIVE_ICMP_UNREACH);
+	return XDP_PASS;
+}
+
 /* Everything after Ethernet, for one family (a constant: each family is its own path). */
 static __always_inline int mp_process(struct xdp_md *ctx, struct mp_cursor *c, struct mp_pkt *p,
 				      __u8 family, __u64 bytes)
@@ -452,8 +741,10 @@ static __always_inline int mp_process(struct xdp_md *ctx, struct mp_cursor *c, s
 	int rc;
 
 	rc = mp_parse_ip(c, p, family);
+	if (rc == MP_NOT_OURS)
+		return mp_not_ours(c, p, family);
 	if (rc != MP_OK)
-		return rc == MP_NOT_OURS ? XDP_PASS : mp_exception(rc);
+		return mp_exception(rc);
 
 	node = bpf_map_lookup_elem(&mp_node, &zero);
 	if (!node)

@@ -286,7 +286,7 @@ TEST(CoreConn, ClosedAfterRstOrBothFinsStampedOnce) {
   mp_conn r{};
   EXPECT_EQ(mark(&r, MP_CONN_F_RST, 500), 1);
   EXPECT_EQ(r.closed_ns, 500u) << "a RST closes at once";
-  mp_conn_reopen(&r);
+  EXPECT_EQ(mp_conn_reopen(&r, 0), MP_CONN_F_RST) << "the winner gets the flags it replaced";
   EXPECT_EQ(r.flags, 0u);
   EXPECT_EQ(r.closed_ns, 0u);
 

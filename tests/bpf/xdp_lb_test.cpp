@@ -527,13 +527,13 @@ TEST_F(SnatReuseTest, FinBothWaysGivesThePortBackAfterTheLinger) {
             toEndpoint("A finishes", 41001, kTcpFin | kTcpAck)});
   auto a = h_->conn(clientFlow(41001));
   ASSERT_TRUE(a);
-  EXPECT_EQ(a->flags, MP_CONN_F_FIN_CLIENT);
-  EXPECT_EQ(a->closed_ns, 0u);
+  EXPECT_EQ(a->flags, MP_CONN_F_COUNTED | MP_CONN_F_FIN_CLIENT) << "answered: SYN_SENT cleared";
+  EXPECT_FALSE(mp_conn_flags_closed(a->flags)) << "half-closed is open";
   runTable({refused("B while A is half-closed", 41002),
             toClient("the endpoint finishes too", 41001, kTcpFin | kTcpAck)});
   a = h_->conn(clientFlow(41001));
   ASSERT_TRUE(a);
-  EXPECT_EQ(a->flags, MP_CONN_F_FIN_CLIENT | MP_CONN_F_FIN_EP);
+  EXPECT_EQ(a->flags, MP_CONN_F_COUNTED | MP_CONN_F_FIN_CLIENT | MP_CONN_F_FIN_EP);
   EXPECT_NE(a->closed_ns, 0u);
   runTable({toEndpoint("A's last ACK, during the linger", 41001, kTcpAck),
             refused("B during the linger", 41002)});
@@ -545,7 +545,7 @@ TEST_F(SnatReuseTest, FinBothWaysGivesThePortBackAfterTheLinger) {
   EXPECT_EQ(portOwner(), 41002);
   EXPECT_FALSE(h_->conn(clientFlow(41001))) << "A's entry goes with its port";
   ASSERT_TRUE(h_->conn(clientFlow(41002)));
-  EXPECT_EQ(h_->conn(clientFlow(41002))->flags, 0u);
+  EXPECT_EQ(h_->conn(clientFlow(41002))->flags, MP_CONN_F_COUNTED);
   runTable({refused("a stray packet of A: a new flow, and B holds the port", 41001, kTcpAck)});
   EXPECT_EQ(portOwner(), 41002);
   EXPECT_EQ(h_->svcStats(40).new_conns, 2u);
@@ -558,13 +558,13 @@ TEST_F(SnatReuseTest, RstFromEitherSideCloses) {
             toEndpoint("A resets", 41001, kTcpRst | kTcpAck)});
   const auto a = h_->conn(clientFlow(41001));
   ASSERT_TRUE(a);
-  EXPECT_EQ(a->flags, MP_CONN_F_RST);
+  EXPECT_EQ(a->flags, MP_CONN_F_COUNTED | MP_CONN_F_SYN_SENT | MP_CONN_F_RST);
   EXPECT_NE(a->closed_ns, 0u);
   runTable({toEndpoint("B takes A's port", 41002, kTcpSyn),
             toClient("the endpoint resets B", 41002, kTcpRst | kTcpAck)});
   const auto b = h_->conn(clientFlow(41002));
   ASSERT_TRUE(b);
-  EXPECT_EQ(b->flags, MP_CONN_F_RST);
+  EXPECT_EQ(b->flags, MP_CONN_F_COUNTED | MP_CONN_F_SYN_SENT | MP_CONN_F_RST);
   runTable({toEndpoint("C takes B's port", 41003, kTcpSyn)});
   EXPECT_EQ(portOwner(), 41003);
 }
@@ -578,7 +578,7 @@ TEST_F(SnatReuseTest, OpenConnectionKeepsItsPort) {
             toClient("the endpoint finishes first", 41001, kTcpFin | kTcpAck),
             refused("B while A is half-closed", 41003)});
   EXPECT_EQ(portOwner(), 41001);
-  EXPECT_EQ(h_->conn(clientFlow(41001))->flags, MP_CONN_F_FIN_EP);
+  EXPECT_EQ(h_->conn(clientFlow(41001))->flags, MP_CONN_F_COUNTED | MP_CONN_F_FIN_EP);
 }
 
 TEST_F(SnatReuseTest, PortOfAForgottenFlowIsTakenOverTcpAndUdp) {
@@ -629,8 +629,8 @@ TEST_F(SnatReuseTest, SynOnAClosedEntryReopensIt) {
             toEndpoint("the client opens the same 5-tuple again", 41001, kTcpSyn)});
   const auto a = h_->conn(clientFlow(41001));
   ASSERT_TRUE(a);
-  EXPECT_EQ(a->flags, 0u);
-  EXPECT_EQ(a->closed_ns, 0u);
+  EXPECT_EQ(a->flags, MP_CONN_F_SYN_SENT | MP_CONN_F_COUNTED) << "a new connection";
+  EXPECT_NE(a->closed_ns, 0u) << "the SYN's time";
   EXPECT_EQ(h_->svcStats(40).new_conns, 2u);
   runTable({refused("B: A is open again", 41002)});
 }
