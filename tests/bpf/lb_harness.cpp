@@ -14,6 +14,7 @@
 #include <cstring>
 #include <fstream>
 #include <stdexcept>
+#include <utility>
 
 // The core headers, natively: predict() runs the same parse and hash code as the program.
 #include "hash.h"
@@ -193,7 +194,8 @@ void LbHarness::setEndpoint(uint32_t id, const std::string& address, uint16_t po
 }
 
 void LbHarness::setService(uint32_t svcId, const std::string& vip, uint16_t port, uint8_t proto,
-                           uint32_t ringSize, const std::vector<uint32_t>& endpointIds) {
+                           uint32_t ringSize, const std::vector<uint32_t>& endpointIds,
+                           uint8_t algorithm) {
   Service& s = services_[svcId];
   const AbiAddr a = abiAddr(vip);
   s.key = {};
@@ -210,6 +212,7 @@ void LbHarness::setService(uint32_t svcId, const std::string& vip, uint16_t port
   s.svc = {};
   s.svc.id = svcId;
   s.svc.ring_size = ringSize;
+  s.svc.algorithm = algorithm;
   s.slots.assign(ringSize, MP_RING_EMPTY);
   for (uint32_t i = 0; i < ringSize && !endpointIds.empty(); ++i) {
     s.slots[i] = endpointIds[i % endpointIds.size()];
@@ -259,6 +262,75 @@ std::optional<mp_rnat> LbHarness::rnat(const mp_flow& flow) const {
   mp_rnat value{};
   if (bpf_map_lookup_elem(lb_->rnatFd(), &flow, &value) != 0) return std::nullopt;
   return value;
+}
+
+int LbHarness::mapFd(const std::string& name) const {
+  if (auto it = mapFds_.find(name); it != mapFds_.end()) return it->second.get();
+  bpf_prog_info info{};
+  uint32_t len = sizeof(info);
+  if (bpf_obj_get_info_by_fd(lb_->programFd(), &info, &len) != 0) {
+    throw std::runtime_error(std::string("program info: ") + std::strerror(errno));
+  }
+  std::vector<uint32_t> ids(info.nr_map_ids);
+  const uint32_t count = info.nr_map_ids;
+  info = {};
+  info.nr_map_ids = count;
+  info.map_ids = reinterpret_cast<uint64_t>(ids.data());
+  len = sizeof(info);
+  if (bpf_obj_get_info_by_fd(lb_->programFd(), &info, &len) != 0) {
+    throw std::runtime_error(std::string("program map ids: ") + std::strerror(errno));
+  }
+  for (uint32_t id : ids) {
+    UniqueFd fd(bpf_map_get_fd_by_id(id));
+    bpf_map_info mapInfo{};
+    uint32_t mapLen = sizeof(mapInfo);
+    if (!fd.valid() || bpf_obj_get_info_by_fd(fd.get(), &mapInfo, &mapLen) != 0) continue;
+    if (name == mapInfo.name) return (mapFds_[name] = std::move(fd)).get();
+  }
+  throw std::runtime_error("the program uses no map named " + name);
+}
+
+mp_ep_health LbHarness::health(uint32_t epId) const {
+  mp_ep_health value{};
+  if (bpf_map_lookup_elem(mapFd("mp_ep_health"), &epId, &value) != 0) {
+    throw std::runtime_error(std::string("lookup mp_ep_health: ") + std::strerror(errno));
+  }
+  return value;
+}
+
+void LbHarness::setHealth(uint32_t epId, const mp_ep_health& health) {
+  if (bpf_map_update_elem(mapFd("mp_ep_health"), &epId, &health, BPF_ANY) != 0) {
+    throw std::runtime_error(std::string("update mp_ep_health: ") + std::strerror(errno));
+  }
+}
+
+std::vector<mp_health_event> LbHarness::takeEvents() {
+  if (!events_) {
+    const auto collect = [](void* ctx, void* data, size_t size) -> int {
+      if (size != sizeof(mp_health_event)) return -EINVAL;
+      mp_health_event ev{};
+      std::memcpy(&ev, data, sizeof(ev));
+      static_cast<std::vector<mp_health_event>*>(ctx)->push_back(ev);
+      return 0;
+    };
+    ring_buffer* rb = ring_buffer__new(mapFd("mp_events"), collect, &pending_, nullptr);
+    if (rb == nullptr) {
+      throw std::runtime_error(std::string("ring_buffer__new: ") + std::strerror(errno));
+    }
+    events_.reset(rb, ring_buffer__free);
+  }
+  if (ring_buffer__consume(events_.get()) < 0) {
+    throw std::runtime_error(std::string("ring_buffer__consume: ") + std::strerror(errno));
+  }
+  return std::exchange(pending_, {});
+}
+
+std::vector<uint32_t> LbHarness::rrCounters(uint32_t svcId) const {
+  std::vector<uint32_t> values(static_cast<size_t>(libbpf_num_possible_cpus()));
+  if (bpf_map_lookup_elem(mapFd("mp_rr"), &svcId, values.data()) != 0) {
+    throw std::runtime_error(std::string("lookup mp_rr: ") + std::strerror(errno));
+  }
+  return values;
 }
 
 LbHarness::Choice LbHarness::predict(const Bytes& frame) const {

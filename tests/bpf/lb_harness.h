@@ -16,6 +16,8 @@
 #include "lb_skeleton.h"
 #include "packet.h"
 
+struct ring_buffer;
+
 namespace meshpath::testing {
 
 // The topology enterTestNetwork() builds. Nothing here exists outside the test's namespace.
@@ -90,8 +92,10 @@ class LbHarness {
                    bool inUse = true);
   // Adds or replaces service svcId with a ring of ringSize slots filled round-robin from
   // endpointIds (none: every slot MP_RING_EMPTY), published through LbSkeleton::writeRing.
+  // With ringSize == endpointIds.size() the ring is exactly that sequence.
   void setService(uint32_t svcId, const std::string& vip, uint16_t port, uint8_t proto,
-                  uint32_t ringSize, const std::vector<uint32_t>& endpointIds);
+                  uint32_t ringSize, const std::vector<uint32_t>& endpointIds,
+                  uint8_t algorithm = MP_ALG_MAGLEV);
 
   XdpRun run(const Bytes& frame, int ingressIfindex) const;
 
@@ -100,6 +104,16 @@ class LbHarness {
   mp_counters epStats(uint32_t epId) const;
   std::optional<mp_conn> conn(const mp_flow& flow) const;
   std::optional<mp_rnat> rnat(const mp_flow& flow) const;
+
+  // Passive health: mp_ep_health entries (read, written whole: tests only, nothing races
+  // them), the events the program queued in mp_events since the last call, and each CPU's
+  // round-robin counter of a service (mp_rr).
+  mp_ep_health health(uint32_t epId) const;
+  void setHealth(uint32_t epId, const mp_ep_health& health);
+  std::vector<mp_health_event> takeEvents();
+  std::vector<uint32_t> rrCounters(uint32_t svcId) const;
+  // A map of the program's by name (for those LbSkeleton has no accessor of its own for).
+  int mapFd(const std::string& name) const;
 
   // What the program should pick for a new flow, by the native build of the same headers.
   struct Choice {
@@ -119,6 +133,9 @@ class LbHarness {
   mp_counters sumCounters(int fd, uint32_t key) const;
 
   std::unique_ptr<LbSkeleton> lb_;
+  mutable std::map<std::string, UniqueFd> mapFds_;
+  std::shared_ptr<ring_buffer> events_;
+  std::vector<mp_health_event> pending_;
   mp_node_cfg node_{};
   std::map<uint32_t, Service> services_;
 };

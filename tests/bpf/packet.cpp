@@ -15,6 +15,8 @@ constexpr uint16_t kEthIpv6 = 0x86dd;
 constexpr uint16_t kEthVlan = 0x8100;
 constexpr uint8_t kProtoTcp = 6;
 constexpr uint8_t kProtoUdp = 17;
+constexpr uint8_t kProtoIcmp = 1;
+constexpr uint8_t kProtoIcmpv6 = 58;
 
 void put16(Bytes& b, size_t off, uint16_t v) {
   b[off] = static_cast<uint8_t>(v >> 8);
@@ -169,6 +171,13 @@ Packet& Packet::udp(uint16_t sport, uint16_t dport) {
   dport_ = dport;
   return *this;
 }
+Packet& Packet::icmp(uint8_t type, uint8_t code, uint32_t rest) {
+  l4Proto_ = kProtoIcmp;
+  icmpType_ = type;
+  icmpCode_ = code;
+  icmpRest_ = rest;
+  return *this;
+}
 Packet& Packet::payload(const std::string& data) {
   payload_.assign(data.begin(), data.end());
   return *this;
@@ -244,8 +253,21 @@ Bytes Packet::build() const {
     put16(l4, 0, sport_);
     put16(l4, 2, dport_);
     put16(l4, 4, udpLen_.value_or(static_cast<uint16_t>(8 + payload_.size())));
+  } else if (l4Proto_ == kProtoIcmp) {
+    l4.assign(8, 0);
+    l4[0] = icmpType_;
+    l4[1] = icmpCode_;
+    put32(l4, 4, icmpRest_);
   }
   l4.insert(l4.end(), payload_.begin(), payload_.end());
+  const uint8_t ipProto = l4Proto_ == kProtoIcmp && family_ == 6 ? kProtoIcmpv6 : l4Proto_;
+  // ICMP's checksum covers the message only; ICMPv6's the pseudo-header too.
+  if (l4Proto_ == kProtoIcmp) {
+    const uint32_t pseudo = family_ == 6 ? pseudoSum(family_, ipSrc_.data(), ipDst_.data(),
+                                                     kProtoIcmpv6, l4.size())
+                                         : 0;
+    put16(l4, 2, internetChecksum(l4.data(), l4.size(), pseudo));
+  }
   if (l4Keep_ && *l4Keep_ < l4.size()) l4.resize(*l4Keep_);
 
   Bytes l3;
@@ -257,14 +279,14 @@ Bytes Packet::build() const {
     put16(l3, 4, 0x1234);
     put16(l3, 6, static_cast<uint16_t>(ipv4FragOff_ ? ipv4FragOff_ : 0x4000));  // DF
     l3[8] = 64;
-    l3[9] = ipv4Protocol_.value_or(l4Proto_);
+    l3[9] = ipv4Protocol_.value_or(ipProto);
     std::copy(ipSrc_.begin(), ipSrc_.begin() + 4, l3.begin() + 12);
     std::copy(ipDst_.begin(), ipDst_.begin() + 4, l3.begin() + 16);
     l3.insert(l3.end(), ipv4Options_.begin(), ipv4Options_.end());
     put16(l3, 10, internetChecksum(l3.data(), l3.size()));
   } else if (family_ == 6) {
     Bytes ext;
-    uint8_t first = l4Proto_;
+    uint8_t first = ipProto;
     for (size_t i = ipv6Ext_.size(); i-- > 0;) {
       const auto [type, units] = ipv6Ext_[i];
       Bytes h(type == 44 ? 8 : (units + 1u) * 8, 0);
@@ -285,7 +307,8 @@ Bytes Packet::build() const {
 
   // L4 checksum over the pseudo-header and whatever L4 bytes there are.
   const size_t checkOff = l4Proto_ == kProtoTcp ? 16 : 6;
-  if (family_ != 0 && l4Proto_ != 0 && l4.size() >= checkOff + 2 &&
+  if (family_ != 0 && (l4Proto_ == kProtoTcp || l4Proto_ == kProtoUdp) &&
+      l4.size() >= checkOff + 2 &&
       !(udpNoChecksum_ && l4Proto_ == kProtoUdp)) {
     const uint32_t pseudo = pseudoSum(family_, ipSrc_.data(), ipDst_.data(), l4Proto_, l4.size());
     uint16_t check = internetChecksum(l4.data(), l4.size(), pseudo);

@@ -34,6 +34,9 @@ class Packet {
   Packet& tcp(uint16_t sport, uint16_t dport, uint8_t flags = kTcpSyn, uint32_t seq = 1000,
               uint32_t ack = 0);
   Packet& udp(uint16_t sport, uint16_t dport);
+  // ICMP (IPv4) or ICMPv6 (IPv6): type, code, the 4 bytes after the checksum (the next-hop MTU
+  // of "fragmentation needed", the MTU of "packet too big"), then payload() as the quote.
+  Packet& icmp(uint8_t type, uint8_t code, uint32_t rest = 0);
   Packet& payload(const std::string& data);
   Packet& payload(const Bytes& data);
 
@@ -59,9 +62,11 @@ class Packet {
   std::optional<uint16_t> vlan_;
   int family_ = 0;  // 4, 6 or 0 (no IP)
   std::array<uint8_t, 16> ipSrc_{}, ipDst_{};
-  uint8_t l4Proto_ = 0;  // 6, 17 or 0
+  uint8_t l4Proto_ = 0;  // 6, 17, 1 (ICMP or ICMPv6 by family) or 0
   uint16_t sport_ = 0, dport_ = 0;
   uint8_t tcpFlags_ = 0;
+  uint8_t icmpType_ = 0, icmpCode_ = 0;
+  uint32_t icmpRest_ = 0;
   uint32_t seq_ = 0, ack_ = 0;
   Bytes payload_;
   Bytes ipv4Options_;

@@ -1,0 +1,638 @@
+// Passive health and the new-flow algorithms of the XDP balancer, run for real with BPF_PROG_RUN
+// in the tests' network namespace (lb_harness.h): each signal (a RST answering a SYN, an ICMP
+// unreachable, a retransmitted SYN; a SYN-ACK, a UDP reply) is sent as the endpoint or the client
+// would, and mp_ep_health, mp_events, mp_conns and mp_rr are read back.
+#include <arpa/inet.h>
+#include <bpf/bpf.h>
+#include <gtest/gtest.h>
+#include <linux/bpf.h>
+#include <sched.h>
+#include <unistd.h>
+
+#include <cmath>
+#include <cstring>
+#include <map>
+#include <memory>
+#include <set>
+
+#include "conn.h"
+#include "lb_harness.h"
+#include "libbpf_logger.h"
+#include "packet.h"
+
+namespace meshpath::testing {
+namespace {
+
+using namespace topo;
+
+constexpr uint8_t kTcp = 6;
+constexpr uint8_t kUdp = 17;
+constexpr uint32_t kSvcTcp4 = 0, kSvcUdp4 = 1, kSvcTcp6 = 2, kSvcUdp6 = 3, kSvcAlg = 4;
+constexpr char kVipAlg[] = "10.0.0.150";
+
+struct Ep {
+  std::string addr;
+  uint16_t port;
+  std::string mac;
+};
+
+// A client's flow to a service: its packets both ways, built from scratch.
+struct Flow {
+  std::string client, vip, node;
+  uint16_t cport, vport;
+  uint8_t proto;
+};
+
+Flow tcp4(uint16_t cport, const std::string& vip = kVip4) {
+  return {kClient4, vip, kNode4, cport, 80, kTcp};
+}
+Flow udp4(uint16_t cport) { return {kClient4, kVip4, kNode4, cport, 53, kUdp}; }
+Flow tcp6(uint16_t cport) { return {kClient6, kVip6, kNode6, cport, 80, kTcp}; }
+Flow udp6(uint16_t cport) { return {kClient6, kVip6, kNode6, cport, 53, kUdp}; }
+
+Shape shapeOf(const Flow& f, uint8_t flags) {
+  return f.proto == kTcp ? Shape{.tcpFlags = flags} : Shape{.proto = kUdp, .payload = "query"};
+}
+
+class HealthTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ASSERT_EQ(::geteuid(), 0u) << "BPF tests load programs and create namespaces: run as root";
+    static const bool logger = (installLibbpfLogger(), true);
+    (void)logger;
+    ASSERT_EQ(enterTestNetwork(), "") << "test network namespace";
+    h_ = std::make_unique<LbHarness>(8192, 0);
+    h_->setNode(kNode4, kNode6);
+    addEndpoint(1, kEndpoint1v4, 8080, kEndpoint1Mac, kSvcTcp4);
+    addEndpoint(2, kEndpoint2v4, 8080, kEndpoint2Mac, kSvcTcp4);
+    addEndpoint(3, kEndpoint1v4, 5353, kEndpoint1Mac, kSvcUdp4);
+    addEndpoint(4, kEndpoint2v4, 5353, kEndpoint2Mac, kSvcUdp4);
+    addEndpoint(5, kEndpoint1v6, 8080, kEndpoint1Mac, kSvcTcp6);
+    addEndpoint(6, kEndpoint2v6, 8080, kEndpoint2Mac, kSvcTcp6);
+    addEndpoint(7, kEndpoint1v6, 5353, kEndpoint1Mac, kSvcUdp6);
+    addEndpoint(8, kEndpoint2v6, 5353, kEndpoint2Mac, kSvcUdp6);
+    h_->setService(kSvcTcp4, kVip4, 80, kTcp, 13, {1, 2});
+    h_->setService(kSvcUdp4, kVip4, 53, kUdp, 13, {3, 4});
+    h_->setService(kSvcTcp6, kVip6, 80, kTcp, 13, {5, 6});
+    h_->setService(kSvcUdp6, kVip6, 53, kUdp, 13, {7, 8});
+    ASSERT_TRUE(h_->takeEvents().empty());
+  }
+
+  void addEndpoint(uint32_t id, const std::string& addr, uint16_t port, const std::string& mac,
+                   uint32_t svc) {
+    h_->setEndpoint(id, addr, port, svc);
+    eps_[id] = {addr, port, mac};
+  }
+
+  void setFall(uint32_t ep, uint32_t fall, uint32_t fails = 0) {
+    mp_ep_health hl = h_->health(ep);
+    hl.fall = fall;
+    hl.fails = fails;
+    h_->setHealth(ep, hl);
+  }
+  void setDown(uint32_t ep, bool down) {
+    mp_ep_health hl = h_->health(ep);
+    hl.flags = down ? MP_EPH_F_DOWN : 0;
+    h_->setHealth(ep, hl);
+  }
+
+  Bytes fromClient(const Flow& f, uint8_t flags) const {
+    return frame(shapeOf(f, flags), kRouterMac, kClientIfMac, f.client, f.vip, f.cport, f.vport);
+  }
+  mp_flow key(const Flow& f) const { return h_->predict(fromClient(f, kTcpSyn)).flow; }
+  std::optional<mp_conn> conn(const Flow& f) const { return h_->conn(key(f)); }
+
+  // The client's packet goes out to an endpoint; the conn entry it left.
+  mp_conn send(const Flow& f, uint8_t flags = kTcpSyn) {
+    const XdpRun run = h_->run(fromClient(f, flags), ifindexOf(kClientIf));
+    EXPECT_EQ(run.error, 0);
+    EXPECT_STREQ(verdictName(run.verdict), "XDP_REDIRECT");
+    const auto c = conn(f);
+    EXPECT_TRUE(c.has_value()) << "mp_conns entry";
+    return c.value_or(mp_conn{});
+  }
+
+  // What the endpoint of c sends back on the flow, and the verdict it gets.
+  uint32_t reply(const Flow& f, const mp_conn& c, uint8_t flags) {
+    const Ep& ep = eps_.at(c.ep_id);
+    const Bytes in = frame(shapeOf(f, flags), ep.mac, kEndpointIfMac, ep.addr, f.node, ep.port,
+                           ntohs(c.snat_port));
+    const XdpRun run = h_->run(in, ifindexOf(kEndpointIf));
+    EXPECT_EQ(run.error, 0);
+    if (run.verdict == XDP_REDIRECT) {
+      const Bytes want = frame(shapeOf(f, flags), kClientIfMac, kClientMac, f.vip, f.client,
+                               f.vport, f.cport);
+      EXPECT_TRUE(run.output == want) << describeMismatch(want, run.output);
+    }
+    return run.verdict;
+  }
+
+  // The packet the balancer sent to c's endpoint (as the endpoint got it), as an ICMP quote.
+  Bytes quoteOf(const Flow& f, const mp_conn& c, uint8_t flags = kTcpSyn) const {
+    const Ep& ep = eps_.at(c.ep_id);
+    const Bytes sent = frame(shapeOf(f, flags), kEndpointIfMac, ep.mac, f.node, ep.addr,
+                             ntohs(c.snat_port), ep.port);
+    return Bytes(sent.begin() + 14, sent.end());
+  }
+  // An ICMP error to the node from `from` (the endpoint or a router) quoting `quote`.
+  static Bytes icmpTo(const std::string& node, const std::string& from, uint8_t type,
+                      uint8_t code, const Bytes& quote, uint32_t rest = 0) {
+    Packet p;
+    p.eth(kEndpoint1Mac, kEndpointIfMac);
+    if (node.find(':') != std::string::npos) {
+      p.ipv6(from, node);
+    } else {
+      p.ipv4(from, node);
+    }
+    return p.icmp(type, code, rest).payload(quote).build();
+  }
+  // The ICMP packet passes to the kernel untouched.
+  void passes(const Bytes& in, const std::string& what) {
+    const XdpRun run = h_->run(in, ifindexOf(kEndpointIf));
+    EXPECT_EQ(run.error, 0) << what;
+    EXPECT_STREQ(verdictName(run.verdict), "XDP_PASS") << what;
+    EXPECT_TRUE(run.output == in) << what;
+  }
+
+  // A client port from `from` on whose flow Maglev picks endpoint ep.
+  uint16_t portPicking(uint32_t ep, Flow f, uint16_t from = 40000) const {
+    for (f.cport = from; f.cport < from + 2000; ++f.cport) {
+      if (h_->predict(fromClient(f, kTcpSyn)).epId == ep) return f.cport;
+    }
+    ADD_FAILURE() << "no client port picks endpoint " << ep;
+    return 0;
+  }
+
+  std::unique_ptr<LbHarness> h_;
+  std::map<uint32_t, Ep> eps_;
+};
+
+void expectEvent(const mp_health_event& ev, uint32_t ep, uint8_t kind, uint8_t reason,
+                 uint32_t fails) {
+  EXPECT_EQ(ev.ep_id, ep);
+  EXPECT_EQ(ev.kind, kind);
+  EXPECT_EQ(ev.reason, reason);
+  EXPECT_EQ(ev.fails, fails);
+  EXPECT_NE(ev.ns, 0u);
+}
+
+TEST_F(HealthTest, RstAnsweringSynCountsRstOnEstablishedDoesNot) {
+  setFall(1, 3);
+  const Flow a = tcp4(portPicking(1, tcp4(0)));
+  const mp_conn ca = send(a);
+  ASSERT_EQ(ca.ep_id, 1u);
+  EXPECT_EQ(ca.flags, MP_CONN_F_SYN_SENT | MP_CONN_F_COUNTED);
+  EXPECT_STREQ(verdictName(reply(a, ca, kTcpRst | kTcpAck)), "XDP_REDIRECT");
+  EXPECT_EQ(h_->health(1).fails, 1u);
+  auto events = h_->takeEvents();
+  ASSERT_EQ(events.size(), 1u);
+  expectEvent(events[0], 1, MP_HEV_SUSPECT, MP_PASSIVE_RST, 1);
+
+  const Flow b = tcp4(portPicking(1, tcp4(0), a.cport + 1));
+  const mp_conn cb = send(b);
+  reply(b, cb, kTcpSyn | kTcpAck);
+  EXPECT_EQ(h_->health(1).fails, 0u) << "the SYN-ACK is a success";
+  send(b, kTcpAck);
+  reply(b, cb, kTcpRst | kTcpAck);
+  EXPECT_EQ(h_->health(1).fails, 0u) << "a RST on an established connection is no failure";
+  events = h_->takeEvents();
+  ASSERT_EQ(events.size(), 1u);
+  expectEvent(events[0], 1, MP_HEV_RECOVERED, MP_PASSIVE_NONE, 0);
+  EXPECT_EQ(h_->health(1).flags, 0u);
+}
+
+TEST_F(HealthTest, IcmpUnreachableQuotingATranslatedPacketCounts) {
+  struct Case {
+    std::string what;
+    Flow flow;
+    uint8_t type, code;
+  };
+  const Case cases[] = {
+      {"IPv4 TCP, port unreachable", tcp4(41001), 3, 3},
+      {"IPv4 UDP, host unreachable", udp4(41002), 3, 1},
+      {"IPv6 TCP, address unreachable", tcp6(41003), 1, 3},
+      {"IPv6 UDP, port unreachable", udp6(41004), 1, 4},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.what);
+    const mp_conn conn = send(c.flow);
+    setFall(conn.ep_id, 5);
+    const Ep& ep = eps_.at(conn.ep_id);
+    passes(icmpTo(c.flow.node, ep.addr, c.type, c.code, quoteOf(c.flow, conn)), c.what);
+    EXPECT_EQ(h_->health(conn.ep_id).fails, 1u);
+    const auto events = h_->takeEvents();
+    ASSERT_EQ(events.size(), 1u);
+    expectEvent(events[0], conn.ep_id, MP_HEV_SUSPECT, MP_PASSIVE_ICMP_UNREACH, 1);
+  }
+  // From a router on the way, about a translated packet: its endpoint is unreachable.
+  const Flow f = tcp4(41005);
+  const mp_conn conn = send(f);
+  setFall(conn.ep_id, 5);
+  passes(icmpTo(kNode4, "10.0.2.254", 3, 1, quoteOf(f, conn)), "from a router");
+  EXPECT_EQ(h_->health(conn.ep_id).fails, 1u);
+}
+
+TEST_F(HealthTest, FragNeededPacketTooBigAndOtherIcmpDoNotCount) {
+  const Flow f4 = tcp4(41101), f6 = tcp6(41102);
+  const mp_conn c4 = send(f4), c6 = send(f6);
+  setFall(c4.ep_id, 1);
+  setFall(c6.ep_id, 1);
+  const Ep &e4 = eps_.at(c4.ep_id), &e6 = eps_.at(c6.ep_id);
+  passes(icmpTo(kNode4, e4.addr, 3, 4, quoteOf(f4, c4), 1400), "IPv4 fragmentation needed");
+  passes(icmpTo(kNode6, e6.addr, 2, 0, quoteOf(f6, c6), 1280), "ICMPv6 packet too big");
+  passes(icmpTo(kNode4, e4.addr, 11, 0, quoteOf(f4, c4)), "IPv4 time exceeded");
+  passes(icmpTo(kNode6, e6.addr, 3, 0, quoteOf(f6, c6)), "ICMPv6 time exceeded");
+  passes(icmpTo(kNode4, e4.addr, 0, 0, quoteOf(f4, c4)), "IPv4 echo reply");
+  EXPECT_EQ(h_->health(c4.ep_id).fails, 0u);
+  EXPECT_EQ(h_->health(c6.ep_id).fails, 0u);
+  EXPECT_TRUE(h_->takeEvents().empty());
+  // The same messages as destination unreachable do count (fall 1: down at once).
+  passes(icmpTo(kNode4, e4.addr, 3, 3, quoteOf(f4, c4)), "IPv4 port unreachable");
+  EXPECT_EQ(h_->health(c4.ep_id).fails, 1u);
+  EXPECT_EQ(h_->health(c4.ep_id).flags, MP_EPH_F_DOWN);
+}
+
+TEST_F(HealthTest, MalformedOrForeignIcmpNeitherCountsNorCrashes) {
+  const Flow f4 = tcp4(41201), f6 = tcp6(41202);
+  const mp_conn c4 = send(f4), c6 = send(f6);
+  setFall(c4.ep_id, 10);
+  setFall(c6.ep_id, 10);
+  const Ep &e4 = eps_.at(c4.ep_id), &e6 = eps_.at(c6.ep_id);
+  const Bytes q4 = quoteOf(f4, c4), q6 = quoteOf(f6, c6);
+
+  // Every cut of the ICMP message short of the ports (IP lengths agree with the cut).
+  for (const auto& [node, from, type, quote] :
+       {std::tuple{std::string(kNode4), e4.addr, uint8_t{3}, q4},
+        std::tuple{std::string(kNode6), e6.addr, uint8_t{1}, q6}}) {
+    const size_t need = 8 + (node == kNode4 ? 20 : 40) + 4;
+    for (size_t keep = 0; keep < need; ++keep) {
+      Packet p;
+      p.eth(kEndpoint1Mac, kEndpointIfMac);
+      if (node == kNode4) {
+        p.ipv4(from, node);
+      } else {
+        p.ipv6(from, node);
+      }
+      const Bytes in = p.icmp(type, 3).payload(quote).l4Keep(keep).build();
+      const XdpRun run = h_->run(in, ifindexOf(kEndpointIf));
+      ASSERT_EQ(run.error, 0) << keep;
+      // IPv6 with no payload at all is malformed IPv6 (dropped as before); the rest pass.
+      if (node == kNode6 && keep == 0) continue;
+      EXPECT_STREQ(verdictName(run.verdict), "XDP_PASS") << node << " keeping " << keep;
+    }
+  }
+  // Quotes that are not ours, or make no sense.
+  Bytes badVersion = q4, shortIhl = q4, laterFragment = q4, notFromNode = q4, icmpInside = q4,
+        v6NotFromNode = q6, v6Fragment = q6;
+  badVersion[0] = 0x65;
+  shortIhl[0] = 0x44;
+  laterFragment[6] = 0x00;
+  laterFragment[7] = 0x10;
+  notFromNode[15] ^= 1;  // inner saddr
+  icmpInside[9] = 1;
+  v6NotFromNode[23] ^= 1;  // inner saddr
+  v6Fragment[6] = 44;
+  const std::pair<std::string, Bytes> bad4[] = {
+      {"inner version 6 in IPv4", badVersion}, {"inner IHL 4", shortIhl},
+      {"inner later fragment", laterFragment}, {"inner source not the node", notFromNode},
+      {"inner protocol ICMP", icmpInside},
+  };
+  for (const auto& [what, quote] : bad4) passes(icmpTo(kNode4, e4.addr, 3, 3, quote), what);
+  passes(icmpTo(kNode6, e6.addr, 1, 4, v6NotFromNode), "IPv6 inner source not the node");
+  passes(icmpTo(kNode6, e6.addr, 1, 4, v6Fragment), "IPv6 inner fragment header");
+  Flow unknown = f4;
+  unknown.cport = 41299;  // never sent: no mp_rnat entry for the quoted tuple
+  mp_conn guess = c4;
+  guess.snat_port = htons(ntohs(c4.snat_port) == 65535 ? 61000 : ntohs(c4.snat_port) + 1);
+  passes(icmpTo(kNode4, e4.addr, 3, 3, quoteOf(unknown, guess)), "a tuple the node never sent");
+  passes(icmpTo("10.0.2.77", e4.addr, 3, 3, q4), "to another address than the node's");
+  EXPECT_EQ(h_->health(c4.ep_id).fails, 0u);
+  EXPECT_EQ(h_->health(c6.ep_id).fails, 0u);
+  EXPECT_TRUE(h_->takeEvents().empty());
+
+  // The whole message does count: the cases above were refused for what they lack.
+  passes(icmpTo(kNode4, e4.addr, 3, 3, q4), "whole IPv4");
+  passes(icmpTo(kNode6, e6.addr, 1, 4, q6), "whole IPv6");
+  EXPECT_EQ(h_->health(c4.ep_id).fails, 1u);
+  EXPECT_EQ(h_->health(c6.ep_id).fails, 1u);
+}
+
+TEST_F(HealthTest, SynRetransmitsMarkDownOnceAndTheFlowMovesToALiveEndpoint) {
+  setFall(1, 2);
+  const Flow a = tcp4(portPicking(1, tcp4(0)));
+  EXPECT_EQ(send(a).ep_id, 1u);
+  EXPECT_EQ(send(a).ep_id, 1u) << "first retransmission: suspect, still there";
+  EXPECT_EQ(h_->health(1).fails, 1u);
+  EXPECT_EQ(h_->health(1).flags, 0u);
+  const mp_conn moved = send(a);
+  EXPECT_EQ(moved.ep_id, 2u) << "the retransmission that marks it down is re-picked";
+  EXPECT_EQ(moved.flags, MP_CONN_F_SYN_SENT | MP_CONN_F_COUNTED);
+  const mp_ep_health down = h_->health(1);
+  EXPECT_EQ(down.fails, 2u);
+  EXPECT_EQ(down.flags, MP_EPH_F_DOWN);
+  EXPECT_NE(down.down_ns, 0u);
+  EXPECT_EQ(down.opened, 1u);
+  EXPECT_EQ(down.closed, 1u) << "the moved connection left endpoint 1";
+  EXPECT_EQ(h_->health(2).opened, 1u);
+
+  // More failures of the down endpoint: no second DOWN event.
+  const Flow b = tcp4(portPicking(1, tcp4(0), a.cport + 1));
+  const mp_conn cb = send(b);
+  EXPECT_EQ(cb.ep_id, 2u) << "a new flow skips the down endpoint";
+  auto events = h_->takeEvents();
+  ASSERT_EQ(events.size(), 2u);
+  expectEvent(events[0], 1, MP_HEV_SUSPECT, MP_PASSIVE_SYN_RETRANS, 1);
+  expectEvent(events[1], 1, MP_HEV_DOWN, MP_PASSIVE_SYN_RETRANS, 2);
+  const Flow c = tcp4(portPicking(1, tcp4(0), b.cport + 1));
+  setDown(1, false);
+  EXPECT_EQ(send(c).ep_id, 1u);
+  setDown(1, true);
+  send(c);  // retransmission: fails 3, already down
+  EXPECT_EQ(h_->health(1).fails, 3u);
+  EXPECT_TRUE(h_->takeEvents().empty()) << "exactly one DOWN event";
+  EXPECT_EQ(conn(c)->ep_id, 2u) << "an already-down endpoint's retransmitted SYN moves too";
+}
+
+TEST_F(HealthTest, FallOneRaisesSuspectAndDown) {
+  setFall(1, 1);
+  const Flow a = tcp4(portPicking(1, tcp4(0)));
+  reply(a, send(a), kTcpRst | kTcpAck);
+  const auto events = h_->takeEvents();
+  ASSERT_EQ(events.size(), 2u);
+  expectEvent(events[0], 1, MP_HEV_SUSPECT, MP_PASSIVE_RST, 1);
+  expectEvent(events[1], 1, MP_HEV_DOWN, MP_PASSIVE_RST, 1);
+  EXPECT_EQ(h_->health(1).flags, MP_EPH_F_DOWN);
+}
+
+TEST_F(HealthTest, SynAckResetsFailsClearsSynSentAndSamplesTheRtt) {
+  setFall(1, 5, 3);
+  const Flow a = tcp4(portPicking(1, tcp4(0)));
+  const mp_conn ca = send(a);
+  EXPECT_EQ(ca.flags, MP_CONN_F_SYN_SENT | MP_CONN_F_COUNTED);
+  EXPECT_NE(ca.closed_ns, 0u) << "the SYN's time";
+  ::usleep(20'000);
+  reply(a, ca, kTcpSyn | kTcpAck);
+  const mp_ep_health first = h_->health(1);
+  EXPECT_EQ(first.fails, 0u);
+  EXPECT_GE(first.rtt_ns, 20'000'000u);
+  EXPECT_LT(first.rtt_ns, 2'000'000'000u);
+  EXPECT_EQ(conn(a)->flags, MP_CONN_F_COUNTED) << "SYN_SENT cleared";
+  auto events = h_->takeEvents();
+  ASSERT_EQ(events.size(), 1u);
+  expectEvent(events[0], 1, MP_HEV_RECOVERED, MP_PASSIVE_NONE, 0);
+
+  reply(a, ca, kTcpSyn | kTcpAck);
+  EXPECT_EQ(h_->health(1).rtt_ns, first.rtt_ns) << "a retransmitted SYN-ACK is no sample";
+
+  // A second connection answered at once: the average moves 1/8 of the way toward ~0.
+  const Flow b = tcp4(portPicking(1, tcp4(0), a.cport + 1));
+  reply(b, send(b), kTcpSyn | kTcpAck);
+  const uint64_t second = h_->health(1).rtt_ns;
+  EXPECT_LT(second, first.rtt_ns - first.rtt_ns / 8 + 5'000'000);
+  EXPECT_GE(second, first.rtt_ns - first.rtt_ns / 8);
+  EXPECT_TRUE(h_->takeEvents().empty()) << "no failures, no event";
+}
+
+TEST_F(HealthTest, UdpReplyIsASuccess) {
+  const Flow f = udp4(41301);
+  const mp_conn c = send(f);
+  EXPECT_EQ(c.flags, 0u) << "UDP is never counted";
+  setFall(c.ep_id, 3, 2);
+  reply(f, c, 0);
+  EXPECT_EQ(h_->health(c.ep_id).fails, 0u);
+  auto events = h_->takeEvents();
+  ASSERT_EQ(events.size(), 1u);
+  expectEvent(events[0], c.ep_id, MP_HEV_RECOVERED, MP_PASSIVE_NONE, 0);
+  reply(f, c, 0);
+  EXPECT_TRUE(h_->takeEvents().empty()) << "a success after a success is no event";
+  EXPECT_EQ(h_->health(c.ep_id).opened, 0u);
+}
+
+TEST_F(HealthTest, FallZeroNeverCounts) {
+  const Flow a = tcp4(portPicking(1, tcp4(0)));
+  const mp_conn ca = send(a);
+  send(a);
+  send(a);
+  reply(a, ca, kTcpRst | kTcpAck);
+  passes(icmpTo(kNode4, kEndpoint1v4, 3, 3, quoteOf(a, ca)), "ICMP unreachable");
+  const mp_ep_health hl = h_->health(1);
+  EXPECT_EQ(hl.fails, 0u);
+  EXPECT_EQ(hl.flags, 0u);
+  EXPECT_TRUE(h_->takeEvents().empty());
+  EXPECT_EQ(conn(a)->ep_id, 1u) << "nothing moved";
+}
+
+TEST_F(HealthTest, NewFlowsSkipADownEndpointAllDownTakesTheFirstPick) {
+  setDown(1, true);
+  for (uint16_t from = 42000, n = 0; n < 8; ++n) {
+    const Flow picks1 = tcp4(portPicking(1, tcp4(0), from));
+    const Flow picks2 = tcp4(portPicking(2, tcp4(0), from));
+    from = static_cast<uint16_t>(std::max(picks1.cport, picks2.cport) + 1);
+    EXPECT_EQ(send(picks1).ep_id, 2u) << "Maglev's pick is down: the next slot's";
+    EXPECT_EQ(send(picks2).ep_id, 2u);
+  }
+  setDown(2, true);
+  const Flow picks1 = tcp4(portPicking(1, tcp4(0), 43000));
+  const Flow picks2 = tcp4(portPicking(2, tcp4(0), 43000));
+  EXPECT_EQ(send(picks1).ep_id, 1u) << "every candidate down: the first pick";
+  EXPECT_EQ(send(picks2).ep_id, 2u);
+  const Flow established = tcp4(portPicking(1, tcp4(0), 43100));
+  setDown(1, false);
+  setDown(2, false);
+  EXPECT_EQ(send(established).ep_id, 1u);
+  setDown(1, true);
+  EXPECT_EQ(send(established, kTcpAck).ep_id, 1u) << "established flows never look at health";
+}
+
+TEST_F(HealthTest, ReopenOnADownEndpointMovesOtherwiseStays) {
+  const Flow a = tcp4(portPicking(1, tcp4(0)));
+  mp_conn ca = send(a);
+  reply(a, ca, kTcpSyn | kTcpAck);
+  send(a, kTcpFin | kTcpAck);
+  reply(a, ca, kTcpFin | kTcpAck);
+  EXPECT_EQ(h_->health(1).closed, 1u);
+  ca = send(a);
+  EXPECT_EQ(ca.ep_id, 1u) << "a reopen stays on a live endpoint";
+  EXPECT_EQ(ca.flags, MP_CONN_F_SYN_SENT | MP_CONN_F_COUNTED);
+  EXPECT_EQ(h_->health(1).opened, 2u);
+  reply(a, ca, kTcpRst | kTcpAck);  // refused: closed (and a failure, fall 0 here)
+  setDown(1, true);
+  const mp_conn moved = send(a);
+  EXPECT_EQ(moved.ep_id, 2u) << "a reopen of a down endpoint's closed entry is re-picked";
+  const mp_ep_health h1 = h_->health(1), h2 = h_->health(2);
+  EXPECT_EQ(h1.opened, 2u);
+  EXPECT_EQ(h1.closed, 2u);
+  EXPECT_EQ(h2.opened, 1u);
+  EXPECT_EQ(h2.closed, 0u);
+}
+
+TEST_F(HealthTest, OpenedAndClosedAreCountedOnceEach) {
+  const Flow a = tcp4(portPicking(1, tcp4(0)));
+  const mp_conn ca = send(a);
+  send(a);  // a retransmitted SYN is the same connection
+  reply(a, ca, kTcpSyn | kTcpAck);
+  send(a, kTcpAck);
+  EXPECT_EQ(h_->health(1).opened, 1u);
+  send(a, kTcpFin | kTcpAck);
+  send(a, kTcpFin | kTcpAck);  // retransmitted FIN
+  EXPECT_EQ(h_->health(1).closed, 0u) << "half-closed is open";
+  reply(a, ca, kTcpFin | kTcpAck);
+  reply(a, ca, kTcpFin | kTcpAck);
+  reply(a, ca, kTcpRst);
+  EXPECT_EQ(h_->health(1).closed, 1u);
+
+  // Half-closed, then reopened: the old connection is counted closed by the reopen.
+  const Flow b = tcp4(portPicking(1, tcp4(0), a.cport + 1));
+  const mp_conn cb = send(b);
+  reply(b, cb, kTcpSyn | kTcpAck);
+  reply(b, cb, kTcpFin | kTcpAck);
+  send(b);
+  EXPECT_EQ(h_->health(1).opened, 3u);
+  EXPECT_EQ(h_->health(1).closed, 2u);
+  send(b, kTcpRst);
+  EXPECT_EQ(h_->health(1).closed, 3u);
+  send(b, kTcpRst);
+  EXPECT_EQ(h_->health(1).closed, 3u);
+
+  // A first packet that is a RST is born closed: never counted.
+  const Flow c = tcp4(portPicking(1, tcp4(0), b.cport + 1));
+  EXPECT_EQ(send(c, kTcpRst).flags, MP_CONN_F_RST);
+  // A forgotten flow's mid-flow packet is a new (counted) connection.
+  const Flow d = tcp4(portPicking(1, tcp4(0), c.cport + 1));
+  EXPECT_EQ(send(d, kTcpAck).flags, MP_CONN_F_COUNTED);
+  const mp_ep_health hl = h_->health(1);
+  EXPECT_EQ(hl.opened, 4u);
+  EXPECT_EQ(hl.closed, 3u);
+  EXPECT_EQ(h_->health(2).opened, 0u);
+}
+
+TEST_F(HealthTest, SnatTakeoverCountsNothingTwice) {
+  // One port: a second connection can only have the first one's, once it closed.
+  h_->setNode(kNode4, kNode6, 61500, 61500);
+  const Flow a = tcp4(portPicking(1, tcp4(0))), b = tcp4(portPicking(1, tcp4(0), a.cport + 1));
+  const mp_conn ca = send(a);
+  reply(a, ca, kTcpRst);
+  EXPECT_EQ(h_->health(1).closed, 1u);
+  const mp_conn cb = send(b);
+  EXPECT_EQ(cb.snat_port, ca.snat_port) << "taken over";
+  EXPECT_FALSE(conn(a)) << "the closed connection's entry went";
+  const mp_ep_health hl = h_->health(1);
+  EXPECT_EQ(hl.opened, 2u);
+  EXPECT_EQ(hl.closed, 1u);
+}
+
+// ---- Algorithms -------------------------------------------------------------------------
+
+class AlgorithmTest : public HealthTest {
+ protected:
+  // Service kSvcAlg on kVipAlg:80 over endpoints 11 (endpoint 1's address) and 12, ring as
+  // given (its size is the sequence's).
+  void service(uint8_t algorithm, const std::vector<uint32_t>& ring) {
+    addEndpoint(11, kEndpoint1v4, 8080, kEndpoint1Mac, kSvcAlg);
+    addEndpoint(12, kEndpoint2v4, 8080, kEndpoint2Mac, kSvcAlg);
+    h_->setService(kSvcAlg, kVipAlg, 80, kTcp, static_cast<uint32_t>(ring.size()), ring,
+                   algorithm);
+  }
+  // n new flows (client ports from `from`); how many went to endpoint 11.
+  size_t flowsTo11(size_t n, uint16_t from) {
+    size_t count = 0;
+    for (size_t i = 0; i < n; ++i) {
+      count += send(tcp4(static_cast<uint16_t>(from + i), kVipAlg)).ep_id == 11;
+    }
+    return count;
+  }
+  void setActive(uint32_t ep, uint64_t opened, int64_t adjust) {
+    mp_ep_health hl = h_->health(ep);
+    hl.opened = opened;
+    hl.closed = 0;
+    hl.adjust = adjust;
+    h_->setHealth(ep, hl);
+  }
+  void setRtt(uint32_t ep, uint64_t rtt) {
+    mp_ep_health hl = h_->health(ep);
+    hl.rtt_ns = rtt;
+    h_->setHealth(ep, hl);
+  }
+};
+
+// Binomial(n, p): the count stays within 5 standard deviations but for a chance below 1e-6.
+void expectBinomial(size_t count, size_t n, double p, const std::string& what) {
+  const double mean = static_cast<double>(n) * p;
+  const double tolerance = 5 * std::sqrt(static_cast<double>(n) * p * (1 - p));
+  EXPECT_NEAR(static_cast<double>(count), mean, tolerance) << what;
+}
+
+TEST_F(AlgorithmTest, RandomSpreadsByWeightAndForgetsTheTuple) {
+  service(MP_ALG_RANDOM, {11, 11, 11, 12});
+  // 3 of 4 slots: 2000 flows, mean 1500, sigma 19.4; Maglev would hash as well, so the
+  // same 5-tuple is asked again below.
+  expectBinomial(flowsTo11(2000, 20000), 2000, 0.75, "endpoint 11's share of 2000 new flows");
+  const Flow same = tcp4(30000, kVipAlg);
+  std::set<uint32_t> seen;
+  for (int i = 0; i < 64; ++i) {
+    seen.insert(send(same).ep_id);
+    const mp_flow k = key(same);
+    ASSERT_EQ(bpf_map_delete_elem(h_->lb().connsFd(), &k), 0);
+  }
+  // Both: 0.75^64 + 0.25^64 < 1e-7 to fail by chance.
+  EXPECT_EQ(seen.size(), 2u) << "one 5-tuple, forgotten 64 times, lands on both endpoints";
+}
+
+TEST_F(AlgorithmTest, RoundRobinCyclesThroughTheRingSequence) {
+  // mp_rr is per CPU: stay on one for the sequence to be this CPU's.
+  cpu_set_t all, one;
+  ASSERT_EQ(sched_getaffinity(0, sizeof(all), &all), 0);
+  CPU_ZERO(&one);
+  int cpu = 0;
+  while (!CPU_ISSET(cpu, &all)) ++cpu;
+  CPU_SET(cpu, &one);
+  ASSERT_EQ(sched_setaffinity(0, sizeof(one), &one), 0);
+  const std::vector<uint32_t> ring = {11, 12, 12, 11, 12};
+  service(MP_ALG_ROUND_ROBIN, ring);
+  for (size_t i = 0; i < 3 * ring.size(); ++i) {
+    EXPECT_EQ(send(tcp4(static_cast<uint16_t>(21000 + i), kVipAlg)).ep_id, ring[i % ring.size()])
+        << "flow " << i;
+  }
+  EXPECT_EQ(h_->rrCounters(kSvcAlg).at(static_cast<size_t>(cpu)), 3 * ring.size());
+  ASSERT_EQ(sched_setaffinity(0, sizeof(all), &all), 0);
+}
+
+TEST_F(AlgorithmTest, LeastConnPicksFewerActiveConnections) {
+  service(MP_ALG_LEAST_CONN, {11, 12});
+  setActive(11, 1000, 0);
+  setActive(12, 0, 0);
+  // Two random slots of two: both are 11 a quarter of the time (then 11 it is); otherwise 12.
+  // 400 flows: 11 gets Binomial(400, 1/4), mean 100, sigma 8.7 (random choice: 200).
+  expectBinomial(flowsTo11(400, 22000), 400, 0.25, "11 has 1000 active, 12 none");
+  // meshd's adjust counts: 11 is now the emptier one.
+  setActive(11, 1000, -2000);
+  expectBinomial(flowsTo11(400, 23000), 400, 0.75, "11 adjusted to -1000 active");
+  // A down candidate loses to a live one; both down (both slots 12) skip to the next slot.
+  setActive(11, 1000, 0);
+  setDown(12, true);
+  EXPECT_EQ(flowsTo11(50, 24000), 50u) << "12 has fewer but is down";
+}
+
+TEST_F(AlgorithmTest, LeastLatencyPicksTheLowerRttAndSamplesUnmeasured) {
+  service(MP_ALG_LEAST_LATENCY, {11, 12});
+  setRtt(11, 5'000'000);
+  setRtt(12, 1'000'000);
+  expectBinomial(flowsTo11(400, 25000), 400, 0.25, "11 slower");
+  setRtt(12, 0);
+  setRtt(11, 1'000);
+  expectBinomial(flowsTo11(400, 26000), 400, 0.25, "12 not measured yet: it is tried");
+  setRtt(11, 0);
+  setRtt(12, 1'000);
+  expectBinomial(flowsTo11(400, 27000), 400, 0.75, "11 not measured yet");
+}
+
+TEST_F(AlgorithmTest, UnknownAlgorithmIsMaglev) {
+  service(200, {11, 12, 11, 12, 11, 12, 12});
+  for (uint16_t port = 28000; port < 28040; ++port) {
+    const Flow f = tcp4(port, kVipAlg);
+    EXPECT_EQ(send(f).ep_id, h_->predict(fromClient(f, kTcpSyn)).epId) << port;
+  }
+}
+
+}  // namespace
+}  // namespace meshpath::testing
