@@ -14,7 +14,7 @@
  * the one that needs no state. */
 MP_INLINE __u32 mp_algorithm_of(__u8 algorithm)
 {
-	return algorithm < MP_ALG_MAX ? algorithm : MP_ALG_MAGLEV;
+	return algorithm < MP_ALG_MAX ? (__u32)algorithm : (__u32)MP_ALG_MAGLEV;
 }
 
 /* Connections open toward an endpoint (mp_ep_health: opened - closed + adjust), signed: meshd's

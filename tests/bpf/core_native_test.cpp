@@ -4,16 +4,20 @@
 #include <gtest/gtest.h>
 
 #include <cstring>
+#include <optional>
 #include <random>
+#include <tuple>
 
 #include "conn.h"
 #include "csum.h"
 #include "hash.h"
+#include "health.h"
 #include "maglev.h"
 #include "malformed_cases.h"
 #include "nat.h"
 #include "packet.h"
 #include "parse.h"
+#include "pick.h"
 
 namespace meshpath::testing {
 namespace {
@@ -349,6 +353,189 @@ TEST(CoreMaglev, RingIndexStaysInTheActiveHalf) {
   }
   EXPECT_EQ(mp_ring_index(5, 0, 0), MP_RING_EMPTY);
   EXPECT_EQ(mp_ring_index(5, MP_RING_SIZE_MAX + 1, 0), MP_RING_EMPTY);
+}
+
+TEST(CoreHealth, FailureEventsAreTransitionsOnly) {
+  EXPECT_EQ(mp_health_fail_events(0, 0), 0u) << "fall 0: passive detection off";
+  EXPECT_EQ(mp_health_fail_events(7, 0), 0u);
+  EXPECT_EQ(mp_health_fail_events(0, 3), MP_HEV_F_SUSPECT);
+  EXPECT_EQ(mp_health_fail_events(1, 3), 0u);
+  EXPECT_EQ(mp_health_fail_events(2, 3), MP_HEV_F_DOWN);
+  EXPECT_EQ(mp_health_fail_events(3, 3), 0u) << "past fall: no second DOWN";
+  EXPECT_EQ(mp_health_fail_events(0, 1), MP_HEV_F_SUSPECT | MP_HEV_F_DOWN);
+}
+
+TEST(CoreHealth, RttAverageWeighsOneEighth) {
+  EXPECT_EQ(mp_rtt_average(0, 8000), 8000u) << "the first sample as it is";
+  EXPECT_EQ(mp_rtt_average(8000, 16000), 9000u);
+  EXPECT_EQ(mp_rtt_average(8000, 0), 7000u);
+  EXPECT_EQ(mp_rtt_average(0, 0), 1u) << "sampled is never 0 (0 means unmeasured)";
+  uint64_t avg = 0;
+  for (int i = 0; i < 200; ++i) avg = mp_rtt_average(avg, 1'000'000);
+  EXPECT_EQ(avg, 1'000'000u) << "a steady sample is a fixed point";
+}
+
+TEST(CoreHealth, UnreachableButNotFragNeededOrTooBig) {
+  EXPECT_TRUE(mp_icmp_is_unreach(MP_AF_INET, 3, 0));
+  EXPECT_TRUE(mp_icmp_is_unreach(MP_AF_INET, 3, 3));
+  EXPECT_TRUE(mp_icmp_is_unreach(MP_AF_INET, 3, 13));
+  EXPECT_FALSE(mp_icmp_is_unreach(MP_AF_INET, 3, 4)) << "fragmentation needed";
+  EXPECT_FALSE(mp_icmp_is_unreach(MP_AF_INET, 11, 0));
+  EXPECT_FALSE(mp_icmp_is_unreach(MP_AF_INET, 1, 0));
+  EXPECT_TRUE(mp_icmp_is_unreach(MP_AF_INET6, 1, 0));
+  EXPECT_TRUE(mp_icmp_is_unreach(MP_AF_INET6, 1, 4));
+  EXPECT_FALSE(mp_icmp_is_unreach(MP_AF_INET6, 2, 0)) << "packet too big";
+  EXPECT_FALSE(mp_icmp_is_unreach(MP_AF_INET6, 3, 0));
+}
+
+// The ICMP message the endpoint sends about the node's packet node:snatPort -> ep:epPort.
+Bytes icmpAbout(const std::string& node, const std::string& ep, uint8_t proto, uint8_t type,
+                uint8_t code, std::optional<size_t> l4Keep = std::nullopt) {
+  const Shape shape = proto == IPPROTO_TCP ? Shape{} : Shape{.proto = IPPROTO_UDP};
+  const Bytes sent = frame(shape, kEndpointIfMac, kEndpoint1Mac, node, ep, 61234, 8080);
+  Packet p;
+  p.eth(kEndpoint1Mac, kEndpointIfMac);
+  if (node.find(':') != std::string::npos) {
+    p.ipv6(ep, node);
+  } else {
+    p.ipv4(ep, node);
+  }
+  p.icmp(type, code).payload(Bytes(sent.begin() + 14, sent.end()));
+  if (l4Keep) p.l4Keep(*l4Keep);
+  return p.build();
+}
+
+int parseIcmp(const Bytes& frame, const std::string& node, mp_flow* rkey) {
+  Bytes copy = frame;
+  mp_cursor c{copy.data(), copy.data() + copy.size()};
+  mp_pkt pkt{};
+  uint16_t proto = 0;
+  if (mp_parse_eth(&c, &pkt, &proto) != MP_OK) return -100;
+  const uint8_t family = proto == htons(ETH_P_IP) ? MP_AF_INET : MP_AF_INET6;
+  if (mp_parse_ip(&c, &pkt, family) != MP_NOT_OURS) return -101;
+  return mp_parse_icmp_unreach(&c, &pkt, family, abiAddr(node).bytes.data(), rkey);
+}
+
+TEST(CoreHealth, IcmpQuoteGivesTheReplyKeyOfTheTranslation) {
+  for (const auto& [node, ep, type] : {std::tuple{std::string(kNode4), std::string(kEndpoint1v4),
+                                                  uint8_t{3}},
+                                       std::tuple{std::string(kNode6), std::string(kEndpoint1v6),
+                                                  uint8_t{1}}}) {
+    for (uint8_t proto : {uint8_t{IPPROTO_TCP}, uint8_t{IPPROTO_UDP}}) {
+      SCOPED_TRACE(node + " proto " + std::to_string(proto));
+      mp_flow rkey{};
+      ASSERT_EQ(parseIcmp(icmpAbout(node, ep, proto, type, 3), node, &rkey), MP_OK);
+      mp_flow want{};
+      std::memcpy(want.src, abiAddr(ep).bytes.data(), 16);
+      std::memcpy(want.dst, abiAddr(node).bytes.data(), 16);
+      want.sport = htons(8080);
+      want.dport = htons(61234);
+      want.proto = proto;
+      want.family = abiAddr(node).family;
+      EXPECT_EQ(std::memcmp(&rkey, &want, sizeof(want)), 0);
+      // Every cut short of the quoted ports is refused, by the frame's end or by the IP
+      // length (both are cut).
+      const size_t need = 8 + (node == kNode4 ? 20 : 40) + 4;
+      for (size_t keep = 0; keep < need; ++keep) {
+        const Bytes cut = icmpAbout(node, ep, proto, type, 3, keep);
+        const int rc = parseIcmp(cut, node, &rkey);
+        EXPECT_TRUE(rc == MP_NOT_OURS || rc == -101) << "keeping " << keep;
+        // Only the outer IP length is short; the frame still has the bytes.
+        Bytes padded = cut;
+        const Bytes whole = icmpAbout(node, ep, proto, type, 3);
+        padded.insert(padded.end(), whole.begin() + static_cast<long>(cut.size()), whole.end());
+        const int rcPadded = parseIcmp(padded, node, &rkey);
+        EXPECT_TRUE(rcPadded == MP_NOT_OURS || rcPadded == -101) << "padded, keeping " << keep;
+      }
+      EXPECT_EQ(parseIcmp(icmpAbout(node, ep, proto, type, 3, need), node, &rkey), MP_OK);
+      EXPECT_EQ(parseIcmp(icmpAbout(node, ep, proto, type, 3), kNode4 == node ? "10.0.2.2"
+                                                                              : "fd00:2::2",
+                          &rkey),
+                MP_NOT_OURS)
+          << "quoting a packet another address sent";
+    }
+  }
+  mp_flow rkey{};
+  EXPECT_EQ(parseIcmp(icmpAbout(kNode4, kEndpoint1v4, IPPROTO_TCP, 3, 4), kNode4, &rkey),
+            MP_NOT_OURS)
+      << "fragmentation needed";
+  EXPECT_EQ(parseIcmp(icmpAbout(kNode6, kEndpoint1v6, IPPROTO_TCP, 2, 0), kNode6, &rkey),
+            MP_NOT_OURS)
+      << "packet too big";
+}
+
+TEST(CorePick, TwoChoicesAndUnmeasuredFirst) {
+  EXPECT_EQ(mp_least_conn_second(5, 3, 0, 0), 1);
+  EXPECT_EQ(mp_least_conn_second(3, 5, 0, 0), 0);
+  EXPECT_EQ(mp_least_conn_second(4, 4, 0, 0), 0) << "a tie: the first";
+  EXPECT_EQ(mp_least_conn_second(5, 3, 0, 1), 0) << "a down candidate loses";
+  EXPECT_EQ(mp_least_conn_second(3, 5, 1, 0), 1);
+  EXPECT_EQ(mp_least_conn_second(5, 3, 1, 1), 1) << "both down: by count";
+  EXPECT_EQ(mp_ep_active(10, 4, 0), 6);
+  EXPECT_EQ(mp_ep_active(10, 4, -8), -2) << "signed: meshd's adjust may overshoot";
+  EXPECT_EQ(mp_ep_active(4, 10, 0), -6);
+
+  EXPECT_EQ(mp_least_latency_second(5000, 1000, 0, 0), 1);
+  EXPECT_EQ(mp_least_latency_second(1000, 5000, 0, 0), 0);
+  EXPECT_EQ(mp_least_latency_second(1000, 1000, 0, 0), 0);
+  EXPECT_EQ(mp_least_latency_second(1000, 0, 0, 0), 1) << "unmeasured is tried";
+  EXPECT_EQ(mp_least_latency_second(0, 1000, 0, 0), 0);
+  EXPECT_EQ(mp_least_latency_second(0, 0, 0, 0), 0);
+  EXPECT_EQ(mp_least_latency_second(0, 1000, 1, 0), 1) << "down loses, even unmeasured";
+
+  EXPECT_EQ(mp_algorithm_of(MP_ALG_LEAST_LATENCY), static_cast<uint32_t>(MP_ALG_LEAST_LATENCY));
+  EXPECT_EQ(mp_algorithm_of(MP_ALG_MAX), static_cast<uint32_t>(MP_ALG_MAGLEV));
+  EXPECT_EQ(mp_algorithm_of(255), static_cast<uint32_t>(MP_ALG_MAGLEV));
+}
+
+TEST(CorePick, NextSlotsWrapInsideTheActiveHalf) {
+  EXPECT_EQ(mp_ring_next(3, 1, 7, 0), 4u);
+  EXPECT_EQ(mp_ring_next(6, 1, 7, 0), 0u);
+  EXPECT_EQ(mp_ring_next(6, 3, 7, 0), 2u);
+  EXPECT_EQ(mp_ring_next(7, 1, 7, 1), 8u);
+  EXPECT_EQ(mp_ring_next(13, 1, 7, 1), 7u) << "half 1's last slot wraps to its first";
+  for (uint32_t idx = 7; idx < 14; ++idx) {
+    for (uint32_t probe = 1; probe < MP_DOWN_PROBES; ++probe) {
+      const uint32_t next = mp_ring_next(idx, probe, 7, 1);
+      EXPECT_GE(next, 7u);
+      EXPECT_LT(next, 14u);
+    }
+  }
+}
+
+TEST(CoreConn, RetireReopenAndAnswerCountOnce) {
+  mp_conn c{};
+  c.snat_port = htons(61500);
+  c.flags = MP_CONN_F_COUNTED | MP_CONN_F_SYN_SENT;
+  EXPECT_EQ(mp_conn_answered(&c), static_cast<uint32_t>(MP_CONN_F_COUNTED | MP_CONN_F_SYN_SENT));
+  EXPECT_EQ(c.flags, MP_CONN_F_COUNTED);
+  EXPECT_EQ(mp_conn_answered(&c), 0u) << "a retransmitted SYN-ACK";
+  EXPECT_EQ(mp_conn_syn_rtt(MP_CONN_F_SYN_SENT, 100, 350), 250u);
+  EXPECT_EQ(mp_conn_syn_rtt(MP_CONN_F_SYN_SENT | MP_CONN_F_RST, 100, 350), 0u);
+  EXPECT_EQ(mp_conn_syn_rtt(MP_CONN_F_SYN_SENT, 0, 350), 0u) << "reopen in progress";
+  EXPECT_EQ(mp_conn_syn_rtt(MP_CONN_F_SYN_SENT, 400, 350), 0u);
+
+  EXPECT_EQ(mp_conn_mark(&c, MP_CONN_F_RST), MP_CONN_CLOSED_NOW | MP_CONN_CLOSED_COUNTED);
+  EXPECT_EQ(mp_conn_retire(&c), 0) << "closed: its close was counted by the mark";
+  EXPECT_EQ(c.flags, MP_CONN_F_RST);
+  EXPECT_EQ(c.snat_port, htons(61500)) << "the atomic and leaves the port alone";
+
+  mp_conn open{};
+  open.flags = MP_CONN_F_COUNTED;
+  EXPECT_EQ(mp_conn_retire(&open), 1) << "open and counted: the retire counts its close";
+  EXPECT_EQ(mp_conn_retire(&open), 0);
+  EXPECT_EQ(mp_conn_mark(&open, MP_CONN_F_RST), MP_CONN_CLOSED_NOW) << "no second count";
+
+  mp_conn half{};
+  half.flags = MP_CONN_F_COUNTED | MP_CONN_F_FIN_EP;
+  half.closed_ns = 5;
+  const uint32_t old = mp_conn_reopen(&half, MP_CONN_F_SYN_SENT | MP_CONN_F_COUNTED);
+  EXPECT_EQ(old, static_cast<uint32_t>(MP_CONN_F_COUNTED | MP_CONN_F_FIN_EP));
+  EXPECT_TRUE(mp_conn_reopen_closes_counted(old)) << "half-closed was still counted open";
+  EXPECT_EQ(half.flags, MP_CONN_F_SYN_SENT | MP_CONN_F_COUNTED);
+  EXPECT_EQ(half.closed_ns, 0u);
+  EXPECT_EQ(mp_conn_reopen(&half, 0), 0u) << "no close bits: nothing to reopen";
+  EXPECT_FALSE(mp_conn_reopen_closes_counted(MP_CONN_F_COUNTED | MP_CONN_F_RST));
 }
 
 }  // namespace
