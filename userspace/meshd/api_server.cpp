@@ -180,6 +180,10 @@ ApiAnswer ApiHandler::handle(const std::string& method, const std::string& targe
       return method == "PUT" ? setEndpointWeight(seg[2], seg[4], seg[5], body)
                              : removeEndpoint(seg[2], seg[4], seg[5]);
     }
+    if (seg.size() == 7 && seg[3] == "endpoints" && seg[6] == "drain") {
+      if (auto r = route({"POST"})) return *r;
+      return drainEndpoint(seg[2], seg[4], seg[5]);
+    }
   }
   return errorAnswer(404, "no such path: " + target, "see docs/api.md for the routes");
 }
@@ -214,6 +218,26 @@ ApiAnswer ApiHandler::status() {
 
 namespace {
 
+// An Endpoint's datapath fields: "active_conns" (TCP; null for UDP) and "drain" (weight 0:
+// "draining" while connections are open, "drained" when none is; null with weight > 0).
+Result<void> addConnectionView(ControlPlane& cp, Protocol protocol, uint32_t id,
+                               const EndpointSpec& e, json& j) {
+  std::optional<int64_t> active;
+  if (protocol == Protocol::kTcp) {
+    auto h = cp.dataplane().endpointHealth(id);
+    if (!h) return h.error();
+    active = h->activeConns;
+  }
+  j["active_conns"] = active ? json(*active) : json(nullptr);
+  if (e.weight > 0) {
+    j["drain"] = nullptr;
+  } else {
+    // UDP has no connection count to wait for: drained as soon as the weight is 0.
+    j["drain"] = active.value_or(0) > 0 ? "draining" : "drained";
+  }
+  return {};
+}
+
 // A Service of docs/api.md: the spec plus its id, ring size and counters.
 Result<json> serviceView(ControlPlane& cp, const ServiceSpec& s) {
   json j = serviceToApiJson(s);
@@ -229,6 +253,9 @@ Result<json> serviceView(ControlPlane& cp, const ServiceSpec& s) {
     if (!epStats) return epStats.error();
     j["endpoints"][i]["id"] = epId;
     j["endpoints"][i]["stats"] = countersJson(*epStats);
+    if (auto r = addConnectionView(cp, s.protocol, epId, s.endpoints[i], j["endpoints"][i]); !r) {
+      return r.error();
+    }
   }
   return j;
 }
@@ -240,6 +267,10 @@ Result<json> endpointView(ControlPlane& cp, const std::string& service, const En
   auto stats = cp.dataplane().endpointStats(id);
   if (!stats) return stats.error();
   j["stats"] = countersJson(*stats);
+  const ServiceSpec* spec = cp.findService(service);
+  if (auto r = addConnectionView(cp, spec ? spec->protocol : Protocol::kTcp, id, e, j); !r) {
+    return r.error();
+  }
   return j;
 }
 
@@ -301,6 +332,20 @@ ApiAnswer ApiHandler::setEndpointWeight(const std::string& service, const std::s
   auto weight = weightFromApiJson(body);
   if (!weight) return errorAnswer(weight.error());
   auto changed = cp_.setEndpointWeight(service, *addr, *p, *weight);
+  if (!changed) return errorAnswer(changed.error());
+  auto view = endpointView(cp_, service, *changed);
+  if (!view) return dataplaneFailure(view.error());
+  return answer(200, *view);
+}
+
+ApiAnswer ApiHandler::drainEndpoint(const std::string& service, const std::string& address,
+                                    const std::string& port) {
+  auto addr = parsePathAddress(address);
+  if (!addr) return errorAnswer(400, "bad endpoint address in path: " + address, "");
+  auto p = parsePort(port);
+  if (!p) return errorAnswer(400, "bad endpoint port in path: " + port, "a port is 1..65535");
+  // The same validated, persisted path as PUT {"weight": 0}.
+  auto changed = cp_.setEndpointWeight(service, *addr, *p, 0);
   if (!changed) return errorAnswer(changed.error());
   auto view = endpointView(cp_, service, *changed);
   if (!view) return dataplaneFailure(view.error());

@@ -3,8 +3,11 @@
 
 #include <spdlog/spdlog.h>
 
+#include <unistd.h>
+
 #include <ctime>
 
+#include "abi.h"
 #include "json.h"
 
 namespace meshpath::health {
@@ -14,6 +17,19 @@ namespace {
 using nlohmann::json;
 constexpr auto kTickEvery = std::chrono::milliseconds(100);
 constexpr auto kPanicReminderEvery = std::chrono::seconds(10);
+// The connection table is an LRU: it evicts entries without telling anyone, and an evicted open
+// connection is never counted closed. A recount every 10 s bounds how long a count stays wrong.
+constexpr auto kResyncEvery = std::chrono::seconds(10);
+
+std::string passiveReason(uint8_t reason) {
+  return reason < MP_PASSIVE_MAX ? mp_passive_reason_names[reason]
+                                 : "reason " + std::to_string(reason);
+}
+
+// Services whose endpoints have a state machine: checked actively, or passively, or both.
+bool tracked(const ServiceSpec& s) {
+  return s.health.type != HealthCheckType::kNone || s.health.passiveFall > 0;
+}
 
 std::string isoTime(std::chrono::system_clock::time_point t) {
   const auto ms =
@@ -40,7 +56,8 @@ HealthMonitor::HealthMonitor(boost::asio::io_context& io, ControlPlane& controlP
       clock_(clock),
       checker_(io, clock, prober,
                [this](const ProbeTarget& t, const ProbeResult& r) { onResult(t, r); }),
-      tick_(io) {}
+      tick_(io),
+      resyncTimer_(io) {}
 
 HealthMonitor::~HealthMonitor() {
   *alive_ = false;
@@ -54,13 +71,147 @@ void HealthMonitor::start() {
     if (auto a = alive.lock(); a && *a && running_) sync();
   });
   sync();
+  adoptDatapathMarks();
+  resync();
   armTick();
+  armResync();
+  if (const int fd = cp_.dataplane().eventsFd(); fd >= 0) {
+    // The descriptor closes what it holds: give it a copy of libbpf's epoll fd.
+    eventsFd_ = std::make_unique<boost::asio::posix::stream_descriptor>(io_, ::dup(fd));
+    consumeDatapathEvents();  // what came while meshd was starting
+    armEvents();
+  }
 }
 
 void HealthMonitor::stop() {
   running_ = false;
   tick_.cancel();
+  resyncTimer_.cancel();
+  if (eventsFd_) {
+    boost::system::error_code ec;
+    eventsFd_->cancel(ec);
+    eventsFd_.reset();
+  }
   checker_.setTargets({});
+}
+
+void HealthMonitor::armEvents() {
+  std::weak_ptr<bool> alive = alive_;
+  eventsFd_->async_wait(boost::asio::posix::stream_descriptor::wait_read,
+                        [this, alive](const boost::system::error_code& ec) {
+                          auto a = alive.lock();
+                          if (ec || !a || !*a || !running_ || !eventsFd_) return;
+                          consumeDatapathEvents();
+                          armEvents();
+                        });
+}
+
+void HealthMonitor::consumeDatapathEvents() {
+  auto n = cp_.dataplane().consumeEvents([this](const DatapathEvent& e) { onDatapathEvent(e); });
+  if (!n) spdlog::error("health: {}", n.error().toString());
+}
+
+void HealthMonitor::armResync() {
+  resyncTimer_.expires_after(kResyncEvery);
+  resyncTimer_.async_wait([this](const boost::system::error_code& ec) {
+    if (ec || !running_) return;
+    resync();
+    armResync();
+  });
+}
+
+void HealthMonitor::resync() {
+  const auto start = std::chrono::steady_clock::now();
+  auto walk = cp_.dataplane().resyncActiveConns();
+  const auto took = std::chrono::duration_cast<std::chrono::milliseconds>(
+      std::chrono::steady_clock::now() - start);
+  if (!walk) {
+    spdlog::error("health: recount of active connections failed: {}", walk.error().toString());
+    return;
+  }
+  spdlog::debug("health: active connections recounted: {} open of {} entries in {} ms",
+                walk->matched, walk->entries, took.count());
+}
+
+std::optional<uint32_t> HealthMonitor::endpointId(const std::string& service,
+                                                  const std::string& key) const {
+  return cp_.reconciler().endpointId(service, key);
+}
+
+void HealthMonitor::onDatapathEvent(const DatapathEvent& ev) {
+  auto where = byId_.find(ev.endpointId);
+  if (where == byId_.end()) return;  // a slot freed since (its entry was zeroed)
+  const auto& [service, key] = where->second;
+  auto it = services_.find(service);
+  if (it == services_.end()) return;
+  const std::string reason = passiveReason(ev.reason);
+  switch (ev.kind) {
+    case MP_HEV_SUSPECT:
+      record(it->second.onDatapathSignal(key, clock_.now(), reason));
+      break;
+    case MP_HEV_DOWN:
+      record(it->second.onDatapathDown(
+          key, clock_.now(), std::to_string(ev.fails) + " passive failures (" + reason + ")"));
+      break;
+    case MP_HEV_RECOVERED:
+      record(it->second.onDatapathRecovered(key, clock_.now(), "a success after failures"));
+      break;
+    default:
+      break;
+  }
+}
+
+void HealthMonitor::adoptDatapathMarks() {
+  const TimePoint now = clock_.now();
+  std::vector<HealthEvent> events;
+  for (const auto& [id, where] : byId_) {
+    auto h = cp_.dataplane().endpointHealth(id);
+    if (!h || !h->down) continue;
+    auto it = services_.find(where.first);
+    if (it == services_.end()) {
+      cp_.dataplane().clearDown(id).ok();  // passive detection is off for it now
+      continue;
+    }
+    auto e = it->second.onDatapathDown(where.second, now,
+                                       "marked down before meshd started (" +
+                                           std::to_string(h->fails) + " passive failures)");
+    events.insert(events.end(), e.begin(), e.end());
+  }
+  record(std::move(events));
+}
+
+void HealthMonitor::act() {
+  for (auto& [name, h] : services_) {
+    ServiceHealth::DatapathActions actions = h.takeDatapathActions();
+    if (actions.empty()) continue;
+    for (const std::string& key : actions.clearDown) {
+      if (auto id = endpointId(name, key)) {
+        if (auto r = cp_.dataplane().clearDown(*id); !r) {
+          spdlog::error("health: {} {}: clear the datapath's down mark: {}", name, key,
+                        r.error().toString());
+        }
+      }
+    }
+    std::set<uint32_t> flush;
+    for (const std::string& key : actions.flush) {
+      if (auto id = endpointId(name, key)) flush.insert(*id);
+    }
+    if (flush.empty()) continue;
+    const auto start = std::chrono::steady_clock::now();
+    auto walk = cp_.dataplane().flushConnections(flush);
+    if (!walk) {
+      spdlog::error("health: {}: flush connections of ejected endpoints: {}", name,
+                    walk.error().toString());
+      continue;
+    }
+    std::string keys;
+    for (const std::string& key : actions.flush) keys += (keys.empty() ? "" : ", ") + key;
+    spdlog::info("health: {}: {} connections of ejected {} flushed ({} entries walked, {} ms)",
+                 name, walk->matched, keys, walk->entries,
+                 std::chrono::duration_cast<std::chrono::milliseconds>(
+                     std::chrono::steady_clock::now() - start)
+                     .count());
+  }
 }
 
 void HealthMonitor::armTick() {
@@ -95,16 +246,28 @@ void HealthMonitor::sync() {
   std::vector<ProbeTarget> targets;
   std::vector<HealthEvent> events;
   std::set<std::string> checked;
+  byId_.clear();
+  for (const auto& [service, keys] : cp_.reconciler().ids().endpoints) {
+    for (const auto& [key, id] : keys) byId_[id] = {service, key};
+  }
   for (const ServiceSpec& s : cp_.desired().services) {
-    if (s.health.type == HealthCheckType::kNone) continue;
+    if (!tracked(s)) continue;
     checked.insert(s.name);
     const HealthPolicy policy = HealthPolicy::from(s.health);
     auto it = services_.find(s.name);
     if (it == services_.end()) {
       it = services_.emplace(s.name, ServiceHealth(s.name, policy)).first;
-      spdlog::info("health: checking service {} ({} every {}, timeout {}, rise {}, fall {})",
-                   s.name, toString(s.health.type), formatDurationMs(s.health.intervalMs),
-                   formatDurationMs(s.health.timeoutMs), s.health.rise, s.health.fall);
+      if (s.health.type != HealthCheckType::kNone) {
+        spdlog::info(
+            "health: checking service {} ({} every {}, timeout {}, rise {}, fall {}; passive_fall "
+            "{})",
+            s.name, toString(s.health.type), formatDurationMs(s.health.intervalMs),
+            formatDurationMs(s.health.timeoutMs), s.health.rise, s.health.fall,
+            s.health.passiveFall);
+      } else {
+        spdlog::info("health: service {}: passive checks only (passive_fall {})", s.name,
+                     s.health.passiveFall);
+      }
     } else {
       auto e = it->second.setPolicy(policy, now);
       events.insert(events.end(), e.begin(), e.end());
@@ -112,7 +275,9 @@ void HealthMonitor::sync() {
     std::vector<std::string> keys;
     for (const EndpointSpec& ep : s.endpoints) {
       keys.push_back(ep.key());
-      targets.push_back(ProbeTarget{s.name, ep.key(), ep.address, ep.port, s.health});
+      if (s.health.type != HealthCheckType::kNone) {
+        targets.push_back(ProbeTarget{s.name, ep.key(), ep.address, ep.port, s.health});
+      }
     }
     auto e = it->second.setEndpoints(keys, now);
     events.insert(events.end(), e.begin(), e.end());
@@ -120,6 +285,10 @@ void HealthMonitor::sync() {
   std::erase_if(services_, [&](const auto& kv) {
     if (checked.contains(kv.first)) return false;
     spdlog::info("health: service {} no longer checked", kv.first);
+    // Marks the datapath set before passive detection was turned off would keep it out.
+    for (const auto& [key, e] : kv.second.endpoints()) {
+      if (auto id = endpointId(kv.first, key)) cp_.dataplane().clearDown(*id).ok();
+    }
     return true;
   });
   checker_.setTargets(targets);
@@ -141,7 +310,10 @@ void HealthMonitor::reportDatapathSignal(const std::string& service, const std::
 }
 
 void HealthMonitor::record(std::vector<HealthEvent> events) {
-  if (events.empty()) return;
+  if (events.empty()) {
+    act();
+    return;
+  }
   const TimePoint now = clock_.now();
   const auto wallNow = std::chrono::system_clock::now();
   for (HealthEvent& ev : events) {
@@ -166,7 +338,10 @@ void HealthMonitor::record(std::vector<HealthEvent> events) {
     auto followers = followers_;
     for (auto& [id, f] : followers) f(j);
   }
+  // The rings first (an ejected endpoint leaves them), then its connections: a client's retry
+  // of the same 5-tuple then meets the new ring.
   pushExclusions();
+  act();
 }
 
 void HealthMonitor::pushExclusions() {
@@ -253,6 +428,18 @@ json HealthMonitor::serviceJson(const ServiceSpec& spec) const {
       j["ejected_for_s"] = e->state == EndpointState::kEjected
                                ? json(seconds(e->ejectedUntil - now))
                                : json(nullptr);
+    }
+    j["datapath"] = nullptr;
+    if (auto id = endpointId(spec.name, ep.key())) {
+      if (auto d = cp_.dataplane().endpointHealth(*id)) {
+        j["datapath"] = {
+            {"fails", d->fails},
+            {"down", d->down},
+            {"fall", d->fall},
+            {"rtt_us", d->rttNs == 0 ? json(nullptr) : json(double(d->rttNs) / 1000.0)},
+            {"active_conns",
+             spec.protocol == Protocol::kTcp ? json(d->activeConns) : json(nullptr)}};
+      }
     }
     endpoints.push_back(std::move(j));
   }

@@ -1,11 +1,15 @@
 // health_monitor.h — meshd's health: follows the desired state (which services are checked and
-// how, which endpoints they have), runs the probes (HealthChecker), feeds results and datapath
-// signals into each service's state machine (ServiceHealth), and tells the control plane which
-// endpoints the rings leave out. Keeps the last transitions for GET /v1/events and streams new
-// ones to followers. Everything runs on the daemon's one event loop.
+// how, which endpoints they have), runs the probes (HealthChecker), reads the datapath's passive
+// health events (the mp_events ring buffer, its fd waited on by the event loop), feeds both into
+// each service's state machine (ServiceHealth), tells the control plane which endpoints the rings
+// leave out, and does what the machines ask of the datapath (clear down marks, flush an ejected
+// endpoint's connections). Every 10 s it recounts the active connections from the connection
+// table. Keeps the last transitions for GET /v1/events and streams new ones to followers.
+// Everything runs on the daemon's one event loop.
 #pragma once
 
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/posix/stream_descriptor.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <cstdint>
 #include <deque>
@@ -40,6 +44,13 @@ class HealthMonitor {
   // The datapath's passive signal for one endpoint (for the datapath's event reader).
   void reportDatapathSignal(const std::string& service, const std::string& key,
                             const std::string& reason);
+  // One event of the datapath (mp_events), by endpoint id.
+  void onDatapathEvent(const DatapathEvent& event);
+  // Reads every waiting datapath event (the event loop calls it when the fd turns readable).
+  void consumeDatapathEvents();
+  // Endpoints the pinned maps show marked down (an earlier run's, or while meshd was away): each
+  // is taken as a down event. Called by start().
+  void adoptDatapathMarks();
 
   // GET /v1/health (all services, or one: nullopt when it does not exist).
   std::optional<nlohmann::json> healthJson(const std::string& service = "") const;
@@ -60,6 +71,11 @@ class HealthMonitor {
 
   void onResult(const ProbeTarget& target, const ProbeResult& result);
   void record(std::vector<HealthEvent> events);
+  void act();  // the machines' datapath actions
+  void armEvents();
+  void armResync();
+  void resync();
+  std::optional<uint32_t> endpointId(const std::string& service, const std::string& key) const;
   void pushExclusions();
   void armTick();
   nlohmann::json eventJson(const StoredEvent& e) const;
@@ -70,6 +86,10 @@ class HealthMonitor {
   const Clock& clock_;
   HealthChecker checker_;
   boost::asio::steady_timer tick_;
+  boost::asio::steady_timer resyncTimer_;
+  std::unique_ptr<boost::asio::posix::stream_descriptor> eventsFd_;
+  // endpoint id -> (service, endpoint key), from the reconciler's ids at the last sync.
+  std::map<uint32_t, std::pair<std::string, std::string>> byId_;
   std::map<std::string, ServiceHealth> services_;
   std::deque<StoredEvent> events_;
   uint64_t nextSeq_ = 1;

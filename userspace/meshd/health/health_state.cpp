@@ -40,6 +40,7 @@ std::string toString(EndpointState s) {
 
 HealthPolicy HealthPolicy::from(const HealthCheckSpec& spec) {
   HealthPolicy p;
+  p.activeChecks = spec.type != HealthCheckType::kNone;
   p.rise = std::max(spec.rise, 1u);
   p.fall = std::max(spec.fall, 1u);
   p.ejectionTime = std::chrono::milliseconds(spec.ejectionTimeMs);
@@ -107,6 +108,7 @@ void ServiceHealth::move(const std::string& key, EndpointHealth& e, EndpointStat
   e.state = to;
   e.since = now;
   e.heldByCap = false;
+  if (to == EndpointState::kHealthy) actions_.clearDown.insert(key);
 }
 
 void ServiceHealth::eject(const std::string& key, EndpointHealth& e, TimePoint now,
@@ -123,6 +125,7 @@ void ServiceHealth::eject(const std::string& key, EndpointHealth& e, TimePoint n
        events);
   e.passes = 0;
   e.failures = 0;
+  actions_.flush.insert(key);
 }
 
 void ServiceHealth::tryEject(const std::string& key, EndpointHealth& e, TimePoint now,
@@ -133,6 +136,7 @@ void ServiceHealth::tryEject(const std::string& key, EndpointHealth& e, TimePoin
   }
   if (e.state != EndpointState::kSuspect)
     move(key, e, EndpointState::kSuspect, now, reason, events);
+  actions_.clearDown.insert(key);  // the datapath must keep it in too
   if (!e.heldByCap) {
     e.heldByCap = true;
     events.push_back(HealthEvent{
@@ -208,17 +212,79 @@ std::vector<HealthEvent> ServiceHealth::onDatapathSignal(const std::string& key,
   ++e.passiveFailures;
   if (e.state == EndpointState::kHealthy) {
     e.passes = 0;
-    move(key, e, EndpointState::kSuspect, now, "datapath: " + reason + "; probes to confirm",
+    move(key, e, EndpointState::kSuspect, now,
+         "datapath: " + reason +
+             (policy_.activeChecks ? "; probes to confirm"
+                                   : "; passive_fall failures in a row eject it"),
          events);
   }
   settle(now, events);
   return events;
 }
 
+std::vector<HealthEvent> ServiceHealth::onDatapathDown(const std::string& key, TimePoint now,
+                                                       const std::string& reason) {
+  std::vector<HealthEvent> events;
+  auto it = endpoints_.find(key);
+  if (it == endpoints_.end()) return events;
+  EndpointHealth& e = it->second;
+  if (e.state == EndpointState::kEjected && now >= e.ejectedUntil) expire(key, e, now, events);
+  ++e.passiveFailures;
+  const std::string why = "datapath: " + reason;
+  switch (e.state) {
+    case EndpointState::kHealthy:
+    case EndpointState::kSuspect:
+      e.passes = 0;
+      tryEject(key, e, now, why, events);
+      break;
+    case EndpointState::kProbing:
+      eject(key, e, now, why + " while probing", events);
+      break;
+    case EndpointState::kEjected:
+      break;  // out of the ring already; the mark goes when it is healthy again
+  }
+  settle(now, events);
+  if (panic_) actions_.clearDown.insert(key);  // panic spreads over every endpoint
+  return events;
+}
+
+std::vector<HealthEvent> ServiceHealth::onDatapathRecovered(const std::string& key, TimePoint now,
+                                                            const std::string& reason) {
+  std::vector<HealthEvent> events;
+  auto it = endpoints_.find(key);
+  if (it == endpoints_.end()) return events;
+  EndpointHealth& e = it->second;
+  if (!policy_.activeChecks && e.state == EndpointState::kSuspect) {
+    e.failures = 0;
+    move(key, e, EndpointState::kHealthy, now, "datapath: " + reason, events);
+    settle(now, events);
+  }
+  return events;
+}
+
+ServiceHealth::DatapathActions ServiceHealth::takeDatapathActions() {
+  DatapathActions out = std::move(actions_);
+  actions_ = {};
+  // In panic an ejected endpoint stays in the ring: its connections stay too.
+  if (panic_) out.flush.clear();
+  return out;
+}
+
 void ServiceHealth::expire(const std::string& key, EndpointHealth& e, TimePoint now,
                            std::vector<HealthEvent>& events) {
   e.passes = 0;
   e.failures = 0;
+  if (!policy_.activeChecks) {
+    // Traffic is the probe (Envoy's outlier detection): back at once; the datapath marks it
+    // down again if it still fails, and the next ejection lasts longer.
+    move(key, e, EndpointState::kProbing, now,
+         "ejection time " + msText(e.lastEjection) + " over; no active checks", events);
+    move(key, e, EndpointState::kHealthy, now,
+         "back in the ring: traffic is the probe (the datapath marks it down again if it still "
+         "fails)",
+         events);
+    return;
+  }
   move(key, e, EndpointState::kProbing, now,
        "ejection time " + msText(e.lastEjection) + " over; " + std::to_string(policy_.rise) +
            " passes bring it back",
@@ -253,6 +319,9 @@ void ServiceHealth::settle(TimePoint now, std::vector<HealthEvent>& events) {
       total > 0 && (healthy == 0 || healthy * 100 < policy_.panicThresholdPercent * total);
   if (panic != panic_) {
     panic_ = panic;
+    if (panic) {
+      for (const auto& [key, e] : endpoints_) actions_.clearDown.insert(key);
+    }
     const std::string counts =
         std::to_string(healthy) + " of " + std::to_string(total) + " endpoints healthy";
     events.push_back(HealthEvent{

@@ -2,15 +2,24 @@
 // of its own: every input carries the time it happened, so tests drive it with a fake clock.
 //
 //   healthy --probe fails / datapath signal--> suspect --fall failures--> ejected
+//   healthy/suspect --datapath marked it down (passive_fall failures)--> ejected
 //   ejected --ejection time over--> probing --rise passes--> healthy
-//   probing --probe fails--> ejected (for longer: ejection_time x 2^repeats, up to the max)
+//   probing --probe fails / datapath down--> ejected (for longer: ejection_time x 2^repeats, up
+//   to the max)
 //   suspect --probe passes--> healthy
+// Without active checks (type none) traffic is the probe: probing --at once--> healthy, and a
+// suspect goes healthy when the datapath sees a success (onDatapathRecovered).
 //
 // Ejected and probing endpoints are out of the ring. Two safety rules override the states:
 // at most max_ejected_percent of the endpoints are out at once (an endpoint that should go but
 // would break the cap stays in, "held by the cap", until room frees up), and when fewer than
 // panic_threshold percent (or none) are healthy the service panics: the ring spreads over every
 // endpoint, since overloading the few left helps nobody.
+//
+// The datapath keeps its own down mark per endpoint (bpf/abi.h, mp_ep_health). The machine says
+// when meshd must clear it (the endpoint is healthy again, held in by the cap, or the service
+// panics: the datapath must obey the same rules) and whose connections to flush (ejected out of
+// the ring); takeDatapathActions() hands these over.
 #pragma once
 
 #include <chrono>
@@ -51,6 +60,7 @@ struct ProbeResult {
 };
 
 struct HealthPolicy {
+  bool activeChecks = true;  // probes run (type != none); without them traffic is the probe
   uint32_t rise = 2;
   uint32_t fall = 3;
   Duration ejectionTime = std::chrono::seconds(2);
@@ -105,6 +115,23 @@ class ServiceHealth {
   // becomes suspect; only active probes confirm the ejection.
   std::vector<HealthEvent> onDatapathSignal(const std::string& key, TimePoint now,
                                             const std::string& reason);
+  // The datapath marked the endpoint down: it has already seen passive_fall failures in a row,
+  // so it is ejected at once (within max_ejected_percent; panic keeps it in the ring).
+  std::vector<HealthEvent> onDatapathDown(const std::string& key, TimePoint now,
+                                          const std::string& reason);
+  // The datapath saw a success after failures. Without active checks a suspect is healthy
+  // again; with them only probes decide.
+  std::vector<HealthEvent> onDatapathRecovered(const std::string& key, TimePoint now,
+                                               const std::string& reason);
+
+  // What meshd must do to the datapath after the calls so far (and forget): clear the down mark
+  // and failure count of `clearDown`, delete the connections of `flush`.
+  struct DatapathActions {
+    std::set<std::string> clearDown;
+    std::set<std::string> flush;
+    bool empty() const { return clearDown.empty() && flush.empty(); }
+  };
+  DatapathActions takeDatapathActions();
   // Time-driven transitions: ejection time over, backoff forgiven, held ejections with room.
   // Call it now and then (meshd: every 100 ms); probes only look at their own endpoint.
   std::vector<HealthEvent> tick(TimePoint now);
@@ -133,6 +160,7 @@ class ServiceHealth {
   HealthPolicy policy_;
   std::map<std::string, EndpointHealth> endpoints_;
   bool panic_ = false;
+  DatapathActions actions_;
 };
 
 }  // namespace meshpath::health
