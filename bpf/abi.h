@@ -115,7 +115,9 @@ struct mp_flow {
  * the SYN was sent (bpf_ktime_get_ns) while this is set and no close bit is. */
 #define MP_CONN_F_SYN_SENT (1u << 3)
 /* The connection was counted in its endpoint's mp_ep_health.opened; the packet that completes
- * its close (mp_conn_mark answers 1) counts it in .closed, so each is counted once. */
+ * its close (mp_conn_mark answers 1) counts it in .closed, so each is counted once. A flow
+ * re-picked onto another endpoint clears it (atomic and) and counts the close if the
+ * connection was open; a reopen sets it again and counts a new open. UDP entries never have it. */
 #define MP_CONN_F_COUNTED (1u << 4)
 
 struct mp_conn {
@@ -123,8 +125,9 @@ struct mp_conn {
 	__u16 snat_port; /* network order; the node-side source port of this connection */
 	__u16 flags;	 /* MP_CONN_F_* */
 	__u64 closed_ns; /* bpf_ktime_get_coarse_ns() (CLOCK_MONOTONIC, tick resolution) when the
-			  * connection became closed; meaningful only with close flags set (the
-			  * slot held created_ns before: adopted old entries read as open) */
+			  * connection became closed; meaningful as that only with close flags set
+			  * (the slot held created_ns before: adopted old entries read as open).
+			  * With MP_CONN_F_SYN_SENT and no close flag: the SYN's bpf_ktime_get_ns() */
 };
 
 /* While a new flow takes a SNAT port over from a closed connection, ep_id of the old entry

@@ -1,7 +1,9 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
-/* conn.h — a TCP connection's close as the balancer sees it (mp_conn.flags and closed_ns), and
- * when a new flow may take over the SNAT port an mp_rnat entry holds.
- * Only FIN and RST packets pay for close tracking; every other packet tests one byte. A port is
+/* conn.h — a TCP connection's life as the balancer sees it (mp_conn.flags and closed_ns): its SYN
+ * waiting for an answer, whether it is counted open, its close; and when a new flow may take
+ * over the SNAT port an mp_rnat entry holds. Every change of the flags is an atomic operation on
+ * the 32-bit word {snat_port, flags}, as both directions run on any CPU.
+ * Only SYN, FIN and RST packets pay for this; every other packet tests one byte. A port is
  * taken over only when nothing can still need it: its connection closed snat_reuse_ns ago (TCP),
  * or the client tuple it restores replies to has no mp_conns entry for it any more (TCP, UDP).
  */

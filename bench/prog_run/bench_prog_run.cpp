@@ -122,8 +122,9 @@ std::string expectExactly(const XdpRun& run, uint32_t verdict, const Bytes& want
   return "";
 }
 
-// A balancer with one TCP service on kVip4:80 over 16 endpoints (two addresses, eight ports).
-std::unique_ptr<LbHarness> makeBalancer(uint32_t connTableSize) {
+// A balancer with one TCP service on kVip4:80 over 64 endpoints (two addresses, 32 ports).
+std::unique_ptr<LbHarness> makeBalancer(uint32_t connTableSize,
+                                        uint8_t algorithm = MP_ALG_MAGLEV) {
   auto h = std::make_unique<LbHarness>(connTableSize);
   h->setNode(kNode4, kNode6, 1024, 65535);
   std::vector<uint32_t> ids;
@@ -133,7 +134,7 @@ std::unique_ptr<LbHarness> makeBalancer(uint32_t connTableSize) {
                    static_cast<uint16_t>(kEndpointBasePort + i / 2), 0);
     ids.push_back(id);
   }
-  h->setService(0, kVip4, 80, kTcp, MP_RING_SIZE_DEFAULT, ids);
+  h->setService(0, kVip4, 80, kTcp, MP_RING_SIZE_DEFAULT, ids, algorithm);
   return h;
 }
 
@@ -177,10 +178,35 @@ void report(const std::vector<std::pair<Case, Figure>>& figures) {
   }
 }
 
+// One new-flow case per algorithm (and Maglev whose pick is down), each on a fresh balancer;
+// ns and ratio to the trivial program are medians over rounds, and each is put beside Maglev's.
+struct AlgFigure {
+  std::string name;
+  std::vector<double> ns, ratios;  // per round: ns/packet, ratio to the trivial program
+};
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v.empty() ? 0 : v[v.size() / 2];
+}
+
+void reportAlgorithms(const std::vector<AlgFigure>& figures) {
+  if (figures.empty()) return;
+  const double maglev = median(figures.front().ratios);
+  std::printf("\n%-42s %9s %7s %10s   (medians of %zu rounds)\n",
+              "new flow by algorithm (fresh 1M tables)", "ns/packet", "ratio", "vs Maglev",
+              figures.front().ratios.size());
+  for (const AlgFigure& f : figures) {
+    std::printf("%-42s %9.1f %7.2f %10.2f\n", f.name.c_str(), median(f.ns), median(f.ratios),
+                median(f.ratios) / maglev);
+  }
+}
+
 int run(int argc, char** argv) {
   size_t runs = 200000;
   size_t spreadFlows = 1000000;
   size_t newFlows = 100000;
+  size_t algRounds = 3;
   std::string only;  // run just the cases whose name starts with this (profiling)
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
@@ -190,12 +216,15 @@ int run(int argc, char** argv) {
       spreadFlows = std::strtoul(argv[++i], nullptr, 10);
     } else if (arg == "--new-flows" && i + 1 < argc) {
       newFlows = std::strtoul(argv[++i], nullptr, 10);
+    } else if (arg == "--alg-rounds" && i + 1 < argc) {
+      algRounds = std::strtoul(argv[++i], nullptr, 10);
     } else if (arg == "--only" && i + 1 < argc) {
       only = argv[++i];
     } else {
       std::printf(
           "usage: %s [--runs N (default 200000)] [--flows N (default 1000000)]\n"
-          "       [--new-flows N (default 100000)] [--only NAME-PREFIX (e.g. \"new flow\")]\n",
+          "       [--new-flows N (default 100000)] [--alg-rounds N (default 3)]\n"
+          "       [--only NAME-PREFIX (e.g. \"new flow\")]\n",
           argv[0]);
       return arg == "--help" ? 0 : 2;
     }
@@ -274,6 +303,75 @@ int run(int argc, char** argv) {
   }
   lb.reset();
 
+  // New flows under each algorithm, and under Maglev when the pick is marked down (every frame
+  // below is one whose Maglev slot holds a down endpoint: even ids are down, and the next slot
+  // of an even id's always holds a live odd one, so each flow skips exactly one slot).
+  std::vector<AlgFigure> algFigures;
+  if (wanted("new flow by algorithm")) {
+    struct AlgCase {
+      std::string name;
+      uint8_t algorithm;
+      bool pickDown;
+    };
+    const std::vector<AlgCase> algCases = {
+        {"maglev", MP_ALG_MAGLEV, false},
+        {"random", MP_ALG_RANDOM, false},
+        {"round-robin", MP_ALG_ROUND_ROBIN, false},
+        {"least-conn", MP_ALG_LEAST_CONN, false},
+        {"least-latency", MP_ALG_LEAST_LATENCY, false},
+        {"maglev, pick down -> next slot", MP_ALG_MAGLEV, true},
+    };
+    for (const AlgCase& a : algCases) algFigures.push_back({a.name, {}, {}});
+    const size_t newRuns = std::min(runs, newFlows);
+    for (size_t round = 0; round < algRounds; ++round) {
+      for (size_t k = 0; k < algCases.size(); ++k) {
+        const AlgCase& a = algCases[k];
+        auto h = makeBalancer(MP_CONN_TABLE_DEFAULT, a.algorithm);
+        bench.setProgram(h->lb().programFd());
+        if (a.pickDown) {
+          for (uint32_t id = 2; id <= 2 * kEndpointPorts; id += 2) {
+            mp_ep_health down{};
+            down.flags = MP_EPH_F_DOWN;
+            h->setHealth(id, down);
+          }
+        }
+        std::vector<Bytes> frames;
+        std::vector<uint32_t> wantEp;
+        frames.reserve(newRuns);
+        for (uint32_t i = 0; frames.size() < newRuns; ++i) {
+          Bytes f = tcpFrame(kRouterMac, kClientIfMac,
+                             ipv4Of(0x0c000000u + (static_cast<uint32_t>(round) << 20) + i / 8),
+                             kVip4, static_cast<uint16_t>(20000 + i % 8), 80, kTcpSyn);
+          const uint32_t pick = h->predict(f).epId;
+          if (a.pickDown && pick % 2 != 0) continue;
+          wantEp.push_back(a.pickDown ? pick % (2 * kEndpointPorts) + 1 : 0);  // ring: ids in turn
+          frames.push_back(std::move(f));
+        }
+        Case c{"new flow by algorithm: " + a.name, 0, ingress,
+               [&](size_t i) -> const Bytes& { return frames[i]; },
+               [&](size_t i, const XdpRun& r) -> std::string {
+                 if (r.verdict != XDP_REDIRECT) {
+                   return std::string("verdict ") + verdictName(r.verdict) + exceptionsOf(*h);
+                 }
+                 if (i % 64) return "";
+                 const auto conn = h->conn(h->predict(frames[i]).flow);
+                 if (!conn) return "no mp_conns entry";
+                 if (wantEp[i] && conn->ep_id != wantEp[i]) {
+                   return "endpoint " + std::to_string(conn->ep_id) + ", want the next slot's " +
+                          std::to_string(wantEp[i]);
+                 }
+                 const EpView e = endpointView(conn->ep_id);
+                 return expectExactly(r, XDP_REDIRECT,
+                                      tcpFrame(kEndpointIfMac, e.mac, kNode4, e.addr,
+                                               ntohs(conn->snat_port), e.port, kTcpSyn));
+               }};
+        const Figure f = bench.measure(c, frames.size());
+        algFigures[k].ns.push_back(f.ns);
+        algFigures[k].ratios.push_back(f.ns / f.trivialNs);
+      }
+    }
+  }
+
   // Established flows spread over a table of spreadFlows connections, visited in random order.
   if (wanted("established, spread")) {
     auto spread = makeBalancer(MP_CONN_TABLE_DEFAULT);
@@ -335,6 +433,7 @@ int run(int argc, char** argv) {
   }
 
   report(figures);
+  reportAlgorithms(algFigures);
   return 0;
 }
 
