@@ -6,12 +6,13 @@
 //   Service:  {"name": "web", "vip": "10.0.0.100", "port": 80, "protocol": "tcp",
 //              "algorithm": "maglev", "forwarding": "nat", "endpoints": [Endpoint...]}
 //              "health": Health}        (output only when it is not all defaults)
-//             (protocol, algorithm, forwarding default to tcp, maglev, nat; endpoints to [])
+//             (protocol, algorithm, forwarding default to tcp, maglev, nat; endpoints to [];
+//              algorithm: maglev | random | round-robin | least-conn | least-latency)
 //   Health:   {"type": "none|tcp|http|udp", "interval": "2s", "timeout": "1s", "rise": 2,
 //              "fall": 3, "jitter": "0ms", "http_path": "/", "http_host": "",
 //              "http_statuses": "200-399", "udp_send": "", "udp_expect": "",
 //              "ejection_time": "2s", "max_ejection_time": "5m", "max_ejected_percent": 50,
-//              "panic_threshold": 50}                      (every field optional)
+//              "panic_threshold": 50, "passive_fall": 3}   (every field optional)
 //   Node:     {"interfaces": [...], "ipv4": "10.0.2.1" | null, "ipv6": ... | null,
 //              "snat_port_min": 61000, "snat_port_max": 65535, "ring_size": 65537,
 //              "conn_table_size": 1048576, "xdp_mode": "native", "api_socket": "...",

@@ -251,5 +251,91 @@ TEST(HealthMonitor, FailingEndpointLeavesTheRingAndComesBack) {
   monitor.stop();
 }
 
+// Datapath events through the monitor: ids map to endpoints, a down mark ejects at once and
+// flushes the endpoint's connections, a mark found at start counts as a down event, the cap's
+// veto clears the mark, and /v1/health shows the datapath's view.
+TEST(HealthMonitor, DatapathEventsEjectFlushAndClearMarks) {
+  meshpath::testing::FakeDataplane dataplane;
+  Reconciler reconciler(dataplane);
+  reconciler.start(RealizedSnapshot{}, std::nullopt);
+  StateStore store(::testing::TempDir() + "/health_monitor_passive_state.json");
+  ControlPlane cp(dataplane, reconciler, store, "", false);
+  DesiredState state;
+  state.node.interfaces = {"eth0"};
+  state.node.ipv4 = IpAddress::parse("10.0.2.1");
+  ServiceSpec web;
+  web.name = "web";
+  web.vip = *IpAddress::parse("10.0.0.100");
+  web.port = 80;
+  for (int i = 1; i <= 4; ++i) {
+    web.endpoints.push_back(
+        EndpointSpec{*IpAddress::parse("10.0.2.1" + std::to_string(i)), 8080, 1});
+  }
+  web.health.ejectionTimeMs = 60000;  // type none: passive only
+  web.health.panicThresholdPercent = 0;  // the cap alone decides
+  state.services.push_back(web);
+  ASSERT_TRUE(cp.commit(state));
+  const auto id = [&](int i) {
+    return *reconciler.endpointId("web", "10.0.2.1" + std::to_string(i) + ":8080");
+  };
+  // The pinned maps say endpoint 4 was marked down before this meshd started.
+  dataplane.health[id(4)].down = true;
+  dataplane.health[id(4)].fails = 3;
+  dataplane.health[id(1)].activeConns = 7;
+  dataplane.health[id(1)].rttNs = 250000;
+
+  asio::io_context io;
+  SteadyClock clock;
+  FakeProber prober;
+  HealthMonitor monitor(io, cp, clock, prober);
+  monitor.start();
+  EXPECT_EQ(dataplane.resyncs, 1) << "active connections recounted at start";
+  EXPECT_TRUE(reconciler.isExcluded("web", "10.0.2.14:8080"));
+  ASSERT_EQ(dataplane.flushed.size(), 1u);
+  EXPECT_EQ(dataplane.flushed[0], std::set<uint32_t>{id(4)});
+  EXPECT_EQ(dataplane.health[id(1)].fall, 3u);
+
+  monitor.onDatapathEvent(DatapathEvent{0, id(2), MP_HEV_SUSPECT, MP_PASSIVE_RST, 1});
+  monitor.onDatapathEvent(DatapathEvent{0, id(2), MP_HEV_DOWN, MP_PASSIVE_ICMP_UNREACH, 3});
+  EXPECT_TRUE(reconciler.isExcluded("web", "10.0.2.12:8080"));
+  ASSERT_EQ(dataplane.flushed.size(), 2u);
+  EXPECT_EQ(dataplane.flushed[1], std::set<uint32_t>{id(2)});
+  auto events = monitor.eventsJson();
+  ASSERT_GE(events.size(), 3u);
+  EXPECT_EQ(events[events.size() - 2]["reason"],
+            "datapath: rst_answering_syn; passive_fall failures in a row eject it");
+  EXPECT_EQ(events.back()["to"], "ejected");
+  EXPECT_EQ(events.back()["reason"].get<std::string>().rfind(
+                "datapath: 3 passive failures (icmp_unreachable)", 0),
+            0u);
+
+  // Two of four are out: the cap (50%) holds the third in, and its mark is cleared.
+  dataplane.health[id(3)].down = true;
+  dataplane.cleared.clear();
+  monitor.onDatapathEvent(DatapathEvent{0, id(3), MP_HEV_DOWN, MP_PASSIVE_SYN_RETRANS, 3});
+  EXPECT_FALSE(reconciler.isExcluded("web", "10.0.2.13:8080"));
+  EXPECT_EQ(dataplane.cleared, std::vector<uint32_t>{id(3)});
+  EXPECT_FALSE(dataplane.health[id(3)].down);
+
+  // Events of ids nobody has are ignored; so are events read through the dataplane's queue.
+  monitor.onDatapathEvent(DatapathEvent{0, 999, MP_HEV_DOWN, MP_PASSIVE_RST, 3});
+  dataplane.pendingEvents.push_back(DatapathEvent{0, id(3), MP_HEV_RECOVERED, 0, 0});
+  monitor.consumeDatapathEvents();
+  EXPECT_EQ(monitor.service("web")->endpoints().at("10.0.2.13:8080").state,
+            EndpointState::kHealthy);
+
+  auto view = *monitor.healthJson("web");
+  const auto& ep1 = view["services"][0]["endpoints"][0];
+  EXPECT_EQ(ep1["state"], "healthy");
+  EXPECT_EQ(ep1["datapath"], (nlohmann::json{{"fails", 0},
+                                             {"down", false},
+                                             {"fall", 3},
+                                             {"rtt_us", 250.0},
+                                             {"active_conns", 7}}));
+  EXPECT_TRUE(view["services"][0]["endpoints"][1]["datapath"]["rtt_us"].is_null());
+  EXPECT_EQ(view["services"][0]["check"]["passive_fall"], 3);
+  monitor.stop();
+}
+
 }  // namespace
 }  // namespace meshpath::health

@@ -274,5 +274,157 @@ TEST_F(ServiceHealthTest, EndpointSetChangesKeepStates) {
   EXPECT_TRUE(health_.excluded().empty());
 }
 
+// ---- passive health: the datapath's down marks ---------------------------------------------
+
+std::vector<std::string> tos(const std::vector<HealthEvent>& events) {
+  std::vector<std::string> out;
+  for (const HealthEvent& e : events) out.push_back(e.to);
+  return out;
+}
+
+TEST_F(ServiceHealthTest, PassiveDownEjectsAtOnceAndFlushes) {
+  endpoints(4);
+  clock_.advance(10ms);
+  auto ev = health_.onDatapathSignal(key(1), clock_.now(), "rst_answering_syn");
+  ASSERT_EQ(tos(ev), std::vector<std::string>{"suspect"});
+  EXPECT_EQ(ev[0].reason, "datapath: rst_answering_syn; probes to confirm");
+  EXPECT_TRUE(health_.takeDatapathActions().empty());
+  ev = health_.onDatapathDown(key(1), clock_.now(), "3 passive failures (rst_answering_syn)");
+  ASSERT_EQ(tos(ev), std::vector<std::string>{"ejected"});
+  EXPECT_EQ(ev[0].reason.rfind("datapath: 3 passive failures (rst_answering_syn); out of the "
+                               "ring for 1s",
+                               0),
+            0u)
+      << ev[0].reason;
+  EXPECT_EQ(health_.excluded(), std::set<std::string>{key(1)});
+  auto actions = health_.takeDatapathActions();
+  EXPECT_EQ(actions.flush, std::set<std::string>{key(1)});
+  EXPECT_TRUE(actions.clearDown.empty()) << "the mark stays while it is out";
+  EXPECT_TRUE(health_.takeDatapathActions().empty()) << "taken once";
+  // Straight from healthy too (the datapath counted the failures itself).
+  ev = health_.onDatapathDown(key(2), clock_.now(), "3 passive failures (icmp_unreachable)");
+  EXPECT_EQ(tos(ev), std::vector<std::string>{"ejected"});
+  EXPECT_EQ(ev[0].from, "healthy");
+  EXPECT_EQ(ep(2).passiveFailures, 1u);
+}
+
+TEST_F(ServiceHealthTest, ActiveChecksDecideTheReturnAndClearTheMark) {
+  endpoints(4);
+  health_.onDatapathDown(key(1), clock_.now(), "3 passive failures (syn_retransmitted)");
+  health_.takeDatapathActions();
+  clock_.advance(1s);
+  EXPECT_TRUE(tos(health_.onDatapathRecovered(key(1), clock_.now(), "a success")).empty())
+      << "with active checks only probes decide";
+  probe(1, true);  // ejection over: probing, 1/2
+  EXPECT_EQ(state(1), EndpointState::kProbing);
+  EXPECT_TRUE(health_.takeDatapathActions().clearDown.empty());
+  probe(1, true);
+  EXPECT_EQ(state(1), EndpointState::kHealthy);
+  EXPECT_EQ(health_.takeDatapathActions().clearDown, std::set<std::string>{key(1)});
+  // A down mark while probing ejects again, for longer (2 s, then 4 s).
+  health_.onDatapathDown(key(1), clock_.now(), "x");
+  EXPECT_EQ(ep(1).lastEjection, Duration(2s));
+  clock_.advance(2100ms);
+  probe(1, true);
+  EXPECT_EQ(state(1), EndpointState::kProbing);
+  auto ev = health_.onDatapathDown(key(1), clock_.now(), "3 passive failures (x)");
+  ASSERT_EQ(tos(ev), std::vector<std::string>{"ejected"});
+  EXPECT_NE(ev[0].reason.find("while probing"), std::string::npos) << ev[0].reason;
+  EXPECT_EQ(ep(1).lastEjection, Duration(4s));
+}
+
+TEST_F(ServiceHealthTest, CapVetoClearsTheDatapathMark) {
+  endpoints(4);  // 50%: two may be out
+  health_.onDatapathDown(key(1), clock_.now(), "a");
+  health_.onDatapathDown(key(2), clock_.now(), "b");
+  health_.takeDatapathActions();
+  auto ev = health_.onDatapathDown(key(3), clock_.now(), "3 passive failures (c)");
+  EXPECT_EQ(state(3), EndpointState::kSuspect);
+  EXPECT_TRUE(ep(3).heldByCap);
+  ASSERT_EQ(ev.size(), 2u);
+  EXPECT_EQ(ev[1].from, ev[1].to) << "the held-by-cap event";
+  EXPECT_NE(ev[1].reason.find("ejection held"), std::string::npos);
+  auto actions = health_.takeDatapathActions();
+  EXPECT_EQ(actions.clearDown, std::set<std::string>{key(3)}) << "the datapath obeys the cap";
+  EXPECT_TRUE(actions.flush.empty());
+  // Marked down again while held: cleared again, no second event.
+  ev = health_.onDatapathDown(key(3), clock_.now(), "3 passive failures (c)");
+  EXPECT_TRUE(ev.empty());
+  EXPECT_EQ(health_.takeDatapathActions().clearDown, std::set<std::string>{key(3)});
+}
+
+TEST_F(ServiceHealthTest, PanicClearsEveryMark) {
+  HealthPolicy p = policy();
+  p.panicThresholdPercent = 50;
+  p.maxEjectedPercent = 100;
+  health_.setPolicy(p, clock_.now());
+  endpoints(4);
+  health_.onDatapathDown(key(1), clock_.now(), "a");
+  EXPECT_EQ(health_.takeDatapathActions().flush, std::set<std::string>{key(1)});
+  auto ev = health_.onDatapathDown(key(2), clock_.now(), "b");
+  EXPECT_FALSE(health_.panic()) << "2 of 4 healthy is not below 50%";
+  health_.takeDatapathActions();
+  ev = health_.onDatapathDown(key(3), clock_.now(), "c");
+  EXPECT_TRUE(health_.panic());
+  EXPECT_EQ(ev.back().to, "panic");
+  auto actions = health_.takeDatapathActions();
+  EXPECT_EQ(actions.clearDown, (std::set<std::string>{key(1), key(2), key(3), key(4)}));
+  EXPECT_TRUE(actions.flush.empty()) << "in panic an ejected endpoint keeps its ring share";
+  EXPECT_TRUE(health_.excluded().empty());
+  // Marked down again during the panic: cleared again.
+  health_.onDatapathDown(key(4), clock_.now(), "d");
+  EXPECT_EQ(health_.takeDatapathActions().clearDown, std::set<std::string>{key(4)});
+}
+
+class PassiveOnlyTest : public ServiceHealthTest {
+ protected:
+  PassiveOnlyTest() {
+    HealthPolicy p = policy();
+    p.activeChecks = false;
+    health_.setPolicy(p, clock_.now());
+  }
+};
+
+TEST_F(PassiveOnlyTest, ReturnsWhenTheEjectionTimeIsOverAndBacksOffOnRepeat) {
+  endpoints(4);
+  auto ev = health_.onDatapathSignal(key(1), clock_.now(), "syn_retransmitted");
+  EXPECT_EQ(ev[0].reason, "datapath: syn_retransmitted; passive_fall failures in a row eject it");
+  health_.onDatapathDown(key(1), clock_.now(), "3 passive failures (syn_retransmitted)");
+  EXPECT_EQ(health_.takeDatapathActions().flush, std::set<std::string>{key(1)});
+  clock_.advance(900ms);
+  EXPECT_TRUE(health_.tick(clock_.now()).empty());
+  clock_.advance(100ms);
+  ev = health_.tick(clock_.now());
+  EXPECT_EQ(tos(ev), (std::vector<std::string>{"probing", "healthy"}));
+  EXPECT_TRUE(health_.excluded().empty());
+  EXPECT_EQ(health_.takeDatapathActions().clearDown, std::set<std::string>{key(1)})
+      << "back in: the datapath's mark and count go";
+  // Still failing: marked down again soon, and the next ejection lasts twice as long.
+  clock_.advance(200ms);
+  health_.onDatapathDown(key(1), clock_.now(), "3 passive failures (syn_retransmitted)");
+  EXPECT_EQ(state(1), EndpointState::kEjected);
+  EXPECT_EQ(ep(1).lastEjection, Duration(2s));
+  EXPECT_EQ(ep(1).ejections, 2u);
+  clock_.advance(2s);
+  EXPECT_EQ(tos(health_.tick(clock_.now())), (std::vector<std::string>{"probing", "healthy"}));
+  // Healthy for twice the last ejection: forgiven, the next one is short again.
+  clock_.advance(4s);
+  health_.tick(clock_.now());
+  health_.onDatapathDown(key(1), clock_.now(), "x");
+  EXPECT_EQ(ep(1).lastEjection, Duration(1s));
+}
+
+TEST_F(PassiveOnlyTest, RecoveredMakesASuspectHealthy) {
+  endpoints(2);
+  health_.onDatapathSignal(key(1), clock_.now(), "rst_answering_syn");
+  EXPECT_EQ(state(1), EndpointState::kSuspect);
+  auto ev = health_.onDatapathRecovered(key(1), clock_.now(), "a success after failures");
+  ASSERT_EQ(tos(ev), std::vector<std::string>{"healthy"});
+  EXPECT_EQ(ev[0].reason, "datapath: a success after failures");
+  EXPECT_EQ(state(1), EndpointState::kHealthy);
+  // Nothing for an endpoint that is not suspect.
+  EXPECT_TRUE(health_.onDatapathRecovered(key(2), clock_.now(), "x").empty());
+}
+
 }  // namespace
 }  // namespace meshpath::health

@@ -167,6 +167,57 @@ TEST_F(ApiTest, Endpoints) {
   EXPECT_EQ(call("DELETE", "/v1/services/web/endpoints/10.0.2.13/8080").first, 404);
 }
 
+TEST_F(ApiTest, DrainSetsWeightZeroAndSaysWhenDone) {
+  createWeb();
+  const uint32_t id = *reconciler_->endpointId("web", "10.0.2.12:8080");
+  dp_.health[id].activeConns = 2;
+  auto [gs, before] = call("GET", "/v1/services/web");
+  ASSERT_EQ(gs, 200);
+  EXPECT_EQ(before["endpoints"][1]["active_conns"], 2);
+  EXPECT_TRUE(before["endpoints"][1]["drain"].is_null());
+
+  auto [s1, drained] = call("POST", "/v1/services/web/endpoints/10.0.2.12/8080/drain");
+  ASSERT_EQ(s1, 200) << drained.dump();
+  EXPECT_EQ(drained["weight"], 0);
+  EXPECT_EQ(drained["id"], id);
+  EXPECT_EQ(drained["active_conns"], 2);
+  EXPECT_EQ(drained["drain"], "draining");
+  EXPECT_EQ(cp_->findService("web")->endpoints[1].weight, 0u);
+  EXPECT_EQ((*store_->load())->desired.services[0].endpoints[1].weight, 0u) << "persisted";
+
+  // Idempotent: draining again answers the same; with no connection left it is drained.
+  dp_.health[id].activeConns = 0;
+  auto [s2, again] = call("POST", "/v1/services/web/endpoints/10.0.2.12/8080/drain");
+  ASSERT_EQ(s2, 200) << again.dump();
+  EXPECT_EQ(again["weight"], 0);
+  EXPECT_EQ(again["drain"], "drained");
+  auto [ls, list] = call("GET", "/v1/services");
+  EXPECT_EQ(list[0]["endpoints"][1]["drain"], "drained");
+  EXPECT_EQ(list[0]["endpoints"][0]["active_conns"], 0);
+
+  EXPECT_EQ(call("POST", "/v1/services/nope/endpoints/10.0.2.12/8080/drain").first, 404);
+  EXPECT_EQ(call("POST", "/v1/services/web/endpoints/10.0.2.99/8080/drain").first, 404);
+  EXPECT_EQ(call("POST", "/v1/services/web/endpoints/10.0.2.12/0/drain").first, 400);
+  EXPECT_EQ(call("GET", "/v1/services/web/endpoints/10.0.2.12/8080/drain").first, 405);
+  EXPECT_EQ(call("POST", "/v1/services/web/endpoints/10.0.2.12/8080/undrain").first, 404);
+}
+
+TEST_F(ApiTest, UdpEndpointsHaveNoConnectionCount) {
+  auto [status, body] = call("POST", "/v1/services", R"({"name": "dns", "vip": "10.0.0.53",
+      "port": 53, "protocol": "udp", "algorithm": "round-robin",
+      "endpoints": [{"address": "10.0.2.11", "port": 5353, "weight": 0}]})");
+  ASSERT_EQ(status, 201) << body.dump();
+  EXPECT_EQ(body["algorithm"], "round-robin");
+  EXPECT_TRUE(body["endpoints"][0]["active_conns"].is_null());
+  EXPECT_EQ(body["endpoints"][0]["drain"], "drained");
+  auto [bad, refused] = call("POST", "/v1/services", R"({"name": "dns2", "vip": "10.0.0.54",
+      "port": 53, "protocol": "udp", "algorithm": "least-latency"})");
+  EXPECT_EQ(bad, 400);
+  EXPECT_NE(refused["error"].get<std::string>().find("least-latency needs protocol tcp"),
+            std::string::npos)
+      << refused.dump();
+}
+
 TEST_F(ApiTest, Ipv6EndpointInThePath) {
   node_.ipv6 = IpAddress::parse("fd00:2::1");
   ASSERT_TRUE(reconciler_->apply(DesiredState{node_, {}}));
