@@ -176,7 +176,8 @@ ApiAnswer ApiHandler::handle(const std::string& method, const std::string& targe
       return addEndpoint(seg[2], body);
     }
     if (seg.size() == 6 && seg[3] == "endpoints") {
-      if (auto r = route({"PUT", "DELETE"})) return *r;
+      if (auto r = route({"GET", "PUT", "DELETE"})) return *r;
+      if (method == "GET") return getEndpoint(seg[2], seg[4], seg[5]);
       return method == "PUT" ? setEndpointWeight(seg[2], seg[4], seg[5], body)
                              : removeEndpoint(seg[2], seg[4], seg[5]);
     }
@@ -336,6 +337,29 @@ ApiAnswer ApiHandler::setEndpointWeight(const std::string& service, const std::s
   auto view = endpointView(cp_, service, *changed);
   if (!view) return dataplaneFailure(view.error());
   return answer(200, *view);
+}
+
+ApiAnswer ApiHandler::getEndpoint(const std::string& service, const std::string& address,
+                                  const std::string& port) {
+  auto addr = parsePathAddress(address);
+  if (!addr) return errorAnswer(400, "bad endpoint address in path: " + address, "");
+  auto p = parsePort(port);
+  if (!p) return errorAnswer(400, "bad endpoint port in path: " + port, "a port is 1..65535");
+  const ServiceSpec* s = cp_.findService(service);
+  if (s == nullptr) {
+    return errorAnswer(404, "service " + service + " not found",
+                       "see what exists with `meshctl service list`");
+  }
+  for (const EndpointSpec& e : s->endpoints) {
+    if (e.address != *addr || e.port != *p) continue;
+    auto view = endpointView(cp_, service, e);
+    if (!view) return dataplaneFailure(view.error());
+    return answer(200, *view);
+  }
+  return errorAnswer(404,
+                     "endpoint " + EndpointSpec{*addr, *p, 1}.key() + " of service " + service +
+                         " not found",
+                     "see the endpoints with `meshctl service show " + service + "`");
 }
 
 ApiAnswer ApiHandler::drainEndpoint(const std::string& service, const std::string& address,

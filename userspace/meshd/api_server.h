@@ -47,6 +47,8 @@ class ApiHandler {
                               const std::string& port, const std::string& body);
   ApiAnswer removeEndpoint(const std::string& service, const std::string& address,
                            const std::string& port);
+  ApiAnswer getEndpoint(const std::string& service, const std::string& address,
+                        const std::string& port);
   // POST .../endpoints/{address}/{port}/drain: weight 0, as PUT would set it.
   ApiAnswer drainEndpoint(const std::string& service, const std::string& address,
                           const std::string& port);

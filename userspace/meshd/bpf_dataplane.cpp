@@ -673,8 +673,9 @@ Result<ConnWalk> BpfDataplane::resyncActiveConns() {
   if (!seen) return seen.error();
   walk.entries = *seen;
   // adjust = what the table holds - what the counters say, with the counters read right after
-  // the walk. Connections opened or closed while the walk ran (it takes ~0.25 s for a full 1M
-  // table) may be seen by one side and not the other, so the result can be off by those few;
+  // the walk. Connections opened or closed while the walk ran (it takes ~0.35 s for a full 1M
+  // table, conn_walk.h) may be seen by one side and not the other, so the result can be off by
+  // those few (a connection opened in a bucket the walk had passed is in .opened, not counted);
   // the error does not add up over time: the next resync (10 s later) computes adjust afresh
   // from the table, and a connection the walk missed is counted in .opened/.closed normally.
   for (uint32_t id = 0; id < MP_MAX_ENDPOINTS; ++id) {

@@ -199,6 +199,12 @@ TEST_F(ApiTest, DrainSetsWeightZeroAndSaysWhenDone) {
   EXPECT_EQ(call("POST", "/v1/services/web/endpoints/10.0.2.99/8080/drain").first, 404);
   EXPECT_EQ(call("POST", "/v1/services/web/endpoints/10.0.2.12/0/drain").first, 400);
   EXPECT_EQ(call("GET", "/v1/services/web/endpoints/10.0.2.12/8080/drain").first, 405);
+  // The Endpoint alone (meshctl's drain --wait polls it).
+  auto [es, one] = call("GET", "/v1/services/web/endpoints/10.0.2.12/8080");
+  ASSERT_EQ(es, 200) << one.dump();
+  EXPECT_EQ(one, again);
+  EXPECT_EQ(call("GET", "/v1/services/web/endpoints/10.0.2.99/8080").first, 404);
+  EXPECT_EQ(call("GET", "/v1/services/nope/endpoints/10.0.2.12/8080").first, 404);
   EXPECT_EQ(call("POST", "/v1/services/web/endpoints/10.0.2.12/8080/undrain").first, 404);
 }
 
