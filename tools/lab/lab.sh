@@ -39,6 +39,9 @@ usage() { sed -n '/^# usage:/,/^set -E/p' "$0" | sed '$d; s/^# \{0,1\}//' >&2; e
 state_dir() { echo "/run/meshpath-lab/$PREFIX"; }
 pin_root() { echo "/sys/fs/bpf/meshpath-$PREFIX"; }
 ep_ns() { echo "$PREFIX-ep$1"; }
+# A process that runs: not gone, and not a zombie (kill -0 succeeds on one, and a container's
+# PID 1 may take its time reaping the killed servers and daemons it inherits).
+alive() { kill -0 "$1" 2>/dev/null && [[ "$(ps -o stat= -p "$1" 2>/dev/null)" != Z* ]]; }
 ep_v4() { echo "10.100.2.$((10 + $1))"; }
 ep_v6() { echo "fd00:100:2::$((10 + $1))"; }
 
@@ -237,7 +240,7 @@ cmd_http_servers() {
     ns="$(ep_ns "$i")"
     log="$LAB_STATE_DIR/http-ep$i.log"
     if [[ -f "$LAB_STATE_DIR/http-ep$i.pid" ]] &&
-       kill -0 "$(cat "$LAB_STATE_DIR/http-ep$i.pid")" 2>/dev/null; then
+       alive "$(cat "$LAB_STATE_DIR/http-ep$i.pid")"; then
       continue
     fi
     ip netns exec "$ns" setsid /usr/bin/python3 "$LAB_DIR/epserver.py" --name "ep$i" --port "$PORT" \
@@ -294,7 +297,7 @@ cmd_meshd_start() {
   [[ -f "$config" ]] || die "config '$config' not found"
   local pidfile="$LAB_STATE_DIR/meshd.pid" log="$LAB_STATE_DIR/meshd.log"
   local sock="$LAB_STATE_DIR/meshd.sock"
-  if [[ -f "$pidfile" ]] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then
+  if [[ -f "$pidfile" ]] && alive "$(cat "$pidfile")"; then
     die "meshd already runs in lab $PREFIX (pid $(cat "$pidfile"))"
   fi
   echo "--- meshd start $(date +%T.%N) ---" >>"$log"
@@ -306,7 +309,7 @@ cmd_meshd_start() {
   local deadline=$((SECONDS + 20))
   until /usr/bin/python3 -c 'import socket,sys; s=socket.socket(socket.AF_UNIX); s.connect(sys.argv[1])' \
           "$sock" 2>/dev/null; do
-    if ! kill -0 "$pid" 2>/dev/null; then
+    if ! alive "$pid"; then
       tail -n 30 "$log" >&2
       die "meshd exited during start (log: $log)"
     fi
@@ -329,11 +332,11 @@ cmd_meshd_stop() {
   else
     kill -TERM "$pid" 2>/dev/null || true
     local i
-    for ((i = 0; i < 50; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    for ((i = 0; i < 50; i++)); do alive "$pid" || break; sleep 0.1; done
     kill -9 "$pid" 2>/dev/null || true
   fi
   # Reaped by init once gone; wait until it is, so a restart never races the old process.
-  while kill -0 "$pid" 2>/dev/null && [[ "$(ps -o stat= -p "$pid" 2>/dev/null)" != Z* ]]; do
+  while alive "$pid"; do
     sleep 0.05
   done
   rm -f "$pidfile"

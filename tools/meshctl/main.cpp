@@ -421,16 +421,26 @@ int cmdEndpointSetWeight(const Context& ctx, const Args& a) {
 
 // Follows a draining endpoint until meshd reports it drained (or --wait's limit passes):
 // one line per change, or one line rewritten in place on a terminal.
-int waitForDrain(const Context& ctx, const std::string& target, const std::string& key,
-                 const Args& a) {
+int waitForDrain(const Context& ctx, const Args& a, const EndpointArg& arg) {
+  const std::string key = arg.key();
   using Clock = std::chrono::steady_clock;
   const auto start = Clock::now();
   const bool tty = !ctx.json() && isatty(STDOUT_FILENO);
   std::string lastLine;
   for (;;) {
-    auto reply = ctx.api().get(target);
+    auto reply = ctx.api().get(serviceTarget(a.service));
     if (!reply.ok()) return ctx.failed(reply);
-    const json& ep = reply.body;
+    const json* found = nullptr;
+    if (reply.body.contains("endpoints") && reply.body["endpoints"].is_array()) {
+      for (const auto& e : reply.body["endpoints"]) {
+        if (str(e, "address") == arg.address && u64(e, "port") == arg.port) found = &e;
+      }
+    }
+    if (found == nullptr) {
+      return ctx.refused("endpoint " + key + " left service " + a.service + " while draining",
+                         "nothing more to wait for");
+    }
+    const json& ep = *found;
     double elapsed = std::chrono::duration<double>(Clock::now() - start).count();
     std::string state = drainState(ep);
     if (state != "draining" && state != "drained") {
@@ -484,11 +494,10 @@ int cmdEndpointDrain(const Context& ctx, const Args& a) {
   auto ep = parseEndpoint(a.endpoint, /*allowWeight=*/false, &error);
   if (!ep) return ctx.usage(error);
   if (a.waitSeconds < 0) return ctx.usage("--wait-limit must be >= 0 seconds");
-  const std::string target = endpointTarget(a.service, *ep);
-  auto reply = ctx.api().post(target + "/drain", json::object());
+  auto reply = ctx.api().post(endpointTarget(a.service, *ep) + "/drain", json::object());
   if (!reply.ok()) return ctx.failed(reply);
   const json& body = reply.body;
-  if (a.wait) return waitForDrain(ctx, target, ep->key(), a);
+  if (a.wait) return waitForDrain(ctx, a, *ep);
   if (ctx.json()) {
     ctx.printJson(reply);
     return kExitOk;
