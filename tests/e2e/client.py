@@ -9,6 +9,9 @@
           prints one JSON line: {"ok", "failed", "errors", "by_endpoint",
           "failures": [[wall time, error], ...], "last_by_endpoint": {"ep1": wall time, ...},
           "start", "end"}. Wall times (time.time()) so the caller can set them beside its own.
+  udp     --host H --port P --count N [--timeout S]
+          N datagrams, each from a new socket (a new flow), each waiting for its answer; prints
+          {"ok", "failed", "errors", "by_endpoint", "failures": [[wall time, error], ...]}
   once    --host H --port P --source-port SP [--timeout S]
           one GET from a fixed source port, then a RST close (SO_LINGER 0: no TIME_WAIT, so the
           same 5-tuple can come again at once); prints {"ok", "endpoint" | "error"}
@@ -117,6 +120,30 @@ def steady(args):
     return 0
 
 
+def udp(args):
+    by_endpoint, errors, failures = {}, [], []
+    counts = {"ok": 0, "failed": 0}
+    family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
+    for _ in range(args.count):
+        sent = time.time()
+        with socket.socket(family, socket.SOCK_DGRAM) as s:
+            s.settimeout(args.timeout)
+            try:
+                s.connect((args.host, args.port))
+                s.send(b"ping")
+                name = s.recv(2048).decode()
+                counts["ok"] += 1
+                by_endpoint[name] = by_endpoint.get(name, 0) + 1
+            except OSError as e:
+                counts["failed"] += 1
+                failures.append([sent, f"{type(e).__name__}: {e}"])
+                if len(errors) < 5:
+                    errors.append(f"{type(e).__name__}: {e}")
+    print(json.dumps({**counts, "errors": errors, "by_endpoint": by_endpoint,
+                      "failures": failures}), flush=True)
+    return 0
+
+
 def once(args):
     conn = http.client.HTTPConnection(args.host, args.port, timeout=args.timeout,
                                       source_address=("", args.source_port))
@@ -193,7 +220,7 @@ def session(args):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("mode", choices=["burst", "steady", "once", "session"])
+    ap.add_argument("mode", choices=["burst", "steady", "udp", "once", "session"])
     ap.add_argument("--host", required=True)
     ap.add_argument("--port", type=int, default=80)
     ap.add_argument("--count", type=int, default=1000)
@@ -202,7 +229,8 @@ def main():
     ap.add_argument("--duration", type=float, default=5.0)
     ap.add_argument("--source-port", type=int, default=0)
     args = ap.parse_args()
-    return {"burst": burst, "steady": steady, "once": once, "session": session}[args.mode](args)
+    modes = {"burst": burst, "steady": steady, "udp": udp, "once": once, "session": session}
+    return modes[args.mode](args)
 
 
 if __name__ == "__main__":

@@ -228,6 +228,13 @@ class Lab:
              "--port", str(port), "--duration", str(duration), "--concurrency", str(concurrency),
              "--timeout", str(timeout)], stdout=subprocess.PIPE, text=True)
 
+    def udp(self, host, port, count, timeout=0.5):
+        """`count` UDP datagrams, each a new flow waiting for its answer (client.py udp)."""
+        res = run(["ip", "netns", "exec", self.ns_client, PYTHON, CLIENT_PY, "udp", "--host", host,
+                   "--port", str(port), "--count", str(count), "--timeout", str(timeout)],
+                  timeout=count * timeout + 60)
+        return json.loads(res.stdout)
+
     def once(self, host, port, source_port, timeout=2.0):
         """One request from a fixed source port, closed with a RST (client.py once)."""
         res = run(["ip", "netns", "exec", self.ns_client, PYTHON, CLIENT_PY, "once", "--host",

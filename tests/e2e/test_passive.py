@@ -81,6 +81,32 @@ class KilledServer(PassiveTestCase):
         self.assertIn("ep3", r["by_endpoint"], r)
 
 
+class UdpIcmpUnreachable(PassiveTestCase):
+    def test_icmp_port_unreachable_marks_a_udp_endpoint_down(self):
+        svc = self.passive_service("30s")
+        svc["protocol"] = "udp"
+        self.start([svc])
+        r = self.lab.udp(self.vip, 80, 60)
+        self.assertEqual(r["failed"], 0, r)
+        self.assertEqual(set(r["by_endpoint"]), {"ep1", "ep2", "ep3"}, r)
+
+        # With its server gone, ep3's kernel answers each datagram with ICMP port unreachable;
+        # the datapath counts those (quoted header -> mp_rnat -> endpoint), not timeouts.
+        self.lab.kill_http_server(3)
+        r = self.lab.udp(self.vip, 80, 120)
+        print(f"\n  UDP: {r['ok']} answered, {r['failed']} lost to the dead endpoint before the "
+              "datapath marked it down")
+        self.assertGreaterEqual(r["failed"], 1, r)
+        self.assertLessEqual(r["failed"], PASSIVE_FALL, r)
+        self.assertEqual(set(r["by_endpoint"]), {"ep1", "ep2"}, r)
+        svc, eps = self.endpoint_health()
+        dead = eps[self.ep_key(3)]
+        self.assertTrue(dead["datapath"]["down"] or dead["state"] == "ejected", dead)
+        status, events = self.api("/v1/events")
+        reasons = [e["reason"] for e in events if e["endpoint"] == self.ep_key(3)]
+        self.assertTrue(any("icmp_unreachable" in x for x in reasons), events)
+
+
 class SameTupleRetry(PassiveTestCase):
     def test_retry_of_the_same_five_tuple_reaches_a_live_endpoint(self):
         self.start([self.passive_service("30s")])

@@ -4,6 +4,7 @@ with its own endpoint name, so a client behind the VIP can tell who answered.
 
   GET /                           -> 200 "<name>\n", header X-Endpoint: <name>
   GET /stream?chunks=N&interval=S -> 200, chunked, N lines "<name> <i>\n" one every S seconds
+  UDP datagram to the same port    -> a datagram "<name>" back
 
 Also a one-shot client for readiness checks: epserver.py --probe ADDR --port P.
 """
@@ -11,6 +12,7 @@ import argparse
 import http.client
 import socket
 import sys
+import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlparse
@@ -69,6 +71,16 @@ class DualStackServer(ThreadingHTTPServer):
         super().server_bind()
 
 
+def serve_udp(name, port):
+    """Answers every datagram on [::]:port with the endpoint's name (IPv4 and IPv6)."""
+    sock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+    sock.bind(("::", port))
+    while True:
+        _, peer = sock.recvfrom(2048)
+        sock.sendto(name.encode(), peer)
+
+
 def probe(address, port):
     conn = http.client.HTTPConnection(address, port, timeout=2)
     conn.request("GET", "/")
@@ -87,6 +99,7 @@ def main():
     if args.probe:
         return probe(args.probe, args.port)
     EndpointHandler.name = args.name
+    threading.Thread(target=serve_udp, args=(args.name, args.port), daemon=True).start()
     server = DualStackServer(("::", args.port), EndpointHandler)
     server.serve_forever()
     return 0
