@@ -2,6 +2,7 @@
 least-conn steers new connections away from an endpoint that holds many open ones (power of two
 choices: it is picked only when both candidates are it, 1/9 of the time with three endpoints);
 least-latency measures each endpoint's SYN -> SYN-ACK time in the datapath."""
+import time
 import unittest
 
 from e2e_base import SPREAD_SAMPLE, LabTestCase
@@ -30,18 +31,22 @@ class Algorithms(LabTestCase):
         # tolerance only absorbs where each CPU's walk stopped.
         self.assertSpread(r["by_endpoint"], weights, "round-robin")
 
+    def active_conns(self, i):
+        show = self.lab.meshctl_json("service", "show", "web")
+        return next(e for e in show["endpoints"] if (e["address"], e["port"]) == self.ep(i))[
+            "active_conns"]
+
     def test_least_conn_avoids_the_endpoint_holding_connections(self):
         # ep1 alone first, so every held connection lands there; then the others join.
-        self.start([self.algorithm_service("least-conn", {1: 1, 2: 0, 3: 0})])
+        services = [self.algorithm_service("least-conn", {1: 1, 2: 0, 3: 0})]
+        self.start(services)
         held = [self.lab.session(self.vip, 80) for _ in range(6)]
         for s in held:
             got = s.get()
             self.assertEqual(got.get("endpoint"), "ep1", got)
         for i in (2, 3):
             self.lab.meshctl("endpoint", "set-weight", "web", self.ep_key(i), "1")
-        show = self.lab.meshctl_json("service", "show", "web")
-        ep1 = next(e for e in show["endpoints"] if (e["address"], e["port"]) == self.ep(1))
-        self.assertEqual(ep1["active_conns"], 6, ep1)
+        self.assertEqual(self.active_conns(1), 6)
 
         # One connection at a time, so ep2 and ep3 hold none while a new one chooses.
         n = 900
@@ -54,6 +59,18 @@ class Algorithms(LabTestCase):
         for s in held:
             got = s.get()
             self.assertEqual(got.get("endpoint"), "ep1", "a held connection moved")
+        self.assertEqual([self.active_conns(i) for i in (1, 2, 3)], [6, 0, 0],
+                         "the short connections all closed; only the held ones are open")
+
+        # The counts live in a pinned map: a crashed and restarted meshd still sees them (and
+        # its start-up recount over the connection table agrees).
+        self.lab.kill_meshd()
+        self.lab.start_meshd(self.lab.write_config(services))
+        self.assertEqual([self.active_conns(i) for i in (1, 2, 3)], [6, 0, 0])
+        for s in held[:2]:
+            s.close()
+        time.sleep(0.2)
+        self.assertEqual(self.active_conns(1), 4, "two closed after the restart")
 
     def test_least_latency_measures_each_endpoint(self):
         self.start([self.algorithm_service("least-latency", {1: 1, 2: 1, 3: 1})])
