@@ -84,7 +84,7 @@ services:
       - {address: ${EP4[0]}, port: $LAB_HTTP_PORT, weight: 1}
       - {address: ${EP4[1]}, port: $LAB_HTTP_PORT, weight: 1}
       - {address: ${EP4[2]}, port: $LAB_HTTP_PORT, weight: 1}
-    health: {type: http, interval: 200ms, timeout: 100ms, rise: 2, fall: 3}
+    health: {type: http, interval: 200ms, timeout: 100ms, rise: 2, fall: 3, passive_fall: 3}
 YAML
 } >"$CONFIG"
 
@@ -100,11 +100,15 @@ send "http://$LAB_VIP4/" "$REQUESTS"
 echo
 meshctl service show web
 
-say "one endpoint fails: ep2's HTTP server (${EP4[1]}) is killed"
+say "one endpoint fails: ep2's HTTP server (${EP4[1]}) is killed, and requests keep coming"
 printf '$ ip netns pids %s | xargs kill\n' "$PREFIX-ep2"
 ip netns pids "$PREFIX-ep2" | xargs -r kill
-# Active HTTP checks every 200 ms take it out after 3 failures (fall x interval + timeout = 700 ms).
-sleep 1.5
+send "http://$LAB_VIP4/" "$REQUESTS"
+echo "  ('failed': ep2's port answered those SYNs with RST; after passive_fall = 3 of them the XDP"
+echo "   program marked ep2 down itself, and every later connection skipped it. The active HTTP"
+echo "   checks, every 200 ms, confirm it and keep it out.)"
+sleep 0.5
+echo
 meshctl health web
 echo
 meshctl events
