@@ -9,7 +9,9 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <chrono>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -584,6 +586,7 @@ mp_ep_health* BpfDataplane::healthEntry(uint32_t id) const {
 void BpfDataplane::zeroHealth(uint32_t id) {
   mp_ep_health* e = healthEntry(id);
   if (e == nullptr) return;
+  ++slotEpoch_[id];  // a walk in progress must not count this slot's past into its present
   // Field by field: a packet of a connection the slot's earlier owner left may still count.
   __atomic_store_n(&e->fall, 0u, __ATOMIC_RELAXED);
   __atomic_store_n(&e->fails, 0u, __ATOMIC_RELAXED);
@@ -629,67 +632,30 @@ Result<EndpointDatapathHealth> BpfDataplane::endpointHealth(uint32_t id) {
   return h;
 }
 
-Result<ConnWalk> BpfDataplane::flushConnections(const std::set<uint32_t>& ids) {
-  ConnWalk walk;
-  if (ids.empty()) return walk;
-  const int fd = skel_->connsFd();
-  std::vector<mp_flow> victims;
-  auto seen = walkConnections(fd, [&](const mp_flow& key, const mp_conn& value) {
-    if (ids.contains(value.ep_id)) victims.push_back(key);
-  });
-  if (!seen) return seen.error();
-  walk.entries = *seen;
-  for (const mp_flow& key : victims) {
-    // Lookup-and-delete answers with the value as it was when it went, so a connection that
-    // closed after the walk is not subtracted twice (its close was counted in .closed).
-    mp_conn gone{};
-    if (bpf_map_lookup_and_delete_elem(fd, &key, &gone) != 0) continue;  // evicted meanwhile
-    if (!ids.contains(gone.ep_id)) {
-      // The client reused the 5-tuple toward another endpoint since the walk: put it back.
-      bpf_map_update_elem(fd, &key, &gone, BPF_NOEXIST);
-      continue;
-    }
-    ++walk.matched;
-    if (connCountedOpen(gone.flags)) {
-      // Never counted closed now: take it off the endpoint's active count.
-      if (mp_ep_health* e = healthEntry(gone.ep_id)) {
-        __atomic_fetch_sub(&e->adjust, int64_t{1}, __ATOMIC_SEQ_CST);
-      }
-      ++walk.perEndpoint[gone.ep_id];
-    }
-  }
-  return walk;
+namespace {
+
+// Nothing to walk for: no endpoints to flush, or no health map to count toward.
+class NoWalk : public ConnTableWalk {
+ public:
+  Result<bool> step(std::chrono::microseconds) override { return true; }
+  const ConnWalk& result() const override { return walk_; }
+
+ private:
+  ConnWalk walk_;
+};
+
+}  // namespace
+
+Result<std::unique_ptr<ConnTableWalk>> BpfDataplane::startFlush(const std::set<uint32_t>& ids) {
+  if (ids.empty()) return std::unique_ptr<ConnTableWalk>(std::make_unique<NoWalk>());
+  return std::unique_ptr<ConnTableWalk>(
+      std::make_unique<FlushWalk>(skel_->connsFd(), health_, slotEpoch_, ids));
 }
 
-Result<ConnWalk> BpfDataplane::resyncActiveConns() {
-  ConnWalk walk;
-  if (health_ == nullptr) return walk;
-  auto seen = walkConnections(skel_->connsFd(), [&](const mp_flow&, const mp_conn& value) {
-    if (value.ep_id < MP_MAX_ENDPOINTS && connCountedOpen(value.flags)) {
-      ++walk.perEndpoint[value.ep_id];
-      ++walk.matched;
-    }
-  });
-  if (!seen) return seen.error();
-  walk.entries = *seen;
-  // adjust = what the table holds - what the counters say, with the counters read right after
-  // the walk. Connections opened or closed while the walk ran (it takes ~0.35 s for a full 1M
-  // table, conn_walk.h) may be seen by one side and not the other, so the result can be off by
-  // those few (a connection opened in a bucket the walk had passed is in .opened, not counted);
-  // the error does not add up over time: the next resync (10 s later) computes adjust afresh
-  // from the table, and a connection the walk missed is counted in .opened/.closed normally.
-  for (uint32_t id = 0; id < MP_MAX_ENDPOINTS; ++id) {
-    mp_ep_health* e = &health_[id];
-    const uint64_t opened = __atomic_load_n(&e->opened, __ATOMIC_RELAXED);
-    const uint64_t closed = __atomic_load_n(&e->closed, __ATOMIC_RELAXED);
-    auto it = walk.perEndpoint.find(id);
-    const int64_t counted = it == walk.perEndpoint.end() ? 0 : it->second;
-    const int64_t want = counted - static_cast<int64_t>(opened - closed);
-    if (__atomic_load_n(&e->adjust, __ATOMIC_RELAXED) != want) {
-      __atomic_store_n(&e->adjust, want, __ATOMIC_SEQ_CST);
-    }
-  }
-  return walk;
+Result<std::unique_ptr<ConnTableWalk>> BpfDataplane::startResync() {
+  if (health_ == nullptr) return std::unique_ptr<ConnTableWalk>(std::make_unique<NoWalk>());
+  return std::unique_ptr<ConnTableWalk>(
+      std::make_unique<ResyncWalk>(skel_->connsFd(), health_, slotEpoch_));
 }
 
 int BpfDataplane::eventsFd() { return events_ != nullptr ? ring_buffer__epoll_fd(events_) : -1; }

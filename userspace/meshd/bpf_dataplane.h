@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "abi.h"
+#include "conn_walk.h"
 #include "dataplane.h"
 #include "lb_skeleton.h"
 #include "model.h"
@@ -57,8 +58,8 @@ class BpfDataplane : public Dataplane {
   Result<void> setPassiveFall(uint32_t id, uint32_t fall) override;
   Result<void> clearDown(uint32_t id) override;
   Result<EndpointDatapathHealth> endpointHealth(uint32_t id) override;
-  Result<ConnWalk> flushConnections(const std::set<uint32_t>& ids) override;
-  Result<ConnWalk> resyncActiveConns() override;
+  Result<std::unique_ptr<ConnTableWalk>> startFlush(const std::set<uint32_t>& ids) override;
+  Result<std::unique_ptr<ConnTableWalk>> startResync() override;
   int eventsFd() override;
   Result<size_t> consumeEvents(const std::function<void(const DatapathEvent&)>& sink) override;
 
@@ -97,6 +98,10 @@ class BpfDataplane : public Dataplane {
   // access is one __atomic builtin on one field.
   mp_ep_health* health_ = nullptr;
   size_t healthBytes_ = 0;
+  // endpoint id -> bumped whenever its health entry is zeroed or a flush of it begins: a walk
+  // that spans many loop turns (ConnTableWalk) tells by it which counts changed hands meanwhile.
+  // A walk must not outlive this dataplane.
+  std::vector<uint32_t> slotEpoch_ = std::vector<uint32_t>(MP_MAX_ENDPOINTS, 0);
   ring_buffer* events_ = nullptr;
   const std::function<void(const DatapathEvent&)>* sink_ = nullptr;  // during consumeEvents
 };

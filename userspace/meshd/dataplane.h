@@ -4,10 +4,12 @@
 // reports failures as Result values, never exceptions.
 #pragma once
 
+#include <chrono>
 #include <compare>
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <memory>
 #include <optional>
 #include <set>
 #include <string>
@@ -96,6 +98,26 @@ struct ConnWalk {
   std::map<uint32_t, int64_t> perEndpoint;  // resync: endpoint id -> open counted connections
 };
 
+// One walk of the connection table in progress (a flush or a recount).
+class ConnTableWalk {
+ public:
+  virtual ~ConnTableWalk() = default;
+  // Walks and acts on the next part of the table (about `budget` of work, at least one batch);
+  // returns true when the walk is complete. After an error the walk is over: drop it.
+  virtual Result<bool> step(std::chrono::microseconds budget) = 0;
+  // What the walk found so far; final once step() returned true.
+  virtual const ConnWalk& result() const = 0;
+};
+
+// Runs a walk to its end in one call (tools, tests; never on meshd's event loop).
+inline Result<ConnWalk> finishWalk(ConnTableWalk& walk) {
+  for (;;) {
+    auto done = walk.step(std::chrono::microseconds::max());
+    if (!done) return done.error();
+    if (*done) return walk.result();
+  }
+}
+
 class Dataplane {
  public:
   virtual ~Dataplane() = default;
@@ -139,12 +161,15 @@ class Dataplane {
   // Clears the datapath's down mark of slot id and resets its failure count.
   virtual Result<void> clearDown(uint32_t id) = 0;
   virtual Result<EndpointDatapathHealth> endpointHealth(uint32_t id) = 0;
+  // Walks of the connection table, done a step at a time (ConnTableWalk) so that a full table
+  // (1M entries, ~0.35 s, conn_walk.h) never holds the caller's event loop in one piece.
   // Deletes every connection-table entry whose endpoint is in `ids` (so a client retrying the
   // same 5-tuple is balanced anew), keeping the active-connection counts right.
-  virtual Result<ConnWalk> flushConnections(const std::set<uint32_t>& ids) = 0;
+  virtual Result<std::unique_ptr<ConnTableWalk>> startFlush(const std::set<uint32_t>& ids) = 0;
   // Recounts the open connections per endpoint from the connection table and corrects the
-  // counts for entries the table dropped silently (LRU evictions).
-  virtual Result<ConnWalk> resyncActiveConns() = 0;
+  // counts for entries the table dropped silently (LRU evictions); the counts change when the
+  // walk completes. Endpoints flushed, freed or reused while it runs are left as they are.
+  virtual Result<std::unique_ptr<ConnTableWalk>> startResync() = 0;
   // Datapath health events: a descriptor that turns readable when events wait (-1: this
   // backend has none), and the call that hands each waiting one to `sink`.
   virtual int eventsFd() = 0;

@@ -2,7 +2,11 @@
 // told to fail the n-th one; for the reconciler and API tests.
 #pragma once
 
+#include <algorithm>
 #include <map>
+#include <memory>
+#include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -13,6 +17,12 @@ namespace meshpath::testing {
 
 class FakeDataplane : public Dataplane {
  public:
+  // One entry of the fake connection table.
+  struct Conn {
+    uint32_t endpointId = 0;
+    bool open = true;  // counted open toward its endpoint
+    bool live = true;  // false once flushed
+  };
   struct Service {
     ServiceEntry entry;
     uint32_t activeHalf = 0;
@@ -95,13 +105,15 @@ class FakeDataplane : public Dataplane {
     return {};
   }
   Result<EndpointDatapathHealth> endpointHealth(uint32_t id) override { return health[id]; }
-  Result<ConnWalk> flushConnections(const std::set<uint32_t>& ids) override {
+  Result<std::unique_ptr<ConnTableWalk>> startFlush(const std::set<uint32_t>& ids) override {
+    if (failWalkStart) return Error{EIO, "injected failure starting a flush", {}};
     flushed.push_back(ids);
-    return ConnWalk{};
+    return std::unique_ptr<ConnTableWalk>(std::make_unique<Walk>(*this, &flushed.back()));
   }
-  Result<ConnWalk> resyncActiveConns() override {
+  Result<std::unique_ptr<ConnTableWalk>> startResync() override {
+    if (failWalkStart) return Error{EIO, "injected failure starting a resync", {}};
     ++resyncs;
-    return ConnWalk{};
+    return std::unique_ptr<ConnTableWalk>(std::make_unique<Walk>(*this, nullptr));
   }
   int eventsFd() override { return -1; }
   Result<size_t> consumeEvents(const std::function<void(const DatapathEvent&)>& sink) override {
@@ -136,9 +148,61 @@ class FakeDataplane : public Dataplane {
   std::vector<std::set<uint32_t>> flushed;    // flushConnections calls
   std::vector<DatapathEvent> pendingEvents;   // handed out by the next consumeEvents
   int resyncs = 0;
+  // The connection table the walks go over, `walkBatch` entries a step.
+  std::vector<Conn> conns;
+  size_t walkBatch = size_t{1} << 20;
+  int walkSteps = 0;            // steps taken by all walks
+  int failWalkStep = -1;        // fail the walk step with this index (counted over all walks)
+  bool failWalkStart = false;   // startFlush / startResync fail
+  std::vector<std::string> walkLog;  // "flush 3 4: step", "resync: done", in order
   int failAt = -1;  // fail the operation with this index (counted over the fake's lifetime)
 
  private:
+  // A flush (ids != nullptr) or a resync over `conns`, walkBatch entries a step. A resync's
+  // counts land in health[id].activeConns when it completes.
+  class Walk : public ConnTableWalk {
+   public:
+    Walk(FakeDataplane& dp, const std::set<uint32_t>* ids)
+        : dp_(dp), ids_(ids ? std::optional(*ids) : std::nullopt) {}
+    Result<bool> step(std::chrono::microseconds) override {
+      if (dp_.walkSteps++ == dp_.failWalkStep) return Error{EIO, "injected walk failure", {}};
+      const size_t end = std::min(pos_ + dp_.walkBatch, dp_.conns.size());
+      for (; pos_ < end; ++pos_) {
+        Conn& c = dp_.conns[pos_];
+        if (!c.live) continue;
+        ++walk_.entries;
+        if (ids_) {
+          if (!ids_->contains(c.endpointId)) continue;
+          c.live = false;
+          ++walk_.matched;
+          if (c.open) ++walk_.perEndpoint[c.endpointId];
+        } else if (c.open) {
+          ++walk_.matched;
+          ++walk_.perEndpoint[c.endpointId];
+        }
+      }
+      const bool done = pos_ >= dp_.conns.size();
+      dp_.walkLog.push_back(name() + (done ? ": done" : ": step"));
+      if (done && !ids_) {
+        for (const auto& [id, n] : walk_.perEndpoint) dp_.health[id].activeConns = n;
+      }
+      return done;
+    }
+    const ConnWalk& result() const override { return walk_; }
+
+   private:
+    std::string name() const {
+      if (!ids_) return "resync";
+      std::string s = "flush";
+      for (uint32_t id : *ids_) s += " " + std::to_string(id);
+      return s;
+    }
+    FakeDataplane& dp_;
+    std::optional<std::set<uint32_t>> ids_;
+    size_t pos_ = 0;
+    ConnWalk walk_;
+  };
+
   Result<void> step(const std::string& what) {
     int index = ops_++;
     if (index == failAt) return Error{EIO, "injected failure at " + what, {}};

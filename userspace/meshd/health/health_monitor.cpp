@@ -57,7 +57,8 @@ HealthMonitor::HealthMonitor(boost::asio::io_context& io, ControlPlane& controlP
       checker_(io, clock, prober,
                [this](const ProbeTarget& t, const ProbeResult& r) { onResult(t, r); }),
       tick_(io),
-      resyncTimer_(io) {}
+      resyncTimer_(io),
+      walker_(io, controlPlane.dataplane()) {}
 
 HealthMonitor::~HealthMonitor() {
   *alive_ = false;
@@ -87,6 +88,7 @@ void HealthMonitor::stop() {
   running_ = false;
   tick_.cancel();
   resyncTimer_.cancel();
+  walker_.stop();
   if (eventsFd_) {
     boost::system::error_code ec;
     eventsFd_->cancel(ec);
@@ -122,15 +124,17 @@ void HealthMonitor::armResync() {
 
 void HealthMonitor::resync() {
   const auto start = std::chrono::steady_clock::now();
-  auto walk = cp_.dataplane().resyncActiveConns();
-  const auto took = std::chrono::duration_cast<std::chrono::milliseconds>(
-      std::chrono::steady_clock::now() - start);
-  if (!walk) {
-    spdlog::error("health: recount of active connections failed: {}", walk.error().toString());
-    return;
-  }
-  spdlog::debug("health: active connections recounted: {} open of {} entries in {} ms",
-                walk->matched, walk->entries, took.count());
+  walker_.resync([start](const Result<ConnWalk>& walk) {
+    if (!walk) {
+      spdlog::error("health: recount of active connections failed: {}", walk.error().toString());
+      return;
+    }
+    spdlog::debug("health: active connections recounted: {} open of {} entries in {} ms",
+                  walk->matched, walk->entries,
+                  std::chrono::duration_cast<std::chrono::milliseconds>(
+                      std::chrono::steady_clock::now() - start)
+                      .count());
+  });
 }
 
 std::optional<uint32_t> HealthMonitor::endpointId(const std::string& service,
@@ -197,20 +201,24 @@ void HealthMonitor::act() {
       if (auto id = endpointId(name, key)) flush.insert(*id);
     }
     if (flush.empty()) continue;
-    const auto start = std::chrono::steady_clock::now();
-    auto walk = cp_.dataplane().flushConnections(flush);
-    if (!walk) {
-      spdlog::error("health: {}: flush connections of ejected endpoints: {}", name,
-                    walk.error().toString());
-      continue;
-    }
     std::string keys;
     for (const std::string& key : actions.flush) keys += (keys.empty() ? "" : ", ") + key;
-    spdlog::info("health: {}: {} connections of ejected {} flushed ({} entries walked, {} ms)",
-                 name, walk->matched, keys, walk->entries,
-                 std::chrono::duration_cast<std::chrono::milliseconds>(
-                     std::chrono::steady_clock::now() - start)
-                     .count());
+    // The first step runs before this returns: a table that fits in it (a few thousand
+    // entries) is flushed in this very turn, before /v1/health can show the ejection; a larger
+    // one is flushed over the next turns, ahead of any recount.
+    const auto start = std::chrono::steady_clock::now();
+    walker_.flush(flush, [name, keys, start](const Result<ConnWalk>& walk) {
+      if (!walk) {
+        spdlog::error("health: {}: flush connections of ejected {}: {}", name, keys,
+                      walk.error().toString());
+        return;
+      }
+      spdlog::info("health: {}: {} connections of ejected {} flushed ({} entries walked, {} ms)",
+                   name, walk->matched, keys, walk->entries,
+                   std::chrono::duration_cast<std::chrono::milliseconds>(
+                       std::chrono::steady_clock::now() - start)
+                       .count());
+    });
   }
 }
 

@@ -4,8 +4,9 @@
 // each service's state machine (ServiceHealth), tells the control plane which endpoints the rings
 // leave out, and does what the machines ask of the datapath (clear down marks, flush an ejected
 // endpoint's connections). Every 10 s it recounts the active connections from the connection
-// table. Keeps the last transitions for GET /v1/events and streams new ones to followers.
-// Everything runs on the daemon's one event loop.
+// table. Both walks of that table run a step per loop turn (ConnTableWalker). Keeps the last
+// transitions for GET /v1/events and streams new ones to followers. Everything runs on the daemon's
+// one event loop.
 #pragma once
 
 #include <boost/asio/io_context.hpp>
@@ -20,6 +21,7 @@
 #include <optional>
 #include <string>
 
+#include "conn_table_walker.h"
 #include "control_plane.h"
 #include "health/health_checker.h"
 #include "health/health_state.h"
@@ -60,6 +62,7 @@ class HealthMonitor {
   void unsubscribe(uint64_t id);
 
   HealthChecker& checker() { return checker_; }
+  const ConnTableWalker& connWalker() const { return walker_; }
   const ServiceHealth* service(const std::string& name) const;
 
  private:
@@ -87,6 +90,7 @@ class HealthMonitor {
   HealthChecker checker_;
   boost::asio::steady_timer tick_;
   boost::asio::steady_timer resyncTimer_;
+  ConnTableWalker walker_;  // flushes and recounts, a step per loop turn
   std::unique_ptr<boost::asio::posix::stream_descriptor> eventsFd_;
   // endpoint id -> (service, endpoint key), from the reconciler's ids at the last sync.
   std::map<uint32_t, std::pair<std::string, std::string>> byId_;
