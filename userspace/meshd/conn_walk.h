@@ -76,17 +76,6 @@ class ConnTableCursor {
   uint64_t seen_ = 0;
 };
 
-// Calls fn(key, value) for every entry of the connection table fd; returns how many were seen.
-template <class Fn>
-Result<uint64_t> walkConnections(int fd, Fn&& fn, uint32_t batch = 8192) {
-  ConnTableCursor cursor(fd, batch);
-  for (;;) {
-    auto done = cursor.next(fn);
-    if (!done) return done.error();
-    if (*done) return cursor.seen();
-  }
-}
-
 // Whether a connection counts as open toward its endpoint (mp_ep_health.opened - .closed): it
 // was counted when opened and its close has not completed (bpf/conn.h: RST, or FIN both ways).
 inline bool connCountedOpen(uint16_t flags) {
