@@ -147,14 +147,22 @@ void ServiceHealth::tryEject(const std::string& key, EndpointHealth& e, TimePoin
   }
 }
 
+EndpointHealth* ServiceHealth::current(const std::string& key, TimePoint now,
+                                       std::vector<HealthEvent>& events) {
+  auto it = endpoints_.find(key);
+  if (it == endpoints_.end()) return nullptr;
+  EndpointHealth& e = it->second;
+  if (e.state == EndpointState::kEjected && now >= e.ejectedUntil) expire(key, e, now, events);
+  return &e;
+}
+
 std::vector<HealthEvent> ServiceHealth::onProbe(const std::string& key, const ProbeResult& r) {
   // Only this endpoint's own timeout here: the others' come with their probes or the tick, so a
   // probe costs O(log n), not a walk over the service.
   std::vector<HealthEvent> events;
-  auto it = endpoints_.find(key);
-  if (it == endpoints_.end()) return events;
-  EndpointHealth& e = it->second;
-  if (e.state == EndpointState::kEjected && r.at >= e.ejectedUntil) expire(key, e, r.at, events);
+  EndpointHealth* found = current(key, r.at, events);
+  if (found == nullptr) return events;
+  EndpointHealth& e = *found;
   if (r.ok && e.state == EndpointState::kHealthy && e.failures == 0) {
     e.lastProbe = r;  // the common case: nothing changes
     ++e.passes;
@@ -205,10 +213,9 @@ std::vector<HealthEvent> ServiceHealth::onProbe(const std::string& key, const Pr
 std::vector<HealthEvent> ServiceHealth::onDatapathSignal(const std::string& key, TimePoint now,
                                                          const std::string& reason) {
   std::vector<HealthEvent> events;
-  auto it = endpoints_.find(key);
-  if (it == endpoints_.end()) return events;
-  EndpointHealth& e = it->second;
-  if (e.state == EndpointState::kEjected && now >= e.ejectedUntil) expire(key, e, now, events);
+  EndpointHealth* found = current(key, now, events);
+  if (found == nullptr) return events;
+  EndpointHealth& e = *found;
   ++e.passiveFailures;
   if (e.state == EndpointState::kHealthy) {
     e.passes = 0;
@@ -225,10 +232,9 @@ std::vector<HealthEvent> ServiceHealth::onDatapathSignal(const std::string& key,
 std::vector<HealthEvent> ServiceHealth::onDatapathDown(const std::string& key, TimePoint now,
                                                        const std::string& reason) {
   std::vector<HealthEvent> events;
-  auto it = endpoints_.find(key);
-  if (it == endpoints_.end()) return events;
-  EndpointHealth& e = it->second;
-  if (e.state == EndpointState::kEjected && now >= e.ejectedUntil) expire(key, e, now, events);
+  EndpointHealth* found = current(key, now, events);
+  if (found == nullptr) return events;
+  EndpointHealth& e = *found;
   ++e.passiveFailures;
   const std::string why = "datapath: " + reason;
   switch (e.state) {

@@ -145,6 +145,9 @@ class ServiceHealth {
   size_t maxOut() const;  // what max_ejected_percent allows out at once
 
  private:
+  // Endpoint key as of `now` (an ejection whose time is over has become probing first), or
+  // nullptr when the service has no such endpoint.
+  EndpointHealth* current(const std::string& key, TimePoint now, std::vector<HealthEvent>& events);
   void move(const std::string& key, EndpointHealth& e, EndpointState to, TimePoint now,
             const std::string& reason, std::vector<HealthEvent>& events);
   // Ejects if the cap allows; otherwise marks it held (once, with an event).
