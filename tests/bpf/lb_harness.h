@@ -4,6 +4,8 @@
 // native build of the core headers predicts the program will choose.
 #pragma once
 
+#include <netinet/in.h>
+
 #include <array>
 #include <cstdint>
 #include <map>
@@ -139,5 +141,40 @@ class LbHarness {
   mp_node_cfg node_{};
   std::map<uint32_t, Service> services_;
 };
+
+// The services most fixtures share: TCP and UDP, IPv4 and IPv6, each with two endpoints (ids
+// 1-8) on the topology's two endpoint hosts, rings of 13 slots.
+namespace fixture {
+inline constexpr uint32_t kSvcTcp4 = 0, kSvcUdp4 = 1, kSvcTcp6 = 2, kSvcUdp6 = 3;
+inline constexpr uint16_t kTcpPort = 80, kUdpPort = 53;
+
+struct Endpoint {
+  uint32_t id;
+  const char* addr;
+  uint16_t port;
+  const char* mac;  // the endpoint host's MAC, as the fib answers it
+  uint32_t svc;
+};
+
+inline constexpr Endpoint kEndpoints[] = {
+    {1, topo::kEndpoint1v4, 8080, topo::kEndpoint1Mac, kSvcTcp4},
+    {2, topo::kEndpoint2v4, 8080, topo::kEndpoint2Mac, kSvcTcp4},
+    {3, topo::kEndpoint1v4, 5353, topo::kEndpoint1Mac, kSvcUdp4},
+    {4, topo::kEndpoint2v4, 5353, topo::kEndpoint2Mac, kSvcUdp4},
+    {5, topo::kEndpoint1v6, 8080, topo::kEndpoint1Mac, kSvcTcp6},
+    {6, topo::kEndpoint2v6, 8080, topo::kEndpoint2Mac, kSvcTcp6},
+    {7, topo::kEndpoint1v6, 5353, topo::kEndpoint1Mac, kSvcUdp6},
+    {8, topo::kEndpoint2v6, 5353, topo::kEndpoint2Mac, kSvcUdp6},
+};
+
+// Sets every endpoint and service above in h.
+inline void install(LbHarness& h) {
+  for (const Endpoint& e : kEndpoints) h.setEndpoint(e.id, e.addr, e.port, e.svc);
+  h.setService(kSvcTcp4, topo::kVip4, kTcpPort, IPPROTO_TCP, 13, {1, 2});
+  h.setService(kSvcUdp4, topo::kVip4, kUdpPort, IPPROTO_UDP, 13, {3, 4});
+  h.setService(kSvcTcp6, topo::kVip6, kTcpPort, IPPROTO_TCP, 13, {5, 6});
+  h.setService(kSvcUdp6, topo::kVip6, kUdpPort, IPPROTO_UDP, 13, {7, 8});
+}
+}  // namespace fixture
 
 }  // namespace meshpath::testing

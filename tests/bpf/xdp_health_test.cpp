@@ -27,7 +27,8 @@ using namespace topo;
 
 constexpr uint8_t kTcp = 6;
 constexpr uint8_t kUdp = 17;
-constexpr uint32_t kSvcTcp4 = 0, kSvcUdp4 = 1, kSvcTcp6 = 2, kSvcUdp6 = 3, kSvcAlg = 4;
+using namespace fixture;
+constexpr uint32_t kSvcAlg = 4;  // beside the shared fixture's services
 constexpr char kVipAlg[] = "10.0.0.150";
 
 struct Ep {
@@ -63,18 +64,8 @@ class HealthTest : public ::testing::Test {
     ASSERT_EQ(enterTestNetwork(), "") << "test network namespace";
     h_ = std::make_unique<LbHarness>(8192, 0);
     h_->setNode(kNode4, kNode6);
-    addEndpoint(1, kEndpoint1v4, 8080, kEndpoint1Mac, kSvcTcp4);
-    addEndpoint(2, kEndpoint2v4, 8080, kEndpoint2Mac, kSvcTcp4);
-    addEndpoint(3, kEndpoint1v4, 5353, kEndpoint1Mac, kSvcUdp4);
-    addEndpoint(4, kEndpoint2v4, 5353, kEndpoint2Mac, kSvcUdp4);
-    addEndpoint(5, kEndpoint1v6, 8080, kEndpoint1Mac, kSvcTcp6);
-    addEndpoint(6, kEndpoint2v6, 8080, kEndpoint2Mac, kSvcTcp6);
-    addEndpoint(7, kEndpoint1v6, 5353, kEndpoint1Mac, kSvcUdp6);
-    addEndpoint(8, kEndpoint2v6, 5353, kEndpoint2Mac, kSvcUdp6);
-    h_->setService(kSvcTcp4, kVip4, 80, kTcp, 13, {1, 2});
-    h_->setService(kSvcUdp4, kVip4, 53, kUdp, 13, {3, 4});
-    h_->setService(kSvcTcp6, kVip6, 80, kTcp, 13, {5, 6});
-    h_->setService(kSvcUdp6, kVip6, 53, kUdp, 13, {7, 8});
+    fixture::install(*h_);
+    for (const fixture::Endpoint& e : kEndpoints) eps_[e.id] = {e.addr, e.port, e.mac};
     ASSERT_TRUE(h_->takeEvents().empty());
   }
 

@@ -50,9 +50,7 @@ struct EndpointInfo {
   std::string mac;
 };
 
-// Service ids, one per (family, protocol), plus special-purpose ones.
-constexpr uint32_t kSvcTcp4 = 0, kSvcUdp4 = 1, kSvcTcp6 = 2, kSvcUdp6 = 3;
-constexpr uint16_t kTcpPort = 80, kUdpPort = 53;
+using namespace fixture;
 
 class XdpLbTest : public ::testing::Test {
  protected:
@@ -70,18 +68,8 @@ class XdpLbTest : public ::testing::Test {
     h_ = std::make_unique<LbHarness>(4096, reuseNs);
     endpoints_.clear();
     h_->setNode(kNode4, kNode6);
-    addEndpoint(1, kEndpoint1v4, 8080, kEndpoint1Mac, kSvcTcp4);
-    addEndpoint(2, kEndpoint2v4, 8080, kEndpoint2Mac, kSvcTcp4);
-    addEndpoint(3, kEndpoint1v4, 5353, kEndpoint1Mac, kSvcUdp4);
-    addEndpoint(4, kEndpoint2v4, 5353, kEndpoint2Mac, kSvcUdp4);
-    addEndpoint(5, kEndpoint1v6, 8080, kEndpoint1Mac, kSvcTcp6);
-    addEndpoint(6, kEndpoint2v6, 8080, kEndpoint2Mac, kSvcTcp6);
-    addEndpoint(7, kEndpoint1v6, 5353, kEndpoint1Mac, kSvcUdp6);
-    addEndpoint(8, kEndpoint2v6, 5353, kEndpoint2Mac, kSvcUdp6);
-    h_->setService(kSvcTcp4, kVip4, kTcpPort, kTcp, 13, {1, 2});
-    h_->setService(kSvcUdp4, kVip4, kUdpPort, kUdp, 13, {3, 4});
-    h_->setService(kSvcTcp6, kVip6, kTcpPort, kTcp, 13, {5, 6});
-    h_->setService(kSvcUdp6, kVip6, kUdpPort, kUdp, 13, {7, 8});
+    fixture::install(*h_);
+    for (const fixture::Endpoint& e : kEndpoints) endpoints_[e.id] = {e.addr, e.port, e.mac};
   }
 
   void addEndpoint(uint32_t id, const std::string& addr, uint16_t port, const std::string& mac,
