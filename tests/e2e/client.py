@@ -3,8 +3,9 @@
 
   burst   --host H --port P --count N [--concurrency C] [--timeout S]
           N GET requests, each on a new TCP connection; prints one JSON line:
-          {"ok": n, "failed": n, "errors": [first few], "by_endpoint": {"ep1": n, ...}, "elapsed": s}
-  steady  --host H --port P --duration S [--concurrency C] [--timeout S] [--source-port SP]
+          {"ok": n, "failed": n, "errors": [first few], "by_endpoint": {"ep1": n, ...}, "elapsed": s,
+           and steady's keys below}
+  steady  --host H --port P --duration S [--concurrency C] [--timeout S]
           new connections back to back for S seconds (the load a failover is measured under);
           prints one JSON line: {"ok", "failed", "errors", "by_endpoint",
           "failures": [[wall time, error], ...], "last_by_endpoint": {"ep1": wall time, ...},
@@ -47,65 +48,50 @@ def one_request(conn):
     return resp.getheader("X-Endpoint") or body
 
 
-def burst(args):
-    lock = threading.Lock()
-    by_endpoint, errors = {}, []
-    counts = {"ok": 0, "failed": 0}
-    next_index = iter(range(args.count))
+class Tally:
+    """What a run of requests saw, from any number of threads: answers by endpoint (and when the
+    last one to each was sent), failures with the wall time (time.time()) their request left."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.counts = {"ok": 0, "failed": 0}
+        self.by_endpoint, self.last_by_endpoint = {}, {}
+        self.errors, self.failures = [], []
+        self.start = time.time()
+
+    def ok(self, name, sent):
+        with self.lock:
+            self.counts["ok"] += 1
+            self.by_endpoint[name] = self.by_endpoint.get(name, 0) + 1
+            self.last_by_endpoint[name] = sent
+
+    def failed(self, sent, e):
+        with self.lock:
+            self.counts["failed"] += 1
+            self.failures.append([sent, f"{type(e).__name__}: {e}"])
+            if len(self.errors) < 5:
+                self.errors.append(f"{type(e).__name__}: {e}")
+
+    def print(self):
+        end = time.time()
+        print(json.dumps({**self.counts, "errors": self.errors, "by_endpoint": self.by_endpoint,
+                          "failures": self.failures, "last_by_endpoint": self.last_by_endpoint,
+                          "start": self.start, "end": end,
+                          "elapsed": round(end - self.start, 3)}), flush=True)
+
+
+def drive(args, more):
+    """args.concurrency workers, each sending one GET per new connection while more() says so."""
+    tally = Tally()
 
     def worker():
-        while True:
-            with lock:
-                if next(next_index, None) is None:
-                    return
-            conn = http.client.HTTPConnection(args.host, args.port, timeout=args.timeout)
-            try:
-                name = one_request(conn)
-                with lock:
-                    counts["ok"] += 1
-                    by_endpoint[name] = by_endpoint.get(name, 0) + 1
-            except Exception as e:  # noqa: BLE001 — every failure is counted and reported
-                with lock:
-                    counts["failed"] += 1
-                    if len(errors) < 5:
-                        errors.append(f"{type(e).__name__}: {e}")
-            finally:
-                conn.close()
-
-    start = time.monotonic()
-    threads = [threading.Thread(target=worker) for _ in range(args.concurrency)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    print(json.dumps({**counts, "errors": errors, "by_endpoint": by_endpoint,
-                      "elapsed": round(time.monotonic() - start, 3)}), flush=True)
-    return 0
-
-
-def steady(args):
-    lock = threading.Lock()
-    by_endpoint, last_by_endpoint, errors, failures = {}, {}, [], []
-    counts = {"ok": 0, "failed": 0}
-    start = time.time()
-    deadline = time.monotonic() + args.duration
-
-    def worker():
-        while time.monotonic() < deadline:
+        while more():
             conn = http.client.HTTPConnection(args.host, args.port, timeout=args.timeout)
             sent = time.time()
             try:
-                name = one_request(conn)
-                with lock:
-                    counts["ok"] += 1
-                    by_endpoint[name] = by_endpoint.get(name, 0) + 1
-                    last_by_endpoint[name] = sent
+                tally.ok(one_request(conn), sent)
             except Exception as e:  # noqa: BLE001 — every failure is counted and reported
-                with lock:
-                    counts["failed"] += 1
-                    failures.append([sent, f"{type(e).__name__}: {e}"])
-                    if len(errors) < 5:
-                        errors.append(f"{type(e).__name__}: {e}")
+                tally.failed(sent, e)
             finally:
                 conn.close()
 
@@ -114,15 +100,28 @@ def steady(args):
         t.start()
     for t in threads:
         t.join()
-    print(json.dumps({**counts, "errors": errors, "by_endpoint": by_endpoint,
-                      "failures": failures, "last_by_endpoint": last_by_endpoint,
-                      "start": start, "end": time.time()}), flush=True)
+    tally.print()
     return 0
 
 
+def burst(args):
+    lock = threading.Lock()
+    left = iter(range(args.count))
+
+    def more():
+        with lock:
+            return next(left, None) is not None
+
+    return drive(args, more)
+
+
+def steady(args):
+    deadline = time.monotonic() + args.duration
+    return drive(args, lambda: time.monotonic() < deadline)
+
+
 def udp(args):
-    by_endpoint, errors, failures = {}, [], []
-    counts = {"ok": 0, "failed": 0}
+    tally = Tally()
     family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
     for _ in range(args.count):
         sent = time.time()
@@ -131,16 +130,10 @@ def udp(args):
             try:
                 s.connect((args.host, args.port))
                 s.send(b"ping")
-                name = s.recv(2048).decode()
-                counts["ok"] += 1
-                by_endpoint[name] = by_endpoint.get(name, 0) + 1
+                tally.ok(s.recv(2048).decode(), sent)
             except OSError as e:
-                counts["failed"] += 1
-                failures.append([sent, f"{type(e).__name__}: {e}"])
-                if len(errors) < 5:
-                    errors.append(f"{type(e).__name__}: {e}")
-    print(json.dumps({**counts, "errors": errors, "by_endpoint": by_endpoint,
-                      "failures": failures}), flush=True)
+                tally.failed(sent, e)
+    tally.print()
     return 0
 
 
