@@ -118,6 +118,21 @@ std::optional<IpAddress> parsePathAddress(std::string text) {
   return IpAddress::parse(text);
 }
 
+struct PathEndpoint {
+  IpAddress address;
+  uint16_t port;
+};
+
+// The endpoint an .../endpoints/{address}/{port} path names ("10.0.2.11", "fd00::11" or
+// "[fd00::11]"), or the 400 that says which part is wrong.
+ApiResult<PathEndpoint> endpointInPath(const std::string& address, const std::string& port) {
+  auto addr = parsePathAddress(address);
+  if (!addr) return ApiError{400, "bad endpoint address in path: " + address, ""};
+  auto p = parsePort(port);
+  if (!p) return ApiError{400, "bad endpoint port in path: " + port, "a port is 1..65535"};
+  return PathEndpoint{*addr, *p};
+}
+
 }  // namespace
 
 // ---------------------------------------------------------------------------------------------
@@ -275,6 +290,16 @@ Result<json> endpointView(ControlPlane& cp, const std::string& service, const En
   return j;
 }
 
+// PUT weight and POST drain: the validated, saved weight change, answered with the Endpoint.
+ApiAnswer weightAnswer(ControlPlane& cp, const std::string& service, const PathEndpoint& ep,
+                       uint32_t weight) {
+  auto changed = cp.setEndpointWeight(service, ep.address, ep.port, weight);
+  if (!changed) return errorAnswer(changed.error());
+  auto view = endpointView(cp, service, *changed);
+  if (!view) return dataplaneFailure(view.error());
+  return answer(200, *view);
+}
+
 }  // namespace
 
 ApiAnswer ApiHandler::listServices() {
@@ -326,63 +351,46 @@ ApiAnswer ApiHandler::addEndpoint(const std::string& service, const std::string&
 
 ApiAnswer ApiHandler::setEndpointWeight(const std::string& service, const std::string& address,
                                         const std::string& port, const std::string& body) {
-  auto addr = parsePathAddress(address);
-  if (!addr) return errorAnswer(400, "bad endpoint address in path: " + address, "");
-  auto p = parsePort(port);
-  if (!p) return errorAnswer(400, "bad endpoint port in path: " + port, "a port is 1..65535");
+  auto ep = endpointInPath(address, port);
+  if (!ep) return errorAnswer(ep.error());
   auto weight = weightFromApiJson(body);
   if (!weight) return errorAnswer(weight.error());
-  auto changed = cp_.setEndpointWeight(service, *addr, *p, *weight);
-  if (!changed) return errorAnswer(changed.error());
-  auto view = endpointView(cp_, service, *changed);
-  if (!view) return dataplaneFailure(view.error());
-  return answer(200, *view);
+  return weightAnswer(cp_, service, *ep, *weight);
 }
 
 ApiAnswer ApiHandler::getEndpoint(const std::string& service, const std::string& address,
                                   const std::string& port) {
-  auto addr = parsePathAddress(address);
-  if (!addr) return errorAnswer(400, "bad endpoint address in path: " + address, "");
-  auto p = parsePort(port);
-  if (!p) return errorAnswer(400, "bad endpoint port in path: " + port, "a port is 1..65535");
+  auto ep = endpointInPath(address, port);
+  if (!ep) return errorAnswer(ep.error());
   const ServiceSpec* s = cp_.findService(service);
   if (s == nullptr) {
     return errorAnswer(404, "service " + service + " not found",
                        "see what exists with `meshctl service list`");
   }
   for (const EndpointSpec& e : s->endpoints) {
-    if (e.address != *addr || e.port != *p) continue;
+    if (e.address != ep->address || e.port != ep->port) continue;
     auto view = endpointView(cp_, service, e);
     if (!view) return dataplaneFailure(view.error());
     return answer(200, *view);
   }
   return errorAnswer(404,
-                     "endpoint " + EndpointSpec{*addr, *p, 1}.key() + " of service " + service +
+                     "endpoint " + EndpointSpec{ep->address, ep->port, 1}.key() + " of service " + service +
                          " not found",
                      "see the endpoints with `meshctl service show " + service + "`");
 }
 
 ApiAnswer ApiHandler::drainEndpoint(const std::string& service, const std::string& address,
                                     const std::string& port) {
-  auto addr = parsePathAddress(address);
-  if (!addr) return errorAnswer(400, "bad endpoint address in path: " + address, "");
-  auto p = parsePort(port);
-  if (!p) return errorAnswer(400, "bad endpoint port in path: " + port, "a port is 1..65535");
-  // The same validated, persisted path as PUT {"weight": 0}.
-  auto changed = cp_.setEndpointWeight(service, *addr, *p, 0);
-  if (!changed) return errorAnswer(changed.error());
-  auto view = endpointView(cp_, service, *changed);
-  if (!view) return dataplaneFailure(view.error());
-  return answer(200, *view);
+  auto ep = endpointInPath(address, port);
+  if (!ep) return errorAnswer(ep.error());
+  return weightAnswer(cp_, service, *ep, 0);  // the same path as PUT {"weight": 0}
 }
 
 ApiAnswer ApiHandler::removeEndpoint(const std::string& service, const std::string& address,
                                      const std::string& port) {
-  auto addr = parsePathAddress(address);
-  if (!addr) return errorAnswer(400, "bad endpoint address in path: " + address, "");
-  auto p = parsePort(port);
-  if (!p) return errorAnswer(400, "bad endpoint port in path: " + port, "a port is 1..65535");
-  auto removed = cp_.removeEndpoint(service, *addr, *p);
+  auto ep = endpointInPath(address, port);
+  if (!ep) return errorAnswer(ep.error());
+  auto removed = cp_.removeEndpoint(service, ep->address, ep->port);
   if (!removed) return errorAnswer(removed.error());
   return answer(200, json{{"deleted", *removed}});
 }
