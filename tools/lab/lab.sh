@@ -150,17 +150,23 @@ cmd_up() {
   echo "lab $PREFIX up: client, lb, $ENDPOINTS endpoints (lab.sh env --prefix $PREFIX)"
 }
 
-# Stop every process inside the lab's namespaces (servers, meshd, clients), then remove them.
-cmd_down() {
+# Kills every process inside the given namespaces (servers, meshd, clients, routers), then
+# removes them. Best effort: a namespace already gone is what we wanted.
+remove_namespaces() {
   local ns pids
-  for ns in $(lab_namespaces); do
+  for ns in "$@"; do
     pids="$(ip netns pids "$ns" 2>/dev/null || true)"
     if [[ -n "$pids" ]]; then
       # shellcheck disable=SC2086
       kill -9 $pids 2>/dev/null || true
     fi
   done
-  for ns in $(lab_namespaces); do ip netns del "$ns" 2>/dev/null || true; done
+  for ns in "$@"; do ip netns del "$ns" 2>/dev/null || true; done
+}
+
+# Stop every process inside the lab's namespaces (servers, meshd, clients), then remove them.
+cmd_down() {
+  remove_namespaces $(lab_namespaces)
   rm -rf "$(state_dir)"
   if [[ -d "$(pin_root)" ]]; then rm -rf "$(pin_root)"; fi
   echo "lab $PREFIX down"
@@ -474,15 +480,7 @@ chain_up() {
 }
 
 chain_down() {
-  local ns pids
-  for ns in $(chain_namespaces); do
-    pids="$(ip netns pids "$ns" 2>/dev/null || true)"
-    if [[ -n "$pids" ]]; then
-      # shellcheck disable=SC2086
-      kill -9 $pids 2>/dev/null || true
-    fi
-  done
-  for ns in $(chain_namespaces); do ip netns del "$ns" 2>/dev/null || true; done
+  remove_namespaces $(chain_namespaces)
   rm -f "$(state_dir)/chain.env"
   rmdir "$(state_dir)" 2>/dev/null || true
   echo "chain $PREFIX down"
