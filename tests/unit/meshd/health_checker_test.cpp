@@ -194,6 +194,24 @@ TEST(AsioProber, UdpExpectsTheReply) {
   EXPECT_EQ(r.detail, "unexpected reply");
 }
 
+// The monitor tests' desired state: service "web" at 10.0.0.100:80 over endpoints
+// 10.0.2.11 .. 10.0.2.1<n>, port 8080, weight 1; the caller sets its health block.
+DesiredState webState(int endpoints) {
+  DesiredState state;
+  state.node.interfaces = {"eth0"};
+  state.node.ipv4 = IpAddress::parse("10.0.2.1");
+  ServiceSpec web;
+  web.name = "web";
+  web.vip = *IpAddress::parse("10.0.0.100");
+  web.port = 80;
+  for (int i = 1; i <= endpoints; ++i) {
+    web.endpoints.push_back(
+        EndpointSpec{*IpAddress::parse("10.0.2.1" + std::to_string(i)), 8080, 1});
+  }
+  state.services.push_back(web);
+  return state;
+}
+
 // The monitor over a fake dataplane: a failing endpoint leaves the ring, the desired state keeps
 // its weight, and the events say so.
 TEST(HealthMonitor, FailingEndpointLeavesTheRingAndComesBack) {
@@ -202,24 +220,14 @@ TEST(HealthMonitor, FailingEndpointLeavesTheRingAndComesBack) {
   reconciler.start(RealizedSnapshot{}, std::nullopt);
   StateStore store(::testing::TempDir() + "/health_monitor_state.json");
   ControlPlane cp(dataplane, reconciler, store, "", false);
-  DesiredState state;
-  state.node.interfaces = {"eth0"};
-  state.node.ipv4 = IpAddress::parse("10.0.2.1");
-  ServiceSpec web;
-  web.name = "web";
-  web.vip = *IpAddress::parse("10.0.0.100");
-  web.port = 80;
-  for (int i = 1; i <= 3; ++i) {
-    web.endpoints.push_back(
-        EndpointSpec{*IpAddress::parse("10.0.2.1" + std::to_string(i)), 8080, 1});
-  }
+  DesiredState state = webState(3);
+  ServiceSpec& web = state.services[0];
   web.health.type = HealthCheckType::kTcp;
   web.health.intervalMs = 100;
   web.health.timeoutMs = 50;
   web.health.fall = 2;
   web.health.rise = 2;
   web.health.ejectionTimeMs = 200;
-  state.services.push_back(web);
   ASSERT_TRUE(cp.commit(state));
 
   asio::io_context io;
@@ -260,20 +268,10 @@ TEST(HealthMonitor, DatapathEventsEjectFlushAndClearMarks) {
   reconciler.start(RealizedSnapshot{}, std::nullopt);
   StateStore store(::testing::TempDir() + "/health_monitor_passive_state.json");
   ControlPlane cp(dataplane, reconciler, store, "", false);
-  DesiredState state;
-  state.node.interfaces = {"eth0"};
-  state.node.ipv4 = IpAddress::parse("10.0.2.1");
-  ServiceSpec web;
-  web.name = "web";
-  web.vip = *IpAddress::parse("10.0.0.100");
-  web.port = 80;
-  for (int i = 1; i <= 4; ++i) {
-    web.endpoints.push_back(
-        EndpointSpec{*IpAddress::parse("10.0.2.1" + std::to_string(i)), 8080, 1});
-  }
+  DesiredState state = webState(4);
+  ServiceSpec& web = state.services[0];
   web.health.ejectionTimeMs = 60000;  // type none: passive only
   web.health.panicThresholdPercent = 0;  // the cap alone decides
-  state.services.push_back(web);
   ASSERT_TRUE(cp.commit(state));
   const auto id = [&](int i) {
     return *reconciler.endpointId("web", "10.0.2.1" + std::to_string(i) + ":8080");
