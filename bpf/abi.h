@@ -201,6 +201,38 @@ struct mp_node_cfg {
 	__u16 pad;
 };
 
+/* mp_fwd_gen: one entry, the forwarding generation. Whoever changes where an existing flow's
+ * packets go adds 1 after the change: meshd after writing mp_node, mp_services, mp_endpoints or a
+ * ring, or deleting mp_conns entries; the program after re-picking a flow's endpoint. A flow
+ * cache slot (below) serves only while the generation it was filled under is current. */
+struct mp_fwd_gen {
+	__u64 gen;
+};
+
+/* The flow cache: per CPU, a direct-mapped exact-match cache of established flows in front of
+ * mp_services and mp_conns (mp_flow_cache, program-private and not pinned; layout in
+ * bpf/flowcache.h). A TCP packet with SYN, FIN or RST never uses it. A slot lives at most
+ * flow_cache_ttl (well under the SNAT port linger, so a closed flow's slot is gone before its port
+ * can be taken over; and so an active flow refreshes its mp_conns entry's LRU mark). When most
+ * lookups find a slot held by another live flow (more flows than slots), the CPU skips the cache
+ * for a while rather than pay a miss and a fill per packet. Sizes: slots per CPU, a power of two. */
+#define MP_FLOW_CACHE_SLOTS_DEFAULT 65536
+#define MP_FLOW_CACHE_SLOTS_MAX (1u << 22)
+#define MP_FLOW_CACHE_TTL_NS_DEFAULT (250ull * 1000 * 1000)
+
+/* mp_fc_stats: one per-CPU entry, the flow cache's counters (not pinned: they start over with
+ * the program, like the cache). */
+struct mp_flow_cache_stats {
+	__u64 hits;	     /* packets forwarded from a slot */
+	__u64 misses;	     /* looked up and not served (the slot is filled after) */
+	__u64 conflicts;     /* of the misses: the slot held another live flow */
+	__u64 bypassed;	     /* packets that skipped the cache while it was thrashing */
+	__u32 window;	     /* lookups in the current sampling window */
+	__u32 window_conflicts;
+	__u32 bypass_left; /* packets this CPU still skips the cache for */
+	__u32 pad;
+};
+
 /* mp_svc_stats / mp_ep_stats: per-CPU, indexed by service id / endpoint id. */
 struct mp_counters {
 	__u64 packets;
@@ -265,5 +297,7 @@ MP_ASSERT_SIZE(mp_node_cfg, 40);
 MP_ASSERT_SIZE(mp_counters, 32);
 MP_ASSERT_SIZE(mp_ep_health, 64);
 MP_ASSERT_SIZE(mp_health_event, 24);
+MP_ASSERT_SIZE(mp_fwd_gen, 8);
+MP_ASSERT_SIZE(mp_flow_cache_stats, 48);
 
 #endif /* MESHPATH_BPF_ABI_H */

@@ -10,6 +10,7 @@
 #include <bpf/bpf_helpers.h>
 
 #include "abi.h"
+#include "flowcache.h"
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -128,5 +129,29 @@ struct {
 	__type(key, __u32);
 	__type(value, struct mp_nexthop);
 } mp_nh_cache SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__uint(map_flags, BPF_F_MMAPABLE); /* meshd adds to it atomically, as the program does */
+	__type(key, __u32);
+	__type(value, struct mp_fwd_gen);
+} mp_fwd_gen SEC(".maps");
+
+/* Not ABI: the flow cache (flowcache.h), per CPU. The loader sets max_entries to the node's
+ * flow_cache_slots (1 when the cache is off). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, MP_FLOW_CACHE_SLOTS_DEFAULT);
+	__type(key, __u32);
+	__type(value, struct mp_flow_slot);
+} mp_flow_cache SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct mp_flow_cache_stats);
+} mp_fc_stats SEC(".maps");
 
 #endif /* MESHPATH_BPF_MAPS_H */

@@ -37,6 +37,11 @@ const volatile __u64 snat_reuse_ns = MP_SNAT_REUSE_NS_DEFAULT;
  * trivial program. */
 const volatile __u64 tick_ns = 1000000000 / 250;
 
+/* The flow cache (flowcache.h): log2 of its slots per CPU (0: off) and how many jiffies a slot
+ * serves, set by the loader (LbSkeletonOptions::flowCacheSlots, flowCacheTtlNs). */
+const volatile __u32 flow_cache_bits = 16;
+const volatile __u32 flow_cache_ttl = 62;
+
 static __always_inline int mp_exception(__u32 reason)
 {
 	__u64 *n = bpf_map_lookup_elem(&mp_exc, &reason);
@@ -266,6 +271,66 @@ static __always_inline int mp_transmit_to_ep(struct xdp_md *ctx, struct mp_pkt *
 	return mp_send(ctx, p, fib.ifindex, fib.smac, fib.dmac);
 }
 
+/* The forwarding generation (abi.h, mp_fwd_gen). */
+static __always_inline __u64 mp_fwd_gen_now(void)
+{
+	__u32 zero = 0;
+	const struct mp_fwd_gen *g = bpf_map_lookup_elem(&mp_fwd_gen, &zero);
+
+	return g ? g->gen : 0;
+}
+
+/* After the program itself changed where an existing flow goes: every CPU's slot of it is stale. */
+static __always_inline void mp_fwd_gen_bump(void)
+{
+	__u32 zero = 0;
+	struct mp_fwd_gen *g = bpf_map_lookup_elem(&mp_fwd_gen, &zero);
+
+	if (g)
+		__sync_fetch_and_add(&g->gen, 1);
+}
+
+/* The flow cache's slot for p on this CPU, or NULL when p may not use the cache (the cache is
+ * off, p opens, closes or resets a connection, or this CPU skips the cache while it thrashes).
+ * *hit says whether the slot serves p; when it does not, the caller fills it from the slow path. */
+static __always_inline struct mp_flow_slot *mp_fc_lookup(const struct mp_pkt *p, __u64 gen,
+							 __u32 now32, int *hit)
+{
+	struct mp_flow_cache_stats *st;
+	struct mp_flow_slot *slot;
+	__u32 zero = 0, idx;
+	int live;
+
+	*hit = 0;
+	if (!flow_cache_bits || !mp_flow_cacheable(p->tcp_flags))
+		return NULL;
+	st = bpf_map_lookup_elem(&mp_fc_stats, &zero);
+	if (!st || mp_fc_bypass(st))
+		return NULL;
+	idx = mp_flow_slot_index(&p->flow, flow_cache_bits);
+	slot = bpf_map_lookup_elem(&mp_flow_cache, &idx);
+	if (!slot)
+		return NULL;
+	live = mp_flow_slot_live(slot, gen, now32);
+	*hit = live && mp_flow_eq(&slot->flow, &p->flow);
+	mp_fc_account(st, *hit, live && !*hit);
+	return slot;
+}
+
+/* The slow path's answer for p, into its slot (gen: the generation read before the slow path
+ * looked anything up, so a change meshd makes meanwhile leaves the slot stale). */
+static __always_inline void mp_fc_fill(struct mp_flow_slot *slot, const struct mp_pkt *p,
+				       __u64 gen, __u32 now32, __u32 ep_id, __u32 svc_id,
+				       __u16 snat_port)
+{
+	mp_memcpy(&slot->flow, &p->flow, sizeof(slot->flow));
+	slot->gen = gen;
+	slot->expires = now32 + flow_cache_ttl;
+	slot->ep_id = ep_id;
+	slot->svc_id = svc_id;
+	slot->snat_port = snat_port;
+}
+
 /* A SYN, FIN or RST from the endpoint, on the connection's mp_conns entry (found by the client
  * tuple r restores, if that entry still uses this port toward this endpoint): a RST answering
  * the client's SYN is a passive failure, a SYN-ACK answering it a success (and a sample of the
@@ -470,6 +535,10 @@ static __always_inline const struct mp_endpoint *mp_conn_endpoint(struct mp_conn
 		if (rc)
 			mp_conn_closed(conn, ep_id, rc);
 	} else if (mp_tcp_opens(p->tcp_flags) && mp_conn_syn(conn, ep_id, reopened)) {
+		/* Re-picked away from a down endpoint, which meshd may not know yet: the slots
+		 * other CPUs hold for the flow must not outlive this. (An endpoint meshd removed
+		 * was followed by meshd's own bump.) */
+		mp_fwd_gen_bump();
 		goto retire;
 	}
 	return ep;
@@ -661,14 +730,32 @@ static __always_inline int mp_to_service(struct xdp_md *ctx, struct mp_pkt *p, _
 					 const struct mp_node_cfg *node, const __u8 *node_addr,
 					 __u64 bytes)
 {
-	__u64 update_flags = BPF_NOEXIST, new_conn = 0, jiffies;
+	__u64 update_flags = BPF_NOEXIST, new_conn = 0, jiffies, gen;
 	const struct mp_endpoint *ep = NULL;
+	struct mp_flow_slot *slot = NULL;
 	const struct mp_svc *svc;
 	struct mp_svc_key key;
 	struct mp_conn *conn;
 	__u16 snat_port;
 	__u32 ep_id;
-	int rc;
+	int rc, hit;
+
+	jiffies =
+		bpf_jiffies64(); /* inlined, where a clock read costs a third of the trivial program */
+	if (node_addr) {
+		gen = mp_fwd_gen_now();
+		slot = mp_fc_lookup(p, gen, (__u32)jiffies, &hit);
+		if (hit) {
+			ep_id = slot->ep_id;
+			ep = bpf_map_lookup_elem(&mp_endpoints, &ep_id);
+			if (ep && (ep->flags & MP_EP_F_IN_USE) && ep->svc_id == slot->svc_id) {
+				snat_port = slot->snat_port;
+				mp_count(&mp_svc_stats, slot->svc_id, bytes, 0);
+				goto forward;
+			}
+			ep = NULL; /* not reached while the generation does its job */
+		}
+	}
 
 	mp_copy_addr16(key.addr, p->flow.dst);
 	key.port = p->flow.dport;
@@ -680,8 +767,6 @@ static __always_inline int mp_to_service(struct xdp_md *ctx, struct mp_pkt *p, _
 	if (!node_addr)
 		return mp_exception(MP_EXC_DROP_NO_NODE_ADDR);
 
-	jiffies =
-		bpf_jiffies64(); /* inlined, where a clock read costs a third of the trivial program */
 	/* Looked up for a SYN too: skipping it (the insert would tell) measured no faster. */
 	conn = bpf_map_lookup_elem(&mp_conns, &p->flow);
 	if (conn) {
@@ -697,7 +782,10 @@ static __always_inline int mp_to_service(struct xdp_md *ctx, struct mp_pkt *p, _
 			return mp_exception(rc);
 	}
 
+	if (slot)
+		mp_fc_fill(slot, p, gen, (__u32)jiffies, ep_id, svc->id, snat_port);
 	mp_count(&mp_svc_stats, svc->id, bytes, new_conn);
+forward:
 	mp_count(&mp_ep_stats, ep_id, bytes, new_conn);
 	mp_nat_forward(p, family, ep, node_addr, snat_port);
 	return mp_transmit_to_ep(ctx, p, family, ep_id, ep, node_addr, snat_port, jiffies);

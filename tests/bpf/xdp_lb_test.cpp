@@ -367,6 +367,9 @@ TEST_F(XdpLbTest, FlowForgottenByTheConnTableComesBackTheSame) {
   // The LRU evicts the mp_conns entry but not yet the mp_rnat one: the port is found taken by
   // this same flow and kept.
   ASSERT_EQ(bpf_map_delete_elem(h_->lb().connsFd(), &choice.flow), 0);
+  // The flow cache serves the flow from its slot until the slot expires (flow_cache_ttl); the
+  // bump stands for that expiry, so the packet takes the slow path as it would after it.
+  h_->lb().bumpForwardingGeneration();
   runTable({{"mid-flow packet after mp_conns eviction", in, kClientIf, XDP_REDIRECT, out}});
   EXPECT_EQ(h_->svcStats(kSvcTcp4).new_conns, 2u);
 }

@@ -2,7 +2,10 @@
 
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
+#include <sys/mman.h>
 #include <unistd.h>
+
+#include <algorithm>
 
 #include <cerrno>
 #include <ctime>
@@ -19,7 +22,30 @@ namespace {
 // own caches (mp_nh_cache, refilled in microseconds, and free to change layout between
 // versions) and libbpf's internal .rodata/.bss maps.
 bool isPinned(const bpf_map* map) {
-  return !bpf_map__is_internal(map) && std::string_view(bpf_map__name(map)) != "mp_nh_cache";
+  const std::string_view name = bpf_map__name(map);
+  return !bpf_map__is_internal(map) && name != "mp_nh_cache" && name != "mp_flow_cache" &&
+         name != "mp_fc_stats";
+}
+
+// The flow cache's settings as the program takes them: log2 of the slots (0: off) and a slot's
+// life in ticks, at most half of snatReuseNs.
+struct FlowCacheParams {
+  uint32_t bits = 0;
+  uint32_t ttlTicks = 0;
+};
+
+BpfResult<FlowCacheParams> flowCacheParams(const LbSkeletonOptions& o, uint64_t tick) {
+  const uint32_t slots = o.flowCacheSlots;
+  if (slots == 0) return FlowCacheParams{};
+  if ((slots & (slots - 1)) != 0 || slots < 2 || slots > MP_FLOW_CACHE_SLOTS_MAX) {
+    return bpfError(EINVAL, "flow cache slots " + std::to_string(slots) +
+                                " is not a power of two in [2, " +
+                                std::to_string(MP_FLOW_CACHE_SLOTS_MAX) + "]");
+  }
+  const uint64_t ttlTicks = std::min(o.flowCacheTtlNs, o.snatReuseNs / 2) / tick;
+  if (ttlTicks == 0) return FlowCacheParams{};
+  return FlowCacheParams{.bits = static_cast<uint32_t>(__builtin_ctz(slots)),
+                         .ttlTicks = static_cast<uint32_t>(std::min<uint64_t>(ttlTicks, 1u << 30))};
 }
 
 // The kernel's tick: the coarse clocks advance once a jiffy, so their resolution is one.
@@ -36,7 +62,10 @@ uint64_t tickNs() {
 LbSkeleton::LbSkeleton(mp_xdp_lb* skel, LbSkeletonOptions options)
     : skel_(skel), options_(std::move(options)) {}
 
-LbSkeleton::~LbSkeleton() { mp_xdp_lb__destroy(skel_); }
+LbSkeleton::~LbSkeleton() {
+  if (fwdGen_ != nullptr) ::munmap(fwdGen_, static_cast<size_t>(::sysconf(_SC_PAGESIZE)));
+  mp_xdp_lb__destroy(skel_);
+}
 
 BpfResult<std::unique_ptr<LbSkeleton>> LbSkeleton::open(const LbSkeletonOptions& options) {
   if (options.connTableSize == 0) return bpfError(EINVAL, "connTableSize must be > 0");
@@ -44,7 +73,18 @@ BpfResult<std::unique_ptr<LbSkeleton>> LbSkeleton::open(const LbSkeletonOptions&
   if (skel == nullptr) return bpfError(errno, "open mp_xdp_lb skeleton");
   std::unique_ptr<LbSkeleton> lb(new LbSkeleton(skel, options));
   skel->rodata->snat_reuse_ns = options.snatReuseNs;
-  skel->rodata->tick_ns = tickNs();  // the program counts its next-hop cache's life in jiffies
+  const uint64_t tick = tickNs();
+  skel->rodata->tick_ns = tick;  // the program counts its caches' lives in jiffies
+  auto fc = flowCacheParams(options, tick);
+  if (!fc) return fc.error();
+  skel->rodata->flow_cache_bits = fc->bits;
+  skel->rodata->flow_cache_ttl = fc->ttlTicks;
+  lb->flowCacheSlots_ = fc->bits != 0 ? 1u << fc->bits : 0;
+  if (int err = bpf_map__set_max_entries(skel->maps.mp_flow_cache,
+                                         fc->bits != 0 ? lb->flowCacheSlots_ : 1);
+      err != 0) {
+    return bpfError(err, "set max_entries of mp_flow_cache");
+  }
 
   for (bpf_map* map : {skel->maps.mp_conns, skel->maps.mp_rnat}) {
     if (int err = bpf_map__set_max_entries(map, options.connTableSize); err != 0) {
@@ -70,7 +110,42 @@ BpfResult<std::unique_ptr<LbSkeleton>> LbSkeleton::open(const LbSkeletonOptions&
   }
 
   if (int err = mp_xdp_lb__load(skel); err != 0) return bpfError(err, "load mp_xdp_lb");
+  if (auto st = lb->mapForwardingGeneration(); !st) return st.error();
   return lb;
+}
+
+BpfStatus LbSkeleton::mapForwardingGeneration() {
+  void* p = ::mmap(nullptr, static_cast<size_t>(::sysconf(_SC_PAGESIZE)), PROT_READ | PROT_WRITE,
+                   MAP_SHARED, bpf_map__fd(skel_->maps.mp_fwd_gen), 0);
+  if (p == MAP_FAILED) return bpfError(errno, "mmap mp_fwd_gen");
+  fwdGen_ = static_cast<mp_fwd_gen*>(p);
+  return bpfOk();
+}
+
+void LbSkeleton::bumpForwardingGeneration() {
+  __atomic_fetch_add(&fwdGen_->gen, 1, __ATOMIC_SEQ_CST);
+}
+
+uint64_t LbSkeleton::forwardingGeneration() const {
+  return __atomic_load_n(&fwdGen_->gen, __ATOMIC_SEQ_CST);
+}
+
+BpfResult<mp_flow_cache_stats> LbSkeleton::flowCacheStats() const {
+  const int ncpu = libbpf_num_possible_cpus();
+  if (ncpu <= 0) return bpfError(-ncpu, "count possible CPUs");
+  std::vector<mp_flow_cache_stats> perCpu(static_cast<size_t>(ncpu));
+  const uint32_t zero = 0;
+  if (bpf_map_lookup_elem(bpf_map__fd(skel_->maps.mp_fc_stats), &zero, perCpu.data()) != 0) {
+    return bpfError(errno, "read mp_fc_stats");
+  }
+  mp_flow_cache_stats sum{};
+  for (const auto& c : perCpu) {
+    sum.hits += c.hits;
+    sum.misses += c.misses;
+    sum.conflicts += c.conflicts;
+    sum.bypassed += c.bypassed;
+  }
+  return sum;
 }
 
 BpfResult<UniqueFd> LbSkeleton::createRingMap(uint32_t ringSize) {

@@ -20,7 +20,7 @@ namespace meshpath {
 struct LbSkeletonOptions {
   // Directory on a bpffs where every map of abi.h is pinned as <pinRoot>/<map name>. A map
   // already pinned there is reused (a restarted meshd adopts it), a missing one is created and
-  // pinned. The program's private cache (mp_nh_cache) is never pinned.
+  // pinned. The program's private caches (mp_nh_cache, mp_flow_cache, mp_fc_stats) never are.
   // Empty: private maps that live as long as the skeleton (tests, benchmarks).
   std::string pinRoot;
   // max_entries of mp_conns and mp_rnat. Reusing a pinned table of another size fails the load.
@@ -28,6 +28,12 @@ struct LbSkeletonOptions {
   // How long a closed TCP connection keeps its SNAT port before a new flow may take it over
   // (the program's read-only snat_reuse_ns; bpf/README.md says why 2 s). Tests set it small.
   uint64_t snatReuseNs = MP_SNAT_REUSE_NS_DEFAULT;
+  // The flow cache (bpf/flowcache.h): slots per CPU, a power of two up to
+  // MP_FLOW_CACHE_SLOTS_MAX, or 0 for none; and how long a slot serves. The program serves a slot
+  // at most half of snatReuseNs (so a closed flow's slot is gone before its port can move on);
+  // when that leaves less than one kernel tick, the cache is off.
+  uint32_t flowCacheSlots = MP_FLOW_CACHE_SLOTS_DEFAULT;
+  uint64_t flowCacheTtlNs = MP_FLOW_CACHE_TTL_NS_DEFAULT;
 };
 
 class LbSkeleton {
@@ -68,6 +74,15 @@ class LbSkeleton {
   int epHealthFd() const;  // BPF_F_MMAPABLE: meshd maps it (bpf_dataplane.cpp)
   int eventsFd() const;    // the mp_events ring buffer
 
+  // After a change of where existing flows go (a service, endpoint, ring or node written, or
+  // connections deleted): every CPU's flow cache slots from before are stale (abi.h, mp_fwd_gen).
+  // An atomic add on the mapped entry, so a bump the program makes at the same moment is kept.
+  void bumpForwardingGeneration();
+  uint64_t forwardingGeneration() const;
+  // Slots per CPU of the flow cache as loaded (0: off), and its counters summed over CPUs.
+  uint32_t flowCacheSlots() const { return flowCacheSlots_; }
+  BpfResult<mp_flow_cache_stats> flowCacheStats() const;
+
   // True when every pinned map (those of abi.h) was found under pinRoot before load and reused.
   bool adopted() const { return adopted_; }
   const LbSkeletonOptions& options() const { return options_; }
@@ -75,9 +90,13 @@ class LbSkeleton {
  private:
   LbSkeleton(mp_xdp_lb* skel, LbSkeletonOptions options);
 
+  BpfStatus mapForwardingGeneration();
+
   mp_xdp_lb* skel_;
   LbSkeletonOptions options_;
   bool adopted_ = false;
+  uint32_t flowCacheSlots_ = 0;
+  mp_fwd_gen* fwdGen_ = nullptr;  // mp_fwd_gen's one entry, mapped (page-sized mapping)
 };
 
 }  // namespace meshpath
