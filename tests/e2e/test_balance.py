@@ -56,6 +56,38 @@ class BalanceTests:
                 self.assertEqual((got["endpoint"], got["local_port"]), (endpoint, port),
                                  "an open connection moved to another endpoint")
 
+    def test_open_connections_ride_the_flow_cache_until_their_endpoint_goes(self):
+        """Established packets are served from the per-CPU flow cache. Deleting an endpoint must
+        stop its open connections' packets at once (meshd bumps the forwarding generation), not
+        when a cache slot expires: the endpoint's server still runs, so a stale slot would make
+        the next request succeed there."""
+        self.start([self.service("web", 80, {1: 1, 2: 1})])
+        hits_before = self.lab.meshctl_json("stats")["flow_cache"]["hits"]
+        sessions = [self.lab.session(self.vip, 80) for _ in range(12)]
+        first = [s.get() for s in sessions]
+        for got in first:
+            self.assertTrue(got["ok"], got)
+        self.assertEqual({g["endpoint"] for g in first}, {"ep1", "ep2"}, first)
+        for _ in range(5):
+            for s, f in zip(sessions, first):
+                got = s.get()
+                self.assertTrue(got["ok"], got)
+                self.assertEqual(got["endpoint"], f["endpoint"])
+        # 72 requests on open connections; each CPU misses a flow's first packet at most once.
+        fc = self.lab.meshctl_json("stats")["flow_cache"]
+        self.assertGreaterEqual(fc["hits"] - hits_before, 36, fc)
+        self.assertIn("flow cache:", self.lab.meshctl("stats").stdout)
+
+        self.lab.meshctl("endpoint", "del", "web", self.ep_key(2))
+        for s, f in zip(sessions, first):
+            got = s.get()
+            if f["endpoint"] == "ep2":
+                self.assertFalse(got["ok"] and got["endpoint"] == "ep2",
+                                 f"a deleted endpoint still got an open connection's request: {got}")
+            else:
+                self.assertTrue(got["ok"], got)
+                self.assertEqual(got["endpoint"], "ep1")
+
     def test_deleted_service_stops_its_traffic(self):
         self.start([self.service("web", 80, {1: 1, 2: 1, 3: 1}),
                     self.service("api", 81, {1: 1, 2: 1})])

@@ -41,6 +41,52 @@ class HealthTestCase(LabTestCase):
                        check=check, capture_output=True)
 
 
+class EjectedEndpointKeepsServing(HealthTestCase):
+    ENDPOINTS = 2
+
+    def set_health(self, i, state):
+        ns = self.lab.env["endpoints"][i - 1]["ns"]
+        url = f"http://127.0.0.1:{self.lab.http_port}/health/{state}"
+        subprocess.run(["ip", "netns", "exec", ns, "python3", "-c",
+                        f"import urllib.request; urllib.request.urlopen({url!r}, timeout=2)"],
+                       check=True)
+
+    def test_ejection_stops_open_connections_served_from_the_flow_cache(self):
+        """ep2 fails its health check while its server goes on answering open connections.
+        Ejection flushes ep2's connections from mp_conns; the flow cache, which serves their
+        packets without looking at mp_conns, must drop them at once (the flush bumps the
+        forwarding generation), not when its slots expire: a request on such a connection right
+        after the ejection must not be answered by ep2."""
+        self.start([self.health_service({1: 1, 2: 1}, http_path="/health")])
+        self.wait_for(lambda s, e: all(x["last_probe"] and x["last_probe"]["ok"]
+                                       for x in e.values()), 5, "first probes pass")
+        sessions = [self.lab.session(self.vip, 80) for _ in range(10)]
+        first = [s.get() for s in sessions]
+        for got in first:
+            self.assertTrue(got["ok"], got)
+        on_ep2 = [s for s, f in zip(sessions, first) if f["endpoint"] == "ep2"]
+        on_ep1 = [s for s, f in zip(sessions, first) if f["endpoint"] == "ep1"]
+        self.assertTrue(on_ep2 and on_ep1, first)
+
+        self.set_health(2, "fail")
+        self.addCleanup(self.set_health, 2, "ok")
+        key = self.lab.ep_key(2, self.FAMILY)
+        # Requests keep ep2's cache slots fresh until the moment it is ejected.
+        deadline = time.monotonic() + 5
+        while self.endpoint_health()[1][key]["state"] != "ejected":
+            self.assertLess(time.monotonic(), deadline, "ep2 was not ejected within 5 s")
+            for s in on_ep2:
+                got = s.get()
+                self.assertTrue(got["ok"] and got["endpoint"] == "ep2", got)
+        for s in on_ep2:
+            got = s.get()
+            self.assertFalse(got["ok"] and got["endpoint"] == "ep2",
+                             f"an ejected endpoint still got an open connection's request: {got}")
+        for s in on_ep1:
+            got = s.get()
+            self.assertTrue(got["ok"] and got["endpoint"] == "ep1", got)
+
+
 class SilentEndpoint(HealthTestCase):
     ENDPOINTS = 3
 

@@ -108,6 +108,13 @@ TEST(Config, MinimalConfigTakesDefaults) {
   EXPECT_EQ(state.node.interfaces, std::vector<std::string>{"eth0"});
   EXPECT_FALSE(state.node.ipv4);
   EXPECT_EQ(state.node.ringSize, defaults.ringSize);
+  EXPECT_EQ(state.node.flowCacheSlots, MP_FLOW_CACHE_SLOTS_DEFAULT);
+  // A power of two sizes the flow cache; 0 turns it off.
+  for (uint32_t slots : {0u, 2u, 16384u, MP_FLOW_CACHE_SLOTS_MAX}) {
+    const std::string yaml =
+        "node:\n  interfaces: [eth0]\n  flow_cache_slots: " + std::to_string(slots) + "\n";
+    EXPECT_EQ(parseConfigYaml(yaml).node.flowCacheSlots, slots);
+  }
   EXPECT_EQ(state.node.snatPortMin, 61000);
   EXPECT_EQ(state.node.snatPortMax, 65535);
   EXPECT_TRUE(state.services.empty());
@@ -184,6 +191,16 @@ std::vector<BadConfig> badConfigs() {
        "node.ring_size: 2000003 is out of range 2..1048573"},
       {"ring size not a number", goodWith("ring_size: 65537", "ring_size: big"),
        "node.ring_size: big is not a whole number"},
+      {"flow cache not a power of two",
+       goodWith("ring_size: 65537", "ring_size: 65537\n  flow_cache_slots: 1000"),
+       "node.flow_cache_slots: 1000 is not a power of two (slots per CPU, e.g. 65536; 0 turns "
+       "the cache off)"},
+      {"flow cache of one slot",
+       goodWith("ring_size: 65537", "ring_size: 65537\n  flow_cache_slots: 1"),
+       "node.flow_cache_slots: 1 is not a power of two"},
+      {"flow cache too big",
+       goodWith("ring_size: 65537", "ring_size: 65537\n  flow_cache_slots: 8388608"),
+       "node.flow_cache_slots: 8388608 is out of range 0..4194304"},
       {"ring size in hex", goodWith("ring_size: 65537", "ring_size: 0x10001"),
        "node.ring_size: 0x10001 is not a whole number"},
       {"ring size under 100 x endpoints", goodWith("ring_size: 65537", "ring_size: 101"),

@@ -34,11 +34,30 @@ class EndpointHandler(BaseHTTPRequestHandler):
         if url.path == "/stream":
             self._stream(parse_qs(url.query))
             return
+        if url.path.startswith("/health"):
+            self._health(url.path)
+            return
         body = (self.name + "\n").encode()
         self.send_response(200)
         self.send_header("Content-Type", "text/plain")
         self.send_header("Content-Length", str(len(body)))
         self.send_header("X-Endpoint", self.name)
+        self.end_headers()
+        self.wfile.write(body)
+
+    # /health answers 200, or 503 after /health/fail until /health/ok: a health check can fail
+    # while the server goes on serving its open connections.
+    sick = False
+
+    def _health(self, path):
+        if path == "/health/fail":
+            EndpointHandler.sick = True
+        elif path == "/health/ok":
+            EndpointHandler.sick = False
+        status = 503 if EndpointHandler.sick and path == "/health" else 200
+        body = b"sick\n" if status == 503 else b"ok\n"
+        self.send_response(status)
+        self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
 

@@ -201,6 +201,9 @@ int cmdStatus(const Context& ctx) {
       {"snat ports", str(node, "snat_port_min") + "-" + str(node, "snat_port_max")},
       {"ring size", str(node, "ring_size")},
       {"conn table", humanCount(u64(node, "conn_table_size")) + " entries"},
+      {"flow cache", u64(node, "flow_cache_slots") == 0
+                         ? std::string("off")
+                         : humanCount(u64(node, "flow_cache_slots")) + " slots per CPU"},
       {"services", std::to_string(u64(s, "services")) + " (" + std::to_string(u64(s, "endpoints")) +
                        " endpoints)"},
   });
@@ -516,6 +519,16 @@ int cmdEndpointDrain(const Context& ctx, const Args& a) {
 
 // --- stats ---
 
+// "hits 1.2M (97.1%), misses 35k, of them 2k conflicts; 0 packets bypassed", or "off".
+std::string flowCacheLine(const json& fc) {
+  if (!fc.is_object() || u64(fc, "slots_per_cpu") == 0) return "off (node.flow_cache_slots: 0)";
+  const uint64_t hits = u64(fc, "hits"), misses = u64(fc, "misses");
+  return humanCount(u64(fc, "slots_per_cpu")) + " slots per CPU; hits " + humanCount(hits) +
+         " (" + percent(hits, hits + misses) + "), misses " + humanCount(misses) + " (" +
+         humanCount(u64(fc, "conflicts")) + " conflicts), bypassed " +
+         humanCount(u64(fc, "bypassed")) + " packets";
+}
+
 int cmdStats(const Context& ctx, const Args& a) {
   std::string error;
   if (!a.service.empty() && !validServiceName(a.service, &error)) return ctx.usage(error);
@@ -603,6 +616,9 @@ int cmdStats(const Context& ctx, const Args& a) {
     }
     std::cout << "\ndatapath exceptions:" << (nonzero.empty() ? " none\n" : "\n");
     printKeyValues(nonzero);
+  }
+  if (a.service.empty() && reply.body.is_object() && reply.body.contains("flow_cache")) {
+    std::cout << "\nflow cache: " << flowCacheLine(reply.body["flow_cache"]) << '\n';
   }
   return kExitOk;
 }

@@ -189,8 +189,8 @@ Enum readEnum(const YAML::Node& node, const std::string& path,
 NodeSpec readNode(const YAML::Node& map) {
   const std::string path = "node";
   checkKeys(map, path,
-            {"interfaces", "ipv4", "ipv6", "snat_ports", "ring_size", "conn_table_size", "xdp_mode",
-             "api_socket", "pin_root", "state_file"});
+            {"interfaces", "ipv4", "ipv6", "snat_ports", "ring_size", "conn_table_size",
+             "flow_cache_slots", "xdp_mode", "api_socket", "pin_root", "state_file"});
   NodeSpec node;
   const YAML::Node interfaces = required(map, "interfaces", path);
   if (!interfaces.IsSequence()) {
@@ -210,6 +210,10 @@ NodeSpec readNode(const YAML::Node& map) {
   if (auto n = field(map, "conn_table_size")) {
     node.connTableSize =
         static_cast<uint32_t>(readNumber(*n, "node.conn_table_size", 1, UINT32_MAX));
+  }
+  if (auto n = field(map, "flow_cache_slots")) {
+    node.flowCacheSlots = static_cast<uint32_t>(
+        readNumber(*n, "node.flow_cache_slots", 0, MP_FLOW_CACHE_SLOTS_MAX));
   }
   if (auto n = field(map, "xdp_mode")) node.xdpMode = readString(*n, "node.xdp_mode");
   if (auto n = field(map, "api_socket")) node.apiSocket = readString(*n, "node.api_socket");
@@ -525,6 +529,13 @@ std::vector<std::string> validateNode(const NodeSpec& node) {
   }
   if (node.connTableSize == 0) {
     out.push_back(rangeProblem("node.conn_table_size", "0", 1, UINT32_MAX));
+  }
+  if (const uint32_t s = node.flowCacheSlots; s > MP_FLOW_CACHE_SLOTS_MAX) {
+    out.push_back(rangeProblem("node.flow_cache_slots", std::to_string(s), 0,
+                               MP_FLOW_CACHE_SLOTS_MAX));
+  } else if (s == 1 || (s & (s - 1)) != 0) {
+    out.push_back("node.flow_cache_slots: " + std::to_string(s) +
+                  " is not a power of two (slots per CPU, e.g. 65536; 0 turns the cache off)");
   }
   if (node.xdpMode != "native" && node.xdpMode != "generic") {
     out.push_back("node.xdp_mode: " + show(node.xdpMode) + " is not one of native, generic");

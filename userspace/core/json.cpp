@@ -211,7 +211,8 @@ json toJson(const NodeSpec& node) {
   return {{"interfaces", node.interfaces},         {"ipv4", optionalAddress(node.ipv4)},
           {"ipv6", optionalAddress(node.ipv6)},    {"snat_port_min", node.snatPortMin},
           {"snat_port_max", node.snatPortMax},     {"ring_size", node.ringSize},
-          {"conn_table_size", node.connTableSize}, {"xdp_mode", node.xdpMode},
+          {"conn_table_size", node.connTableSize}, {"flow_cache_slots", node.flowCacheSlots},
+          {"xdp_mode", node.xdpMode},
           {"api_socket", node.apiSocket},          {"pin_root", node.pinRoot},
           {"state_file", node.stateFile}};
 }
@@ -267,7 +268,8 @@ ServiceSpec serviceFromJson(const json& j, const std::string& path) {
 NodeSpec nodeFromJson(const json& j, const std::string& path) {
   checkKeys(j, path,
             {"interfaces", "ipv4", "ipv6", "snat_port_min", "snat_port_max", "ring_size",
-             "conn_table_size", "xdp_mode", "api_socket", "pin_root", "state_file"});
+             "conn_table_size", "flow_cache_slots", "xdp_mode", "api_socket", "pin_root",
+             "state_file"});
   NodeSpec node;
   if (const json* v = member(j, "interfaces")) {
     if (!v->is_array()) fail(dotted(path, "interfaces"), show(*v) + " is not an array");
@@ -292,6 +294,10 @@ NodeSpec nodeFromJson(const json& j, const std::string& path) {
   if (const json* v = member(j, "conn_table_size")) {
     node.connTableSize =
         static_cast<uint32_t>(readNumber(*v, dotted(path, "conn_table_size"), 1, UINT32_MAX));
+  }
+  if (const json* v = member(j, "flow_cache_slots")) {
+    node.flowCacheSlots = static_cast<uint32_t>(
+        readNumber(*v, dotted(path, "flow_cache_slots"), 0, MP_FLOW_CACHE_SLOTS_MAX));
   }
   if (const json* v = member(j, "xdp_mode"))
     node.xdpMode = readString(*v, dotted(path, "xdp_mode"));

@@ -220,7 +220,8 @@ ApiAnswer ApiHandler::status() {
                {"snat_port_min", d.node.snatPortMin},
                {"snat_port_max", d.node.snatPortMax},
                {"ring_size", d.node.ringSize},
-               {"conn_table_size", d.node.connTableSize}};
+               {"conn_table_size", d.node.connTableSize},
+               {"flow_cache_slots", d.node.flowCacheSlots}};
   return answer(200, json{{"version", MESHPATH_VERSION},
                           {"pid", ::getpid()},
                           {"uptime_s", uptime.count()},
@@ -421,7 +422,20 @@ ApiAnswer ApiHandler::stats() {
   for (size_t i = 0; i < MP_EXC_MAX && i < exc->size(); ++i) {
     exceptions[mp_exc_names[i]] = (*exc)[i];
   }
-  return answer(200, json{{"services", services}, {"exceptions", exceptions}});
+  auto fc = cp_.dataplane().flowCacheStats();
+  if (!fc) return dataplaneFailure(fc.error());
+  const uint64_t lookups = fc->hits + fc->misses;
+  json flowCache = {{"slots_per_cpu", fc->slots},
+                    {"hits", fc->hits},
+                    {"misses", fc->misses},
+                    {"conflicts", fc->conflicts},
+                    {"bypassed", fc->bypassed},
+                    {"hit_ratio", lookups != 0 ? json(static_cast<double>(fc->hits) /
+                                                      static_cast<double>(lookups))
+                                               : json(nullptr)}};
+  return answer(200, json{{"services", services},
+                          {"exceptions", exceptions},
+                          {"flow_cache", std::move(flowCache)}});
 }
 
 ApiAnswer ApiHandler::apply(const std::string& body) {

@@ -161,6 +161,7 @@ Result<std::unique_ptr<BpfDataplane>> BpfDataplane::start(const NodeSpec& node, 
   LbSkeletonOptions options;
   options.pinRoot = node.pinRoot;
   options.connTableSize = node.connTableSize;
+  options.flowCacheSlots = node.flowCacheSlots;
   auto skel = LbSkeleton::open(options);
   if (!skel) {
     bool pinned = std::filesystem::exists(node.pinRoot + "/mp_services");
@@ -357,6 +358,7 @@ Result<void> BpfDataplane::setNode(const NodeSpec& node) {
   if (int rc = bpf_map_update_elem(skel_->nodeFd(), &key, &cfg, BPF_ANY); rc != 0) {
     return errnoError(rc, "update mp_node");
   }
+  skel_->bumpForwardingGeneration();
   return {};
 }
 
@@ -380,6 +382,7 @@ Result<void> BpfDataplane::upsertEndpoint(uint32_t id, const EndpointEntry& e) {
   if (int rc = bpf_map_update_elem(skel_->endpointsFd(), &id, &value, BPF_ANY); rc != 0) {
     return errnoError(rc, "update mp_endpoints[" + std::to_string(id) + "]");
   }
+  skel_->bumpForwardingGeneration();
   return {};
 }
 
@@ -389,6 +392,7 @@ Result<void> BpfDataplane::removeEndpoint(uint32_t id) {
   if (int rc = bpf_map_update_elem(skel_->endpointsFd(), &id, &empty, BPF_ANY); rc != 0) {
     return errnoError(rc, "clear mp_endpoints[" + std::to_string(id) + "]");
   }
+  skel_->bumpForwardingGeneration();
   zeroHealth(id);
   return zeroCounters(skel_->epStatsFd(), id, "mp_ep_stats");
 }
@@ -412,6 +416,7 @@ Result<void> BpfDataplane::upsertService(const ServiceEntry& s, const std::vecto
     if (int rc = bpf_map_update_elem(skel_->servicesFd(), &key, &value, BPF_ANY); rc != 0) {
       return errnoError(rc, "update mp_services for " + what);
     }
+    skel_->bumpForwardingGeneration();
     return {};
   }
 
@@ -422,6 +427,7 @@ Result<void> BpfDataplane::upsertService(const ServiceEntry& s, const std::vecto
       return fromBpf(r.error());
     }
     current.activeHalf = half;
+    skel_->bumpForwardingGeneration();
     return {};
   }
 
@@ -447,6 +453,7 @@ Result<void> BpfDataplane::upsertService(const ServiceEntry& s, const std::vecto
   current.fd = std::move(*fresh);
   current.ringSize = s.ringSize;
   current.activeHalf = 0;
+  skel_->bumpForwardingGeneration();
   return {};
 }
 
@@ -455,6 +462,7 @@ Result<void> BpfDataplane::removeServiceEntry(const ServiceKey& k) {
   if (int rc = bpf_map_delete_elem(skel_->servicesFd(), &key); rc != 0 && errno != ENOENT) {
     return errnoError(rc, "delete mp_services entry " + k.toString());
   }
+  skel_->bumpForwardingGeneration();
   return {};
 }
 
@@ -463,6 +471,7 @@ Result<void> BpfDataplane::releaseService(uint32_t id) {
   if (int rc = bpf_map_delete_elem(skel_->ringsFd(), &id); rc != 0 && errno != ENOENT) {
     return errnoError(rc, "delete mp_rings[" + std::to_string(id) + "]");
   }
+  skel_->bumpForwardingGeneration();
   rings_.erase(id);
   return zeroCounters(skel_->svcStatsFd(), id, "mp_svc_stats");
 }
@@ -507,6 +516,16 @@ Result<std::vector<uint64_t>> BpfDataplane::exceptionCounts() {
     for (uint64_t v : perCpu) out[reason] += v;
   }
   return out;
+}
+
+Result<FlowCacheStats> BpfDataplane::flowCacheStats() {
+  auto c = skel_->flowCacheStats();
+  if (!c) return fromBpf(c.error());
+  return FlowCacheStats{.slots = skel_->flowCacheSlots(),
+                        .hits = c->hits,
+                        .misses = c->misses,
+                        .conflicts = c->conflicts,
+                        .bypassed = c->bypassed};
 }
 
 Result<RealizedSnapshot> BpfDataplane::snapshot() {
@@ -649,7 +668,8 @@ class NoWalk : public ConnTableWalk {
 Result<std::unique_ptr<ConnTableWalk>> BpfDataplane::startFlush(const std::set<uint32_t>& ids) {
   if (ids.empty()) return std::unique_ptr<ConnTableWalk>(std::make_unique<NoWalk>());
   return std::unique_ptr<ConnTableWalk>(
-      std::make_unique<FlushWalk>(skel_->connsFd(), health_, slotEpoch_, ids));
+      std::make_unique<FlushWalk>(skel_->connsFd(), health_, slotEpoch_, ids,
+                                  [skel = skel_.get()] { skel->bumpForwardingGeneration(); }));
 }
 
 Result<std::unique_ptr<ConnTableWalk>> BpfDataplane::startResync() {

@@ -51,6 +51,7 @@ class BpfDataplane : public Dataplane {
   Result<Counters> serviceStats(uint32_t id) override;
   Result<Counters> endpointStats(uint32_t id) override;
   Result<std::vector<uint64_t>> exceptionCounts() override;
+  Result<FlowCacheStats> flowCacheStats() override;
   Result<RealizedSnapshot> snapshot() override;
   std::vector<InterfaceStatus> interfaces() override;
   std::string pinRoot() const override { return node_.pinRoot; }

@@ -27,8 +27,13 @@ Result<bool> stepFor(std::chrono::microseconds budget, Batch&& batch) {
 }  // namespace
 
 FlushWalk::FlushWalk(int fd, mp_ep_health* health, std::vector<uint32_t>& slotEpoch,
-                     const std::set<uint32_t>& ids, uint32_t batch)
-    : fd_(fd), health_(health), slotEpoch_(slotEpoch), cursor_(fd, batch) {
+                     const std::set<uint32_t>& ids, std::function<void()> afterDelete,
+                     uint32_t batch)
+    : fd_(fd),
+      health_(health),
+      slotEpoch_(slotEpoch),
+      cursor_(fd, batch),
+      afterDelete_(std::move(afterDelete)) {
   for (uint32_t id : ids) {
     if (id >= MP_MAX_ENDPOINTS) continue;
     // A resync running meanwhile leaves this endpoint's count to us (ResyncWalk).
@@ -53,6 +58,7 @@ Result<bool> FlushWalk::step(std::chrono::microseconds budget) {
 }
 
 void FlushWalk::deleteVictims() {
+  const uint64_t matchedBefore = walk_.matched;
   for (const mp_flow& key : victims_) {
     // Lookup-and-delete answers with the value as it was when it went, so a connection that
     // closed after the batch was read is not subtracted twice (its close was counted in
@@ -73,6 +79,7 @@ void FlushWalk::deleteVictims() {
       ++walk_.perEndpoint[gone.ep_id];
     }
   }
+  if (walk_.matched != matchedBefore && afterDelete_) afterDelete_();
 }
 
 Result<bool> ResyncWalk::step(std::chrono::microseconds budget) {

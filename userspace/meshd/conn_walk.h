@@ -20,6 +20,7 @@
 #include <cerrno>
 #include <algorithm>
 #include <cstdint>
+#include <functional>
 #include <chrono>
 #include <iterator>
 #include <map>
@@ -97,8 +98,11 @@ constexpr uint32_t kWalkBatch = 4096;
 // Deletes every entry whose endpoint is in `ids`, a batch at a time.
 class FlushWalk : public ConnTableWalk {
  public:
+  // afterDelete runs after each batch that deleted entries: the flow cache must not go on
+  // serving them (LbSkeleton::bumpForwardingGeneration).
   FlushWalk(int fd, mp_ep_health* health, std::vector<uint32_t>& slotEpoch,
-            const std::set<uint32_t>& ids, uint32_t batch = kWalkBatch);
+            const std::set<uint32_t>& ids, std::function<void()> afterDelete = {},
+            uint32_t batch = kWalkBatch);
   Result<bool> step(std::chrono::microseconds budget) override;
   const ConnWalk& result() const override { return walk_; }
 
@@ -111,6 +115,7 @@ class FlushWalk : public ConnTableWalk {
   ConnTableCursor cursor_;
   std::map<uint32_t, uint32_t> ids_;  // endpoint id -> its slotEpoch when the flush began
   std::vector<mp_flow> victims_;
+  std::function<void()> afterDelete_;
   ConnWalk walk_;
 };
 

@@ -55,6 +55,7 @@ std::string describeNodeChanges(const NodeSpec& from, const NodeSpec& to) {
        std::to_string(to.snatPortMin) + "-" + std::to_string(to.snatPortMax));
   note("ring_size", std::to_string(from.ringSize), std::to_string(to.ringSize));
   note("conn_table_size", std::to_string(from.connTableSize), std::to_string(to.connTableSize));
+  note("flow_cache_slots", std::to_string(from.flowCacheSlots), std::to_string(to.flowCacheSlots));
   note("xdp_mode", from.xdpMode, to.xdpMode);
   note("api_socket", from.apiSocket, to.apiSocket);
   note("pin_root", from.pinRoot, to.pinRoot);

@@ -57,6 +57,15 @@ struct Counters {
   uint64_t newConns = 0;
 };
 
+// The flow cache's size and counters, summed over CPUs (abi.h, struct mp_flow_cache_stats).
+struct FlowCacheStats {
+  uint32_t slots = 0;  // per CPU; 0: no cache
+  uint64_t hits = 0;
+  uint64_t misses = 0;
+  uint64_t conflicts = 0;  // of the misses: another live flow held the slot
+  uint64_t bypassed = 0;   // packets that skipped the cache while it thrashed
+};
+
 // What a dataplane already holds when meshd starts (pinned maps of an earlier run).
 struct RealizedSnapshot {
   std::vector<ServiceEntry> services;  // entries of the service table
@@ -145,6 +154,7 @@ class Dataplane {
   virtual Result<Counters> endpointStats(uint32_t id) = 0;  // summed over CPUs
   // Exception counters indexed by enum mp_exc_reason (MP_EXC_MAX of them), summed over CPUs.
   virtual Result<std::vector<uint64_t>> exceptionCounts() = 0;
+  virtual Result<FlowCacheStats> flowCacheStats() = 0;
 
   // What is in the tables now; used once at start to adopt an earlier run's state.
   virtual Result<RealizedSnapshot> snapshot() = 0;

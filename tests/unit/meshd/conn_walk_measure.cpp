@@ -40,6 +40,7 @@ class MeasuredDataplane : public Dataplane {
   Result<Counters> serviceStats(uint32_t) override { return Counters{}; }
   Result<Counters> endpointStats(uint32_t) override { return Counters{}; }
   Result<std::vector<uint64_t>> exceptionCounts() override { return std::vector<uint64_t>{}; }
+  Result<FlowCacheStats> flowCacheStats() override { return FlowCacheStats{}; }
   Result<RealizedSnapshot> snapshot() override { return RealizedSnapshot{}; }
   std::vector<InterfaceStatus> interfaces() override { return {}; }
   std::string pinRoot() const override { return ""; }

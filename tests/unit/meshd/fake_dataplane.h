@@ -81,6 +81,9 @@ class FakeDataplane : public Dataplane {
   Result<std::vector<uint64_t>> exceptionCounts() override {
     return std::vector<uint64_t>(MP_EXC_MAX, 7);
   }
+  Result<FlowCacheStats> flowCacheStats() override {
+    return FlowCacheStats{.slots = 4, .hits = 30, .misses = 10, .conflicts = 2, .bypassed = 5};
+  }
   Result<RealizedSnapshot> snapshot() override {
     RealizedSnapshot s;
     for (const auto& [k, e] : services) s.services.push_back(e);

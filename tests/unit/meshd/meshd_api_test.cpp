@@ -255,6 +255,12 @@ TEST_F(ApiTest, Stats) {
                                        {"new_conns", 0}}));
   EXPECT_EQ(body["exceptions"].size(), static_cast<size_t>(MP_EXC_MAX));
   EXPECT_EQ(body["exceptions"]["drop_ip4_trunc"], 7);
+  EXPECT_EQ(body["flow_cache"], (json{{"slots_per_cpu", 4},
+                                      {"hits", 30},
+                                      {"misses", 10},
+                                      {"conflicts", 2},
+                                      {"bypassed", 5},
+                                      {"hit_ratio", 0.75}}));
 }
 
 TEST_F(ApiTest, Apply) {
