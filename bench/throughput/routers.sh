@@ -1,7 +1,8 @@
 # routers.sh — sourced by bench/throughput/run.sh and bench/latency/run.sh: the chain both
 # measure on (bench_chain_up) and the three routers they compare, each a setup_<name> /
 # teardown_<name> pair acting on the router namespace of tools/lab's chain. The routers need
-# PKTGEN, MESHD, OUT, STATE, PIN and the CHAIN_* variables bench_chain_up sets; HELPER_PID holds
+# PKTGEN, MESHD, OUT, STATE, PIN and the CHAIN_* variables bench_chain_up sets (and take
+# FLOW_CACHE_SLOTS for meshd's node.flow_cache_slots, default 4096); HELPER_PID holds
 # the background process of the router in use.
 #   nftables  DNAT in prerouting, a jhash map over the endpoints (kube-proxy's way, in nft)
 #   floor     pktgen fwd: the trivial XDP forwarder (MAC rewrite + redirect)
@@ -56,6 +57,7 @@ node:
   ipv6: $CHAIN_RTR_IPV6
   snat_ports: 1024-65535
   conn_table_size: 2097152
+  flow_cache_slots: ${FLOW_CACHE_SLOTS:-4096}
   xdp_mode: native
   api_socket: $STATE/meshd.sock
   pin_root: $PIN

@@ -193,7 +193,7 @@ std::vector<BadConfig> badConfigs() {
        "node.ring_size: big is not a whole number"},
       {"flow cache not a power of two",
        goodWith("ring_size: 65537", "ring_size: 65537\n  flow_cache_slots: 1000"),
-       "node.flow_cache_slots: 1000 is not a power of two (slots per CPU, e.g. 65536; 0 turns "
+       "node.flow_cache_slots: 1000 is not a power of two (slots per CPU, e.g. 4096; 0 turns "
        "the cache off)"},
       {"flow cache of one slot",
        goodWith("ring_size: 65537", "ring_size: 65537\n  flow_cache_slots: 1"),

@@ -289,6 +289,8 @@ int runSend(const SendArgs& a) {
   // Progress, duration, warm-up: the main thread watches; the generator threads send.
   uint64_t lastTx = 0, lastRx = 0, lastT = start;
   std::optional<SinkCounts> rxAtWarmup;
+  // The sent rate is measured over the same window as the received one: after the warm-up.
+  std::optional<std::pair<uint64_t, uint64_t>> txAtWarmup;  // (sent, monotonic ns)
   uint64_t warmupNs = static_cast<uint64_t>(a.warmup * 1e9);
   uint64_t durationNs = static_cast<uint64_t>(a.duration * 1e9);
   bool done = false;
@@ -302,8 +304,10 @@ int runSend(const SendArgs& a) {
     uint64_t now = monotonicNs();
     if (finished.load()) done = true;
     if (gStop.load() || (durationNs != 0 && now - start >= durationNs)) generator.stop();
-    if (sink && !rxAtWarmup && warmupNs != 0 && now - start >= warmupNs)
-      rxAtWarmup = sink->counts();
+    if (!txAtWarmup && warmupNs != 0 && now - start >= warmupNs) {
+      txAtWarmup = {generator.sent(), now};
+      if (sink) rxAtWarmup = sink->counts();
+    }
     if (showProgress && (now - lastT >= 1000000000ULL || done)) {
       uint64_t tx = generator.sent();
       double dt = seconds(now - lastT);
@@ -333,6 +337,9 @@ int runSend(const SendArgs& a) {
   uint64_t sent = generator.sent();
   double elapsed = seconds(end - start);
   double txPps = elapsed > 0 ? static_cast<double>(sent) / elapsed : 0;
+  if (txAtWarmup && end > txAtWarmup->second) {
+    txPps = static_cast<double>(sent - txAtWarmup->first) / seconds(end - txAtWarmup->second);
+  }
 
   // Frames still in flight reach the sink a little later: wait until its count settles.
   SinkCounts rx;
@@ -525,7 +532,7 @@ int realMain(int argc, char** argv) {
   send->add_option("--pcap", s.pcap, "capture what --rx receives into this pcap file");
   send->add_option("--snap", s.snap, "bytes captured per frame (1..256)")->capture_default_str();
   send->add_flag("--latency", s.latency, "one-way latency percentiles at --rx (needs --stamp)");
-  send->add_option("--warmup", s.warmup, "seconds before the received rate is measured");
+  send->add_option("--warmup", s.warmup, "seconds before the sent and received rates are measured");
   send->add_flag("--json", s.json, "summary as JSON on stdout");
   send->add_flag("-q,--quiet", s.quiet, "no progress, no summary");
   send->add_flag("--progress", s.progress, "progress lines even when stderr is not a terminal");

@@ -535,7 +535,7 @@ std::vector<std::string> validateNode(const NodeSpec& node) {
                                MP_FLOW_CACHE_SLOTS_MAX));
   } else if (s == 1 || (s & (s - 1)) != 0) {
     out.push_back("node.flow_cache_slots: " + std::to_string(s) +
-                  " is not a power of two (slots per CPU, e.g. 65536; 0 turns the cache off)");
+                  " is not a power of two (slots per CPU, e.g. 4096; 0 turns the cache off)");
   }
   if (node.xdpMode != "native" && node.xdpMode != "generic") {
     out.push_back("node.xdp_mode: " + show(node.xdpMode) + " is not one of native, generic");

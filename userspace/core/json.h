@@ -15,7 +15,7 @@
 //              "panic_threshold": 50, "passive_fall": 3}   (every field optional)
 //   Node:     {"interfaces": [...], "ipv4": "10.0.2.1" | null, "ipv6": ... | null,
 //              "snat_port_min": 61000, "snat_port_max": 65535, "ring_size": 65537,
-//              "conn_table_size": 1048576, "flow_cache_slots": 65536,
+//              "conn_table_size": 1048576, "flow_cache_slots": 4096,
 //              "xdp_mode": "native", "api_socket": "...",
 //              "pin_root": "...", "state_file": "..."}          (missing fields take defaults)
 //   State:    {"node": Node, "services": [Service...]}

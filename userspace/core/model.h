@@ -124,7 +124,7 @@ struct NodeSpec {
   uint16_t snatPortMax = 65535;
   uint32_t ringSize = 65537;  // Maglev M, prime
   uint32_t connTableSize = 1u << 20;
-  uint32_t flowCacheSlots = 65536;  // per CPU, a power of two; 0: no flow cache (bpf/flowcache.h)
+  uint32_t flowCacheSlots = 4096;  // per CPU, a power of two; 0: no flow cache (bpf/flowcache.h)
   std::string xdpMode = "native";  // native | generic
   std::string apiSocket = "/run/meshpath/meshd.sock";
   std::string pinRoot = "/sys/fs/bpf/meshpath";
