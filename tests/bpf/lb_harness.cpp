@@ -153,9 +153,33 @@ const char* verdictName(uint32_t verdict) {
   }
 }
 
-LbHarness::LbHarness(uint32_t connTableSize, uint64_t snatReuseNs) {
-  auto lb =
-      LbSkeleton::open({.pinRoot = "", .connTableSize = connTableSize, .snatReuseNs = snatReuseNs});
+CpuPin::CpuPin() {
+  if (sched_getaffinity(0, sizeof(previous_), &previous_) != 0) {
+    throw std::runtime_error(std::string("sched_getaffinity: ") + std::strerror(errno));
+  }
+  // The one it is on: test processes running side by side keep to their own CPUs.
+  cpu_ = sched_getcpu();
+  if (cpu_ < 0 || !CPU_ISSET(cpu_, &previous_)) {
+    cpu_ = 0;
+    while (cpu_ < CPU_SETSIZE && !CPU_ISSET(cpu_, &previous_)) ++cpu_;
+  }
+  cpu_set_t one;
+  CPU_ZERO(&one);
+  CPU_SET(cpu_, &one);
+  if (sched_setaffinity(0, sizeof(one), &one) != 0) {
+    throw std::runtime_error(std::string("sched_setaffinity: ") + std::strerror(errno));
+  }
+}
+
+CpuPin::~CpuPin() { sched_setaffinity(0, sizeof(previous_), &previous_); }
+
+LbHarness::LbHarness(uint32_t connTableSize, uint64_t snatReuseNs)
+    : LbHarness(LbSkeletonOptions{
+          .pinRoot = "", .connTableSize = connTableSize, .snatReuseNs = snatReuseNs}) {}
+
+LbHarness::LbHarness(const LbSkeletonOptions& options) {
+  if (!options.pinRoot.empty()) throw std::invalid_argument("the harness's maps are private");
+  auto lb = LbSkeleton::open(options);
   if (!lb) throw std::runtime_error(lb.error().toString());
   lb_ = std::move(*lb);
 }
@@ -221,6 +245,13 @@ void LbHarness::setService(uint32_t svcId, const std::string& vip, uint16_t port
     throw std::runtime_error(status.error().toString());
   }
   s.svc.active_half = half;
+}
+
+void LbHarness::removeEndpoint(uint32_t id) {
+  const mp_endpoint empty{};
+  if (bpf_map_update_elem(lb_->endpointsFd(), &id, &empty, BPF_ANY) != 0) {
+    throw std::runtime_error(std::string("clear mp_endpoints: ") + std::strerror(errno));
+  }
 }
 
 XdpRun LbHarness::run(const Bytes& frame, int ingressIfindex) const {
@@ -302,6 +333,12 @@ void LbHarness::setHealth(uint32_t epId, const mp_ep_health& health) {
   if (bpf_map_update_elem(mapFd("mp_ep_health"), &epId, &health, BPF_ANY) != 0) {
     throw std::runtime_error(std::string("update mp_ep_health: ") + std::strerror(errno));
   }
+}
+
+void LbHarness::setDown(uint32_t epId, bool down) {
+  mp_ep_health h = health(epId);
+  h.flags = down ? (h.flags | MP_EPH_F_DOWN) : (h.flags & ~MP_EPH_F_DOWN);
+  setHealth(epId, h);
 }
 
 std::vector<mp_health_event> LbHarness::takeEvents() {

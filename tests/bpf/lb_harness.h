@@ -5,12 +5,14 @@
 #pragma once
 
 #include <netinet/in.h>
+#include <sched.h>
 
 #include <array>
 #include <cstdint>
 #include <map>
 #include <memory>
 #include <optional>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -81,10 +83,30 @@ AbiAddr abiAddr(const std::string& text);
 
 const char* verdictName(uint32_t verdict);
 
+// Pins the calling thread to the CPU it is on while it lives, and gives the thread its CPUs
+// back after. BPF_PROG_RUN runs the program on the caller's CPU, and the
+// program's per-CPU state (the flow cache, mp_rr) is that CPU's: a test that expects the second
+// packet of a flow to find what the first left there must send both from the same CPU.
+class CpuPin {
+ public:
+  CpuPin();
+  ~CpuPin();
+  CpuPin(const CpuPin&) = delete;
+  CpuPin& operator=(const CpuPin&) = delete;
+
+  int cpu() const { return cpu_; }
+
+ private:
+  cpu_set_t previous_{};
+  int cpu_ = -1;
+};
+
 class LbHarness {
  public:
   explicit LbHarness(uint32_t connTableSize = 4096,
                      uint64_t snatReuseNs = MP_SNAT_REUSE_NS_DEFAULT);
+  // Any options; pinRoot must stay empty (the harness's maps are its own).
+  explicit LbHarness(const LbSkeletonOptions& options);
 
   LbSkeleton& lb() { return *lb_; }
 
@@ -92,6 +114,8 @@ class LbHarness {
                uint16_t portMax = 65535);
   void setEndpoint(uint32_t id, const std::string& address, uint16_t port, uint32_t svcId,
                    bool inUse = true);
+  // The endpoint leaves: its entry written all-zero, as meshd's removeEndpoint does.
+  void removeEndpoint(uint32_t id);
   // Adds or replaces service svcId with a ring of ringSize slots filled round-robin from
   // endpointIds (none: every slot MP_RING_EMPTY), published through LbSkeleton::writeRing.
   // With ringSize == endpointIds.size() the ring is exactly that sequence.
@@ -112,6 +136,8 @@ class LbHarness {
   // round-robin counter of a service (mp_rr).
   mp_ep_health health(uint32_t epId) const;
   void setHealth(uint32_t epId, const mp_ep_health& health);
+  // Sets or clears MP_EPH_F_DOWN (the mark the datapath sets, meshd clears), nothing else.
+  void setDown(uint32_t epId, bool down);
   std::vector<mp_health_event> takeEvents();
   std::vector<uint32_t> rrCounters(uint32_t svcId) const;
   // A map of the program's by name (for those LbSkeleton has no accessor of its own for).
@@ -174,6 +200,46 @@ inline void install(LbHarness& h) {
   h.setService(kSvcUdp4, topo::kVip4, kUdpPort, IPPROTO_UDP, 13, {3, 4});
   h.setService(kSvcTcp6, topo::kVip6, kTcpPort, IPPROTO_TCP, 13, {5, 6});
   h.setService(kSvcUdp6, topo::kVip6, kUdpPort, IPPROTO_UDP, 13, {7, 8});
+}
+
+// Endpoint id of kEndpoints (throws for another id).
+inline const Endpoint& endpoint(uint32_t id) {
+  for (const Endpoint& e : kEndpoints) {
+    if (e.id == id) return e;
+  }
+  throw std::out_of_range("no fixture endpoint " + std::to_string(id));
+}
+
+// A client's flow to a service: its packets both ways are built from it.
+struct Flow {
+  std::string client, vip, node;
+  uint16_t cport, vport;
+  uint8_t proto;
+};
+
+inline Flow tcp4(uint16_t cport, const std::string& vip = topo::kVip4) {
+  return {topo::kClient4, vip, topo::kNode4, cport, kTcpPort, IPPROTO_TCP};
+}
+inline Flow udp4(uint16_t cport) {
+  return {topo::kClient4, topo::kVip4, topo::kNode4, cport, kUdpPort, IPPROTO_UDP};
+}
+inline Flow tcp6(uint16_t cport) {
+  return {topo::kClient6, topo::kVip6, topo::kNode6, cport, kTcpPort, IPPROTO_TCP};
+}
+inline Flow udp6(uint16_t cport) {
+  return {topo::kClient6, topo::kVip6, topo::kNode6, cport, kUdpPort, IPPROTO_UDP};
+}
+
+// A TCP packet of the flow carries flags and no payload; a UDP one a short query.
+inline Shape shapeOf(const Flow& f, uint8_t flags) {
+  return f.proto == IPPROTO_TCP ? Shape{.tcpFlags = flags}
+                                : Shape{.proto = IPPROTO_UDP, .payload = "query"};
+}
+
+// The client's packet of the flow as the node receives it from its router.
+inline Bytes fromClient(const Flow& f, uint8_t flags) {
+  return frame(shapeOf(f, flags), topo::kRouterMac, topo::kClientIfMac, f.client, f.vip, f.cport,
+               f.vport);
 }
 }  // namespace fixture
 

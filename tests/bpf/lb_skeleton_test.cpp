@@ -9,7 +9,9 @@
 
 #include <cerrno>
 #include <cstring>
+#include <ctime>
 #include <filesystem>
+#include <string>
 
 #include "libbpf_logger.h"
 
@@ -115,6 +117,61 @@ TEST_F(LbSkeletonTest, WriteRingPublishesOneHalfThenFlips) {
   uint32_t innerId = 0;
   EXPECT_EQ(bpf_map_lookup_elem((*lb)->ringsFd(), &svc.id, &innerId), 0)
       << "mp_rings holds the ring";
+}
+
+// The flow cache's size: a power of two in [2, MP_FLOW_CACHE_SLOTS_MAX], or 0 for none; any
+// other is refused with its number in the message. A slot lives at most half the SNAT port
+// linger (and flowCacheTtlNs): when that is under one tick, the cache is off.
+TEST_F(LbSkeletonTest, FlowCacheSizeIsCheckedAndTooShortALifeTurnsItOff) {
+  timespec res{};
+  ASSERT_EQ(::clock_getres(CLOCK_MONOTONIC_COARSE, &res), 0);
+  const uint64_t tick = static_cast<uint64_t>(res.tv_nsec);  // the loader's tick
+  ASSERT_GT(tick, 0u);
+  struct Case {
+    std::string what;
+    uint32_t slots;
+    uint64_t linger = MP_SNAT_REUSE_NS_DEFAULT;
+    uint64_t ttl = MP_FLOW_CACHE_TTL_NS_DEFAULT;
+    uint32_t loaded = 0;  // flowCacheSlots() after the load
+    std::string error{};  // "": the load succeeds; else in its message
+  };
+  // Three loads (a load is half a second of verifier): the errors come before any.
+  const Case cases[] = {
+      {.what = "one slot", .slots = 1, .error = "flow cache slots 1 "},
+      {.what = "not a power of two", .slots = 3, .error = "flow cache slots 3 "},
+      {.what = "not a power of two, large", .slots = 65535, .error = "flow cache slots 65535 "},
+      {.what = "beyond the largest",
+       .slots = MP_FLOW_CACHE_SLOTS_MAX * 2,
+       .error = "flow cache slots 8388608 "},
+      {.what = "the smallest, living one tick: half a linger of two",
+       .slots = 2,
+       .linger = 2 * tick,
+       .loaded = 2},
+      {.what = "a linger under two ticks: a slot would live less than one",
+       .slots = 1024,
+       .linger = 2 * tick - 1},
+      {.what = "a slot life under a tick", .slots = 1024, .ttl = tick - 1},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.what);
+    LbSkeletonOptions options;
+    options.connTableSize = 1024;
+    options.snatReuseNs = c.linger;
+    options.flowCacheSlots = c.slots;
+    options.flowCacheTtlNs = c.ttl;
+    auto lb = LbSkeleton::open(options);
+    if (!c.error.empty()) {
+      ASSERT_FALSE(lb);
+      EXPECT_EQ(lb.error().errnum, EINVAL);
+      EXPECT_NE(lb.error().toString().find(c.error), std::string::npos) << lb.error().toString();
+      continue;
+    }
+    ASSERT_TRUE(lb) << lb.error().toString();
+    EXPECT_EQ((*lb)->flowCacheSlots(), c.loaded);
+    auto stats = (*lb)->flowCacheStats();
+    ASSERT_TRUE(stats) << stats.error().toString();
+    EXPECT_EQ(stats->hits + stats->misses + stats->conflicts + stats->bypassed, 0u);
+  }
 }
 
 }  // namespace

@@ -6,7 +6,6 @@
 #include <bpf/bpf.h>
 #include <gtest/gtest.h>
 #include <linux/bpf.h>
-#include <sched.h>
 #include <unistd.h>
 
 #include <cmath>
@@ -26,7 +25,6 @@ namespace {
 using namespace topo;
 
 constexpr uint8_t kTcp = 6;
-constexpr uint8_t kUdp = 17;
 using namespace fixture;
 constexpr uint32_t kSvcAlg = 4;  // beside the shared fixture's services
 constexpr char kVipAlg[] = "10.0.0.150";
@@ -36,24 +34,6 @@ struct Ep {
   uint16_t port;
   std::string mac;
 };
-
-// A client's flow to a service: its packets both ways, built from scratch.
-struct Flow {
-  std::string client, vip, node;
-  uint16_t cport, vport;
-  uint8_t proto;
-};
-
-Flow tcp4(uint16_t cport, const std::string& vip = kVip4) {
-  return {kClient4, vip, kNode4, cport, 80, kTcp};
-}
-Flow udp4(uint16_t cport) { return {kClient4, kVip4, kNode4, cport, 53, kUdp}; }
-Flow tcp6(uint16_t cport) { return {kClient6, kVip6, kNode6, cport, 80, kTcp}; }
-Flow udp6(uint16_t cport) { return {kClient6, kVip6, kNode6, cport, 53, kUdp}; }
-
-Shape shapeOf(const Flow& f, uint8_t flags) {
-  return f.proto == kTcp ? Shape{.tcpFlags = flags} : Shape{.proto = kUdp, .payload = "query"};
-}
 
 class HealthTest : public ::testing::Test {
  protected:
@@ -80,15 +60,6 @@ class HealthTest : public ::testing::Test {
     hl.fall = fall;
     hl.fails = fails;
     h_->setHealth(ep, hl);
-  }
-  void setDown(uint32_t ep, bool down) {
-    mp_ep_health hl = h_->health(ep);
-    hl.flags = down ? MP_EPH_F_DOWN : 0;
-    h_->setHealth(ep, hl);
-  }
-
-  Bytes fromClient(const Flow& f, uint8_t flags) const {
-    return frame(shapeOf(f, flags), kRouterMac, kClientIfMac, f.client, f.vip, f.cport, f.vport);
   }
   mp_flow key(const Flow& f) const { return h_->predict(fromClient(f, kTcpSyn)).flow; }
   std::optional<mp_conn> conn(const Flow& f) const { return h_->conn(key(f)); }
@@ -335,9 +306,9 @@ TEST_F(HealthTest, SynRetransmitsMarkDownOnceAndTheFlowMovesToALiveEndpoint) {
   expectEvent(events[0], 1, MP_HEV_SUSPECT, MP_PASSIVE_SYN_RETRANS, 1);
   expectEvent(events[1], 1, MP_HEV_DOWN, MP_PASSIVE_SYN_RETRANS, 2);
   const Flow c = tcp4(portPicking(1, tcp4(0), b.cport + 1));
-  setDown(1, false);
+  h_->setDown(1, false);
   EXPECT_EQ(send(c).ep_id, 1u);
-  setDown(1, true);
+  h_->setDown(1, true);
   send(c);  // retransmission: fails 3, already down
   EXPECT_EQ(h_->health(1).fails, 3u);
   EXPECT_TRUE(h_->takeEvents().empty()) << "exactly one DOWN event";
@@ -414,7 +385,7 @@ TEST_F(HealthTest, FallZeroNeverCounts) {
 }
 
 TEST_F(HealthTest, NewFlowsSkipADownEndpointAllDownTakesTheFirstPick) {
-  setDown(1, true);
+  h_->setDown(1, true);
   for (uint16_t from = 42000, n = 0; n < 8; ++n) {
     const Flow picks1 = tcp4(portPicking(1, tcp4(0), from));
     const Flow picks2 = tcp4(portPicking(2, tcp4(0), from));
@@ -422,16 +393,16 @@ TEST_F(HealthTest, NewFlowsSkipADownEndpointAllDownTakesTheFirstPick) {
     EXPECT_EQ(send(picks1).ep_id, 2u) << "Maglev's pick is down: the next slot's";
     EXPECT_EQ(send(picks2).ep_id, 2u);
   }
-  setDown(2, true);
+  h_->setDown(2, true);
   const Flow picks1 = tcp4(portPicking(1, tcp4(0), 43000));
   const Flow picks2 = tcp4(portPicking(2, tcp4(0), 43000));
   EXPECT_EQ(send(picks1).ep_id, 1u) << "every candidate down: the first pick";
   EXPECT_EQ(send(picks2).ep_id, 2u);
   const Flow established = tcp4(portPicking(1, tcp4(0), 43100));
-  setDown(1, false);
-  setDown(2, false);
+  h_->setDown(1, false);
+  h_->setDown(2, false);
   EXPECT_EQ(send(established).ep_id, 1u);
-  setDown(1, true);
+  h_->setDown(1, true);
   EXPECT_EQ(send(established, kTcpAck).ep_id, 1u) << "established flows never look at health";
 }
 
@@ -447,7 +418,7 @@ TEST_F(HealthTest, ReopenOnADownEndpointMovesOtherwiseStays) {
   EXPECT_EQ(ca.flags, MP_CONN_F_SYN_SENT | MP_CONN_F_COUNTED);
   EXPECT_EQ(h_->health(1).opened, 2u);
   reply(a, ca, kTcpRst | kTcpAck);  // refused: closed (and a failure, fall 0 here)
-  setDown(1, true);
+  h_->setDown(1, true);
   const mp_conn moved = send(a);
   EXPECT_EQ(moved.ep_id, 2u) << "a reopen of a down endpoint's closed entry is re-picked";
   const mp_ep_health h1 = h_->health(1), h2 = h_->health(2);
@@ -570,22 +541,14 @@ TEST_F(AlgorithmTest, RandomSpreadsByWeightAndForgetsTheTuple) {
 }
 
 TEST_F(AlgorithmTest, RoundRobinCyclesThroughTheRingSequence) {
-  // mp_rr is per CPU: stay on one for the sequence to be this CPU's.
-  cpu_set_t all, one;
-  ASSERT_EQ(sched_getaffinity(0, sizeof(all), &all), 0);
-  CPU_ZERO(&one);
-  int cpu = 0;
-  while (!CPU_ISSET(cpu, &all)) ++cpu;
-  CPU_SET(cpu, &one);
-  ASSERT_EQ(sched_setaffinity(0, sizeof(one), &one), 0);
+  const CpuPin pin;  // mp_rr is per CPU: stay on one for the sequence to be this CPU's
   const std::vector<uint32_t> ring = {11, 12, 12, 11, 12};
   service(MP_ALG_ROUND_ROBIN, ring);
   for (size_t i = 0; i < 3 * ring.size(); ++i) {
     EXPECT_EQ(send(tcp4(static_cast<uint16_t>(21000 + i), kVipAlg)).ep_id, ring[i % ring.size()])
         << "flow " << i;
   }
-  EXPECT_EQ(h_->rrCounters(kSvcAlg).at(static_cast<size_t>(cpu)), 3 * ring.size());
-  ASSERT_EQ(sched_setaffinity(0, sizeof(all), &all), 0);
+  EXPECT_EQ(h_->rrCounters(kSvcAlg).at(static_cast<size_t>(pin.cpu())), 3 * ring.size());
 }
 
 TEST_F(AlgorithmTest, LeastConnPicksFewerActiveConnections) {
@@ -600,7 +563,7 @@ TEST_F(AlgorithmTest, LeastConnPicksFewerActiveConnections) {
   expectBinomial(flowsTo11(400, 23000), 400, 0.75, "11 adjusted to -1000 active");
   // A down candidate loses to a live one; both down (both slots 12) skip to the next slot.
   setActive(11, 1000, 0);
-  setDown(12, true);
+  h_->setDown(12, true);
   EXPECT_EQ(flowsTo11(50, 24000), 50u) << "12 has fewer but is down";
 }
 

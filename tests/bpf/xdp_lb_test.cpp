@@ -1,8 +1,6 @@
 // The XDP balancer run for real with BPF_PROG_RUN, inside a network namespace of the test's own
-// (lb_harness.h) so next hops, MACs and verdicts are known. Each table row: a description, an
-// input frame, the interface it arrives on, the expected verdict, the expected whole output
-// frame, and the mp_exc counter that must go up. Expected frames are built from scratch by the
-// packet builder (checksums included), and forwarded frames' checksums are recomputed too.
+// (lb_harness.h) so next hops, MACs and verdicts are known. The tests are tables of packets
+// (lb_table.h): each row's verdict, whole output frame and exception counter are checked.
 #include <arpa/inet.h>
 #include <bpf/bpf.h>
 #include <gtest/gtest.h>
@@ -21,8 +19,8 @@
 #include "conn.h"
 #include "hash.h"
 #include "lb_harness.h"
+#include "lb_table.h"
 #include "libbpf_logger.h"
-#include "malformed_cases.h"
 #include "nat.h"
 #include "packet.h"
 
@@ -33,16 +31,6 @@ using namespace topo;
 
 constexpr uint8_t kTcp = 6;
 constexpr uint8_t kUdp = 17;
-
-struct LbCase {
-  std::string description;
-  Bytes input;
-  std::string ingress;  // interface the frame arrives on
-  uint32_t verdict;
-  std::optional<Bytes> output;                       // nullopt: the input, untouched
-  std::optional<uint32_t> exception = std::nullopt;  // this mp_exc counter goes up by one
-  bool anyOutput = false;  // a drop after the rewrite: the bytes do not matter
-};
 
 struct EndpointInfo {
   std::string addr;
@@ -78,35 +66,7 @@ class XdpLbTest : public ::testing::Test {
     endpoints_[id] = {addr, port, mac};
   }
 
-  uint64_t totalExceptions() const {
-    uint64_t sum = 0;
-    for (uint32_t r = 0; r < MP_EXC_MAX; ++r) sum += h_->exceptions(r);
-    return sum;
-  }
-
-  void runTable(const std::vector<LbCase>& table) {
-    for (const LbCase& c : table) {
-      SCOPED_TRACE(c.description);
-      const uint64_t before = c.exception ? h_->exceptions(*c.exception) : 0;
-      const uint64_t totalBefore = totalExceptions();
-      const XdpRun run = h_->run(c.input, ifindexOf(c.ingress));
-      ASSERT_EQ(run.error, 0) << std::strerror(run.error);
-      EXPECT_STREQ(verdictName(run.verdict), verdictName(c.verdict));
-      if (!c.anyOutput) {
-        const Bytes& expected = c.output ? *c.output : c.input;
-        EXPECT_TRUE(run.output == expected) << describeMismatch(expected, run.output);
-      }
-      if (run.verdict == XDP_TX || run.verdict == XDP_REDIRECT) {
-        EXPECT_EQ(verifyChecksums(run.output), "");
-      }
-      if (c.exception) {
-        EXPECT_EQ(h_->exceptions(*c.exception), before + 1)
-            << "mp_exc[" << mp_exc_names[*c.exception] << "]";
-      }
-      EXPECT_EQ(totalExceptions(), totalBefore + (c.exception ? 1 : 0))
-          << "no other exception counter moves";
-    }
-  }
+  void runTable(const std::vector<LbCase>& table) { meshpath::testing::runTable(*h_, table); }
 
   // A client's flow to a service, its second packet, and the endpoint's reply, all checked
   // whole; then the tables and counters the flow left behind.
@@ -237,19 +197,7 @@ TEST_F(XdpLbTest, NotAVipPassesUntouched) {
 }
 
 TEST_F(XdpLbTest, MalformedFramesGetTheirVerdictAndCounter) {
-  std::vector<LbCase> table;
-  for (const MalformedCase& m : malformedCases()) {
-    if (m.frame.size() < ETH_HLEN) {
-      // BPF_PROG_RUN refuses frames shorter than Ethernet (EINVAL), as drivers never hand
-      // them to XDP; the parser's answer to them is checked natively (core_native_test).
-      EXPECT_EQ(h_->run(m.frame, ifindexOf(kClientIf)).error, EINVAL) << m.description;
-      continue;
-    }
-    table.push_back({m.description, m.frame, kClientIf,
-                     mp_exc_passes(m.reason) ? uint32_t{XDP_PASS} : uint32_t{XDP_DROP},
-                     std::nullopt, m.reason});
-  }
-  runTable(table);
+  runTable(malformedTable(*h_));
   for (uint32_t svc : {kSvcTcp4, kSvcUdp4, kSvcTcp6, kSvcUdp6}) {
     EXPECT_EQ(h_->svcStats(svc).packets, 0u) << "no malformed frame reached service " << svc;
   }
