@@ -363,10 +363,14 @@ std::vector<mp_health_event> LbHarness::takeEvents() {
 }
 
 std::vector<uint32_t> LbHarness::rrCounters(uint32_t svcId) const {
-  std::vector<uint32_t> values(static_cast<size_t>(libbpf_num_possible_cpus()));
-  if (bpf_map_lookup_elem(mapFd("mp_rr"), &svcId, values.data()) != 0) {
+  // A per-CPU lookup gives each CPU's value in 8 bytes (the kernel rounds value_size up to 8):
+  // a u32 is the first 4 of its CPU's 8.
+  std::vector<uint64_t> slots(static_cast<size_t>(libbpf_num_possible_cpus()));
+  if (bpf_map_lookup_elem(mapFd("mp_rr"), &svcId, slots.data()) != 0) {
     throw std::runtime_error(std::string("lookup mp_rr: ") + std::strerror(errno));
   }
+  std::vector<uint32_t> values(slots.size());
+  for (size_t i = 0; i < slots.size(); ++i) std::memcpy(&values[i], &slots[i], sizeof(uint32_t));
   return values;
 }
 
