@@ -211,11 +211,11 @@ struct mp_fwd_gen {
 
 /* The flow cache: per CPU, a direct-mapped exact-match cache of established flows in front of
  * mp_services and mp_conns (mp_flow_cache, program-private and not pinned; layout in
- * bpf/flowcache.h). A TCP packet with SYN, FIN or RST never uses it. A slot lives at most
- * flow_cache_ttl (well under the SNAT port linger, so a closed flow's slot is gone before its port
- * can be taken over; and so an active flow refreshes its mp_conns entry's LRU mark). When most
- * lookups find a slot held by another live flow (more flows than slots), the CPU skips the cache
- * for a while rather than pay a miss and a fill per packet. Sizes: slots per CPU, a power of two. */
+ * bpf/flowcache.h). A TCP packet with SYN, FIN or RST never uses it, and a closing connection
+ * never fills it. A slot lives at most flow_cache_ttl, so an active flow still refreshes its
+ * mp_conns entry's LRU mark. When most lookups find a slot held by another live flow (more flows
+ * than slots), the CPU skips the cache for a while rather than pay a miss and a fill per packet.
+ * Sizes: slots per CPU, a power of two. bpf/README.md, "The flow cache". */
 /* 4096 slots are 256 KiB per CPU, which stay in L2. A larger cache holds more flows but serves
  * them from L3 or memory, where a hit saves little: with 65536 slots, 100k flows ran 18% slower
  * than with no cache (bpf/README.md). */

@@ -16,9 +16,9 @@
 
 /* One slot: the flow it holds and everything its established packets need, in one cache line. */
 struct mp_flow_slot {
-	struct mp_flow flow;
-	__u64 gen;	 /* mp_fwd_gen when it was filled */
-	__u32 expires;	 /* low 32 bits of bpf_jiffies64() after which it is not served */
+	struct mp_flow flow; /* family 0: an empty slot */
+	__u64 expires;	     /* bpf_jiffies64() from which it is not served */
+	__u32 gen;	     /* low 32 bits of mp_fwd_gen when it was filled */
 	__u32 ep_id;
 	__u32 svc_id;
 	__u16 snat_port; /* network order */
@@ -33,16 +33,27 @@ struct mp_flow_slot {
 #define MP_FC_THRASH (MP_FC_WINDOW / 2)
 #define MP_FC_BYPASS (15 * MP_FC_WINDOW)
 
-/* The slot of a flow among 2^bits (bits in [1, 22]): a multiplicative hash of the flow's words
- * folded together. Not jhash: collisions only cost a miss, and this is a dozen instructions. */
+/* murmur3's 32-bit finalizer: every input bit reaches every output bit. */
+MP_INLINE __u32 mp_fmix32(__u32 h)
+{
+	h ^= h >> 16;
+	h *= 0x85EBCA6Bu;
+	h ^= h >> 13;
+	h *= 0xC2B2AE35u;
+	return h ^ (h >> 16);
+}
+
+/* The slot of a flow among 2^bits (bits in [1, 22]), spread like a random function. The addresses
+ * are mixed before the ports go in, so no client's address bytes can cancel against its port
+ * (clients of one /16 once shared 65536 slots whatever the cache's size). Two fmix32 rounds, not
+ * jhash: a collision only costs a miss, and this is a few instructions. */
 MP_INLINE __u32 mp_flow_slot_index(const struct mp_flow *f, __u32 bits)
 {
 	const mp_u32_any *s = (const mp_u32_any *)f->src, *d = (const mp_u32_any *)f->dst;
-	__u32 x = s[0] ^ s[1] ^ s[2] ^ s[3] ^ d[0] ^ d[1] ^ d[2] ^ d[3];
+	__u32 a = mp_fmix32(s[0] ^ s[1] ^ s[2] ^ s[3] ^ ((d[0] ^ d[1] ^ d[2] ^ d[3]) * 0x9E3779B1u) ^
+			    f->proto);
 
-	x ^= ((__u32)f->sport << 16) | f->dport;
-	x = (x ^ f->proto) * 0x9E3779B1u;
-	return x >> (32 - bits);
+	return mp_fmix32(a ^ (((__u32)f->sport << 16) | f->dport)) >> (32 - bits);
 }
 
 MP_INLINE int mp_flow_eq(const struct mp_flow *a, const struct mp_flow *b)
@@ -53,10 +64,11 @@ MP_INLINE int mp_flow_eq(const struct mp_flow *a, const struct mp_flow *b)
 		(x[5] ^ y[5]) | (x[6] ^ y[6]) | (x[7] ^ y[7]) | (x[8] ^ y[8]) | (x[9] ^ y[9])) == 0;
 }
 
-/* Is the slot live (current generation, not expired) at jiffies now32? */
-MP_INLINE int mp_flow_slot_live(const struct mp_flow_slot *slot, __u64 gen, __u32 now32)
+/* Is the slot live at jiffies now: filled (an empty slot is all zeros, generation 0 included),
+ * under the current generation, not expired? */
+MP_INLINE int mp_flow_slot_live(const struct mp_flow_slot *slot, __u64 gen, __u64 now)
 {
-	return slot->gen == gen && (__s32)(slot->expires - now32) > 0;
+	return slot->flow.family != 0 && slot->gen == (__u32)gen && now < slot->expires;
 }
 
 /* May this packet use the cache? Not a TCP packet opening, closing or resetting: those change
@@ -76,8 +88,9 @@ MP_INLINE int mp_fc_bypass(struct mp_flow_cache_stats *st)
 	return 1;
 }
 
-/* After a lookup: counts it (hit, or miss and whether another live flow held the slot) and
- * closes the sampling window when it is full. */
+/* Counts a lookup once its outcome is known (a hit served, or a miss of a flow the slow path found
+ * a service for: packets to other addresses do not count) and closes the sampling window when it
+ * is full. conflict: another live flow held the slot. */
 MP_INLINE void mp_fc_account(struct mp_flow_cache_stats *st, int hit, int conflict)
 {
 	if (hit) {

@@ -290,45 +290,56 @@ static __always_inline void mp_fwd_gen_bump(void)
 		__sync_fetch_and_add(&g->gen, 1);
 }
 
-/* The flow cache's slot for p on this CPU, or NULL when p may not use the cache (the cache is
- * off, p opens, closes or resets a connection, or this CPU skips the cache while it thrashes).
- * *hit says whether the slot serves p; when it does not, the caller fills it from the slow path. */
-static __always_inline struct mp_flow_slot *mp_fc_lookup(const struct mp_pkt *p, __u64 gen,
-							 __u32 now32, int *hit)
-{
+/* What the flow cache holds for p on this CPU: its slot (NULL when p may not use the cache: it
+ * is off, p opens, closes or resets a connection, or this CPU skips the cache while it thrashes),
+ * whether the slot serves p, and whether another live flow holds it. mp_fc_account comes later,
+ * once the outcome is known. */
+struct mp_fc_probe {
 	struct mp_flow_cache_stats *st;
 	struct mp_flow_slot *slot;
+	int hit;
+	int conflict;
+};
+
+static __always_inline void mp_fc_lookup(struct mp_fc_probe *fc, const struct mp_pkt *p, __u64 gen,
+					 __u64 now)
+{
 	__u32 zero = 0, idx;
 	int live;
 
-	*hit = 0;
+	fc->slot = NULL;
+	fc->hit = 0;
+	fc->conflict = 0;
 	if (!flow_cache_bits || !mp_flow_cacheable(p->tcp_flags))
-		return NULL;
-	st = bpf_map_lookup_elem(&mp_fc_stats, &zero);
-	if (!st || mp_fc_bypass(st))
-		return NULL;
+		return;
+	fc->st = bpf_map_lookup_elem(&mp_fc_stats, &zero);
+	if (!fc->st || mp_fc_bypass(fc->st))
+		return;
 	idx = mp_flow_slot_index(&p->flow, flow_cache_bits);
-	slot = bpf_map_lookup_elem(&mp_flow_cache, &idx);
-	if (!slot)
-		return NULL;
-	live = mp_flow_slot_live(slot, gen, now32);
-	*hit = live && mp_flow_eq(&slot->flow, &p->flow);
-	mp_fc_account(st, *hit, live && !*hit);
-	return slot;
+	fc->slot = bpf_map_lookup_elem(&mp_flow_cache, &idx);
+	if (!fc->slot)
+		return;
+	live = mp_flow_slot_live(fc->slot, gen, now);
+	fc->hit = live && mp_flow_eq(&fc->slot->flow, &p->flow);
+	fc->conflict = live && !fc->hit;
 }
 
 /* The slow path's answer for p, into its slot (gen: the generation read before the slow path
  * looked anything up, so a change meshd makes meanwhile leaves the slot stale). */
-static __always_inline void mp_fc_fill(struct mp_flow_slot *slot, const struct mp_pkt *p,
-				       __u64 gen, __u32 now32, __u32 ep_id, __u32 svc_id,
-				       __u16 snat_port)
+static __always_inline void mp_fc_fill(struct mp_fc_probe *fc, const struct mp_pkt *p, __u64 gen,
+				       __u64 now, __u32 ep_id, __u32 svc_id, __u16 snat_port)
 {
+	struct mp_flow_slot *slot = fc->slot;
+
+	if (!slot || !fc->st)
+		return;
 	mp_memcpy(&slot->flow, &p->flow, sizeof(slot->flow));
-	slot->gen = gen;
-	slot->expires = now32 + flow_cache_ttl;
+	slot->expires = now + flow_cache_ttl;
+	slot->gen = (__u32)gen;
 	slot->ep_id = ep_id;
 	slot->svc_id = svc_id;
 	slot->snat_port = snat_port;
+	mp_fc_account(fc->st, 0, fc->conflict);
 }
 
 /* A SYN, FIN or RST from the endpoint, on the connection's mp_conns entry (found by the client
@@ -438,6 +449,9 @@ static __always_inline int mp_snat_take_over(struct mp_rnat *r, struct mp_snat_a
 	}
 	if (closed)
 		bpf_map_delete_elem(&mp_conns, &owner_key);
+	/* The port's earlier flow may still have cache slots (its mp_conns entry was forgotten while
+	 * they were live): they must not send its packets into the new flow's connection. */
+	mp_fwd_gen_bump();
 	return 1;
 }
 
@@ -730,27 +744,28 @@ static __always_inline int mp_to_service(struct xdp_md *ctx, struct mp_pkt *p, _
 					 const struct mp_node_cfg *node, const __u8 *node_addr,
 					 __u64 bytes)
 {
-	__u64 update_flags = BPF_NOEXIST, new_conn = 0, jiffies, gen;
+	__u64 update_flags = BPF_NOEXIST, new_conn = 0, jiffies, gen = 0;
 	const struct mp_endpoint *ep = NULL;
-	struct mp_flow_slot *slot = NULL;
+	struct mp_conn *conn = NULL;
+	struct mp_fc_probe fc = {};
 	const struct mp_svc *svc;
 	struct mp_svc_key key;
-	struct mp_conn *conn;
 	__u16 snat_port;
 	__u32 ep_id;
-	int rc, hit;
+	int rc;
 
 	jiffies =
 		bpf_jiffies64(); /* inlined, where a clock read costs a third of the trivial program */
 	if (node_addr) {
 		gen = mp_fwd_gen_now();
-		slot = mp_fc_lookup(p, gen, (__u32)jiffies, &hit);
-		if (hit) {
-			ep_id = slot->ep_id;
+		mp_fc_lookup(&fc, p, gen, jiffies);
+		if (fc.hit) {
+			ep_id = fc.slot->ep_id;
 			ep = bpf_map_lookup_elem(&mp_endpoints, &ep_id);
-			if (ep && (ep->flags & MP_EP_F_IN_USE) && ep->svc_id == slot->svc_id) {
-				snat_port = slot->snat_port;
-				mp_count(&mp_svc_stats, slot->svc_id, bytes, 0);
+			if (ep && (ep->flags & MP_EP_F_IN_USE) && ep->svc_id == fc.slot->svc_id) {
+				snat_port = fc.slot->snat_port;
+				mp_fc_account(fc.st, 1, 0);
+				mp_count(&mp_svc_stats, fc.slot->svc_id, bytes, 0);
 				goto forward;
 			}
 			ep = NULL; /* not reached while the generation does its job */
@@ -782,8 +797,9 @@ static __always_inline int mp_to_service(struct xdp_md *ctx, struct mp_pkt *p, _
 			return mp_exception(rc);
 	}
 
-	if (slot)
-		mp_fc_fill(slot, p, gen, (__u32)jiffies, ep_id, svc->id, snat_port);
+	/* A closing connection's packets keep taking the slow path, so no slot outlives its close. */
+	if (new_conn || !conn || !(conn->flags & MP_CONN_F_CLOSING))
+		mp_fc_fill(&fc, p, gen, jiffies, ep_id, svc->id, snat_port);
 	mp_count(&mp_svc_stats, svc->id, bytes, new_conn);
 forward:
 	mp_count(&mp_ep_stats, ep_id, bytes, new_conn);

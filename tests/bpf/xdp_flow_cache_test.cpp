@@ -447,12 +447,10 @@ TEST_F(FlowCacheTest, PortTakenOverFromAForgottenFlowCacheOff) {
   portTakenOverFromAForgottenFlow();
 }
 
-// KNOWN BUG, disabled until the program fixes it: the forgotten flow's slot still names the
-// port and is live (same generation, within flow_cache_ttl), so its next packet is served from
-// it, node:port -> the endpoint, into the connection that took the port over. A takeover changes
-// where an existing flow's packets would go (mp_snat_take_over deletes the closed holder's
-// mp_conns entry, or the holder's entry is already gone), but it does not bump mp_fwd_gen.
-TEST_F(FlowCacheTest, DISABLED_PortTakenOverFromAForgottenFlowIsNotServedFromItsSlot) {
+// The forgotten flow's slot still names the port and would be live (same generation, within
+// flow_cache_ttl), so without a bump its next packet would be served from it, node:port -> the
+// endpoint, into the connection that took the port over. mp_snat_take_over bumps mp_fwd_gen.
+TEST_F(FlowCacheTest, PortTakenOverFromAForgottenFlowIsNotServedFromItsSlot) {
   build();
   portTakenOverFromAForgottenFlow();
 }
