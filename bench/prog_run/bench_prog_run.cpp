@@ -124,8 +124,12 @@ std::string expectExactly(const XdpRun& run, uint32_t verdict, const Bytes& want
 
 // A balancer with one TCP service on kVip4:80 over 64 endpoints (two addresses, 32 ports).
 std::unique_ptr<LbHarness> makeBalancer(uint32_t connTableSize,
-                                        uint8_t algorithm = MP_ALG_MAGLEV) {
-  auto h = std::make_unique<LbHarness>(connTableSize);
+                                        uint8_t algorithm = MP_ALG_MAGLEV,
+                                        uint32_t flowCacheSlots = MP_FLOW_CACHE_SLOTS_DEFAULT) {
+  LbSkeletonOptions options;
+  options.connTableSize = connTableSize;
+  options.flowCacheSlots = flowCacheSlots;
+  auto h = std::make_unique<LbHarness>(options);
   h->setNode(kNode4, kNode6, 1024, 65535);
   std::vector<uint32_t> ids;
   for (int i = 0; i < 2 * kEndpointPorts; ++i) {
@@ -254,10 +258,26 @@ int run(int argc, char** argv) {
       !err.empty()) {
     die("first packet: " + err);
   }
-  Case established{"established flow (conn-table hit)", 235, ingress,
+  Case established{"established flow (flow cache hit)", 235, ingress,
                    [&](size_t) -> const Bytes& { return ack; },
                    [&](size_t, const XdpRun& r) { return expectExactly(r, XDP_REDIRECT, ackOut); }};
   measure(established, runs);
+  {
+    // The same flow through a balancer without the flow cache: mp_services + mp_conns lookups.
+    auto uncached = makeBalancer(MP_CONN_TABLE_DEFAULT, MP_ALG_MAGLEV, 0);
+    bench.setProgram(uncached->lb().programFd());
+    if (std::string err = expectExactly(uncached->run(syn, ingress), XDP_REDIRECT,
+                                        tcpFrame(kEndpointIfMac, ep.mac, kNode4, ep.addr, snat,
+                                                 ep.port, kTcpSyn));
+        !err.empty()) {
+      die("first packet, flow cache off: " + err);
+    }
+    Case conns{"established, flow cache off", 235, ingress,
+               [&](size_t) -> const Bytes& { return ack; },
+               [&](size_t, const XdpRun& r) { return expectExactly(r, XDP_REDIRECT, ackOut); }};
+    measure(conns, runs);
+    bench.setProgram(lb->lb().programFd());
+  }
 
   const Bytes reply =
       tcpFrame(ep.mac, kEndpointIfMac, ep.addr, kNode4, ep.port, snat, kTcpAck | kTcpPsh);

@@ -64,15 +64,18 @@ measure() {
 declare -A RX TX
 IFS=',' read -r -a CASES <<< "$ONLY"
 echo "throughput: chain $PREFIX, $THREADS sender thread(s), ${WARMUP}s warm-up + ${SECONDS_MEASURED}s per point, flows: $FLOWS" >&2
-for c in "${CASES[@]}"; do
-  "setup_$c"
-  for f in $FLOWS; do
+# Each flow count measures every router back to back (a fresh router each time), so the ratios
+# compare figures taken seconds apart: a noisy neighbour on a shared machine then moves all
+# three, where measuring one router at every flow count and then the next would skew one.
+for f in $FLOWS; do
+  for c in "${CASES[@]}"; do
+    "setup_$c"
     read -r tx rx < <(measure "$f")
+    "teardown_$c"
     TX[$c,$f]="$tx"
     RX[$c,$f]="$rx"
     printf 'throughput: %-9s %8s flows: sent %.3f Mpps, delivered %.3f Mpps\n' "$c" "$f" "$tx" "$rx" >&2
   done
-  "teardown_$c"
 done
 
 # Table, data file for gnuplot, JSON.
