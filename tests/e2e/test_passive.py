@@ -35,13 +35,17 @@ class KilledServer(PassiveTestCase):
         r = json.loads(out)
 
         # A connection refused is a SYN the dead endpoint answered with RST; anything else is
-        # a request that was in flight to ep3 at the moment of the kill.
+        # a connection to ep3 the kill cut: the request each worker had in flight, or one more
+        # whose handshake the dying server's kernel completed (its listen backlog) before the
+        # socket closed and reset it (seen once in CI: 5 with 4 workers, all within 6 ms).
         refused = [t for t, e in r["failures"] if "Refused" in e]
         in_flight = [t for t, e in r["failures"] if "Refused" not in e]
         self.assertTrue(refused, f"killing ep3's server refused no connection at all: {r}")
         self.assertTrue(all(t >= killed_at - 0.05 for t in refused),
                         f"connections refused before the kill: {r['failures'][:5]}")
-        self.assertLessEqual(len(in_flight), CONCURRENCY, r["failures"])
+        self.assertLessEqual(len(in_flight), 2 * CONCURRENCY, r["failures"])
+        self.assertTrue(all(abs(t - killed_at) < 0.5 for t in in_flight),
+                        f"connections cut long after the kill: {r['failures']}")
         last = max(refused) - killed_at
         print(f"\n  {r['ok']} requests ok, {r['failed']} failed ({len(refused)} refused); the "
               f"last connection sent to the killed endpoint left {last * 1000:.0f} ms after the "
