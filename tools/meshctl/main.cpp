@@ -203,7 +203,7 @@ int cmdStatus(const Context& ctx) {
       {"conn table", humanCount(u64(node, "conn_table_size")) + " entries"},
       {"flow cache", u64(node, "flow_cache_slots") == 0
                          ? std::string("off")
-                         : humanCount(u64(node, "flow_cache_slots")) + " slots per CPU"},
+                         : std::to_string(u64(node, "flow_cache_slots")) + " slots per CPU"},
       {"services", std::to_string(u64(s, "services")) + " (" + std::to_string(u64(s, "endpoints")) +
                        " endpoints)"},
   });
@@ -523,7 +523,7 @@ int cmdEndpointDrain(const Context& ctx, const Args& a) {
 std::string flowCacheLine(const json& fc) {
   if (!fc.is_object() || u64(fc, "slots_per_cpu") == 0) return "off (node.flow_cache_slots: 0)";
   const uint64_t hits = u64(fc, "hits"), misses = u64(fc, "misses");
-  return humanCount(u64(fc, "slots_per_cpu")) + " slots per CPU; hits " + humanCount(hits) +
+  return std::to_string(u64(fc, "slots_per_cpu")) + " slots per CPU; hits " + humanCount(hits) +
          " (" + percent(hits, hits + misses) + "), misses " + humanCount(misses) + " (" +
          humanCount(u64(fc, "conflicts")) + " conflicts), bypassed " +
          humanCount(u64(fc, "bypassed")) + " packets";
