@@ -1,5 +1,7 @@
 #include "lb_harness.h"
 
+#include "libbpf_logger.h"
+
 #include <arpa/inet.h>
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
@@ -93,6 +95,14 @@ std::string buildTopology() {
 std::string enterTestNetwork() {
   static const std::string result = buildTopology();
   return result;
+}
+
+std::string prepareBpfTest() {
+  if (::geteuid() != 0) return "BPF tests load programs and create namespaces: run as root";
+  static const bool logger = (installLibbpfLogger(), true);
+  (void)logger;
+  if (std::string err = enterTestNetwork(); !err.empty()) return "test network namespace: " + err;
+  return "";
 }
 
 int ifindexOf(const std::string& name) { return static_cast<int>(if_nametoindex(name.c_str())); }

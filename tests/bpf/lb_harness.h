@@ -62,6 +62,9 @@ inline constexpr char kVip6[] = "fd00::100";
 // Moves this process into a new network namespace and builds the topology there, once per
 // process (later calls return the first result). "" on success, else what failed.
 std::string enterTestNetwork();
+// What every BPF fixture needs before it loads a program: root, libbpf's messages through spdlog
+// (installed once), and the test network. "" when all is there, else what is missing.
+std::string prepareBpfTest();
 int ifindexOf(const std::string& name);
 
 struct XdpRun {

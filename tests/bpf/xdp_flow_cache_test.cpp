@@ -98,10 +98,7 @@ Step toClient(const std::string& what, const Flow& f, uint8_t flags, uint32_t ep
 class FlowCacheTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    ASSERT_EQ(::geteuid(), 0u) << "BPF tests load programs and create namespaces: run as root";
-    static const bool logger = (installLibbpfLogger(), true);
-    (void)logger;
-    ASSERT_EQ(enterTestNetwork(), "") << "test network namespace";
+    ASSERT_EQ(prepareBpfTest(), "");
     pin_ = std::make_unique<CpuPin>();
   }
 

@@ -38,10 +38,7 @@ struct Ep {
 class HealthTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    ASSERT_EQ(::geteuid(), 0u) << "BPF tests load programs and create namespaces: run as root";
-    static const bool logger = (installLibbpfLogger(), true);
-    (void)logger;
-    ASSERT_EQ(enterTestNetwork(), "") << "test network namespace";
+    ASSERT_EQ(prepareBpfTest(), "");
     h_ = std::make_unique<LbHarness>(8192, 0);
     h_->setNode(kNode4, kNode6);
     fixture::install(*h_);

@@ -43,11 +43,7 @@ using namespace fixture;
 class XdpLbTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    ASSERT_EQ(::geteuid(), 0u) << "BPF tests load programs and create namespaces: run as root";
-    static const bool logger = (installLibbpfLogger(), true);
-    (void)logger;
-    const std::string err = enterTestNetwork();
-    ASSERT_EQ(err, "") << "test network namespace";
+    ASSERT_EQ(prepareBpfTest(), "");
     build(MP_SNAT_REUSE_NS_DEFAULT);
   }
 
