@@ -56,6 +56,14 @@ MP_INLINE __u32 mp_flow_slot_index(const struct mp_flow *f, __u32 bits)
 	return mp_fmix32(a ^ (((__u32)f->sport << 16) | f->dport)) >> (32 - bits);
 }
 
+/* The slot of a client address (16 bytes, IPv4 in the first 4) among 2^bits: mp_nh_client. */
+MP_INLINE __u32 mp_addr_slot_index(const __u8 *addr, __u32 bits)
+{
+	const mp_u32_any *a = (const mp_u32_any *)addr;
+
+	return mp_fmix32(a[0] ^ a[1] ^ a[2] ^ a[3]) >> (32 - bits);
+}
+
 MP_INLINE int mp_flow_eq(const struct mp_flow *a, const struct mp_flow *b)
 {
 	const mp_u32_any *x = (const mp_u32_any *)a, *y = (const mp_u32_any *)b;

@@ -130,6 +130,20 @@ struct {
 	__type(value, struct mp_nexthop);
 } mp_nh_cache SEC(".maps");
 
+/* Not ABI: the same answers toward clients, for replies, per CPU and direct-mapped by the
+ * client's address (mp_addr_slot_index): clients are too many to index, and a reply without it
+ * pays a full bpf_fib_lookup. An entry holds its address, so two clients sharing a slot only
+ * cost each other a lookup. */
+#define MP_NH_CLIENT_BITS 12
+#define MP_NH_CLIENT_SLOTS (1u << MP_NH_CLIENT_BITS)
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, MP_NH_CLIENT_SLOTS);
+	__type(key, __u32);
+	__type(value, struct mp_nexthop);
+} mp_nh_client SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, 1);

@@ -244,31 +244,40 @@ static __always_inline int mp_transmit(struct xdp_md *ctx, struct mp_pkt *p, __u
 	return mp_send(ctx, p, fib.ifindex, fib.smac, fib.dmac);
 }
 
-/* mp_transmit toward endpoint ep_id, through this CPU's cached next hop while it is fresh. */
-static __always_inline int mp_transmit_to_ep(struct xdp_md *ctx, struct mp_pkt *p, __u8 family,
-					     __u32 ep_id, const struct mp_endpoint *ep,
-					     const __u8 *node_addr, __u16 snat_port, __u64 jiffies)
+/* mp_transmit through a cached next hop nh (this CPU's entry for dst; NULL: none) while it is
+ * fresh and for the same address and ingress device; a fresh answer refills it. */
+static __always_inline int mp_transmit_via(struct xdp_md *ctx, struct mp_pkt *p, __u8 family,
+					   struct mp_nexthop *nh, const __u8 *src, const __u8 *dst,
+					   __u16 sport, __u16 dport, __u64 jiffies)
 {
-	struct mp_nexthop *nh = bpf_map_lookup_elem(&mp_nh_cache, &ep_id);
 	__u32 ingress = ctx->ingress_ifindex;
 	struct bpf_fib_lookup fib;
 	int rc;
 
 	if (!nh)
-		return mp_transmit(ctx, p, family, node_addr, ep->addr, snat_port, ep->port);
-	if (nh->ingress == ingress && jiffies < nh->expires && mp_addr16_eq(nh->addr, ep->addr))
+		return mp_transmit(ctx, p, family, src, dst, sport, dport);
+	if (nh->ingress == ingress && jiffies < nh->expires && mp_addr16_eq(nh->addr, dst))
 		return mp_send(ctx, p, nh->ifindex, nh->smac, nh->dmac);
 
-	rc = mp_fib(ctx, p, family, node_addr, ep->addr, snat_port, ep->port, &fib);
+	rc = mp_fib(ctx, p, family, src, dst, sport, dport, &fib);
 	if (rc != BPF_FIB_LKUP_RET_SUCCESS)
 		return mp_fib_failed(rc);
-	mp_copy_addr16(nh->addr, ep->addr);
+	mp_copy_addr16(nh->addr, dst);
 	nh->expires = jiffies + MP_NH_CACHE_TTL_NS / tick_ns + 1;
 	nh->ingress = ingress;
 	nh->ifindex = fib.ifindex;
 	mp_copy_mac(nh->smac, fib.smac);
 	mp_copy_mac(nh->dmac, fib.dmac);
 	return mp_send(ctx, p, fib.ifindex, fib.smac, fib.dmac);
+}
+
+/* Toward endpoint ep_id, through its entry in mp_nh_cache. */
+static __always_inline int mp_transmit_to_ep(struct xdp_md *ctx, struct mp_pkt *p, __u8 family,
+					     __u32 ep_id, const struct mp_endpoint *ep,
+					     const __u8 *node_addr, __u16 snat_port, __u64 jiffies)
+{
+	return mp_transmit_via(ctx, p, family, bpf_map_lookup_elem(&mp_nh_cache, &ep_id), node_addr,
+			       ep->addr, snat_port, ep->port, jiffies);
 }
 
 /* The forwarding generation (abi.h, mp_fwd_gen). */
@@ -381,6 +390,7 @@ static __always_inline int mp_reply(struct xdp_md *ctx, struct mp_pkt *p, __u8 f
 {
 	const struct mp_endpoint *ep;
 	const struct mp_rnat *r;
+	__u32 slot;
 
 	r = bpf_map_lookup_elem(&mp_rnat, &p->flow);
 	if (!r)
@@ -395,7 +405,9 @@ static __always_inline int mp_reply(struct xdp_md *ctx, struct mp_pkt *p, __u8 f
 	else if (mp_unlikely(p->tcp_flags & (MP_TCP_SYN | MP_TCP_FIN | MP_TCP_RST)))
 		mp_reply_tcp(p, family, r);
 	mp_nat_reverse(p, family, r);
-	return mp_transmit(ctx, p, family, r->vip, r->client, r->vip_port, r->client_port);
+	slot = mp_addr_slot_index(r->client, MP_NH_CLIENT_BITS);
+	return mp_transmit_via(ctx, p, family, bpf_map_lookup_elem(&mp_nh_client, &slot), r->vip,
+			       r->client, r->vip_port, r->client_port, bpf_jiffies64());
 }
 
 /* The 8 bytes of an mp_rnat entry from client_port on, as one word: what a takeover claims. */

@@ -673,6 +673,32 @@ TEST_F(XdpLbTest, CachedNextHopFollowsTheEndpointAddress) {
        toEndpoint(50006, kClientIf, kEndpoint2v4, kEndpoint2Mac, kEndpointIfMac, XDP_REDIRECT)});
 }
 
+// Replies take their next hop from a per-CPU cache keyed by the client's address
+// (mp_nh_client): two clients on the client link, each answered in turn (whether or not they
+// share a slot), must each get their own MAC, every time.
+TEST_F(XdpLbTest, CachedNextHopOfRepliesIsPerClient) {
+  const Shape syn;
+  Shape reply = syn;
+  reply.tcpFlags = kTcpSyn | kTcpAck;
+  std::vector<LbCase> opens, replies;
+  for (const auto& [client, mac] :
+       {std::pair{kClient4, kClientMac}, {kTxEndpoint4, kTxEndpointMac}}) {
+    const Bytes in = frame(syn, kRouterMac, kClientIfMac, client, kVip4, 50100, kTcpPort);
+    const auto choice = h_->predict(in);
+    const EndpointInfo& ep = endpoints_.at(choice.epId);
+    const uint16_t snat = ntohs(choice.snatPort);
+    opens.push_back({std::string("open from ") + client, in, kClientIf, XDP_REDIRECT,
+                     frame(syn, kEndpointIfMac, ep.mac, kNode4, ep.addr, snat, ep.port)});
+    replies.push_back({std::string("reply to ") + client,
+                       frame(reply, ep.mac, kEndpointIfMac, ep.addr, kNode4, ep.port, snat),
+                       kEndpointIf, XDP_REDIRECT,
+                       frame(reply, kClientIfMac, mac, kVip4, client, kTcpPort, 50100)});
+  }
+  runTable(opens);
+  for (int round = 0; round < 3; ++round)
+    runTable({replies[0], replies[1], replies[1], replies[0]});
+}
+
 // A cached next hop lives about 50 ms (counted in jiffies; the loader gives the program the
 // kernel's tick): a neighbour's new MAC is used once it has expired.
 TEST_F(XdpLbTest, CachedNextHopExpires) {

@@ -6,7 +6,6 @@
 #include <unistd.h>
 
 #include <algorithm>
-
 #include <cerrno>
 #include <ctime>
 #include <filesystem>
@@ -19,12 +18,12 @@ namespace meshpath {
 namespace {
 
 // The maps that carry state across a restart: every map of abi.h. Not pinned: the program's
-// own caches (mp_nh_cache, refilled in microseconds, and free to change layout between
-// versions) and libbpf's internal .rodata/.bss maps.
+// own caches (mp_nh_cache, mp_nh_client, mp_flow_cache and its counters: refilled in
+// microseconds, and free to change layout between versions) and libbpf's internal maps.
 bool isPinned(const bpf_map* map) {
   const std::string_view name = bpf_map__name(map);
-  return !bpf_map__is_internal(map) && name != "mp_nh_cache" && name != "mp_flow_cache" &&
-         name != "mp_fc_stats";
+  return !bpf_map__is_internal(map) && name != "mp_nh_cache" && name != "mp_nh_client" &&
+         name != "mp_flow_cache" && name != "mp_fc_stats";
 }
 
 // The flow cache's settings as the program takes them: log2 of the slots (0: off) and a slot's

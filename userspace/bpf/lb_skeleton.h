@@ -20,7 +20,8 @@ namespace meshpath {
 struct LbSkeletonOptions {
   // Directory on a bpffs where every map of abi.h is pinned as <pinRoot>/<map name>. A map
   // already pinned there is reused (a restarted meshd adopts it), a missing one is created and
-  // pinned. The program's private caches (mp_nh_cache, mp_flow_cache, mp_fc_stats) never are.
+  // pinned. The program's private caches (mp_nh_cache, mp_nh_client, mp_flow_cache,
+  // mp_fc_stats) never are.
   // Empty: private maps that live as long as the skeleton (tests, benchmarks).
   std::string pinRoot;
   // max_entries of mp_conns and mp_rnat. Reusing a pinned table of another size fails the load.
