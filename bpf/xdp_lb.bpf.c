@@ -62,10 +62,10 @@ static __always_inline void mp_count(void *stats, __u32 idx, __u64 bytes, __u64 
 	}
 }
 
-static __always_inline int mp_ep_usable(const struct mp_endpoint *ep, const struct mp_svc *svc,
-					__u8 family)
+/* Is ep in use, for service svc_id, of this family? */
+static __always_inline int mp_ep_usable(const struct mp_endpoint *ep, __u32 svc_id, __u8 family)
 {
-	return (ep->flags & MP_EP_F_IN_USE) && ep->svc_id == svc->id && ep->family == family;
+	return (ep->flags & MP_EP_F_IN_USE) && ep->svc_id == svc_id && ep->family == family;
 }
 
 /* The node's address of the packet's family, or NULL when it has none. */
@@ -302,7 +302,7 @@ static __always_inline void mp_fwd_gen_bump(void)
 /* What the flow cache holds for p on this CPU: its slot (NULL when p may not use the cache: it
  * is off, p opens, closes or resets a connection, or this CPU skips the cache while it thrashes),
  * whether the slot serves p, and whether another live flow holds it. mp_fc_account comes later,
- * once the outcome is known. */
+ * once the outcome is known. mp_fc_lookup fills a zeroed probe. */
 struct mp_fc_probe {
 	struct mp_flow_cache_stats *st;
 	struct mp_flow_slot *slot;
@@ -316,9 +316,6 @@ static __always_inline void mp_fc_lookup(struct mp_fc_probe *fc, const struct mp
 	__u32 zero = 0, idx;
 	int live;
 
-	fc->slot = NULL;
-	fc->hit = 0;
-	fc->conflict = 0;
 	if (!flow_cache_bits || !mp_flow_cacheable(p->tcp_flags))
 		return;
 	fc->st = bpf_map_lookup_elem(&mp_fc_stats, &zero);
@@ -551,7 +548,7 @@ static __always_inline const struct mp_endpoint *mp_conn_endpoint(struct mp_conn
 	__u32 bits;
 	int rc;
 
-	if (!ep || !mp_ep_usable(ep, svc, family))
+	if (!ep || !mp_ep_usable(ep, svc->id, family))
 		goto retire;
 	if (mp_likely(!(p->tcp_flags & (MP_TCP_FIN | MP_TCP_RST | MP_TCP_SYN))))
 		return ep;
@@ -694,7 +691,7 @@ static __always_inline int mp_new_conn(struct mp_pkt *p, __u8 family, const stru
 		}
 	}
 	ep = bpf_map_lookup_elem(&mp_endpoints, ep_id);
-	if (!ep || !mp_ep_usable(ep, svc, family))
+	if (!ep || !mp_ep_usable(ep, svc->id, family))
 		return MP_EXC_DROP_NO_ENDPOINT;
 
 	mp_rnat_key(&ask.rkey, &p->flow, ep, node_addr, 0);
@@ -774,7 +771,7 @@ static __always_inline int mp_to_service(struct xdp_md *ctx, struct mp_pkt *p, _
 		if (fc.hit) {
 			ep_id = fc.slot->ep_id;
 			ep = bpf_map_lookup_elem(&mp_endpoints, &ep_id);
-			if (ep && (ep->flags & MP_EP_F_IN_USE) && ep->svc_id == fc.slot->svc_id) {
+			if (ep && mp_ep_usable(ep, fc.slot->svc_id, family)) {
 				snat_port = fc.slot->snat_port;
 				mp_fc_account(fc.st, 1, 0);
 				mp_count(&mp_svc_stats, fc.slot->svc_id, bytes, 0);
