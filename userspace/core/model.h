@@ -104,6 +104,29 @@ inline constexpr uint32_t kMaxHealthTimeMs = 3600 * 1000;
 std::optional<uint64_t> parseDurationMs(const std::string& text);
 std::string formatDurationMs(uint64_t ms);  // "2s" when whole seconds, else "1500ms"
 
+// How long a connection's state lives without a packet, per state (docs/config.md, "timeouts"),
+// like the kernel conntrack's: a half-open flow (a SYN without its handshake completed, a UDP flow
+// not yet answered) goes after seconds, an established TCP connection after hours. An expired
+// connection's SNAT port is reusable at once. Milliseconds, each 1 s .. 7 days.
+struct ConnTimeouts {
+  uint32_t tcpSynMs = 5000;                  // SYN sent, or SYN-ACK seen, handshake not complete
+  uint32_t tcpEstablishedMs = 3 * 3600 * 1000;  // beyond Linux's 2 h keepalive
+  uint32_t tcpFinMs = 60 * 1000;             // one side has sent FIN (half-closed)
+  uint32_t tcpClosedMs = 2000;               // FIN both ways, or RST: the final ACK's linger
+  uint32_t udpMs = 30 * 1000;                // UDP flow the endpoint has not answered yet
+  uint32_t udpRepliedMs = 120 * 1000;        // UDP flow the endpoint answered
+  bool operator==(const ConnTimeouts&) const = default;
+};
+inline constexpr uint32_t kMinConnTimeoutMs = 1000;
+inline constexpr uint32_t kMaxConnTimeoutMs = 7u * 24 * 3600 * 1000;
+
+// What an ejection (active or passive health) does to the endpoint's established connections:
+// keep them (HAProxy's and Envoy's default; new flows avoid the endpoint) or delete their state,
+// so their next packet is balanced anew (and the new endpoint resets it).
+enum class OnEject : uint8_t { kKeep = 0, kReset = 1 };
+std::string toString(OnEject e);  // "keep" / "reset"
+std::optional<OnEject> parseOnEject(const std::string& s);
+
 struct ServiceSpec {
   std::string name;  // [a-z0-9][a-z0-9-_.]{0,62}
   IpAddress vip;
@@ -113,6 +136,8 @@ struct ServiceSpec {
   ForwardingMode forwarding = ForwardingMode::kNat;
   std::vector<EndpointSpec> endpoints;
   HealthCheckSpec health;
+  ConnTimeouts timeouts;
+  OnEject onEject = OnEject::kKeep;
   bool operator==(const ServiceSpec&) const = default;
 };
 
@@ -120,10 +145,17 @@ struct NodeSpec {
   std::vector<std::string> interfaces;  // XDP attaches to each
   std::optional<IpAddress> ipv4;        // SNAT source for IPv4 services
   std::optional<IpAddress> ipv6;        // SNAT source for IPv6 services
-  uint16_t snatPortMin = 61000;
-  uint16_t snatPortMax = 65535;
+  // SNAT source addresses beyond ipv4/ipv6 (the pool: every address of a family is a source of
+  // its own full port range; bpf/abi.h MP_SNAT_ADDRS_MAX per family, ipv4/ipv6 included). The
+  // node must own them (assigned on an interface) so the endpoints' replies reach it.
+  std::vector<IpAddress> snatPool;
+  // 0-0: "auto", the widest range in 1024..65535 outside the kernel's ephemeral range
+  // (net.ipv4.ip_local_port_range), resolved by meshd at start.
+  uint16_t snatPortMin = 0;
+  uint16_t snatPortMax = 0;
   uint32_t ringSize = 65537;  // Maglev M, prime
-  uint32_t connTableSize = 1u << 20;
+  uint32_t connTableSize = 1u << 20;  // established connections (never evicted)
+  uint32_t halfTableSize = 1u << 18;  // half-open flows (an LRU: a flood evicts only these)
   uint32_t flowCacheSlots = 4096;  // per CPU, a power of two; 0: no flow cache (bpf/flowcache.h)
   std::string xdpMode = "native";  // native | generic
   std::string apiSocket = "/run/meshpath/meshd.sock";

@@ -38,6 +38,7 @@ struct ServiceEntry {
   uint32_t ringSize = 0;  // Maglev M
   Algorithm algorithm = Algorithm::kMaglev;
   ForwardingMode forwarding = ForwardingMode::kNat;
+  ConnTimeouts timeouts;
 
   bool operator==(const ServiceEntry&) const = default;
 };
@@ -64,6 +65,22 @@ struct FlowCacheStats {
   uint64_t misses = 0;
   uint64_t conflicts = 0;  // of the misses: another live flow held the slot
   uint64_t bypassed = 0;   // packets that skipped the cache while it thrashed
+};
+
+// The connection tables: how full they are and what a connection costs (bpf/README.md,
+// "Connection state"). Counts are the last recount's (every ~10 s), capacities as loaded.
+struct ConnTableStats {
+  uint64_t established = 0;         // connections in the established table
+  uint64_t halfOpen = 0;            // flows in the half-open table (SYN, or UDP not answered)
+  uint64_t establishedCapacity = 0;
+  uint64_t halfOpenCapacity = 0;
+  uint64_t expiredReaped = 0;       // expired entries the recounts deleted, since start
+  // Kernel memory per tracked connection, both its entries (connection + reverse NAT), buckets
+  // included: what `conn_table_size` costs per entry.
+  uint64_t bytesPerConnection = 0;
+  uint64_t bytesPerHalfOpen = 0;
+  // Endpoint id -> SNAT ports its tracked connections hold (established and half-open).
+  std::map<uint32_t, uint64_t> snatPortsInUse;
 };
 
 // What a dataplane already holds when meshd starts (pinned maps of an earlier run).
@@ -105,6 +122,9 @@ struct ConnWalk {
   uint64_t entries = 0;  // entries seen
   uint64_t matched = 0;  // flush: entries deleted; resync: open counted connections
   std::map<uint32_t, int64_t> perEndpoint;  // resync: endpoint id -> open counted connections
+  uint64_t expired = 0;   // resync: expired entries deleted
+  uint64_t halfOpen = 0;  // resync: entries of the half-open table
+  std::map<uint32_t, uint64_t> snatPorts;  // resync: endpoint id -> SNAT ports held
 };
 
 // One walk of the connection table in progress (a flush or a recount).
@@ -155,6 +175,7 @@ class Dataplane {
   // Exception counters indexed by enum mp_exc_reason (MP_EXC_MAX of them), summed over CPUs.
   virtual Result<std::vector<uint64_t>> exceptionCounts() = 0;
   virtual Result<FlowCacheStats> flowCacheStats() = 0;
+  virtual Result<ConnTableStats> connTableStats() = 0;
 
   // What is in the tables now; used once at start to adopt an earlier run's state.
   virtual Result<RealizedSnapshot> snapshot() = 0;
@@ -176,9 +197,11 @@ class Dataplane {
   // Deletes every connection-table entry whose endpoint is in `ids` (so a client retrying the
   // same 5-tuple is balanced anew), keeping the active-connection counts right.
   virtual Result<std::unique_ptr<ConnTableWalk>> startFlush(const std::set<uint32_t>& ids) = 0;
-  // Recounts the open connections per endpoint from the connection table and corrects the
-  // counts for entries the table dropped silently (LRU evictions); the counts change when the
-  // walk completes. Endpoints flushed, freed or reused while it runs are left as they are.
+  // Recounts the open connections per endpoint from the connection tables, deletes the entries
+  // whose lifetime ran out (and their reverse-NAT entries, freeing their SNAT ports), and
+  // corrects the counts for entries that left silently (the half-open table's LRU evictions);
+  // the counts change when the walk completes. Endpoints flushed, freed or reused while it runs
+  // are left as they are.
   virtual Result<std::unique_ptr<ConnTableWalk>> startResync() = 0;
   // Datapath health events: a descriptor that turns readable when events wait (-1: this
   // backend has none), and the call that hands each waiting one to `sink`.

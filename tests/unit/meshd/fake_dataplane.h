@@ -84,6 +84,7 @@ class FakeDataplane : public Dataplane {
   Result<FlowCacheStats> flowCacheStats() override {
     return FlowCacheStats{.slots = 4, .hits = 30, .misses = 10, .conflicts = 2, .bypassed = 5};
   }
+  Result<ConnTableStats> connTableStats() override { return connStats; }
   Result<RealizedSnapshot> snapshot() override {
     RealizedSnapshot s;
     for (const auto& [k, e] : services) s.services.push_back(e);
@@ -144,6 +145,7 @@ class FakeDataplane : public Dataplane {
   std::map<ServiceKey, ServiceEntry> services;
   std::map<uint32_t, std::vector<uint32_t>> rings;
   std::map<uint32_t, EndpointEntry> endpoints;
+  ConnTableStats connStats;
   std::optional<NodeSpec> node_;
   std::vector<std::string> log;
   std::map<uint32_t, EndpointDatapathHealth> health;
