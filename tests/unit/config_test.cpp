@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "abi.h"
+#include "snat.h"
 
 namespace meshpath {
 namespace {
@@ -115,8 +116,14 @@ TEST(Config, MinimalConfigTakesDefaults) {
         "node:\n  interfaces: [eth0]\n  flow_cache_slots: " + std::to_string(slots) + "\n";
     EXPECT_EQ(parseConfigYaml(yaml).node.flowCacheSlots, slots);
   }
-  EXPECT_EQ(state.node.snatPortMin, 61000);
-  EXPECT_EQ(state.node.snatPortMax, 65535);
+  // snat_ports left out is "auto" (0-0): meshd picks the range at start.
+  EXPECT_EQ(state.node.snatPortMin, 0);
+  EXPECT_EQ(state.node.snatPortMax, 0);
+  EXPECT_TRUE(snatPortsAuto(state.node));
+  EXPECT_EQ(parseConfigYaml("node:\n  interfaces: [eth0]\n  snat_ports: auto\n").node, state.node);
+  EXPECT_TRUE(state.node.snatPool.empty());
+  EXPECT_EQ(state.node.connTableSize, 1u << 20);
+  EXPECT_EQ(state.node.halfTableSize, 1u << 18);
   EXPECT_TRUE(state.services.empty());
   // Quoted port range, null optional fields and an empty service list are fine too.
   const DesiredState quoted = parseConfigYaml(
@@ -149,10 +156,11 @@ std::vector<BadConfig> badConfigs() {
       {"unknown top-level key", std::string(kGoodConfig) + "frob: 1\n",
        "frob: unknown key (known: node, services)"},
       {"unknown node key", goodWith("  xdp_mode: native\n", "  xdp_mode: native\n  mtu: 1500\n"),
-       "node.mtu: unknown key (known: interfaces, ipv4, ipv6, snat_ports, ring_size"},
+       "node.mtu: unknown key (known: interfaces, ipv4, ipv6, snat_pool, snat_ports, ring_size, "
+       "conn_table_size, half_table_size, flow_cache_slots"},
       {"unknown service key", goodWith("    forwarding: nat\n", "    forwarding: nat\n    x: 1\n"),
        "services[0].x: unknown key (known: name, vip, port, protocol, algorithm, forwarding, "
-       "endpoints, health)"},
+       "endpoints, health, timeouts, on_eject)"},
       {"unknown endpoint key", goodWith("weight: 1}", "weight: 1, prio: 2}"),
        "services[0].endpoints[0].prio: unknown key (known: address, port, weight)"},
       {"key given twice", goodWith("  ring_size: 65537\n", "  ring_size: 65537\n  ring_size: 7\n"),
@@ -184,7 +192,42 @@ std::vector<BadConfig> badConfigs() {
       {"snat range beyond 65535", goodWith("61000-65535", "61000-70000"),
        "node.snat_ports: 61000-70000 is out of range 1024..65535"},
       {"snat not a range", goodWith("61000-65535", "61000"),
-       "node.snat_ports: 61000 is not a port range like 61000-65535"},
+       "node.snat_ports: 61000 is not a port range like 61000-65535, or auto"},
+      {"snat range of zeroes is not auto", goodWith("61000-65535", "0-0"),
+       "node.snat_ports: 0-0 is out of range 1024..65535"},
+      {"snat pool not a list", goodWith("  ring_size", "  snat_pool: 10.0.2.5\n  ring_size"),
+       "node.snat_pool: 10.0.2.5 is not a list"},
+      {"snat pool entry not an address",
+       goodWith("  ring_size", "  snat_pool: [10.0.2.5, eth0]\n  ring_size"),
+       "node.snat_pool[1]: eth0 is not an IP address or a prefix like 10.0.2.8/29"},
+      {"snat pool IPv4 prefix over 8 addresses",
+       goodWith("  ring_size", "  snat_pool: [10.0.2.16/28]\n  ring_size"),
+       "node.snat_pool[0]: 10.0.2.16/28 holds more than 8 addresses (at most 8 SNAT sources per "
+       "family, node.ipv4/ipv6 included)"},
+      {"snat pool IPv6 prefix over 8 addresses",
+       goodWith("  ring_size", "  snat_pool: [\"fd00:2::/64\"]\n  ring_size"),
+       "node.snat_pool[0]: fd00:2::/64 holds more than 8 addresses"},
+      {"snat pool prefix with host bits",
+       goodWith("  ring_size", "  snat_pool: [10.0.2.9/29]\n  ring_size"),
+       "node.snat_pool[0]: 10.0.2.9/29 has host bits set"},
+      {"snat pool bad prefix length",
+       goodWith("  ring_size", "  snat_pool: [10.0.2.9/33]\n  ring_size"),
+       "node.snat_pool[0]: 10.0.2.9/33 has a bad prefix length (0..32 for IPv4)"},
+      {"snat pool address twice",
+       goodWith("  ring_size", "  snat_pool: [10.0.2.9, 10.0.2.8/30]\n  ring_size"),
+       "node.snat_pool: 10.0.2.9 is listed twice"},
+      {"snat pool repeats node.ipv4",
+       goodWith("  ring_size", "  snat_pool: [10.0.2.1]\n  ring_size"),
+       "node.snat_pool: 10.0.2.1 is node.ipv4, always the first SNAT source of its family already"},
+      {"snat pool of a family the node has no address of",
+       goodWith("  ipv6: fd00:2::1\n", "  snat_pool: [\"fd00:2::5\"]\n"),
+       "node.snat_pool: fd00:2::5 is IPv6 but node.ipv6 is not set (the first IPv6 SNAT source)"},
+      {"snat pool unusable address",
+       goodWith("  ring_size", "  snat_pool: [127.0.0.2]\n  ring_size"),
+       "node.snat_pool: 127.0.0.2 is a loopback address"},
+      {"snat pool over 8 sources with node.ipv4",
+       goodWith("  ring_size", "  snat_pool: [10.0.2.8/29, 10.0.2.20, 10.0.2.21]\n  ring_size"),
+       "node.snat_pool: 9 IPv4 SNAT sources (node.ipv4 and 8 in the pool) exceed the maximum of 8"},
       {"ring size not prime", goodWith("ring_size: 65537", "ring_size: 65536"),
        "node.ring_size: 65536 is not prime"},
       {"ring size too big", goodWith("ring_size: 65537", "ring_size: 2000003"),
@@ -206,7 +249,17 @@ std::vector<BadConfig> badConfigs() {
       {"ring size under 100 x endpoints", goodWith("ring_size: 65537", "ring_size: 101"),
        "services[0].endpoints: 2 endpoints need node.ring_size >= 100 x 2 = 200, but it is 101"},
       {"conn table size zero", goodWith("conn_table_size: 1048576", "conn_table_size: 0"),
-       "node.conn_table_size: 0 is out of range 1..4294967295"},
+       "node.conn_table_size: 0 is out of range 1024..67108864"},
+      {"conn table size over 64M",
+       goodWith("conn_table_size: 1048576", "conn_table_size: 67108865"),
+       "node.conn_table_size: 67108865 is out of range 1024..67108864"},
+      {"half table size under 1024",
+       goodWith("conn_table_size: 1048576", "conn_table_size: 1048576\n  half_table_size: 1000"),
+       "node.half_table_size: 1000 is out of range 1024..16777216"},
+      {"half table size over 16M",
+       goodWith("conn_table_size: 1048576",
+                "conn_table_size: 1048576\n  half_table_size: 16777217"),
+       "node.half_table_size: 16777217 is out of range 1024..16777216"},
       {"xdp mode unknown", goodWith("xdp_mode: native", "xdp_mode: offload"),
        "node.xdp_mode: offload is not one of native, generic"},
       {"relative api socket", goodWith("/run/meshpath/meshd.sock", "meshd.sock"),
@@ -245,9 +298,11 @@ std::vector<BadConfig> badConfigs() {
        goodWith("protocol: udp\n", "protocol: udp\n    algorithm: least-latency\n"),
        "services[1].algorithm: least-latency needs protocol tcp (it compares SYN -> SYN-ACK "
        "times), not udp"},
-      {"passive_fall too big", goodWith("forwarding: nat\n", "forwarding: nat\n    health: {passive_fall: 101}\n"),
+      {"passive_fall too big",
+       goodWith("forwarding: nat\n", "forwarding: nat\n    health: {passive_fall: 101}\n"),
        "services[0].health.passive_fall: 101 is out of range 0..100"},
-      {"passive_fall negative", goodWith("forwarding: nat\n", "forwarding: nat\n    health: {passive_fall: -1}\n"),
+      {"passive_fall negative",
+       goodWith("forwarding: nat\n", "forwarding: nat\n    health: {passive_fall: -1}\n"),
        "services[0].health.passive_fall: -1 is out of range 0..100"},
       {"forwarding unknown", goodWith("forwarding: nat", "forwarding: dsr"),
        "services[0].forwarding: dsr is not one of nat"},
@@ -276,10 +331,10 @@ std::vector<BadConfig> badConfigs() {
       {"too many services", many, "services: 1025 services exceed the maximum of 1024"},
       {"health interval under 100ms",
        goodWith("forwarding: nat\n", "health: {type: tcp, interval: 50ms}\n"),
-       "services[0].health.interval: 50ms is out of range 100ms..3600s"},
+       "services[0].health.interval: 50ms is out of range 100ms..1h"},
       {"health duration without unit",
        goodWith("forwarding: nat\n", "health: {type: tcp, interval: 100}\n"),
-       "services[0].health.interval: 100 is not a duration like 100ms, 2s or 1m"},
+       "services[0].health.interval: 100 is not a duration like 100ms, 2s, 1m or 3h"},
       {"health timeout over interval",
        goodWith("forwarding: nat\n", "health: {type: tcp, interval: 100ms, timeout: 2s}\n"),
        "services[0].health.timeout: 2s is out of range 1ms..100ms"},
@@ -312,7 +367,21 @@ std::vector<BadConfig> badConfigs() {
       {"health max ejection under ejection",
        goodWith("forwarding: nat\n",
                 "health: {type: tcp, ejection_time: 10s, max_ejection_time: 5s}\n"),
-       "services[0].health.max_ejection_time: 5s is out of range 10s..3600s"},
+       "services[0].health.max_ejection_time: 5s is out of range 10s..1h"},
+      {"timeouts unknown key", goodWith("forwarding: nat\n", "timeouts: {tcp_idle: 1m}\n"),
+       "services[0].timeouts.tcp_idle: unknown key (known: tcp_syn, tcp_established, tcp_fin, "
+       "tcp_closed, udp, udp_replied)"},
+      {"timeouts not a mapping", goodWith("forwarding: nat\n", "timeouts: 3h\n"),
+       "services[0].timeouts: 3h is not a mapping"},
+      {"timeout under a second", goodWith("forwarding: nat\n", "timeouts: {tcp_syn: 500ms}\n"),
+       "services[0].timeouts.tcp_syn: 500ms is out of range 1s..168h"},
+      {"timeout over 7 days", goodWith("forwarding: nat\n", "timeouts: {tcp_established: 169h}\n"),
+       "services[0].timeouts.tcp_established: 169h is out of range 1s..168h"},
+      {"timeout without a unit",
+       goodWith("protocol: udp\n", "protocol: udp\n    timeouts: {udp: 30}\n"),
+       "services[1].timeouts.udp: 30 is not a duration like 100ms, 2s, 1m or 3h"},
+      {"on_eject unknown", goodWith("forwarding: nat\n", "on_eject: drop\n"),
+       "services[0].on_eject: drop is not one of keep, reset"},
       {"health udp check on a tcp service",
        goodWith("forwarding: nat\n", "health: {type: udp, udp_send: x}\n"),
        "services[0].health.type: udp checks need a udp service"},
@@ -327,6 +396,64 @@ std::vector<BadConfig> badConfigs() {
       {"two documents", std::string(kGoodConfig) + "---\nservices: []\n",
        "config: 2 YAML documents (separated by ---); one is expected"},
   };
+}
+
+TEST(Config, TimeoutsAndOnEjectParseAndDefault) {
+  const DesiredState state = parseConfigYaml(goodWith("forwarding: nat\n", R"(forwarding: nat
+    on_eject: reset
+    timeouts:
+      tcp_syn: 3s
+      tcp_established: 2h
+      tcp_fin: 1m
+      tcp_closed: 1500ms
+      udp_replied: 168h
+)"));
+  const ServiceSpec& web = state.services[0];
+  EXPECT_EQ(web.onEject, OnEject::kReset);
+  EXPECT_EQ(web.timeouts.tcpSynMs, 3000u);
+  EXPECT_EQ(web.timeouts.tcpEstablishedMs, 2u * 3600 * 1000);
+  EXPECT_EQ(web.timeouts.tcpFinMs, 60000u);
+  EXPECT_EQ(web.timeouts.tcpClosedMs, 1500u);
+  EXPECT_EQ(web.timeouts.udpMs, ConnTimeouts{}.udpMs) << "a key left out keeps its default";
+  EXPECT_EQ(web.timeouts.udpRepliedMs, kMaxConnTimeoutMs) << "udp keys on a tcp service are kept";
+
+  // The defaults: keep, and the kernel conntrack-like lifetimes.
+  const ServiceSpec& dns = state.services[1];
+  EXPECT_EQ(dns.onEject, OnEject::kKeep);
+  EXPECT_EQ(dns.timeouts, ConnTimeouts{});
+  EXPECT_EQ(dns.timeouts.tcpSynMs, 5000u);
+  EXPECT_EQ(dns.timeouts.tcpEstablishedMs, 3u * 3600 * 1000);
+  EXPECT_EQ(dns.timeouts.tcpFinMs, 60000u);
+  EXPECT_EQ(dns.timeouts.tcpClosedMs, 2000u);
+  EXPECT_EQ(dns.timeouts.udpMs, 30000u);
+  EXPECT_EQ(dns.timeouts.udpRepliedMs, 120000u);
+}
+
+TEST(Config, SnatPoolExpandsPrefixesInOrder) {
+  const DesiredState state = parseConfigYaml(
+      goodWith("  ring_size",
+               "  snat_pool: [10.0.2.5, 10.0.2.8/30, \"fd00:2::8/126\", 10.0.2.20/31, "
+               "10.0.2.30/32]\n  ring_size"));
+  auto texts = [](const std::vector<IpAddress>& v) {
+    std::vector<std::string> out;
+    for (const IpAddress& a : v) out.push_back(a.toString());
+    return out;
+  };
+  // IPv4 prefixes shorter than /31 lose their network and broadcast addresses; /31 and IPv6 keep
+  // every address.
+  EXPECT_EQ(
+      texts(state.node.snatPool),
+      (std::vector<std::string>{"10.0.2.5", "10.0.2.9", "10.0.2.10", "fd00:2::8", "fd00:2::9",
+                                "fd00:2::a", "fd00:2::b", "10.0.2.20", "10.0.2.21", "10.0.2.30"}));
+  EXPECT_EQ(texts(snatSources(state.node, 4)),
+            (std::vector<std::string>{"10.0.2.1", "10.0.2.5", "10.0.2.9", "10.0.2.10", "10.0.2.20",
+                                      "10.0.2.21", "10.0.2.30"}));
+  EXPECT_EQ(
+      texts(snatSources(state.node, 6)),
+      (std::vector<std::string>{"fd00:2::1", "fd00:2::8", "fd00:2::9", "fd00:2::a", "fd00:2::b"}));
+  // Exactly 8 sources per family is the limit, node.ipv4 included.
+  EXPECT_NO_THROW(parseConfigYaml(
+      goodWith("  ring_size", "  snat_pool: [10.0.2.8/29, 10.0.2.20]\n  ring_size")));
 }
 
 TEST(Config, HealthBlockParsesAndDefaults) {

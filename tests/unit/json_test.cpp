@@ -44,7 +44,10 @@ TEST(Json, ServiceHasTheApiShape) {
     "name": "web", "vip": "10.0.0.100", "port": 80, "protocol": "tcp", "algorithm": "maglev",
     "forwarding": "nat", "endpoints": [
       {"address": "10.0.2.11", "port": 8080, "weight": 1},
-      {"address": "10.0.2.12", "port": 8080, "weight": 0}]})");
+      {"address": "10.0.2.12", "port": 8080, "weight": 0}],
+    "timeouts": {"tcp_syn": "5s", "tcp_established": "3h", "tcp_fin": "60s", "tcp_closed": "2s",
+                 "udp": "30s", "udp_replied": "120s"},
+    "on_eject": "keep"})");
   EXPECT_EQ(toJson(webService()), expected);
   const json adl = webService();
   EXPECT_EQ(adl, expected);
@@ -57,10 +60,12 @@ TEST(Json, NodeHasTheStatusFieldNames) {
   const json j = toJson(node);
   EXPECT_EQ(j.at("ipv4"), "10.0.2.1");
   EXPECT_TRUE(j.at("ipv6").is_null());
-  EXPECT_EQ(j.at("snat_port_min"), 61000);
-  EXPECT_EQ(j.at("snat_port_max"), 65535);
+  EXPECT_EQ(j.at("snat_port_min"), 0) << "auto";
+  EXPECT_EQ(j.at("snat_port_max"), 0);
+  EXPECT_EQ(j.at("snat_pool"), json::array());
   EXPECT_EQ(j.at("ring_size"), 65537);
   EXPECT_EQ(j.at("conn_table_size"), 1048576);
+  EXPECT_EQ(j.at("half_table_size"), 262144);
   EXPECT_EQ(j.at("interfaces"), json::array({"eth0"}));
   EXPECT_EQ(j.at("xdp_mode"), "native");
 }
@@ -134,7 +139,7 @@ TEST(Json, BadServicesAreRefusedNamingTheField) {
        R"(forwarding: "dsr" is not one of nat)"},
       {R"({"name": "web", "vip": "10.0.0.100", "port": 80, "sticky": true})",
        "sticky: unknown key (known: name, vip, port, protocol, algorithm, forwarding, endpoints, "
-       "health)"},
+       "health, timeouts, on_eject)"},
       {R"({"name": "web", "vip": "10.0.0.100", "port": 80, "endpoints": {}})",
        "endpoints: {} is not an array"},
       {R"({"name": "web", "vip": "10.0.0.100", "port": 80, "endpoints": [
@@ -251,8 +256,10 @@ TEST(Json, BadHealthIsRefusedNamingTheField) {
   };
   const std::string base = R"({"name": "web", "vip": "10.0.0.1", "port": 80, "health": )";
   EXPECT_EQ(refusal(base + R"({"interval": 100}})"), "health.interval: 100 is not a string");
-  EXPECT_EQ(refusal(base + R"({"interval": "1h"}})"),
-            R"(health.interval: "1h" is not a duration like "100ms", "2s" or "1m")");
+  EXPECT_EQ(refusal(base + R"({"interval": "2h"}})"),
+            R"(health.interval: "2h" is out of range 0ms..1h)");
+  EXPECT_EQ(refusal(base + R"({"interval": "1d"}})"),
+            R"(health.interval: "1d" is not a duration like "100ms", "2s", "1m" or "3h")");
   EXPECT_EQ(refusal(base + R"({"type": "icmp"}})"),
             R"(health.type: "icmp" is not one of none, tcp, http, udp)");
   EXPECT_EQ(refusal(base + R"({"rise": 0}})"), "health.rise: 0 is out of range 1..100");
@@ -260,6 +267,71 @@ TEST(Json, BadHealthIsRefusedNamingTheField) {
             "health.passive_fall: 101 is out of range 0..100");
   EXPECT_EQ(refusal(base + R"({"passive_fall": "3"}})"),
             R"(health.passive_fall: "3" is not a whole number)");
+}
+
+TEST(Json, TimeoutsAndOnEjectRoundTrip) {
+  ServiceSpec svc = webService();
+  svc.onEject = OnEject::kReset;
+  svc.timeouts.tcpEstablishedMs = 2 * 3600 * 1000;
+  svc.timeouts.tcpClosedMs = 1500;
+  const json j = toJson(svc);
+  EXPECT_EQ(j.at("on_eject"), "reset");
+  EXPECT_EQ(j.at("timeouts").at("tcp_established"), "2h");
+  EXPECT_EQ(j.at("timeouts").at("tcp_closed"), "1500ms");
+  EXPECT_EQ(serviceFromJson(j), svc);
+  // Every timeout is optional on input; left out, the service keeps the defaults.
+  const ServiceSpec partial = serviceFromJson(
+      json::parse(R"({"name": "web", "vip": "10.0.0.1", "port": 80, "timeouts": {"udp": "45s"}})"));
+  EXPECT_EQ(partial.timeouts.udpMs, 45000u);
+  EXPECT_EQ(partial.timeouts.tcpSynMs, ConnTimeouts{}.tcpSynMs);
+  EXPECT_EQ(partial.onEject, OnEject::kKeep);
+}
+
+TEST(Json, BadTimeoutsAreRefusedNamingTheField) {
+  auto refusal = [](const std::string& text) -> std::string {
+    try {
+      serviceFromJson(parseJson(text));
+    } catch (const JsonInputError& e) {
+      return e.what();
+    }
+    return "(accepted)";
+  };
+  const std::string base = R"({"name": "web", "vip": "10.0.0.1", "port": 80, )";
+  EXPECT_EQ(refusal(base + R"("timeouts": {"tcp_syn": "100ms"}})"),
+            R"(timeouts.tcp_syn: "100ms" is out of range 1s..168h)");
+  EXPECT_EQ(refusal(base + R"("timeouts": {"tcp_syn": 5}})"),
+            "timeouts.tcp_syn: 5 is not a string");
+  EXPECT_EQ(refusal(base + R"("timeouts": {"syn": "5s"}})"),
+            "timeouts.syn: unknown key (known: tcp_syn, tcp_established, tcp_fin, tcp_closed, udp, "
+            "udp_replied)");
+  EXPECT_EQ(refusal(base + R"("on_eject": "drop"})"),
+            R"(on_eject: "drop" is not one of keep, reset)");
+}
+
+TEST(Json, NodeSnatPoolAndTables) {
+  NodeSpec node;
+  node.interfaces = {"eth0"};
+  node.ipv4 = IpAddress::parse("10.0.2.1");
+  node.snatPool = {*IpAddress::parse("10.0.2.5"), *IpAddress::parse("10.0.2.6")};
+  node.halfTableSize = 4096;
+  node.snatPortMin = 20000;
+  node.snatPortMax = 29999;
+  const json j = toJson(node);
+  EXPECT_EQ(j.at("snat_pool"), json::array({"10.0.2.5", "10.0.2.6"}));
+  EXPECT_EQ(j.at("half_table_size"), 4096);
+  EXPECT_EQ(nodeFromJson(j), node);
+  // Prefixes are accepted on input, as in the config file, and expanded.
+  const NodeSpec fromPrefix = nodeFromJson(json::parse(R"({"snat_pool": ["10.0.2.4/30"]})"));
+  EXPECT_EQ(fromPrefix.snatPool, node.snatPool);
+  try {
+    nodeFromJson(json::parse(R"({"snat_pool": ["10.0.2.0/24"]})"));
+    ADD_FAILURE() << "a /24 was accepted";
+  } catch (const JsonInputError& e) {
+    EXPECT_EQ(
+        std::string(e.what()).rfind(R"(node.snat_pool[0]: "10.0.2.0/24" holds more than 8)", 0), 0u)
+        << e.what();
+  }
+  EXPECT_THROW(nodeFromJson(json::parse(R"({"half_table_size": 100})")), JsonInputError);
 }
 
 }  // namespace

@@ -1,4 +1,4 @@
-// model_test — addresses, enum names, endpoint keys.
+// model_test — addresses, enum names, durations, endpoint keys.
 #include "model.h"
 
 #include <gtest/gtest.h>
@@ -70,6 +70,49 @@ TEST(Enums, RoundTrip) {
   EXPECT_FALSE(parseForwardingMode("dsr"));
   EXPECT_EQ(static_cast<int>(Protocol::kTcp), 6);
   EXPECT_EQ(static_cast<int>(Protocol::kUdp), 17);
+}
+
+TEST(Enums, OnEject) {
+  EXPECT_EQ(toString(OnEject::kKeep), "keep");
+  EXPECT_EQ(toString(OnEject::kReset), "reset");
+  EXPECT_EQ(parseOnEject("keep"), OnEject::kKeep);
+  EXPECT_EQ(parseOnEject("reset"), OnEject::kReset);
+  EXPECT_FALSE(parseOnEject("flush"));
+  EXPECT_FALSE(parseOnEject("Keep"));
+  EXPECT_EQ(toString(static_cast<OnEject>(7)), "unknown");
+  EXPECT_EQ(ServiceSpec{}.onEject, OnEject::kKeep) << "HAProxy's and Envoy's default";
+}
+
+TEST(Duration, ParsesEveryUnitAndFormatsTheLargestWhole) {
+  EXPECT_EQ(parseDurationMs("1500ms"), 1500u);
+  EXPECT_EQ(parseDurationMs("2s"), 2000u);
+  EXPECT_EQ(parseDurationMs("5m"), 300000u);
+  EXPECT_EQ(parseDurationMs("3h"), 3u * 3600 * 1000);
+  EXPECT_EQ(parseDurationMs("168h"), uint64_t{kMaxConnTimeoutMs});
+  for (const char* bad : {"", "3", "h", "3d", "3 h", "-3h", "3H", "1.5h", "1234567890h"}) {
+    EXPECT_FALSE(parseDurationMs(bad)) << bad;
+  }
+  EXPECT_EQ(formatDurationMs(0), "0ms");
+  EXPECT_EQ(formatDurationMs(1500), "1500ms");
+  EXPECT_EQ(formatDurationMs(60000), "60s");
+  EXPECT_EQ(formatDurationMs(3600 * 1000), "1h");
+  EXPECT_EQ(formatDurationMs(3u * 3600 * 1000), "3h");
+  EXPECT_EQ(formatDurationMs(5400 * 1000), "5400s");
+  // What is formatted parses back to the same value.
+  for (uint64_t ms : {1ull, 999ull, 1000ull, 90000ull, 10800000ull, 604800000ull}) {
+    EXPECT_EQ(parseDurationMs(formatDurationMs(ms)), ms) << ms;
+  }
+}
+
+TEST(ConnTimeouts, DefaultsLikeTheKernelConntrack) {
+  const ConnTimeouts t;
+  EXPECT_EQ(t.tcpSynMs, 5000u);
+  EXPECT_EQ(t.tcpEstablishedMs, 3u * 3600 * 1000);
+  EXPECT_GT(t.tcpEstablishedMs, 2u * 3600 * 1000) << "beyond Linux's 2 h keepalive";
+  EXPECT_EQ(t.tcpFinMs, 60000u);
+  EXPECT_EQ(t.tcpClosedMs, 2000u);
+  EXPECT_EQ(t.udpMs, 30000u);
+  EXPECT_EQ(t.udpRepliedMs, 120000u);
 }
 
 TEST(EndpointSpec, KeyBracketsIpv6) {

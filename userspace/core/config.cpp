@@ -14,13 +14,13 @@
 #include <utility>
 
 #include "abi.h"
+#include "snat.h"
 
 namespace meshpath {
 namespace {
 
 constexpr size_t kMaxInterfaceName = 15;    // IFNAMSIZ - 1
 constexpr size_t kMaxUnixSocketPath = 107;  // sizeof(sockaddr_un::sun_path) - 1
-constexpr uint32_t kMinSnatPort = 1024;
 constexpr uint32_t kRingPerEndpoint = 100;  // M >= 100 x endpoints keeps shares within 1%
 
 std::string join(const std::vector<std::string>& parts, const std::string& sep) {
@@ -155,8 +155,10 @@ IpAddress readAddress(const YAML::Node& node, const std::string& path, int famil
   return *ip;
 }
 
+// "auto" (0-0: meshd picks the range at start) or MIN-MAX.
 std::pair<uint16_t, uint16_t> readPortRange(const YAML::Node& node, const std::string& path) {
   const std::string text = readString(node, path);
+  if (text == "auto") return {0, 0};
   const size_t dash = text.find('-');
   auto number = [&](const std::string& part, uint32_t& out) {
     if (part.empty() || part.size() > 9 ||
@@ -169,9 +171,10 @@ std::pair<uint16_t, uint16_t> readPortRange(const YAML::Node& node, const std::s
   uint32_t lo = 0, hi = 0;
   if (dash == std::string::npos || !number(text.substr(0, dash), lo) ||
       !number(text.substr(dash + 1), hi)) {
-    fail(path, show(text) + " is not a port range like 61000-65535", node);
+    fail(path, show(text) + " is not a port range like 61000-65535, or auto", node);
   }
-  if (lo > 65535 || hi > 65535) {
+  // 0-0 is how the model says "auto"; written out it is more likely a mistake than a wish.
+  if (lo > 65535 || hi > 65535 || (lo == 0 && hi == 0)) {
     throw ConfigError(rangeProblem(path, text, kMinSnatPort, 65535) + lineOf(node));
   }
   return {static_cast<uint16_t>(lo), static_cast<uint16_t>(hi)};
@@ -186,11 +189,27 @@ Enum readEnum(const YAML::Node& node, const std::string& path,
   return *value;
 }
 
+// node.snat_pool: addresses and prefixes, expanded to addresses in the order written.
+std::vector<IpAddress> readSnatPool(const YAML::Node& list, const std::string& path) {
+  if (!list.IsSequence()) fail(path, describe(list) + " is not a list", list);
+  std::vector<IpAddress> out;
+  for (size_t i = 0; i < list.size(); ++i) {
+    const std::string entryPath = path + "[" + std::to_string(i) + "]";
+    const std::string text = readString(list[i], entryPath);
+    std::string why;
+    const auto addresses = expandSnatPoolEntry(text, &why);
+    if (!addresses) fail(entryPath, show(text) + " " + why, list[i]);
+    out.insert(out.end(), addresses->begin(), addresses->end());
+  }
+  return out;
+}
+
 NodeSpec readNode(const YAML::Node& map) {
   const std::string path = "node";
-  checkKeys(map, path,
-            {"interfaces", "ipv4", "ipv6", "snat_ports", "ring_size", "conn_table_size",
-             "flow_cache_slots", "xdp_mode", "api_socket", "pin_root", "state_file"});
+  checkKeys(
+      map, path,
+      {"interfaces", "ipv4", "ipv6", "snat_pool", "snat_ports", "ring_size", "conn_table_size",
+       "half_table_size", "flow_cache_slots", "xdp_mode", "api_socket", "pin_root", "state_file"});
   NodeSpec node;
   const YAML::Node interfaces = required(map, "interfaces", path);
   if (!interfaces.IsSequence()) {
@@ -201,6 +220,7 @@ NodeSpec readNode(const YAML::Node& map) {
   }
   if (auto n = field(map, "ipv4")) node.ipv4 = readAddress(*n, "node.ipv4", 4);
   if (auto n = field(map, "ipv6")) node.ipv6 = readAddress(*n, "node.ipv6", 6);
+  if (auto n = field(map, "snat_pool")) node.snatPool = readSnatPool(*n, "node.snat_pool");
   if (auto n = field(map, "snat_ports")) {
     std::tie(node.snatPortMin, node.snatPortMax) = readPortRange(*n, "node.snat_ports");
   }
@@ -208,8 +228,12 @@ NodeSpec readNode(const YAML::Node& map) {
     node.ringSize = static_cast<uint32_t>(readNumber(*n, "node.ring_size", 2, MP_RING_SIZE_MAX));
   }
   if (auto n = field(map, "conn_table_size")) {
-    node.connTableSize =
-        static_cast<uint32_t>(readNumber(*n, "node.conn_table_size", 1, UINT32_MAX));
+    node.connTableSize = static_cast<uint32_t>(
+        readNumber(*n, "node.conn_table_size", kMinConnTableSize, kMaxConnTableSize));
+  }
+  if (auto n = field(map, "half_table_size")) {
+    node.halfTableSize = static_cast<uint32_t>(
+        readNumber(*n, "node.half_table_size", kMinConnTableSize, kMaxHalfTableSize));
   }
   if (auto n = field(map, "flow_cache_slots")) {
     node.flowCacheSlots = static_cast<uint32_t>(
@@ -222,14 +246,35 @@ NodeSpec readNode(const YAML::Node& map) {
   return node;
 }
 
-uint32_t readDuration(const YAML::Node& node, const std::string& path) {
+uint32_t readDuration(const YAML::Node& node, const std::string& path, uint32_t loMs = 0,
+                      uint32_t hiMs = kMaxHealthTimeMs) {
   const std::string text = readString(node, path);
   const auto ms = parseDurationMs(text);
-  if (!ms) fail(path, show(text) + " is not a duration like 100ms, 2s or 1m", node);
-  if (*ms > kMaxHealthTimeMs) {
-    fail(path, show(text) + " is out of range 0ms.." + formatDurationMs(kMaxHealthTimeMs), node);
+  if (!ms) fail(path, show(text) + " is not a duration like 100ms, 2s, 1m or 3h", node);
+  if (*ms < loMs || *ms > hiMs) {
+    fail(path,
+         show(text) + " is out of range " + formatDurationMs(loMs) + ".." + formatDurationMs(hiMs),
+         node);
   }
   return static_cast<uint32_t>(*ms);
+}
+
+ConnTimeouts readTimeouts(const YAML::Node& map, const std::string& path) {
+  checkKeys(map, path,
+            {"tcp_syn", "tcp_established", "tcp_fin", "tcp_closed", "udp", "udp_replied"});
+  ConnTimeouts t;
+  auto read = [&](const char* key, uint32_t& out) {
+    if (auto n = field(map, key)) {
+      out = readDuration(*n, dotted(path, key), kMinConnTimeoutMs, kMaxConnTimeoutMs);
+    }
+  };
+  read("tcp_syn", t.tcpSynMs);
+  read("tcp_established", t.tcpEstablishedMs);
+  read("tcp_fin", t.tcpFinMs);
+  read("tcp_closed", t.tcpClosedMs);
+  read("udp", t.udpMs);
+  read("udp_replied", t.udpRepliedMs);
+  return t;
 }
 
 std::pair<uint16_t, uint16_t> readStatusRange(const YAML::Node& node, const std::string& path) {
@@ -299,7 +344,8 @@ EndpointSpec readEndpoint(const YAML::Node& map, const std::string& path) {
 
 ServiceSpec readService(const YAML::Node& map, const std::string& path) {
   checkKeys(map, path,
-            {"name", "vip", "port", "protocol", "algorithm", "forwarding", "endpoints", "health"});
+            {"name", "vip", "port", "protocol", "algorithm", "forwarding", "endpoints", "health",
+             "timeouts", "on_eject"});
   ServiceSpec svc;
   svc.name = readString(required(map, "name", path), dotted(path, "name"));
   svc.vip = readAddress(required(map, "vip", path), dotted(path, "vip"));
@@ -323,6 +369,10 @@ ServiceSpec readService(const YAML::Node& map, const std::string& path) {
     }
   }
   if (auto n = field(map, "health")) svc.health = readHealth(*n, dotted(path, "health"));
+  if (auto n = field(map, "timeouts")) svc.timeouts = readTimeouts(*n, dotted(path, "timeouts"));
+  if (auto n = field(map, "on_eject")) {
+    svc.onEject = readEnum<OnEject>(*n, dotted(path, "on_eject"), parseOnEject, "keep, reset");
+  }
   return svc;
 }
 
@@ -340,6 +390,58 @@ const char* familyName(const IpAddress& ip) { return ip.isV6() ? "IPv6" : "IPv4"
 // Text that goes into an HTTP request line or header: printable ASCII, no spaces.
 bool isHeaderToken(const std::string& s) {
   return std::all_of(s.begin(), s.end(), [](char c) { return c > ' ' && c < 0x7f; });
+}
+
+// node.snat_pool: usable addresses, each once (node.ipv4/ipv6 are the first source of their
+// family already), only of a family the node has an address of, and at most
+// kMaxSnatAddrsPerFamily sources per family in all.
+void validateSnatPool(const NodeSpec& node, std::vector<std::string>& out) {
+  const std::string path = "node.snat_pool";
+  std::set<IpAddress> seen;
+  if (node.ipv4) seen.insert(*node.ipv4);
+  if (node.ipv6) seen.insert(*node.ipv6);
+  for (const IpAddress& a : node.snatPool) {
+    const std::string text = show(a.toString());
+    if (auto why = addressProblem(a)) {
+      out.push_back(path + ": " + text + " " + *why);
+      continue;
+    }
+    const char* primary = a.isV4() ? "node.ipv4" : "node.ipv6";
+    const auto& primaryAddress = a.isV4() ? node.ipv4 : node.ipv6;
+    if (!primaryAddress) {
+      out.push_back(path + ": " + text + " is " + familyName(a) + " but " + primary +
+                    " is not set (the first " + familyName(a) + " SNAT source)");
+    } else if (a == *primaryAddress) {
+      out.push_back(path + ": " + text + " is " + primary +
+                    ", always the first SNAT source of its family already");
+    } else if (!seen.insert(a).second) {
+      out.push_back(path + ": " + text + " is listed twice");
+    }
+  }
+  for (int family : {4, 6}) {
+    const size_t sources = snatSources(node, family).size();
+    if (sources > kMaxSnatAddrsPerFamily) {
+      out.push_back(path + ": " + std::to_string(sources) + " IPv" + std::to_string(family) +
+                    " SNAT sources (node.ipv" + std::to_string(family) + " and " +
+                    std::to_string(sources - 1) + " in the pool) exceed the maximum of " +
+                    std::to_string(kMaxSnatAddrsPerFamily));
+    }
+  }
+}
+
+void validateTimeouts(const ConnTimeouts& t, const std::string& path,
+                      std::vector<std::string>& out) {
+  const std::pair<const char*, uint32_t> fields[] = {
+      {"tcp_syn", t.tcpSynMs}, {"tcp_established", t.tcpEstablishedMs},
+      {"tcp_fin", t.tcpFinMs}, {"tcp_closed", t.tcpClosedMs},
+      {"udp", t.udpMs},        {"udp_replied", t.udpRepliedMs}};
+  for (const auto& [field, ms] : fields) {
+    if (ms < kMinConnTimeoutMs || ms > kMaxConnTimeoutMs) {
+      out.push_back(dotted(path, field) + ": " + formatDurationMs(ms) + " is out of range " +
+                    formatDurationMs(kMinConnTimeoutMs) + ".." +
+                    formatDurationMs(kMaxConnTimeoutMs));
+    }
+  }
 }
 
 void validateHealth(const ServiceSpec& svc, const std::string& path,
@@ -514,9 +616,12 @@ std::vector<std::string> validateNode(const NodeSpec& node) {
       out.push_back("node.ipv6: " + node.ipv6->toString() + " " + *why);
     }
   }
+  validateSnatPool(node, out);
   const std::string range =
       std::to_string(node.snatPortMin) + "-" + std::to_string(node.snatPortMax);
-  if (node.snatPortMin < kMinSnatPort) {
+  if (snatPortsAuto(node)) {
+    // auto: meshd resolves it at start, outside the kernel's ephemeral range.
+  } else if (node.snatPortMin < kMinSnatPort) {
     out.push_back(rangeProblem("node.snat_ports", range, kMinSnatPort, 65535));
   } else if (node.snatPortMin > node.snatPortMax) {
     out.push_back("node.snat_ports: " + range + ": the first port is greater than the last");
@@ -527,8 +632,13 @@ std::vector<std::string> validateNode(const NodeSpec& node) {
   } else if (!isPrime(node.ringSize)) {
     out.push_back("node.ring_size: " + std::to_string(node.ringSize) + " is not prime");
   }
-  if (node.connTableSize == 0) {
-    out.push_back(rangeProblem("node.conn_table_size", "0", 1, UINT32_MAX));
+  if (node.connTableSize < kMinConnTableSize || node.connTableSize > kMaxConnTableSize) {
+    out.push_back(rangeProblem("node.conn_table_size", std::to_string(node.connTableSize),
+                               kMinConnTableSize, kMaxConnTableSize));
+  }
+  if (node.halfTableSize < kMinConnTableSize || node.halfTableSize > kMaxHalfTableSize) {
+    out.push_back(rangeProblem("node.half_table_size", std::to_string(node.halfTableSize),
+                               kMinConnTableSize, kMaxHalfTableSize));
   }
   if (const uint32_t s = node.flowCacheSlots; s > MP_FLOW_CACHE_SLOTS_MAX) {
     out.push_back(rangeProblem("node.flow_cache_slots", std::to_string(s), 0,
@@ -609,6 +719,11 @@ std::vector<std::string> validateService(const NodeSpec& node, const ServiceSpec
     }
   }
   validateHealth(svc, dotted(path, "health"), out);
+  validateTimeouts(svc.timeouts, dotted(path, "timeouts"), out);
+  if (toString(svc.onEject) == "unknown") {
+    out.push_back(dotted(path, "on_eject") + ": " + std::to_string(int(svc.onEject)) +
+                  " is not one of keep, reset");
+  }
   const uint64_t needed = uint64_t{kRingPerEndpoint} * svc.endpoints.size();
   if (needed > node.ringSize) {
     out.push_back(dotted(path, "endpoints") + ": " + std::to_string(svc.endpoints.size()) +

@@ -18,6 +18,12 @@
 
 namespace meshpath {
 
+// node.conn_table_size (established connections) and node.half_table_size (half-open flows):
+// entries, each with its reverse-NAT entry.
+inline constexpr uint32_t kMinConnTableSize = 1024;
+inline constexpr uint32_t kMaxConnTableSize = 64u << 20;
+inline constexpr uint32_t kMaxHalfTableSize = 16u << 20;
+
 // Refused desired state. what() is the problems joined with "; ".
 class ConfigError : public std::runtime_error {
  public:

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "abi.h"
+#include "snat.h"
 
 namespace meshpath {
 namespace {
@@ -97,14 +98,30 @@ Enum readEnum(const json& v, const std::string& path,
   return *value;
 }
 
-uint32_t readDuration(const json& v, const std::string& path) {
+uint32_t readDuration(const json& v, const std::string& path, uint32_t loMs = 0,
+                      uint32_t hiMs = kMaxHealthTimeMs) {
   const std::string text = readString(v, path);
   const auto ms = parseDurationMs(text);
-  if (!ms) fail(path, show(v) + " is not a duration like \"100ms\", \"2s\" or \"1m\"");
-  if (*ms > kMaxHealthTimeMs) {
-    fail(path, show(v) + " is out of range 0ms.." + formatDurationMs(kMaxHealthTimeMs));
+  if (!ms) fail(path, show(v) + " is not a duration like \"100ms\", \"2s\", \"1m\" or \"3h\"");
+  if (*ms < loMs || *ms > hiMs) {
+    fail(path,
+         show(v) + " is out of range " + formatDurationMs(loMs) + ".." + formatDurationMs(hiMs));
   }
   return static_cast<uint32_t>(*ms);
+}
+
+// node.snat_pool: addresses, or prefixes expanded to theirs (as in the config file).
+std::vector<IpAddress> readSnatPool(const json& v, const std::string& path) {
+  if (!v.is_array()) fail(path, show(v) + " is not an array");
+  std::vector<IpAddress> out;
+  for (size_t i = 0; i < v.size(); ++i) {
+    const std::string entryPath = path + "[" + std::to_string(i) + "]";
+    std::string why;
+    const auto addresses = expandSnatPoolEntry(readString(v[i], entryPath), &why);
+    if (!addresses) fail(entryPath, show(v[i]) + " " + why);
+    out.insert(out.end(), addresses->begin(), addresses->end());
+  }
+  return out;
 }
 
 json optionalAddress(const std::optional<IpAddress>& ip) {
@@ -137,16 +154,45 @@ json toJson(const HealthCheckSpec& h) {
       {"passive_fall", h.passiveFall}};
 }
 
+json toJson(const ConnTimeouts& t) {
+  return {{"tcp_syn", formatDurationMs(t.tcpSynMs)},
+          {"tcp_established", formatDurationMs(t.tcpEstablishedMs)},
+          {"tcp_fin", formatDurationMs(t.tcpFinMs)},
+          {"tcp_closed", formatDurationMs(t.tcpClosedMs)},
+          {"udp", formatDurationMs(t.udpMs)},
+          {"udp_replied", formatDurationMs(t.udpRepliedMs)}};
+}
+
+ConnTimeouts timeoutsFromJson(const json& j, const std::string& path) {
+  checkKeys(j, path, {"tcp_syn", "tcp_established", "tcp_fin", "tcp_closed", "udp", "udp_replied"});
+  ConnTimeouts t;
+  auto read = [&](const char* key, uint32_t& out) {
+    if (const json* v = member(j, key)) {
+      out = readDuration(*v, dotted(path, key), kMinConnTimeoutMs, kMaxConnTimeoutMs);
+    }
+  };
+  read("tcp_syn", t.tcpSynMs);
+  read("tcp_established", t.tcpEstablishedMs);
+  read("tcp_fin", t.tcpFinMs);
+  read("tcp_closed", t.tcpClosedMs);
+  read("udp", t.udpMs);
+  read("udp_replied", t.udpRepliedMs);
+  return t;
+}
+
 json toJson(const ServiceSpec& svc) {
   json endpoints = json::array();
   for (const auto& ep : svc.endpoints) endpoints.push_back(toJson(ep));
+  // timeouts and on_eject always: what a connection of the service lives by is worth seeing.
   json j = {{"name", svc.name},
             {"vip", svc.vip.toString()},
             {"port", svc.port},
             {"protocol", toString(svc.protocol)},
             {"algorithm", toString(svc.algorithm)},
             {"forwarding", toString(svc.forwarding)},
-            {"endpoints", std::move(endpoints)}};
+            {"endpoints", std::move(endpoints)},
+            {"timeouts", toJson(svc.timeouts)},
+            {"on_eject", toString(svc.onEject)}};
   // Services without health checks keep the shape they always had.
   if (!(svc.health == HealthCheckSpec{})) j["health"] = toJson(svc.health);
   return j;
@@ -208,12 +254,21 @@ HealthCheckSpec healthFromJson(const json& j, const std::string& path) {
 }
 
 json toJson(const NodeSpec& node) {
-  return {{"interfaces", node.interfaces},         {"ipv4", optionalAddress(node.ipv4)},
-          {"ipv6", optionalAddress(node.ipv6)},    {"snat_port_min", node.snatPortMin},
-          {"snat_port_max", node.snatPortMax},     {"ring_size", node.ringSize},
-          {"conn_table_size", node.connTableSize}, {"flow_cache_slots", node.flowCacheSlots},
+  json pool = json::array();
+  for (const IpAddress& a : node.snatPool) pool.push_back(a.toString());
+  return {{"interfaces", node.interfaces},
+          {"ipv4", optionalAddress(node.ipv4)},
+          {"ipv6", optionalAddress(node.ipv6)},
+          {"snat_pool", std::move(pool)},
+          {"snat_port_min", node.snatPortMin},
+          {"snat_port_max", node.snatPortMax},
+          {"ring_size", node.ringSize},
+          {"conn_table_size", node.connTableSize},
+          {"half_table_size", node.halfTableSize},
+          {"flow_cache_slots", node.flowCacheSlots},
           {"xdp_mode", node.xdpMode},
-          {"api_socket", node.apiSocket},          {"pin_root", node.pinRoot},
+          {"api_socket", node.apiSocket},
+          {"pin_root", node.pinRoot},
           {"state_file", node.stateFile}};
 }
 
@@ -237,7 +292,8 @@ EndpointSpec endpointFromJson(const json& j, const std::string& path) {
 
 ServiceSpec serviceFromJson(const json& j, const std::string& path) {
   checkKeys(j, path,
-            {"name", "vip", "port", "protocol", "algorithm", "forwarding", "endpoints", "health"},
+            {"name", "vip", "port", "protocol", "algorithm", "forwarding", "endpoints", "health",
+             "timeouts", "on_eject"},
             {"id", "ring_size", "stats"});
   ServiceSpec svc;
   svc.name = readString(required(j, "name", path), dotted(path, "name"));
@@ -262,14 +318,20 @@ ServiceSpec serviceFromJson(const json& j, const std::string& path) {
     }
   }
   if (const json* v = member(j, "health")) svc.health = healthFromJson(*v, dotted(path, "health"));
+  if (const json* v = member(j, "timeouts")) {
+    svc.timeouts = timeoutsFromJson(*v, dotted(path, "timeouts"));
+  }
+  if (const json* v = member(j, "on_eject")) {
+    svc.onEject = readEnum<OnEject>(*v, dotted(path, "on_eject"), parseOnEject, "keep, reset");
+  }
   return svc;
 }
 
 NodeSpec nodeFromJson(const json& j, const std::string& path) {
   checkKeys(j, path,
-            {"interfaces", "ipv4", "ipv6", "snat_port_min", "snat_port_max", "ring_size",
-             "conn_table_size", "flow_cache_slots", "xdp_mode", "api_socket", "pin_root",
-             "state_file"});
+            {"interfaces", "ipv4", "ipv6", "snat_pool", "snat_port_min", "snat_port_max",
+             "ring_size", "conn_table_size", "half_table_size", "flow_cache_slots", "xdp_mode",
+             "api_socket", "pin_root", "state_file"});
   NodeSpec node;
   if (const json* v = member(j, "interfaces")) {
     if (!v->is_array()) fail(dotted(path, "interfaces"), show(*v) + " is not an array");
@@ -279,21 +341,29 @@ NodeSpec nodeFromJson(const json& j, const std::string& path) {
   }
   if (const json* v = member(j, "ipv4")) node.ipv4 = readAddress(*v, dotted(path, "ipv4"), 4);
   if (const json* v = member(j, "ipv6")) node.ipv6 = readAddress(*v, dotted(path, "ipv6"), 6);
+  if (const json* v = member(j, "snat_pool")) {
+    node.snatPool = readSnatPool(*v, dotted(path, "snat_pool"));
+  }
+  // 0 and 0: "auto" (validateNode's rules decide the rest).
   if (const json* v = member(j, "snat_port_min")) {
     node.snatPortMin =
-        static_cast<uint16_t>(readNumber(*v, dotted(path, "snat_port_min"), 1, 65535));
+        static_cast<uint16_t>(readNumber(*v, dotted(path, "snat_port_min"), 0, 65535));
   }
   if (const json* v = member(j, "snat_port_max")) {
     node.snatPortMax =
-        static_cast<uint16_t>(readNumber(*v, dotted(path, "snat_port_max"), 1, 65535));
+        static_cast<uint16_t>(readNumber(*v, dotted(path, "snat_port_max"), 0, 65535));
   }
   if (const json* v = member(j, "ring_size")) {
     node.ringSize =
         static_cast<uint32_t>(readNumber(*v, dotted(path, "ring_size"), 2, MP_RING_SIZE_MAX));
   }
   if (const json* v = member(j, "conn_table_size")) {
-    node.connTableSize =
-        static_cast<uint32_t>(readNumber(*v, dotted(path, "conn_table_size"), 1, UINT32_MAX));
+    node.connTableSize = static_cast<uint32_t>(
+        readNumber(*v, dotted(path, "conn_table_size"), kMinConnTableSize, kMaxConnTableSize));
+  }
+  if (const json* v = member(j, "half_table_size")) {
+    node.halfTableSize = static_cast<uint32_t>(
+        readNumber(*v, dotted(path, "half_table_size"), kMinConnTableSize, kMaxHalfTableSize));
   }
   if (const json* v = member(j, "flow_cache_slots")) {
     node.flowCacheSlots = static_cast<uint32_t>(

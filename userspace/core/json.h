@@ -5,7 +5,8 @@
 //   Endpoint: {"address": "10.0.2.11", "port": 8080, "weight": 1}         (weight defaults to 1)
 //   Service:  {"name": "web", "vip": "10.0.0.100", "port": 80, "protocol": "tcp",
 //              "algorithm": "maglev", "forwarding": "nat", "endpoints": [Endpoint...]}
-//              "health": Health}        (output only when it is not all defaults)
+//              "health": Health,        (output only when it is not all defaults)
+//              "timeouts": Timeouts, "on_eject": "keep|reset"}   (output always)
 //             (protocol, algorithm, forwarding default to tcp, maglev, nat; endpoints to [];
 //              algorithm: maglev | random | round-robin | least-conn | least-latency)
 //   Health:   {"type": "none|tcp|http|udp", "interval": "2s", "timeout": "1s", "rise": 2,
@@ -13,9 +14,12 @@
 //              "http_statuses": "200-399", "udp_send": "", "udp_expect": "",
 //              "ejection_time": "2s", "max_ejection_time": "5m", "max_ejected_percent": 50,
 //              "panic_threshold": 50, "passive_fall": 3}   (every field optional)
+//   Timeouts: {"tcp_syn": "5s", "tcp_established": "3h", "tcp_fin": "60s", "tcp_closed": "2s",
+//              "udp": "30s", "udp_replied": "120s"}      (every field optional)
 //   Node:     {"interfaces": [...], "ipv4": "10.0.2.1" | null, "ipv6": ... | null,
-//              "snat_port_min": 61000, "snat_port_max": 65535, "ring_size": 65537,
-//              "conn_table_size": 1048576, "flow_cache_slots": 4096,
+//              "snat_pool": ["10.0.2.5", ...] (input: prefixes too), "snat_port_min": 0,
+//              "snat_port_max": 0 (0-0: auto), "ring_size": 65537, "conn_table_size": 1048576,
+//              "half_table_size": 262144, "flow_cache_slots": 4096,
 //              "xdp_mode": "native", "api_socket": "...",
 //              "pin_root": "...", "state_file": "..."}          (missing fields take defaults)
 //   State:    {"node": Node, "services": [Service...]}
@@ -41,6 +45,7 @@ class JsonInputError : public ConfigError {
 
 nlohmann::json toJson(const EndpointSpec& ep);
 nlohmann::json toJson(const HealthCheckSpec& health);
+nlohmann::json toJson(const ConnTimeouts& timeouts);
 nlohmann::json toJson(const ServiceSpec& svc);  // "health" only when not all defaults
 nlohmann::json toJson(const NodeSpec& node);
 nlohmann::json toJson(const DesiredState& state);
@@ -48,6 +53,7 @@ nlohmann::json toJson(const DesiredState& state);
 // `path` prefixes field names in messages ("services[2]" -> "services[2].endpoints[0].port").
 EndpointSpec endpointFromJson(const nlohmann::json& j, const std::string& path = "");
 HealthCheckSpec healthFromJson(const nlohmann::json& j, const std::string& path = "health");
+ConnTimeouts timeoutsFromJson(const nlohmann::json& j, const std::string& path = "timeouts");
 ServiceSpec serviceFromJson(const nlohmann::json& j, const std::string& path = "");
 NodeSpec nodeFromJson(const nlohmann::json& j, const std::string& path = "node");
 DesiredState stateFromJson(const nlohmann::json& j);

@@ -130,12 +130,31 @@ std::optional<uint64_t> parseDurationMs(const std::string& text) {
   if (unit == "ms") return value;
   if (unit == "s") return value * 1000;
   if (unit == "m") return value * 60 * 1000;
+  if (unit == "h") return value * 3600 * 1000;
   return std::nullopt;
 }
 
 std::string formatDurationMs(uint64_t ms) {
+  constexpr uint64_t kHour = 3600 * 1000;
+  if (ms != 0 && ms % kHour == 0) return std::to_string(ms / kHour) + "h";
   if (ms != 0 && ms % 1000 == 0) return std::to_string(ms / 1000) + "s";
   return std::to_string(ms) + "ms";
+}
+
+std::string toString(OnEject e) {
+  switch (e) {
+    case OnEject::kKeep:
+      return "keep";
+    case OnEject::kReset:
+      return "reset";
+  }
+  return "unknown";
+}
+
+std::optional<OnEject> parseOnEject(const std::string& s) {
+  if (s == "keep") return OnEject::kKeep;
+  if (s == "reset") return OnEject::kReset;
+  return std::nullopt;
 }
 
 std::string EndpointSpec::key() const {

@@ -100,9 +100,10 @@ struct HealthCheckSpec {
 inline constexpr uint32_t kMinHealthIntervalMs = 100;
 inline constexpr uint32_t kMaxHealthTimeMs = 3600 * 1000;
 
-// "100ms", "2s", "1500ms"; a whole number with a unit (ms, s, m). nullopt otherwise.
+// "100ms", "2s", "1500ms", "3h"; a whole number with a unit (ms, s, m, h). nullopt otherwise.
 std::optional<uint64_t> parseDurationMs(const std::string& text);
-std::string formatDurationMs(uint64_t ms);  // "2s" when whole seconds, else "1500ms"
+// "3h" when whole hours, "2s" when whole seconds, else "1500ms".
+std::string formatDurationMs(uint64_t ms);
 
 // How long a connection's state lives without a packet, per state (docs/config.md, "timeouts"),
 // like the kernel conntrack's: a half-open flow (a SYN without its handshake completed, a UDP flow
