@@ -15,16 +15,21 @@
 #define MP_MAX_ENDPOINTS 65536
 #define MP_RING_SIZE_DEFAULT 65537 /* prime; meshd keeps M >= 100 x endpoints */
 #define MP_RING_SIZE_MAX 1048573   /* largest prime we accept for M */
-#define MP_CONN_TABLE_DEFAULT (1 << 20)
-#define MP_SNAT_PORT_MIN_DEFAULT 61000 /* above Linux's default ephemeral range (32768-60999) */
-#define MP_SNAT_PORT_MAX_DEFAULT 65535
+#define MP_CONN_TABLE_DEFAULT (1 << 20) /* established connections (mp_conns, mp_rnat) */
+#define MP_HALF_TABLE_DEFAULT (1 << 18) /* half-open flows (mp_half, mp_hrnat) */
+/* Below Linux's default ephemeral range (32768-60999): meshd's "auto" range on such a host. */
+#define MP_SNAT_PORT_MIN_DEFAULT 1024
+#define MP_SNAT_PORT_MAX_DEFAULT 32767
+/* SNAT source addresses per family (the node's pool): each is a port range of its own. */
+#define MP_SNAT_ADDRS_MAX 8
 /* Ports a new flow tries toward its endpoint before giving up (drop_snat_exhausted). With a
  * fraction f of the range held by open (or just closed) connections, a new flow is refused with
  * probability f^MP_SNAT_PROBES: 16 keeps that below 1e-5 up to f = 0.48. */
 #define MP_SNAT_PROBES 16
-/* How long a closed TCP connection keeps its SNAT port before a new flow may take it over (the
- * program's snat_reuse_ns, set at load; this is the default). See the README. */
-#define MP_SNAT_REUSE_NS_DEFAULT (2ull * 1000 * 1000 * 1000)
+/* After a new flow found every candidate port toward an endpoint held, this CPU drops the next
+ * new flows toward it without probing for this long (the drop path costs about what an
+ * established packet does, not 32 probes). */
+#define MP_SNAT_BACKOFF_NS_DEFAULT (100ull * 1000 * 1000)
 #define MP_IPV6_EXT_MAX 4 /* bounded walk over IPv6 extension headers */
 
 /* Pinned under MP_PIN_ROOT by meshd; names fit the kernel's 15 characters. */
@@ -92,8 +97,15 @@ struct mp_endpoint {
  * mp_svc.active_half with one update of the service entry. MP_RING_EMPTY marks "no endpoint". */
 #define MP_RING_EMPTY 0xffffffffu
 
-/* mp_conns (LRU): the 5-tuple as the client sent it -> the connection's endpoint.
- * mp_rnat  (LRU): the 5-tuple of a reply as the endpoint sends it -> who to restore. */
+/* Connection state lives in two pairs of tables (bpf/README.md, "Connection state"):
+ * mp_conns (HASH) / mp_rnat (HASH): established connections, never evicted by pressure: a TCP
+ *   connection whose handshake completed through the balancer, a UDP flow the endpoint answered.
+ *   Entries leave when their lifetime runs out (meshd's recount deletes them; a new flow may
+ *   take an expired one's SNAT port at once).
+ * mp_half (LRU) / mp_hrnat (LRU): half-open flows (a SYN not yet followed by the client's ACK of
+ *   the endpoint's SYN-ACK; a UDP flow not answered yet). A flood of new flows evicts only these.
+ * mp_conns / mp_half: the 5-tuple as the client sent it -> the connection's endpoint.
+ * mp_rnat / mp_hrnat: the 5-tuple of a reply as the endpoint sends it -> who to restore. */
 struct mp_flow {
 	__u8 src[16];
 	__u8 dst[16];
@@ -119,15 +131,34 @@ struct mp_flow {
  * re-picked onto another endpoint clears it (atomic and) and counts the close if the
  * connection was open; a reopen sets it again and counts a new open. UDP entries never have it. */
 #define MP_CONN_F_COUNTED (1u << 4)
+/* TCP, half-open: the endpoint's SYN-ACK came back; the client's ACK now promotes the flow. */
+#define MP_CONN_F_SYNACK (1u << 5)
+
+/* Lifetimes (abi.h index into mp_svc_tmo): which one an entry lives by follows from its table,
+ * protocol and flags (conn.h, mp_conn_tmo_index). */
+enum mp_tmo {
+	MP_TMO_TCP_SYN = 0,	/* half-open TCP, or a reopen waiting for its SYN-ACK */
+	MP_TMO_TCP_EST = 1,	/* established */
+	MP_TMO_TCP_FIN = 2,	/* one side sent FIN */
+	MP_TMO_TCP_CLOSED = 3,	/* FIN both ways, or RST: the final ACK's linger */
+	MP_TMO_UDP = 4,		/* not answered yet */
+	MP_TMO_UDP_REPLIED = 5, /* answered */
+	MP_TMO_MAX,
+};
 
 struct mp_conn {
 	__u32 ep_id;
 	__u16 snat_port; /* network order; the node-side source port of this connection */
 	__u16 flags;	 /* MP_CONN_F_* */
-	__u64 closed_ns; /* bpf_ktime_get_coarse_ns() (CLOCK_MONOTONIC, tick resolution) when the
-			  * connection became closed; meaningful as that only with close flags set
-			  * (the slot held created_ns before: adopted old entries read as open).
-			  * With MP_CONN_F_SYN_SENT and no close flag: the SYN's bpf_ktime_get_ns() */
+	__u64 expires;	 /* bpf_jiffies64() from which the entry is expired (its SNAT port free) */
+	__u32 syn_ns;	 /* low 32 bits of the SYN's bpf_ktime_get_ns() while MP_CONN_F_SYN_SENT */
+	__u8 snat_addr;	 /* index of its SNAT source in the node's pool of its family */
+	__u8 pad[3];
+};
+
+/* mp_svc_tmo: ARRAY indexed by service id, its lifetimes in jiffies (meshd converts). */
+struct mp_svc_tmo {
+	__u64 jiffies[MP_TMO_MAX];
 };
 
 /* While a new flow takes a SNAT port over from a closed connection, ep_id of the old entry
@@ -192,12 +223,12 @@ struct mp_health_event {
 
 /* mp_node: one entry with the node's own settings. */
 struct mp_node_cfg {
-	__u8 addr4[16];	     /* SNAT source for IPv4 services (first 4 bytes) */
-	__u8 addr6[16];	     /* SNAT source for IPv6 services */
-	__u16 snat_port_min; /* host order */
-	__u16 snat_port_max; /* host order, inclusive */
-	__u8 has_addr4;
-	__u8 has_addr6;
+	__u8 addr4[MP_SNAT_ADDRS_MAX][16]; /* SNAT sources for IPv4 services (first 4 bytes each) */
+	__u8 addr6[MP_SNAT_ADDRS_MAX][16]; /* SNAT sources for IPv6 services */
+	__u16 snat_port_min;		   /* host order */
+	__u16 snat_port_max;		   /* host order, inclusive */
+	__u8 n_addr4;			   /* addresses in addr4 (0: no IPv4 SNAT) */
+	__u8 n_addr6;
 	__u16 pad;
 };
 
@@ -266,6 +297,10 @@ enum mp_exc_reason {
 	MP_EXC_PASS_NO_NEIGH, /* next hop unresolved: the rewritten packet goes to the kernel */
 	MP_EXC_DROP_NO_ROUTE, /* bpf_fib_lookup found no route (or it is blackholed) */
 	MP_EXC_DROP_REDIRECT, /* bpf_redirect failed */
+	MP_EXC_DROP_CONN_TABLE_FULL, /* a flow completing its handshake (or answered, UDP) found no
+				      * room in the established tables */
+	MP_EXC_DROP_HALF_LOST,	     /* a half-open flow's SNAT port was taken over (it expired, or
+				      * the LRU forgot it) before its handshake completed */
 	MP_EXC_MAX,
 };
 
@@ -275,7 +310,8 @@ static const char *const mp_exc_names[MP_EXC_MAX] = {
 	"drop_ip4_bad_len", "pass_ip4_frag",	   "drop_ip6_trunc",   "drop_ip6_bad_len",
 	"pass_ip6_frag",    "pass_ip6_ext_limit",  "drop_l4_trunc",    "drop_l4_bad_len",
 	"drop_no_endpoint", "drop_snat_exhausted", "drop_conn_insert", "drop_no_node_addr",
-	"pass_no_neigh",    "drop_no_route",	   "drop_redirect",
+	"pass_no_neigh",    "drop_no_route",	   "drop_redirect",    "drop_conn_table_full",
+	"drop_half_lost",
 };
 static const char *const mp_passive_reason_names[MP_PASSIVE_MAX] = {
 	"none", "rst_answering_syn", "icmp_unreachable", "syn_retransmitted",
@@ -294,9 +330,10 @@ MP_ASSERT_SIZE(mp_svc_key, 20);
 MP_ASSERT_SIZE(mp_svc, 16);
 MP_ASSERT_SIZE(mp_endpoint, 24);
 MP_ASSERT_SIZE(mp_flow, 40);
-MP_ASSERT_SIZE(mp_conn, 16);
+MP_ASSERT_SIZE(mp_conn, 24);
+MP_ASSERT_SIZE(mp_svc_tmo, 48);
 MP_ASSERT_SIZE(mp_rnat, 40);
-MP_ASSERT_SIZE(mp_node_cfg, 40);
+MP_ASSERT_SIZE(mp_node_cfg, 264);
 MP_ASSERT_SIZE(mp_counters, 32);
 MP_ASSERT_SIZE(mp_ep_health, 64);
 MP_ASSERT_SIZE(mp_health_event, 24);

@@ -1,11 +1,13 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
-/* conn.h — a TCP connection's life as the balancer sees it (mp_conn.flags and closed_ns): its SYN
- * waiting for an answer, whether it is counted open, its close; and when a new flow may take
- * over the SNAT port an mp_rnat entry holds. Every change of the flags is an atomic operation on
- * the 32-bit word {snat_port, flags}, as both directions run on any CPU.
- * Only SYN, FIN and RST packets pay for this; every other packet tests one byte. A port is
- * taken over only when nothing can still need it: its connection closed snat_reuse_ns ago (TCP),
- * or the client tuple it restores replies to has no mp_conns entry for it any more (TCP, UDP).
+/* conn.h — a connection's life as the balancer sees it (mp_conn.flags and expires): its SYN
+ * waiting for an answer, the handshake that promotes it from the half-open to the established
+ * table, whether it is counted open, its close, the lifetime each state gives it (mp_svc_tmo,
+ * in jiffies), and when a new flow may take over the SNAT port a reverse-NAT entry holds. Every
+ * change of the flags is an atomic operation on the 32-bit word {snat_port, flags}, as both
+ * directions run on any CPU. Only SYN, FIN and RST packets pay for the flags; every other packet
+ * tests one byte, and writes `expires` at most once per MP_REFRESH_JIFFIES_MIN-ish interval
+ * (mp_conn_refresh). A port is taken over only when nothing can still need it: the entry it
+ * restores replies to is gone, belongs to another port or endpoint, or has expired.
  */
 #ifndef MESHPATH_BPF_CONN_H
 #define MESHPATH_BPF_CONN_H
@@ -64,7 +66,7 @@ MP_INLINE __u32 *mp_conn_word(struct mp_conn *conn)
 
 /* Records close bits on a connection both directions may update at once, from different CPUs.
  * Nonzero for exactly one caller: the one whose bits completed the close (the atomic or tells),
- * which then stamps closed_ns (mp_conn_closed_at); MP_CONN_CLOSED_COUNTED in the answer when the
+ * which then shortens its lifetime to tcp_closed; MP_CONN_CLOSED_COUNTED in the answer when the
  * word it replaced still had MP_CONN_F_COUNTED (mp_conn_retire may race it: one of the two
  * counts). A retransmitted FIN finds its bit set and writes nothing. */
 MP_INLINE int mp_conn_mark(struct mp_conn *conn, __u32 bits)
@@ -79,16 +81,10 @@ MP_INLINE int mp_conn_mark(struct mp_conn *conn, __u32 bits)
 	return MP_CONN_CLOSED_NOW | ((old.f.flags & MP_CONN_F_COUNTED) ? MP_CONN_CLOSED_COUNTED : 0);
 }
 
-/* The time the connection became closed, written by the caller mp_conn_mark answered 1. */
-MP_INLINE void mp_conn_closed_at(struct mp_conn *conn, __u64 now)
-{
-	conn->closed_ns = now;
-}
-
 /* The client opens its 5-tuple again (a SYN on an entry with close bits): the connection is
  * open, its endpoint and port stay, its flags become `flags` (SYN_SENT and COUNTED: a new
- * connection). closed_ns goes to 0 first, so the port is never up for takeover while the flags
- * change; the caller stamps the SYN's time after. A compare-and-swap, so of two CPUs reopening
+ * connection). The caller gives it a fresh lifetime (expires) first, so the port is never up for
+ * takeover while the flags change, and stamps the SYN's time after. A compare-and-swap, so of two CPUs reopening
  * the same entry (or one reopening while the other direction's FIN lands) one wins: it gets the
  * flags it replaced (never 0: they had close bits), the other 0. */
 MP_INLINE __u32 mp_conn_reopen(struct mp_conn *conn, __u16 flags)
@@ -98,7 +94,6 @@ MP_INLINE __u32 mp_conn_reopen(struct mp_conn *conn, __u16 flags)
 	seen.word = *mp_conn_word(conn);
 	if (!(seen.f.flags & MP_CONN_F_CLOSING))
 		return 0;
-	conn->closed_ns = 0;
 	next.word = seen.word;
 	next.f.flags = flags;
 	if (__sync_val_compare_and_swap(mp_conn_word(conn), seen.word, next.word) != seen.word)
@@ -143,35 +138,75 @@ MP_INLINE __u32 mp_conn_answered(struct mp_conn *conn)
 	return (old.f.flags & MP_CONN_F_SYN_SENT) ? old.f.flags : 0;
 }
 
-/* closed_ns holds the SYN's send time (bpf_ktime_get_ns) while SYN_SENT is set and no close bit
- * is: the SYN -> SYN-ACK time at now, or 0 when there is no such stamp (reopen in progress). */
-MP_INLINE __u64 mp_conn_syn_rtt(__u32 old_flags, __u64 syn_ns, __u64 now)
+/* syn_ns holds the low 32 bits of the SYN's send time (bpf_ktime_get_ns) while SYN_SENT is set
+ * and no close bit is: the SYN -> SYN-ACK time at now, or 0 when there is no such stamp (a
+ * reopen in progress) or it is older than the 32 bits hold (4.29 s: no sample then). */
+MP_INLINE __u64 mp_conn_syn_rtt(__u32 old_flags, __u32 syn_ns, __u64 now)
 {
+	__u32 rtt = (__u32)now - syn_ns;
+
 	if (!(old_flags & MP_CONN_F_SYN_SENT) || (old_flags & MP_CONN_F_CLOSING) || !syn_ns ||
-	    now < syn_ns)
+	    rtt > 0x80000000u)
 		return 0;
-	return now - syn_ns;
+	return rtt ? rtt : 1;
 }
 
-/* May a new flow take over the SNAT port `port` of an mp_rnat entry whose ep_id is rnat_ep_id?
- * owner is the mp_conns entry of the client tuple the entry restores (NULL: there is none).
- * Yes when nothing forwards to the port any more: the client tuple has no entry, or its entry
- * uses another port or endpoint (this one is left over from an earlier incarnation of the
- * flow); or, TCP only, when its connection has been closed for at least linger_ns. Never while
- * another new flow is claiming the entry (MP_RNAT_CLAIMED). */
+/* Which lifetime (enum mp_tmo) an entry with these flags lives by: established says which table
+ * it is in (mp_conns, or mp_half). */
+MP_INLINE __u32 mp_conn_tmo_index(__u32 flags, __u8 proto, int established)
+{
+	if (proto != IPPROTO_TCP)
+		return established ? MP_TMO_UDP_REPLIED : MP_TMO_UDP;
+	if (mp_conn_flags_closed(flags))
+		return MP_TMO_TCP_CLOSED;
+	if (flags & MP_CONN_F_CLOSING)
+		return MP_TMO_TCP_FIN;
+	if (!established || (flags & MP_CONN_F_SYN_SENT))
+		return MP_TMO_TCP_SYN;
+	return MP_TMO_TCP_EST;
+}
+
+/* The entry's expiry for a packet seen at now (jiffies) with lifetime tmo. A plain store, and
+ * only when the expiry moves back (a shorter state: closing) or forward by at least slack
+ * jiffies: an established flow's line is written about once per slack, not per packet. Two
+ * CPUs storing at once both store about now + tmo. */
+MP_INLINE void mp_conn_refresh(struct mp_conn *conn, __u64 now, __u64 tmo, __u64 slack)
+{
+	__u64 expires = now + tmo, old = conn->expires;
+
+	if (expires < old || expires - old >= slack)
+		conn->expires = expires;
+}
+
+MP_INLINE int mp_conn_expired(const struct mp_conn *conn, __u64 now)
+{
+	return now >= conn->expires;
+}
+
+/* May a new flow take over the SNAT port `port` of a reverse-NAT entry whose ep_id is
+ * rnat_ep_id? owner is the forward entry of the client tuple the reverse entry restores, in the
+ * same pair of tables (NULL: there is none). Yes when nothing forwards to the port any more: the
+ * client tuple has no entry, or its entry uses another port or endpoint (this one is left over
+ * from an earlier incarnation of the flow), or its lifetime ran out (jiffies now; a closed TCP
+ * connection's is tcp_closed). Never while another new flow is claiming the entry
+ * (MP_RNAT_CLAIMED). */
 MP_INLINE int mp_snat_reusable(__u32 rnat_ep_id, const struct mp_conn *owner, __u16 port,
-			       __u8 proto, __u64 now, __u64 linger_ns)
+			       __u64 now)
 {
 	if (rnat_ep_id == MP_RNAT_CLAIMED)
 		return 0;
 	if (!owner || owner->snat_port != port || owner->ep_id != rnat_ep_id)
 		return 1;
-	/* The flags too, not closed_ns alone: an entry a previous version wrote has its created_ns
-	 * in that slot (mp_conn kept its size, so a restarted meshd adopts the pinned table). */
-	if (proto != IPPROTO_TCP || !mp_conn_flags_closed(owner->flags) || !owner->closed_ns ||
-	    now < owner->closed_ns)
-		return 0;
-	return now - owner->closed_ns >= linger_ns;
+	return mp_conn_expired(owner, now);
+}
+
+/* Does this packet of a half-open flow promote it into the established tables? TCP: the client's
+ * ACK (no SYN, no RST) after the endpoint's SYN-ACK. UDP is promoted by the endpoint's answer,
+ * on the reply path. */
+MP_INLINE int mp_half_promotes(__u32 flags, __u8 proto, __u8 tcp_flags)
+{
+	return proto == IPPROTO_TCP && (flags & MP_CONN_F_SYNACK) &&
+	       (tcp_flags & (MP_TCP_ACK | MP_TCP_SYN | MP_TCP_RST)) == MP_TCP_ACK;
 }
 
 #endif /* MESHPATH_BPF_CONN_H */

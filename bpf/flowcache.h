@@ -22,7 +22,8 @@ struct mp_flow_slot {
 	__u32 ep_id;
 	__u32 svc_id;
 	__u16 snat_port; /* network order */
-	__u16 pad;
+	__u8 snat_addr;	 /* index of the SNAT source in the node's pool */
+	__u8 pad;
 };
 
 /* Sampling: every MP_FC_WINDOW lookups, a CPU whose lookups found another live flow's slot at

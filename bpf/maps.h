@@ -42,20 +42,54 @@ struct {
 	__array(values, struct mp_ring_inner);
 } mp_rings SEC(".maps");
 
-/* Sized by MP_CONN_TABLE_DEFAULT; the loader may change it with bpf_map__set_max_entries. */
+/* The established tables: plain (preallocated) hashes, so nothing is ever evicted to make room;
+ * an insert into a full table fails and the new connection is dropped and counted. Sized by
+ * MP_CONN_TABLE_DEFAULT; the loader sets the node's conn_table_size. */
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, MP_CONN_TABLE_DEFAULT);
 	__type(key, struct mp_flow);
 	__type(value, struct mp_conn);
 } mp_conns SEC(".maps");
 
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, MP_CONN_TABLE_DEFAULT);
 	__type(key, struct mp_flow);
 	__type(value, struct mp_rnat);
 } mp_rnat SEC(".maps");
+
+/* The half-open tables: LRUs, so a flood of new flows (spoofed SYNs) evicts only its own kind.
+ * Sized by MP_HALF_TABLE_DEFAULT; the loader sets the node's half_table_size. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, MP_HALF_TABLE_DEFAULT);
+	__type(key, struct mp_flow);
+	__type(value, struct mp_conn);
+} mp_half SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, MP_HALF_TABLE_DEFAULT);
+	__type(key, struct mp_flow);
+	__type(value, struct mp_rnat);
+} mp_hrnat SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, MP_MAX_SERVICES);
+	__type(key, __u32);
+	__type(value, struct mp_svc_tmo);
+} mp_svc_tmo SEC(".maps");
+
+/* Not ABI: per CPU and endpoint, the bpf_jiffies64() until which new flows toward the endpoint
+ * are dropped without probing for a SNAT port (the last one found every candidate held). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, MP_MAX_ENDPOINTS);
+	__type(key, __u32);
+	__type(value, __u64);
+} mp_snat_full SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);

@@ -75,20 +75,33 @@ MP_INLINE void mp_nat_reverse(struct mp_pkt *p, __u8 family, const struct mp_rna
 	mp_nat_rewrite(p, family, r->vip, r->client, r->vip_port, r->client_port);
 }
 
-/* The probe-th SNAT port candidate (network order) in [min, max] (host order, inclusive) for a
- * flow whose mp_snat_hash is hash; probe 0 of a flow is always the same port. Later probes are
- * rehashed rather than stepped by a fixed stride, which would make flows that collide once
- * collide on every probe. 0 when the range is empty. */
-MP_INLINE __u16 mp_snat_port(__u32 hash, __u32 probe, __u16 min, __u16 max)
+/* The probe-th SNAT candidate for a flow whose mp_snat_hash is hash: a port (network order) in
+ * [min, max] (host order, inclusive) and, in *addr_idx, one of the n_addrs source addresses of
+ * the node's pool; probe 0 of a flow is always the same pair. Later probes are rehashed rather
+ * than stepped by a fixed stride, which would make flows that collide once collide on every
+ * probe. 0 when the range is empty. */
+MP_INLINE __u16 mp_snat_candidate(__u32 hash, __u32 probe, __u16 min, __u16 max, __u32 n_addrs,
+				  __u32 *addr_idx)
 {
 	__u32 range;
 
+	*addr_idx = 0;
 	if (min == 0 || min > max)
 		return 0;
 	range = (__u32)max - min + 1;
 	if (probe)
 		hash = mp_jhash_3words(hash, probe, 0, MP_HASH_SEED_SNAT);
+	if (n_addrs > 1)
+		*addr_idx = (hash / range) % n_addrs;
 	return mp_htons((__u16)(min + hash % range));
+}
+
+/* The port alone, for a pool of one address. */
+MP_INLINE __u16 mp_snat_port(__u32 hash, __u32 probe, __u16 min, __u16 max)
+{
+	__u32 idx;
+
+	return mp_snat_candidate(hash, probe, min, max, 1, &idx);
 }
 
 /* The mp_rnat key of the endpoint's replies to a connection: endpoint -> node:snat_port. */

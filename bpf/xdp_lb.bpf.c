@@ -1,8 +1,10 @@
 // SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
 /* xdp_lb.bpf.c — meshpath's XDP balancer in NAT mode. A packet's whole path is mp_xdp_lb():
- * parse -> a reply to the node's own address is reverse-translated (mp_rnat) -> otherwise a
- * VIP's packet finds its endpoint (mp_conns, or the service's algorithm + a reserved SNAT port
- * for a new flow) -> DNAT + SNAT rewrite -> bpf_fib_lookup -> XDP_TX / redirect. On the way,
+ * parse -> a reply to one of the node's SNAT addresses is reverse-translated (mp_rnat, or
+ * mp_hrnat while its flow is half-open) -> otherwise a VIP's packet finds its endpoint (mp_conns,
+ * mp_half, or the service's algorithm + a reserved SNAT source for a new flow, which starts in
+ * the half-open tables and is promoted to the established ones by its handshake) -> DNAT + SNAT
+ * rewrite -> bpf_fib_lookup -> XDP_TX / redirect. On the way,
  * SYNs, SYN-ACKs, RSTs, UDP replies and ICMP unreachables feed each endpoint's passive health
  * (mp_ep_health, mp_events). Map lookups live here; the packet logic lives in the core headers,
  * which take their results as arguments.
@@ -28,9 +30,15 @@
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
-/* How long a closed TCP connection keeps its SNAT port from takeover (see conn.h and the
- * README). Read-only, set by the loader before load (LbSkeletonOptions::snatReuseNs). */
-const volatile __u64 snat_reuse_ns = MP_SNAT_REUSE_NS_DEFAULT;
+/* Jiffies a CPU drops new flows toward an endpoint without probing after it found every SNAT
+ * candidate held (MP_SNAT_BACKOFF_NS_DEFAULT), and the least an entry's expiry moves before it
+ * is written again (mp_conn_refresh). Set by the loader from tick_ns. */
+const volatile __u64 snat_backoff = 25;
+const volatile __u64 refresh_slack = 250;
+
+/* bpf_jiffies64() at the last run of mp_xdp_clock: meshd's view of the program's clock, which
+ * the entries' expiry is written in. */
+__u64 clock_jiffies = 0;
 
 /* The kernel's tick (a jiffy) in ns, set by the loader; the default is HZ=250's. The per-packet
  * path counts time in jiffies: bpf_jiffies64() is inlined, a clock read costs a third of the
@@ -68,12 +76,23 @@ static __always_inline int mp_ep_usable(const struct mp_endpoint *ep, __u32 svc_
 	return (ep->flags & MP_EP_F_IN_USE) && ep->svc_id == svc_id && ep->family == family;
 }
 
-/* The node's address of the packet's family, or NULL when it has none. */
-static __always_inline const __u8 *mp_node_addr(const struct mp_node_cfg *node, __u8 family)
+/* How many SNAT sources the node has for the family (0..MP_SNAT_ADDRS_MAX). */
+static __always_inline __u32 mp_node_n_addrs(const struct mp_node_cfg *node, __u8 family)
 {
-	if (family == MP_AF_INET)
-		return node->has_addr4 ? node->addr4 : NULL;
-	return node->has_addr6 ? node->addr6 : NULL;
+	__u32 n = family == MP_AF_INET ? node->n_addr4 : node->n_addr6;
+
+	return n < MP_SNAT_ADDRS_MAX ? n : MP_SNAT_ADDRS_MAX;
+}
+
+/* The node's idx-th SNAT source of the family (idx below mp_node_n_addrs). */
+static __always_inline const __u8 *mp_node_addr(const struct mp_node_cfg *node, __u8 family,
+						__u32 idx)
+{
+	/* Verifier: clang proves idx < 8 from how callers compute it and drops the mask; the
+	 * verifier cannot follow that proof, so the mask is kept behind an empty asm. */
+	asm volatile("" : "+r"(idx));
+	idx &= MP_SNAT_ADDRS_MAX - 1;
+	return family == MP_AF_INET ? node->addr4[idx] : node->addr6[idx];
 }
 
 static __always_inline int mp_addr_eq(const __u8 *a, const __u8 *b, __u8 family)
@@ -81,6 +100,42 @@ static __always_inline int mp_addr_eq(const __u8 *a, const __u8 *b, __u8 family)
 	if (family == MP_AF_INET)
 		return *(const mp_u32_any *)a == *(const mp_u32_any *)b;
 	return mp_addr16_eq(a, b);
+}
+
+/* Is addr one of the node's SNAT sources (so a packet to it is an endpoint's reply)? A pool is a
+ * handful of addresses: a bounded compare of each beats a hash lookup on every packet, and the
+ * first (the only one on most nodes) is compared inline. */
+static __always_inline int mp_node_owns(const struct mp_node_cfg *node, __u8 family,
+					const __u8 *addr)
+{
+	__u32 i, n = mp_node_n_addrs(node, family);
+
+	if (n && mp_addr_eq(addr, mp_node_addr(node, family, 0), family))
+		return 1;
+#pragma clang loop unroll(disable)
+	for (i = 1; i < n; i++) {
+		if (mp_addr_eq(addr, mp_node_addr(node, family, i), family))
+			return 1;
+	}
+	return 0;
+}
+
+/* The lifetime (jiffies) of state idx (enum mp_tmo) for service svc_id; 0 (expired at once)
+ * when there is none. */
+static __always_inline __u64 mp_tmo(const struct mp_svc_tmo *t, __u32 idx)
+{
+	if (!t || idx >= MP_TMO_MAX)
+		return 0;
+	return t->jiffies[idx];
+}
+
+/* Gives an entry the lifetime its state (flags now), protocol and table call for. */
+static __always_inline void mp_conn_live(struct mp_conn *conn, __u8 proto, int established,
+					 const struct mp_svc_tmo *t, __u64 now)
+{
+	mp_conn_refresh(conn, now,
+			mp_tmo(t, mp_conn_tmo_index(conn->flags, proto, established)),
+			refresh_slack);
 }
 
 /* One passive transition of an endpoint for meshd. A full ring loses the event, not the count:
@@ -174,10 +229,10 @@ static __always_inline void mp_ep_count_opened(struct mp_ep_health *h)
 		__sync_fetch_and_add(&h->opened, 1);
 }
 
-/* mp_conn_mark answered rc (nonzero): the connection toward ep_id closed with this packet. */
-static __always_inline void mp_conn_closed(struct mp_conn *conn, __u32 ep_id, int rc)
+/* mp_conn_mark answered rc (nonzero): the connection toward ep_id closed with this packet (the
+ * caller shortens its lifetime with mp_conn_live). */
+static __always_inline void mp_conn_closed(__u32 ep_id, int rc)
 {
-	mp_conn_closed_at(conn, bpf_ktime_get_coarse_ns());
 	if (rc & MP_CONN_CLOSED_COUNTED)
 		mp_ep_count_closed(ep_id);
 }
@@ -333,7 +388,8 @@ static __always_inline void mp_fc_lookup(struct mp_fc_probe *fc, const struct mp
 /* The slow path's answer for p, into its slot (gen: the generation read before the slow path
  * looked anything up, so a change meshd makes meanwhile leaves the slot stale). */
 static __always_inline void mp_fc_fill(struct mp_fc_probe *fc, const struct mp_pkt *p, __u64 gen,
-				       __u64 now, __u32 ep_id, __u32 svc_id, __u16 snat_port)
+				       __u64 now, __u32 ep_id, __u32 svc_id, __u16 snat_port,
+				       __u32 snat_addr)
 {
 	struct mp_flow_slot *slot = fc->slot;
 
@@ -345,16 +401,102 @@ static __always_inline void mp_fc_fill(struct mp_fc_probe *fc, const struct mp_p
 	slot->ep_id = ep_id;
 	slot->svc_id = svc_id;
 	slot->snat_port = snat_port;
+	slot->snat_addr = (__u8)snat_addr;
 	mp_fc_account(fc->st, 0, fc->conflict);
 }
 
-/* A SYN, FIN or RST from the endpoint, on the connection's mp_conns entry (found by the client
- * tuple r restores, if that entry still uses this port toward this endpoint): a RST answering
- * the client's SYN is a passive failure, a SYN-ACK answering it a success (and a sample of the
- * SYN -> SYN-ACK time); FIN and RST are recorded as the connection's close. */
-static __always_inline void mp_reply_tcp(const struct mp_pkt *p, __u8 family,
-					 const struct mp_rnat *r)
+/* What mp_promote moves, on its caller's stack (a global function takes pointers). */
+struct mp_promote_ask {
+	struct mp_flow flow; /* the client's tuple: the key in mp_half, then mp_conns */
+	struct mp_flow rkey; /* the reply's tuple: the key in mp_hrnat, then mp_rnat */
+	struct mp_rnat rval; /* what the reverse entry restores; mp_hrnat's must still say so */
+	struct mp_conn conn; /* the established entry */
+};
+
+/* Verifier: the stack of mp_xdp_lb plus mp_snat_reserve's must fit 512 bytes; a promotion's
+ * 144 bytes of arguments live in this per-CPU scratch entry instead (XDP does not nest on a
+ * CPU, so one entry is enough). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct mp_promote_ask);
+} mp_promote_tmp SEC(".maps");
+
+static __always_inline struct mp_promote_ask *mp_promote_scratch(void)
 {
+	__u32 zero = 0;
+
+	return bpf_map_lookup_elem(&mp_promote_tmp, &zero);
+}
+
+/* mp_promote's answer when another CPU promoted the same flow first (it counts the open). */
+#define MP_PROMOTED_ELSEWHERE (-3)
+
+/* Moves a half-open flow into the established tables: mp_conns first, then mp_rnat, then the
+ * half-open entries go. In that order a reply always finds one of the reverse entries, and a new
+ * flow reserving the same port cannot slip in (mp_snat_reserve looks at mp_rnat after its
+ * mp_hrnat insert). When the half-open reverse entry no longer restores this flow (the port was
+ * taken over after the flow expired or the LRU forgot it) the flow is lost: MP_EXC_DROP_HALF_LOST.
+ * A full established table: MP_EXC_DROP_CONN_TABLE_FULL, and nothing changes (the flow stays
+ * half-open until it expires; a retransmission tries again). A global function: three paths
+ * call it and the verifier checks it once. */
+__attribute__((noinline)) int mp_promote(struct mp_promote_ask *a)
+{
+	struct mp_rnat *hr;
+
+	if (!a)
+		return MP_EXC_DROP_HALF_LOST;
+	hr = bpf_map_lookup_elem(&mp_hrnat, &a->rkey);
+	if (!hr || !mp_rnat_eq(hr, &a->rval)) {
+		bpf_map_delete_elem(&mp_half, &a->flow);
+		return MP_EXC_DROP_HALF_LOST;
+	}
+	if (bpf_map_update_elem(&mp_conns, &a->flow, &a->conn, BPF_NOEXIST)) {
+		if (bpf_map_lookup_elem(&mp_conns, &a->flow))
+			return MP_PROMOTED_ELSEWHERE;
+		return MP_EXC_DROP_CONN_TABLE_FULL;
+	}
+	if (bpf_map_update_elem(&mp_rnat, &a->rkey, &a->rval, BPF_ANY)) {
+		bpf_map_delete_elem(&mp_conns, &a->flow);
+		return MP_EXC_DROP_CONN_TABLE_FULL;
+	}
+	bpf_map_delete_elem(&mp_hrnat, &a->rkey);
+	bpf_map_delete_elem(&mp_half, &a->flow);
+	return MP_OK;
+}
+
+/* Promotes the half-open flow ask->flow (its entry half, restored by ask->rkey -> ask->rval,
+ * both filled by the caller), established from now on with its lifetime from t. A TCP
+ * connection is counted open here, once, by the CPU that promoted it. */
+static __always_inline int mp_promote_flow(struct mp_promote_ask *ask, const struct mp_conn *half,
+					   const struct mp_svc_tmo *t, __u64 now)
+{
+	__u8 proto = ask->flow.proto;
+	int rc;
+
+	mp_memcpy(&ask->conn, half, sizeof(ask->conn));
+	if (proto == IPPROTO_TCP)
+		ask->conn.flags |= MP_CONN_F_COUNTED;
+	ask->conn.flags &= ~MP_CONN_F_SYNACK;
+	ask->conn.expires = now + mp_tmo(t, mp_conn_tmo_index(ask->conn.flags, proto, 1));
+	rc = mp_promote(ask);
+	if (rc == MP_OK && proto == IPPROTO_TCP)
+		mp_ep_count_opened(bpf_map_lookup_elem(&mp_ep_health, &ask->conn.ep_id));
+	return rc == MP_PROMOTED_ELSEWHERE ? MP_OK : rc;
+}
+
+/* A SYN, FIN or RST from the endpoint, on the connection's entry (in mp_half when r came from
+ * mp_hrnat, else mp_conns; found by the client tuple r restores, if that entry still uses this
+ * port toward this endpoint): a RST answering the client's SYN is a passive failure, a SYN-ACK
+ * answering it a success (and a sample of the SYN -> SYN-ACK time, and on a half-open entry the
+ * mark that lets the client's ACK promote it); FIN and RST are recorded as the connection's
+ * close, which shortens its lifetime. */
+static __always_inline void mp_reply_tcp(const struct mp_pkt *p, __u8 family,
+					 const struct mp_rnat *r, int half,
+					 const struct mp_svc_tmo *t, __u64 now)
+{
+	union mp_conn_port_flags synack = {.f = {.snat_port = 0, .flags = MP_CONN_F_SYNACK}};
 	__u32 ep_id = r->ep_id, bits, answered;
 	struct mp_conn *conn;
 	struct mp_flow key;
@@ -362,7 +504,7 @@ static __always_inline void mp_reply_tcp(const struct mp_pkt *p, __u8 family,
 	int rc;
 
 	mp_rnat_client_flow(&key, r, p->flow.proto, family);
-	conn = bpf_map_lookup_elem(&mp_conns, &key);
+	conn = half ? bpf_map_lookup_elem(&mp_half, &key) : bpf_map_lookup_elem(&mp_conns, &key);
 	if (!conn || conn->snat_port != p->flow.dport || conn->ep_id != ep_id)
 		return;
 	flags = conn->flags;
@@ -371,40 +513,80 @@ static __always_inline void mp_reply_tcp(const struct mp_pkt *p, __u8 family,
 		mp_health_fail(ep_id, MP_PASSIVE_RST);
 	} else if ((p->tcp_flags & (MP_TCP_SYN | MP_TCP_ACK | MP_TCP_RST | MP_TCP_FIN)) ==
 		   (MP_TCP_SYN | MP_TCP_ACK)) {
+		if (half && !(flags & (MP_CONN_F_SYNACK | MP_CONN_F_CLOSING)))
+			__sync_fetch_and_or(mp_conn_word(conn), synack.word);
 		answered = mp_conn_answered(conn);
 		if (answered)
-			mp_health_ok(ep_id, mp_conn_syn_rtt(answered, conn->closed_ns,
-							    bpf_ktime_get_ns()));
+			mp_health_ok(ep_id,
+				     mp_conn_syn_rtt(answered, conn->syn_ns, bpf_ktime_get_ns()));
+		mp_conn_live(conn, p->flow.proto, !half, t, now);
 		return;
 	}
 	bits = mp_tcp_close_bits(p->tcp_flags, 0);
 	if (bits && (rc = mp_conn_mark(conn, bits)))
-		mp_conn_closed(conn, ep_id, rc);
+		mp_conn_closed(ep_id, rc);
+	mp_conn_live(conn, p->flow.proto, !half, t, now);
+}
+
+/* The endpoint's first answer to a half-open UDP flow: the flow is established (udp_replied). */
+static __always_inline void mp_reply_udp_half(const struct mp_pkt *p, __u8 family,
+					      const struct mp_rnat *r, const struct mp_svc_tmo *t,
+					      __u64 now)
+{
+	struct mp_promote_ask *ask = mp_promote_scratch();
+	struct mp_conn *conn;
+
+	if (!ask)
+		return;
+	mp_rnat_client_flow(&ask->flow, r, p->flow.proto, family);
+	conn = bpf_map_lookup_elem(&mp_half, &ask->flow);
+	if (!conn || conn->snat_port != p->flow.dport || conn->ep_id != r->ep_id)
+		return;
+	mp_memcpy(&ask->rkey, &p->flow, sizeof(ask->rkey));
+	mp_memcpy(&ask->rval, r, sizeof(ask->rval));
+	/* A full table leaves the flow half-open: this answer still goes back, and a later one
+	 * tries again. */
+	mp_promote_flow(ask, conn, t, now);
 }
 
 /* An endpoint's reply to node:snat_port goes back to the client from VIP:port. */
 static __always_inline int mp_reply(struct xdp_md *ctx, struct mp_pkt *p, __u8 family, __u64 bytes)
 {
+	const struct mp_svc_tmo *t = NULL;
 	const struct mp_endpoint *ep;
-	const struct mp_rnat *r;
+	const struct mp_rnat *found;
+	struct mp_rnat r;
+	__u64 now;
 	__u32 slot;
+	int half = 0;
 
-	r = bpf_map_lookup_elem(&mp_rnat, &p->flow);
-	if (!r)
-		return XDP_PASS; /* the node's own traffic */
-	ep = bpf_map_lookup_elem(&mp_endpoints, &r->ep_id);
+	found = bpf_map_lookup_elem(&mp_rnat, &p->flow);
+	if (!found) {
+		found = bpf_map_lookup_elem(&mp_hrnat, &p->flow);
+		if (!found)
+			return XDP_PASS; /* the node's own traffic */
+		half = 1;
+	}
+	/* A copy: promotion deletes the half-open entry under us. */
+	mp_memcpy(&r, found, sizeof(r));
+	ep = bpf_map_lookup_elem(&mp_endpoints, &r.ep_id);
 	if (ep) {
 		mp_count(&mp_svc_stats, ep->svc_id, bytes, 0);
-		mp_count(&mp_ep_stats, r->ep_id, bytes, 0);
+		mp_count(&mp_ep_stats, r.ep_id, bytes, 0);
+		t = bpf_map_lookup_elem(&mp_svc_tmo, &ep->svc_id);
 	}
-	if (p->flow.proto == IPPROTO_UDP)
-		mp_health_ok(r->ep_id, 0); /* the endpoint answers: a success */
-	else if (mp_unlikely(p->tcp_flags & (MP_TCP_SYN | MP_TCP_FIN | MP_TCP_RST)))
-		mp_reply_tcp(p, family, r);
-	mp_nat_reverse(p, family, r);
-	slot = mp_addr_slot_index(r->client, MP_NH_CLIENT_BITS);
-	return mp_transmit_via(ctx, p, family, bpf_map_lookup_elem(&mp_nh_client, &slot), r->vip,
-			       r->client, r->vip_port, r->client_port, bpf_jiffies64());
+	now = bpf_jiffies64();
+	if (p->flow.proto == IPPROTO_UDP) {
+		mp_health_ok(r.ep_id, 0); /* the endpoint answers: a success */
+		if (half)
+			mp_reply_udp_half(p, family, &r, t, now);
+	} else if (mp_unlikely(p->tcp_flags & (MP_TCP_SYN | MP_TCP_FIN | MP_TCP_RST))) {
+		mp_reply_tcp(p, family, &r, half, t, now);
+	}
+	mp_nat_reverse(p, family, &r);
+	slot = mp_addr_slot_index(r.client, MP_NH_CLIENT_BITS);
+	return mp_transmit_via(ctx, p, family, bpf_map_lookup_elem(&mp_nh_client, &slot), r.vip,
+			       r.client, r.vip_port, r.client_port, now);
 }
 
 /* The 8 bytes of an mp_rnat entry from client_port on, as one word: what a takeover claims. */
@@ -419,89 +601,158 @@ union __attribute__((may_alias)) mp_rnat_tail {
 
 /* What mp_snat_reserve works from, on its caller's stack (a global function takes pointers). */
 struct mp_snat_ask {
-	struct mp_flow
-		rkey; /* the mp_rnat key; dport is set per probe, the reserved port on MP_OK */
+	struct mp_flow rkey; /* the reverse key; dst and dport set per probe, the reserved source on
+			      * MP_OK */
 	struct mp_rnat rval; /* what the entry restores: the client's tuple */
+	__u64 now;	     /* bpf_jiffies64() */
 	__u32 hash;	     /* mp_snat_hash of the client's flow */
-	__u16 port_min;	     /* the node's SNAT range, host order */
-	__u16 port_max;
+	__u32 addr_idx;	     /* on MP_OK: the index of the reserved source in the node's pool */
 };
 
-/* Takes over the SNAT port ask->rkey names from the mp_rnat entry r holding it, if its holder
- * may give it up (mp_snat_reusable): claims it by compare-and-swap, so two new flows never
- * take the same port, then overwrites it and deletes the closed connection's mp_conns entry.
- * Returns 1 when the port is now ask's. */
-static __always_inline int mp_snat_take_over(struct mp_rnat *r, struct mp_snat_ask *ask)
+/* Verifier: as mp_promote_tmp, for a new flow's reservation. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct mp_snat_ask);
+} mp_snat_tmp SEC(".maps");
+
+/* Claims the reverse entry r (its tail word seen) for a new flow by compare-and-swap, so two new
+ * flows never take the same port; 1 when this caller won. */
+static __always_inline int mp_rnat_claim(struct mp_rnat *r, union mp_rnat_tail *seen)
 {
 	union mp_rnat_tail *tail = (union mp_rnat_tail *)&r->client_port;
-	union mp_rnat_tail seen, claimed;
+	union mp_rnat_tail claimed;
+
+	claimed.word = seen->word;
+	claimed.f.ep_id = MP_RNAT_CLAIMED;
+	return __sync_val_compare_and_swap(&tail->word, seen->word, claimed.word) == seen->word;
+}
+
+/* Takes over the SNAT source ask->rkey names from the half-open reverse entry r holding it, if
+ * its flow expired or was forgotten (mp_snat_reusable): claims it, overwrites it and deletes the
+ * expired half-open entry. Returns 1 when the source is now ask's. */
+static __always_inline int mp_snat_take_half(struct mp_rnat *r, struct mp_snat_ask *ask)
+{
+	union mp_rnat_tail seen;
 	const struct mp_conn *owner;
 	struct mp_flow owner_key;
 	__u16 port = ask->rkey.dport;
-	int closed;
+	int own;
 
-	seen.word = tail->word;
+	seen.word = ((union mp_rnat_tail *)&r->client_port)->word;
 	mp_rnat_client_flow(&owner_key, r, ask->rkey.proto, ask->rkey.family);
-	owner = bpf_map_lookup_elem(&mp_conns, &owner_key);
-	if (!mp_snat_reusable(seen.f.ep_id, owner, port, ask->rkey.proto, bpf_ktime_get_coarse_ns(),
-			      snat_reuse_ns))
+	owner = bpf_map_lookup_elem(&mp_half, &owner_key);
+	if (!mp_snat_reusable(seen.f.ep_id, owner, port, ask->now))
 		return 0;
-	/* The holder's own connection, closed (not a flow that has moved on): its entry goes. */
-	closed = owner && owner->snat_port == port && owner->ep_id == seen.f.ep_id;
-	claimed.word = seen.word;
-	claimed.f.ep_id = MP_RNAT_CLAIMED;
-	if (__sync_val_compare_and_swap(&tail->word, seen.word, claimed.word) != seen.word)
+	own = owner && owner->snat_port == port && owner->ep_id == seen.f.ep_id;
+	if (!mp_rnat_claim(r, &seen))
 		return 0; /* another new flow claimed it first */
-	if (bpf_map_update_elem(&mp_rnat, &ask->rkey, &ask->rval, BPF_ANY)) {
-		__sync_val_compare_and_swap(&tail->word, claimed.word, seen.word);
+	if (bpf_map_update_elem(&mp_hrnat, &ask->rkey, &ask->rval, BPF_ANY)) {
+		__sync_val_compare_and_swap(&((union mp_rnat_tail *)&r->client_port)->word,
+					    seen.word | ((__u64)MP_RNAT_CLAIMED << 32), seen.word);
 		return 0;
 	}
-	if (closed)
-		bpf_map_delete_elem(&mp_conns, &owner_key);
-	/* The port's earlier flow may still have cache slots (its mp_conns entry was forgotten while
-	 * they were live): they must not send its packets into the new flow's connection. */
-	mp_fwd_gen_bump();
+	if (own)
+		bpf_map_delete_elem(&mp_half, &owner_key);
 	return 1;
 }
 
-/* Reserves a SNAT port: the mp_rnat entry endpoint -> node:port that restores the client's
- * replies. Up to MP_SNAT_PROBES candidates; probe 0 is the flow's own hash, so a forgotten flow
- * asks for the port it had. The first pass takes the first free candidate (BPF_NOEXIST), or
- * keeps one that already restores this very flow (only mp_conns forgot it, or another CPU won
- * the race for its first packet). When every candidate is held, a second pass takes over the
- * first whose holder may give it up: closed for snat_reuse_ns, or its client tuple's forward
- * entry gone. MP_OK with the port (network order) in ask->rkey.dport, or an exception reason.
- * A global function: the verifier checks it once, not once per path that leads here. */
+/* Takes over the SNAT source ask->rkey names from the established reverse entry r holding it,
+ * if its connection expired (closed for tcp_closed, idle beyond its lifetime) or is gone:
+ * claims it, deletes both of the old connection's entries (counting its close if it was counted
+ * open), and reserves the source in mp_hrnat. Returns 1 when the source is now ask's. */
+static __always_inline int mp_snat_take_established(struct mp_rnat *r, struct mp_snat_ask *ask)
+{
+	union mp_rnat_tail seen;
+	struct mp_conn *owner;
+	struct mp_flow owner_key;
+	__u16 port = ask->rkey.dport;
+	__u32 ep_id;
+
+	seen.word = ((union mp_rnat_tail *)&r->client_port)->word;
+	ep_id = seen.f.ep_id;
+	mp_rnat_client_flow(&owner_key, r, ask->rkey.proto, ask->rkey.family);
+	owner = bpf_map_lookup_elem(&mp_conns, &owner_key);
+	if (!mp_snat_reusable(ep_id, owner, port, ask->now))
+		return 0;
+	if (!mp_rnat_claim(r, &seen))
+		return 0;
+	if (owner && owner->snat_port == port && owner->ep_id == ep_id) {
+		if (mp_conn_retire(owner))
+			mp_ep_count_closed(ep_id);
+		bpf_map_delete_elem(&mp_conns, &owner_key);
+	}
+	bpf_map_delete_elem(&mp_rnat, &ask->rkey);
+	/* The port's earlier flow may still have cache slots: they must not send its packets into
+	 * the new flow's connection. */
+	mp_fwd_gen_bump();
+	return bpf_map_update_elem(&mp_hrnat, &ask->rkey, &ask->rval, BPF_NOEXIST) == 0;
+}
+
+/* Points ask->rkey at the probe-th SNAT candidate (source address and port); 0 for an empty
+ * port range. */
+static __always_inline int mp_snat_probe(struct mp_snat_ask *ask, const struct mp_node_cfg *node,
+					 __u32 probe)
+{
+	__u32 n = mp_node_n_addrs(node, ask->rkey.family), idx;
+	__u16 port;
+
+	port = mp_snat_candidate(ask->hash, probe, node->snat_port_min, node->snat_port_max, n, &idx);
+	if (!port || !n)
+		return 0;
+	ask->addr_idx = idx & (MP_SNAT_ADDRS_MAX - 1);
+	mp_copy_addr16(ask->rkey.dst, mp_node_addr(node, ask->rkey.family, ask->addr_idx));
+	ask->rkey.dport = port;
+	return 1;
+}
+
+/* Reserves a SNAT source (node address of the pool, port) for a half-open flow: the mp_hrnat
+ * entry endpoint -> node:port that restores the client's replies. Up to MP_SNAT_PROBES
+ * candidates; probe 0 is the flow's own hash, so a forgotten flow asks for the source it had.
+ * The first pass takes the first candidate free in both reverse tables (inserted into mp_hrnat
+ * with BPF_NOEXIST, then mp_rnat checked, which closes the race with a promotion of the same
+ * source), or keeps one that already restores this very flow. When every candidate is held, a
+ * second pass takes over the first whose holder expired or is gone. MP_OK with the source in
+ * ask->rkey (dst, dport) and ask->addr_idx, or an exception reason. A global function: the
+ * verifier checks its loops once, not once per path that leads here. */
 __attribute__((noinline)) int mp_snat_reserve(struct mp_snat_ask *ask)
 {
+	const struct mp_node_cfg *node;
 	struct mp_rnat *r;
-	__u16 port;
-	__u32 i;
+	__u32 i, zero = 0;
 
 	if (!ask)
 		return MP_EXC_DROP_SNAT_EXHAUSTED;
+	node = bpf_map_lookup_elem(&mp_node, &zero);
+	if (!node)
+		return MP_EXC_DROP_NO_NODE_ADDR;
 #pragma clang loop unroll(disable)
 	for (i = 0; i < MP_SNAT_PROBES; i++) {
-		port = mp_snat_port(ask->hash, i, ask->port_min, ask->port_max);
-		if (!port)
+		if (!mp_snat_probe(ask, node, i))
 			return MP_EXC_DROP_SNAT_EXHAUSTED; /* an empty range */
-		ask->rkey.dport = port;
-		/* Probe 0 inserts at once: in a range with room it is free. Later probes look
-		 * first: the range is busy, and a failed LRU insert costs more than a lookup. */
-		r = i ? bpf_map_lookup_elem(&mp_rnat, &ask->rkey) : NULL;
-		if (!r) {
-			if (!bpf_map_update_elem(&mp_rnat, &ask->rkey, &ask->rval, BPF_NOEXIST))
+		if (!bpf_map_update_elem(&mp_hrnat, &ask->rkey, &ask->rval, BPF_NOEXIST)) {
+			if (!bpf_map_lookup_elem(&mp_rnat, &ask->rkey))
 				return MP_OK;
-			r = bpf_map_lookup_elem(&mp_rnat, &ask->rkey);
+			bpf_map_delete_elem(&mp_hrnat, &ask->rkey); /* an established one's */
+			continue;
 		}
+		r = bpf_map_lookup_elem(&mp_hrnat, &ask->rkey);
 		if (r && mp_rnat_eq(r, &ask->rval))
 			return MP_OK;
 	}
 #pragma clang loop unroll(disable)
 	for (i = 0; i < MP_SNAT_PROBES; i++) {
-		ask->rkey.dport = mp_snat_port(ask->hash, i, ask->port_min, ask->port_max);
+		if (!mp_snat_probe(ask, node, i))
+			return MP_EXC_DROP_SNAT_EXHAUSTED;
+		r = bpf_map_lookup_elem(&mp_hrnat, &ask->rkey);
+		if (r) {
+			if (mp_snat_take_half(r, ask))
+				return MP_OK;
+			continue;
+		}
 		r = bpf_map_lookup_elem(&mp_rnat, &ask->rkey);
-		if (r && mp_snat_take_over(r, ask))
+		if (r && mp_snat_take_established(r, ask))
 			return MP_OK;
 	}
 	return MP_EXC_DROP_SNAT_EXHAUSTED;
@@ -509,9 +760,11 @@ __attribute__((noinline)) int mp_snat_reserve(struct mp_snat_ask *ask)
 
 /* A pure SYN on an existing entry: the client retransmitting the SYN its endpoint has not
  * answered (a passive failure), or reopening a closed entry (a new connection on the same
- * endpoint and port, counted open). Returns 1 when the flow must be re-picked instead: its
- * endpoint is marked down and the connection never got its SYN-ACK, or is closed. */
-static __always_inline int mp_conn_syn(struct mp_conn *conn, __u32 ep_id, __u64 *reopened)
+ * endpoint and port; counted open at once in the established table, at promotion in the
+ * half-open one). Returns 1 when the flow must be re-picked instead: its endpoint is marked
+ * down and the connection never got its SYN-ACK, or is closed. */
+static __always_inline int mp_conn_syn(struct mp_conn *conn, __u32 ep_id, int established,
+				       const struct mp_svc_tmo *t, __u64 now, __u64 *reopened)
 {
 	__u16 flags = conn->flags;
 	__u32 old;
@@ -519,13 +772,16 @@ static __always_inline int mp_conn_syn(struct mp_conn *conn, __u32 ep_id, __u64 
 	if (flags & MP_CONN_F_CLOSING) {
 		if (mp_ep_down(ep_id))
 			return 1;
-		old = mp_conn_reopen(conn, MP_CONN_F_SYN_SENT | MP_CONN_F_COUNTED);
+		conn->expires = now + mp_tmo(t, MP_TMO_TCP_SYN);
+		old = mp_conn_reopen(conn, established ? MP_CONN_F_SYN_SENT | MP_CONN_F_COUNTED
+						       : MP_CONN_F_SYN_SENT);
 		if (!old)
 			return 0; /* another CPU reopened it meanwhile */
-		conn->closed_ns = bpf_ktime_get_ns(); /* the SYN's time, for the SYN-ACK's sample */
+		conn->syn_ns = (__u32)bpf_ktime_get_ns(); /* for the SYN-ACK's sample */
 		if (mp_conn_reopen_closes_counted(old))
 			mp_ep_count_closed(ep_id);
-		mp_ep_count_opened(bpf_map_lookup_elem(&mp_ep_health, &ep_id));
+		if (established)
+			mp_ep_count_opened(bpf_map_lookup_elem(&mp_ep_health, &ep_id));
 		*reopened = 1;
 		return 0;
 	}
@@ -534,14 +790,15 @@ static __always_inline int mp_conn_syn(struct mp_conn *conn, __u32 ep_id, __u64 
 	return 0;
 }
 
-/* The endpoint of an existing connection, or NULL when the flow starts over: its endpoint left
- * the service, or a pure SYN re-picks it (mp_conn_syn); the entry is retired then (counted
- * closed if it was open). A FIN or RST from the client is recorded; a pure SYN reopens a closed
- * entry (the client reuses its 5-tuple) and tells *reopened. */
-static __always_inline const struct mp_endpoint *mp_conn_endpoint(struct mp_conn *conn,
-								  const struct mp_pkt *p,
-								  const struct mp_svc *svc,
-								  __u8 family, __u64 *reopened)
+/* The endpoint of an existing connection (in mp_conns when established, else mp_half), or NULL
+ * when the flow starts over: its endpoint left the service, or a pure SYN re-picks it
+ * (mp_conn_syn); the entry is deleted then (counted closed if it was open). A FIN or RST from
+ * the client is recorded; a pure SYN reopens a closed entry (the client reuses its 5-tuple) and
+ * tells *reopened. */
+static __always_inline const struct mp_endpoint *
+mp_conn_endpoint(struct mp_conn *conn, const struct mp_pkt *p, const struct mp_svc *svc,
+		 __u8 family, int established, const struct mp_svc_tmo *t, __u64 now,
+		 __u64 *reopened)
 {
 	__u32 ep_id = conn->ep_id;
 	const struct mp_endpoint *ep = bpf_map_lookup_elem(&mp_endpoints, &ep_id);
@@ -556,8 +813,9 @@ static __always_inline const struct mp_endpoint *mp_conn_endpoint(struct mp_conn
 	if (bits) {
 		rc = mp_conn_mark(conn, bits);
 		if (rc)
-			mp_conn_closed(conn, ep_id, rc);
-	} else if (mp_tcp_opens(p->tcp_flags) && mp_conn_syn(conn, ep_id, reopened)) {
+			mp_conn_closed(ep_id, rc);
+	} else if (mp_tcp_opens(p->tcp_flags) &&
+		   mp_conn_syn(conn, ep_id, established, t, now, reopened)) {
 		/* Re-picked away from a down endpoint, which meshd may not know yet: the slots
 		 * other CPUs hold for the flow must not outlive this. (An endpoint meshd removed
 		 * was followed by meshd's own bump.) */
@@ -568,6 +826,12 @@ static __always_inline const struct mp_endpoint *mp_conn_endpoint(struct mp_conn
 retire:
 	if (mp_conn_retire(conn))
 		mp_ep_count_closed(ep_id);
+	/* Its reverse entry stays behind, restoring nothing: a later new flow takes its port over
+	 * (its forward entry is gone) and meshd's recount deletes it. */
+	if (established)
+		bpf_map_delete_elem(&mp_conns, &p->flow);
+	else
+		bpf_map_delete_elem(&mp_half, &p->flow);
 	return NULL;
 }
 
@@ -647,24 +911,25 @@ __attribute__((noinline)) __u32 mp_skip_down(__u32 svc_id, __u32 idx, __u32 ring
 	return MP_RING_EMPTY;
 }
 
-/* A new flow (or one the LRU forgot, or re-picked: update_flags BPF_ANY then): the endpoint the
- * service's algorithm picks (the next slots' when it is marked down), and a SNAT port, recorded
- * in mp_conns with BPF_NOEXIST. When another CPU inserted the flow meanwhile (its first packets
- * on two CPUs), that entry wins and the port reserved here is given back. A TCP entry is
- * counted open (mp_ep_health.opened) by whoever inserts it; a pure SYN's entry waits for its
- * SYN-ACK (MP_CONN_F_SYN_SENT, the SYN's time in closed_ns). *snat_port comes back in network
- * order; *new_conn is 1 unless an existing open connection was found. */
+
+/* A new flow (or one whose state was deleted, or re-picked): the endpoint the service's algorithm
+ * picks (the next slots' when it is marked down), a SNAT source, and a half-open entry in mp_half
+ * (BPF_NOEXIST; when another CPU inserted the flow meanwhile, its first packets on two CPUs, the
+ * entry is overwritten: both reserved the flow's own source, probe 0). A pure SYN's entry waits
+ * for its SYN-ACK (MP_CONN_F_SYN_SENT, the SYN's time in syn_ns). A CPU that just found every
+ * SNAT candidate toward the endpoint held drops new flows toward it for snat_backoff without
+ * probing again. *snat_port comes back in network order. */
 static __always_inline int mp_new_conn(struct mp_pkt *p, __u8 family, const struct mp_svc *svc,
-				       const struct mp_node_cfg *node, const __u8 *node_addr,
-				       __u64 update_flags, const struct mp_endpoint **ep_out,
-				       __u32 *ep_id, __u16 *snat_port, __u64 *new_conn)
+				       const struct mp_svc_tmo *t, __u64 now,
+				       const struct mp_endpoint **ep_out, __u32 *ep_id,
+				       __u16 *snat_port, __u32 *snat_addr)
 {
-	const struct mp_endpoint *ep, *other;
+	const struct mp_endpoint *ep;
 	struct mp_ep_health *health;
-	struct mp_snat_ask ask;
-	struct mp_conn *existing;
+	struct mp_snat_ask *ask;
 	struct mp_conn conn;
-	__u32 idx, bits, algorithm, live;
+	__u32 idx, bits, algorithm, live, zero = 0;
+	__u64 *backoff;
 	__u32 *slot;
 	void *ring;
 	int rc;
@@ -685,94 +950,79 @@ static __always_inline int mp_new_conn(struct mp_pkt *p, __u8 family, const stru
 	if (health && mp_unlikely(health->flags & MP_EPH_F_DOWN)) {
 		/* All candidates down: the first pick stands (better a suspect than nothing). */
 		live = mp_skip_down(svc->id, idx, svc->ring_size, svc->active_half);
-		if (live != MP_RING_EMPTY) {
+		if (live != MP_RING_EMPTY)
 			*ep_id = live;
-			health = bpf_map_lookup_elem(&mp_ep_health, ep_id);
-		}
 	}
 	ep = bpf_map_lookup_elem(&mp_endpoints, ep_id);
 	if (!ep || !mp_ep_usable(ep, svc->id, family))
 		return MP_EXC_DROP_NO_ENDPOINT;
 
-	mp_rnat_key(&ask.rkey, &p->flow, ep, node_addr, 0);
-	mp_rnat_value(&ask.rval, &p->flow, *ep_id);
-	ask.hash = mp_snat_hash(&p->flow);
-	ask.port_min = node->snat_port_min;
-	ask.port_max = node->snat_port_max;
-	rc = mp_snat_reserve(&ask);
-	if (rc != MP_OK)
+	backoff = bpf_map_lookup_elem(&mp_snat_full, ep_id);
+	if (backoff && mp_unlikely(now < *backoff))
+		return MP_EXC_DROP_SNAT_EXHAUSTED;
+	ask = bpf_map_lookup_elem(&mp_snat_tmp, &zero);
+	if (!ask)
+		return MP_EXC_DROP_CONN_INSERT; /* unreachable: entry 0 exists */
+	mp_rnat_key(&ask->rkey, &p->flow, ep, p->flow.dst, 0);
+	mp_rnat_value(&ask->rval, &p->flow, *ep_id);
+	ask->hash = mp_snat_hash(&p->flow);
+	ask->now = now;
+	ask->addr_idx = 0;
+	rc = mp_snat_reserve(ask);
+	if (rc != MP_OK) {
+		if (rc == MP_EXC_DROP_SNAT_EXHAUSTED && backoff)
+			*backoff = now + snat_backoff;
 		return rc;
-	*snat_port = ask.rkey.dport;
+	}
+	*snat_port = ask->rkey.dport;
+	*snat_addr = ask->addr_idx;
 
 	bits = mp_tcp_close_bits(p->tcp_flags, 1);
+	mp_memset(&conn, 0, sizeof(conn));
 	conn.ep_id = *ep_id;
 	conn.snat_port = *snat_port;
 	conn.flags = (__u16)bits;
-	conn.closed_ns = 0;
-	if (mp_conn_flags_closed(bits)) {
-		conn.closed_ns = bpf_ktime_get_coarse_ns(); /* born closed (a RST): never counted */
-	} else if (p->flow.proto == IPPROTO_TCP) {
-		conn.flags |= MP_CONN_F_COUNTED;
-		if (mp_tcp_opens(p->tcp_flags)) {
-			conn.flags |= MP_CONN_F_SYN_SENT;
-			conn.closed_ns = bpf_ktime_get_ns();
-		}
+	conn.snat_addr = (__u8)ask->addr_idx;
+	if (p->flow.proto == IPPROTO_TCP && !bits && mp_tcp_opens(p->tcp_flags)) {
+		conn.flags |= MP_CONN_F_SYN_SENT;
+		conn.syn_ns = (__u32)bpf_ktime_get_ns();
 	}
+	conn.expires = now + mp_tmo(t, mp_conn_tmo_index(conn.flags, p->flow.proto, 0));
 	*ep_out = ep;
-	*new_conn = 1;
-	if (bpf_map_update_elem(&mp_conns, &p->flow, &conn, update_flags) == 0)
-		goto inserted;
-	if (update_flags != BPF_NOEXIST)
+	if (bpf_map_update_elem(&mp_half, &p->flow, &conn, BPF_NOEXIST) &&
+	    bpf_map_update_elem(&mp_half, &p->flow, &conn, BPF_ANY))
 		return MP_EXC_DROP_CONN_INSERT;
-
-	existing = bpf_map_lookup_elem(&mp_conns, &p->flow);
-	if (existing) {
-		*new_conn = 0;
-		other = mp_conn_endpoint(existing, p, svc, family, new_conn);
-		if (other) {
-			if (existing->ep_id != *ep_id || existing->snat_port != *snat_port)
-				bpf_map_delete_elem(&mp_rnat, &ask.rkey); /* reserved for nothing */
-			*ep_id = existing->ep_id;
-			*snat_port = existing->snat_port;
-			*ep_out = other;
-			return MP_OK; /* its inserter counted it */
-		}
-		*new_conn = 1;
-	}
-	/* Gone meanwhile, or re-picked: this flow's entry replaces it. */
-	if (bpf_map_update_elem(&mp_conns, &p->flow, &conn, BPF_ANY))
-		return MP_EXC_DROP_CONN_INSERT;
-inserted:
-	if (conn.flags & MP_CONN_F_COUNTED)
-		mp_ep_count_opened(health);
 	return MP_OK;
 }
 
-/* A packet to a VIP goes to its connection's endpoint, from node:snat_port. */
+/* A packet to a VIP goes to its connection's endpoint, from one of the node's SNAT sources. */
 static __always_inline int mp_to_service(struct xdp_md *ctx, struct mp_pkt *p, __u8 family,
-					 const struct mp_node_cfg *node, const __u8 *node_addr,
-					 __u64 bytes)
+					 const struct mp_node_cfg *node, __u64 bytes)
 {
-	__u64 update_flags = BPF_NOEXIST, new_conn = 0, jiffies, gen = 0;
 	const struct mp_endpoint *ep = NULL;
+	const struct mp_svc_tmo *t;
 	struct mp_conn *conn = NULL;
 	struct mp_fc_probe fc = {};
 	const struct mp_svc *svc;
 	struct mp_svc_key key;
+	__u64 new_conn = 0, now, gen = 0;
+	__u32 ep_id, snat_addr = 0, n_addrs;
+	int established = 1, cacheable = 0;
+	struct mp_promote_ask *pa;
 	__u16 snat_port;
-	__u32 ep_id;
 	int rc;
 
-	jiffies =
-		bpf_jiffies64(); /* inlined, where a clock read costs a third of the trivial program */
-	if (node_addr) {
+	now = bpf_jiffies64(); /* inlined, where a clock read costs a third of the trivial program */
+	n_addrs = mp_node_n_addrs(node, family);
+	if (n_addrs) {
 		gen = mp_fwd_gen_now();
-		mp_fc_lookup(&fc, p, gen, jiffies);
+		mp_fc_lookup(&fc, p, gen, now);
 		if (fc.hit) {
 			ep_id = fc.slot->ep_id;
 			ep = bpf_map_lookup_elem(&mp_endpoints, &ep_id);
 			if (ep && mp_ep_usable(ep, fc.slot->svc_id, family)) {
 				snat_port = fc.slot->snat_port;
+				snat_addr = fc.slot->snat_addr;
 				mp_fc_account(fc.st, 1, 0);
 				mp_count(&mp_svc_stats, fc.slot->svc_id, bytes, 0);
 				goto forward;
@@ -788,57 +1038,80 @@ static __always_inline int mp_to_service(struct xdp_md *ctx, struct mp_pkt *p, _
 	svc = bpf_map_lookup_elem(&mp_services, &key);
 	if (!svc)
 		return XDP_PASS;
-	if (!node_addr)
+	if (!n_addrs)
 		return mp_exception(MP_EXC_DROP_NO_NODE_ADDR);
+	t = bpf_map_lookup_elem(&mp_svc_tmo, &svc->id);
 
 	/* Looked up for a SYN too: skipping it (the insert would tell) measured no faster. */
 	conn = bpf_map_lookup_elem(&mp_conns, &p->flow);
+	if (!conn) {
+		conn = bpf_map_lookup_elem(&mp_half, &p->flow);
+		established = 0;
+	}
 	if (conn) {
 		ep_id = conn->ep_id;
 		snat_port = conn->snat_port;
-		ep = mp_conn_endpoint(conn, p, svc, family, &new_conn);
-		update_flags = BPF_ANY; /* if its endpoint left, the flow starts over */
+		snat_addr = conn->snat_addr;
+		ep = mp_conn_endpoint(conn, p, svc, family, established, t, now, &new_conn);
 	}
-	if (!ep) {
-		rc = mp_new_conn(p, family, svc, node, node_addr, update_flags, &ep, &ep_id,
-				 &snat_port, &new_conn);
+	if (ep && !established && mp_half_promotes(conn->flags, p->flow.proto, p->tcp_flags)) {
+		pa = mp_promote_scratch();
+		if (!pa)
+			return mp_exception(MP_EXC_DROP_CONN_INSERT); /* unreachable: entry 0 exists */
+		mp_memcpy(&pa->flow, &p->flow, sizeof(pa->flow));
+		mp_rnat_key(&pa->rkey, &p->flow, ep, mp_node_addr(node, family, snat_addr),
+			    snat_port);
+		mp_rnat_value(&pa->rval, &p->flow, ep_id);
+		rc = mp_promote_flow(pa, conn, t, now);
 		if (rc != MP_OK)
 			return mp_exception(rc);
+		established = 1;
+		cacheable = 1;
+	} else if (ep) {
+		mp_conn_live(conn, p->flow.proto, established, t, now);
+		/* A closing connection's packets keep taking the slow path, so no slot outlives its
+		 * close. */
+		cacheable = established && !(conn->flags & MP_CONN_F_CLOSING);
+	}
+	if (!ep) {
+		rc = mp_new_conn(p, family, svc, t, now, &ep, &ep_id, &snat_port, &snat_addr);
+		if (rc != MP_OK)
+			return mp_exception(rc);
+		new_conn = 1;
 	}
 
-	/* A closing connection's packets keep taking the slow path, so no slot outlives its close. */
-	if (new_conn || !conn || !(conn->flags & MP_CONN_F_CLOSING))
-		mp_fc_fill(&fc, p, gen, jiffies, ep_id, svc->id, snat_port);
+	if (cacheable && !new_conn)
+		mp_fc_fill(&fc, p, gen, now, ep_id, svc->id, snat_port, snat_addr);
 	mp_count(&mp_svc_stats, svc->id, bytes, new_conn);
 forward:
 	mp_count(&mp_ep_stats, ep_id, bytes, new_conn);
-	mp_nat_forward(p, family, ep, node_addr, snat_port);
-	return mp_transmit_to_ep(ctx, p, family, ep_id, ep, node_addr, snat_port, jiffies);
+	mp_nat_forward(p, family, ep, mp_node_addr(node, family, snat_addr), snat_port);
+	return mp_transmit_to_ep(ctx, p, family, ep_id, ep, mp_node_addr(node, family, snat_addr),
+				 snat_port, now);
 }
 
 /* Well-formed IP that is neither TCP nor UDP is the kernel's (passed, uncounted). An ICMP /
- * ICMPv6 destination unreachable to the node's address that quotes one of its translated
- * packets is first a passive failure of the endpoint that packet went to (mp_rnat names it).
- * Malformed or cut-short ICMP counts nothing and passes too: the kernel judges it. */
+ * ICMPv6 destination unreachable to one of the node's SNAT sources that quotes one of its
+ * translated packets is first a passive failure of the endpoint that packet went to (mp_rnat or
+ * mp_hrnat names it). Malformed or cut-short ICMP counts nothing and passes too: the kernel
+ * judges it. */
 static __always_inline int mp_not_ours(struct mp_cursor *c, const struct mp_pkt *p, __u8 family)
 {
 	const struct mp_node_cfg *node;
 	const struct mp_rnat *r;
-	const __u8 *node_addr;
 	struct mp_flow rkey;
 	__u32 zero = 0;
 
 	if (p->flow.proto != (family == MP_AF_INET ? IPPROTO_ICMP : IPPROTO_ICMPV6))
 		return XDP_PASS;
 	node = bpf_map_lookup_elem(&mp_node, &zero);
-	if (!node)
+	if (!node || !mp_node_owns(node, family, p->flow.dst))
 		return XDP_PASS;
-	node_addr = mp_node_addr(node, family);
-	if (!node_addr || !mp_addr_eq(p->flow.dst, node_addr, family))
-		return XDP_PASS;
-	if (mp_parse_icmp_unreach(c, p, family, node_addr, &rkey) != MP_OK)
+	if (mp_parse_icmp_unreach(c, p, family, p->flow.dst, &rkey) != MP_OK)
 		return XDP_PASS;
 	r = bpf_map_lookup_elem(&mp_rnat, &rkey);
+	if (!r)
+		r = bpf_map_lookup_elem(&mp_hrnat, &rkey);
 	if (r && r->ep_id != MP_RNAT_CLAIMED)
 		mp_health_fail(r->ep_id, MP_PASSIVE_ICMP_UNREACH);
 	return XDP_PASS;
@@ -849,7 +1122,6 @@ static __always_inline int mp_process(struct xdp_md *ctx, struct mp_cursor *c, s
 				      __u8 family, __u64 bytes)
 {
 	const struct mp_node_cfg *node;
-	const __u8 *node_addr;
 	__u32 zero = 0;
 	int rc;
 
@@ -862,10 +1134,9 @@ static __always_inline int mp_process(struct xdp_md *ctx, struct mp_cursor *c, s
 	node = bpf_map_lookup_elem(&mp_node, &zero);
 	if (!node)
 		return XDP_PASS; /* unreachable: an ARRAY always has entry 0 */
-	node_addr = mp_node_addr(node, family);
-	if (node_addr && mp_addr_eq(p->flow.dst, node_addr, family))
+	if (mp_node_owns(node, family, p->flow.dst))
 		return mp_reply(ctx, p, family, bytes);
-	return mp_to_service(ctx, p, family, node, node_addr, bytes);
+	return mp_to_service(ctx, p, family, node, bytes);
 }
 
 SEC("xdp")
@@ -889,4 +1160,13 @@ int mp_xdp_lb(struct xdp_md *ctx)
 	if (proto == mp_htons(ETH_P_IPV6))
 		return mp_process(ctx, &c, &p, MP_AF_INET6, bytes);
 	return mp_exception(MP_EXC_PASS_NON_IP);
+}
+
+/* meshd's clock: run by BPF_PROG_RUN, it leaves the program's jiffies in clock_jiffies, so a
+ * recount in user space can tell which entries have expired in the program's own time. */
+SEC("xdp")
+int mp_xdp_clock(struct xdp_md *ctx)
+{
+	clock_jiffies = bpf_jiffies64();
+	return XDP_PASS;
 }

@@ -23,11 +23,13 @@ namespace {
 bool isPinned(const bpf_map* map) {
   const std::string_view name = bpf_map__name(map);
   return !bpf_map__is_internal(map) && name != "mp_nh_cache" && name != "mp_nh_client" &&
-         name != "mp_flow_cache" && name != "mp_fc_stats";
+         name != "mp_flow_cache" && name != "mp_fc_stats" && name != "mp_snat_full" && name != "mp_promote_tmp" &&
+         name != "mp_snat_tmp";
 }
 
 // The flow cache's settings as the program takes them: log2 of the slots (0: off) and a slot's
-// life in ticks, at most half of snatReuseNs.
+// life in ticks. A closed connection never fills a slot, so a slot that outlives a close is one
+// filled before it; the config keeps tcp_closed >= 1 s, beyond twice the 250 ms default.
 struct FlowCacheParams {
   uint32_t bits = 0;
   uint32_t ttlTicks = 0;
@@ -41,14 +43,14 @@ BpfResult<FlowCacheParams> flowCacheParams(const LbSkeletonOptions& o, uint64_t 
                                 " is not a power of two in [2, " +
                                 std::to_string(MP_FLOW_CACHE_SLOTS_MAX) + "]");
   }
-  const uint64_t ttlTicks = std::min(o.flowCacheTtlNs, o.snatReuseNs / 2) / tick;
+  const uint64_t ttlTicks = o.flowCacheTtlNs / tick;
   if (ttlTicks == 0) return FlowCacheParams{};
   return FlowCacheParams{.bits = static_cast<uint32_t>(__builtin_ctz(slots)),
                          .ttlTicks = static_cast<uint32_t>(std::min<uint64_t>(ttlTicks, 1u << 30))};
 }
 
 // The kernel's tick: the coarse clocks advance once a jiffy, so their resolution is one.
-uint64_t tickNs() {
+uint64_t kernelTickNs() {
   timespec res{};
   if (::clock_getres(CLOCK_MONOTONIC_COARSE, &res) != 0 || res.tv_sec != 0 || res.tv_nsec <= 0) {
     return 4'000'000;  // HZ=250, the program's default
@@ -67,13 +69,17 @@ LbSkeleton::~LbSkeleton() {
 }
 
 BpfResult<std::unique_ptr<LbSkeleton>> LbSkeleton::open(const LbSkeletonOptions& options) {
-  if (options.connTableSize == 0) return bpfError(EINVAL, "connTableSize must be > 0");
+  if (options.connTableSize == 0 || options.halfTableSize == 0) {
+    return bpfError(EINVAL, "connTableSize and halfTableSize must be > 0");
+  }
   mp_xdp_lb* skel = mp_xdp_lb__open();
   if (skel == nullptr) return bpfError(errno, "open mp_xdp_lb skeleton");
   std::unique_ptr<LbSkeleton> lb(new LbSkeleton(skel, options));
-  skel->rodata->snat_reuse_ns = options.snatReuseNs;
-  const uint64_t tick = tickNs();
-  skel->rodata->tick_ns = tick;  // the program counts its caches' lives in jiffies
+  const uint64_t tick = kernelTickNs();
+  lb->tickNs_ = tick;
+  skel->rodata->tick_ns = tick;  // the program counts its caches' and entries' lives in jiffies
+  skel->rodata->snat_backoff = std::max<uint64_t>(1, options.snatBackoffNs / tick);
+  skel->rodata->refresh_slack = std::max<uint64_t>(1, options.refreshSlackNs / tick);
   auto fc = flowCacheParams(options, tick);
   if (!fc) return fc.error();
   skel->rodata->flow_cache_bits = fc->bits;
@@ -85,8 +91,12 @@ BpfResult<std::unique_ptr<LbSkeleton>> LbSkeleton::open(const LbSkeletonOptions&
     return bpfError(err, "set max_entries of mp_flow_cache");
   }
 
-  for (bpf_map* map : {skel->maps.mp_conns, skel->maps.mp_rnat}) {
-    if (int err = bpf_map__set_max_entries(map, options.connTableSize); err != 0) {
+  for (bpf_map* map : {skel->maps.mp_conns, skel->maps.mp_rnat, skel->maps.mp_half,
+                        skel->maps.mp_hrnat}) {
+    const bool half = map == skel->maps.mp_half || map == skel->maps.mp_hrnat;
+    if (int err = bpf_map__set_max_entries(map, half ? options.halfTableSize
+                                                     : options.connTableSize);
+        err != 0) {
       return bpfError(err, std::string("set max_entries of ") + bpf_map__name(map));
     }
   }
@@ -147,6 +157,21 @@ BpfResult<mp_flow_cache_stats> LbSkeleton::flowCacheStats() const {
   return sum;
 }
 
+BpfResult<uint64_t> LbSkeleton::jiffiesNow() const {
+  // Any frame will do: the clock program reads nothing of it.
+  unsigned char frame[64] = {};
+  LIBBPF_OPTS(bpf_test_run_opts, opts, .data_in = frame, .data_size_in = sizeof(frame),
+              .repeat = 1);
+  if (bpf_prog_test_run_opts(bpf_program__fd(skel_->progs.mp_xdp_clock), &opts) != 0) {
+    return bpfError(errno, "run mp_xdp_clock");
+  }
+  return __atomic_load_n(&skel_->bss->clock_jiffies, __ATOMIC_RELAXED);
+}
+
+uint64_t LbSkeleton::msToJiffies(uint64_t ms) const {
+  return (ms * 1'000'000 + tickNs_ - 1) / tickNs_;
+}
+
 BpfResult<UniqueFd> LbSkeleton::createRingMap(uint32_t ringSize) {
   if (ringSize == 0 || ringSize > MP_RING_SIZE_MAX) {
     return bpfError(EINVAL, "ring size " + std::to_string(ringSize) + " outside [1, " +
@@ -200,6 +225,9 @@ int LbSkeleton::endpointsFd() const { return bpf_map__fd(skel_->maps.mp_endpoint
 int LbSkeleton::ringsFd() const { return bpf_map__fd(skel_->maps.mp_rings); }
 int LbSkeleton::connsFd() const { return bpf_map__fd(skel_->maps.mp_conns); }
 int LbSkeleton::rnatFd() const { return bpf_map__fd(skel_->maps.mp_rnat); }
+int LbSkeleton::halfFd() const { return bpf_map__fd(skel_->maps.mp_half); }
+int LbSkeleton::hrnatFd() const { return bpf_map__fd(skel_->maps.mp_hrnat); }
+int LbSkeleton::svcTmoFd() const { return bpf_map__fd(skel_->maps.mp_svc_tmo); }
 int LbSkeleton::nodeFd() const { return bpf_map__fd(skel_->maps.mp_node); }
 int LbSkeleton::svcStatsFd() const { return bpf_map__fd(skel_->maps.mp_svc_stats); }
 int LbSkeleton::epStatsFd() const { return bpf_map__fd(skel_->maps.mp_ep_stats); }

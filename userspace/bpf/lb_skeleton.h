@@ -24,15 +24,19 @@ struct LbSkeletonOptions {
   // mp_fc_stats) never are.
   // Empty: private maps that live as long as the skeleton (tests, benchmarks).
   std::string pinRoot;
-  // max_entries of mp_conns and mp_rnat. Reusing a pinned table of another size fails the load.
+  // max_entries of the established tables (mp_conns, mp_rnat) and of the half-open ones
+  // (mp_half, mp_hrnat). Reusing a pinned table of another size fails the load.
   uint32_t connTableSize = MP_CONN_TABLE_DEFAULT;
-  // How long a closed TCP connection keeps its SNAT port before a new flow may take it over
-  // (the program's read-only snat_reuse_ns; bpf/README.md says why 2 s). Tests set it small.
-  uint64_t snatReuseNs = MP_SNAT_REUSE_NS_DEFAULT;
+  uint32_t halfTableSize = MP_HALF_TABLE_DEFAULT;
+  // How long a CPU drops new flows toward an endpoint without probing once it found every SNAT
+  // candidate held (the cheap drop path), and the least an entry's expiry moves before it is
+  // written again (an established flow writes its line about once per this).
+  uint64_t snatBackoffNs = MP_SNAT_BACKOFF_NS_DEFAULT;
+  uint64_t refreshSlackNs = 1'000'000'000;
   // The flow cache (bpf/flowcache.h): slots per CPU, a power of two up to
   // MP_FLOW_CACHE_SLOTS_MAX, or 0 for none; and how long a slot serves. The program serves a slot
-  // at most half of snatReuseNs (so a closed flow's slot is gone before its port can move on);
-  // when that leaves less than one kernel tick, the cache is off.
+  // (closed flows never fill one; a slot must live less than half of the smallest tcp_closed,
+  // 1 s); when that is less than one kernel tick, the cache is off.
   uint32_t flowCacheSlots = MP_FLOW_CACHE_SLOTS_DEFAULT;
   uint64_t flowCacheTtlNs = MP_FLOW_CACHE_TTL_NS_DEFAULT;
 };
@@ -68,6 +72,9 @@ class LbSkeleton {
   int ringsFd() const;
   int connsFd() const;
   int rnatFd() const;
+  int halfFd() const;
+  int hrnatFd() const;
+  int svcTmoFd() const;  // mp_svc_tmo: per service id, its lifetimes in jiffies
   int nodeFd() const;
   int svcStatsFd() const;
   int epStatsFd() const;
@@ -84,6 +91,12 @@ class LbSkeleton {
   uint32_t flowCacheSlots() const { return flowCacheSlots_; }
   BpfResult<mp_flow_cache_stats> flowCacheStats() const;
 
+  // The program's clock (bpf_jiffies64()), read by running mp_xdp_clock: entries' expiry is in
+  // it. And the conversion of a lifetime into it, rounded up.
+  BpfResult<uint64_t> jiffiesNow() const;
+  uint64_t msToJiffies(uint64_t ms) const;
+  uint64_t tickNs() const { return tickNs_; }
+
   // True when every pinned map (those of abi.h) was found under pinRoot before load and reused.
   bool adopted() const { return adopted_; }
   const LbSkeletonOptions& options() const { return options_; }
@@ -97,6 +110,7 @@ class LbSkeleton {
   LbSkeletonOptions options_;
   bool adopted_ = false;
   uint32_t flowCacheSlots_ = 0;
+  uint64_t tickNs_ = 4'000'000;
   mp_fwd_gen* fwdGen_ = nullptr;  // mp_fwd_gen's one entry, mapped (page-sized mapping)
 };
 

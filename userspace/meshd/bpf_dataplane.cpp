@@ -29,6 +29,16 @@ Error fromBpf(const BpfError& e, std::string hint = {}) {
   return Error{e.errnum, e.context, std::move(hint), e.where};
 }
 
+// Kernel memory of one entry of a preallocated hash (LRU or not) of maxEntries: the element
+// (struct htab_elem, 48 bytes on 64-bit kernels 5.x-6.x, then key and value each rounded up to
+// 8) and its share of the bucket array (16-byte buckets, a power of two of them, >= maxEntries).
+uint64_t connBytes(uint64_t maxEntries, uint64_t keySize, uint64_t valueSize) {
+  uint64_t buckets = 1;
+  while (buckets < maxEntries) buckets <<= 1;
+  const uint64_t element = 48 + ((keySize + 7) & ~7ull) + ((valueSize + 7) & ~7ull);
+  return element + (16 * buckets + maxEntries - 1) / maxEntries;
+}
+
 std::string linkPinPath(const std::string& pinRoot, const std::string& ifname) {
   return pinRoot + "/" + kLinkPrefix + ifname;
 }
@@ -161,6 +171,7 @@ Result<std::unique_ptr<BpfDataplane>> BpfDataplane::start(const NodeSpec& node, 
   LbSkeletonOptions options;
   options.pinRoot = node.pinRoot;
   options.connTableSize = node.connTableSize;
+  options.halfTableSize = node.halfTableSize;
   options.flowCacheSlots = node.flowCacheSlots;
   auto skel = LbSkeleton::open(options);
   if (!skel) {
@@ -344,16 +355,26 @@ Result<void> BpfDataplane::teardown(const std::string& pinRoot) {
 
 Result<void> BpfDataplane::setNode(const NodeSpec& node) {
   mp_node_cfg cfg{};
-  if (node.ipv4) {
-    std::memcpy(cfg.addr4, node.ipv4->bytes().data(), sizeof(cfg.addr4));
-    cfg.has_addr4 = 1;
-  }
-  if (node.ipv6) {
-    std::memcpy(cfg.addr6, node.ipv6->bytes().data(), sizeof(cfg.addr6));
-    cfg.has_addr6 = 1;
-  }
+  // The pool of each family: its node address first, then snat_pool's (config refuses more than
+  // MP_SNAT_ADDRS_MAX and duplicates).
+  auto add = [&](const IpAddress& a) {
+    uint8_t& n = a.isV4() ? cfg.n_addr4 : cfg.n_addr6;
+    auto& slots = a.isV4() ? cfg.addr4 : cfg.addr6;
+    if (n >= MP_SNAT_ADDRS_MAX) return;
+    for (uint8_t i = 0; i < n; ++i) {
+      if (std::memcmp(slots[i], a.bytes().data(), 16) == 0) return;
+    }
+    std::memcpy(slots[n++], a.bytes().data(), 16);
+  };
+  if (node.ipv4) add(*node.ipv4);
+  if (node.ipv6) add(*node.ipv6);
+  for (const IpAddress& a : node.snatPool) add(a);
   cfg.snat_port_min = node.snatPortMin;
   cfg.snat_port_max = node.snatPortMax;
+  if (cfg.snat_port_min == 0) {  // "auto" that nobody resolved: the range of Linux's defaults
+    cfg.snat_port_min = MP_SNAT_PORT_MIN_DEFAULT;
+    cfg.snat_port_max = MP_SNAT_PORT_MAX_DEFAULT;
+  }
   uint32_t key = 0;
   if (int rc = bpf_map_update_elem(skel_->nodeFd(), &key, &cfg, BPF_ANY); rc != 0) {
     return errnoError(rc, "update mp_node");
@@ -406,6 +427,8 @@ Result<void> BpfDataplane::upsertService(const ServiceEntry& s, const std::vecto
   value.fwd_mode = static_cast<uint8_t>(s.forwarding);
   value.algorithm = static_cast<uint8_t>(s.algorithm);
   const std::string what = "service " + std::to_string(s.id) + " (" + s.key.toString() + ")";
+  // Lifetimes first: a packet that finds the service entry finds its lifetimes too.
+  if (auto r = writeTimeouts(s.id, s.timeouts); !r) return r.error();
 
   if (ring == nullptr) {
     auto it = rings_.find(s.id);
@@ -651,6 +674,36 @@ Result<EndpointDatapathHealth> BpfDataplane::endpointHealth(uint32_t id) {
   return h;
 }
 
+Result<void> BpfDataplane::writeTimeouts(uint32_t id, const ConnTimeouts& t) {
+  mp_svc_tmo value{};
+  value.jiffies[MP_TMO_TCP_SYN] = skel_->msToJiffies(t.tcpSynMs);
+  value.jiffies[MP_TMO_TCP_EST] = skel_->msToJiffies(t.tcpEstablishedMs);
+  value.jiffies[MP_TMO_TCP_FIN] = skel_->msToJiffies(t.tcpFinMs);
+  value.jiffies[MP_TMO_TCP_CLOSED] = skel_->msToJiffies(t.tcpClosedMs);
+  value.jiffies[MP_TMO_UDP] = skel_->msToJiffies(t.udpMs);
+  value.jiffies[MP_TMO_UDP_REPLIED] = skel_->msToJiffies(t.udpRepliedMs);
+  if (int rc = bpf_map_update_elem(skel_->svcTmoFd(), &id, &value, BPF_ANY); rc != 0) {
+    return errnoError(rc, "update mp_svc_tmo[" + std::to_string(id) + "]");
+  }
+  return {};
+}
+
+Result<ConnTableStats> BpfDataplane::connTableStats() {
+  ConnTableStats s = lastConnStats_;
+  s.establishedCapacity = skel_->options().connTableSize;
+  s.halfOpenCapacity = skel_->options().halfTableSize;
+  s.expiredReaped = expiredReaped_;
+  s.bytesPerConnection = connBytes(skel_->options().connTableSize, sizeof(mp_flow),
+                                   sizeof(mp_conn)) +
+                         connBytes(skel_->options().connTableSize, sizeof(mp_flow),
+                                   sizeof(mp_rnat));
+  s.bytesPerHalfOpen = connBytes(skel_->options().halfTableSize, sizeof(mp_flow),
+                                 sizeof(mp_conn)) +
+                       connBytes(skel_->options().halfTableSize, sizeof(mp_flow),
+                                 sizeof(mp_rnat));
+  return s;
+}
+
 namespace {
 
 // Nothing to walk for: no endpoints to flush, or no health map to count toward.
@@ -674,8 +727,52 @@ Result<std::unique_ptr<ConnTableWalk>> BpfDataplane::startFlush(const std::set<u
 
 Result<std::unique_ptr<ConnTableWalk>> BpfDataplane::startResync() {
   if (health_ == nullptr) return std::unique_ptr<ConnTableWalk>(std::make_unique<NoWalk>());
-  return std::unique_ptr<ConnTableWalk>(
-      std::make_unique<ResyncWalk>(skel_->connsFd(), health_, slotEpoch_));
+  auto now = skel_->jiffiesNow();
+  if (!now) return fromBpf(now.error());
+  ConnTables tables;
+  tables.conns = skel_->connsFd();
+  tables.rnat = skel_->rnatFd();
+  tables.half = skel_->halfFd();
+  tables.reverseKey = [this](const mp_flow& client,
+                             const mp_conn& c) -> std::optional<mp_flow> {
+    return reverseKey(client, c);
+  };
+  auto walk = std::make_unique<ResyncWalk>(std::move(tables), *now, health_, slotEpoch_);
+  walk->onComplete([this](const ConnWalk& w) {
+    expiredReaped_ += w.expired;
+    lastConnStats_.established = w.entries >= w.halfOpen + w.expired
+                                     ? w.entries - w.halfOpen - w.expired
+                                     : 0;
+    lastConnStats_.halfOpen = w.halfOpen;
+    lastConnStats_.snatPortsInUse = w.snatPorts;
+    if (w.expired != 0) skel_->bumpForwardingGeneration();
+  });
+  return std::unique_ptr<ConnTableWalk>(std::move(walk));
+}
+
+// endpoint -> node:snat_port of an established entry: its endpoint slot as mp_endpoints holds it
+// now (a slot freed since has no reverse key to give) and its source in the node's pool.
+std::optional<mp_flow> BpfDataplane::reverseKey(const mp_flow& client, const mp_conn& c) {
+  mp_endpoint ep{};
+  if (bpf_map_lookup_elem(skel_->endpointsFd(), &c.ep_id, &ep) != 0 ||
+      (ep.flags & MP_EP_F_IN_USE) == 0 || ep.family != client.family) {
+    return std::nullopt;
+  }
+  mp_node_cfg node{};
+  const uint32_t zero = 0;
+  if (bpf_map_lookup_elem(skel_->nodeFd(), &zero, &node) != 0) return std::nullopt;
+  const uint8_t n = client.family == MP_AF_INET ? node.n_addr4 : node.n_addr6;
+  if (c.snat_addr >= n || c.snat_addr >= MP_SNAT_ADDRS_MAX) return std::nullopt;
+  mp_flow key{};
+  std::memcpy(key.src, ep.addr, sizeof(key.src));
+  std::memcpy(key.dst,
+              client.family == MP_AF_INET ? node.addr4[c.snat_addr] : node.addr6[c.snat_addr],
+              sizeof(key.dst));
+  key.sport = ep.port;
+  key.dport = c.snat_port;
+  key.proto = client.proto;
+  key.family = client.family;
+  return key;
 }
 
 int BpfDataplane::eventsFd() { return events_ != nullptr ? ring_buffer__epoll_fd(events_) : -1; }

@@ -52,6 +52,7 @@ class BpfDataplane : public Dataplane {
   Result<Counters> endpointStats(uint32_t id) override;
   Result<std::vector<uint64_t>> exceptionCounts() override;
   Result<FlowCacheStats> flowCacheStats() override;
+  Result<ConnTableStats> connTableStats() override;
   Result<RealizedSnapshot> snapshot() override;
   std::vector<InterfaceStatus> interfaces() override;
   std::string pinRoot() const override { return node_.pinRoot; }
@@ -85,6 +86,8 @@ class BpfDataplane : public Dataplane {
   Result<Counters> readCounters(int fd, uint32_t id, const char* map);
   Result<void> zeroCounters(int fd, uint32_t id, const char* map);
   Result<void> mapHealth();
+  Result<void> writeTimeouts(uint32_t id, const ConnTimeouts& timeouts);
+  std::optional<mp_flow> reverseKey(const mp_flow& client, const mp_conn& c);
   mp_ep_health* healthEntry(uint32_t id) const;
   void zeroHealth(uint32_t id);
   static int onEvent(void* ctx, void* data, size_t size);
@@ -95,6 +98,8 @@ class BpfDataplane : public Dataplane {
   uint32_t progId_ = 0;
   std::vector<Attachment> attachments_;
   std::map<uint32_t, Ring> rings_;
+  ConnTableStats lastConnStats_;  // the last recount's
+  uint64_t expiredReaped_ = 0;
   // mp_ep_health, mapped (BPF_F_MMAPABLE): meshd and the datapath share these entries, so every
   // access is one __atomic builtin on one field.
   mp_ep_health* health_ = nullptr;

@@ -83,17 +83,62 @@ void FlushWalk::deleteVictims() {
 }
 
 Result<bool> ResyncWalk::step(std::chrono::microseconds budget) {
-  auto done = stepFor(budget, [&] {
-    return cursor_.next([&](const mp_flow&, const mp_conn& value) {
-      if (value.ep_id < MP_MAX_ENDPOINTS && connCountedOpen(value.flags)) {
-        ++counted_[value.ep_id];
-        ++walk_.matched;
-      }
+  auto done = stepFor(budget, [&]() -> Result<bool> {
+    if (!cursor_.done()) {
+      expired_.clear();
+      auto d = cursor_.next([&](const mp_flow& key, const mp_conn& value) {
+        if (reap_ && now_ >= value.expires) {
+          expired_.emplace_back(key, value);
+          return;
+        }
+        if (value.ep_id >= MP_MAX_ENDPOINTS) return;
+        ++walk_.snatPorts[value.ep_id];
+        if (connCountedOpen(value.flags)) {
+          ++counted_[value.ep_id];
+          ++walk_.matched;
+        }
+      });
+      if (!d) return d;
+      reapExpired();
+      if (!*d || !halfCursor_) return *d;
+    }
+    // The half-open table: counted (the ports its flows hold), never reaped here: it is an LRU,
+    // and an expired half-open flow's port is taken over by the next flow that wants it.
+    return halfCursor_->next([&](const mp_flow&, const mp_conn& value) {
+      if (value.ep_id >= MP_MAX_ENDPOINTS) return;
+      ++walk_.halfOpen;
+      if (now_ < value.expires) ++walk_.snatPorts[value.ep_id];
     });
   });
-  walk_.entries = cursor_.seen();
+  walk_.entries = cursor_.seen() + (halfCursor_ ? halfCursor_->seen() : 0);
   if (done && *done) apply();
   return done;
+}
+
+// Deletes the batch's expired entries. Lookup-and-delete returns the entry as it went: one the
+// datapath refreshed since the batch was read goes back (BPF_NOEXIST: unless the client opened it
+// anew meanwhile). Its reverse entry goes only while it still restores this client tuple.
+void ResyncWalk::reapExpired() {
+  for (const auto& [key, seen] : expired_) {
+    mp_conn gone{};
+    if (bpf_map_lookup_and_delete_elem(tables_.conns, &key, &gone) != 0) continue;
+    if (now_ < gone.expires) {
+      bpf_map_update_elem(tables_.conns, &key, &gone, BPF_NOEXIST);
+      if (gone.ep_id < MP_MAX_ENDPOINTS) ++walk_.snatPorts[gone.ep_id];
+      if (gone.ep_id < MP_MAX_ENDPOINTS && connCountedOpen(gone.flags)) ++counted_[gone.ep_id];
+      continue;
+    }
+    ++walk_.expired;
+    std::optional<mp_flow> rkey = tables_.reverseKey ? tables_.reverseKey(key, gone) : std::nullopt;
+    if (!rkey) continue;
+    mp_rnat r{};
+    if (bpf_map_lookup_elem(tables_.rnat, &*rkey, &r) != 0) continue;
+    const bool restoresIt = std::equal(r.client, r.client + 16, key.src) &&
+                            std::equal(r.vip, r.vip + 16, key.dst) &&
+                            r.client_port == key.sport && r.vip_port == key.dport &&
+                            r.ep_id == gone.ep_id;
+    if (restoresIt) bpf_map_delete_elem(tables_.rnat, &*rkey);
+  }
 }
 
 // adjust = what the table holds - what the counters say. The walk sees each bucket at a
@@ -120,6 +165,16 @@ void ResyncWalk::apply() {
       __atomic_store_n(&e->adjust, want, __ATOMIC_SEQ_CST);
     }
   }
+  if (onComplete_) onComplete_(walk_);
+}
+
+ResyncWalk::ResyncWalk(ConnTables tables, uint64_t now, mp_ep_health* health,
+                       std::vector<uint32_t>& slotEpoch, uint32_t batch)
+    : ResyncWalk(tables.conns, health, slotEpoch, batch) {
+  tables_ = std::move(tables);
+  now_ = now;
+  reap_ = true;
+  if (tables_.half >= 0) halfCursor_.emplace(tables_.half, batch);
 }
 
 ResyncWalk::ResyncWalk(int fd, mp_ep_health* health, std::vector<uint32_t>& slotEpoch,

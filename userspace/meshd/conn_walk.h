@@ -24,6 +24,7 @@
 #include <chrono>
 #include <iterator>
 #include <map>
+#include <optional>
 #include <set>
 #include <vector>
 
@@ -119,20 +120,48 @@ class FlushWalk : public ConnTableWalk {
   ConnWalk walk_;
 };
 
-// Recounts the open connections per endpoint and sets each adjust when complete.
+// The tables a recount walks and reaps: the established pair (mp_conns, mp_rnat) and the
+// half-open forward table (mp_half, an LRU that needs no reaping: it is only counted).
+struct ConnTables {
+  int conns = -1;
+  int rnat = -1;
+  int half = -1;
+  // The reverse-NAT key of an established entry (client tuple, value): endpoint -> node:port.
+  // nullopt when it cannot be known (its endpoint slot was freed): the reverse entry is left to
+  // a takeover, which finds its forward entry gone.
+  std::function<std::optional<mp_flow>(const mp_flow&, const mp_conn&)> reverseKey;
+};
+
+// Recounts the open connections per endpoint and sets each adjust when complete. On the way it
+// deletes the established entries whose lifetime ran out by `now` (the program's jiffies, taken
+// when the walk begins) with their reverse-NAT entries, so their SNAT ports and table room come
+// back, and counts the SNAT ports every endpoint's live flows hold, half-open ones included.
 class ResyncWalk : public ConnTableWalk {
  public:
+  ResyncWalk(ConnTables tables, uint64_t now, mp_ep_health* health,
+             std::vector<uint32_t>& slotEpoch, uint32_t batch = kWalkBatch);
+  // The recount alone, over one table (tools and tests of the walk's cost).
   ResyncWalk(int fd, mp_ep_health* health, std::vector<uint32_t>& slotEpoch,
              uint32_t batch = kWalkBatch);
   Result<bool> step(std::chrono::microseconds budget) override;
   const ConnWalk& result() const override { return walk_; }
+  // Called with the complete walk, once, when the counts are applied.
+  void onComplete(std::function<void(const ConnWalk&)> fn) { onComplete_ = std::move(fn); }
 
  private:
   void apply();
+  void reapExpired();
 
+  std::function<void(const ConnWalk&)> onComplete_;
+
+  ConnTables tables_;
+  uint64_t now_ = 0;
+  bool reap_ = false;
   mp_ep_health* health_;
   std::vector<uint32_t>& slotEpoch_;
   ConnTableCursor cursor_;
+  std::optional<ConnTableCursor> halfCursor_;
+  std::vector<std::pair<mp_flow, mp_conn>> expired_;
   std::vector<int64_t> counted_;  // endpoint id -> open counted connections seen
   std::vector<int64_t> before_;   // endpoint id -> opened - closed when the walk began
   std::vector<uint32_t> epochs_;  // slotEpoch when the walk began
