@@ -274,6 +274,40 @@ TEST(Reconciler, ChangedVipMovesTheEntryWithoutANewRing) {
   EXPECT_EQ(dp.services.size(), 2u);
 }
 
+TEST(Reconciler, TimeoutsChangeRepublishesTheEntryWithoutANewRing) {
+  FakeDataplane dp;
+  Reconciler r(dp);
+  r.start({}, std::nullopt);
+  ASSERT_TRUE(r.apply(twoServices()));
+  EXPECT_EQ(dp.services.at(ServiceKey{ip("10.0.0.100"), 80, Protocol::kTcp}).timeouts,
+            ConnTimeouts{});
+  DesiredState next = twoServices();
+  next.services[0].timeouts.tcpEstablishedMs = 7200 * 1000;
+  next.services[0].timeouts.udpMs = 10 * 1000;
+  dp.log.clear();
+  auto report = r.apply(next);
+  ASSERT_TRUE(report);
+  EXPECT_EQ(report->changed, std::vector<std::string>{"web"});
+  EXPECT_EQ(dp.log, std::vector<std::string>{"upsertService 0"});
+  EXPECT_EQ(r.ringsBuilt(), 2u) << "no ring rebuilt";
+  EXPECT_EQ(dp.services.at(ServiceKey{ip("10.0.0.100"), 80, Protocol::kTcp}).timeouts,
+            next.services[0].timeouts);
+}
+
+TEST(Reconciler, OnEjectChangeTouchesNoDatapathState) {
+  FakeDataplane dp;
+  Reconciler r(dp);
+  r.start({}, std::nullopt);
+  ASSERT_TRUE(r.apply(twoServices()));
+  DesiredState next = twoServices();
+  next.services[0].onEject = OnEject::kReset;  // meshd's health monitor reads it, not the datapath
+  dp.log.clear();
+  auto report = r.apply(next);
+  ASSERT_TRUE(report);
+  EXPECT_EQ(report->changed, std::vector<std::string>{"web"});
+  EXPECT_TRUE(dp.log.empty());
+}
+
 TEST(Reconciler, VipHandedFromARemovedServiceToANewOneHasNoGap) {
   FakeDataplane dp;
   Reconciler r(dp);
@@ -302,8 +336,12 @@ TEST(Reconciler, AdoptionWithIdsRewritesIdenticalRingsAndSweepsStaleEntries) {
   auto rings = dp.rings;
   auto endpoints = dp.endpoints;
   // Leftovers of a change the earlier run made but never saved (killed mid-way).
-  ServiceEntry stale{
-      {ip("10.0.0.9"), 9, Protocol::kUdp}, 7, kRing, Algorithm::kMaglev, ForwardingMode::kNat};
+  ServiceEntry stale{{ip("10.0.0.9"), 9, Protocol::kUdp},
+                     7,
+                     kRing,
+                     Algorithm::kMaglev,
+                     ForwardingMode::kNat,
+                     ConnTimeouts{}};
   dp.endpoints[40] = EndpointEntry{ip("10.0.2.99"), 80, 7};
   dp.rings[7] = std::vector<uint32_t>(kRing, 40);
   dp.services[stale.key] = stale;
@@ -385,6 +423,20 @@ TEST(Reconciler, NodeIsWrittenOnceAndOnChange) {
   dp.log.clear();
   ASSERT_TRUE(r.apply(next));
   EXPECT_EQ(dp.log, std::vector<std::string>{"setNode"});
+
+  // The SNAT pool is part of what setNode writes.
+  next.node.snatPool = {ip("10.0.2.5"), ip("10.0.2.6")};
+  dp.log.clear();
+  ASSERT_TRUE(r.apply(next));
+  EXPECT_EQ(dp.log, std::vector<std::string>{"setNode"});
+  EXPECT_EQ(dp.node_->snatPool, next.node.snatPool);
+
+  // Table sizes are fixed when the maps are made: nothing setNode could change (a restart does).
+  next.node.halfTableSize *= 2;
+  next.node.connTableSize *= 2;
+  dp.log.clear();
+  ASSERT_TRUE(r.apply(next));
+  EXPECT_TRUE(dp.log.empty());
 }
 
 }  // namespace
