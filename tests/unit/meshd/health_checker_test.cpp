@@ -259,10 +259,10 @@ TEST(HealthMonitor, FailingEndpointLeavesTheRingAndComesBack) {
   monitor.stop();
 }
 
-// Datapath events through the monitor: ids map to endpoints, a down mark ejects at once and
-// flushes the endpoint's connections, a mark found at start counts as a down event, the cap's
-// veto clears the mark, and /v1/health shows the datapath's view.
-TEST(HealthMonitor, DatapathEventsEjectFlushAndClearMarks) {
+// Datapath events through the monitor: ids map to endpoints, a down mark ejects at once and (with
+// on_eject: reset) flushes the endpoint's connections, a mark found at start counts as a down
+// event, the cap's veto clears the mark, and /v1/health shows the datapath's view.
+TEST(HealthMonitor, DatapathEventsEjectFlushOnResetAndClearMarks) {
   meshpath::testing::FakeDataplane dataplane;
   Reconciler reconciler(dataplane);
   reconciler.start(RealizedSnapshot{}, std::nullopt);
@@ -272,6 +272,7 @@ TEST(HealthMonitor, DatapathEventsEjectFlushAndClearMarks) {
   ServiceSpec& web = state.services[0];
   web.health.ejectionTimeMs = 60000;  // type none: passive only
   web.health.panicThresholdPercent = 0;  // the cap alone decides
+  web.onEject = OnEject::kReset;
   ASSERT_TRUE(cp.commit(state));
   const auto id = [&](int i) {
     return *reconciler.endpointId("web", "10.0.2.1" + std::to_string(i) + ":8080");
@@ -332,6 +333,100 @@ TEST(HealthMonitor, DatapathEventsEjectFlushAndClearMarks) {
                                              {"active_conns", 7}}));
   EXPECT_TRUE(view["services"][0]["endpoints"][1]["datapath"]["rtt_us"].is_null());
   EXPECT_EQ(view["services"][0]["check"]["passive_fall"], 3);
+  monitor.stop();
+}
+
+// on_eject: keep (the default): an ejected endpoint leaves the ring and nothing else happens to
+// its connections; switching the service to reset makes the next ejection flush.
+TEST(HealthMonitor, OnEjectKeepLeavesConnectionsInPlace) {
+  meshpath::testing::FakeDataplane dataplane;
+  Reconciler reconciler(dataplane);
+  reconciler.start(RealizedSnapshot{}, std::nullopt);
+  StateStore store(::testing::TempDir() + "/health_monitor_keep_state.json");
+  ControlPlane cp(dataplane, reconciler, store, "", false);
+  DesiredState state = webState(4);
+  state.services[0].health.ejectionTimeMs = 60000;  // passive only
+  ASSERT_EQ(state.services[0].onEject, OnEject::kKeep);
+  ASSERT_TRUE(cp.commit(state));
+  const auto id = [&](int i) {
+    return *reconciler.endpointId("web", "10.0.2.1" + std::to_string(i) + ":8080");
+  };
+  dataplane.conns = {{id(2), true, true}, {id(2), true, true}, {id(1), true, true}};
+
+  asio::io_context io;
+  SteadyClock clock;
+  FakeProber prober;
+  HealthMonitor monitor(io, cp, clock, prober);
+  monitor.start();
+  monitor.onDatapathEvent(DatapathEvent{0, id(2), MP_HEV_DOWN, MP_PASSIVE_RST, 3});
+  EXPECT_TRUE(reconciler.isExcluded("web", "10.0.2.12:8080")) << "new flows avoid it";
+  EXPECT_TRUE(dataplane.flushed.empty()) << "its established connections stay";
+  EXPECT_TRUE(dataplane.conns[0].live && dataplane.conns[1].live);
+  EXPECT_EQ(monitor.eventsJson().back()["to"], "ejected");
+
+  state.services[0].onEject = OnEject::kReset;
+  ASSERT_TRUE(cp.commit(state));
+  monitor.onDatapathEvent(DatapathEvent{0, id(3), MP_HEV_DOWN, MP_PASSIVE_RST, 3});
+  ASSERT_EQ(dataplane.flushed.size(), 1u);
+  EXPECT_EQ(dataplane.flushed[0], std::set<uint32_t>{id(3)});
+  EXPECT_TRUE(dataplane.conns[0].live) << "the earlier ejection's connections are not revisited";
+  monitor.stop();
+}
+
+// After each recount the monitor compares every endpoint's SNAT ports in use with its capacity
+// (sources x ports): an event and a warning at 80%, once; "ok" again only below 70%.
+TEST(HealthMonitor, SnatPortsRunningShortRaiseAnEventOncePerCrossing) {
+  meshpath::testing::FakeDataplane dataplane;
+  Reconciler reconciler(dataplane);
+  reconciler.start(RealizedSnapshot{}, std::nullopt);
+  StateStore store(::testing::TempDir() + "/health_monitor_snat_state.json");
+  ControlPlane cp(dataplane, reconciler, store, "", false);
+  DesiredState state = webState(2);
+  state.node.snatPortMin = 10000;
+  state.node.snatPortMax = 10499;                         // 500 ports
+  state.node.snatPool = {*IpAddress::parse("10.0.2.2")};  // 2 sources: capacity 1000
+  ASSERT_TRUE(cp.commit(state));
+  const uint32_t ep1 = *reconciler.endpointId("web", "10.0.2.11:8080");
+  const uint32_t ep2 = *reconciler.endpointId("web", "10.0.2.12:8080");
+  dataplane.connStats.snatPortsInUse = {{ep1, 800}, {ep2, 799}};
+
+  asio::io_context io;
+  SteadyClock clock;
+  FakeProber prober;
+  HealthMonitor monitor(io, cp, clock, prober);
+  std::vector<nlohmann::json> followed;
+  monitor.subscribe([&](const nlohmann::json& e) { followed.push_back(e); });
+  monitor.start();  // the first recount
+  io.run_for(std::chrono::milliseconds(50));
+  ASSERT_EQ(followed.size(), 1u);
+  EXPECT_EQ(followed[0]["service"], "web");
+  EXPECT_EQ(followed[0]["endpoint"], "10.0.2.11:8080");
+  EXPECT_EQ(followed[0]["from"], "snat_ok");
+  EXPECT_EQ(followed[0]["to"], "snat_high");
+  EXPECT_EQ(
+      followed[0]["reason"].get<std::string>().rfind("SNAT ports: 800 of 1000 in use (80%)", 0), 0u)
+      << followed[0]["reason"];
+
+  // Still high, or dipping to 70%: no new event. Below 70%: back to ok.
+  dataplane.connStats.snatPortsInUse[ep1] = 900;
+  monitor.recount();
+  io.restart();
+  io.run_for(std::chrono::milliseconds(50));
+  dataplane.connStats.snatPortsInUse[ep1] = 700;
+  monitor.recount();
+  io.restart();
+  io.run_for(std::chrono::milliseconds(50));
+  EXPECT_EQ(followed.size(), 1u);
+  dataplane.connStats.snatPortsInUse[ep1] = 699;
+  monitor.recount();
+  io.restart();
+  io.run_for(std::chrono::milliseconds(50));
+  ASSERT_EQ(followed.size(), 2u);
+  EXPECT_EQ(followed[1]["from"], "snat_high");
+  EXPECT_EQ(followed[1]["to"], "snat_ok");
+  EXPECT_EQ(followed[1]["reason"], "SNAT ports: 699 of 1000 in use (69%), below 70% again");
+  // Health is untouched by it.
+  EXPECT_FALSE(reconciler.isExcluded("web", "10.0.2.11:8080"));
   monitor.stop();
 }
 

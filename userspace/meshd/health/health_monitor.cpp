@@ -73,7 +73,7 @@ void HealthMonitor::start() {
   });
   sync();
   adoptDatapathMarks();
-  resync();
+  recount();
   armTick();
   armResync();
   if (const int fd = cp_.dataplane().eventsFd(); fd >= 0) {
@@ -117,14 +117,15 @@ void HealthMonitor::armResync() {
   resyncTimer_.expires_after(kResyncEvery);
   resyncTimer_.async_wait([this](const boost::system::error_code& ec) {
     if (ec || !running_) return;
-    resync();
+    recount();
     armResync();
   });
 }
 
-void HealthMonitor::resync() {
+void HealthMonitor::recount() {
   const auto start = std::chrono::steady_clock::now();
-  walker_.resync([start](const Result<ConnWalk>& walk) {
+  // The walker drops its callbacks when stopped (stop(), the destructor): `this` outlives them.
+  walker_.resync([this, start](const Result<ConnWalk>& walk) {
     if (!walk) {
       spdlog::error("health: recount of active connections failed: {}", walk.error().toString());
       return;
@@ -134,7 +135,35 @@ void HealthMonitor::resync() {
                   std::chrono::duration_cast<std::chrono::milliseconds>(
                       std::chrono::steady_clock::now() - start)
                       .count());
+    checkSnatCapacity();
   });
+}
+
+void HealthMonitor::checkSnatCapacity() {
+  auto stats = cp_.dataplane().connTableStats();
+  if (!stats) {
+    spdlog::error("health: SNAT port use not checked: {}", stats.error().toString());
+    return;
+  }
+  const auto crossings =
+      snatWatch_.update(snatPortUse(cp_.desired(), cp_.reconciler().ids(), *stats));
+  std::vector<HealthEvent> events;
+  for (const SnatCapacityCrossing& c : crossings) {
+    const std::string use = std::to_string(c.use.used) + " of " + std::to_string(c.use.capacity) +
+                            " in use (" + std::to_string(c.use.used * 100 / c.use.capacity) + "%)";
+    HealthEvent e{clock_.now(), c.use.service, c.use.endpoint, "snat_ok", "snat_high", ""};
+    if (c.high) {
+      e.reason = "SNAT ports: " + use +
+                 "; new flows to it are refused once all are held: add node.snat_pool "
+                 "addresses or widen node.snat_ports";
+    } else {
+      std::swap(e.from, e.to);
+      e.reason = "SNAT ports: " + use + ", below " +
+                 std::to_string(SnatCapacityWatch::kClearPercent) + "% again";
+    }
+    events.push_back(std::move(e));
+  }
+  record(std::move(events));
 }
 
 std::optional<uint32_t> HealthMonitor::endpointId(const std::string& service,
@@ -196,13 +225,22 @@ void HealthMonitor::act() {
         }
       }
     }
+    if (actions.flush.empty()) continue;
+    std::string keys;
+    for (const std::string& key : actions.flush) keys += (keys.empty() ? "" : ", ") + key;
+    // on_eject: keep (the default) leaves established connections where they are: the ejection
+    // only takes the endpoint out of the ring (and the datapath's mark keeps new flows off it).
+    const ServiceSpec* spec = cp_.findService(name);
+    if (spec == nullptr || spec->onEject == OnEject::kKeep) {
+      spdlog::info("health: {}: ejected {} keeps its established connections (on_eject: keep)",
+                   name, keys);
+      continue;
+    }
     std::set<uint32_t> flush;
     for (const std::string& key : actions.flush) {
       if (auto id = endpointId(name, key)) flush.insert(*id);
     }
     if (flush.empty()) continue;
-    std::string keys;
-    for (const std::string& key : actions.flush) keys += (keys.empty() ? "" : ", ") + key;
     // The first step runs before this returns: a table that fits in it (a few thousand
     // entries) is flushed in this very turn, before /v1/health can show the ejection; a larger
     // one is flushed over the next turns, ahead of any recount.
@@ -330,7 +368,7 @@ void HealthMonitor::record(std::vector<HealthEvent> events) {
     if (ev.to == "panic") {
       lastPanicReminder_ = now;
       spdlog::error("health: {}: {} -> {}: {}", what, ev.from, ev.to, ev.reason);
-    } else if (ev.to == "ejected" || ev.from == ev.to) {
+    } else if (ev.to == "ejected" || ev.to == "snat_high" || ev.from == ev.to) {
       spdlog::warn("health: {}: {} -> {}: {}", what, ev.from, ev.to, ev.reason);
     } else {
       spdlog::info("health: {}: {} -> {}: {}", what, ev.from, ev.to, ev.reason);

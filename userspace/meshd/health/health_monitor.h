@@ -2,11 +2,12 @@
 // how, which endpoints they have), runs the probes (HealthChecker), reads the datapath's passive
 // health events (the mp_events ring buffer, its fd waited on by the event loop), feeds both into
 // each service's state machine (ServiceHealth), tells the control plane which endpoints the rings
-// leave out, and does what the machines ask of the datapath (clear down marks, flush an ejected
-// endpoint's connections). Every 10 s it recounts the active connections from the connection
-// table. Both walks of that table run a step per loop turn (ConnTableWalker). Keeps the last
-// transitions for GET /v1/events and streams new ones to followers. Everything runs on the daemon's
-// one event loop.
+// leave out, and does what the machines ask of the datapath (clear down marks; flush an ejected
+// endpoint's connections when its service says on_eject: reset). Every 10 s it recounts the
+// active connections from the connection tables, then warns (an event and the log) when an
+// endpoint's SNAT ports run short (SnatCapacityWatch). Both walks of the tables run a step per
+// loop turn (ConnTableWalker). Keeps the last transitions for GET /v1/events and streams new ones
+// to followers. Everything runs on the daemon's one event loop.
 #pragma once
 
 #include <boost/asio/io_context.hpp>
@@ -25,6 +26,7 @@
 #include "control_plane.h"
 #include "health/health_checker.h"
 #include "health/health_state.h"
+#include "snat_capacity.h"
 
 namespace meshpath::health {
 
@@ -53,6 +55,9 @@ class HealthMonitor {
   // Endpoints the pinned maps show marked down (an earlier run's, or while meshd was away): each
   // is taken as a down event. Called by start().
   void adoptDatapathMarks();
+  // Recounts the active connections (joining a recount under way), then checks the endpoints'
+  // SNAT ports. start() and a timer every 10 s call it.
+  void recount();
 
   // GET /v1/health (all services, or one: nullopt when it does not exist).
   std::optional<nlohmann::json> healthJson(const std::string& service = "") const;
@@ -77,7 +82,8 @@ class HealthMonitor {
   void act();  // the machines' datapath actions
   void armEvents();
   void armResync();
-  void resync();
+  // After each recount: events for endpoints whose SNAT port use crossed the watch's lines.
+  void checkSnatCapacity();
   std::optional<uint32_t> endpointId(const std::string& service, const std::string& key) const;
   void pushExclusions();
   void armTick();
@@ -91,6 +97,7 @@ class HealthMonitor {
   boost::asio::steady_timer tick_;
   boost::asio::steady_timer resyncTimer_;
   ConnTableWalker walker_;  // flushes and recounts, a step per loop turn
+  SnatCapacityWatch snatWatch_;
   std::unique_ptr<boost::asio::posix::stream_descriptor> eventsFd_;
   // endpoint id -> (service, endpoint key), from the reconciler's ids at the last sync.
   std::map<uint32_t, std::pair<std::string, std::string>> byId_;
