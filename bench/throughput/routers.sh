@@ -55,8 +55,10 @@ node:
   interfaces: [$CHAIN_RTR_GEN_IF, $CHAIN_RTR_SINK_IF]
   ipv4: $CHAIN_RTR_IPV4
   ipv6: $CHAIN_RTR_IPV6
-  snat_ports: 1024-65535
-  conn_table_size: 2097152
+  # Defaults but one: the generator's UDP flows are one-way (the sink never answers), so every
+  # one stays half-open; 1M of them need a half-open table above 1M (the default 262144 holds
+  # 256k, and an LRU evicts before it is quite full). SNAT ports: the default auto range.
+  half_table_size: 2097152
   flow_cache_slots: ${FLOW_CACHE_SLOTS:-4096}
   xdp_mode: native
   api_socket: $STATE/meshd.sock
