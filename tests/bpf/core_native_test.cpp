@@ -7,6 +7,7 @@
 #include <cstring>
 #include <optional>
 #include <random>
+#include <set>
 #include <string>
 #include <tuple>
 #include <vector>
@@ -198,6 +199,45 @@ TEST(CoreNat, SnatPortStaysInRangeAndFirstProbeIsStable) {
   EXPECT_NE(mp_snat_port(99, 0, 61000, 65535), mp_snat_port(99, 1, 61000, 65535));
 }
 
+// The pool index of a candidate: 0 for a pool of one, every index of a larger pool about as often,
+// probe 0 always the same pair, and independent of the port (both come from one hash: the index
+// from the bits above the range's).
+TEST(CoreNat, SnatCandidateSpreadsOverThePool) {
+  std::mt19937 rng(13);
+  for (uint32_t n : {1u, 2u, 3u, uint32_t{MP_SNAT_ADDRS_MAX}}) {
+    SCOPED_TRACE(std::to_string(n) + " addresses");
+    std::vector<int> perAddr(n);
+    std::set<std::pair<uint32_t, uint16_t>> pairs;
+    constexpr int kFlows = 40000;
+    for (int i = 0; i < kFlows; ++i) {
+      const uint32_t h = static_cast<uint32_t>(rng());
+      uint32_t idx = 99, again = 99;
+      const uint16_t port = mp_snat_candidate(h, 0, 61000, 61099, n, &idx);
+      ASSERT_EQ(mp_snat_candidate(h, 0, 61000, 61099, n, &again), port);
+      ASSERT_EQ(again, idx) << "probe 0 is always the same pair";
+      ASSERT_LT(idx, n);
+      ASSERT_GE(ntohs(port), 61000);
+      ASSERT_LE(ntohs(port), 61099);
+      ++perAddr[idx];
+      pairs.emplace(idx, port);
+      for (uint32_t probe = 1; probe < MP_SNAT_PROBES; ++probe) {
+        ASSERT_NE(mp_snat_candidate(h, probe, 61000, 61099, n, &idx), 0);
+        ASSERT_LT(idx, n);
+      }
+    }
+    for (int c : perAddr) {
+      EXPECT_NEAR(c, kFlows / static_cast<int>(n), kFlows / static_cast<int>(n) / 10);
+    }
+    EXPECT_EQ(pairs.size(), n * 100u) << "every (address, port) pair is used";
+  }
+  uint32_t idx = 5;
+  EXPECT_EQ(mp_snat_candidate(1, 0, 2000, 1000, 4, &idx), 0) << "empty range";
+  EXPECT_EQ(idx, 0u);
+  EXPECT_EQ(mp_snat_candidate(1, 0, 1000, 2000, 0, &idx), htons(static_cast<uint16_t>(1001)))
+      << "no address: index 0 (the caller refuses an empty pool)";
+  EXPECT_EQ(idx, 0u);
+}
+
 // The parser's 5-tuple of a TCP packet from client:sport to vip:80.
 mp_flow tcpFlow(uint16_t sport, const std::string& client = kClient4,
                 const std::string& vip = kVip4) {
@@ -276,72 +316,123 @@ TEST(CoreConn, CloseBitsBySide) {
   EXPECT_EQ(mp_tcp_close_bits(MP_TCP_RST | MP_TCP_FIN, 0), MP_CONN_F_RST | MP_CONN_F_FIN_EP);
 }
 
-TEST(CoreConn, ClosedAfterRstOrBothFinsStampedOnce) {
+TEST(CoreConn, ClosedAfterRstOrBothFinsAnsweredOnce) {
   mp_conn c{};
   c.snat_port = htons(61500);
-  // What the program does with mp_conn_mark's answer.
-  const auto mark = [](mp_conn* conn, uint32_t bits, uint64_t now) {
-    const int closedNow = mp_conn_mark(conn, bits);
-    if (closedNow) mp_conn_closed_at(conn, now);
-    return closedNow;
-  };
-  EXPECT_EQ(mark(&c, MP_CONN_F_FIN_CLIENT, 100), 0);
+  EXPECT_EQ(mp_conn_mark(&c, MP_CONN_F_FIN_CLIENT), 0);
   EXPECT_EQ(c.flags, MP_CONN_F_FIN_CLIENT);
-  EXPECT_EQ(c.closed_ns, 0u) << "half-closed is open";
-  EXPECT_EQ(mark(&c, MP_CONN_F_FIN_CLIENT, 150), 0) << "a retransmitted FIN";
-  EXPECT_EQ(c.closed_ns, 0u);
-  EXPECT_EQ(mark(&c, MP_CONN_F_FIN_EP, 200), 1) << "the second FIN closes";
+  EXPECT_EQ(mp_conn_mark(&c, MP_CONN_F_FIN_CLIENT), 0) << "a retransmitted FIN";
+  EXPECT_EQ(mp_conn_mark(&c, MP_CONN_F_FIN_EP), MP_CONN_CLOSED_NOW)
+      << "the second FIN closes (not counted open: no COUNTED bit)";
   EXPECT_TRUE(mp_conn_flags_closed(c.flags));
-  EXPECT_EQ(c.closed_ns, 200u);
-  EXPECT_EQ(mark(&c, MP_CONN_F_FIN_EP, 300), 0) << "the endpoint retransmits its FIN";
-  EXPECT_EQ(mark(&c, MP_CONN_F_RST, 400), 0) << "then resets: still closed since 200";
-  EXPECT_EQ(c.closed_ns, 200u);
+  EXPECT_EQ(mp_conn_mark(&c, MP_CONN_F_FIN_EP), 0) << "the endpoint retransmits its FIN";
+  EXPECT_EQ(mp_conn_mark(&c, MP_CONN_F_RST), 0) << "then resets: it closed once already";
   EXPECT_EQ(c.flags, MP_CONN_F_FIN_CLIENT | MP_CONN_F_FIN_EP | MP_CONN_F_RST);
   EXPECT_EQ(c.snat_port, htons(61500)) << "the atomic or leaves the port alone";
 
   mp_conn r{};
-  EXPECT_EQ(mark(&r, MP_CONN_F_RST, 500), 1);
-  EXPECT_EQ(r.closed_ns, 500u) << "a RST closes at once";
-  EXPECT_EQ(mp_conn_reopen(&r, 0), MP_CONN_F_RST) << "the winner gets the flags it replaced";
+  r.flags = MP_CONN_F_COUNTED;
+  EXPECT_EQ(mp_conn_mark(&r, MP_CONN_F_RST), MP_CONN_CLOSED_NOW | MP_CONN_CLOSED_COUNTED)
+      << "a RST closes at once, and the caller counts the close";
+  EXPECT_EQ(mp_conn_reopen(&r, 0), static_cast<uint32_t>(MP_CONN_F_COUNTED | MP_CONN_F_RST))
+      << "the winner gets the flags it replaced";
   EXPECT_EQ(r.flags, 0u);
-  EXPECT_EQ(r.closed_ns, 0u);
 
   EXPECT_FALSE(mp_conn_flags_closed(0));
   EXPECT_FALSE(mp_conn_flags_closed(MP_CONN_F_FIN_EP));
 }
 
+// Which lifetime (enum mp_tmo) each state of an entry lives by, in either table.
+TEST(CoreConn, LifetimeFollowsTableProtocolAndFlags) {
+  struct Case {
+    const char* what;
+    uint32_t flags;
+    uint8_t proto;
+    int established;
+    uint32_t tmo;
+  };
+  constexpr uint32_t kFins = MP_CONN_F_FIN_CLIENT | MP_CONN_F_FIN_EP;
+  const Case cases[] = {
+      {"half-open SYN", MP_CONN_F_SYN_SENT, IPPROTO_TCP, 0, MP_TMO_TCP_SYN},
+      {"half-open, SYN-ACK seen", MP_CONN_F_SYNACK, IPPROTO_TCP, 0, MP_TMO_TCP_SYN},
+      {"half-open mid-flow packet (no SYN seen)", 0, IPPROTO_TCP, 0, MP_TMO_TCP_SYN},
+      {"established", MP_CONN_F_COUNTED, IPPROTO_TCP, 1, MP_TMO_TCP_EST},
+      {"established, reopened (SYN_SENT)", MP_CONN_F_COUNTED | MP_CONN_F_SYN_SENT, IPPROTO_TCP, 1,
+       MP_TMO_TCP_SYN},
+      {"client's FIN", MP_CONN_F_COUNTED | MP_CONN_F_FIN_CLIENT, IPPROTO_TCP, 1, MP_TMO_TCP_FIN},
+      {"endpoint's FIN", MP_CONN_F_COUNTED | MP_CONN_F_FIN_EP, IPPROTO_TCP, 1, MP_TMO_TCP_FIN},
+      {"half-open, one FIN", MP_CONN_F_SYN_SENT | MP_CONN_F_FIN_CLIENT, IPPROTO_TCP, 0,
+       MP_TMO_TCP_FIN},
+      {"FIN both ways", MP_CONN_F_COUNTED | kFins, IPPROTO_TCP, 1, MP_TMO_TCP_CLOSED},
+      {"RST", MP_CONN_F_COUNTED | MP_CONN_F_RST, IPPROTO_TCP, 1, MP_TMO_TCP_CLOSED},
+      {"RST on a half-open SYN", MP_CONN_F_SYN_SENT | MP_CONN_F_RST, IPPROTO_TCP, 0,
+       MP_TMO_TCP_CLOSED},
+      {"UDP, not answered", 0, IPPROTO_UDP, 0, MP_TMO_UDP},
+      {"UDP, answered", 0, IPPROTO_UDP, 1, MP_TMO_UDP_REPLIED},
+      {"UDP ignores TCP bits", MP_CONN_F_RST, IPPROTO_UDP, 1, MP_TMO_UDP_REPLIED},
+  };
+  for (const Case& c : cases) {
+    EXPECT_EQ(mp_conn_tmo_index(c.flags, c.proto, c.established), c.tmo) << c.what;
+  }
+}
+
+// An expiry is written when it moves back (a shorter state), or forward by at least the slack.
+TEST(CoreConn, RefreshWritesOnlyWhenTheExpiryMovesEnough) {
+  constexpr uint64_t kSlack = 250, kTmo = 1000;
+  mp_conn c{};
+  c.expires = 5000;
+  mp_conn_refresh(&c, 4000 + kSlack - 1, kTmo, kSlack);
+  EXPECT_EQ(c.expires, 5000u) << "forward by slack - 1: not written";
+  mp_conn_refresh(&c, 4000 + kSlack, kTmo, kSlack);
+  EXPECT_EQ(c.expires, 5000 + kSlack) << "forward by the slack";
+  mp_conn_refresh(&c, 4000, 10, kSlack);
+  EXPECT_EQ(c.expires, 4010u) << "back by any amount (a close shortens the lifetime)";
+  mp_conn_refresh(&c, 4010, 0, kSlack);
+  EXPECT_EQ(c.expires, 4010u) << "the same: nothing to write";
+  EXPECT_TRUE(mp_conn_expired(&c, 4010)) << "expired from expires on";
+  EXPECT_FALSE(mp_conn_expired(&c, 4009));
+  mp_conn z{};
+  EXPECT_TRUE(mp_conn_expired(&z, 0)) << "an entry with no lifetime is expired";
+}
+
+TEST(CoreConn, OnlyTheClientsAckAfterTheSynAckPromotes) {
+  constexpr uint32_t kAnswered = MP_CONN_F_SYNACK;
+  EXPECT_TRUE(mp_half_promotes(kAnswered, IPPROTO_TCP, MP_TCP_ACK));
+  EXPECT_TRUE(mp_half_promotes(kAnswered, IPPROTO_TCP, MP_TCP_ACK | 0x08 /* PSH */));
+  EXPECT_TRUE(mp_half_promotes(kAnswered, IPPROTO_TCP, MP_TCP_ACK | MP_TCP_FIN))
+      << "a FIN carries the ACK of the handshake too";
+  EXPECT_FALSE(mp_half_promotes(0, IPPROTO_TCP, MP_TCP_ACK)) << "no SYN-ACK seen";
+  EXPECT_FALSE(mp_half_promotes(MP_CONN_F_SYN_SENT, IPPROTO_TCP, MP_TCP_ACK));
+  EXPECT_FALSE(mp_half_promotes(kAnswered, IPPROTO_TCP, MP_TCP_SYN)) << "a SYN again";
+  EXPECT_FALSE(mp_half_promotes(kAnswered, IPPROTO_TCP, MP_TCP_SYN | MP_TCP_ACK));
+  EXPECT_FALSE(mp_half_promotes(kAnswered, IPPROTO_TCP, MP_TCP_RST | MP_TCP_ACK));
+  EXPECT_FALSE(mp_half_promotes(kAnswered, IPPROTO_TCP, MP_TCP_FIN)) << "no ACK bit";
+  EXPECT_FALSE(mp_half_promotes(kAnswered, IPPROTO_UDP, 0)) << "UDP: by the endpoint's answer";
+}
+
 TEST(CoreConn, SnatPortReusableOnlyWhenNothingForwardsToIt) {
-  constexpr uint64_t kLinger = 2'000'000'000;
   const uint16_t port = htons(61500);
   mp_conn owner{};
   owner.ep_id = 7;
   owner.snat_port = port;
-  const auto reusable = [&](const mp_conn* o, uint8_t proto, uint64_t now, uint32_t epId = 7) {
-    return mp_snat_reusable(epId, o, port, proto, now, kLinger) != 0;
-  };
-  EXPECT_TRUE(reusable(nullptr, IPPROTO_TCP, 1)) << "forward entry gone";
-  EXPECT_TRUE(reusable(nullptr, IPPROTO_UDP, 1)) << "forward entry gone";
-  EXPECT_FALSE(reusable(nullptr, IPPROTO_TCP, 1, MP_RNAT_CLAIMED)) << "another flow claims it";
-  EXPECT_FALSE(reusable(&owner, IPPROTO_TCP, 10 * kLinger)) << "open";
-  owner.closed_ns = 1;
-  EXPECT_FALSE(reusable(&owner, IPPROTO_TCP, 10 * kLinger))
-      << "a time without close flags: an entry of the previous version (its created_ns)";
-  owner.closed_ns = 0;
-  EXPECT_FALSE(reusable(&owner, IPPROTO_UDP, 10 * kLinger)) << "UDP never closes";
+  owner.expires = 1000;
+  EXPECT_TRUE(mp_snat_reusable(7, nullptr, port, 1)) << "forward entry gone";
+  EXPECT_FALSE(mp_snat_reusable(MP_RNAT_CLAIMED, nullptr, port, 1)) << "another flow claims it";
+  EXPECT_FALSE(mp_snat_reusable(MP_RNAT_CLAIMED, &owner, port, 5000));
+  EXPECT_FALSE(mp_snat_reusable(7, &owner, port, 999)) << "alive, whatever its flags";
   owner.flags = MP_CONN_F_FIN_CLIENT | MP_CONN_F_FIN_EP;
-  owner.closed_ns = 5 * kLinger;
-  EXPECT_FALSE(reusable(&owner, IPPROTO_TCP, 5 * kLinger + kLinger - 1)) << "lingering";
-  EXPECT_TRUE(reusable(&owner, IPPROTO_TCP, 5 * kLinger + kLinger));
-  EXPECT_FALSE(reusable(&owner, IPPROTO_TCP, 5 * kLinger - 1)) << "closed after our clock read";
-  EXPECT_EQ(mp_snat_reusable(7, &owner, port, IPPROTO_TCP, 5 * kLinger, 0), 1) << "no linger";
-  owner.closed_ns = 0;
-  owner.flags = 0;
+  EXPECT_FALSE(mp_snat_reusable(7, &owner, port, 999)) << "closed, lingering";
+  EXPECT_TRUE(mp_snat_reusable(7, &owner, port, 1000)) << "expired";
+  owner.flags = MP_CONN_F_COUNTED;
+  EXPECT_TRUE(mp_snat_reusable(7, &owner, port, 1000)) << "an open one that expired (idle)";
   mp_conn moved = owner;
+  moved.expires = ~0ull;
   moved.snat_port = htons(61501);
-  EXPECT_TRUE(reusable(&moved, IPPROTO_TCP, 1)) << "the flow now uses another port";
+  EXPECT_TRUE(mp_snat_reusable(7, &moved, port, 1)) << "the flow now uses another port";
   moved = owner;
+  moved.expires = ~0ull;
   moved.ep_id = 8;
-  EXPECT_TRUE(reusable(&moved, IPPROTO_UDP, 1)) << "the flow now goes to another endpoint";
+  EXPECT_TRUE(mp_snat_reusable(7, &moved, port, 1)) << "the flow now goes to another endpoint";
 }
 
 TEST(CoreNat, ClientFlowOfAReverseEntryIsTheForwardKey) {
@@ -525,7 +616,13 @@ TEST(CoreConn, RetireReopenAndAnswerCountOnce) {
   EXPECT_EQ(mp_conn_syn_rtt(MP_CONN_F_SYN_SENT, 100, 350), 250u);
   EXPECT_EQ(mp_conn_syn_rtt(MP_CONN_F_SYN_SENT | MP_CONN_F_RST, 100, 350), 0u);
   EXPECT_EQ(mp_conn_syn_rtt(MP_CONN_F_SYN_SENT, 0, 350), 0u) << "reopen in progress";
-  EXPECT_EQ(mp_conn_syn_rtt(MP_CONN_F_SYN_SENT, 400, 350), 0u);
+  EXPECT_EQ(mp_conn_syn_rtt(MP_CONN_F_SYN_SENT, 400, 350), 0u) << "a SYN after the SYN-ACK";
+  // syn_ns holds the low 32 bits: a SYN just before a 2^32 ns boundary, answered after it.
+  EXPECT_EQ(mp_conn_syn_rtt(MP_CONN_F_SYN_SENT, 0xFFFFFF00u, (5ull << 32) + 0x100), 0x200u);
+  EXPECT_EQ(mp_conn_syn_rtt(MP_CONN_F_SYN_SENT, 100, 100), 1u) << "sampled is never 0";
+  EXPECT_EQ(mp_conn_syn_rtt(MP_CONN_F_SYN_SENT, 100, 100 + 0x80000001ull), 0u)
+      << "older than the 32 bits tell (2.1 s on): no sample";
+  EXPECT_EQ(mp_conn_syn_rtt(0, 100, 350), 0u) << "no SYN_SENT: no sample";
 
   EXPECT_EQ(mp_conn_mark(&c, MP_CONN_F_RST), MP_CONN_CLOSED_NOW | MP_CONN_CLOSED_COUNTED);
   EXPECT_EQ(mp_conn_retire(&c), 0) << "closed: its close was counted by the mark";
@@ -540,12 +637,12 @@ TEST(CoreConn, RetireReopenAndAnswerCountOnce) {
 
   mp_conn half{};
   half.flags = MP_CONN_F_COUNTED | MP_CONN_F_FIN_EP;
-  half.closed_ns = 5;
+  half.expires = 5;
   const uint32_t old = mp_conn_reopen(&half, MP_CONN_F_SYN_SENT | MP_CONN_F_COUNTED);
   EXPECT_EQ(old, static_cast<uint32_t>(MP_CONN_F_COUNTED | MP_CONN_F_FIN_EP));
   EXPECT_TRUE(mp_conn_reopen_closes_counted(old)) << "half-closed was still counted open";
   EXPECT_EQ(half.flags, MP_CONN_F_SYN_SENT | MP_CONN_F_COUNTED);
-  EXPECT_EQ(half.closed_ns, 0u);
+  EXPECT_EQ(half.expires, 5u) << "the caller gives the lifetime";
   EXPECT_EQ(mp_conn_reopen(&half, 0), 0u) << "no close bits: nothing to reopen";
   EXPECT_FALSE(mp_conn_reopen_closes_counted(MP_CONN_F_COUNTED | MP_CONN_F_RST));
 }

@@ -183,27 +183,50 @@ CpuPin::CpuPin() {
 
 CpuPin::~CpuPin() { sched_setaffinity(0, sizeof(previous_), &previous_); }
 
-LbHarness::LbHarness(uint32_t connTableSize, uint64_t snatReuseNs)
+LbHarness::LbHarness(uint32_t connTableSize, uint64_t tcpClosedMs, uint32_t halfTableSize)
     : LbHarness(LbSkeletonOptions{
-          .pinRoot = "", .connTableSize = connTableSize, .snatReuseNs = snatReuseNs}) {}
+          .pinRoot = "", .connTableSize = connTableSize, .halfTableSize = halfTableSize}) {
+  timeouts_.jiffies[MP_TMO_TCP_CLOSED] = lb_->msToJiffies(tcpClosedMs);
+}
 
 LbHarness::LbHarness(const LbSkeletonOptions& options) {
   if (!options.pinRoot.empty()) throw std::invalid_argument("the harness's maps are private");
   auto lb = LbSkeleton::open(options);
   if (!lb) throw std::runtime_error(lb.error().toString());
   lb_ = std::move(*lb);
+  // meshd's defaults (model.h ConnTimeouts).
+  timeouts_.jiffies[MP_TMO_TCP_SYN] = lb_->msToJiffies(5000);
+  timeouts_.jiffies[MP_TMO_TCP_EST] = lb_->msToJiffies(3ull * 3600 * 1000);
+  timeouts_.jiffies[MP_TMO_TCP_FIN] = lb_->msToJiffies(60000);
+  timeouts_.jiffies[MP_TMO_TCP_CLOSED] = lb_->msToJiffies(2000);
+  timeouts_.jiffies[MP_TMO_UDP] = lb_->msToJiffies(30000);
+  timeouts_.jiffies[MP_TMO_UDP_REPLIED] = lb_->msToJiffies(120000);
+}
+
+void LbHarness::setTimeouts(uint32_t svcId, const mp_svc_tmo& t) {
+  if (bpf_map_update_elem(lb_->svcTmoFd(), &svcId, &t, BPF_ANY) != 0) {
+    throw std::runtime_error(std::string("update mp_svc_tmo: ") + std::strerror(errno));
+  }
+}
+
+uint64_t LbHarness::jiffies() const {
+  auto now = lb_->jiffiesNow();
+  if (!now) throw std::runtime_error(now.error().toString());
+  return *now;
 }
 
 void LbHarness::setNode(const std::string& v4, const std::string& v6, uint16_t portMin,
-                        uint16_t portMax) {
+                        uint16_t portMax, const std::vector<std::string>& pool) {
   node_ = {};
-  if (!v4.empty()) {
-    std::memcpy(node_.addr4, abiAddr(v4).bytes.data(), 16);
-    node_.has_addr4 = 1;
-  }
-  if (!v6.empty()) {
-    std::memcpy(node_.addr6, abiAddr(v6).bytes.data(), 16);
-    node_.has_addr6 = 1;
+  std::vector<std::string> all;
+  if (!v4.empty()) all.push_back(v4);
+  if (!v6.empty()) all.push_back(v6);
+  all.insert(all.end(), pool.begin(), pool.end());
+  for (const std::string& text : all) {
+    const AbiAddr a = abiAddr(text);
+    uint8_t& n = a.family == MP_AF_INET ? node_.n_addr4 : node_.n_addr6;
+    auto& slots = a.family == MP_AF_INET ? node_.addr4 : node_.addr6;
+    if (n < MP_SNAT_ADDRS_MAX) std::memcpy(slots[n++], a.bytes.data(), 16);
   }
   node_.snat_port_min = portMin;
   node_.snat_port_max = portMax;
@@ -251,6 +274,7 @@ void LbHarness::setService(uint32_t svcId, const std::string& vip, uint16_t port
   for (uint32_t i = 0; i < ringSize && !endpointIds.empty(); ++i) {
     s.slots[i] = endpointIds[i % endpointIds.size()];
   }
+  setTimeouts(svcId, timeouts_);
   if (auto status = lb_->writeRing(s.key, s.svc, s.ring.get(), half, s.slots); !status) {
     throw std::runtime_error(status.error().toString());
   }
@@ -303,6 +327,96 @@ std::optional<mp_rnat> LbHarness::rnat(const mp_flow& flow) const {
   mp_rnat value{};
   if (bpf_map_lookup_elem(lb_->rnatFd(), &flow, &value) != 0) return std::nullopt;
   return value;
+}
+
+std::optional<mp_conn> LbHarness::half(const mp_flow& flow) const {
+  mp_conn value{};
+  if (bpf_map_lookup_elem(lb_->halfFd(), &flow, &value) != 0) return std::nullopt;
+  return value;
+}
+
+std::optional<mp_rnat> LbHarness::hrnat(const mp_flow& flow) const {
+  mp_rnat value{};
+  if (bpf_map_lookup_elem(lb_->hrnatFd(), &flow, &value) != 0) return std::nullopt;
+  return value;
+}
+
+std::optional<mp_conn> LbHarness::anyConn(const mp_flow& flow) const {
+  if (auto c = conn(flow)) return c;
+  return half(flow);
+}
+
+std::optional<mp_rnat> LbHarness::anyRnat(const mp_flow& flow) const {
+  if (auto r = rnat(flow)) return r;
+  return hrnat(flow);
+}
+
+void LbHarness::put(int tableFd, const mp_flow& key, const mp_conn& value) {
+  if (bpf_map_update_elem(tableFd, &key, &value, BPF_ANY) != 0) {
+    throw std::runtime_error(std::string("write a connection entry: ") + std::strerror(errno));
+  }
+}
+
+void LbHarness::put(int tableFd, const mp_flow& key, const mp_rnat& value) {
+  if (bpf_map_update_elem(tableFd, &key, &value, BPF_ANY) != 0) {
+    throw std::runtime_error(std::string("write a reverse entry: ") + std::strerror(errno));
+  }
+}
+
+void LbHarness::erase(int tableFd, const mp_flow& key) {
+  if (bpf_map_delete_elem(tableFd, &key) != 0 && errno != ENOENT) {
+    throw std::runtime_error(std::string("delete an entry: ") + std::strerror(errno));
+  }
+}
+
+bool LbHarness::expire(const mp_flow& flow) {
+  for (const int fd : {lb_->connsFd(), lb_->halfFd()}) {
+    mp_conn c{};
+    if (bpf_map_lookup_elem(fd, &flow, &c) != 0) continue;
+    c.expires = jiffies();
+    put(fd, flow, c);
+    return true;
+  }
+  return false;
+}
+
+mp_flow LbHarness::replyKey(const mp_flow& flow, const mp_conn& c) const {
+  mp_endpoint ep{};
+  if (bpf_map_lookup_elem(lb_->endpointsFd(), &c.ep_id, &ep) != 0) {
+    throw std::runtime_error(std::string("lookup mp_endpoints: ") + std::strerror(errno));
+  }
+  mp_flow key{};
+  std::memcpy(key.src, ep.addr, 16);
+  const auto& pool = flow.family == MP_AF_INET ? node_.addr4 : node_.addr6;
+  std::memcpy(key.dst, pool[c.snat_addr % MP_SNAT_ADDRS_MAX], 16);
+  key.sport = ep.port;
+  key.dport = c.snat_port;
+  key.proto = flow.proto;
+  key.family = flow.family;
+  return key;
+}
+
+std::vector<uint64_t> LbHarness::snatBackoff(uint32_t epId) const {
+  std::vector<uint64_t> values(static_cast<size_t>(libbpf_num_possible_cpus()));
+  if (bpf_map_lookup_elem(mapFd("mp_snat_full"), &epId, values.data()) != 0) {
+    throw std::runtime_error(std::string("lookup mp_snat_full: ") + std::strerror(errno));
+  }
+  return values;
+}
+
+void LbHarness::clearSnatBackoff(uint32_t epId) {
+  const std::vector<uint64_t> zeros(static_cast<size_t>(libbpf_num_possible_cpus()));
+  if (bpf_map_update_elem(mapFd("mp_snat_full"), &epId, zeros.data(), BPF_ANY) != 0) {
+    throw std::runtime_error(std::string("clear mp_snat_full: ") + std::strerror(errno));
+  }
+}
+
+std::string LbHarness::nodeAddr(uint8_t family, uint32_t idx) const {
+  const auto& pool = family == MP_AF_INET ? node_.addr4 : node_.addr6;
+  char text[INET6_ADDRSTRLEN] = {};
+  inet_ntop(family == MP_AF_INET ? AF_INET : AF_INET6, pool[idx % MP_SNAT_ADDRS_MAX], text,
+            sizeof(text));
+  return text;
 }
 
 int LbHarness::mapFd(const std::string& name) const {
@@ -400,8 +514,9 @@ LbHarness::Choice LbHarness::predict(const Bytes& frame) const {
         mp_ring_index(mp_flow_hash(&pkt.flow), s.svc.ring_size, s.svc.active_half);
     if (index == MP_RING_EMPTY) return choice;
     choice.epId = s.slots[index - s.svc.active_half * s.svc.ring_size];
-    choice.snatPort =
-        mp_snat_port(mp_snat_hash(&pkt.flow), 0, node_.snat_port_min, node_.snat_port_max);
+    const uint32_t nAddrs = pkt.flow.family == MP_AF_INET ? node_.n_addr4 : node_.n_addr6;
+    choice.snatPort = mp_snat_candidate(mp_snat_hash(&pkt.flow), 0, node_.snat_port_min,
+                                        node_.snat_port_max, nAddrs, &choice.snatAddr);
   }
   return choice;
 }

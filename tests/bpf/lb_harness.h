@@ -27,7 +27,8 @@ namespace meshpath::testing {
 // The topology enterTestNetwork() builds. Nothing here exists outside the test's namespace.
 //   client side: veth "mpc" 10.0.1.1/24 fd00:1::1/64; client 10.0.1.10 / fd00:1::10, and an
 //                endpoint reached back through the ingress link, 10.0.1.20 / fd00:1::20
-//   endpoint side: veth "mpe" 10.0.2.1/24 fd00:2::1/64 (the node's SNAT address);
+//   endpoint side: veth "mpe" 10.0.2.1/24 fd00:2::1/64 (the node's SNAT address; a pool adds
+//                10.0.2.2 / fd00:2::2);
 //                endpoints 10.0.2.11-12 / fd00:2::11-12 with static neighbours;
 //                10.0.2.99 / fd00:2::99 on-link without a neighbour; 10.9.9.9 / fd00:9::9
 //                without a route. VIPs 10.0.0.100 / fd00::100 are not local.
@@ -55,6 +56,10 @@ inline constexpr char kNoNeigh4[] = "10.0.2.99";
 inline constexpr char kNoNeigh6[] = "fd00:2::99";
 inline constexpr char kNoRoute4[] = "10.9.9.9";
 inline constexpr char kNoRoute6[] = "fd00:9::9";
+// A second SNAT source of the node (its pool), in no interface's addresses: the program answers
+// for it alone (replies to it are reverse-translated before the kernel sees them).
+inline constexpr char kNodePool4[] = "10.0.2.2";
+inline constexpr char kNodePool6[] = "fd00:2::2";
 inline constexpr char kVip4[] = "10.0.0.100";
 inline constexpr char kVip6[] = "fd00::100";
 }  // namespace topo
@@ -106,15 +111,24 @@ class CpuPin {
 
 class LbHarness {
  public:
-  explicit LbHarness(uint32_t connTableSize = 4096,
-                     uint64_t snatReuseNs = MP_SNAT_REUSE_NS_DEFAULT);
+  // tcpClosedMs: the lifetime of a closed TCP connection (its port's linger) in every service
+  // the harness sets; the other lifetimes are meshd's defaults (ConnTimeouts).
+  explicit LbHarness(uint32_t connTableSize = 4096, uint64_t tcpClosedMs = 2000,
+                     uint32_t halfTableSize = 4096);
   // Any options; pinRoot must stay empty (the harness's maps are its own).
   explicit LbHarness(const LbSkeletonOptions& options);
 
   LbSkeleton& lb() { return *lb_; }
 
+  // The node's SNAT sources: v4 and v6 (either may be empty), then pool's (either family).
   void setNode(const std::string& v4, const std::string& v6, uint16_t portMin = 61000,
-               uint16_t portMax = 65535);
+               uint16_t portMax = 65535, const std::vector<std::string>& pool = {});
+  // The lifetimes (jiffies, mp_svc_tmo) of service svcId; setService writes timeouts().
+  void setTimeouts(uint32_t svcId, const mp_svc_tmo& t);
+  mp_svc_tmo& timeouts() { return timeouts_; }
+  // The program's clock (bpf_jiffies64), and ms in it.
+  uint64_t jiffies() const;
+  uint64_t jiffiesOf(uint64_t ms) const { return lb_->msToJiffies(ms); }
   void setEndpoint(uint32_t id, const std::string& address, uint16_t port, uint32_t svcId,
                    bool inUse = true);
   // The endpoint leaves: its entry written all-zero, as meshd's removeEndpoint does.
@@ -131,8 +145,31 @@ class LbHarness {
   uint64_t exceptions(uint32_t reason) const;  // summed over CPUs
   mp_counters svcStats(uint32_t svcId) const;
   mp_counters epStats(uint32_t epId) const;
+  // A flow's state: established (mp_conns / mp_rnat) or half-open (mp_half / mp_hrnat).
   std::optional<mp_conn> conn(const mp_flow& flow) const;
   std::optional<mp_rnat> rnat(const mp_flow& flow) const;
+  std::optional<mp_conn> half(const mp_flow& flow) const;
+  std::optional<mp_rnat> hrnat(const mp_flow& flow) const;
+  // Either table: established first.
+  std::optional<mp_conn> anyConn(const mp_flow& flow) const;
+  std::optional<mp_rnat> anyRnat(const mp_flow& flow) const;
+  // Writes (BPF_ANY) or deletes an entry of a table, as meshd or the LRU would; the table by
+  // its map fd (lb().connsFd(), halfFd(), rnatFd(), hrnatFd()). Deleting a missing entry is no
+  // error.
+  void put(int tableFd, const mp_flow& key, const mp_conn& value);
+  void put(int tableFd, const mp_flow& key, const mp_rnat& value);
+  void erase(int tableFd, const mp_flow& key);
+  // Ends flow's lifetime now (its expires := the program's jiffies), in whichever table holds
+  // it (established first); false when neither does.
+  bool expire(const mp_flow& flow);
+  // The reverse key (endpoint -> node:snat_port) of a connection entry of client tuple flow,
+  // from its endpoint as mp_endpoints holds it and its source in the node's pool.
+  mp_flow replyKey(const mp_flow& flow, const mp_conn& c) const;
+
+  // The cheap drop path's state (mp_snat_full): per CPU, the jiffies until which new flows
+  // toward epId are dropped without probing; and clearing it on every CPU.
+  std::vector<uint64_t> snatBackoff(uint32_t epId) const;
+  void clearSnatBackoff(uint32_t epId);
 
   // Passive health: mp_ep_health entries (read, written whole: tests only, nothing races
   // them), the events the program queued in mp_events since the last call, and each CPU's
@@ -151,8 +188,11 @@ class LbHarness {
     mp_flow flow{};  // the frame's 5-tuple
     uint32_t epId = MP_RING_EMPTY;
     uint16_t snatPort = 0;  // network order; first probe
+    uint32_t snatAddr = 0;  // first probe's index in the node's pool of the flow's family
   };
   Choice predict(const Bytes& frame) const;
+  // The node's idx-th SNAT source of family (as setNode wrote it), as text.
+  std::string nodeAddr(uint8_t family, uint32_t idx) const;
 
  private:
   struct Service {
@@ -168,6 +208,7 @@ class LbHarness {
   std::shared_ptr<ring_buffer> events_;
   std::vector<mp_health_event> pending_;
   mp_node_cfg node_{};
+  mp_svc_tmo timeouts_{};
   std::map<uint32_t, Service> services_;
 };
 
