@@ -33,14 +33,19 @@ TEST_F(LbSkeletonTest, PinnedMapsAreAdoptedByTheNextLoad) {
     auto first = LbSkeleton::open({.pinRoot = root, .connTableSize = 1024});
     ASSERT_TRUE(first) << first.error().toString();
     EXPECT_FALSE((*first)->adopted());
-    for (const char* name : {"mp_services", "mp_endpoints", "mp_rings", "mp_conns", "mp_rnat",
-                             "mp_node", "mp_svc_stats", "mp_ep_stats", "mp_exc"}) {
+    for (const char* name :
+         {"mp_services", "mp_endpoints", "mp_rings", "mp_conns", "mp_rnat", "mp_half", "mp_hrnat",
+          "mp_svc_tmo", "mp_node", "mp_svc_stats", "mp_ep_stats", "mp_exc", "mp_ep_health"}) {
       EXPECT_TRUE(std::filesystem::exists(root + "/" + name)) << name;
     }
-    EXPECT_FALSE(std::filesystem::exists(root + "/mp_nh_cache")) << "a cache is not state";
+    for (const char* name : {"mp_nh_cache", "mp_nh_client", "mp_flow_cache", "mp_snat_full",
+                             "mp_snat_tmp", "mp_promote_tmp"}) {
+      EXPECT_FALSE(std::filesystem::exists(root + "/" + name)) << name << ": not state";
+    }
     mp_node_cfg node{};
-    node.has_addr4 = 1;
-    node.addr4[0] = 10;
+    node.n_addr4 = 2;
+    node.addr4[0][0] = 10;
+    node.addr4[1][0] = 11;
     node.snat_port_min = 61000;
     node.snat_port_max = 61999;
     const uint32_t zero = 0;
@@ -54,10 +59,13 @@ TEST_F(LbSkeletonTest, PinnedMapsAreAdoptedByTheNextLoad) {
   const uint32_t zero = 0;
   ASSERT_EQ(bpf_map_lookup_elem((*second)->nodeFd(), &zero, &node), 0);
   EXPECT_EQ(node.snat_port_max, 61999);
-  EXPECT_EQ(node.addr4[0], 10);
+  EXPECT_EQ(node.n_addr4, 2);
+  EXPECT_EQ(node.addr4[1][0], 11);
 
   auto resized = LbSkeleton::open({.pinRoot = root, .connTableSize = 2048});
   EXPECT_FALSE(resized) << "a pinned conn table of another size is not silently replaced";
+  resized = LbSkeleton::open({.pinRoot = root, .connTableSize = 1024, .halfTableSize = 2048});
+  EXPECT_FALSE(resized) << "nor a pinned half-open table";
 
   second = LbSkeleton::open({.pinRoot = "", .connTableSize = 1024});  // drop the pinned one
   std::filesystem::remove_all(root);
@@ -120,8 +128,8 @@ TEST_F(LbSkeletonTest, WriteRingPublishesOneHalfThenFlips) {
 }
 
 // The flow cache's size: a power of two in [2, MP_FLOW_CACHE_SLOTS_MAX], or 0 for none; any
-// other is refused with its number in the message. A slot lives at most half the SNAT port
-// linger (and flowCacheTtlNs): when that is under one tick, the cache is off.
+// other is refused with its number in the message. A slot that would live less than one tick
+// (flowCacheTtlNs) turns the cache off.
 TEST_F(LbSkeletonTest, FlowCacheSizeIsCheckedAndTooShortALifeTurnsItOff) {
   timespec res{};
   ASSERT_EQ(::clock_getres(CLOCK_MONOTONIC_COARSE, &res), 0);
@@ -130,12 +138,11 @@ TEST_F(LbSkeletonTest, FlowCacheSizeIsCheckedAndTooShortALifeTurnsItOff) {
   struct Case {
     std::string what;
     uint32_t slots;
-    uint64_t linger = MP_SNAT_REUSE_NS_DEFAULT;
     uint64_t ttl = MP_FLOW_CACHE_TTL_NS_DEFAULT;
     uint32_t loaded = 0;  // flowCacheSlots() after the load
     std::string error{};  // "": the load succeeds; else in its message
   };
-  // Three loads (a load is half a second of verifier): the errors come before any.
+  // Two loads (a load is half a second of verifier): the errors come before any.
   const Case cases[] = {
       {.what = "one slot", .slots = 1, .error = "flow cache slots 1 "},
       {.what = "not a power of two", .slots = 3, .error = "flow cache slots 3 "},
@@ -143,20 +150,14 @@ TEST_F(LbSkeletonTest, FlowCacheSizeIsCheckedAndTooShortALifeTurnsItOff) {
       {.what = "beyond the largest",
        .slots = MP_FLOW_CACHE_SLOTS_MAX * 2,
        .error = "flow cache slots 8388608 "},
-      {.what = "the smallest, living one tick: half a linger of two",
-       .slots = 2,
-       .linger = 2 * tick,
-       .loaded = 2},
-      {.what = "a linger under two ticks: a slot would live less than one",
-       .slots = 1024,
-       .linger = 2 * tick - 1},
+      {.what = "the smallest, living one tick", .slots = 2, .ttl = tick, .loaded = 2},
       {.what = "a slot life under a tick", .slots = 1024, .ttl = tick - 1},
   };
   for (const Case& c : cases) {
     SCOPED_TRACE(c.what);
     LbSkeletonOptions options;
     options.connTableSize = 1024;
-    options.snatReuseNs = c.linger;
+    options.halfTableSize = 1024;
     options.flowCacheSlots = c.slots;
     options.flowCacheTtlNs = c.ttl;
     auto lb = LbSkeleton::open(options);
@@ -172,6 +173,39 @@ TEST_F(LbSkeletonTest, FlowCacheSizeIsCheckedAndTooShortALifeTurnsItOff) {
     ASSERT_TRUE(stats) << stats.error().toString();
     EXPECT_EQ(stats->hits + stats->misses + stats->conflicts + stats->bypassed, 0u);
   }
+}
+
+TEST_F(LbSkeletonTest, TableSizesOfZeroAreRefused) {
+  for (const auto& [conn, half] : {std::pair{0u, 1024u}, std::pair{1024u, 0u}}) {
+    auto lb = LbSkeleton::open({.pinRoot = "", .connTableSize = conn, .halfTableSize = half});
+    ASSERT_FALSE(lb);
+    EXPECT_EQ(lb.error().errnum, EINVAL);
+  }
+}
+
+// The program's clock (mp_xdp_clock) is the kernel's jiffies, and lifetimes convert into it
+// rounded up: an entry never lives shorter than its configured time.
+TEST_F(LbSkeletonTest, JiffiesAreTheKernelsTickAndLifetimesRoundUp) {
+  auto lb = LbSkeleton::open({.pinRoot = "", .connTableSize = 1024, .halfTableSize = 1024});
+  ASSERT_TRUE(lb) << lb.error().toString();
+  timespec res{};
+  ASSERT_EQ(::clock_getres(CLOCK_MONOTONIC_COARSE, &res), 0);
+  const uint64_t tick = static_cast<uint64_t>(res.tv_nsec);
+  EXPECT_EQ((*lb)->tickNs(), tick);
+  const uint64_t tickMs = tick / 1'000'000;
+  ASSERT_GE(tickMs, 1u);
+  EXPECT_EQ((*lb)->msToJiffies(0), 0u);
+  EXPECT_EQ((*lb)->msToJiffies(tickMs), 1u);
+  EXPECT_EQ((*lb)->msToJiffies(tickMs + 1), 2u);
+  EXPECT_EQ((*lb)->msToJiffies(1000), (1'000'000'000 + tick - 1) / tick);
+
+  auto before = (*lb)->jiffiesNow();
+  ASSERT_TRUE(before) << before.error().toString();
+  ::usleep(static_cast<useconds_t>(5 * tick / 1000));
+  auto after = (*lb)->jiffiesNow();
+  ASSERT_TRUE(after) << after.error().toString();
+  EXPECT_GE(*after - *before, 4u) << "five ticks slept";
+  EXPECT_LE(*after - *before, 200u);
 }
 
 }  // namespace
