@@ -44,10 +44,11 @@ def require_prerequisites():
 class LabTestCase(unittest.TestCase):
     ENDPOINTS = 3
     FAMILY = 4
+    LAB_OPTIONS = {}  # more keyword arguments of lab.Lab (client_addrs, snat_pool, scale, ...)
 
     def setUp(self):
         require_prerequisites()
-        self.lab = labmod.Lab(self.ENDPOINTS)
+        self.lab = labmod.Lab(self.ENDPOINTS, **self.LAB_OPTIONS)
         self.addCleanup(self.lab.down)
         self.lab.up()
 
@@ -69,8 +70,9 @@ class LabTestCase(unittest.TestCase):
         return {"name": name, "vip": self.vip, "port": port,
                 "endpoints": [(*self.ep(i), w) for i, w in sorted(weights.items())]}
 
-    def start(self, services):
-        self.lab.start_meshd(self.lab.write_config(services))
+    def start(self, services, node=None):
+        """node: more keys of the config's node section (lab.Lab.write_config)."""
+        self.lab.start_meshd(self.lab.write_config(services, node=node))
 
     # --- meshd's API and health ---
 

@@ -4,13 +4,16 @@ re-creates it), on meshd running in the lab's lb namespace, on meshctl, and on c
 
 Binaries come from the environment (set by tests/e2e/CMakeLists.txt):
   MESHPATH_MESHD, MESHPATH_MESHCTL   built meshd and meshctl (default: ./build/...)
+  MESHPATH_PKTGEN                    built pktgen (the scale tests' floods and UDP flows)
   MESHPATH_LAB_SH                    tools/lab/lab.sh
   MESHPATH_E2E_LOG_DIR               where meshd logs of finished labs are kept
 """
+import collections
 import itertools
 import json
 import os
 import shutil
+import signal
 import subprocess
 import time
 
@@ -18,9 +21,11 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 PYTHON = "/usr/bin/python3"
 CLIENT_PY = os.path.join(HERE, "client.py")
+KEEPALIVE_PY = os.path.join(HERE, "keepalive_client.py")
 
 MESHD = os.environ.get("MESHPATH_MESHD", os.path.join(ROOT, "build/userspace/meshd/meshd"))
 MESHCTL = os.environ.get("MESHPATH_MESHCTL", os.path.join(ROOT, "build/tools/meshctl/meshctl"))
+PKTGEN = os.environ.get("MESHPATH_PKTGEN", os.path.join(ROOT, "build/tools/pktgen/pktgen"))
 LAB_SH = os.environ.get("MESHPATH_LAB_SH", os.path.join(ROOT, "tools/lab/lab.sh"))
 LOG_DIR = os.environ.get("MESHPATH_E2E_LOG_DIR", "/tmp/meshpath-e2e-logs")
 
@@ -107,12 +112,70 @@ class Session:
                 pass
 
 
+class KeepaliveCrowd:
+    """Many keep-alive connections held open at once by keepalive_client.py in the client
+    namespace (see its docstring): open() opens them, round() sends one more request on each,
+    both return the client's JSON summary."""
+
+    def __init__(self, lab, host, port, count, sources=(), concurrency=512, timeout=10.0,
+                 give_up=0):
+        self.proc = subprocess.Popen(
+            ["ip", "netns", "exec", lab.ns_client, PYTHON, KEEPALIVE_PY, "--host", host,
+             "--port", str(port), "--count", str(count), "--sources", ",".join(sources),
+             "--concurrency", str(concurrency), "--timeout", str(timeout),
+             "--give-up", str(give_up)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+
+    def _ask(self, command):
+        self.proc.stdin.write(command + "\n")
+        self.proc.stdin.flush()
+        out = self.proc.stdout.readline()
+        if not out:
+            raise RuntimeError(f"keepalive client ended during '{command}' "
+                               f"(exit {self.proc.wait()})")
+        return json.loads(out)
+
+    def open(self):
+        return self._ask("open")
+
+    def round(self):
+        return self._ask("round")
+
+    def close(self):
+        if self.proc.poll() is None:
+            try:
+                self.proc.stdin.write("quit\n")
+                self.proc.stdin.flush()
+                self.proc.wait(timeout=30)
+            except (OSError, subprocess.TimeoutExpired):
+                self.proc.kill()
+                self.proc.wait()
+        for f in (self.proc.stdin, self.proc.stdout):
+            try:
+                f.close()
+            except OSError:
+                pass
+
+
 class Lab:
-    def __init__(self, endpoints=3, prefix=None):
+    def __init__(self, endpoints=3, prefix=None, client_addrs=0, snat_pool=0, scale=False,
+                 async_servers=False):
+        """client_addrs, snat_pool, scale: lab.sh up's options of the same names (none by
+        default); async_servers: epserver.py --async in the endpoints (lab.sh http-servers
+        --async), for tens of thousands of connections."""
         self.prefix = prefix or unique_prefix()
         self.endpoints = endpoints
+        self.up_options = []
+        if client_addrs:
+            self.up_options += ["--client-addrs", str(client_addrs)]
+        if snat_pool:
+            self.up_options += ["--snat-pool", str(snat_pool)]
+        if scale:
+            self.up_options.append("--scale")
+        self.server_options = ["--async"] if async_servers else []
         self.env = None
         self.sessions = []
+        self.background = []  # (name, Popen) killed by down() if still running
 
     # --- topology ---
 
@@ -121,14 +184,21 @@ class Lab:
                    timeout=timeout)
 
     def up(self):
-        self.lab("up", "--endpoints", str(self.endpoints))
+        self.lab("up", "--endpoints", str(self.endpoints), *self.up_options)
         self.env = json.loads(self.lab("env", "--json").stdout)
-        self.lab("http-servers")
+        self.lab("http-servers", *self.server_options)
         return self
 
     def down(self):
         for s in self.sessions:
             s.close()
+        for _, p in self.background:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+            for f in (p.stdout, p.stderr):
+                if f is not None:
+                    f.close()
         if self.env is not None:
             self._keep_log()
         self.lab("meshd-stop", check=False)
@@ -163,6 +233,19 @@ class Lab:
         """Address of endpoint i (1-based) in the given family."""
         return self.env["endpoints"][i - 1]["ipv4" if family == 4 else "ipv6"]
 
+    def ep_ns(self, i):
+        return self.env["endpoints"][i - 1]["ns"]
+
+    @property
+    def client_sources(self):
+        """The client's IPv4 source addresses: its own, then lab.sh up --client-addrs's."""
+        return [self.env["client"]["ipv4"], *self.env["client"]["extra_ipv4"]]
+
+    @property
+    def snat_addresses(self):
+        """The lb's SNAT sources toward the endpoints (IPv4): node.ipv4, then node.snat_pool."""
+        return [self.env["lb"]["ipv4"], *self.env["lb"]["snat_pool"]]
+
     def ep_key(self, i, family, port=None):
         a = self.ep_address(i, family)
         p = port or self.http_port
@@ -170,10 +253,13 @@ class Lab:
 
     # --- meshd ---
 
-    def write_config(self, services, name="meshd.yaml"):
+    def write_config(self, services, name="meshd.yaml", node=None):
+        """node: more keys of the node section, {key: YAML text}, e.g. {"snat_ports": "1024-2047"}
+        (lab.sh meshd-config already lists the lab's snat_pool, if it has one)."""
         path = os.path.join(self.state_dir, name)
+        extra = "".join(f"  {k}: {v}\n" for k, v in (node or {}).items())
         with open(path, "w") as f:
-            f.write(self.lab("meshd-config").stdout + service_yaml(services))
+            f.write(self.lab("meshd-config").stdout + extra + service_yaml(services))
         return path
 
     def start_meshd(self, config):
@@ -253,7 +339,89 @@ class Lab:
         return time.time()
 
     def restart_http_servers(self):
-        self.lab("http-servers")
+        self.lab("http-servers", *self.server_options)
+
+    # --- scale: many connections, pktgen, what endpoints see ---
+
+    def keepalive_crowd(self, host, port, count, **kw):
+        """A KeepaliveCrowd of `count` connections (not opened yet), closed by down()."""
+        c = KeepaliveCrowd(self, host, port, count, **kw)
+        self.sessions.append(c)
+        return c
+
+    def pktgen_send(self, dst_ip, dst_port, proto, src_ip, src_port, flows, count, rate=None,
+                    stamp=False, timeout=120):
+        """pktgen send from the client's interface to the lb (its MAC), BPF_PROG_RUN live
+        frames; src_ip / src_port: "A" or "A-B". Returns pktgen's JSON summary."""
+        argv = [PKTGEN, "send", self.env["client"]["iface"], "--netns", self.ns_client,
+                "--dst-mac", self.env["lb"]["client_mac"], "--dst-ip", dst_ip,
+                "--dst-port", str(dst_port), "--proto", proto, "--src-ip", src_ip,
+                "--src-port", src_port, "--flows", str(flows), "--count", str(count),
+                "--json", "-q"]
+        if rate:
+            argv += ["--rate", str(rate)]
+        if stamp:
+            argv.append("--stamp")
+        return json.loads(run(argv, timeout=timeout).stdout)
+
+    def start_sink(self, i, latency=False):
+        """pktgen sink on endpoint i's eth0, passing every frame on to the endpoint's kernel
+        (ARP, the servers); stop_sink() returns its JSON summary. With latency, the summary's
+        latency.samples counts the frames pktgen --stamp wrote (nothing else the endpoint got)."""
+        argv = [PKTGEN, "sink", "eth0", "--netns", self.ep_ns(i), "--pass", "--json", "-q"]
+        if latency:
+            argv.append("--latency")
+        p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.background.append((f"sink ep{i}", p))
+        # It says so on stderr once its program is attached.
+        line = p.stderr.readline()
+        if "counting" not in line:
+            p.kill()
+            raise RuntimeError(f"pktgen sink in ep{i} did not start: {line}{p.stderr.read()}")
+        return p
+
+    @staticmethod
+    def stop_sink(p):
+        p.send_signal(signal.SIGINT)
+        out, err = p.communicate(timeout=30)
+        if p.returncode != 0:
+            raise RuntimeError(f"pktgen sink exited {p.returncode}: {err}")
+        return json.loads(out)
+
+    def udp_blackhole(self, i, port):
+        """A UDP socket on endpoint i's port that never reads: datagrams reach a listener (so
+        the endpoint answers no ICMP port unreachable, a passive health failure) and cost no
+        CPU; once its buffer is full the kernel drops the rest silently."""
+        code = ("import socket, time\n"
+                "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+                f"s.bind(('0.0.0.0', {port}))\n"
+                "print('bound', flush=True)\n"
+                "time.sleep(1e9)\n")
+        p = subprocess.Popen(["ip", "netns", "exec", self.ep_ns(i), PYTHON, "-c", code],
+                             stdout=subprocess.PIPE, text=True)
+        self.background.append((f"udp blackhole ep{i}", p))
+        if p.stdout.readline().strip() != "bound":
+            raise RuntimeError(f"UDP listener on ep{i}:{port} did not start")
+        return p
+
+    def established_peers(self, i, port=None):
+        """Counter of peer addresses of endpoint i's established TCP connections to `port`
+        (default: the HTTP port), from ss in its namespace."""
+        port = port or self.http_port
+        res = run(["ip", "netns", "exec", self.ep_ns(i), "ss", "-Htn", "state", "established",
+                   f"( sport = :{port} )"], timeout=60)
+        peers = collections.Counter()
+        for line in res.stdout.splitlines():
+            fields = line.split()
+            if len(fields) >= 4:
+                addr = fields[-1].rsplit(":", 1)[0].strip("[]")
+                if addr.startswith("::ffff:"):
+                    addr = addr[len("::ffff:"):]
+                peers[addr] += 1
+        return peers
+
+    def sysctl(self, node_ns, key):
+        return run(["ip", "netns", "exec", node_ns, "sysctl", "-n", key]).stdout.strip()
 
     def session(self, host, port):
         s = Session(self, host, port)

@@ -6,10 +6,17 @@ with its own endpoint name, so a client behind the VIP can tell who answered.
   GET /stream?chunks=N&interval=S -> 200, chunked, N lines "<name> <i>\n" one every S seconds
   UDP datagram to the same port    -> a datagram "<name>" back
 
+One thread per connection by default. --async serves the same answers (/stream excepted: 501)
+from one asyncio loop instead, for tens of thousands of keep-alive connections at once (the
+scale tests): no thread per connection, a listen backlog of --backlog (the kernel caps it at
+net.core.somaxconn), and RLIMIT_NOFILE raised as far as the kernel allows.
+
 Also a one-shot client for readiness checks: epserver.py --probe ADDR --port P.
 """
 import argparse
+import asyncio
 import http.client
+import resource
 import socket
 import sys
 import threading
@@ -100,6 +107,100 @@ def serve_udp(name, port):
         sock.sendto(name.encode(), peer)
 
 
+class AsyncEndpoint(asyncio.Protocol):
+    """One keep-alive connection of the --async server: requests in, answers out, in order.
+    Only what the lab's clients send is understood: GET with headers and no body."""
+
+    name = "ep"
+    sick = False
+
+    def connection_made(self, transport):
+        self.transport = transport
+        self.buf = b""
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def data_received(self, data):
+        self.buf += data
+        while True:
+            end = self.buf.find(b"\r\n\r\n")
+            if end < 0:
+                if len(self.buf) > 65536:  # not a request this server will ever understand
+                    self.transport.close()
+                return
+            head, self.buf = self.buf[:end].decode("latin-1"), self.buf[end + 4:]
+            lines = head.split("\r\n")
+            parts = lines[0].split()
+            close = any(h.lower().replace(" ", "") == "connection:close" for h in lines[1:])
+            if len(parts) != 3:
+                self._answer(400, b"bad request\n", close=True)
+                return
+            self._answer(*self._route(parts[0], urlparse(parts[1]).path), close=close)
+            if close:
+                return
+
+    def _route(self, method, path):
+        cls = AsyncEndpoint
+        if method != "GET":
+            return 405, b"GET only\n"
+        if path.startswith("/health"):
+            if path == "/health/fail":
+                cls.sick = True
+            elif path == "/health/ok":
+                cls.sick = False
+            return (503, b"sick\n") if cls.sick and path == "/health" else (200, b"ok\n")
+        if path == "/stream":
+            return 501, b"no /stream in --async mode\n"
+        return 200, (self.name + "\n").encode()
+
+    def _answer(self, status, body, close=False):
+        reason = http.client.responses.get(status, "")
+        head = (f"HTTP/1.1 {status} {reason}\r\nServer: meshpath-lab-epserver-async\r\n"
+                f"Content-Type: text/plain\r\nContent-Length: {len(body)}\r\n"
+                f"X-Endpoint: {self.name}\r\n")
+        if close:
+            head += "Connection: close\r\n"
+        self.transport.write(head.encode() + b"\r\n" + body)
+        if close:
+            self.transport.close()
+
+
+class AsyncUdpEcho(asyncio.DatagramProtocol):
+    def connection_made(self, transport):
+        self.transport = transport
+
+    def datagram_received(self, data, addr):
+        self.transport.sendto(AsyncEndpoint.name.encode(), addr)
+
+
+def raise_nofile():
+    """As many descriptors as the kernel allows a process (fs.nr_open), as root can."""
+    try:
+        with open("/proc/sys/fs/nr_open") as f:
+            want = int(f.read())
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want, want))
+    except (OSError, ValueError):
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+async def serve_async(name, port, backlog):
+    AsyncEndpoint.name = name
+    loop = asyncio.get_running_loop()
+    lsock = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+    lsock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+    lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    lsock.bind(("::", port))
+    server = await loop.create_server(AsyncEndpoint, sock=lsock, backlog=backlog)
+    usock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    usock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+    usock.bind(("::", port))
+    await loop.create_datagram_endpoint(AsyncUdpEcho, sock=usock)
+    async with server:
+        await server.serve_forever()
+
+
 def probe(address, port):
     conn = http.client.HTTPConnection(address, port, timeout=2)
     conn.request("GET", "/")
@@ -114,9 +215,16 @@ def main():
     ap.add_argument("--name", default=socket.gethostname())
     ap.add_argument("--port", type=int, default=8080)
     ap.add_argument("--probe", metavar="ADDR", help="send one GET / to ADDR and print the answer")
+    ap.add_argument("--async", dest="use_async", action="store_true",
+                    help="one asyncio loop for every connection (tens of thousands at once)")
+    ap.add_argument("--backlog", type=int, default=65535, help="--async: listen backlog")
     args = ap.parse_args()
     if args.probe:
         return probe(args.probe, args.port)
+    if args.use_async:
+        raise_nofile()
+        asyncio.run(serve_async(args.name, args.port, args.backlog))
+        return 0
     EndpointHandler.name = args.name
     threading.Thread(target=serve_udp, args=(args.name, args.port), daemon=True).start()
     server = DualStackServer(("::", args.port), EndpointHandler)

@@ -14,10 +14,25 @@
 # everything via the lb. Per-lab files (env, meshd config, socket, logs, pids) sit in
 # /run/meshpath-lab/<p>/ and meshd's pinned maps in /sys/fs/bpf/meshpath-<p>; `down` removes both.
 #
-# usage: lab.sh up [--prefix P] [--endpoints N]
+# Spoofed sources: 10.100.64.0/18 belongs to nobody. The lb routes it to the client, whose kernel
+# (no forwarding) drops what comes back, so pktgen can send from it (SYN floods, many UDP flows)
+# and the answers go nowhere, as a spoofed source's would.
+#
+# Options of `up` for the scale tests (each off by default; the env lists what was chosen):
+#   --client-addrs N   N more client addresses on c-lb, 10.100.1.3 .. 10.100.1.(2+N) (N <= 50):
+#                      more source addresses for tens of thousands of connections to one VIP:port
+#   --snat-pool N      N more lb addresses on veth-e, 10.100.2.2 .. 10.100.2.(1+N) (N <= 8); the
+#                      endpoints reach them on the link (ARP), and meshd-config lists them as
+#                      node.snat_pool
+#   --scale            limits for tens of thousands of connections: the client's ephemeral
+#                      range 1024-65535, the endpoints' somaxconn and tcp_max_syn_backlog 65535
+#
+# usage: lab.sh up [--prefix P] [--endpoints N] [--client-addrs N] [--snat-pool N] [--scale]
 #        lab.sh down [--prefix P]
 #        lab.sh env [--prefix P] [--json]
-#        lab.sh http-servers [--prefix P] [--port PORT]   (start one HTTP server per endpoint)
+#        lab.sh http-servers [--prefix P] [--port PORT] [--async]
+#                                    (one HTTP server per endpoint; --async: epserver.py --async,
+#                                     one asyncio loop for tens of thousands of connections)
 #        lab.sh exec [--prefix P] NODE CMD...              (NODE: client | lb | net | epI)
 #        lab.sh meshd-config [--prefix P]                  (print the node section of a meshd config)
 #        lab.sh meshd-start [--prefix P] MESHD CONFIG [ARGS...]   (meshd in the lb namespace)
@@ -32,6 +47,13 @@ PORT=8080
 JSON=0
 KILL=0
 MAX_ENDPOINTS=50
+CLIENT_ADDRS=0
+MAX_CLIENT_ADDRS=50
+SNAT_POOL=0
+MAX_SNAT_POOL=8
+SCALE=0
+ASYNC=0
+SPOOF_NET4=10.100.64.0/18
 
 die() { echo "lab.sh: $*" >&2; exit 2; }
 usage() { sed -n '/^# usage:/,/^set -E/p' "$0" | sed '$d; s/^# \{0,1\}//' >&2; exit 2; }
@@ -44,6 +66,9 @@ ep_ns() { echo "$PREFIX-ep$1"; }
 alive() { kill -0 "$1" 2>/dev/null && [[ "$(ps -o stat= -p "$1" 2>/dev/null)" != Z* ]]; }
 ep_v4() { echo "10.100.2.$((10 + $1))"; }
 ep_v6() { echo "fd00:100:2::$((10 + $1))"; }
+client_extra_v4() { echo "10.100.1.$((2 + $1))"; }
+snat_pool_v4() { echo "10.100.2.$((1 + $1))"; }
+mac_of() { ip -n "$1" -o link show "$2" | sed -n 's/.*link\/ether \([0-9a-f:]*\).*/\1/p'; }
 
 # All namespaces of this lab, whatever the endpoint count it was brought up with.
 lab_namespaces() {
@@ -73,6 +98,12 @@ cmd_up() {
   [[ "$PREFIX" =~ ^[a-z0-9][a-z0-9-]{0,11}$ ]] ||
     die "--prefix must match [a-z0-9][a-z0-9-]{0,11}, got '$PREFIX'"
   [[ -z "$(lab_namespaces)" ]] || die "lab '$PREFIX' is already up (lab.sh down --prefix $PREFIX)"
+  if ! [[ "$CLIENT_ADDRS" =~ ^[0-9]+$ ]] || (( CLIENT_ADDRS > MAX_CLIENT_ADDRS )); then
+    die "--client-addrs must be 0..$MAX_CLIENT_ADDRS, got '$CLIENT_ADDRS'"
+  fi
+  if ! [[ "$SNAT_POOL" =~ ^[0-9]+$ ]] || (( SNAT_POOL > MAX_SNAT_POOL )); then
+    die "--snat-pool must be 0..$MAX_SNAT_POOL, got '$SNAT_POOL'"
+  fi
 
   # Half-built labs are taken down again; a later `up` then starts clean.
   trap 'echo "lab.sh: up failed, taking lab $PREFIX down" >&2; cmd_down >/dev/null 2>&1 || true' ERR
@@ -102,6 +133,14 @@ cmd_up() {
   addr6 "$lb" fd00:100:2::1/64 veth-e
   ip -n "$net" link set p-lb master br0
 
+  # Scale options: more client source addresses, more lb (SNAT pool) addresses.
+  for ((i = 1; i <= CLIENT_ADDRS; i++)); do
+    ip -n "$client" addr add "$(client_extra_v4 "$i")/24" dev c-lb
+  done
+  for ((i = 1; i <= SNAT_POOL; i++)); do
+    ip -n "$lb" addr add "$(snat_pool_v4 "$i")/24" dev veth-e
+  done
+
   # switch <-> endpoints
   for ((i = 1; i <= ENDPOINTS; i++)); do
     ns="$(ep_ns "$i")"
@@ -126,8 +165,16 @@ cmd_up() {
     ip -n "$ns" route add default via 10.100.2.1
     ip -n "$ns" -6 route add default via fd00:100:2::1
   done
+  ip -n "$lb" route add "$SPOOF_NET4" via 10.100.1.2
   sysctl_ns "$lb" net.ipv4.ip_forward=1
   sysctl_ns "$lb" net.ipv6.conf.all.forwarding=1
+  if (( SCALE )); then
+    sysctl_ns "$client" "net.ipv4.ip_local_port_range=1024 65535"
+    for ((i = 1; i <= ENDPOINTS; i++)); do
+      sysctl_ns "$(ep_ns "$i")" net.core.somaxconn=65535
+      sysctl_ns "$(ep_ns "$i")" net.ipv4.tcp_max_syn_backlog=65535
+    done
+  fi
   # meshd's SNAT ports (61000-65535) stay out of the lb's own ephemeral range.
   sysctl_ns "$lb" "net.ipv4.ip_local_port_range=32768 60999"
 
@@ -174,12 +221,14 @@ cmd_down() {
 
 # Shell assignments describing the lab (also saved as <state>/lab.env by `up`).
 write_env() {
-  local i v4s="" v6s="" nss=""
+  local i v4s="" v6s="" nss="" extra="" pool=""
   for ((i = 1; i <= ENDPOINTS; i++)); do
     v4s+="${v4s:+ }$(ep_v4 "$i")"
     v6s+="${v6s:+ }$(ep_v6 "$i")"
     nss+="${nss:+ }$(ep_ns "$i")"
   done
+  for ((i = 1; i <= CLIENT_ADDRS; i++)); do extra+="${extra:+ }$(client_extra_v4 "$i")"; done
+  for ((i = 1; i <= SNAT_POOL; i++)); do pool+="${pool:+ }$(snat_pool_v4 "$i")"; done
   cat <<ENV
 LAB_PREFIX=$PREFIX
 LAB_ENDPOINTS=$ENDPOINTS
@@ -189,7 +238,14 @@ LAB_NS_NET=$PREFIX-net
 LAB_NS_ENDPOINTS="$nss"
 LAB_CLIENT_IPV4=10.100.1.2
 LAB_CLIENT_IPV6=fd00:100:1::2
+LAB_CLIENT_EXTRA_IPV4="$extra"
+LAB_CLIENT_IFACE=c-lb
+LAB_CLIENT_MAC=$(mac_of "$PREFIX-client" c-lb)
 LAB_LB_IFACES="veth-c veth-e"
+LAB_LB_CLIENT_MAC=$(mac_of "$PREFIX-lb" veth-c)
+LAB_LB_SNAT_POOL="$pool"
+LAB_SPOOF_NET4=$SPOOF_NET4
+LAB_SCALE=$SCALE
 LAB_LB_CLIENT_IPV4=10.100.1.1
 LAB_LB_CLIENT_IPV6=fd00:100:1::1
 LAB_LB_IPV4=10.100.2.1
@@ -212,6 +268,13 @@ load_env() {
   source "$f"
 }
 
+# "a b c" -> "a", "b", "c"
+json_list() {
+  local out="" x
+  for x in $1; do out+="${out:+, }\"$x\""; done
+  printf '%s' "$out"
+}
+
 cmd_env() {
   load_env
   if (( JSON == 0 )); then
@@ -219,13 +282,19 @@ cmd_env() {
     return
   fi
   local i first=1
+  # Scale options: absent from the env of a lab brought up before they existed.
+  local extra="${LAB_CLIENT_EXTRA_IPV4:-}" pool="${LAB_LB_SNAT_POOL:-}"
   printf '{"prefix": "%s", "state_dir": "%s", "pin_root": "%s",\n' \
     "$LAB_PREFIX" "$LAB_STATE_DIR" "$LAB_PIN_ROOT"
-  printf ' "client": {"ns": "%s", "ipv4": "%s", "ipv6": "%s"},\n' \
-    "$LAB_NS_CLIENT" "$LAB_CLIENT_IPV4" "$LAB_CLIENT_IPV6"
+  printf ' "client": {"ns": "%s", "ipv4": "%s", "ipv6": "%s", "iface": "%s", "mac": "%s",' \
+    "$LAB_NS_CLIENT" "$LAB_CLIENT_IPV4" "$LAB_CLIENT_IPV6" "${LAB_CLIENT_IFACE:-c-lb}" \
+    "${LAB_CLIENT_MAC:-}"
+  printf ' "extra_ipv4": [%s]},\n' "$(json_list "$extra")"
   printf ' "lb": {"ns": "%s", "interfaces": ["veth-c", "veth-e"], "ipv4": "%s", "ipv6": "%s",' \
     "$LAB_NS_LB" "$LAB_LB_IPV4" "$LAB_LB_IPV6"
-  printf ' "client_ipv4": "%s", "client_ipv6": "%s"},\n' "$LAB_LB_CLIENT_IPV4" "$LAB_LB_CLIENT_IPV6"
+  printf ' "client_ipv4": "%s", "client_ipv6": "%s", "client_mac": "%s", "snat_pool": [%s]},\n' \
+    "$LAB_LB_CLIENT_IPV4" "$LAB_LB_CLIENT_IPV6" "${LAB_LB_CLIENT_MAC:-}" "$(json_list "$pool")"
+  printf ' "spoof_net4": "%s", "scale": %s,\n' "${LAB_SPOOF_NET4:-}" "${LAB_SCALE:-0}"
   printf ' "vip4": "%s", "vip6": "%s", "http_port": %s,\n "endpoints": [' \
     "$LAB_VIP4" "$LAB_VIP6" "$LAB_HTTP_PORT"
   for ((i = 1; i <= LAB_ENDPOINTS; i++)); do
@@ -238,10 +307,11 @@ cmd_env() {
 }
 
 # One HTTP/1.1 server per endpoint namespace, on [::]:PORT (IPv4 and IPv6), answering with the
-# endpoint's name. Logs and pids go to the lab's state dir; `down` stops them with the namespaces.
+# endpoint's name (--async: epserver.py --async, for tens of thousands of connections). Logs and pids go to the lab's state dir; `down` stops them with the namespaces.
 cmd_http_servers() {
   load_env
-  local i ns log
+  local i ns log mode=()
+  if (( ASYNC )); then mode=(--async); fi
   for ((i = 1; i <= LAB_ENDPOINTS; i++)); do
     ns="$(ep_ns "$i")"
     log="$LAB_STATE_DIR/http-ep$i.log"
@@ -250,7 +320,7 @@ cmd_http_servers() {
       continue
     fi
     ip netns exec "$ns" setsid /usr/bin/python3 "$LAB_DIR/epserver.py" --name "ep$i" --port "$PORT" \
-      </dev/null >"$log" 2>&1 &
+      "${mode[@]}" </dev/null >"$log" 2>&1 &
     echo $! > "$LAB_STATE_DIR/http-ep$i.pid"
   done
   # Ready when every server answers over IPv4 and IPv6 (plain routing from the lb namespace).
@@ -291,6 +361,9 @@ node:
   pin_root: $LAB_PIN_ROOT
   state_file: $LAB_STATE_DIR/state.json
 YAML
+  if [[ -n "${LAB_LB_SNAT_POOL:-}" ]]; then
+    echo "  snat_pool: [$(json_list "$LAB_LB_SNAT_POOL")]"
+  fi
 }
 
 # meshd runs in the lb's network namespace (and the host's mount namespace); its log is <state>/meshd.log, its pid <state>/meshd.pid.
@@ -509,6 +582,10 @@ main() {
       --port) PORT="${2:?--port needs a value}"; shift 2 ;;
       --json) JSON=1; shift ;;
       --kill) KILL=1; shift ;;
+      --client-addrs) CLIENT_ADDRS="${2:?--client-addrs needs a value}"; shift 2 ;;
+      --snat-pool) SNAT_POOL="${2:?--snat-pool needs a value}"; shift 2 ;;
+      --scale) SCALE=1; shift ;;
+      --async) ASYNC=1; shift ;;
       -h|--help) usage ;;
       *) rest+=("$1"); shift
          if [[ "$cmd" == exec || "$cmd" == meshd-start ]]; then rest+=("$@"); break; fi ;;
