@@ -44,12 +44,13 @@ class XdpLbTest : public ::testing::Test {
  protected:
   void SetUp() override {
     ASSERT_EQ(prepareBpfTest(), "");
-    build(MP_SNAT_REUSE_NS_DEFAULT);
+    build(2000);
   }
 
-  // A fresh balancer (closed connections keep their SNAT port reuseNs) with the services below.
-  virtual void build(uint64_t reuseNs) {
-    h_ = std::make_unique<LbHarness>(4096, reuseNs);
+  // A fresh balancer (closed TCP connections live tcpClosedMs, the other lifetimes meshd's
+  // defaults) with the services below.
+  virtual void build(uint64_t tcpClosedMs) {
+    h_ = std::make_unique<LbHarness>(4096, tcpClosedMs);
     endpoints_.clear();
     h_->setNode(kNode4, kNode6);
     fixture::install(*h_);
@@ -64,8 +65,10 @@ class XdpLbTest : public ::testing::Test {
 
   void runTable(const std::vector<LbCase>& table) { meshpath::testing::runTable(*h_, table); }
 
-  // A client's flow to a service, its second packet, and the endpoint's reply, all checked
-  // whole; then the tables and counters the flow left behind.
+  // A client's flow to a service: its first packet, the endpoint's answer (a SYN-ACK to a TCP
+  // flow) and the client's next packet, each checked whole; then the tables and counters the
+  // flow left behind. The first packet opens it in the half-open tables; the endpoint's answer
+  // (UDP) or the client's ACK after it (TCP) moves it to the established ones.
   void checkFlow(const Shape& shape, const std::string& client, const std::string& vip,
                  const std::string& node, uint32_t svcId, uint16_t vport) {
     const uint16_t cport = 40000;
@@ -75,6 +78,7 @@ class XdpLbTest : public ::testing::Test {
     const EndpointInfo& ep = endpoints_.at(choice.epId);
     const uint16_t snat = ntohs(choice.snatPort);
     ASSERT_GE(snat, 61000);
+    const bool tcp = shape.proto == kTcp;
 
     Shape later = shape;
     later.tcpFlags = kTcpAck;
@@ -86,21 +90,6 @@ class XdpLbTest : public ::testing::Test {
     reply.ipv4Options.clear();
     reply.ipv6Ext.clear();
 
-    runTable({
-        {"first packet: to the ring's endpoint, from node:snat_port", first, kClientIf,
-         XDP_REDIRECT, frame(shape, kEndpointIfMac, ep.mac, node, ep.addr, snat, ep.port)},
-        {"later packet: same endpoint, same SNAT port",
-         frame(later, kRouterMac, kClientIfMac, client, vip, cport, vport), kClientIf, XDP_REDIRECT,
-         frame(later, kEndpointIfMac, ep.mac, node, ep.addr, snat, ep.port)},
-        {"endpoint's reply: back to the client from VIP:port",
-         frame(reply, ep.mac, kEndpointIfMac, ep.addr, node, ep.port, snat), kEndpointIf,
-         XDP_REDIRECT, frame(reply, kClientIfMac, kClientMac, vip, client, vport, cport)},
-    });
-
-    const auto conn = h_->conn(choice.flow);
-    ASSERT_TRUE(conn.has_value()) << "mp_conns entry";
-    EXPECT_EQ(conn->ep_id, choice.epId);
-    EXPECT_EQ(conn->snat_port, choice.snatPort);
     mp_flow rkey{};
     const AbiAddr epAddr = abiAddr(ep.addr), nodeAddr = abiAddr(node);
     std::memcpy(rkey.src, epAddr.bytes.data(), 16);
@@ -109,11 +98,45 @@ class XdpLbTest : public ::testing::Test {
     rkey.dport = choice.snatPort;
     rkey.proto = shape.proto;
     rkey.family = epAddr.family;
-    const auto rnat = h_->rnat(rkey);
-    ASSERT_TRUE(rnat.has_value()) << "mp_rnat entry";
-    EXPECT_EQ(rnat->ep_id, choice.epId);
-    EXPECT_EQ(rnat->client_port, htons(cport));
-    EXPECT_EQ(rnat->vip_port, htons(vport));
+    const auto expectRestores = [&](const std::optional<mp_rnat>& r, const char* table) {
+      ASSERT_TRUE(r.has_value()) << table << " entry";
+      EXPECT_EQ(r->ep_id, choice.epId);
+      EXPECT_EQ(r->client_port, htons(cport));
+      EXPECT_EQ(r->vip_port, htons(vport));
+      EXPECT_EQ(std::memcmp(r->client, abiAddr(client).bytes.data(), 16), 0);
+      EXPECT_EQ(std::memcmp(r->vip, abiAddr(vip).bytes.data(), 16), 0);
+    };
+
+    runTable({{"first packet: to the ring's endpoint, from node:snat_port", first, kClientIf,
+               XDP_REDIRECT, frame(shape, kEndpointIfMac, ep.mac, node, ep.addr, snat, ep.port)}});
+    const auto half = h_->half(choice.flow);
+    ASSERT_TRUE(half.has_value()) << "mp_half entry";
+    EXPECT_EQ(half->ep_id, choice.epId);
+    EXPECT_EQ(half->snat_port, choice.snatPort);
+    EXPECT_EQ(half->flags, tcp ? MP_CONN_F_SYN_SENT : 0u);
+    expectRestores(h_->hrnat(rkey), "mp_hrnat");
+    EXPECT_FALSE(h_->conn(choice.flow)) << "not established yet";
+    EXPECT_FALSE(h_->rnat(rkey));
+
+    runTable({
+        {"endpoint's answer: back to the client from VIP:port",
+         frame(reply, ep.mac, kEndpointIfMac, ep.addr, node, ep.port, snat), kEndpointIf,
+         XDP_REDIRECT, frame(reply, kClientIfMac, kClientMac, vip, client, vport, cport)},
+        {"later packet: same endpoint, same SNAT port",
+         frame(later, kRouterMac, kClientIfMac, client, vip, cport, vport), kClientIf, XDP_REDIRECT,
+         frame(later, kEndpointIfMac, ep.mac, node, ep.addr, snat, ep.port)},
+    });
+
+    const auto conn = h_->conn(choice.flow);
+    ASSERT_TRUE(conn.has_value()) << "mp_conns entry";
+    EXPECT_EQ(conn->ep_id, choice.epId);
+    EXPECT_EQ(conn->snat_port, choice.snatPort);
+    EXPECT_EQ(conn->flags, tcp ? MP_CONN_F_COUNTED : 0u);
+    EXPECT_EQ(conn->snat_addr, 0);
+    expectRestores(h_->rnat(rkey), "mp_rnat");
+    EXPECT_FALSE(h_->half(choice.flow)) << "promoted: gone from the half-open tables";
+    EXPECT_FALSE(h_->hrnat(rkey));
+    EXPECT_EQ(h_->health(choice.epId).opened, tcp ? 1u : 0u);
 
     const mp_counters svc = h_->svcStats(svcId), epc = h_->epStats(choice.epId);
     EXPECT_EQ(svc.packets, 3u);
@@ -268,7 +291,8 @@ TEST_F(XdpLbTest, NextHopVerdicts) {
 }
 
 TEST_F(XdpLbTest, EstablishedFlowStaysWhenTheRingChanges) {
-  const Shape syn, ack{.tcpFlags = kTcpAck, .payload = "data"};
+  const Shape syn, synAck{.tcpFlags = kTcpSyn | kTcpAck},
+      ack{.tcpFlags = kTcpAck, .payload = "data"};
   // Find a client port whose flow moves to the other endpoint once the ring is reversed.
   uint16_t cport = 0;
   uint32_t before = 0;
@@ -293,29 +317,59 @@ TEST_F(XdpLbTest, EstablishedFlowStaysWhenTheRingChanges) {
 
   h_->setService(kSvcTcp4, kVip4, kTcpPort, kTcp, 13, {2, 1});  // writes the other half, flips
   ASSERT_NE(h_->predict(first).epId, before) << "a new flow would now go elsewhere";
-  runTable({{"established flow keeps its endpoint and port after the flip",
-             frame(ack, kRouterMac, kClientIfMac, kClient4, kVip4, cport, 80), kClientIf,
-             XDP_REDIRECT, frame(ack, kEndpointIfMac, ep.mac, kNode4, ep.addr, snat, ep.port)}});
+  const auto toEp = [&](const std::string& what, const Shape& s) {
+    return LbCase{what, frame(s, kRouterMac, kClientIfMac, kClient4, kVip4, cport, 80), kClientIf,
+                  XDP_REDIRECT, frame(s, kEndpointIfMac, ep.mac, kNode4, ep.addr, snat, ep.port)};
+  };
+  runTable({{"the old endpoint's SYN-ACK",
+             frame(synAck, ep.mac, kEndpointIfMac, ep.addr, kNode4, ep.port, snat), kEndpointIf,
+             XDP_REDIRECT, frame(synAck, kClientIfMac, kClientMac, kVip4, kClient4, 80, cport)},
+            toEp("the half-open flow's ACK keeps its endpoint and port after the flip", ack),
+            toEp("established, it keeps them too", ack)});
+  ASSERT_TRUE(h_->conn(choice.flow)) << "the ACK promoted it";
+  EXPECT_EQ(h_->conn(choice.flow)->ep_id, before);
   EXPECT_EQ(h_->svcStats(kSvcTcp4).new_conns, 1u);
 }
 
-TEST_F(XdpLbTest, FlowForgottenByTheConnTableComesBackTheSame) {
+// A flow whose state went (the half-open LRU forgot it, or meshd reaped its expired established
+// entries) starts over with any packet, and asks for the same SNAT port: probe 0 is its own hash.
+TEST_F(XdpLbTest, FlowWhoseEntryWentComesBackTheSame) {
   const Shape ack{.tcpFlags = kTcpAck, .payload = "mid-flow"};
   const Bytes in = frame(ack, kRouterMac, kClientIfMac, kClient4, kVip4, 42424, 80);
   const auto choice = h_->predict(in);
   const EndpointInfo& ep = endpoints_.at(choice.epId);
-  const Bytes out =
-      frame(ack, kEndpointIfMac, ep.mac, kNode4, ep.addr, ntohs(choice.snatPort), ep.port);
-  // A non-SYN packet of a flow never seen is handled as a new flow.
-  runTable({{"mid-flow packet, table empty", in, kClientIf, XDP_REDIRECT, out}});
-  // The LRU evicts the mp_conns entry but not yet the mp_rnat one: the port is found taken by
+  const uint16_t snat = ntohs(choice.snatPort);
+  const Bytes out = frame(ack, kEndpointIfMac, ep.mac, kNode4, ep.addr, snat, ep.port);
+  // A non-SYN packet of a flow never seen is handled as a new flow, half-open.
+  runTable({{"mid-flow packet, tables empty", in, kClientIf, XDP_REDIRECT, out}});
+  const auto half = h_->half(choice.flow);
+  ASSERT_TRUE(half);
+  EXPECT_EQ(half->flags, 0u) << "no SYN seen: nothing to time";
+  const mp_flow rkey = h_->replyKey(choice.flow, *half);
+  // The LRU evicts the mp_half entry but not yet the mp_hrnat one: the port is found held by
   // this same flow and kept.
-  ASSERT_EQ(bpf_map_delete_elem(h_->lb().connsFd(), &choice.flow), 0);
-  // The flow cache serves the flow from its slot until the slot expires (flow_cache_ttl); the
-  // bump stands for that expiry, so the packet takes the slow path as it would after it.
+  h_->erase(h_->lb().halfFd(), choice.flow);
+  runTable({{"mid-flow packet after mp_half eviction", in, kClientIf, XDP_REDIRECT, out}});
+  ASSERT_TRUE(h_->half(choice.flow));
+  EXPECT_EQ(h_->hrnat(rkey)->client_port, htons(42424));
+
+  // Established (the endpoint answers, the client ACKs), then reaped as meshd's recount does an
+  // expired entry: both entries deleted, then the generation bumped.
+  const Shape synAck{.tcpFlags = kTcpSyn | kTcpAck};
+  runTable({{"the endpoint's SYN-ACK",
+             frame(synAck, ep.mac, kEndpointIfMac, ep.addr, kNode4, ep.port, snat), kEndpointIf,
+             XDP_REDIRECT, frame(synAck, kClientIfMac, kClientMac, kVip4, kClient4, 80, 42424)},
+            {"the client's ACK promotes it", in, kClientIf, XDP_REDIRECT, out}});
+  ASSERT_TRUE(h_->conn(choice.flow));
+  ASSERT_TRUE(h_->rnat(rkey));
+  h_->erase(h_->lb().connsFd(), choice.flow);
+  h_->erase(h_->lb().rnatFd(), rkey);
   h_->lb().bumpForwardingGeneration();
-  runTable({{"mid-flow packet after mp_conns eviction", in, kClientIf, XDP_REDIRECT, out}});
-  EXPECT_EQ(h_->svcStats(kSvcTcp4).new_conns, 2u);
+  runTable({{"mid-flow packet after the reap: a new flow, the same port", in, kClientIf,
+             XDP_REDIRECT, out}});
+  EXPECT_FALSE(h_->conn(choice.flow));
+  ASSERT_TRUE(h_->half(choice.flow));
+  EXPECT_EQ(h_->svcStats(kSvcTcp4).new_conns, 3u);
 }
 
 // The mp_rnat key of endpoint epId's replies to node:snatPort (host order).
@@ -332,42 +386,41 @@ mp_flow rnatKey(const std::string& epAddr, uint16_t epPort, const std::string& n
   return key;
 }
 
-uint64_t monotonicCoarseNs() {
-  timespec ts{};
-  clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
-  return static_cast<uint64_t>(ts.tv_sec) * 1'000'000'000u + static_cast<uint64_t>(ts.tv_nsec);
-}
-
-// Another client's connection holding snatPort toward endpoint epId (kVip4:80, TCP unless told):
-// its mp_rnat entry and, unless the LRU forgot it, its mp_conns entry, closed closedAgoNs ago
-// when given.
+// Another client's (10.0.1.77) connection to kVip4 holding snatPort toward endpoint epId (TCP
+// unless told): its reverse entry and, unless forwardEntry is false, its forward entry, in the
+// established tables (an open TCP connection, counted) or the half-open ones (a SYN sent), with an
+// hour to live, or expired.
 struct Holder {
   uint16_t clientPort;
   bool forwardEntry = true;
-  std::optional<uint64_t> closedAgoNs = std::nullopt;
+  bool expired = false;
+  bool halfOpen = false;
 };
-void holdPort(LbHarness& h, uint32_t epId, const std::string& epAddr, uint16_t epPort,
-              uint16_t snatPort, const Holder& holder, uint8_t proto = kTcp) {
+mp_flow holderFlow(uint16_t clientPort, uint8_t proto = kTcp) {
   mp_flow client{};
   std::memcpy(client.src, abiAddr("10.0.1.77").bytes.data(), 16);
   std::memcpy(client.dst, abiAddr(kVip4).bytes.data(), 16);
-  client.sport = htons(holder.clientPort);
-  client.dport = htons(80);
+  client.sport = htons(clientPort);
+  client.dport = htons(proto == kTcp ? 80 : 53);
   client.proto = proto;
   client.family = MP_AF_INET;
+  return client;
+}
+void holdPort(LbHarness& h, uint32_t epId, const std::string& epAddr, uint16_t epPort,
+              uint16_t snatPort, const Holder& holder, uint8_t proto = kTcp) {
+  const mp_flow client = holderFlow(holder.clientPort, proto);
   mp_rnat r{};
   mp_rnat_value(&r, &client, epId);
   const mp_flow key = rnatKey(epAddr, epPort, kNode4, snatPort, proto);
-  ASSERT_EQ(bpf_map_update_elem(h.lb().rnatFd(), &key, &r, BPF_ANY), 0);
+  h.put(holder.halfOpen ? h.lb().hrnatFd() : h.lb().rnatFd(), key, r);
   if (!holder.forwardEntry) return;
   mp_conn c{};
   c.ep_id = epId;
   c.snat_port = htons(snatPort);
-  if (holder.closedAgoNs) {
-    c.flags = MP_CONN_F_FIN_CLIENT | MP_CONN_F_FIN_EP;
-    c.closed_ns = monotonicCoarseNs() - *holder.closedAgoNs;
-  }
-  ASSERT_EQ(bpf_map_update_elem(h.lb().connsFd(), &client, &c, BPF_ANY), 0);
+  if (proto == kTcp) c.flags = holder.halfOpen ? MP_CONN_F_SYN_SENT : MP_CONN_F_COUNTED;
+  const uint64_t now = h.jiffies();
+  c.expires = holder.expired ? now : now + h.jiffiesOf(3600 * 1000);
+  h.put(holder.halfOpen ? h.lb().halfFd() : h.lb().connsFd(), client, c);
 }
 
 TEST_F(XdpLbTest, SnatPortHeldByAnOpenConnectionProbesOn) {
@@ -383,6 +436,9 @@ TEST_F(XdpLbTest, SnatPortHeldByAnOpenConnectionProbesOn) {
   EXPECT_EQ(h_->rnat(rnatKey(ep.addr, ep.port, kNode4, ntohs(choice.snatPort), kTcp))->client_port,
             htons(1234))
       << "the holder keeps its port";
+  EXPECT_FALSE(h_->hrnat(rnatKey(ep.addr, ep.port, kNode4, ntohs(choice.snatPort), kTcp)))
+      << "the probe's reservation of the held port was given back";
+  EXPECT_EQ(h_->hrnat(rnatKey(ep.addr, ep.port, kNode4, second, kTcp))->client_port, htons(43000));
 
   // With a one-port range every probe of a new flow lands on that port; open connections hold
   // it toward both endpoints: every probe, both passes, find it taken.
@@ -398,20 +454,31 @@ TEST_F(XdpLbTest, SnatPortHeldByAnOpenConnectionProbesOn) {
 }
 
 // One endpoint behind a one-port SNAT range: every probe of every new flow lands on that port,
-// so a second connection to the endpoint can only have the first one's port.
+// so a second connection to the endpoint can only have the first one's, once the first one's
+// lifetime ran out (or its entry went).
 class SnatReuseTest : public XdpLbTest {
  protected:
   static constexpr uint16_t kOnly = 61500;
   static constexpr char kVip[] = "10.0.0.140";
   static constexpr uint32_t kEp = 50, kUdpEp = 51;
 
-  void build(uint64_t reuseNs) override {
-    XdpLbTest::build(reuseNs);
+  void build(uint64_t tcpClosedMs) override {
+    XdpLbTest::build(tcpClosedMs);
     h_->setNode(kNode4, kNode6, kOnly, kOnly);
     addEndpoint(kEp, kEndpoint1v4, 8080, kEndpoint1Mac, 40);
     addEndpoint(kUdpEp, kEndpoint1v4, 5353, kEndpoint1Mac, 41);
     h_->setService(40, kVip, 80, kTcp, 7, {kEp});
     h_->setService(41, kVip, 53, kUdp, 7, {kUdpEp});
+  }
+
+  // Each refusal here is a full probe of the one port: the cheap drop path's backoff, which would
+  // refuse the next new flow toward the endpoint without looking (xdp_conn_state_test), is
+  // cleared after every packet.
+  void runTable(const std::vector<LbCase>& table) {
+    for (const LbCase& c : table) {
+      XdpLbTest::runTable({c});
+      for (const auto& [id, ep] : endpoints_) h_->clearSnatBackoff(id);
+    }
   }
 
   static Shape tcp(uint8_t flags) { return Shape{.tcpFlags = flags}; }
@@ -434,6 +501,12 @@ class SnatReuseTest : public XdpLbTest {
             kClientIf,    XDP_DROP,
             std::nullopt, MP_EXC_DROP_SNAT_EXHAUSTED};
   }
+  // The three packets of a handshake through the balancer: SYN, SYN-ACK, ACK.
+  static std::vector<LbCase> handshake(uint16_t cport) {
+    return {toEndpoint("SYN of " + std::to_string(cport), cport, kTcpSyn),
+            toClient("SYN-ACK to " + std::to_string(cport), cport, kTcpSyn | kTcpAck),
+            toEndpoint("ACK of " + std::to_string(cport) + " (promotes)", cport, kTcpAck)};
+  }
 
   static mp_flow clientFlow(uint16_t cport, uint8_t proto = kTcp) {
     mp_flow f{};
@@ -445,70 +518,86 @@ class SnatReuseTest : public XdpLbTest {
     f.family = MP_AF_INET;
     return f;
   }
-  // The LRU forgets the flow's mp_conns entry.
-  void forget(const mp_flow& flow) { ASSERT_EQ(bpf_map_delete_elem(h_->lb().connsFd(), &flow), 0); }
-  // Which client port the one SNAT port restores replies to (0: none).
+  static mp_flow onlyKey(uint8_t proto = kTcp) {
+    return rnatKey(kEndpoint1v4, proto == kTcp ? 8080 : 5353, kNode4, kOnly, proto);
+  }
+  // Which client port the one SNAT port restores replies to (0: none), from either table.
   uint16_t portOwner(uint8_t proto = kTcp) const {
-    const auto r =
-        h_->rnat(rnatKey(kEndpoint1v4, proto == kTcp ? 8080 : 5353, kNode4, kOnly, proto));
+    const auto r = h_->anyRnat(onlyKey(proto));
     return r ? ntohs(r->client_port) : 0;
   }
 };
 
-TEST_F(SnatReuseTest, FinBothWaysGivesThePortBackAfterTheLinger) {
-  build(150'000'000);
-  runTable({toEndpoint("A opens", 41001, kTcpSyn),
-            toClient("the endpoint accepts", 41001, kTcpSyn | kTcpAck),
-            toEndpoint("A finishes", 41001, kTcpFin | kTcpAck)});
+// A closed connection keeps its port for its tcp_closed lifetime (here 100 ms, in real time), then
+// the next connection takes it.
+TEST_F(SnatReuseTest, FinBothWaysGivesThePortBackAfterTcpClosed) {
+  build(100);
+  runTable(handshake(41001));
+  runTable({toEndpoint("A finishes", 41001, kTcpFin | kTcpAck)});
   auto a = h_->conn(clientFlow(41001));
   ASSERT_TRUE(a);
-  EXPECT_EQ(a->flags, MP_CONN_F_COUNTED | MP_CONN_F_FIN_CLIENT) << "answered: SYN_SENT cleared";
+  EXPECT_EQ(a->flags, MP_CONN_F_COUNTED | MP_CONN_F_FIN_CLIENT);
   EXPECT_FALSE(mp_conn_flags_closed(a->flags)) << "half-closed is open";
-  runTable({refused("B while A is half-closed", 41002),
-            toClient("the endpoint finishes too", 41001, kTcpFin | kTcpAck)});
+  runTable({refused("B while A is half-closed", 41002)});
+  const uint64_t j0 = h_->jiffies();
+  runTable({toClient("the endpoint finishes too", 41001, kTcpFin | kTcpAck)});
+  const uint64_t j1 = h_->jiffies();
   a = h_->conn(clientFlow(41001));
   ASSERT_TRUE(a);
   EXPECT_EQ(a->flags, MP_CONN_F_COUNTED | MP_CONN_F_FIN_CLIENT | MP_CONN_F_FIN_EP);
-  EXPECT_NE(a->closed_ns, 0u);
-  runTable({toEndpoint("A's last ACK, during the linger", 41001, kTcpAck),
-            refused("B during the linger", 41002)});
+  EXPECT_GE(a->expires, j0 + h_->jiffiesOf(100)) << "closed: it lives tcp_closed";
+  EXPECT_LE(a->expires, j1 + h_->jiffiesOf(100));
+  runTable({toEndpoint("A's last ACK, within tcp_closed", 41001, kTcpAck),
+            refused("B within tcp_closed", 41002)});
   EXPECT_EQ(portOwner(), 41001);
+  EXPECT_EQ(h_->conn(clientFlow(41001))->expires, a->expires) << "a closed entry is not refreshed";
 
-  ::usleep(200'000);
-  runTable({toEndpoint("B after the linger: A's port", 41002, kTcpSyn),
+  while (h_->jiffies() < a->expires) ::usleep(5'000);
+  runTable({toEndpoint("B once A expired: A's port", 41002, kTcpSyn),
             toClient("the endpoint answers B", 41002, kTcpSyn | kTcpAck)});
   EXPECT_EQ(portOwner(), 41002);
   EXPECT_FALSE(h_->conn(clientFlow(41001))) << "A's entry goes with its port";
-  ASSERT_TRUE(h_->conn(clientFlow(41002)));
-  EXPECT_EQ(h_->conn(clientFlow(41002))->flags, MP_CONN_F_COUNTED);
+  EXPECT_FALSE(h_->rnat(onlyKey())) << "and its reverse entry";
+  ASSERT_TRUE(h_->half(clientFlow(41002)));
+  EXPECT_EQ(h_->half(clientFlow(41002))->flags, MP_CONN_F_SYNACK);
   runTable({refused("a stray packet of A: a new flow, and B holds the port", 41001, kTcpAck)});
   EXPECT_EQ(portOwner(), 41002);
   EXPECT_EQ(h_->svcStats(40).new_conns, 2u);
+  EXPECT_EQ(h_->health(kEp).opened, 1u) << "B is not counted before its ACK";
+  EXPECT_EQ(h_->health(kEp).closed, 1u);
 }
 
-TEST_F(SnatReuseTest, RstFromEitherSideCloses) {
-  build(0);
-  runTable({toEndpoint("A opens", 41001, kTcpSyn),
-            refused("B while A is open (even without a linger)", 41002),
+TEST_F(SnatReuseTest, RstFromEitherSideClosesHalfOpenOrEstablished) {
+  build(0);  // a closed connection's port is free at once
+  runTable({toEndpoint("A opens", 41001, kTcpSyn), refused("B while A is half-open", 41002),
             toEndpoint("A resets", 41001, kTcpRst | kTcpAck)});
-  const auto a = h_->conn(clientFlow(41001));
+  const auto a = h_->half(clientFlow(41001));
   ASSERT_TRUE(a);
-  EXPECT_EQ(a->flags, MP_CONN_F_COUNTED | MP_CONN_F_SYN_SENT | MP_CONN_F_RST);
-  EXPECT_NE(a->closed_ns, 0u);
+  EXPECT_EQ(a->flags, MP_CONN_F_SYN_SENT | MP_CONN_F_RST);
   runTable({toEndpoint("B takes A's port", 41002, kTcpSyn),
             toClient("the endpoint resets B", 41002, kTcpRst | kTcpAck)});
-  const auto b = h_->conn(clientFlow(41002));
+  EXPECT_FALSE(h_->half(clientFlow(41001))) << "the expired half-open entry went";
+  const auto b = h_->half(clientFlow(41002));
   ASSERT_TRUE(b);
-  EXPECT_EQ(b->flags, MP_CONN_F_COUNTED | MP_CONN_F_SYN_SENT | MP_CONN_F_RST);
-  runTable({toEndpoint("C takes B's port", 41003, kTcpSyn)});
+  EXPECT_EQ(b->flags, MP_CONN_F_SYN_SENT | MP_CONN_F_RST);
+  runTable(handshake(41003));
   EXPECT_EQ(portOwner(), 41003);
+  runTable({refused("D while C is established", 41004),
+            toClient("C's endpoint resets it", 41003, kTcpRst | kTcpAck),
+            toEndpoint("D takes C's port", 41004, kTcpSyn)});
+  EXPECT_EQ(portOwner(), 41004);
+  EXPECT_FALSE(h_->conn(clientFlow(41003)));
+  EXPECT_FALSE(h_->rnat(onlyKey()));
+  const mp_ep_health hl = h_->health(kEp);
+  EXPECT_EQ(hl.opened, 1u) << "only C completed a handshake";
+  EXPECT_EQ(hl.closed, 1u);
 }
 
 TEST_F(SnatReuseTest, OpenConnectionKeepsItsPort) {
   build(0);
   runTable({toEndpoint("A opens", 41001, kTcpSyn),
             toClient("the endpoint accepts", 41001, kTcpSyn | kTcpAck), refused("B", 41002),
-            toEndpoint("A sends", 41001, kTcpAck | kTcpPsh),
+            toEndpoint("A sends (promotes)", 41001, kTcpAck | kTcpPsh),
             toClient("the endpoint sends", 41001, kTcpAck | kTcpPsh), refused("B again", 41002),
             toClient("the endpoint finishes first", 41001, kTcpFin | kTcpAck),
             refused("B while A is half-closed", 41003)});
@@ -516,10 +605,11 @@ TEST_F(SnatReuseTest, OpenConnectionKeepsItsPort) {
   EXPECT_EQ(h_->conn(clientFlow(41001))->flags, MP_CONN_F_COUNTED | MP_CONN_F_FIN_EP);
 }
 
-TEST_F(SnatReuseTest, PortOfAForgottenFlowIsTakenOverTcpAndUdp) {
-  // The default linger: a forgotten flow's port does not wait for it.
+// The half-open LRU forgot a flow's forward entry: nothing forwards to its port, which the next
+// flow takes over (TCP and UDP alike).
+TEST_F(SnatReuseTest, PortOfAHalfOpenFlowTheLruForgotIsTakenOver) {
   runTable({toEndpoint("A opens", 41001, kTcpSyn)});
-  forget(clientFlow(41001));
+  h_->erase(h_->lb().halfFd(), clientFlow(41001));
   runTable({toEndpoint("B takes the port of A, whose forward entry is gone", 41002, kTcpSyn)});
   EXPECT_EQ(portOwner(), 41002);
 
@@ -529,29 +619,32 @@ TEST_F(SnatReuseTest, PortOfAForgottenFlowIsTakenOverTcpAndUdp) {
   };
   runTable({{"UDP flow A", udpTo(42001), kClientIf, XDP_REDIRECT,
              frame(udp, kEndpointIfMac, kEndpoint1Mac, kNode4, kEndpoint1v4, kOnly, 5353)},
-            {"UDP flow B: A never closes", udpTo(42002), kClientIf, XDP_DROP, std::nullopt,
-             MP_EXC_DROP_SNAT_EXHAUSTED}});
-  forget(clientFlow(42001, kUdp));
+            {"UDP flow B: A is not answered yet, not expired", udpTo(42002), kClientIf, XDP_DROP,
+             std::nullopt, MP_EXC_DROP_SNAT_EXHAUSTED}});
+  h_->erase(h_->lb().halfFd(), clientFlow(42001, kUdp));
   runTable({{"UDP flow B once A's forward entry is gone", udpTo(42002), kClientIf, XDP_REDIRECT,
              frame(udp, kEndpointIfMac, kEndpoint1Mac, kNode4, kEndpoint1v4, kOnly, 5353)}});
   EXPECT_EQ(portOwner(kUdp), 42002);
 }
 
 TEST_F(SnatReuseTest, PortLeftOverByAFlowThatMovedOnIsTakenItsEntryStays) {
-  // The holder's client tuple now goes to endpoint 1 (another service's id will do) from the
-  // same port number: this entry toward kEp is a leftover.
-  holdPort(*h_, kEp, kEndpoint1v4, 8080, kOnly, {.clientPort = 1000});
-  mp_flow holder = clientFlow(1000);
-  std::memcpy(holder.src, abiAddr("10.0.1.77").bytes.data(), 16);
-  std::memcpy(holder.dst, abiAddr(kVip4).bytes.data(), 16);
-  mp_conn moved = *h_->conn(holder);
-  moved.ep_id = 1;
-  ASSERT_EQ(bpf_map_update_elem(h_->lb().connsFd(), &holder, &moved, BPF_EXIST), 0);
-  runTable({toEndpoint("B takes the leftover port", 41001, kTcpSyn)});
-  EXPECT_EQ(portOwner(), 41001);
-  const auto kept = h_->conn(holder);
-  ASSERT_TRUE(kept) << "the moved flow's entry is not the port's to delete";
-  EXPECT_EQ(kept->ep_id, 1u);
+  for (const bool halfOpen : {false, true}) {
+    SCOPED_TRACE(halfOpen ? "half-open holder" : "established holder");
+    build(2000);
+    // The holder's client tuple now goes to endpoint 1 (another service's id will do) from the
+    // same port number: this entry toward kEp is a leftover.
+    holdPort(*h_, kEp, kEndpoint1v4, 8080, kOnly, {.clientPort = 1000, .halfOpen = halfOpen});
+    const mp_flow holder = holderFlow(1000);
+    const int table = halfOpen ? h_->lb().halfFd() : h_->lb().connsFd();
+    mp_conn moved = *h_->anyConn(holder);
+    moved.ep_id = 1;
+    h_->put(table, holder, moved);
+    runTable({toEndpoint("B takes the leftover port", 41001, kTcpSyn)});
+    EXPECT_EQ(portOwner(), 41001);
+    const auto kept = h_->anyConn(holder);
+    ASSERT_TRUE(kept) << "the moved flow's entry is not the port's to delete";
+    EXPECT_EQ(kept->ep_id, 1u);
+  }
 }
 
 TEST_F(SnatReuseTest, SynOnAClosedEntryReopensIt) {
@@ -559,18 +652,39 @@ TEST_F(SnatReuseTest, SynOnAClosedEntryReopensIt) {
   runTable({toEndpoint("A opens", 41001, kTcpSyn),
             toEndpoint("A retransmits its SYN: the same connection", 41001, kTcpSyn)});
   EXPECT_EQ(h_->svcStats(40).new_conns, 1u);
-  runTable({toEndpoint("A finishes", 41001, kTcpFin | kTcpAck),
-            toClient("the endpoint finishes", 41001, kTcpFin | kTcpAck),
-            toEndpoint("the client opens the same 5-tuple again", 41001, kTcpSyn)});
+  runTable({toClient("the endpoint accepts", 41001, kTcpSyn | kTcpAck),
+            toEndpoint("A's ACK (promotes)", 41001, kTcpAck),
+            toEndpoint("A finishes", 41001, kTcpFin | kTcpAck),
+            toClient("the endpoint finishes", 41001, kTcpFin | kTcpAck)});
+  EXPECT_EQ(h_->health(kEp).opened, 1u);
+  EXPECT_EQ(h_->health(kEp).closed, 1u);
+  const uint64_t j0 = h_->jiffies();
+  runTable({toEndpoint("the client opens the same 5-tuple again", 41001, kTcpSyn)});
   const auto a = h_->conn(clientFlow(41001));
-  ASSERT_TRUE(a);
+  ASSERT_TRUE(a) << "reopened where it was: in the established table";
   EXPECT_EQ(a->flags, MP_CONN_F_SYN_SENT | MP_CONN_F_COUNTED) << "a new connection";
-  EXPECT_NE(a->closed_ns, 0u) << "the SYN's time";
+  EXPECT_NE(a->syn_ns, 0u) << "the SYN's time";
+  EXPECT_GE(a->expires, j0 + h_->timeouts().jiffies[MP_TMO_TCP_SYN]) << "waiting for a SYN-ACK";
   EXPECT_EQ(h_->svcStats(40).new_conns, 2u);
+  EXPECT_EQ(h_->health(kEp).opened, 2u) << "counted open again at once";
   runTable({refused("B: A is open again", 41002)});
 }
 
-TEST_F(SnatReuseTest, FreePortBeforeAClosedOneAndOnlyAClosedOneTaken) {
+TEST_F(SnatReuseTest, SynOnAClosedHalfOpenEntryReopensItUncounted) {
+  runTable({toEndpoint("A opens", 41001, kTcpSyn),
+            toClient("the endpoint refuses", 41001, kTcpRst | kTcpAck),
+            toEndpoint("A tries again on the same 5-tuple", 41001, kTcpSyn)});
+  const auto a = h_->half(clientFlow(41001));
+  ASSERT_TRUE(a);
+  EXPECT_EQ(a->flags, MP_CONN_F_SYN_SENT) << "open again, not counted before its handshake";
+  EXPECT_FALSE(h_->conn(clientFlow(41001)));
+  EXPECT_EQ(h_->svcStats(40).new_conns, 2u);
+  EXPECT_EQ(h_->health(kEp).opened, 0u);
+  EXPECT_EQ(h_->health(kEp).closed, 0u);
+  runTable({refused("B: A is open again", 41002)});
+}
+
+TEST_F(SnatReuseTest, FreePortBeforeAnExpiredOneAndOnlyAnExpiredOneTaken) {
   // Four ports; the flow's 16 probes, worked out natively, land on all of them.
   h_->setNode(kNode4, kNode6, 61000, 61003);
   const Bytes in = frame(tcp(kTcpSyn), kRouterMac, kClientIfMac, kClient4, kVip, 43000, 80);
@@ -587,25 +701,45 @@ TEST_F(SnatReuseTest, FreePortBeforeAClosedOneAndOnlyAClosedOneTaken) {
   const auto out = [&](uint16_t port) {
     return frame(tcp(kTcpSyn), kEndpointIfMac, kEndpoint1Mac, kNode4, kEndpoint1v4, port, 8080);
   };
+  // The flow's half-open state goes, both entries: the next packet is a new flow again.
+  const auto dropFlow = [&](uint16_t port) {
+    h_->erase(h_->lb().halfFd(), flow);
+    h_->erase(h_->lb().hrnatFd(), rnatKey(kEndpoint1v4, 8080, kNode4, port, kTcp));
+  };
 
-  // Probe 0's port is held by a connection closed long ago; another candidate is free.
-  holdPort(*h_, kEp, kEndpoint1v4, 8080, first,
-           {.clientPort = 1000, .closedAgoNs = 10'000'000'000});
+  // Probe 0's port is held by an expired connection; another candidate is free.
+  holdPort(*h_, kEp, kEndpoint1v4, 8080, first, {.clientPort = 1000, .expired = true});
   runTable({{"a free port first", in, kClientIf, XDP_REDIRECT, out(*later)}});
-  forget(clientFlow(43000));
+  EXPECT_TRUE(h_->conn(holderFlow(1000))) << "the expired one was left alone";
+  dropFlow(*later);
 
-  // Every port held, by open connections but one, closed long ago: that one is taken over.
-  for (uint16_t port = 61000; port <= 61003; ++port) {
-    holdPort(
-        *h_, kEp, kEndpoint1v4, 8080, port,
-        {.clientPort = port,
-         .closedAgoNs = port == *later ? std::optional<uint64_t>(10'000'000'000) : std::nullopt});
-  }
-  runTable({{"the closed connection's port", in, kClientIf, XDP_REDIRECT, out(*later)}});
-  for (uint16_t port = 61000; port <= 61003; ++port) {
-    const auto r = h_->rnat(rnatKey(kEndpoint1v4, 8080, kNode4, port, kTcp));
-    ASSERT_TRUE(r);
-    EXPECT_EQ(ntohs(r->client_port), port == *later ? 43000 : port) << port;
+  // Every port held by open connections but one, whose lifetime ran out: that one is taken over.
+  for (const bool halfOpen : {false, true}) {
+    SCOPED_TRACE(halfOpen ? "the expired one half-open" : "the expired one established");
+    for (uint16_t port = 61000; port <= 61003; ++port) {
+      const bool expired = port == *later;
+      holdPort(*h_, kEp, kEndpoint1v4, 8080, port,
+               {.clientPort = port, .expired = expired, .halfOpen = expired && halfOpen});
+    }
+    const mp_ep_health before = h_->health(kEp);
+    runTable({{"the expired connection's port", in, kClientIf, XDP_REDIRECT, out(*later)}});
+    for (uint16_t port = 61000; port <= 61003; ++port) {
+      const mp_flow key = rnatKey(kEndpoint1v4, 8080, kNode4, port, kTcp);
+      if (port == *later) {
+        ASSERT_TRUE(h_->hrnat(key));
+        EXPECT_EQ(ntohs(h_->hrnat(key)->client_port), 43000);
+        EXPECT_FALSE(h_->rnat(key)) << "the expired connection's reverse entry went";
+        EXPECT_FALSE(h_->anyConn(holderFlow(port))) << "and its forward entry";
+      } else {
+        ASSERT_TRUE(h_->rnat(key));
+        EXPECT_EQ(ntohs(h_->rnat(key)->client_port), port);
+        EXPECT_TRUE(h_->conn(holderFlow(port)));
+      }
+    }
+    // An established connection that expired open was counted open: its takeover counts the
+    // close (a half-open one never was).
+    EXPECT_EQ(h_->health(kEp).closed, before.closed + (halfOpen ? 0 : 1));
+    dropFlow(*later);
   }
 }
 
@@ -619,31 +753,44 @@ TEST_F(SnatReuseTest, Ipv6FinBothWaysGivesThePortBack) {
   const auto toEp = [](uint8_t flags) {
     return frame(tcp(flags), kEndpointIfMac, kEndpoint1Mac, kNode6, kEndpoint1v6, kOnly, 8080);
   };
-  const Bytes epFin = frame(tcp(kTcpFin | kTcpAck), kEndpoint1Mac, kEndpointIfMac, kEndpoint1v6,
-                            kNode6, 8080, kOnly);
-  const Bytes clientGetsFin =
-      frame(tcp(kTcpFin | kTcpAck), kClientIfMac, kClientMac, "fd00::140", kClient6, 80, 41001);
-  runTable(
-      {{"A opens", fromClient(41001, kTcpSyn), kClientIf, XDP_REDIRECT, toEp(kTcpSyn)},
-       {"B while A is open", fromClient(41002, kTcpSyn), kClientIf, XDP_DROP, std::nullopt,
-        MP_EXC_DROP_SNAT_EXHAUSTED},
-       {"A finishes", fromClient(41001, kTcpFin | kTcpAck), kClientIf, XDP_REDIRECT,
-        toEp(kTcpFin | kTcpAck)},
-       {"the endpoint finishes", epFin, kEndpointIf, XDP_REDIRECT, clientGetsFin},
-       {"B takes A's port", fromClient(41002, kTcpSyn), kClientIf, XDP_REDIRECT, toEp(kTcpSyn)}});
-  const auto r = h_->rnat(rnatKey(kEndpoint1v6, 8080, kNode6, kOnly, kTcp));
+  const auto fromEp = [](uint8_t flags) {
+    return frame(tcp(flags), kEndpoint1Mac, kEndpointIfMac, kEndpoint1v6, kNode6, 8080, kOnly);
+  };
+  const auto toClient6 = [](uint16_t cport, uint8_t flags) {
+    return frame(tcp(flags), kClientIfMac, kClientMac, "fd00::140", kClient6, 80, cport);
+  };
+  const std::vector<LbCase> table = {
+      {"A opens", fromClient(41001, kTcpSyn), kClientIf, XDP_REDIRECT, toEp(kTcpSyn)},
+      {"the endpoint accepts", fromEp(kTcpSyn | kTcpAck), kEndpointIf, XDP_REDIRECT,
+       toClient6(41001, kTcpSyn | kTcpAck)},
+      {"A's ACK (promotes)", fromClient(41001, kTcpAck), kClientIf, XDP_REDIRECT, toEp(kTcpAck)},
+      {"B while A is open", fromClient(41002, kTcpSyn), kClientIf, XDP_DROP, std::nullopt,
+       MP_EXC_DROP_SNAT_EXHAUSTED},
+      {"A finishes", fromClient(41001, kTcpFin | kTcpAck), kClientIf, XDP_REDIRECT,
+       toEp(kTcpFin | kTcpAck)},
+      {"the endpoint finishes", fromEp(kTcpFin | kTcpAck), kEndpointIf, XDP_REDIRECT,
+       toClient6(41001, kTcpFin | kTcpAck)},
+      {"B takes A's port", fromClient(41002, kTcpSyn), kClientIf, XDP_REDIRECT, toEp(kTcpSyn)}};
+  runTable(table);
+  const auto r = h_->hrnat(rnatKey(kEndpoint1v6, 8080, kNode6, kOnly, kTcp));
   ASSERT_TRUE(r);
   EXPECT_EQ(ntohs(r->client_port), 41002);
+  EXPECT_FALSE(h_->rnat(rnatKey(kEndpoint1v6, 8080, kNode6, kOnly, kTcp)));
 }
 
 TEST_F(SnatReuseTest, PortBeingClaimedIsNotTaken) {
   build(0);
-  holdPort(*h_, kEp, kEndpoint1v4, 8080, kOnly, {.clientPort = 1000, .forwardEntry = false});
-  const mp_flow key = rnatKey(kEndpoint1v4, 8080, kNode4, kOnly, kTcp);
-  mp_rnat r = *h_->rnat(key);
-  r.ep_id = MP_RNAT_CLAIMED;  // another CPU's new flow is taking it over right now
-  ASSERT_EQ(bpf_map_update_elem(h_->lb().rnatFd(), &key, &r, BPF_EXIST), 0);
-  runTable({refused("a claimed port", 41001)});
+  for (const bool halfOpen : {false, true}) {
+    SCOPED_TRACE(halfOpen ? "in mp_hrnat" : "in mp_rnat");
+    holdPort(*h_, kEp, kEndpoint1v4, 8080, kOnly,
+             {.clientPort = 1000, .forwardEntry = false, .halfOpen = halfOpen});
+    const int table = halfOpen ? h_->lb().hrnatFd() : h_->lb().rnatFd();
+    mp_rnat r = *h_->anyRnat(onlyKey());
+    r.ep_id = MP_RNAT_CLAIMED;  // another CPU's new flow is taking it over right now
+    h_->put(table, onlyKey(), r);
+    runTable({refused("a claimed port", 41001)});
+    h_->erase(table, onlyKey());
+  }
 }
 
 // The program caches next hops toward endpoints (mp_nh_cache); an answer is not used once the
