@@ -1,7 +1,8 @@
 // Passive health and the new-flow algorithms of the XDP balancer, run for real with BPF_PROG_RUN
 // in the tests' network namespace (lb_harness.h): each signal (a RST answering a SYN, an ICMP
 // unreachable, a retransmitted SYN; a SYN-ACK, a UDP reply) is sent as the endpoint or the client
-// would, and mp_ep_health, mp_events, mp_conns and mp_rr are read back.
+// would, and mp_ep_health, mp_events, the connection tables (half-open or established) and mp_rr
+// are read back.
 #include <arpa/inet.h>
 #include <bpf/bpf.h>
 #include <gtest/gtest.h>
@@ -59,16 +60,27 @@ class HealthTest : public ::testing::Test {
     h_->setHealth(ep, hl);
   }
   mp_flow key(const Flow& f) const { return h_->predict(fromClient(f, kTcpSyn)).flow; }
-  std::optional<mp_conn> conn(const Flow& f) const { return h_->conn(key(f)); }
+  // The flow's entry, established or half-open.
+  std::optional<mp_conn> conn(const Flow& f) const { return h_->anyConn(key(f)); }
 
-  // The client's packet goes out to an endpoint; the conn entry it left.
+  // The client's packet goes out to an endpoint; the entry it left (established or half-open).
   mp_conn send(const Flow& f, uint8_t flags = kTcpSyn) {
     const XdpRun run = h_->run(fromClient(f, flags), ifindexOf(kClientIf));
     EXPECT_EQ(run.error, 0);
     EXPECT_STREQ(verdictName(run.verdict), "XDP_REDIRECT");
     const auto c = conn(f);
-    EXPECT_TRUE(c.has_value()) << "mp_conns entry";
+    EXPECT_TRUE(c.has_value()) << "connection entry";
     return c.value_or(mp_conn{});
+  }
+  // The handshake through the balancer: SYN, the endpoint's SYN-ACK, the client's ACK, which
+  // promotes the connection (counted open). Its established entry.
+  mp_conn establish(const Flow& f) {
+    const mp_conn c = send(f);
+    EXPECT_EQ(reply(f, c, kTcpSyn | kTcpAck), uint32_t{XDP_REDIRECT});
+    send(f, kTcpAck);
+    const auto e = h_->conn(key(f));
+    EXPECT_TRUE(e.has_value()) << "promoted";
+    return e.value_or(mp_conn{});
   }
 
   // What the endpoint of c sends back on the flow, and the verdict it gets.
@@ -140,7 +152,7 @@ TEST_F(HealthTest, RstAnsweringSynCountsRstOnEstablishedDoesNot) {
   const Flow a = tcp4(portPicking(1, tcp4(0)));
   const mp_conn ca = send(a);
   ASSERT_EQ(ca.ep_id, 1u);
-  EXPECT_EQ(ca.flags, MP_CONN_F_SYN_SENT | MP_CONN_F_COUNTED);
+  EXPECT_EQ(ca.flags, MP_CONN_F_SYN_SENT) << "half-open: not counted yet";
   EXPECT_STREQ(verdictName(reply(a, ca, kTcpRst | kTcpAck)), "XDP_REDIRECT");
   EXPECT_EQ(h_->health(1).fails, 1u);
   auto events = h_->takeEvents();
@@ -285,14 +297,17 @@ TEST_F(HealthTest, SynRetransmitsMarkDownOnceAndTheFlowMovesToALiveEndpoint) {
   EXPECT_EQ(h_->health(1).flags, 0u);
   const mp_conn moved = send(a);
   EXPECT_EQ(moved.ep_id, 2u) << "the retransmission that marks it down is re-picked";
-  EXPECT_EQ(moved.flags, MP_CONN_F_SYN_SENT | MP_CONN_F_COUNTED);
+  EXPECT_EQ(moved.flags, MP_CONN_F_SYN_SENT);
+  EXPECT_TRUE(h_->half(key(a))) << "half-open on its new endpoint";
   const mp_ep_health down = h_->health(1);
   EXPECT_EQ(down.fails, 2u);
   EXPECT_EQ(down.flags, MP_EPH_F_DOWN);
   EXPECT_NE(down.down_ns, 0u);
-  EXPECT_EQ(down.opened, 1u);
-  EXPECT_EQ(down.closed, 1u) << "the moved connection left endpoint 1";
-  EXPECT_EQ(h_->health(2).opened, 1u);
+  EXPECT_EQ(down.opened, 0u) << "a SYN never answered was never counted open";
+  EXPECT_EQ(down.closed, 0u) << "so its move counts no close";
+  reply(a, moved, kTcpSyn | kTcpAck);
+  send(a, kTcpAck);
+  EXPECT_EQ(h_->health(2).opened, 1u) << "counted where its handshake completed";
 
   // More failures of the down endpoint: no second DOWN event.
   const Flow b = tcp4(portPicking(1, tcp4(0), a.cport + 1));
@@ -327,15 +342,16 @@ TEST_F(HealthTest, SynAckResetsFailsClearsSynSentAndSamplesTheRtt) {
   setFall(1, 5, 3);
   const Flow a = tcp4(portPicking(1, tcp4(0)));
   const mp_conn ca = send(a);
-  EXPECT_EQ(ca.flags, MP_CONN_F_SYN_SENT | MP_CONN_F_COUNTED);
-  EXPECT_NE(ca.closed_ns, 0u) << "the SYN's time";
+  EXPECT_EQ(ca.flags, MP_CONN_F_SYN_SENT);
+  EXPECT_NE(ca.syn_ns, 0u) << "the SYN's time";
   ::usleep(20'000);
   reply(a, ca, kTcpSyn | kTcpAck);
   const mp_ep_health first = h_->health(1);
   EXPECT_EQ(first.fails, 0u);
   EXPECT_GE(first.rtt_ns, 20'000'000u);
   EXPECT_LT(first.rtt_ns, 2'000'000'000u);
-  EXPECT_EQ(conn(a)->flags, MP_CONN_F_COUNTED) << "SYN_SENT cleared";
+  EXPECT_EQ(conn(a)->flags, MP_CONN_F_SYNACK) << "SYN_SENT cleared, the SYN-ACK marked";
+  EXPECT_TRUE(h_->half(key(a))) << "half-open until the client's ACK";
   auto events = h_->takeEvents();
   ASSERT_EQ(events.size(), 1u);
   expectEvent(events[0], 1, MP_HEV_RECOVERED, MP_PASSIVE_NONE, 0);
@@ -359,6 +375,7 @@ TEST_F(HealthTest, UdpReplyIsASuccess) {
   setFall(c.ep_id, 3, 2);
   reply(f, c, 0);
   EXPECT_EQ(h_->health(c.ep_id).fails, 0u);
+  EXPECT_TRUE(h_->conn(key(f))) << "answered: established";
   auto events = h_->takeEvents();
   ASSERT_EQ(events.size(), 1u);
   expectEvent(events[0], c.ep_id, MP_HEV_RECOVERED, MP_PASSIVE_NONE, 0);
@@ -396,18 +413,22 @@ TEST_F(HealthTest, NewFlowsSkipADownEndpointAllDownTakesTheFirstPick) {
   EXPECT_EQ(send(picks1).ep_id, 1u) << "every candidate down: the first pick";
   EXPECT_EQ(send(picks2).ep_id, 2u);
   const Flow established = tcp4(portPicking(1, tcp4(0), 43100));
+  const Flow halfOpen = tcp4(portPicking(1, tcp4(0), established.cport + 1));
   h_->setDown(1, false);
   h_->setDown(2, false);
-  EXPECT_EQ(send(established).ep_id, 1u);
+  EXPECT_EQ(establish(established).ep_id, 1u);
+  EXPECT_EQ(send(halfOpen).ep_id, 1u);
   h_->setDown(1, true);
   EXPECT_EQ(send(established, kTcpAck).ep_id, 1u) << "established flows never look at health";
+  EXPECT_EQ(send(halfOpen, kTcpAck).ep_id, 1u) << "nor do a half-open flow's later packets";
 }
 
 TEST_F(HealthTest, ReopenOnADownEndpointMovesOtherwiseStays) {
   const Flow a = tcp4(portPicking(1, tcp4(0)));
   mp_conn ca = send(a);
   reply(a, ca, kTcpSyn | kTcpAck);
-  send(a, kTcpFin | kTcpAck);
+  send(a, kTcpFin | kTcpAck);  // carries the handshake's ACK: promotes, then half-closes
+  EXPECT_TRUE(h_->conn(key(a)));
   reply(a, ca, kTcpFin | kTcpAck);
   EXPECT_EQ(h_->health(1).closed, 1u);
   ca = send(a);
@@ -418,10 +439,12 @@ TEST_F(HealthTest, ReopenOnADownEndpointMovesOtherwiseStays) {
   h_->setDown(1, true);
   const mp_conn moved = send(a);
   EXPECT_EQ(moved.ep_id, 2u) << "a reopen of a down endpoint's closed entry is re-picked";
+  EXPECT_FALSE(h_->conn(key(a))) << "its established entry went";
+  EXPECT_TRUE(h_->half(key(a))) << "a new flow, half-open";
   const mp_ep_health h1 = h_->health(1), h2 = h_->health(2);
   EXPECT_EQ(h1.opened, 2u);
   EXPECT_EQ(h1.closed, 2u);
-  EXPECT_EQ(h2.opened, 1u);
+  EXPECT_EQ(h2.opened, 0u) << "counted at its handshake";
   EXPECT_EQ(h2.closed, 0u);
 }
 
@@ -430,8 +453,12 @@ TEST_F(HealthTest, OpenedAndClosedAreCountedOnceEach) {
   const mp_conn ca = send(a);
   send(a);  // a retransmitted SYN is the same connection
   reply(a, ca, kTcpSyn | kTcpAck);
+  reply(a, ca, kTcpSyn | kTcpAck);  // a retransmitted SYN-ACK
+  EXPECT_EQ(h_->health(1).opened, 0u) << "open once the client's ACK completes the handshake";
   send(a, kTcpAck);
   EXPECT_EQ(h_->health(1).opened, 1u);
+  send(a, kTcpAck);
+  EXPECT_EQ(h_->health(1).opened, 1u) << "promoted once";
   send(a, kTcpFin | kTcpAck);
   send(a, kTcpFin | kTcpAck);  // retransmitted FIN
   EXPECT_EQ(h_->health(1).closed, 0u) << "half-closed is open";
@@ -442,8 +469,7 @@ TEST_F(HealthTest, OpenedAndClosedAreCountedOnceEach) {
 
   // Half-closed, then reopened: the old connection is counted closed by the reopen.
   const Flow b = tcp4(portPicking(1, tcp4(0), a.cport + 1));
-  const mp_conn cb = send(b);
-  reply(b, cb, kTcpSyn | kTcpAck);
+  const mp_conn cb = establish(b);
   reply(b, cb, kTcpFin | kTcpAck);
   send(b);
   EXPECT_EQ(h_->health(1).opened, 3u);
@@ -456,26 +482,38 @@ TEST_F(HealthTest, OpenedAndClosedAreCountedOnceEach) {
   // A first packet that is a RST is born closed: never counted.
   const Flow c = tcp4(portPicking(1, tcp4(0), b.cport + 1));
   EXPECT_EQ(send(c, kTcpRst).flags, MP_CONN_F_RST);
-  // A forgotten flow's mid-flow packet is a new (counted) connection.
+  // A mid-flow packet of a flow the balancer never saw opens a half-open flow, uncounted: its
+  // endpoint never saw that SYN either.
   const Flow d = tcp4(portPicking(1, tcp4(0), c.cport + 1));
-  EXPECT_EQ(send(d, kTcpAck).flags, MP_CONN_F_COUNTED);
+  EXPECT_EQ(send(d, kTcpAck).flags, 0u);
+  send(d, kTcpAck);
+  EXPECT_TRUE(h_->half(key(d))) << "no SYN-ACK seen: an ACK does not promote";
+  // A half-open connection that closes (the endpoint refuses it) was never open.
+  const Flow e = tcp4(portPicking(1, tcp4(0), d.cport + 1));
+  reply(e, send(e), kTcpRst | kTcpAck);
   const mp_ep_health hl = h_->health(1);
-  EXPECT_EQ(hl.opened, 4u);
+  EXPECT_EQ(hl.opened, 3u);
   EXPECT_EQ(hl.closed, 3u);
   EXPECT_EQ(h_->health(2).opened, 0u);
 }
 
 TEST_F(HealthTest, SnatTakeoverCountsNothingTwice) {
-  // One port: a second connection can only have the first one's, once it closed.
+  // One port: a second connection can only have the first one's, once it closed; a closed
+  // connection's port is free at once (tcp_closed 0 in this fixture).
   h_->setNode(kNode4, kNode6, 61500, 61500);
   const Flow a = tcp4(portPicking(1, tcp4(0))), b = tcp4(portPicking(1, tcp4(0), a.cport + 1));
-  const mp_conn ca = send(a);
+  const mp_conn ca = establish(a);
   reply(a, ca, kTcpRst);
   EXPECT_EQ(h_->health(1).closed, 1u);
   const mp_conn cb = send(b);
   EXPECT_EQ(cb.snat_port, ca.snat_port) << "taken over";
   EXPECT_FALSE(conn(a)) << "the closed connection's entry went";
-  const mp_ep_health hl = h_->health(1);
+  mp_ep_health hl = h_->health(1);
+  EXPECT_EQ(hl.opened, 1u);
+  EXPECT_EQ(hl.closed, 1u) << "its close was counted by the RST, not again by the takeover";
+  reply(b, cb, kTcpSyn | kTcpAck);
+  send(b, kTcpAck);
+  hl = h_->health(1);
   EXPECT_EQ(hl.opened, 2u);
   EXPECT_EQ(hl.closed, 1u);
 }
@@ -531,7 +569,7 @@ TEST_F(AlgorithmTest, RandomSpreadsByWeightAndForgetsTheTuple) {
   for (int i = 0; i < 64; ++i) {
     seen.insert(send(same).ep_id);
     const mp_flow k = key(same);
-    ASSERT_EQ(bpf_map_delete_elem(h_->lb().connsFd(), &k), 0);
+    ASSERT_EQ(bpf_map_delete_elem(h_->lb().halfFd(), &k), 0);  // the half-open LRU forgets it
   }
   // Both: 0.75^64 + 0.25^64 < 1e-7 to fail by chance.
   EXPECT_EQ(seen.size(), 2u) << "one 5-tuple, forgotten 64 times, lands on both endpoints";
