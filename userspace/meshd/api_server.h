@@ -1,6 +1,7 @@
-// api_server.h — the REST API of docs/api.md: HTTP/1.1 (Boost.Beast) over the unix socket
-// node.api_socket, mode 0660, each peer checked with SO_PEERCRED (root, or a member of the
-// socket's group). ApiHandler maps one request to one answer; ApiServer owns the socket.
+// api_server.h — the REST API of docs/api.md on the wire: HTTP/1.1 (Boost.Beast) over the unix
+// socket node.api_socket, mode 0660, each peer checked with SO_PEERCRED (root, or a member of the
+// socket's group). ApiServer owns the socket and its sessions; ApiHandler (api_handler.h) maps one
+// request to one answer.
 #pragma once
 
 #include <sys/types.h>
@@ -11,55 +12,11 @@
 #include <optional>
 #include <string>
 
+#include "api_handler.h"
 #include "control_plane.h"
 #include "result.h"
 
 namespace meshpath {
-
-namespace health {
-class HealthMonitor;
-}
-
-struct ApiAnswer {
-  int status = 200;
-  std::string body;   // JSON
-  std::string allow;  // for 405: the methods the path takes
-  // GET /v1/events?follow=1: the session streams events (JSON lines, chunked) from seq > this.
-  std::optional<uint64_t> followFrom;
-};
-
-class ApiHandler {
- public:
-  explicit ApiHandler(ControlPlane& controlPlane) : cp_(controlPlane) {}
-  void setHealth(health::HealthMonitor* monitor) { health_ = monitor; }
-  health::HealthMonitor* health() const { return health_; }
-  // `target` is the request target as sent ("/v1/services/web?x=y"); `method` e.g. "GET".
-  ApiAnswer handle(const std::string& method, const std::string& target, const std::string& body);
-
- private:
-  ApiAnswer status();
-  ApiAnswer listServices();
-  ApiAnswer getService(const std::string& name);
-  ApiAnswer createService(const std::string& body);
-  ApiAnswer deleteService(const std::string& name);
-  ApiAnswer addEndpoint(const std::string& service, const std::string& body);
-  ApiAnswer setEndpointWeight(const std::string& service, const std::string& address,
-                              const std::string& port, const std::string& body);
-  ApiAnswer removeEndpoint(const std::string& service, const std::string& address,
-                           const std::string& port);
-  ApiAnswer getEndpoint(const std::string& service, const std::string& address,
-                        const std::string& port);
-  // POST .../endpoints/{address}/{port}/drain: weight 0, as PUT would set it.
-  ApiAnswer drainEndpoint(const std::string& service, const std::string& address,
-                          const std::string& port);
-  ApiAnswer stats();
-  ApiAnswer apply(const std::string& body);
-  ApiAnswer healthView(const std::string& service);
-  ApiAnswer events(const std::string& target);
-
-  ControlPlane& cp_;
-  health::HealthMonitor* health_ = nullptr;
-};
 
 // Who is on the other end of a connection (SO_PEERCRED, SO_PEERGROUPS).
 struct PeerCredentials {

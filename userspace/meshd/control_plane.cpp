@@ -4,6 +4,7 @@
 
 #include <fstream>
 #include <sstream>
+#include <tuple>
 
 #include "config.h"
 
@@ -51,10 +52,15 @@ std::string describeNodeChanges(const NodeSpec& from, const NodeSpec& to) {
   note("interfaces", listText(from.interfaces), listText(to.interfaces));
   note("ipv4", optText(from.ipv4), optText(to.ipv4));
   note("ipv6", optText(from.ipv6), optText(to.ipv6));
+  std::vector<std::string> poolFrom, poolTo;
+  for (const IpAddress& a : from.snatPool) poolFrom.push_back(a.toString());
+  for (const IpAddress& a : to.snatPool) poolTo.push_back(a.toString());
+  note("snat_pool", listText(poolFrom), listText(poolTo));
   note("snat_ports", std::to_string(from.snatPortMin) + "-" + std::to_string(from.snatPortMax),
        std::to_string(to.snatPortMin) + "-" + std::to_string(to.snatPortMax));
   note("ring_size", std::to_string(from.ringSize), std::to_string(to.ringSize));
   note("conn_table_size", std::to_string(from.connTableSize), std::to_string(to.connTableSize));
+  note("half_table_size", std::to_string(from.halfTableSize), std::to_string(to.halfTableSize));
   note("flow_cache_slots", std::to_string(from.flowCacheSlots), std::to_string(to.flowCacheSlots));
   note("xdp_mode", from.xdpMode, to.xdpMode);
   note("api_socket", from.apiSocket, to.apiSocket);
@@ -203,6 +209,9 @@ ApiResult<ApplyReport> ControlPlane::applyConfigText(const std::string& yamlText
     doc = parseConfigDocument(yamlText);
   } catch (const ConfigError& e) {
     return ApiError{400, e.what(), "fix the config text (docs/config.md) and apply it again"};
+  }
+  if (doc.node && snatPortsAuto(*doc.node) && autoSnatPorts_) {
+    std::tie(doc.node->snatPortMin, doc.node->snatPortMax) = *autoSnatPorts_;
   }
   if (doc.node && !(*doc.node == desired().node)) {
     return ApiError{409,

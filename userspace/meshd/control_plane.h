@@ -15,6 +15,7 @@
 #include "model.h"
 #include "reconciler.h"
 #include "result.h"
+#include "snat.h"
 #include "state_store.h"
 
 namespace meshpath {
@@ -39,6 +40,11 @@ class ControlPlane {
   Reconciler& reconciler() { return reconciler_; }
   Dataplane& dataplane() { return dataplane_; }
   bool adopted() const { return adopted_; }
+  // node.snat_ports: auto as meshd resolved it at start (local_ports.h), or nullopt when the
+  // config gave a range. The desired node holds the resolved range; a node section applied later
+  // that says auto means this same range.
+  void setAutoSnatPorts(std::optional<PortRange> range) { autoSnatPorts_ = range; }
+  const std::optional<PortRange>& autoSnatPorts() const { return autoSnatPorts_; }
   std::chrono::steady_clock::time_point startedAt() const { return startedAt_; }
 
   // Validates `next` (400), realizes it (500 when the dataplane fails), saves the state file.
@@ -72,6 +78,7 @@ class ControlPlane {
   StateStore& store_;
   std::string configPath_;
   bool adopted_;
+  std::optional<PortRange> autoSnatPorts_;
   std::chrono::steady_clock::time_point startedAt_;
   std::vector<std::function<void()>> committedListeners_;
 };

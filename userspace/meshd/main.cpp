@@ -33,6 +33,7 @@
 #include "health/health_checker.h"
 #include "health/health_monitor.h"
 #include "libbpf_logger.h"
+#include "local_ports.h"
 #include "netlink.h"
 #include "reconciler.h"
 #include "state_store.h"
@@ -236,6 +237,14 @@ int run(const Options& opt) {
     spdlog::error("config {}: {}", opt.config, e.what());
     return 2;
   }
+  // The SNAT port range is settled before anything sees the node (dataplane, state file, API):
+  // auto becomes a range outside the kernel's ephemeral one, and an explicit range overlapping
+  // it is reserved, so the kernel never autobinds a port a SNAT connection holds.
+  auto snatPorts = prepareSnatPorts(fromConfig.node);
+  if (!snatPorts) {
+    spdlog::error("{} — {}", snatPorts.error().toString(), snatPorts.error().hint);
+    return 2;
+  }
   const NodeSpec& node = fromConfig.node;
 
   if (auto r = ensureBpffs(node.pinRoot); !r) {
@@ -325,6 +334,7 @@ int run(const Options& opt) {
   Reconciler reconciler(*dataplane);
   reconciler.start(*snapshot, ids);
   ControlPlane controlPlane(*dataplane, reconciler, store, opt.config, adopted);
+  if (snatPorts->automatic) controlPlane.setAutoSnatPorts(snatPorts->range);
   if (auto r = controlPlane.commit(initial); !r) {
     spdlog::error("initial state not applied: {} — {}", r.error().error,
                   adopted ? "the saved services do not fit this config's node section; fix it, "

@@ -25,11 +25,16 @@ class ApiTest : public ::testing::Test {
     node_.ipv4 = IpAddress::parse("10.0.2.1");
     node_.ringSize = 1009;
     node_.stateFile = (dir_ / "state.json").string();
+    // node.snat_ports: auto, as meshd resolves it at start on a host with Linux's default
+    // ephemeral range (local_ports.h).
+    node_.snatPortMin = 1024;
+    node_.snatPortMax = 32767;
     store_ = std::make_unique<StateStore>(node_.stateFile);
     reconciler_ = std::make_unique<Reconciler>(dp_);
     reconciler_->start({}, std::nullopt);
     ASSERT_TRUE(reconciler_->apply(DesiredState{node_, {}}));
     cp_ = std::make_unique<ControlPlane>(dp_, *reconciler_, *store_, "", false);
+    cp_->setAutoSnatPorts(PortRange{1024, 32767});
     handler_ = std::make_unique<ApiHandler>(*cp_);
   }
   void TearDown() override { std::filesystem::remove_all(dir_); }
@@ -58,6 +63,17 @@ class ApiTest : public ::testing::Test {
 
 TEST_F(ApiTest, Status) {
   createWeb();
+  DesiredState withPool = cp_->desired();
+  withPool.node.snatPool = {*IpAddress::parse("10.0.2.2"), *IpAddress::parse("10.0.2.3")};
+  ASSERT_TRUE(cp_->commit(withPool));
+  dp_.connStats = ConnTableStats{.established = 12,
+                                 .halfOpen = 3,
+                                 .establishedCapacity = 1 << 20,
+                                 .halfOpenCapacity = 1 << 18,
+                                 .expiredReaped = 40,
+                                 .bytesPerConnection = 416,
+                                 .bytesPerHalfOpen = 432,
+                                 .snatPortsInUse = {}};
   auto [status, body] = call("GET", "/v1/status");
   ASSERT_EQ(status, 200);
   EXPECT_EQ(body["pid"], ::getpid());
@@ -68,7 +84,18 @@ TEST_F(ApiTest, Status) {
   EXPECT_EQ(body["node"]["ipv4"], "10.0.2.1");
   EXPECT_TRUE(body["node"]["ipv6"].is_null());
   EXPECT_EQ(body["node"]["ring_size"], 1009);
-  EXPECT_EQ(body["node"]["snat_port_min"], 61000);
+  EXPECT_EQ(body["node"]["snat_port_min"], 1024);
+  EXPECT_EQ(body["node"]["snat_port_max"], 32767);
+  EXPECT_EQ(body["node"]["snat_ports_auto"], true);
+  EXPECT_EQ(body["node"]["snat_pool"], json::array({"10.0.2.2", "10.0.2.3"}));
+  EXPECT_EQ(body["node"]["half_table_size"], 262144);
+  EXPECT_EQ(body["connections"], (json{{"established", 12},
+                                       {"half_open", 3},
+                                       {"established_capacity", 1 << 20},
+                                       {"half_open_capacity", 1 << 18},
+                                       {"expired_reaped", 40},
+                                       {"bytes_per_connection", 416},
+                                       {"bytes_per_half_open", 432}}));
   EXPECT_EQ(body["services"], 1);
   EXPECT_EQ(body["endpoints"], 2);
   EXPECT_TRUE(body.contains("version") && body.contains("uptime_s"));
@@ -242,6 +269,8 @@ TEST_F(ApiTest, Ipv6EndpointInThePath) {
 
 TEST_F(ApiTest, Stats) {
   createWeb();
+  const uint32_t ep2 = *reconciler_->endpointId("web", "10.0.2.12:8080");
+  dp_.connStats.snatPortsInUse = {{ep2, 250}};
   auto [status, body] = call("GET", "/v1/stats");
   ASSERT_EQ(status, 200);
   ASSERT_EQ(body["services"].size(), 1u);
@@ -252,7 +281,17 @@ TEST_F(ApiTest, Stats) {
                                        {"port", 8080},
                                        {"packets", 1},
                                        {"bytes", 10},
-                                       {"new_conns", 0}}));
+                                       {"new_conns", 0},
+                                       {"snat_ports_used", 250},
+                                       {"snat_capacity", 31744}}));
+  EXPECT_EQ(web["endpoints"][0]["snat_ports_used"], 0);
+  // Every SNAT source of the family multiplies the capacity.
+  DesiredState withPool = cp_->desired();
+  withPool.node.snatPool = {*IpAddress::parse("10.0.2.2"), *IpAddress::parse("fd00::2")};
+  withPool.node.ipv6 = IpAddress::parse("fd00::1");
+  ASSERT_TRUE(cp_->commit(withPool));
+  EXPECT_EQ(call("GET", "/v1/stats").second["services"][0]["endpoints"][1]["snat_capacity"],
+            2 * 31744);
   EXPECT_EQ(body["exceptions"].size(), static_cast<size_t>(MP_EXC_MAX));
   EXPECT_EQ(body["exceptions"]["drop_ip4_trunc"], 7);
   EXPECT_EQ(body["flow_cache"], (json{{"slots_per_cpu", 4},
@@ -301,6 +340,18 @@ services:
   auto [os, other] = call("POST", "/v1/apply", otherNode);
   EXPECT_EQ(os, 409);
   EXPECT_NE(other["error"].get<std::string>().find("interfaces"), std::string::npos);
+  // snat_ports: auto means the range meshd resolved at start; written out, it is the same node.
+  auto withPorts = [&](const std::string& ports) {
+    return "node:\n  interfaces: [veth0]\n  ipv4: 10.0.2.1\n  ring_size: 1009\n  state_file: " +
+           node_.stateFile + "\n  snat_ports: " + ports + "\n" + yaml;
+  };
+  EXPECT_EQ(call("POST", "/v1/apply", withPorts("auto")).first, 200);
+  EXPECT_EQ(call("POST", "/v1/apply", withPorts("1024-32767")).first, 200);
+  auto [ps, ports] = call("POST", "/v1/apply", withPorts("61000-65535"));
+  EXPECT_EQ(ps, 409);
+  EXPECT_NE(ports["error"].get<std::string>().find("snat_ports 1024-32767 -> 61000-65535"),
+            std::string::npos)
+      << ports.dump();
 
   EXPECT_EQ(call("POST", "/v1/apply", "services: [").first, 400);
   EXPECT_EQ(call("POST", "/v1/apply", "services:\n  - name: x\n    vip: 10.0.0.1\n").first, 400);

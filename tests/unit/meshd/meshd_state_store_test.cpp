@@ -16,12 +16,19 @@ DesiredState sample() {
   d.node.ipv4 = IpAddress::parse("10.0.2.1");
   d.node.ipv6 = IpAddress::parse("fd00:2::1");
   d.node.ringSize = 1009;
+  d.node.snatPool = {*IpAddress::parse("10.0.2.2"), *IpAddress::parse("fd00:2::2")};
+  d.node.snatPortMin = 1024;
+  d.node.snatPortMax = 32767;
+  d.node.halfTableSize = 65536;
   ServiceSpec web;
   web.name = "web";
   web.vip = *IpAddress::parse("10.0.0.100");
   web.port = 80;
   web.endpoints = {{*IpAddress::parse("10.0.2.11"), 8080, 1},
                    {*IpAddress::parse("10.0.2.12"), 8080, 0}};
+  web.timeouts.tcpEstablishedMs = 7200 * 1000;
+  web.timeouts.tcpClosedMs = 1500;
+  web.onEject = OnEject::kReset;
   ServiceSpec dns;
   dns.name = "dns6";
   dns.vip = *IpAddress::parse("fd00::53");
@@ -86,6 +93,28 @@ TEST_F(StateStoreTest, MissingIdIsRefused) {
   IdAssignments ids = sampleIds();
   ids.endpoints["web"].erase("10.0.2.12:8080");
   EXPECT_THROW(parseState(serializeState(sample(), ids)), std::exception);
+}
+
+// A state file written before services had timeouts and on_eject, and the node a SNAT pool and a
+// half-open table, still loads: the missing fields take their defaults.
+TEST_F(StateStoreTest, OlderFileWithoutTheConnectionFieldsLoadsWithDefaults) {
+  const std::string text = R"({"format": 1,
+    "desired": {"node": {"interfaces": ["veth0"], "ipv4": "10.0.2.1", "snat_port_min": 61000,
+                         "snat_port_max": 65535, "ring_size": 1009},
+                "services": [{"name": "web", "vip": "10.0.0.100", "port": 80,
+                              "endpoints": [{"address": "10.0.2.11", "port": 8080}]}]},
+    "ids": {"services": {"web": 0}, "endpoints": {"web": {"10.0.2.11:8080": 0}},
+            "next_service_id": 1, "next_endpoint_id": 1}})";
+  const SavedState saved = parseState(text);
+  EXPECT_TRUE(saved.desired.node.snatPool.empty());
+  EXPECT_EQ(saved.desired.node.halfTableSize, NodeSpec{}.halfTableSize);
+  EXPECT_EQ(saved.desired.node.snatPortMin, 61000);
+  EXPECT_EQ(saved.desired.services[0].timeouts, ConnTimeouts{});
+  EXPECT_EQ(saved.desired.services[0].onEject, OnEject::kKeep);
+  // And what is saved now carries them.
+  const SavedState again = parseState(serializeState(sample(), sampleIds()));
+  EXPECT_EQ(again.desired, sample());
+  EXPECT_EQ(again.desired.services[0].onEject, OnEject::kReset);
 }
 
 }  // namespace

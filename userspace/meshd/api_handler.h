@@ -1,0 +1,68 @@
+// api_handler.h — the REST API of docs/api.md as a route table: ApiHandler maps one request
+// (method, target, body) to one answer. The routes (api_routes.cpp) parse the path and body, call
+// the control plane, and answer with a view (api_views.h); the connections that carry requests
+// are ApiServer's (api_server.h).
+#pragma once
+
+#include <cstdint>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+
+#include "control_plane.h"
+#include "result.h"
+
+namespace meshpath {
+
+namespace health {
+class HealthMonitor;
+}
+
+struct ApiAnswer {
+  int status = 200;
+  std::string body;   // JSON
+  std::string allow;  // for 405: the methods the path takes
+  // GET /v1/events?follow=1: the session streams events (JSON lines, chunked) from seq > this.
+  std::optional<uint64_t> followFrom;
+};
+
+// An answer with `body` as its JSON (bytes that are not UTF-8, echoed from input, replaced).
+ApiAnswer jsonAnswer(int status, const nlohmann::json& body);
+// {"error": ..., "hint": ...} with the status.
+ApiAnswer errorAnswer(int status, const std::string& error, const std::string& hint);
+ApiAnswer errorAnswer(const ApiError& e);
+
+class ApiHandler {
+ public:
+  explicit ApiHandler(ControlPlane& controlPlane) : cp_(controlPlane) {}
+  void setHealth(health::HealthMonitor* monitor) { health_ = monitor; }
+  health::HealthMonitor* health() const { return health_; }
+  // `target` is the request target as sent ("/v1/services/web?x=y"); `method` e.g. "GET".
+  ApiAnswer handle(const std::string& method, const std::string& target, const std::string& body);
+
+ private:
+  ApiAnswer status();
+  ApiAnswer listServices();
+  ApiAnswer getService(const std::string& name);
+  ApiAnswer createService(const std::string& body);
+  ApiAnswer deleteService(const std::string& name);
+  ApiAnswer addEndpoint(const std::string& service, const std::string& body);
+  ApiAnswer setEndpointWeight(const std::string& service, const std::string& address,
+                              const std::string& port, const std::string& body);
+  ApiAnswer removeEndpoint(const std::string& service, const std::string& address,
+                           const std::string& port);
+  ApiAnswer getEndpoint(const std::string& service, const std::string& address,
+                        const std::string& port);
+  // POST .../endpoints/{address}/{port}/drain: weight 0, as PUT would set it.
+  ApiAnswer drainEndpoint(const std::string& service, const std::string& address,
+                          const std::string& port);
+  ApiAnswer stats();
+  ApiAnswer apply(const std::string& body);
+  ApiAnswer healthView(const std::string& service);
+  ApiAnswer events(const std::string& target);
+
+  ControlPlane& cp_;
+  health::HealthMonitor* health_ = nullptr;
+};
+
+}  // namespace meshpath

@@ -1,0 +1,181 @@
+// api_views.cpp — the JSON views of the REST API (docs/api.md, "Objects" and the GET answers).
+#include "api_views.h"
+
+#include <unistd.h>
+
+#include <chrono>
+
+#include "abi.h"
+#include "api_json.h"
+#include "snat.h"
+
+#ifndef MESHPATH_VERSION
+#define MESHPATH_VERSION "dev"
+#endif
+
+namespace meshpath {
+
+namespace {
+
+using nlohmann::json;
+
+json countersJson(const Counters& c) {
+  return {{"packets", c.packets}, {"bytes", c.bytes}, {"new_conns", c.newConns}};
+}
+
+json optionalAddress(const std::optional<IpAddress>& ip) {
+  return ip ? json(ip->toString()) : json(nullptr);
+}
+
+json connectionsJson(const ConnTableStats& c) {
+  return {{"established", c.established},
+          {"half_open", c.halfOpen},
+          {"established_capacity", c.establishedCapacity},
+          {"half_open_capacity", c.halfOpenCapacity},
+          {"expired_reaped", c.expiredReaped},
+          {"bytes_per_connection", c.bytesPerConnection},
+          {"bytes_per_half_open", c.bytesPerHalfOpen}};
+}
+
+// An Endpoint's datapath fields: "active_conns" (TCP; null for UDP) and "drain" (weight 0:
+// "draining" while connections are open, "drained" when none is; null with weight > 0).
+Result<void> addConnectionView(ControlPlane& cp, Protocol protocol, uint32_t id,
+                               const EndpointSpec& e, json& j) {
+  std::optional<int64_t> active;
+  if (protocol == Protocol::kTcp) {
+    auto h = cp.dataplane().endpointHealth(id);
+    if (!h) return h.error();
+    active = h->activeConns;
+  }
+  j["active_conns"] = active ? json(*active) : json(nullptr);
+  if (e.weight > 0) {
+    j["drain"] = nullptr;
+  } else {
+    // UDP has no connection count to wait for: drained as soon as the weight is 0.
+    j["drain"] = active.value_or(0) > 0 ? "draining" : "drained";
+  }
+  return {};
+}
+
+}  // namespace
+
+Result<json> statusView(ControlPlane& cp) {
+  const DesiredState& d = cp.desired();
+  json interfaces = json::array();
+  for (const InterfaceStatus& i : cp.dataplane().interfaces()) {
+    interfaces.push_back(
+        {{"name", i.name}, {"ifindex", i.ifindex}, {"attached", i.attached}, {"mode", i.mode}});
+  }
+  size_t endpoints = 0;
+  for (const ServiceSpec& s : d.services) endpoints += s.endpoints.size();
+  auto uptime = std::chrono::duration_cast<std::chrono::seconds>(std::chrono::steady_clock::now() -
+                                                                 cp.startedAt());
+  json pool = json::array();
+  for (const IpAddress& a : d.node.snatPool) pool.push_back(a.toString());
+  json node = {{"ipv4", optionalAddress(d.node.ipv4)},
+               {"ipv6", optionalAddress(d.node.ipv6)},
+               {"snat_pool", std::move(pool)},
+               {"snat_port_min", d.node.snatPortMin},
+               {"snat_port_max", d.node.snatPortMax},
+               {"snat_ports_auto", cp.autoSnatPorts().has_value()},
+               {"ring_size", d.node.ringSize},
+               {"conn_table_size", d.node.connTableSize},
+               {"half_table_size", d.node.halfTableSize},
+               {"flow_cache_slots", d.node.flowCacheSlots}};
+  // The tables' fill is worth showing even when a read fails; status must answer regardless.
+  auto tables = cp.dataplane().connTableStats();
+  return json{{"version", MESHPATH_VERSION},
+              {"pid", ::getpid()},
+              {"uptime_s", uptime.count()},
+              {"adopted", cp.adopted()},
+              {"pin_root", cp.dataplane().pinRoot()},
+              {"interfaces", interfaces},
+              {"node", node},
+              {"connections", tables ? connectionsJson(*tables) : json(nullptr)},
+              {"services", d.services.size()},
+              {"endpoints", endpoints}};
+}
+
+Result<json> statsView(ControlPlane& cp) {
+  auto tables = cp.dataplane().connTableStats();
+  if (!tables) return tables.error();
+  const NodeSpec& node = cp.desired().node;
+  json services = json::array();
+  for (const ServiceSpec& s : cp.desired().services) {
+    auto svcStats = cp.dataplane().serviceStats(cp.reconciler().serviceId(s.name).value_or(0));
+    if (!svcStats) return svcStats.error();
+    json endpoints = json::array();
+    for (const EndpointSpec& e : s.endpoints) {
+      auto id = cp.reconciler().endpointId(s.name, e.key()).value_or(0);
+      auto epStats = cp.dataplane().endpointStats(id);
+      if (!epStats) return epStats.error();
+      json ej = countersJson(*epStats);
+      ej["address"] = e.address.toString();
+      ej["port"] = e.port;
+      const auto used = tables->snatPortsInUse.find(id);
+      ej["snat_ports_used"] = used == tables->snatPortsInUse.end() ? 0 : used->second;
+      ej["snat_capacity"] = snatCapacity(node, e.address.family());
+      endpoints.push_back(std::move(ej));
+    }
+    json sj = countersJson(*svcStats);
+    sj["name"] = s.name;
+    sj["endpoints"] = std::move(endpoints);
+    services.push_back(std::move(sj));
+  }
+  auto exc = cp.dataplane().exceptionCounts();
+  if (!exc) return exc.error();
+  json exceptions = json::object();
+  for (size_t i = 0; i < MP_EXC_MAX && i < exc->size(); ++i) {
+    exceptions[mp_exc_names[i]] = (*exc)[i];
+  }
+  auto fc = cp.dataplane().flowCacheStats();
+  if (!fc) return fc.error();
+  const uint64_t lookups = fc->hits + fc->misses;
+  json flowCache = {{"slots_per_cpu", fc->slots},
+                    {"hits", fc->hits},
+                    {"misses", fc->misses},
+                    {"conflicts", fc->conflicts},
+                    {"bypassed", fc->bypassed},
+                    {"hit_ratio", lookups != 0 ? json(static_cast<double>(fc->hits) /
+                                                      static_cast<double>(lookups))
+                                               : json(nullptr)}};
+  return json{
+      {"services", services}, {"exceptions", exceptions}, {"flow_cache", std::move(flowCache)}};
+}
+
+Result<json> serviceView(ControlPlane& cp, const ServiceSpec& s) {
+  json j = serviceToApiJson(s);
+  uint32_t id = cp.reconciler().serviceId(s.name).value_or(0);
+  j["id"] = id;
+  j["ring_size"] = cp.desired().node.ringSize;
+  auto svcStats = cp.dataplane().serviceStats(id);
+  if (!svcStats) return svcStats.error();
+  j["stats"] = countersJson(*svcStats);
+  for (size_t i = 0; i < s.endpoints.size(); ++i) {
+    uint32_t epId = cp.reconciler().endpointId(s.name, s.endpoints[i].key()).value_or(0);
+    auto epStats = cp.dataplane().endpointStats(epId);
+    if (!epStats) return epStats.error();
+    j["endpoints"][i]["id"] = epId;
+    j["endpoints"][i]["stats"] = countersJson(*epStats);
+    if (auto r = addConnectionView(cp, s.protocol, epId, s.endpoints[i], j["endpoints"][i]); !r) {
+      return r.error();
+    }
+  }
+  return j;
+}
+
+Result<json> endpointView(ControlPlane& cp, const std::string& service, const EndpointSpec& e) {
+  json j = endpointToApiJson(e);
+  uint32_t id = cp.reconciler().endpointId(service, e.key()).value_or(0);
+  j["id"] = id;
+  auto stats = cp.dataplane().endpointStats(id);
+  if (!stats) return stats.error();
+  j["stats"] = countersJson(*stats);
+  const ServiceSpec* spec = cp.findService(service);
+  if (auto r = addConnectionView(cp, spec ? spec->protocol : Protocol::kTcp, id, e, j); !r) {
+    return r.error();
+  }
+  return j;
+}
+
+}  // namespace meshpath
