@@ -49,8 +49,11 @@ struct mp_svc_key {
 };
 
 enum mp_fwd_mode {
-	MP_FWD_NAT = 0,
-	MP_FWD_DSR = 1, /* reserved: later issue */
+	MP_FWD_NAT = 0,	 /* full NAT: DNAT to the endpoint + SNAT to the node's pool */
+	MP_FWD_DSR = 1,	 /* reserved: later issue */
+	MP_FWD_DNAT = 2, /* source-preserving: DNAT only; the endpoint sees the client's address and
+			  * routes its replies through the node, which matches them by the
+			  * connection's own entry (mp_ep_vip names the VIP) */
 };
 
 /* How a new flow picks its endpoint. Every algorithm reads the service's ring, which holds
@@ -156,6 +159,25 @@ struct mp_conn {
 	__u8 pad[3];
 };
 
+/* mp_conn.snat_addr of a DNAT connection: no SNAT source (snat_port holds the client's port). */
+#define MP_SNAT_NONE 0xff
+
+/* mp_ep_vip (HASH): for an endpoint of a DNAT service, (address, port, proto, family) -> the VIP
+ * its replies come back from. meshd refuses one endpoint address:port in two DNAT services of a
+ * protocol: the endpoint would see the same tuple for both. */
+struct mp_ep_key {
+	__u8 addr[16];
+	__u16 port; /* network order */
+	__u8 proto;
+	__u8 family;
+};
+struct mp_ep_vip {
+	__u8 vip[16];
+	__u16 vip_port; /* network order */
+	__u16 pad;
+	__u32 ep_id;
+};
+
 /* mp_svc_tmo: ARRAY indexed by service id, its lifetimes in jiffies (meshd converts). */
 struct mp_svc_tmo {
 	__u64 jiffies[MP_TMO_MAX];
@@ -229,7 +251,7 @@ struct mp_node_cfg {
 	__u16 snat_port_max;		   /* host order, inclusive */
 	__u8 n_addr4;			   /* addresses in addr4 (0: no IPv4 SNAT) */
 	__u8 n_addr6;
-	__u16 pad;
+	__u16 n_dnat; /* DNAT services: while 0, no packet is looked up as a DNAT reply */
 };
 
 /* mp_fwd_gen: one entry, the forwarding generation. Whoever changes where an existing flow's
@@ -332,6 +354,8 @@ MP_ASSERT_SIZE(mp_endpoint, 24);
 MP_ASSERT_SIZE(mp_flow, 40);
 MP_ASSERT_SIZE(mp_conn, 24);
 MP_ASSERT_SIZE(mp_svc_tmo, 48);
+MP_ASSERT_SIZE(mp_ep_key, 20);
+MP_ASSERT_SIZE(mp_ep_vip, 24);
 MP_ASSERT_SIZE(mp_rnat, 40);
 MP_ASSERT_SIZE(mp_node_cfg, 264);
 MP_ASSERT_SIZE(mp_counters, 32);

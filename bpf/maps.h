@@ -82,6 +82,13 @@ struct {
 	__type(value, struct mp_svc_tmo);
 } mp_svc_tmo SEC(".maps");
 
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MP_MAX_ENDPOINTS);
+	__type(key, struct mp_ep_key);
+	__type(value, struct mp_ep_vip);
+} mp_ep_vip SEC(".maps");
+
 /* Not ABI: per CPU and endpoint, the bpf_jiffies64() until which new flows toward the endpoint
  * are dropped without probing for a SNAT port (the last one found every candidate held). */
 struct {

@@ -447,6 +447,15 @@ __attribute__((noinline)) int mp_promote(struct mp_promote_ask *a)
 
 	if (!a)
 		return MP_EXC_DROP_HALF_LOST;
+	if (a->conn.snat_addr == MP_SNAT_NONE) { /* DNAT: no reverse entry, one insert */
+		if (bpf_map_update_elem(&mp_conns, &a->flow, &a->conn, BPF_NOEXIST)) {
+			if (bpf_map_lookup_elem(&mp_conns, &a->flow))
+				return MP_PROMOTED_ELSEWHERE;
+			return MP_EXC_DROP_CONN_TABLE_FULL;
+		}
+		bpf_map_delete_elem(&mp_half, &a->flow);
+		return MP_OK;
+	}
 	hr = bpf_map_lookup_elem(&mp_hrnat, &a->rkey);
 	if (!hr || !mp_rnat_eq(hr, &a->rval)) {
 		bpf_map_delete_elem(&mp_half, &a->flow);
@@ -549,15 +558,41 @@ static __always_inline void mp_reply_udp_half(const struct mp_pkt *p, __u8 famil
 	mp_promote_flow(ask, conn, t, now);
 }
 
-/* An endpoint's reply to node:snat_port goes back to the client from VIP:port. */
-static __always_inline int mp_reply(struct xdp_md *ctx, struct mp_pkt *p, __u8 family, __u64 bytes)
+/* An endpoint's reply goes back to the client from VIP:port, as r (a copy: promotion deletes the
+ * half-open entry under us) restores it; half: the flow is half-open. */
+static __always_inline int mp_reply_to_client(struct xdp_md *ctx, struct mp_pkt *p, __u8 family,
+					      __u64 bytes, struct mp_rnat *r, int half)
 {
 	const struct mp_svc_tmo *t = NULL;
 	const struct mp_endpoint *ep;
-	const struct mp_rnat *found;
-	struct mp_rnat r;
 	__u64 now;
 	__u32 slot;
+
+	ep = bpf_map_lookup_elem(&mp_endpoints, &r->ep_id);
+	if (ep) {
+		mp_count(&mp_svc_stats, ep->svc_id, bytes, 0);
+		mp_count(&mp_ep_stats, r->ep_id, bytes, 0);
+		t = bpf_map_lookup_elem(&mp_svc_tmo, &ep->svc_id);
+	}
+	now = bpf_jiffies64();
+	if (p->flow.proto == IPPROTO_UDP) {
+		mp_health_ok(r->ep_id, 0); /* the endpoint answers: a success */
+		if (half)
+			mp_reply_udp_half(p, family, r, t, now);
+	} else if (mp_unlikely(p->tcp_flags & (MP_TCP_SYN | MP_TCP_FIN | MP_TCP_RST))) {
+		mp_reply_tcp(p, family, r, half, t, now);
+	}
+	mp_nat_reverse(p, family, r);
+	slot = mp_addr_slot_index(r->client, MP_NH_CLIENT_BITS);
+	return mp_transmit_via(ctx, p, family, bpf_map_lookup_elem(&mp_nh_client, &slot), r->vip,
+			       r->client, r->vip_port, r->client_port, now);
+}
+
+/* Full NAT: an endpoint's reply to node:snat_port, restored by mp_rnat (or mp_hrnat). */
+static __always_inline int mp_reply(struct xdp_md *ctx, struct mp_pkt *p, __u8 family, __u64 bytes)
+{
+	const struct mp_rnat *found;
+	struct mp_rnat r;
 	int half = 0;
 
 	found = bpf_map_lookup_elem(&mp_rnat, &p->flow);
@@ -567,26 +602,57 @@ static __always_inline int mp_reply(struct xdp_md *ctx, struct mp_pkt *p, __u8 f
 			return XDP_PASS; /* the node's own traffic */
 		half = 1;
 	}
-	/* A copy: promotion deletes the half-open entry under us. */
 	mp_memcpy(&r, found, sizeof(r));
-	ep = bpf_map_lookup_elem(&mp_endpoints, &r.ep_id);
-	if (ep) {
-		mp_count(&mp_svc_stats, ep->svc_id, bytes, 0);
-		mp_count(&mp_ep_stats, r.ep_id, bytes, 0);
-		t = bpf_map_lookup_elem(&mp_svc_tmo, &ep->svc_id);
+	return mp_reply_to_client(ctx, p, family, bytes, &r, half);
+}
+
+/* DNAT: is the packet `reply` (its 5-tuple) from an endpoint of a DNAT service (mp_ep_vip) to a
+ * client whose connection on that endpoint exists? Then r is what restores it (the VIP as its
+ * source) and the answer is 0 (established) or 1 (half-open); else -1. A global function: its
+ * keys live in its own frame (the verifier's 512-byte stack is shared along a call chain). */
+__attribute__((noinline)) int mp_dnat_reply_of(const struct mp_flow *reply, struct mp_rnat *r)
+{
+	const struct mp_ep_vip *v;
+	const struct mp_conn *conn;
+	struct mp_ep_key key;
+	struct mp_flow client;
+	int half = 0;
+
+	if (!reply || !r)
+		return -1;
+	mp_copy_addr16(key.addr, reply->src);
+	key.port = reply->sport;
+	key.proto = reply->proto;
+	key.family = reply->family;
+	v = bpf_map_lookup_elem(&mp_ep_vip, &key);
+	if (!v)
+		return -1;
+	mp_copy_addr16(r->client, reply->dst);
+	mp_copy_addr16(r->vip, v->vip);
+	r->client_port = reply->dport;
+	r->vip_port = v->vip_port;
+	r->ep_id = v->ep_id;
+	mp_rnat_client_flow(&client, r, reply->proto, reply->family);
+	conn = bpf_map_lookup_elem(&mp_conns, &client);
+	if (!conn) {
+		conn = bpf_map_lookup_elem(&mp_half, &client);
+		half = 1;
 	}
-	now = bpf_jiffies64();
-	if (p->flow.proto == IPPROTO_UDP) {
-		mp_health_ok(r.ep_id, 0); /* the endpoint answers: a success */
-		if (half)
-			mp_reply_udp_half(p, family, &r, t, now);
-	} else if (mp_unlikely(p->tcp_flags & (MP_TCP_SYN | MP_TCP_FIN | MP_TCP_RST))) {
-		mp_reply_tcp(p, family, &r, half, t, now);
-	}
-	mp_nat_reverse(p, family, &r);
-	slot = mp_addr_slot_index(r.client, MP_NH_CLIENT_BITS);
-	return mp_transmit_via(ctx, p, family, bpf_map_lookup_elem(&mp_nh_client, &slot), r.vip,
-			       r.client, r.vip_port, r.client_port, now);
+	if (!conn || conn->ep_id != r->ep_id || conn->snat_addr != MP_SNAT_NONE)
+		return -1;
+	return half;
+}
+
+/* DNAT: a reply (mp_dnat_reply_of) goes back from the VIP; anything else passes untouched. */
+static __always_inline int mp_reply_dnat(struct xdp_md *ctx, struct mp_pkt *p, __u8 family,
+					 __u64 bytes)
+{
+	struct mp_rnat r;
+	int half = mp_dnat_reply_of(&p->flow, &r);
+
+	if (half < 0)
+		return XDP_PASS;
+	return mp_reply_to_client(ctx, p, family, bytes, &r, half);
 }
 
 /* The 8 bytes of an mp_rnat entry from client_port on, as one word: what a takeover claims. */
@@ -807,6 +873,13 @@ mp_conn_endpoint(struct mp_conn *conn, const struct mp_pkt *p, const struct mp_s
 
 	if (!ep || !mp_ep_usable(ep, svc->id, family))
 		goto retire;
+	/* A UDP flow its endpoint never answered goes elsewhere once the endpoint is marked down
+	 * (as a TCP SYN the endpoint never answered does, mp_conn_syn): the client's next datagram
+	 * is its retry. */
+	if (!established && p->flow.proto == IPPROTO_UDP && mp_unlikely(mp_ep_down(ep_id))) {
+		mp_fwd_gen_bump();
+		goto retire;
+	}
 	if (mp_likely(!(p->tcp_flags & (MP_TCP_FIN | MP_TCP_RST | MP_TCP_SYN))))
 		return ep;
 	bits = mp_tcp_close_bits(p->tcp_flags, 1);
@@ -957,6 +1030,12 @@ static __always_inline int mp_new_conn(struct mp_pkt *p, __u8 family, const stru
 	if (!ep || !mp_ep_usable(ep, svc->id, family))
 		return MP_EXC_DROP_NO_ENDPOINT;
 
+	if (svc->fwd_mode == MP_FWD_DNAT) {
+		/* No SNAT: the client's own port, and the connection's entry is all its state. */
+		*snat_port = p->flow.sport;
+		*snat_addr = MP_SNAT_NONE;
+		goto insert;
+	}
 	backoff = bpf_map_lookup_elem(&mp_snat_full, ep_id);
 	if (backoff && mp_unlikely(now < *backoff))
 		return MP_EXC_DROP_SNAT_EXHAUSTED;
@@ -976,13 +1055,14 @@ static __always_inline int mp_new_conn(struct mp_pkt *p, __u8 family, const stru
 	}
 	*snat_port = ask->rkey.dport;
 	*snat_addr = ask->addr_idx;
+insert:
 
 	bits = mp_tcp_close_bits(p->tcp_flags, 1);
 	mp_memset(&conn, 0, sizeof(conn));
 	conn.ep_id = *ep_id;
 	conn.snat_port = *snat_port;
 	conn.flags = (__u16)bits;
-	conn.snat_addr = (__u8)ask->addr_idx;
+	conn.snat_addr = (__u8)*snat_addr;
 	if (p->flow.proto == IPPROTO_TCP && !bits && mp_tcp_opens(p->tcp_flags)) {
 		conn.flags |= MP_CONN_F_SYN_SENT;
 		conn.syn_ns = (__u32)bpf_ktime_get_ns();
@@ -1014,7 +1094,7 @@ static __always_inline int mp_to_service(struct xdp_md *ctx, struct mp_pkt *p, _
 
 	now = bpf_jiffies64(); /* inlined, where a clock read costs a third of the trivial program */
 	n_addrs = mp_node_n_addrs(node, family);
-	if (n_addrs) {
+	if (n_addrs || node->n_dnat) {
 		gen = mp_fwd_gen_now();
 		mp_fc_lookup(&fc, p, gen, now);
 		if (fc.hit) {
@@ -1037,8 +1117,8 @@ static __always_inline int mp_to_service(struct xdp_md *ctx, struct mp_pkt *p, _
 	key.family = family;
 	svc = bpf_map_lookup_elem(&mp_services, &key);
 	if (!svc)
-		return XDP_PASS;
-	if (!n_addrs)
+		return node->n_dnat ? mp_reply_dnat(ctx, p, family, bytes) : XDP_PASS;
+	if (!n_addrs && svc->fwd_mode != MP_FWD_DNAT)
 		return mp_exception(MP_EXC_DROP_NO_NODE_ADDR);
 	t = bpf_map_lookup_elem(&mp_svc_tmo, &svc->id);
 
@@ -1085,6 +1165,11 @@ static __always_inline int mp_to_service(struct xdp_md *ctx, struct mp_pkt *p, _
 	mp_count(&mp_svc_stats, svc->id, bytes, new_conn);
 forward:
 	mp_count(&mp_ep_stats, ep_id, bytes, new_conn);
+	if (snat_addr == MP_SNAT_NONE) { /* DNAT: the client stays the source */
+		mp_nat_rewrite(p, family, p->flow.src, ep->addr, p->flow.sport, ep->port);
+		return mp_transmit_to_ep(ctx, p, family, ep_id, ep, p->flow.src, p->flow.sport,
+					 now);
+	}
 	mp_nat_forward(p, family, ep, mp_node_addr(node, family, snat_addr), snat_port);
 	return mp_transmit_to_ep(ctx, p, family, ep_id, ep, mp_node_addr(node, family, snat_addr),
 				 snat_port, now);

@@ -18,7 +18,8 @@
           same 5-tuple can come again at once); prints {"ok", "endpoint" | "error"}
   session --host H --port P [--timeout S]
           one keep-alive connection driven from stdin, one JSON line answered per command:
-            get            -> {"ok": true, "endpoint": "ep2", "local_port": 40123}
+            get            -> {"ok": true, "endpoint": "ep2", "local_port": 40123,
+                               "peer": "10.100.2.1:1234" (whom the endpoint saw)}
             loop SECONDS   -> requests back to back for SECONDS:
                               {"ok": n, "failed": n, "errors": [...], "endpoints": [...], "local_ports": [...]}
             stream N SECS  -> one slow response of N lines, one every SECS:
@@ -39,12 +40,16 @@ import threading
 import time
 
 
-def one_request(conn):
+def one_request(conn, seen=None):
+    """One GET; the endpoint's name. seen (a dict) gets "peer": the X-Client header, the address
+    the endpoint saw the request come from."""
     conn.request("GET", "/")
     resp = conn.getresponse()
     body = resp.read().decode().strip()
     if resp.status != 200:
         raise RuntimeError(f"HTTP {resp.status}: {body[:80]}")
+    if seen is not None:
+        seen["peer"] = resp.getheader("X-Client")
     return resp.getheader("X-Endpoint") or body
 
 
@@ -160,9 +165,11 @@ def session(args):
         print(json.dumps({"ok": False, "error": f"connect: {e}"}), flush=True)
     conn.auto_open = 0  # a broken connection must show, not be silently replaced
 
+    seen = {}
+
     def get():
         port = conn.sock.getsockname()[1] if conn.sock else None
-        return one_request(conn), port
+        return one_request(conn, seen), port
 
     for line in sys.stdin:
         cmd = line.split()
@@ -173,7 +180,8 @@ def session(args):
         if cmd[0] == "get":
             try:
                 name, port = get()
-                print(json.dumps({"ok": True, "endpoint": name, "local_port": port}), flush=True)
+                print(json.dumps({"ok": True, "endpoint": name, "local_port": port,
+                                  "peer": seen.get("peer")}), flush=True)
             except Exception as e:  # noqa: BLE001
                 print(json.dumps({"ok": False, "error": f"{type(e).__name__}: {e}"}), flush=True)
         elif cmd[0] == "stream":

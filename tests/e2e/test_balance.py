@@ -135,3 +135,43 @@ class BalanceIPv6(BalanceTests, LabTestCase):
 
 if __name__ == "__main__":
     unittest.main(verbosity=2)
+
+
+class ForwardingModes(LabTestCase):
+    """Full NAT (nat, the default) and source-preserving DNAT (dnat) side by side on one node: a
+    dnat endpoint sees the client's own address and port and answers through the balancer (the
+    lab routes endpoints via the lb); a nat endpoint sees the node's address."""
+    ENDPOINTS = 3
+
+    def test_dnat_preserves_the_client_and_nat_does_not(self):
+        nat = self.service("web", 80, {1: 1, 2: 1, 3: 1})
+        dnat = self.service("direct", 81, {1: 1, 2: 1, 3: 1})
+        dnat["forwarding"] = "dnat"
+        # epserver listens on one port: the dnat service's VIP port differs, its endpoints don't;
+        # one endpoint address:port may be in one dnat service and any nat services.
+        self.start([nat, dnat])
+        r = self.burst_ok(81, 900)
+        self.assertSpread(r["by_endpoint"], {1: 1, 2: 1, 3: 1})
+        self.burst_ok(80, 300)
+
+        client = self.lab.env["client"]["ipv4" if self.FAMILY == 4 else "ipv6"]
+        for port, expect_client in ((81, True), (80, False)):
+            sessions = [self.lab.session(self.vip, port) for _ in range(6)]
+            for s in sessions:
+                for _ in range(2):
+                    got = s.get()
+                    self.assertTrue(got["ok"], got)
+                    host, _, peer_port = got["peer"].rpartition(":")
+                    host = host.removeprefix("::ffff:")  # a dual-stack server's IPv4 peer
+                    if expect_client:
+                        self.assertEqual(host, client, got)
+                        self.assertEqual(int(peer_port), got["local_port"], got)
+                    else:
+                        self.assertNotEqual(host, client, got)
+        status = self.lab.meshctl_json("status")
+        self.assertIn("connections", status)
+        self.assertGreater(status["connections"]["bytes_per_connection"], 0, status)
+
+
+class ForwardingModesIPv6(ForwardingModes):
+    FAMILY = 6

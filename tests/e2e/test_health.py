@@ -51,13 +51,8 @@ class EjectedEndpointKeepsServing(HealthTestCase):
                         f"import urllib.request; urllib.request.urlopen({url!r}, timeout=2)"],
                        check=True)
 
-    def test_ejection_stops_open_connections_served_from_the_flow_cache(self):
-        """ep2 fails its health check while its server goes on answering open connections.
-        Ejection flushes ep2's connections from mp_conns; the flow cache, which serves their
-        packets without looking at mp_conns, must drop them at once (the flush bumps the
-        forwarding generation), not when its slots expire: a request on such a connection right
-        after the ejection must not be answered by ep2."""
-        self.start([self.health_service({1: 1, 2: 1}, http_path="/health")])
+    def open_sessions(self):
+        """Ten keep-alive connections, each answered once; (those on ep1, those on ep2)."""
         self.wait_for(lambda s, e: all(x["last_probe"] and x["last_probe"]["ok"]
                                        for x in e.values()), 5, "first probes pass")
         sessions = [self.lab.session(self.vip, 80) for _ in range(10)]
@@ -67,6 +62,37 @@ class EjectedEndpointKeepsServing(HealthTestCase):
         on_ep2 = [s for s, f in zip(sessions, first) if f["endpoint"] == "ep2"]
         on_ep1 = [s for s, f in zip(sessions, first) if f["endpoint"] == "ep1"]
         self.assertTrue(on_ep2 and on_ep1, first)
+        return on_ep1, on_ep2
+
+    def test_default_keep_leaves_open_connections_on_the_ejected_endpoint(self):
+        """on_eject: keep (the default, as HAProxy and Envoy): ep2 fails its health check and is
+        ejected; its open connections go on being answered by ep2, while new connections all go
+        to ep1."""
+        self.start([self.health_service({1: 1, 2: 1}, http_path="/health")])
+        on_ep1, on_ep2 = self.open_sessions()
+        self.set_health(2, "fail")
+        self.addCleanup(self.set_health, 2, "ok")
+        key = self.lab.ep_key(2, self.FAMILY)
+        self.wait_for(lambda s, e: e[key]["state"] == "ejected", 5, "ep2 ejected")
+        for s in on_ep2 + on_ep1:
+            got = s.get()
+            self.assertTrue(got["ok"], got)
+        for s in on_ep2:
+            self.assertEqual(s.get()["endpoint"], "ep2", "an open connection moved")
+        burst = self.lab.burst(self.vip, 80, 100)
+        self.assertEqual(burst["failed"], 0, burst)
+        self.assertEqual(set(burst["by_endpoint"]), {"ep1"}, burst)
+
+    def test_ejection_stops_open_connections_served_from_the_flow_cache(self):
+        """on_eject: reset. ep2 fails its health check while its server goes on answering open
+        connections. Ejection flushes ep2's connections from mp_conns; the flow cache, which
+        serves their packets without looking at mp_conns, must drop them at once (the flush
+        bumps the forwarding generation), not when its slots expire: a request on such a
+        connection right after the ejection must not be answered by ep2."""
+        svc = self.health_service({1: 1, 2: 1}, http_path="/health")
+        svc["on_eject"] = "reset"
+        self.start([svc])
+        on_ep1, on_ep2 = self.open_sessions()
 
         self.set_health(2, "fail")
         self.addCleanup(self.set_health, 2, "ok")

@@ -2,7 +2,8 @@
 """epserver.py — the lab's endpoint: an HTTP/1.1 server (keep-alive, IPv4 + IPv6) that answers
 with its own endpoint name, so a client behind the VIP can tell who answered.
 
-  GET /                           -> 200 "<name>\n", header X-Endpoint: <name>
+  GET /                           -> 200 "<name>\n", headers X-Endpoint: <name>,
+                                     X-Client: <the peer's address:port as the endpoint sees it>
   GET /stream?chunks=N&interval=S -> 200, chunked, N lines "<name> <i>\n" one every S seconds
   UDP datagram to the same port    -> a datagram "<name>" back
 
@@ -49,6 +50,8 @@ class EndpointHandler(BaseHTTPRequestHandler):
         self.send_header("Content-Type", "text/plain")
         self.send_header("Content-Length", str(len(body)))
         self.send_header("X-Endpoint", self.name)
+        # Who the endpoint sees: the client itself (dnat) or the balancer's SNAT source (nat).
+        self.send_header("X-Client", f"{self.client_address[0]}:{self.client_address[1]}")
         self.end_headers()
         self.wfile.write(body)
 

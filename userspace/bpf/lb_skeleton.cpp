@@ -228,6 +228,7 @@ int LbSkeleton::rnatFd() const { return bpf_map__fd(skel_->maps.mp_rnat); }
 int LbSkeleton::halfFd() const { return bpf_map__fd(skel_->maps.mp_half); }
 int LbSkeleton::hrnatFd() const { return bpf_map__fd(skel_->maps.mp_hrnat); }
 int LbSkeleton::svcTmoFd() const { return bpf_map__fd(skel_->maps.mp_svc_tmo); }
+int LbSkeleton::epVipFd() const { return bpf_map__fd(skel_->maps.mp_ep_vip); }
 int LbSkeleton::nodeFd() const { return bpf_map__fd(skel_->maps.mp_node); }
 int LbSkeleton::svcStatsFd() const { return bpf_map__fd(skel_->maps.mp_svc_stats); }
 int LbSkeleton::epStatsFd() const { return bpf_map__fd(skel_->maps.mp_ep_stats); }

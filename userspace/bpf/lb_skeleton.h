@@ -75,6 +75,7 @@ class LbSkeleton {
   int halfFd() const;
   int hrnatFd() const;
   int svcTmoFd() const;  // mp_svc_tmo: per service id, its lifetimes in jiffies
+  int epVipFd() const;   // mp_ep_vip: a dnat endpoint -> its VIP
   int nodeFd() const;
   int svcStatsFd() const;
   int epStatsFd() const;

@@ -673,7 +673,7 @@ std::vector<std::string> validateService(const NodeSpec& node, const ServiceSpec
   } else {
     vip_ok = true;
     const auto& node_addr = svc.vip.isV4() ? node.ipv4 : node.ipv6;
-    if (!node_addr) {
+    if (!node_addr && svc.forwarding != ForwardingMode::kDnat) {
       out.push_back(dotted(path, "vip") + ": " + svc.vip.toString() + " is " + familyName(svc.vip) +
                     " but node." + (svc.vip.isV4() ? "ipv4" : "ipv6") +
                     " is not set (the SNAT source for " + familyName(svc.vip) + " services)");
@@ -694,7 +694,7 @@ std::vector<std::string> validateService(const NodeSpec& node, const ServiceSpec
   }
   if (toString(svc.forwarding) == "unknown") {
     out.push_back(dotted(path, "forwarding") + ": " + std::to_string(int(svc.forwarding)) +
-                  " is not one of nat");
+                  " is not one of nat, dnat");
   }
 
   std::map<std::pair<IpAddress, uint16_t>, size_t> seen;
@@ -738,10 +738,25 @@ std::vector<std::string> validateState(const DesiredState& state) {
   std::vector<std::string> out = validateNode(state.node);
   std::map<std::string, size_t> names;
   std::map<std::tuple<IpAddress, uint16_t, Protocol>, size_t> frontends;
+  // A dnat endpoint's replies are told apart by (address, port, protocol) alone: it can serve
+  // one dnat service only (the endpoint would see the same client tuple from two VIPs).
+  std::map<std::tuple<IpAddress, uint16_t, Protocol>, size_t> dnatEndpoints;
   size_t endpoints = 0;
   for (size_t i = 0; i < state.services.size(); ++i) {
     const ServiceSpec& svc = state.services[i];
     const std::string path = "services[" + std::to_string(i) + "]";
+    if (svc.forwarding == ForwardingMode::kDnat) {
+      for (const EndpointSpec& ep : svc.endpoints) {
+        const auto key = std::make_tuple(ep.address, ep.port, svc.protocol);
+        if (auto [it, fresh] = dnatEndpoints.emplace(key, i); !fresh && it->second != i) {
+          out.push_back(path + ".endpoints: " + ep.key() + "/" + toString(svc.protocol) +
+                        " is in another dnat service too (services[" +
+                        std::to_string(it->second) + "], " + state.services[it->second].name +
+                        "): a dnat endpoint serves one dnat service, since its replies are "
+                        "matched by its address and port");
+        }
+      }
+    }
     auto problems = validateService(state.node, svc, path);
     out.insert(out.end(), problems.begin(), problems.end());
     endpoints += svc.endpoints.size();

@@ -75,6 +75,8 @@ std::string toString(ForwardingMode f) {
   switch (f) {
     case ForwardingMode::kNat:
       return "nat";
+    case ForwardingMode::kDnat:
+      return "dnat";
   }
   return "unknown";
 }
@@ -94,6 +96,7 @@ std::optional<Algorithm> parseAlgorithm(const std::string& s) {
 
 std::optional<ForwardingMode> parseForwardingMode(const std::string& s) {
   if (s == "nat") return ForwardingMode::kNat;
+  if (s == "dnat") return ForwardingMode::kDnat;
   return std::nullopt;
 }
 

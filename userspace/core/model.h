@@ -46,11 +46,15 @@ enum class Algorithm : uint8_t {
   kLeastConn = 3,
   kLeastLatency = 4,  // TCP only: it compares SYN -> SYN-ACK times
 };
-enum class ForwardingMode : uint8_t { kNat = 0 };
+// How packets reach an endpoint (values: bpf/abi.h enum mp_fwd_mode). nat: full NAT (DNAT + SNAT
+// to the node's pool; works with any endpoint; capacity = pool addresses x ports per endpoint).
+// dnat: source-preserving (DNAT only, IPVS's NAT mode): the endpoint sees the client's address
+// and must route its replies through the node; no SNAT port, no capacity limit but the table's.
+enum class ForwardingMode : uint8_t { kNat = 0, kDnat = 2 };
 
 std::string toString(Protocol p);        // "tcp" / "udp"
 std::string toString(Algorithm a);  // "maglev", "random", "round-robin", "least-conn", ...
-std::string toString(ForwardingMode f);  // "nat"
+std::string toString(ForwardingMode f);  // "nat" / "dnat"
 std::optional<Protocol> parseProtocol(const std::string& s);
 std::optional<Algorithm> parseAlgorithm(const std::string& s);
 inline constexpr const char* kAlgorithmNames =

@@ -371,15 +371,80 @@ Result<void> BpfDataplane::setNode(const NodeSpec& node) {
   for (const IpAddress& a : node.snatPool) add(a);
   cfg.snat_port_min = node.snatPortMin;
   cfg.snat_port_max = node.snatPortMax;
+  cfg.n_dnat = nodeCfg_.n_dnat;
   if (cfg.snat_port_min == 0) {  // "auto" that nobody resolved: the range of Linux's defaults
     cfg.snat_port_min = MP_SNAT_PORT_MIN_DEFAULT;
     cfg.snat_port_max = MP_SNAT_PORT_MAX_DEFAULT;
   }
+  nodeCfg_ = cfg;
+  return writeNodeCfg();
+}
+
+Result<void> BpfDataplane::writeNodeCfg() {
   uint32_t key = 0;
-  if (int rc = bpf_map_update_elem(skel_->nodeFd(), &key, &cfg, BPF_ANY); rc != 0) {
+  if (int rc = bpf_map_update_elem(skel_->nodeFd(), &key, &nodeCfg_, BPF_ANY); rc != 0) {
     return errnoError(rc, "update mp_node");
   }
   skel_->bumpForwardingGeneration();
+  return {};
+}
+
+// A dnat service's endpoints are in mp_ep_vip (their replies are told apart by their address and
+// port), and mp_node.n_dnat counts dnat services (0: no packet is looked up as a dnat reply).
+// Called after any change of a service entry or an endpoint slot.
+Result<void> BpfDataplane::syncDnat(uint32_t endpointId) {
+  std::optional<mp_ep_key> want;
+  mp_ep_vip value{};
+  if (auto e = endpoints_.find(endpointId); e != endpoints_.end()) {
+    for (const auto& [id, svc] : services_) {
+      if (id != e->second.serviceId || svc.forwarding != ForwardingMode::kDnat) continue;
+      mp_ep_key key{};
+      std::memcpy(key.addr, e->second.address.bytes().data(), sizeof(key.addr));
+      key.port = htons(e->second.port);
+      key.proto = static_cast<uint8_t>(svc.key.protocol);
+      key.family = static_cast<uint8_t>(e->second.address.family());
+      want = key;
+      std::memcpy(value.vip, svc.key.vip.bytes().data(), sizeof(value.vip));
+      value.vip_port = htons(svc.key.port);
+      value.ep_id = endpointId;
+    }
+  }
+  const int fd = skel_->epVipFd();
+  if (auto had = dnatKeys_.find(endpointId); had != dnatKeys_.end()) {
+    const bool same = want && std::memcmp(&*want, &had->second, sizeof(mp_ep_key)) == 0;
+    if (!same) {
+      if (int rc = bpf_map_delete_elem(fd, &had->second); rc != 0 && errno != ENOENT) {
+        return errnoError(rc, "delete mp_ep_vip of endpoint " + std::to_string(endpointId));
+      }
+      dnatKeys_.erase(had);
+    }
+  }
+  if (want) {
+    if (int rc = bpf_map_update_elem(fd, &*want, &value, BPF_ANY); rc != 0) {
+      return errnoError(rc, "update mp_ep_vip of endpoint " + std::to_string(endpointId));
+    }
+    dnatKeys_[endpointId] = *want;
+  }
+  uint16_t dnat = 0;
+  for (const auto& [id, svc] : services_) dnat += svc.forwarding == ForwardingMode::kDnat;
+  if (dnat != nodeCfg_.n_dnat) {
+    nodeCfg_.n_dnat = dnat;
+    return writeNodeCfg();
+  }
+  return {};
+}
+
+Result<void> BpfDataplane::syncDnatOfService(uint32_t serviceId) {
+  for (const auto& [id, e] : endpoints_) {
+    if (e.serviceId != serviceId) continue;
+    if (auto r = syncDnat(id); !r) return r;
+  }
+  uint16_t dnat = 0;
+  for (const auto& [id, svc] : services_) dnat += svc.forwarding == ForwardingMode::kDnat;
+  if (dnat != nodeCfg_.n_dnat) {
+    nodeCfg_.n_dnat = dnat;
+    return writeNodeCfg();
+  }
   return {};
 }
 
@@ -404,7 +469,8 @@ Result<void> BpfDataplane::upsertEndpoint(uint32_t id, const EndpointEntry& e) {
     return errnoError(rc, "update mp_endpoints[" + std::to_string(id) + "]");
   }
   skel_->bumpForwardingGeneration();
-  return {};
+  endpoints_[id] = e;
+  return syncDnat(id);
 }
 
 Result<void> BpfDataplane::removeEndpoint(uint32_t id) {
@@ -415,6 +481,8 @@ Result<void> BpfDataplane::removeEndpoint(uint32_t id) {
   }
   skel_->bumpForwardingGeneration();
   zeroHealth(id);
+  endpoints_.erase(id);
+  if (auto r = syncDnat(id); !r) return r;
   return zeroCounters(skel_->epStatsFd(), id, "mp_ep_stats");
 }
 
@@ -429,6 +497,9 @@ Result<void> BpfDataplane::upsertService(const ServiceEntry& s, const std::vecto
   const std::string what = "service " + std::to_string(s.id) + " (" + s.key.toString() + ")";
   // Lifetimes first: a packet that finds the service entry finds its lifetimes too.
   if (auto r = writeTimeouts(s.id, s.timeouts); !r) return r.error();
+  // And a dnat service's endpoints in mp_ep_vip, so its first replies are recognised.
+  services_[s.id] = s;
+  if (auto r = syncDnatOfService(s.id); !r) return r.error();
 
   if (ring == nullptr) {
     auto it = rings_.find(s.id);
@@ -486,6 +557,12 @@ Result<void> BpfDataplane::removeServiceEntry(const ServiceKey& k) {
     return errnoError(rc, "delete mp_services entry " + k.toString());
   }
   skel_->bumpForwardingGeneration();
+  for (auto it = services_.begin(); it != services_.end(); ++it) {
+    if (it->second.key != k) continue;
+    const uint32_t id = it->first;
+    services_.erase(it);
+    return syncDnatOfService(id);
+  }
   return {};
 }
 
@@ -562,6 +639,7 @@ Result<RealizedSnapshot> BpfDataplane::snapshot() {
     e.algorithm = static_cast<Algorithm>(svc.algorithm);
     e.forwarding = static_cast<ForwardingMode>(svc.fwd_mode);
     snap.services.push_back(e);
+    services_[e.id] = e;  // what syncDnat works from after an adoption
   });
   for (const auto& [id, ring] : rings_) snap.ringIds.push_back(id);
   for (uint32_t id = 0; id < MP_MAX_ENDPOINTS; ++id) {
@@ -572,7 +650,11 @@ Result<RealizedSnapshot> BpfDataplane::snapshot() {
     if ((ep.flags & MP_EP_F_IN_USE) == 0) continue;
     snap.endpoints.emplace_back(
         id, EndpointEntry{fromBytes(ep.addr, ep.family), ntohs(ep.port), ep.svc_id});
+    endpoints_[id] = snap.endpoints.back().second;
   }
+  mp_node_cfg cfg{};
+  const uint32_t zero = 0;
+  if (bpf_map_lookup_elem(skel_->nodeFd(), &zero, &cfg) == 0) nodeCfg_.n_dnat = cfg.n_dnat;
   return snap;
 }
 

@@ -10,6 +10,7 @@
 
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -87,6 +88,9 @@ class BpfDataplane : public Dataplane {
   Result<void> zeroCounters(int fd, uint32_t id, const char* map);
   Result<void> mapHealth();
   Result<void> writeTimeouts(uint32_t id, const ConnTimeouts& timeouts);
+  Result<void> writeNodeCfg();
+  Result<void> syncDnat(uint32_t endpointId);
+  Result<void> syncDnatOfService(uint32_t serviceId);
   std::optional<mp_flow> reverseKey(const mp_flow& client, const mp_conn& c);
   mp_ep_health* healthEntry(uint32_t id) const;
   void zeroHealth(uint32_t id);
@@ -99,6 +103,12 @@ class BpfDataplane : public Dataplane {
   std::vector<Attachment> attachments_;
   std::map<uint32_t, Ring> rings_;
   ConnTableStats lastConnStats_;  // the last recount's
+  // What syncDnat works from: the service entries and endpoint slots written, the mp_ep_vip key
+  // written for each endpoint, and the node entry as last written.
+  std::map<uint32_t, ServiceEntry> services_;
+  std::map<uint32_t, EndpointEntry> endpoints_;
+  std::map<uint32_t, mp_ep_key> dnatKeys_;
+  mp_node_cfg nodeCfg_{};
   uint64_t expiredReaped_ = 0;
   // mp_ep_health, mapped (BPF_F_MMAPABLE): meshd and the datapath share these entries, so every
   // access is one __atomic builtin on one field.
