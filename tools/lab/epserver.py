@@ -120,6 +120,8 @@ class AsyncEndpoint(asyncio.Protocol):
     def connection_made(self, transport):
         self.transport = transport
         self.buf = b""
+        peer = transport.get_extra_info("peername") or ("?", 0)
+        self.peer = f"{peer[0]}:{peer[1]}"
         sock = transport.get_extra_info("socket")
         if sock is not None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -161,7 +163,7 @@ class AsyncEndpoint(asyncio.Protocol):
         reason = http.client.responses.get(status, "")
         head = (f"HTTP/1.1 {status} {reason}\r\nServer: meshpath-lab-epserver-async\r\n"
                 f"Content-Type: text/plain\r\nContent-Length: {len(body)}\r\n"
-                f"X-Endpoint: {self.name}\r\n")
+                f"X-Endpoint: {self.name}\r\nX-Client: {self.peer}\r\n")
         if close:
             head += "Connection: close\r\n"
         self.transport.write(head.encode() + b"\r\n" + body)
