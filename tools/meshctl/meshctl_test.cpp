@@ -1,11 +1,13 @@
-// meshctl_test.cpp — meshctl's own checks (endpoint/port/weight/name parsing) and its table and
-// unit formatting. No daemon involved; the e2e tests cover meshctl against a real meshd.
+// meshctl_test.cpp — meshctl's own checks (endpoint/port/weight/name parsing), its table and unit
+// formatting, and the views of meshd's JSON (status, service, stats). No daemon involved; the e2e
+// tests cover meshctl against a real meshd.
 #include <gtest/gtest.h>
 
 #include <sstream>
 
 #include "address.h"
 #include "table.h"
+#include "views.h"
 
 namespace meshpath::meshctl {
 namespace {
@@ -113,6 +115,102 @@ TEST(Table, AlignsColumns) {
             "NAME           COUNT\n"
             "web                5\n"
             "a-longer-name   1.2K\n");
+}
+
+using nlohmann::json;
+
+const json kStatus = json::parse(R"({
+  "version": "0.1.0", "pid": 42, "uptime_s": 75, "adopted": false, "pin_root": "/sys/fs/bpf/mp",
+  "interfaces": [{"name": "veth0", "ifindex": 3, "attached": true, "mode": "native"}],
+  "node": {"ipv4": "10.0.2.1", "ipv6": null, "snat_pool": ["10.0.2.2", "10.0.2.3"],
+           "snat_port_min": 1024, "snat_port_max": 32767, "snat_ports_auto": true,
+           "ring_size": 65537, "conn_table_size": 1048576, "half_table_size": 262144,
+           "flow_cache_slots": 4096},
+  "connections": {"established": 52000, "half_open": 300, "established_capacity": 1048576,
+                  "half_open_capacity": 262144, "expired_reaped": 1234,
+                  "bytes_per_connection": 400, "bytes_per_half_open": 420},
+  "services": 2, "endpoints": 5})");
+
+TEST(Views, StatusShowsTheSnatSourcesAndTheConnectionTables) {
+  const std::string text = statusText(kStatus);
+  EXPECT_NE(text.find("node address  10.0.2.1\n"), std::string::npos) << text;
+  EXPECT_NE(text.find("snat pool     10.0.2.2, 10.0.2.3\n"), std::string::npos) << text;
+  EXPECT_NE(text.find("snat ports    1024-32767 (auto, outside the kernel's ephemeral range), "
+                      "31744 ports per source\n"),
+            std::string::npos)
+      << text;
+  EXPECT_NE(text.find(connectionTablesText(kStatus["connections"])), std::string::npos) << text;
+  const std::string tables = connectionTablesText(kStatus["connections"]);
+  EXPECT_EQ(tables.rfind("TABLE         USED  CAPACITY  FULL  PER ENTRY   MEMORY\n"
+                         "established  52.0K      1.0M  5.0%      400 B  400 MiB\n"
+                         "half-open      300      262K  0.1%      420 B  105 MiB\n",
+                         0),
+            0u)
+      << tables;
+  EXPECT_NE(tables.find("expired entries reaped since start: 1.2K\n"), std::string::npos) << tables;
+  // No pool, an explicit range; a meshd that cannot read its tables says so.
+  json plain = kStatus;
+  plain["node"]["snat_pool"] = json::array();
+  plain["node"]["snat_ports_auto"] = false;
+  plain["node"]["snat_port_min"] = 61000;
+  plain["node"]["snat_port_max"] = 65535;
+  plain["connections"] = nullptr;
+  const std::string other = statusText(plain);
+  EXPECT_NE(other.find("snat pool     - (node addresses only)\n"), std::string::npos) << other;
+  EXPECT_NE(other.find("snat ports    61000-65535, 4536 ports per source\n"), std::string::npos)
+      << other;
+  EXPECT_NE(other.find("connection tables: not readable"), std::string::npos) << other;
+}
+
+TEST(Views, ServiceShowsTimeoutsOfItsProtocolAndOnEject) {
+  json svc = json::parse(R"({"name": "web", "id": 0, "vip": "10.0.0.100", "port": 80,
+    "protocol": "tcp", "algorithm": "maglev", "forwarding": "nat", "ring_size": 65537,
+    "endpoints": [], "stats": {"packets": 0, "bytes": 0, "new_conns": 0},
+    "timeouts": {"tcp_syn": "5s", "tcp_established": "3h", "tcp_fin": "60s", "tcp_closed": "2s",
+                 "udp": "30s", "udp_replied": "120s"},
+    "on_eject": "keep"})");
+  EXPECT_EQ(timeoutsText(svc), "tcp_syn 5s, tcp_established 3h, tcp_fin 60s, tcp_closed 2s");
+  const std::string text = serviceText(svc);
+  EXPECT_NE(text.find("timeouts    tcp_syn 5s, tcp_established 3h, tcp_fin 60s, tcp_closed 2s\n"),
+            std::string::npos)
+      << text;
+  EXPECT_NE(text.find("on_eject    keep (an ejected endpoint's established connections stay)\n"),
+            std::string::npos)
+      << text;
+  svc["protocol"] = "udp";
+  svc["on_eject"] = "reset";
+  EXPECT_EQ(timeoutsText(svc), "udp 30s, udp_replied 120s");
+  EXPECT_NE(serviceText(svc).find("on_eject    reset (an ejected endpoint's connections are "
+                                  "deleted)"),
+            std::string::npos);
+  svc.erase("timeouts");
+  EXPECT_EQ(timeoutsText(svc), "-") << "an older meshd";
+}
+
+TEST(Views, StatsShowEachEndpointsSnatPortsUsedOfCapacity) {
+  const json stats = json::parse(R"({"services": [{"name": "web", "packets": 10, "bytes": 1000,
+    "new_conns": 4, "endpoints": [
+      {"address": "10.0.2.11", "port": 8080, "packets": 6, "bytes": 600, "new_conns": 3,
+       "snat_ports_used": 25400, "snat_capacity": 31744},
+      {"address": "10.0.2.12", "port": 8080, "packets": 4, "bytes": 400, "new_conns": 1,
+       "snat_ports_used": 0, "snat_capacity": 0}]}],
+    "exceptions": {"drop_snat_exhausted": 2}, "flow_cache": {"slots_per_cpu": 0}})");
+  const json services = json::parse(R"([{"name": "web", "endpoints": [
+      {"address": "10.0.2.11", "port": 8080, "weight": 3},
+      {"address": "10.0.2.12", "port": 8080, "weight": 1}]}])");
+  EXPECT_EQ(snatPortsCell(stats["services"][0]["endpoints"][0]), "25.4K/31.7K (80.0%)");
+  EXPECT_EQ(snatPortsCell(stats["services"][0]["endpoints"][1]), "-");
+  EXPECT_EQ(
+      statsText(stats, services, "web"),
+      "web: 4 new connections, 10 packets, 1000 B\n"
+      "  ENDPOINT        WEIGHT  EXPECTED  NEW CONNS  SHARE  PACKETS  BYTES           SNAT PORTS\n"
+      "  10.0.2.11:8080       3     75.0%          3  75.0%        6  600 B  25.4K/31.7K (80.0%)\n"
+      "  10.0.2.12:8080       1     25.0%          1  25.0%        4  400 B                    "
+      "-\n");
+  const std::string all = statsText(stats, json::array());
+  EXPECT_NE(all.find("datapath exceptions:\n  drop_snat_exhausted  2\n"), std::string::npos) << all;
+  EXPECT_NE(all.find("flow cache: off"), std::string::npos) << all;
+  EXPECT_EQ(statsText(json::object(), json::array()).rfind("no services\n", 0), 0u);
 }
 
 }  // namespace
