@@ -5,7 +5,8 @@
 // kernel would run the program again on the frame it already rewrote, so no rewriting path is
 // timed that way. Every timed run's verdict is checked, and its output bytes too (all runs, or
 // every 64th where the expected frame differs per run). Runs inside a private network namespace
-// (the tests' topology) so bpf_fib_lookup succeeds.
+// (the tests' topology) so bpf_fib_lookup succeeds, pinned to one CPU (the program's per-CPU
+// state, the flow cache and the SNAT backoff, is that CPU's).
 #include <arpa/inet.h>
 #include <bpf/bpf.h>
 #include <linux/bpf.h>
@@ -23,6 +24,7 @@
 
 #include "lb_harness.h"
 #include "mp_xdp_trivial.skel.h"
+#include "nat.h"
 #include "packet.h"
 
 namespace meshpath::testing {
@@ -37,8 +39,7 @@ constexpr int kEndpointPorts =
 
 struct Case {
   std::string name;
-  double targetNs;  // Katran's figure for the same path; 0: none
-  int ingress;      // ifindex the frames arrive on
+  int ingress;  // ifindex the frames arrive on
   // Returns the frame of run i and checks the output of that run (empty string: fine).
   std::function<const Bytes&(size_t i)> input;
   std::function<std::string(size_t i, const XdpRun& run)> check;
@@ -60,6 +61,18 @@ Bytes tcpFrame(const std::string& smac, const std::string& dmac, const std::stri
                const std::string& dst, uint16_t sport, uint16_t dport, uint8_t flags) {
   return frame(Shape{.tcpFlags = flags, .payload = "0123456789abcdef"}, smac, dmac, src, dst, sport,
                dport);
+}
+
+size_t entriesOfHalf(LbHarness& h) {
+  size_t n = 0;
+  mp_flow key{}, next{};
+  const mp_flow* at = nullptr;
+  while (bpf_map_get_next_key(h.lb().halfFd(), at, &next) == 0) {
+    ++n;
+    key = next;
+    at = &key;
+  }
+  return n;
 }
 
 std::string ipv4Of(uint32_t hostOrder) {
@@ -122,12 +135,11 @@ std::string expectExactly(const XdpRun& run, uint32_t verdict, const Bytes& want
   return "";
 }
 
-// A balancer with one TCP service on kVip4:80 over 64 endpoints (two addresses, 32 ports).
-std::unique_ptr<LbHarness> makeBalancer(uint32_t connTableSize,
-                                        uint8_t algorithm = MP_ALG_MAGLEV,
+// A balancer with one TCP service on kVip4:80 over 64 endpoints (two addresses, 32 ports), the
+// default table sizes (1M established, 256k half-open) and meshd's default lifetimes.
+std::unique_ptr<LbHarness> makeBalancer(uint8_t algorithm = MP_ALG_MAGLEV,
                                         uint32_t flowCacheSlots = MP_FLOW_CACHE_SLOTS_DEFAULT) {
   LbSkeletonOptions options;
-  options.connTableSize = connTableSize;
   options.flowCacheSlots = flowCacheSlots;
   auto h = std::make_unique<LbHarness>(options);
   h->setNode(kNode4, kNode6, 1024, 65535);
@@ -162,24 +174,35 @@ EpView endpointView(uint32_t id) {
           static_cast<uint16_t>(kEndpointBasePort + i / 2)};
 }
 
-// Targets are Katran's figures measured the same way beside a trivial program that took
-// kKatranTrivialNs; on a slower or busier machine the ratio to trivial is what compares.
-constexpr double kKatranTrivialNs = 84;
-
 void report(const std::vector<std::pair<Case, Figure>>& figures) {
-  std::printf("\n%-42s %9s %10s %7s | %9s %12s %s\n", "path (BPF_PROG_RUN repeat=1, kernel ns)",
-              "ns/packet", "trivial ns", "ratio", "target ns", "target ratio", "by ratio");
+  std::printf("\n%-46s %9s %10s %7s\n", "path (BPF_PROG_RUN repeat=1, kernel ns)", "ns/packet",
+              "trivial ns", "ratio");
   for (const auto& [c, f] : figures) {
-    const double ratio = f.ns / f.trivialNs;
-    if (c.targetNs <= 0) {
-      std::printf("%-42s %9.1f %10.1f %7.2f | %9s %12s\n", c.name.c_str(), f.ns, f.trivialNs, ratio,
-                  "-", "-");
-      continue;
-    }
-    const double targetRatio = c.targetNs / kKatranTrivialNs;
-    std::printf("%-42s %9.1f %10.1f %7.2f | %9.0f %12.2f %s\n", c.name.c_str(), f.ns, f.trivialNs,
-                ratio, c.targetNs, targetRatio, ratio <= targetRatio ? "ok" : "MISSED");
+    std::printf("%-46s %9.1f %10.1f %7.2f\n", c.name.c_str(), f.ns, f.trivialNs, f.ns / f.trivialNs);
   }
+}
+
+// An established connection of client:cport toward endpoint epId (node:snatPort, host order),
+// written as the datapath leaves one: both entries, counted open, an hour to live.
+void putEstablished(LbHarness& h, const std::string& client, uint16_t cport, uint32_t epId,
+                    uint16_t snatPort) {
+  mp_flow key{};
+  const AbiAddr c = abiAddr(client), vip = abiAddr(kVip4);
+  std::memcpy(key.src, c.bytes.data(), 16);
+  std::memcpy(key.dst, vip.bytes.data(), 16);
+  key.sport = htons(cport);
+  key.dport = htons(80);
+  key.proto = kTcp;
+  key.family = MP_AF_INET;
+  mp_conn conn{};
+  conn.ep_id = epId;
+  conn.snat_port = htons(snatPort);
+  conn.flags = MP_CONN_F_COUNTED;
+  conn.expires = h.jiffies() + h.jiffiesOf(3600 * 1000);
+  h.put(h.lb().connsFd(), key, conn);
+  mp_rnat r{};
+  mp_rnat_value(&r, &key, epId);
+  h.put(h.lb().rnatFd(), h.replyKey(key, conn), r);
 }
 
 // One new-flow case per algorithm (and Maglev whose pick is down), each on a fresh balancer;
@@ -235,6 +258,7 @@ int run(int argc, char** argv) {
   }
   if (::geteuid() != 0) die("needs root (BPF programs, a network namespace)");
   if (std::string err = enterTestNetwork(); !err.empty()) die(err);
+  const CpuPin pin;
   const int ingress = ifindexOf(kClientIf);
   Bench bench(runs);
   std::vector<std::pair<Case, Figure>> figures;
@@ -243,8 +267,9 @@ int run(int argc, char** argv) {
     if (wanted(c.name)) figures.emplace_back(c, bench.measure(c, n));
   };
 
-  // Established flow, its reply, and a non-VIP frame: one balancer, one flow.
-  auto lb = makeBalancer(MP_CONN_TABLE_DEFAULT);
+  // Established flow, its reply, and a non-VIP frame: one balancer, one flow, its handshake
+  // completed (SYN, SYN-ACK, ACK) before anything is timed.
+  auto lb = makeBalancer();
   bench.setProgram(lb->lb().programFd());
   const Bytes syn = tcpFrame(kRouterMac, kClientIfMac, kClient4, kVip4, 40000, 80, kTcpSyn);
   const auto choice = lb->predict(syn);
@@ -252,27 +277,35 @@ int run(int argc, char** argv) {
   const uint16_t snat = ntohs(choice.snatPort);
   const Bytes ack = tcpFrame(kRouterMac, kClientIfMac, kClient4, kVip4, 40000, 80, kTcpAck);
   const Bytes ackOut = tcpFrame(kEndpointIfMac, ep.mac, kNode4, ep.addr, snat, ep.port, kTcpAck);
-  if (std::string err =
-          expectExactly(lb->run(syn, ingress), XDP_REDIRECT,
-                        tcpFrame(kEndpointIfMac, ep.mac, kNode4, ep.addr, snat, ep.port, kTcpSyn));
-      !err.empty()) {
-    die("first packet: " + err);
-  }
-  Case established{"established flow (flow cache hit)", 235, ingress,
+  const Bytes synAck =
+      tcpFrame(ep.mac, kEndpointIfMac, ep.addr, kNode4, ep.port, snat, kTcpSyn | kTcpAck);
+  const Bytes synAckOut =
+      tcpFrame(kClientIfMac, kClientMac, kVip4, kClient4, 80, 40000, kTcpSyn | kTcpAck);
+  // The handshake through balancer h; dies unless each step leaves exactly as it should.
+  const auto handshake = [&](LbHarness& h, const std::string& what) {
+    const std::pair<const char*, std::string> steps[] = {
+        {"SYN", expectExactly(h.run(syn, ingress), XDP_REDIRECT,
+                              tcpFrame(kEndpointIfMac, ep.mac, kNode4, ep.addr, snat, ep.port,
+                                       kTcpSyn))},
+        {"SYN-ACK", expectExactly(h.run(synAck, ifindexOf(kEndpointIf)), XDP_REDIRECT, synAckOut)},
+        {"ACK", expectExactly(h.run(ack, ingress), XDP_REDIRECT, ackOut)},
+    };
+    for (const auto& [step, err] : steps) {
+      if (!err.empty()) die(what + ", " + step + ": " + err);
+    }
+    if (!h.conn(choice.flow)) die(what + ": the handshake did not promote the flow");
+  };
+  handshake(*lb, "established flow");
+  Case established{"established flow (flow cache hit)", ingress,
                    [&](size_t) -> const Bytes& { return ack; },
                    [&](size_t, const XdpRun& r) { return expectExactly(r, XDP_REDIRECT, ackOut); }};
   measure(established, runs);
-  {
+  if (wanted("established, flow cache off")) {
     // The same flow through a balancer without the flow cache: mp_services + mp_conns lookups.
-    auto uncached = makeBalancer(MP_CONN_TABLE_DEFAULT, MP_ALG_MAGLEV, 0);
+    auto uncached = makeBalancer(MP_ALG_MAGLEV, 0);
     bench.setProgram(uncached->lb().programFd());
-    if (std::string err = expectExactly(uncached->run(syn, ingress), XDP_REDIRECT,
-                                        tcpFrame(kEndpointIfMac, ep.mac, kNode4, ep.addr, snat,
-                                                 ep.port, kTcpSyn));
-        !err.empty()) {
-      die("first packet, flow cache off: " + err);
-    }
-    Case conns{"established, flow cache off", 235, ingress,
+    handshake(*uncached, "flow cache off");
+    Case conns{"established, flow cache off", ingress,
                [&](size_t) -> const Bytes& { return ack; },
                [&](size_t, const XdpRun& r) { return expectExactly(r, XDP_REDIRECT, ackOut); }};
     measure(conns, runs);
@@ -283,28 +316,32 @@ int run(int argc, char** argv) {
       tcpFrame(ep.mac, kEndpointIfMac, ep.addr, kNode4, ep.port, snat, kTcpAck | kTcpPsh);
   const Bytes replyOut =
       tcpFrame(kClientIfMac, kClientMac, kVip4, kClient4, 80, 40000, kTcpAck | kTcpPsh);
-  Case replyCase{"reply (reverse NAT; no target)", 0, ifindexOf(kEndpointIf),
+  Case replyCase{"reply (reverse NAT)", ifindexOf(kEndpointIf),
                  [&](size_t) -> const Bytes& { return reply; },
                  [&](size_t, const XdpRun& r) { return expectExactly(r, XDP_REDIRECT, replyOut); }};
   measure(replyCase, runs);
 
   const Bytes other =
       tcpFrame(kRouterMac, kClientIfMac, kClient4, "10.0.0.200", 40000, 80, kTcpAck);
-  Case nonVip{"non-VIP (XDP_PASS untouched)", 135, ingress,
+  Case nonVip{"non-VIP (XDP_PASS untouched)", ingress,
               [&](size_t) -> const Bytes& { return other; },
               [&](size_t, const XdpRun& r) { return expectExactly(r, XDP_PASS, other); }};
   measure(nonVip, runs);
 
-  // New flows: every run a client address:port never seen before.
-  {
-    const size_t newRuns = std::min(runs, newFlows);
+  // New flows: every run a client address:port never seen before, each left half-open.
+  const size_t newRuns = std::min(runs, newFlows);
+  const auto newFlowFrames = [&](uint32_t base, uint8_t flags) {
     std::vector<Bytes> frames(newRuns);
     for (size_t i = 0; i < newRuns; ++i) {
-      frames[i] =
-          tcpFrame(kRouterMac, kClientIfMac, ipv4Of(0x0a100000u + static_cast<uint32_t>(i / 8)),
-                   kVip4, static_cast<uint16_t>(20000 + i % 8), 80, kTcpSyn);
+      frames[i] = tcpFrame(kRouterMac, kClientIfMac, ipv4Of(base + static_cast<uint32_t>(i / 8)),
+                           kVip4, static_cast<uint16_t>(20000 + i % 8), 80, flags);
     }
-    Case newFlow{"new flow (Maglev + SNAT reserve + insert)", 460, ingress,
+    return frames;
+  };
+  const std::string newFlowName = "new flow (SYN: pick, SNAT reserve, half-open)";
+  if (wanted(newFlowName)) {
+    const std::vector<Bytes> frames = newFlowFrames(0x0a100000u, kTcpSyn);
+    Case newFlow{newFlowName, ingress,
                  [&](size_t i) -> const Bytes& { return frames[i]; },
                  [&](size_t i, const XdpRun& r) -> std::string {
                    if (r.verdict != XDP_REDIRECT) {
@@ -313,15 +350,102 @@ int run(int argc, char** argv) {
                    if (i % 64) return "";
                    const auto c = lb->predict(frames[i]);
                    const EpView e = endpointView(c.epId);
-                   const auto conn = lb->conn(c.flow);
-                   if (!conn) return "no mp_conns entry";
+                   const auto half = lb->half(c.flow);
+                   if (!half) return "no mp_half entry";
                    return expectExactly(r, XDP_REDIRECT,
                                         tcpFrame(kEndpointIfMac, e.mac, kNode4, e.addr,
-                                                 ntohs(conn->snat_port), e.port, kTcpSyn));
+                                                 ntohs(half->snat_port), e.port, kTcpSyn));
                  }};
     measure(newFlow, newRuns);
   }
+
+  // The client's ACK that completes a handshake: newRuns flows brought to SYN-ACK beforehand
+  // (untimed), each promoted once from the half-open tables into the established ones. The
+  // SYN-ACKs go back to clients the topology can reach: the two on the client link, any port.
+  const std::string promoteName = "handshake completion (ACK promotes)";
+  if (wanted(promoteName)) {
+    auto hs = makeBalancer();
+    bench.setProgram(hs->lb().programFd());
+    const size_t n = std::min<size_t>(newRuns, 2 * (65536 - 1024));
+    std::vector<Bytes> acks(n), acksOut(n);
+    const int epIf = ifindexOf(kEndpointIf);
+    for (size_t i = 0; i < n; ++i) {
+      const std::string client = i % 2 ? kTxEndpoint4 : kClient4;
+      const std::string clientMac = i % 2 ? kTxEndpointMac : kClientMac;
+      const uint16_t cport = static_cast<uint16_t>(1024 + i / 2);
+      const Bytes syn1 = tcpFrame(kRouterMac, kClientIfMac, client, kVip4, cport, 80, kTcpSyn);
+      const XdpRun r = hs->run(syn1, ingress);
+      const auto half = hs->half(hs->predict(syn1).flow);
+      if (r.verdict != XDP_REDIRECT || !half) die("handshake completion: SYN " + std::to_string(i));
+      const EpView e = endpointView(half->ep_id);
+      const uint16_t port = ntohs(half->snat_port);
+      const Bytes answer =
+          tcpFrame(e.mac, kEndpointIfMac, e.addr, kNode4, e.port, port, kTcpSyn | kTcpAck);
+      if (std::string err = expectExactly(
+              hs->run(answer, epIf), XDP_REDIRECT,
+              tcpFrame(kClientIfMac, clientMac, kVip4, client, 80, cport, kTcpSyn | kTcpAck));
+          !err.empty()) {
+        die("handshake completion: SYN-ACK " + std::to_string(i) + ": " + err + exceptionsOf(*hs));
+      }
+      acks[i] = tcpFrame(kRouterMac, kClientIfMac, client, kVip4, cport, 80, kTcpAck);
+      acksOut[i] = tcpFrame(kEndpointIfMac, e.mac, kNode4, e.addr, port, e.port, kTcpAck);
+    }
+    Case promote{promoteName, ingress,
+                 [&](size_t i) -> const Bytes& { return acks[i]; },
+                 [&](size_t i, const XdpRun& r) -> std::string {
+                   if (std::string err = expectExactly(r, XDP_REDIRECT, acksOut[i]); !err.empty()) {
+                     return err + exceptionsOf(*hs);
+                   }
+                   if (i % 64) return "";
+                   const mp_flow flow = hs->predict(acks[i]).flow;
+                   if (!hs->conn(flow) || hs->half(flow)) return "not promoted";
+                   return "";
+                 }};
+    measure(promote, n);
+    bench.setProgram(lb->lb().programFd());
+  }
   lb.reset();
+
+  // New flows refused: every endpoint's one SNAT port (a one-port range) held by an open
+  // connection. After a refusal the CPU drops new flows toward that endpoint without probing
+  // for snat_backoff (100 ms): the cheap drop path. Beside it, the refusal as it costs without the
+  // backoff (cleared before every run, untimed): both passes of MP_SNAT_PROBES probes.
+  const std::string backoffName = "exhausted: new flow dropped (backoff)";
+  const std::string probedName = "exhausted: new flow refused, every probe made";
+  if (wanted(backoffName) || wanted(probedName)) {
+    auto ex = makeBalancer();
+    bench.setProgram(ex->lb().programFd());
+    constexpr uint16_t kOnly = 61000;
+    ex->setNode(kNode4, kNode6, kOnly, kOnly);
+    for (uint32_t id = 1; id <= 2 * kEndpointPorts; ++id) {
+      putEstablished(*ex, "10.14.0.1", static_cast<uint16_t>(1000 + id), id, kOnly);
+    }
+    const std::vector<Bytes> frames = newFlowFrames(0x0e100000u, kTcpSyn);
+    std::vector<uint32_t> epOf(newRuns);
+    for (size_t i = 0; i < newRuns; ++i) epOf[i] = ex->predict(frames[i]).epId;
+    const auto refused = [&](size_t i, const XdpRun& r) -> std::string {
+      if (std::string err = expectExactly(r, XDP_DROP, frames[i]); !err.empty()) {
+        return err + exceptionsOf(*ex);
+      }
+      return "";
+    };
+    const uint64_t before = ex->exceptions(MP_EXC_DROP_SNAT_EXHAUSTED);
+    Case backoff{backoffName, ingress,
+                 [&](size_t i) -> const Bytes& { return frames[i]; }, refused};
+    measure(backoff, newRuns);
+    Case probed{probedName, ingress,
+                [&](size_t i) -> const Bytes& {
+                  ex->clearSnatBackoff(epOf[i]);
+                  return frames[i];
+                },
+                refused};
+    measure(probed, newRuns);
+    const size_t refusals = (wanted(backoffName) ? newRuns : 0) + (wanted(probedName) ? newRuns : 0);
+    if (ex->exceptions(MP_EXC_DROP_SNAT_EXHAUSTED) - before != refusals ||
+        ex->svcStats(0).new_conns != 0 || entriesOfHalf(*ex) != 0) {
+      die("exhausted: not every new flow was refused" + exceptionsOf(*ex));
+    }
+  }
 
   // New flows under each algorithm, and under Maglev when the pick is marked down (every frame
   // below is one whose Maglev slot holds a down endpoint: even ids are down, and the next slot
@@ -346,7 +470,7 @@ int run(int argc, char** argv) {
     for (size_t round = 0; round < algRounds; ++round) {
       for (size_t k = 0; k < algCases.size(); ++k) {
         const AlgCase& a = algCases[k];
-        auto h = makeBalancer(MP_CONN_TABLE_DEFAULT, a.algorithm);
+        auto h = makeBalancer(a.algorithm);
         bench.setProgram(h->lb().programFd());
         if (a.pickDown) {
           for (uint32_t id = 2; id <= 2 * kEndpointPorts; id += 2) {
@@ -367,15 +491,15 @@ int run(int argc, char** argv) {
           wantEp.push_back(a.pickDown ? pick % (2 * kEndpointPorts) + 1 : 0);  // ring: ids in turn
           frames.push_back(std::move(f));
         }
-        Case c{"new flow by algorithm: " + a.name, 0, ingress,
+        Case c{"new flow by algorithm: " + a.name, ingress,
                [&](size_t i) -> const Bytes& { return frames[i]; },
                [&](size_t i, const XdpRun& r) -> std::string {
                  if (r.verdict != XDP_REDIRECT) {
                    return std::string("verdict ") + verdictName(r.verdict) + exceptionsOf(*h);
                  }
                  if (i % 64) return "";
-                 const auto conn = h->conn(h->predict(frames[i]).flow);
-                 if (!conn) return "no mp_conns entry";
+                 const auto conn = h->half(h->predict(frames[i]).flow);
+                 if (!conn) return "no mp_half entry";
                  if (wantEp[i] && conn->ep_id != wantEp[i]) {
                    return "endpoint " + std::to_string(conn->ep_id) + ", want the next slot's " +
                           std::to_string(wantEp[i]);
@@ -394,12 +518,13 @@ int run(int argc, char** argv) {
 
   // Established flows spread over a table of spreadFlows connections, visited in random order.
   if (wanted("established, spread")) {
-    auto spread = makeBalancer(MP_CONN_TABLE_DEFAULT);
+    auto spread = makeBalancer();
     bench.setProgram(spread->lb().programFd());
     std::printf("populating %zu connections...\n", spreadFlows);
     std::vector<mp_flow> keys(spreadFlows);
     std::vector<mp_conn> values(spreadFlows);
     const AbiAddr vip = abiAddr(kVip4);
+    const uint64_t expires = spread->jiffies() + spread->jiffiesOf(3600 * 1000);
     for (size_t i = 0; i < spreadFlows; ++i) {
       mp_flow& k = keys[i];
       k = {};
@@ -413,6 +538,8 @@ int run(int argc, char** argv) {
       values[i] = {};
       values[i].ep_id = 1 + static_cast<uint32_t>(i % (2 * kEndpointPorts));
       values[i].snat_port = htons(static_cast<uint16_t>(1024 + i % 64000));
+      values[i].flags = MP_CONN_F_COUNTED;
+      values[i].expires = expires;
     }
     for (size_t at = 0; at < spreadFlows; at += 10000) {
       uint32_t count = static_cast<uint32_t>(std::min<size_t>(10000, spreadFlows - at));
@@ -433,7 +560,7 @@ int run(int argc, char** argv) {
           tcpFrame(kRouterMac, kClientIfMac, ipv4Of(0x0b000000u + f), kVip4, 40000, 80, kTcpAck);
     }
     Case spreadCase{"established, spread over " + std::to_string(spreadFlows / 1000) + "k flows",
-                    650, ingress, [&](size_t i) -> const Bytes& { return frames[i]; },
+                    ingress, [&](size_t i) -> const Bytes& { return frames[i]; },
                     [&](size_t i, const XdpRun& r) -> std::string {
                       if (r.verdict != XDP_REDIRECT) {
                         return std::string("verdict ") + verdictName(r.verdict) +
