@@ -201,11 +201,12 @@ MP_INLINE int mp_snat_reusable(__u32 rnat_ep_id, const struct mp_conn *owner, __
 }
 
 /* Does this packet of a half-open flow promote it into the established tables? TCP: the client's
- * ACK (no SYN, no RST) after the endpoint's SYN-ACK. UDP is promoted by the endpoint's answer,
- * on the reply path. */
+ * ACK (no SYN, no RST) after the endpoint's SYN-ACK, unless the connection already closed (a RST
+ * either way, or FIN both ways): a late ACK must not count a dead connection open. UDP is
+ * promoted by the endpoint's answer, on the reply path. */
 MP_INLINE int mp_half_promotes(__u32 flags, __u8 proto, __u8 tcp_flags)
 {
-	return proto == IPPROTO_TCP && (flags & MP_CONN_F_SYNACK) &&
+	return proto == IPPROTO_TCP && (flags & MP_CONN_F_SYNACK) && !mp_conn_flags_closed(flags) &&
 	       (tcp_flags & (MP_TCP_ACK | MP_TCP_SYN | MP_TCP_RST)) == MP_TCP_ACK;
 }
 
