@@ -407,6 +407,13 @@ TEST(CoreConn, OnlyTheClientsAckAfterTheSynAckPromotes) {
   EXPECT_FALSE(mp_half_promotes(kAnswered, IPPROTO_TCP, MP_TCP_SYN | MP_TCP_ACK));
   EXPECT_FALSE(mp_half_promotes(kAnswered, IPPROTO_TCP, MP_TCP_RST | MP_TCP_ACK));
   EXPECT_FALSE(mp_half_promotes(kAnswered, IPPROTO_TCP, MP_TCP_FIN)) << "no ACK bit";
+  EXPECT_FALSE(mp_half_promotes(kAnswered | MP_CONN_F_RST, IPPROTO_TCP, MP_TCP_ACK))
+      << "reset: a late ACK does not revive it";
+  EXPECT_FALSE(mp_half_promotes(kAnswered | MP_CONN_F_FIN_CLIENT | MP_CONN_F_FIN_EP, IPPROTO_TCP,
+                                MP_TCP_ACK))
+      << "finished both ways: the final ACK does not promote";
+  EXPECT_TRUE(mp_half_promotes(kAnswered | MP_CONN_F_FIN_EP, IPPROTO_TCP, MP_TCP_ACK))
+      << "half-closed is open";
   EXPECT_FALSE(mp_half_promotes(kAnswered, IPPROTO_UDP, 0)) << "UDP: by the endpoint's answer";
 }
 

@@ -423,6 +423,34 @@ TEST_F(ConnStateTest, RefreshWritesTheExpiryOnlyWhenItMovesEnough) {
   expectExpiry(*h_->conn(p.flow), w, MP_TMO_TCP_FIN, "a FIN shortens it at once");
 }
 
+// A half-open connection that closed (a RST either way) stays where it is: a late or crossing ACK
+// of the client's does not promote it, so it is never counted open (its close never would be).
+TEST_F(ConnStateTest, ClosedHalfOpenFlowIsNeverPromoted) {
+  build();
+  struct Case {
+    std::string what;
+    Flow flow;
+    bool endpointResets;
+  };
+  for (const Case& k : {Case{"IPv4, the endpoint resets after its SYN-ACK", tcp4(40050), true},
+                        Case{"IPv6, the client resets", tcp6(40051), false}}) {
+    SCOPED_TRACE(k.what);
+    const Flow& f = k.flow;
+    const Pick p = pick(f);
+    run({out("SYN", f, kTcpSyn, p), back("SYN-ACK", f, kTcpSyn | kTcpAck, p),
+         k.endpointResets ? back("the endpoint's RST", f, kTcpRst | kTcpAck, p)
+                          : out("the client's RST", f, kTcpRst | kTcpAck, p),
+         out("the client's ACK, late", f, kTcpAck, p), out("and data", f, kTcpAck | kTcpPsh, p)});
+    const auto half = h_->half(p.flow);
+    ASSERT_TRUE(half) << "still half-open";
+    EXPECT_EQ(half->flags, MP_CONN_F_SYNACK | MP_CONN_F_RST);
+    EXPECT_FALSE(h_->conn(p.flow)) << "a closed connection is not promoted";
+    EXPECT_FALSE(h_->rnat(rkey(f, p)));
+    EXPECT_EQ(h_->health(p.ep).opened, 0u);
+    EXPECT_EQ(h_->health(p.ep).closed, 0u);
+  }
+}
+
 // ---- Lifetimes and SNAT ports --------------------------------------------------------------
 
 // Every state of a connection lives by its lifetime; once that ran out (its expires written into
@@ -528,6 +556,41 @@ TEST_F(ConnStateTest, EstablishedPortIsNeverTakenWhileAlive) {
   h_->put(h_->lb().connsFd(), pa.flow, c);
   run({out("A's data flows on", a, kTcpAck | kTcpPsh, pa),
        back("and its replies", a, kTcpAck | kTcpPsh, pa)});
+  EXPECT_EQ(h_->svcStats(kSvcOneTcp4).new_conns, 1u);
+}
+
+// The shortest lifetime the config allows (1 s) is no longer than the refresh slack (1 s): a
+// flow whose packets keep coming must still never expire, so its port is never taken while it is
+// in use. Connection A sends every 100 ms (mostly served by the flow cache) for 2.5 s; just
+// before each of its packets a new flow toward the same endpoint asks for the one port.
+TEST_F(ConnStateTest, ShortLifetimeNeverLapsesUnderTraffic) {
+  build();
+  oneSnatPort();
+  mp_svc_tmo t = h_->timeouts();
+  t.jiffies[MP_TMO_UDP_REPLIED] = h_->jiffiesOf(1000);
+  t.jiffies[MP_TMO_TCP_EST] = h_->jiffiesOf(1000);
+  h_->setTimeouts(kSvcOneUdp4, t);
+  h_->setTimeouts(kSvcOneTcp4, t);
+  const Flow u = oneUdp4(41001), c = oneTcp4(41001);
+  const Pick pu = pick(u), pc = pick(c);
+  run(establish(u, pu));
+  run(establish(c, pc));
+  const int ingress = ifindexOf(kClientIf);
+  uint16_t other = 42000;
+  for (int i = 0; i < 25; ++i) {
+    ::usleep(100'000);
+    for (const Flow& b : {oneUdp4(other), oneTcp4(other)}) {
+      const XdpRun r = h_->run(fromClient(b, b.proto == IPPROTO_TCP ? kTcpSyn : 0), ingress);
+      ASSERT_EQ(r.error, 0);
+      ASSERT_STREQ(verdictName(r.verdict), "XDP_DROP")
+          << "a new flow took the port of a connection in use, at " << i * 100 << " ms";
+    }
+    ++other;
+    h_->clearSnatBackoff(kEpOneUdp4);
+    h_->clearSnatBackoff(kEpOneTcp4);
+    run({out("U's packet", u, 0, pu), out("C's packet", c, kTcpAck | kTcpPsh, pc)});
+  }
+  EXPECT_EQ(h_->svcStats(kSvcOneUdp4).new_conns, 1u);
   EXPECT_EQ(h_->svcStats(kSvcOneTcp4).new_conns, 1u);
 }
 
