@@ -168,12 +168,16 @@ MP_INLINE __u32 mp_conn_tmo_index(__u32 flags, __u8 proto, int established)
 
 /* The entry's expiry for a packet seen at now (jiffies) with lifetime tmo. A plain store, and
  * only when the expiry moves back (a shorter state: closing) or forward by at least slack
- * jiffies: an established flow's line is written about once per slack, not per packet. Two
- * CPUs storing at once both store about now + tmo. */
+ * jiffies: an established flow's line is written about once per slack, not per packet. A
+ * lifetime under twice the slack moves by half of itself: with a slack as long as the lifetime,
+ * an entry under steady traffic would expire before its next write, and its port could be taken
+ * while in use. Two CPUs storing at once both store about now + tmo. */
 MP_INLINE void mp_conn_refresh(struct mp_conn *conn, __u64 now, __u64 tmo, __u64 slack)
 {
 	__u64 expires = now + tmo, old = conn->expires;
 
+	if (slack > tmo / 2)
+		slack = tmo / 2;
 	if (expires < old || expires - old >= slack)
 		conn->expires = expires;
 }
