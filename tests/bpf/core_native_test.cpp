@@ -393,6 +393,18 @@ TEST(CoreConn, RefreshWritesOnlyWhenTheExpiryMovesEnough) {
   EXPECT_FALSE(mp_conn_expired(&c, 4009));
   mp_conn z{};
   EXPECT_TRUE(mp_conn_expired(&z, 0)) << "an entry with no lifetime is expired";
+
+  // A lifetime under twice the slack (the config's 1 s against the 1 s slack): written once it
+  // moved by half the lifetime, so steady traffic renews it long before it runs out.
+  mp_conn s{};
+  s.expires = 1000 + 250;  // written at 1000 with a lifetime of 250
+  mp_conn_refresh(&s, 1000 + 124, 250, kSlack);
+  EXPECT_EQ(s.expires, 1250u) << "moved by less than half its lifetime";
+  mp_conn_refresh(&s, 1000 + 125, 250, kSlack);
+  EXPECT_EQ(s.expires, 1375u) << "moved by half its lifetime";
+  mp_conn_refresh(&s, 1375 - 1, 250, kSlack);
+  EXPECT_FALSE(mp_conn_expired(&s, 1375 - 1));
+  EXPECT_EQ(s.expires, 1375u + 250 - 1);
 }
 
 TEST(CoreConn, OnlyTheClientsAckAfterTheSynAckPromotes) {
