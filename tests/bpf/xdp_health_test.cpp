@@ -423,6 +423,27 @@ TEST_F(HealthTest, NewFlowsSkipADownEndpointAllDownTakesTheFirstPick) {
   EXPECT_EQ(send(halfOpen, kTcpAck).ep_id, 1u) << "nor do a half-open flow's later packets";
 }
 
+// A UDP flow its endpoint never answered is re-picked once that endpoint is marked down (the
+// client's next datagram is its retry), and the program bumps the generation; an answered one
+// stays, as established flows never look at health.
+TEST_F(HealthTest, UnansweredUdpFlowLeavesADownEndpointAnsweredStays) {
+  const Flow a = udp4(portPicking(3, udp4(0))), b = udp4(portPicking(3, udp4(0), a.cport + 1));
+  EXPECT_EQ(send(a).ep_id, 3u);
+  const mp_conn cb = send(b);
+  EXPECT_EQ(cb.ep_id, 3u);
+  reply(b, cb, 0);
+  ASSERT_TRUE(h_->conn(key(b))) << "answered: established";
+  h_->setDown(3, true);
+  const uint64_t gen = h_->lb().forwardingGeneration();
+  const mp_conn moved = send(a);
+  EXPECT_EQ(moved.ep_id, 4u) << "unanswered: re-picked onto the live endpoint";
+  EXPECT_TRUE(h_->half(key(a))) << "a new flow, half-open";
+  EXPECT_EQ(h_->lb().forwardingGeneration(), gen + 1);
+  EXPECT_EQ(send(b).ep_id, 3u) << "answered: it stays";
+  EXPECT_EQ(h_->lb().forwardingGeneration(), gen + 1);
+  EXPECT_EQ(h_->svcStats(kSvcUdp4).new_conns, 3u);
+}
+
 TEST_F(HealthTest, ReopenOnADownEndpointMovesOtherwiseStays) {
   const Flow a = tcp4(portPicking(1, tcp4(0)));
   mp_conn ca = send(a);
