@@ -89,13 +89,15 @@ TEST_F(ApiTest, Status) {
   EXPECT_EQ(body["node"]["snat_ports_auto"], true);
   EXPECT_EQ(body["node"]["snat_pool"], json::array({"10.0.2.2", "10.0.2.3"}));
   EXPECT_EQ(body["node"]["half_table_size"], 262144);
-  EXPECT_EQ(body["connections"], (json{{"established", 12},
-                                       {"half_open", 3},
-                                       {"established_capacity", 1 << 20},
-                                       {"half_open_capacity", 1 << 18},
-                                       {"expired_reaped", 40},
-                                       {"bytes_per_connection", 416},
-                                       {"bytes_per_half_open", 432}}));
+  // Field by field: the object may grow (other forwarding modes' costs).
+  const json& tables = body["connections"];
+  EXPECT_EQ(tables["established"], 12);
+  EXPECT_EQ(tables["half_open"], 3);
+  EXPECT_EQ(tables["established_capacity"], 1 << 20);
+  EXPECT_EQ(tables["half_open_capacity"], 1 << 18);
+  EXPECT_EQ(tables["expired_reaped"], 40);
+  EXPECT_EQ(tables["bytes_per_connection"], 416);
+  EXPECT_EQ(tables["bytes_per_half_open"], 432);
   EXPECT_EQ(body["services"], 1);
   EXPECT_EQ(body["endpoints"], 2);
   EXPECT_TRUE(body.contains("version") && body.contains("uptime_s"));
