@@ -307,7 +307,8 @@ cmd_env() {
 }
 
 # One HTTP/1.1 server per endpoint namespace, on [::]:PORT (IPv4 and IPv6), answering with the
-# endpoint's name (--async: epserver.py --async, for tens of thousands of connections). Logs and pids go to the lab's state dir; `down` stops them with the namespaces.
+# endpoint's name (--async: epserver.py --async, for tens of thousands of connections). Logs and
+# pids go to the lab's state dir; `down` stops them with the namespaces.
 cmd_http_servers() {
   load_env
   local i ns log mode=()
