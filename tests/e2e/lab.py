@@ -47,13 +47,19 @@ def run(argv, check=True, timeout=120, **kw):
 
 def service_yaml(services):
     """services: [{"name", "vip", "port", "endpoints": [(address, port, weight)], "health": {},
-    "algorithm"}]
+    "algorithm", "forwarding", "on_eject", "timeouts": {}}]
     (health: optional, the keys of docs/config.md's health block)"""
     lines = ["services:"] if services else ["services: []"]
     for s in services:
         lines += [f"  - name: {s['name']}", f"    vip: {s['vip']}", f"    port: {s['port']}",
                   f"    protocol: {s.get('protocol', 'tcp')}",
                   f"    algorithm: {s.get('algorithm', 'maglev')}"]
+        for key in ("forwarding", "on_eject"):
+            if s.get(key):
+                lines.append(f"    {key}: {s[key]}")
+        if s.get("timeouts"):
+            lines.append("    timeouts: {" +
+                         ", ".join(f"{k}: {v}" for k, v in s["timeouts"].items()) + "}")
         if s.get("health"):
             lines.append("    health: {" + ", ".join(f"{k}: {v}" for k, v in s["health"].items()) + "}")
         eps = s.get("endpoints", [])

@@ -66,6 +66,10 @@ std::string connectionTablesText(const json& c) {
   row("half-open", "half_open", "half_open_capacity", "bytes_per_half_open");
   std::ostringstream out;
   t.print(out);
+  out << "kernel memory per connection: " << humanBytes(u64(c, "bytes_per_connection"))
+      << " full NAT (nat: connection + reverse entry), "
+      << humanBytes(u64(c, "bytes_per_dnat_connection"))
+      << " source-preserving (dnat: the connection entry alone); MEMORY assumes nat\n";
   out << "expired entries reaped since start: " << humanCount(u64(c, "expired_reaped")) << '\n';
   return out.str();
 }

@@ -34,6 +34,7 @@ json connectionsJson(const ConnTableStats& c) {
           {"half_open_capacity", c.halfOpenCapacity},
           {"expired_reaped", c.expiredReaped},
           {"bytes_per_connection", c.bytesPerConnection},
+          {"bytes_per_dnat_connection", c.bytesPerDnatConnection},
           {"bytes_per_half_open", c.bytesPerHalfOpen}};
 }
 
@@ -113,8 +114,13 @@ Result<json> statsView(ControlPlane& cp) {
       ej["address"] = e.address.toString();
       ej["port"] = e.port;
       const auto used = tables->snatPortsInUse.find(id);
-      ej["snat_ports_used"] = used == tables->snatPortsInUse.end() ? 0 : used->second;
-      ej["snat_capacity"] = snatCapacity(node, e.address.family());
+      if (s.forwarding == ForwardingMode::kDnat) {  // no SNAT, no port to run out of
+        ej["snat_ports_used"] = nullptr;
+        ej["snat_capacity"] = nullptr;
+      } else {
+        ej["snat_ports_used"] = used == tables->snatPortsInUse.end() ? 0 : used->second;
+        ej["snat_capacity"] = snatCapacity(node, e.address.family());
+      }
       endpoints.push_back(std::move(ej));
     }
     json sj = countersJson(*svcStats);

@@ -779,6 +779,8 @@ Result<ConnTableStats> BpfDataplane::connTableStats() {
                                    sizeof(mp_conn)) +
                          connBytes(skel_->options().connTableSize, sizeof(mp_flow),
                                    sizeof(mp_rnat));
+  s.bytesPerDnatConnection = connBytes(skel_->options().connTableSize, sizeof(mp_flow),
+                                       sizeof(mp_conn));
   s.bytesPerHalfOpen = connBytes(skel_->options().halfTableSize, sizeof(mp_flow),
                                  sizeof(mp_conn)) +
                        connBytes(skel_->options().halfTableSize, sizeof(mp_flow),

@@ -92,7 +92,7 @@ Result<bool> ResyncWalk::step(std::chrono::microseconds budget) {
           return;
         }
         if (value.ep_id >= MP_MAX_ENDPOINTS) return;
-        ++walk_.snatPorts[value.ep_id];
+        if (value.snat_addr != MP_SNAT_NONE) ++walk_.snatPorts[value.ep_id];
         if (connCountedOpen(value.flags)) {
           ++counted_[value.ep_id];
           ++walk_.matched;
@@ -107,7 +107,7 @@ Result<bool> ResyncWalk::step(std::chrono::microseconds budget) {
     return halfCursor_->next([&](const mp_flow&, const mp_conn& value) {
       if (value.ep_id >= MP_MAX_ENDPOINTS) return;
       ++walk_.halfOpen;
-      if (now_ < value.expires) ++walk_.snatPorts[value.ep_id];
+      if (now_ < value.expires && value.snat_addr != MP_SNAT_NONE) ++walk_.snatPorts[value.ep_id];
     });
   });
   walk_.entries = cursor_.seen() + (halfCursor_ ? halfCursor_->seen() : 0);
@@ -124,7 +124,9 @@ void ResyncWalk::reapExpired() {
     if (bpf_map_lookup_and_delete_elem(tables_.conns, &key, &gone) != 0) continue;
     if (now_ < gone.expires) {
       bpf_map_update_elem(tables_.conns, &key, &gone, BPF_NOEXIST);
-      if (gone.ep_id < MP_MAX_ENDPOINTS) ++walk_.snatPorts[gone.ep_id];
+      if (gone.ep_id < MP_MAX_ENDPOINTS && gone.snat_addr != MP_SNAT_NONE) {
+        ++walk_.snatPorts[gone.ep_id];
+      }
       if (gone.ep_id < MP_MAX_ENDPOINTS && connCountedOpen(gone.flags)) ++counted_[gone.ep_id];
       continue;
     }

@@ -77,7 +77,8 @@ struct ConnTableStats {
   uint64_t expiredReaped = 0;       // expired entries the recounts deleted, since start
   // Kernel memory per tracked connection, both its entries (connection + reverse NAT), buckets
   // included: what `conn_table_size` costs per entry.
-  uint64_t bytesPerConnection = 0;
+  uint64_t bytesPerConnection = 0;      // full NAT
+  uint64_t bytesPerDnatConnection = 0;  // dnat: the connection entry alone
   uint64_t bytesPerHalfOpen = 0;
   // Endpoint id -> SNAT ports its tracked connections hold (established and half-open).
   std::map<uint32_t, uint64_t> snatPortsInUse;

@@ -9,6 +9,7 @@ std::vector<SnatPortUse> snatPortUse(const DesiredState& desired, const IdAssign
                                      const ConnTableStats& stats) {
   std::vector<SnatPortUse> out;
   for (const ServiceSpec& s : desired.services) {
+    if (s.forwarding == ForwardingMode::kDnat) continue;  // no SNAT: nothing to run out of
     const auto svcIds = ids.endpoints.find(s.name);
     for (const EndpointSpec& e : s.endpoints) {
       SnatPortUse use{s.name, e.key(), 0, snatCapacity(desired.node, e.address.family())};
