@@ -230,6 +230,12 @@ void LbHarness::setNode(const std::string& v4, const std::string& v6, uint16_t p
   }
   node_.snat_port_min = portMin;
   node_.snat_port_max = portMax;
+  node_.n_dnat = 0;
+  for (const auto& [id, s] : services_) node_.n_dnat += s.svc.fwd_mode == MP_FWD_DNAT;
+  writeNode();
+}
+
+void LbHarness::writeNode() {
   const uint32_t zero = 0;
   if (bpf_map_update_elem(lb_->nodeFd(), &zero, &node_, BPF_ANY) != 0) {
     throw std::runtime_error(std::string("update mp_node: ") + std::strerror(errno));
@@ -252,7 +258,7 @@ void LbHarness::setEndpoint(uint32_t id, const std::string& address, uint16_t po
 
 void LbHarness::setService(uint32_t svcId, const std::string& vip, uint16_t port, uint8_t proto,
                            uint32_t ringSize, const std::vector<uint32_t>& endpointIds,
-                           uint8_t algorithm) {
+                           uint8_t algorithm, uint8_t fwdMode) {
   Service& s = services_[svcId];
   const AbiAddr a = abiAddr(vip);
   s.key = {};
@@ -270,15 +276,40 @@ void LbHarness::setService(uint32_t svcId, const std::string& vip, uint16_t port
   s.svc.id = svcId;
   s.svc.ring_size = ringSize;
   s.svc.algorithm = algorithm;
+  s.svc.fwd_mode = fwdMode;
   s.slots.assign(ringSize, MP_RING_EMPTY);
   for (uint32_t i = 0; i < ringSize && !endpointIds.empty(); ++i) {
     s.slots[i] = endpointIds[i % endpointIds.size()];
   }
   setTimeouts(svcId, timeouts_);
+  if (fwdMode == MP_FWD_DNAT) {
+    for (const uint32_t id : endpointIds) {
+      mp_endpoint ep{};
+      if (bpf_map_lookup_elem(lb_->endpointsFd(), &id, &ep) != 0) {
+        throw std::runtime_error(std::string("lookup mp_endpoints: ") + std::strerror(errno));
+      }
+      mp_ep_key key{};
+      std::memcpy(key.addr, ep.addr, 16);
+      key.port = ep.port;
+      key.proto = proto;
+      key.family = ep.family;
+      mp_ep_vip value{};
+      std::memcpy(value.vip, a.bytes.data(), 16);
+      value.vip_port = htons(port);
+      value.ep_id = id;
+      if (bpf_map_update_elem(lb_->epVipFd(), &key, &value, BPF_ANY) != 0) {
+        throw std::runtime_error(std::string("update mp_ep_vip: ") + std::strerror(errno));
+      }
+    }
+  }
   if (auto status = lb_->writeRing(s.key, s.svc, s.ring.get(), half, s.slots); !status) {
     throw std::runtime_error(status.error().toString());
   }
   s.svc.active_half = half;
+  const uint16_t dnat = node_.n_dnat;
+  node_.n_dnat = 0;
+  for (const auto& [sid, other] : services_) node_.n_dnat += other.svc.fwd_mode == MP_FWD_DNAT;
+  if (node_.n_dnat != dnat) writeNode();
 }
 
 void LbHarness::removeEndpoint(uint32_t id) {

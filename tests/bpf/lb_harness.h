@@ -135,10 +135,12 @@ class LbHarness {
   void removeEndpoint(uint32_t id);
   // Adds or replaces service svcId with a ring of ringSize slots filled round-robin from
   // endpointIds (none: every slot MP_RING_EMPTY), published through LbSkeleton::writeRing.
-  // With ringSize == endpointIds.size() the ring is exactly that sequence.
+  // With ringSize == endpointIds.size() the ring is exactly that sequence. A MP_FWD_DNAT service
+  // also gets its endpoints (set before it) in mp_ep_vip, and mp_node counts it (n_dnat), as
+  // meshd's syncDnat does.
   void setService(uint32_t svcId, const std::string& vip, uint16_t port, uint8_t proto,
                   uint32_t ringSize, const std::vector<uint32_t>& endpointIds,
-                  uint8_t algorithm = MP_ALG_MAGLEV);
+                  uint8_t algorithm = MP_ALG_MAGLEV, uint8_t fwdMode = MP_FWD_NAT);
 
   XdpRun run(const Bytes& frame, int ingressIfindex) const;
 
@@ -202,6 +204,7 @@ class LbHarness {
     UniqueFd ring;
   };
   mp_counters sumCounters(int fd, uint32_t key) const;
+  void writeNode();
 
   std::unique_ptr<LbSkeleton> lb_;
   mutable std::map<std::string, UniqueFd> mapFds_;

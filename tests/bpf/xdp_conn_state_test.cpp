@@ -840,5 +840,126 @@ TEST_F(ConnStateTest, BalancersOwnDropsAreNoPassiveFailures) {
   EXPECT_FALSE(h_->anyConn(pb.flow)) << "B never got an entry";
 }
 
+// ---- Source-preserving forwarding (dnat) ------------------------------------------------------
+
+// A dnat service on its own VIP per family and protocol, one endpoint each on endpoint 2's host
+// (ports of their own); the node has no SNAT source of its own to offer such a flow.
+class DnatTest : public ConnStateTest {
+ protected:
+  static constexpr char kVipD4[] = "10.0.0.170";
+  static constexpr char kVipD6[] = "fd00::170";
+  static constexpr uint32_t kSvcD4 = 60, kSvcD6 = 61, kSvcDUdp4 = 62;
+  static constexpr uint32_t kEpD4 = 60, kEpD6 = 61, kEpDUdp4 = 62;
+
+  void buildDnat(LbSkeletonOptions o = small()) {
+    build(o);
+    addEndpoint(kEpD4, kEndpoint2v4, 9090, kEndpoint2Mac, kSvcD4);
+    addEndpoint(kEpD6, kEndpoint2v6, 9090, kEndpoint2Mac, kSvcD6);
+    addEndpoint(kEpDUdp4, kEndpoint2v4, 9053, kEndpoint2Mac, kSvcDUdp4);
+    h_->setService(kSvcD4, kVipD4, kTcpPort, IPPROTO_TCP, 7, {kEpD4}, MP_ALG_MAGLEV, MP_FWD_DNAT);
+    h_->setService(kSvcD6, kVipD6, kTcpPort, IPPROTO_TCP, 7, {kEpD6}, MP_ALG_MAGLEV, MP_FWD_DNAT);
+    h_->setService(kSvcDUdp4, kVipD4, kUdpPort, IPPROTO_UDP, 7, {kEpDUdp4}, MP_ALG_MAGLEV,
+                   MP_FWD_DNAT);
+  }
+  static Flow dnat(Flow f, const std::string& vip) {
+    f.vip = vip;
+    return f;
+  }
+  // The client's packet as the endpoint gets it: from the client itself.
+  LbCase toEp(const std::string& what, const Flow& f, uint8_t flags, uint32_t ep) const {
+    const Ep& e = eps_.at(ep);
+    return {what, fromClient(f, flags), kClientIf, XDP_REDIRECT,
+            frame(shapeOf(f, flags), kEndpointIfMac, e.mac, f.client, e.addr, f.cport, e.port)};
+  }
+  // The endpoint's reply to the client (routed back through the node), as the client gets it:
+  // from the VIP.
+  LbCase fromEp(const std::string& what, const Flow& f, uint8_t flags, uint32_t ep) const {
+    const Ep& e = eps_.at(ep);
+    const Shape s = shapeOf(f, flags);
+    return {what, frame(s, e.mac, kEndpointIfMac, e.addr, f.client, e.port, f.cport), kEndpointIf,
+            XDP_REDIRECT, frame(s, kClientIfMac, kClientMac, f.vip, f.client, f.vport, f.cport)};
+  }
+};
+
+TEST_F(DnatTest, TcpKeepsTheClientAsSourceOneEntryPerConnection) {
+  buildDnat();
+  struct Case {
+    Flow flow;
+    uint32_t ep;
+  };
+  for (const Case& k : {Case{dnat(tcp4(45001), kVipD4), kEpD4}, Case{dnat(tcp6(45001), kVipD6),
+                                                                      kEpD6}}) {
+    const Flow& f = k.flow;
+    SCOPED_TRACE(f.client);
+    const mp_flow key = h_->predict(fromClient(f, kTcpSyn)).flow;
+    run({toEp("SYN, from the client itself", f, kTcpSyn, k.ep)});
+    auto half = h_->half(key);
+    ASSERT_TRUE(half);
+    EXPECT_EQ(half->ep_id, k.ep);
+    EXPECT_EQ(half->snat_port, htons(f.cport)) << "the client's own port";
+    EXPECT_EQ(half->snat_addr, MP_SNAT_NONE);
+    EXPECT_EQ(half->flags, MP_CONN_F_SYN_SENT);
+    run({fromEp("SYN-ACK, back from the VIP", f, kTcpSyn | kTcpAck, k.ep)});
+    half = h_->half(key);
+    ASSERT_TRUE(half);
+    EXPECT_EQ(half->flags, MP_CONN_F_SYNACK);
+    run({toEp("the client's ACK (promotes)", f, kTcpAck, k.ep)});
+    const auto c = h_->conn(key);
+    ASSERT_TRUE(c);
+    EXPECT_EQ(c->flags, MP_CONN_F_COUNTED);
+    EXPECT_EQ(c->snat_addr, MP_SNAT_NONE);
+    EXPECT_FALSE(h_->half(key));
+    EXPECT_EQ(h_->health(k.ep).opened, 1u);
+    run({toEp("data", f, kTcpAck | kTcpPsh, k.ep), toEp("data from the slot", f, kTcpAck, k.ep),
+         fromEp("the endpoint's data", f, kTcpAck | kTcpPsh, k.ep),
+         toEp("the client's FIN", f, kTcpFin | kTcpAck, k.ep),
+         fromEp("the endpoint's FIN", f, kTcpFin | kTcpAck, k.ep)});
+    EXPECT_EQ(h_->conn(key)->flags, MP_CONN_F_COUNTED | MP_CONN_F_FIN_CLIENT | MP_CONN_F_FIN_EP);
+    EXPECT_EQ(h_->health(k.ep).closed, 1u);
+  }
+  EXPECT_EQ(entriesOf(h_->lb().hrnatFd()), 0u) << "no reverse entries: no SNAT";
+  EXPECT_EQ(entriesOf(h_->lb().rnatFd()), 0u);
+  EXPECT_EQ(entriesOf(h_->lb().connsFd()), 2u);
+  EXPECT_EQ(h_->svcStats(kSvcD4).packets, 8u) << "replies included";
+  EXPECT_EQ(h_->svcStats(kSvcD4).new_conns, 1u);
+}
+
+TEST_F(DnatTest, UdpIsPromotedByItsAnswerAndStrangersPass) {
+  buildDnat();
+  const Flow u = dnat(udp4(45002), kVipD4);
+  const mp_flow key = h_->predict(fromClient(u, 0)).flow;
+  run({toEp("query", u, 0, kEpDUdp4)});
+  EXPECT_TRUE(h_->half(key));
+  run({fromEp("answer, from the VIP", u, 0, kEpDUdp4), toEp("the next query", u, 0, kEpDUdp4)});
+  ASSERT_TRUE(h_->conn(key)) << "promoted by the answer";
+  EXPECT_EQ(h_->conn(key)->snat_addr, MP_SNAT_NONE);
+  EXPECT_FALSE(h_->half(key));
+
+  // The endpoint's packets to a client it has no connection with, or from a port that is not
+  // the service's, are not replies: passed untouched.
+  Flow stranger = u;
+  stranger.cport = 45003;
+  const Ep& e = eps_.at(kEpDUdp4);
+  const Shape s = shapeOf(u, 0);
+  run({{"to a client without a connection",
+        frame(s, e.mac, kEndpointIfMac, e.addr, u.client, e.port, stranger.cport), kEndpointIf,
+        XDP_PASS, std::nullopt},
+       {"from another port of the endpoint",
+        frame(s, e.mac, kEndpointIfMac, e.addr, u.client, 7777, u.cport), kEndpointIf, XDP_PASS,
+        std::nullopt}});
+}
+
+// A dnat service needs no SNAT source: with none configured its flows go on while a full-NAT
+// service's are refused (drop_no_node_addr).
+TEST_F(DnatTest, NeedsNoNodeAddress) {
+  buildDnat();
+  h_->setNode("", "");
+  const Flow d = dnat(tcp4(45004), kVipD4), n = tcp4(45004);
+  run({toEp("dnat SYN", d, kTcpSyn, kEpD4), fromEp("its SYN-ACK", d, kTcpSyn | kTcpAck, kEpD4),
+       toEp("its ACK", d, kTcpAck, kEpD4),
+       dropped("a full-NAT service's SYN", n, kTcpSyn, MP_EXC_DROP_NO_NODE_ADDR)});
+  EXPECT_TRUE(h_->conn(h_->predict(fromClient(d, kTcpSyn)).flow));
+}
+
 }  // namespace
 }  // namespace meshpath::testing
