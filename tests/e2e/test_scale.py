@@ -204,6 +204,33 @@ class KeepalivePool(ScaleTestCase):
                                     f"{count} connections: {total}")
 
 
+class KeepaliveDnat(ScaleTestCase):
+    """50,000 keep-alive connections at once in the source-preserving mode (forwarding: dnat),
+    otherwise the default config: no SNAT port, so nothing but the connection table limits them,
+    and each endpoint sees the client's own addresses (its replies route through the lb)."""
+
+    LAB_OPTIONS = {"client_addrs": 1, "scale": True, "async_servers": True}
+
+    def test_50k_dnat_connections_each_answer_twice_from_the_clients_addresses(self):
+        count = scaled(50_000)
+        svc = self.service("web", 80, {1: 1, 2: 1, 3: 1})
+        svc["forwarding"] = "dnat"
+        self.start([svc])
+        self.hold_and_ask_twice(count)
+        total = {}
+        for i in range(1, self.ENDPOINTS + 1):
+            for addr, n in self.lab.established_peers(i).items():
+                total[addr] = total.get(addr, 0) + n
+        print(f"  endpoints' peers (ss, established): {total}")
+        print(f"  meshd: {self.datapath_excerpt()}")
+        self.assertEqual(set(total) - set(self.lab.client_sources), set(),
+                         f"dnat endpoints see peers other than the clients: {total}")
+        self.assertEqual(sum(total.values()), count,
+                         f"the endpoints hold {sum(total.values())} connections, not {count}")
+        conns = self.tracked_after_recount()
+        print(f"  connection tables after a recount: {conns}")
+
+
 class UdpFlows(ScaleTestCase):
     """100,000 UDP flows (distinct source address and port, pktgen) to a service with one
     endpoint deliver >= 99% of their packets to it, counted by a pktgen sink on the endpoint
