@@ -178,7 +178,8 @@ void report(const std::vector<std::pair<Case, Figure>>& figures) {
   std::printf("\n%-46s %9s %10s %7s\n", "path (BPF_PROG_RUN repeat=1, kernel ns)", "ns/packet",
               "trivial ns", "ratio");
   for (const auto& [c, f] : figures) {
-    std::printf("%-46s %9.1f %10.1f %7.2f\n", c.name.c_str(), f.ns, f.trivialNs, f.ns / f.trivialNs);
+    std::printf("%-46s %9.1f %10.1f %7.2f\n", c.name.c_str(), f.ns, f.trivialNs,
+                f.ns / f.trivialNs);
   }
 }
 
@@ -284,9 +285,9 @@ int run(int argc, char** argv) {
   // The handshake through balancer h; dies unless each step leaves exactly as it should.
   const auto handshake = [&](LbHarness& h, const std::string& what) {
     const std::pair<const char*, std::string> steps[] = {
-        {"SYN", expectExactly(h.run(syn, ingress), XDP_REDIRECT,
-                              tcpFrame(kEndpointIfMac, ep.mac, kNode4, ep.addr, snat, ep.port,
-                                       kTcpSyn))},
+        {"SYN",
+         expectExactly(h.run(syn, ingress), XDP_REDIRECT,
+                       tcpFrame(kEndpointIfMac, ep.mac, kNode4, ep.addr, snat, ep.port, kTcpSyn))},
         {"SYN-ACK", expectExactly(h.run(synAck, ifindexOf(kEndpointIf)), XDP_REDIRECT, synAckOut)},
         {"ACK", expectExactly(h.run(ack, ingress), XDP_REDIRECT, ackOut)},
     };
@@ -308,8 +309,7 @@ int run(int argc, char** argv) {
     auto& uncached = keep.emplace_back(makeBalancer(MP_ALG_MAGLEV, 0));
     bench.setProgram(uncached->lb().programFd());
     handshake(*uncached, "flow cache off");
-    Case conns{"established, flow cache off", ingress,
-               [&](size_t) -> const Bytes& { return ack; },
+    Case conns{"established, flow cache off", ingress, [&](size_t) -> const Bytes& { return ack; },
                [&](size_t, const XdpRun& r) { return expectExactly(r, XDP_REDIRECT, ackOut); }};
     measure(conns, runs);
     bench.setProgram(lb->lb().programFd());
@@ -344,8 +344,7 @@ int run(int argc, char** argv) {
   const std::string newFlowName = "new flow (SYN: pick, SNAT reserve, half-open)";
   if (wanted(newFlowName)) {
     const std::vector<Bytes> frames = newFlowFrames(0x0a100000u, kTcpSyn);
-    Case newFlow{newFlowName, ingress,
-                 [&](size_t i) -> const Bytes& { return frames[i]; },
+    Case newFlow{newFlowName, ingress, [&](size_t i) -> const Bytes& { return frames[i]; },
                  [&](size_t i, const XdpRun& r) -> std::string {
                    if (r.verdict != XDP_REDIRECT) {
                      return std::string("verdict ") + verdictName(r.verdict) + exceptionsOf(*lb);
@@ -393,8 +392,7 @@ int run(int argc, char** argv) {
       acks[i] = tcpFrame(kRouterMac, kClientIfMac, client, kVip4, cport, 80, kTcpAck);
       acksOut[i] = tcpFrame(kEndpointIfMac, e.mac, kNode4, e.addr, port, e.port, kTcpAck);
     }
-    Case promote{promoteName, ingress,
-                 [&](size_t i) -> const Bytes& { return acks[i]; },
+    Case promote{promoteName, ingress, [&](size_t i) -> const Bytes& { return acks[i]; },
                  [&](size_t i, const XdpRun& r) -> std::string {
                    if (std::string err = expectExactly(r, XDP_REDIRECT, acksOut[i]); !err.empty()) {
                      return err + exceptionsOf(*hs);
@@ -435,8 +433,8 @@ int run(int argc, char** argv) {
       return "";
     };
     const uint64_t before = ex->exceptions(MP_EXC_DROP_SNAT_EXHAUSTED);
-    Case backoff{backoffName, ingress,
-                 [&](size_t i) -> const Bytes& { return frames[i]; }, refused};
+    Case backoff{backoffName, ingress, [&](size_t i) -> const Bytes& { return frames[i]; },
+                 refused};
     measure(backoff, newRuns);
     Case probed{probedName, ingress,
                 [&](size_t i) -> const Bytes& {
@@ -445,7 +443,8 @@ int run(int argc, char** argv) {
                 },
                 refused};
     measure(probed, newRuns);
-    const size_t refusals = (wanted(backoffName) ? newRuns : 0) + (wanted(probedName) ? newRuns : 0);
+    const size_t refusals =
+        (wanted(backoffName) ? newRuns : 0) + (wanted(probedName) ? newRuns : 0);
     if (ex->exceptions(MP_EXC_DROP_SNAT_EXHAUSTED) - before != refusals ||
         ex->svcStats(0).new_conns != 0 || entriesOfHalf(*ex) != 0) {
       die("exhausted: not every new flow was refused" + exceptionsOf(*ex));

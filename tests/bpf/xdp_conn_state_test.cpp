@@ -698,9 +698,8 @@ TEST_F(ConnStateTest, ExhaustedDropsTheNextNewFlowWithoutProbing) {
   const Flow a = oneTcp4(41001), b = oneTcp4(41002), c = oneTcp4(41003);
   const Pick pa = pick(a), pc = pick(c);
   run(establish(a, pa));
-  const Window w = during([&] {
-    run({dropped("B: every candidate held", b, kTcpSyn, MP_EXC_DROP_SNAT_EXHAUSTED)});
-  });
+  const Window w = during(
+      [&] { run({dropped("B: every candidate held", b, kTcpSyn, MP_EXC_DROP_SNAT_EXHAUSTED)}); });
   const uint64_t backoff = std::max<uint64_t>(1, MP_SNAT_BACKOFF_NS_DEFAULT / h_->lb().tickNs());
   const std::vector<uint64_t> until = h_->snatBackoff(kEpOneTcp4);
   const uint64_t mine = until.at(static_cast<size_t>(pin_->cpu()));
@@ -770,8 +769,8 @@ TEST_F(ConnStateTest, PoolOfTwoAddressesSpreadsFlowsAndRepliesComeBack) {
   ASSERT_TRUE(fc);
   EXPECT_GE(fc->hits, 4u * 8) << "the second of each pair served from a slot";
   // A packet to the second address that restores nothing is the node's own: passed untouched.
-  const Bytes stray = frame(Shape{.tcpFlags = kTcpAck}, kEndpoint1Mac, kEndpointIfMac,
-                            kEndpoint1v4, kNodePool4, 8080, 61234);
+  const Bytes stray = frame(Shape{.tcpFlags = kTcpAck}, kEndpoint1Mac, kEndpointIfMac, kEndpoint1v4,
+                            kNodePool4, 8080, 61234);
   run({{"to the second address, no reverse entry", stray, kEndpointIf, XDP_PASS, std::nullopt}});
 }
 
@@ -887,8 +886,8 @@ TEST_F(DnatTest, TcpKeepsTheClientAsSourceOneEntryPerConnection) {
     Flow flow;
     uint32_t ep;
   };
-  for (const Case& k : {Case{dnat(tcp4(45001), kVipD4), kEpD4}, Case{dnat(tcp6(45001), kVipD6),
-                                                                      kEpD6}}) {
+  for (const Case& k :
+       {Case{dnat(tcp4(45001), kVipD4), kEpD4}, Case{dnat(tcp6(45001), kVipD6), kEpD6}}) {
     const Flow& f = k.flow;
     SCOPED_TRACE(f.client);
     const mp_flow key = h_->predict(fromClient(f, kTcpSyn)).flow;

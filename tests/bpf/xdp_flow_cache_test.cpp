@@ -162,8 +162,8 @@ class FlowCacheTest : public ::testing::Test {
     }
     return {toEndpoint("SYN", f, kTcpSyn, epId, snatPort, Cache::kNone),
             toClient("the endpoint's SYN-ACK", f, kTcpSyn | kTcpAck, epId, snatPort),
-            toEndpoint("the client's ACK: promoted, and the slot filled", f, kTcpAck, epId, snatPort,
-                       Cache::kMiss)};
+            toEndpoint("the client's ACK: promoted, and the slot filled", f, kTcpAck, epId,
+                       snatPort, Cache::kMiss)};
   }
 
   // A SNAT port taken over from an established flow whose lifetime ran out (conn.h: nothing may
@@ -341,8 +341,8 @@ TEST_F(FlowCacheTest, SynRepickedOffADownEndpointBumpsAndTheNextAckFollows) {
     steps.push_back(
         toEndpoint("the last ACK, from the slot", f, kTcpAck, down, p.snat, Cache::kHit));
     if (k.reopenedFirst) {
-      steps.push_back(toEndpoint("the client reopens its 5-tuple", f, kTcpSyn, down, p.snat,
-                                 Cache::kNone));
+      steps.push_back(
+          toEndpoint("the client reopens its 5-tuple", f, kTcpSyn, down, p.snat, Cache::kNone));
     }
     send(steps);
     if (k.reopenedFirst) {
@@ -430,8 +430,7 @@ TEST_F(FlowCacheTest, MoreFlowsThanSlotsBypassTheCacheAndStillForwardAlike) {
     out.push_back(run.output);
     // The endpoint answers: established, so its later packets may use the cache.
     const Step answer = toClient("answer", f, 0, p.ep, ntohs(conn->snat_port));
-    ASSERT_EQ(h_->run(answer.packet.input, ifindexOf(kEndpointIf)).verdict,
-              uint32_t{XDP_REDIRECT});
+    ASSERT_EQ(h_->run(answer.packet.input, ifindexOf(kEndpointIf)).verdict, uint32_t{XDP_REDIRECT});
     ASSERT_TRUE(h_->conn(p.flow)) << "flow " << i;
   }
   ASSERT_EQ(stats().hits + stats().misses, 0u) << "half-open packets count no lookup";

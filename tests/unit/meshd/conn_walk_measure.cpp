@@ -9,12 +9,12 @@
 #include <bpf/bpf.h>
 #include <sys/mman.h>
 
+#include <algorithm>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/steady_timer.hpp>
+#include <cerrno>
 #include <chrono>
 #include <cstdio>
-#include <algorithm>
-#include <cerrno>
 #include <cstring>
 #include <memory>
 #include <optional>
@@ -247,10 +247,12 @@ int main() {
     return v;
   };
   if (!fill<mp_conn>(tables.conns, kEntries, clientKey, conn, "mp_conns") ||
-      !fill<mp_rnat>(tables.rnat, kEntries, [](uint32_t n) { return reverseOf(clientKey(n)); },
-                     rnat, "mp_rnat") ||
-      !fill<mp_conn>(tables.half, kHalfEntries, [](uint32_t n) { return clientKey(kEntries + n); },
-                     halfOpen, "mp_half")) {
+      !fill<mp_rnat>(
+          tables.rnat, kEntries, [](uint32_t n) { return reverseOf(clientKey(n)); }, rnat,
+          "mp_rnat") ||
+      !fill<mp_conn>(
+          tables.half, kHalfEntries, [](uint32_t n) { return clientKey(kEntries + n); }, halfOpen,
+          "mp_half")) {
     return 1;
   }
   for (uint32_t id = 0; id < kEndpoints; ++id) health[id].opened = kEntries / kEndpoints;
