@@ -140,7 +140,7 @@ MP_INLINE __u32 mp_conn_answered(struct mp_conn *conn)
 
 /* syn_ns holds the low 32 bits of the SYN's send time (bpf_ktime_get_ns) while SYN_SENT is set
  * and no close bit is: the SYN -> SYN-ACK time at now, or 0 when there is no such stamp (a
- * reopen in progress) or it is older than the 32 bits hold (4.29 s: no sample then). */
+ * reopen in progress) or it is 2^31 ns (2.1 s) or more: a 32-bit difference that large may have wrapped. */
 MP_INLINE __u64 mp_conn_syn_rtt(__u32 old_flags, __u32 syn_ns, __u64 now)
 {
 	__u32 rtt = (__u32)now - syn_ns;
