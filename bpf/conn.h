@@ -78,7 +78,8 @@ MP_INLINE int mp_conn_mark(struct mp_conn *conn, __u32 bits)
 	old.word = __sync_fetch_and_or(mp_conn_word(conn), mask.word);
 	if (mp_conn_flags_closed(old.f.flags) || !mp_conn_flags_closed(old.f.flags | bits))
 		return 0;
-	return MP_CONN_CLOSED_NOW | ((old.f.flags & MP_CONN_F_COUNTED) ? MP_CONN_CLOSED_COUNTED : 0);
+	return MP_CONN_CLOSED_NOW |
+	       ((old.f.flags & MP_CONN_F_COUNTED) ? MP_CONN_CLOSED_COUNTED : 0);
 }
 
 /* The client opens its 5-tuple again (a SYN on an entry with close bits): the connection is
@@ -140,7 +141,8 @@ MP_INLINE __u32 mp_conn_answered(struct mp_conn *conn)
 
 /* syn_ns holds the low 32 bits of the SYN's send time (bpf_ktime_get_ns) while SYN_SENT is set
  * and no close bit is: the SYN -> SYN-ACK time at now, or 0 when there is no such stamp (a
- * reopen in progress) or it is 2^31 ns (2.1 s) or more: a 32-bit difference that large may have wrapped. */
+ * reopen in progress) or it is 2^31 ns (2.1 s) or more: a 32-bit difference that large may
+ * have wrapped. */
 MP_INLINE __u64 mp_conn_syn_rtt(__u32 old_flags, __u32 syn_ns, __u64 now)
 {
 	__u32 rtt = (__u32)now - syn_ns;
@@ -194,8 +196,7 @@ MP_INLINE int mp_conn_expired(const struct mp_conn *conn, __u64 now)
  * from an earlier incarnation of the flow), or its lifetime ran out (jiffies now; a closed TCP
  * connection's is tcp_closed). Never while another new flow is claiming the entry
  * (MP_RNAT_CLAIMED). */
-MP_INLINE int mp_snat_reusable(__u32 rnat_ep_id, const struct mp_conn *owner, __u16 port,
-			       __u64 now)
+MP_INLINE int mp_snat_reusable(__u32 rnat_ep_id, const struct mp_conn *owner, __u16 port, __u64 now)
 {
 	if (rnat_ep_id == MP_RNAT_CLAIMED)
 		return 0;

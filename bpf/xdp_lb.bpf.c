@@ -133,8 +133,7 @@ static __always_inline __u64 mp_tmo(const struct mp_svc_tmo *t, __u32 idx)
 static __always_inline void mp_conn_live(struct mp_conn *conn, __u8 proto, int established,
 					 const struct mp_svc_tmo *t, __u64 now)
 {
-	mp_conn_refresh(conn, now,
-			mp_tmo(t, mp_conn_tmo_index(conn->flags, proto, established)),
+	mp_conn_refresh(conn, now, mp_tmo(t, mp_conn_tmo_index(conn->flags, proto, established)),
 			refresh_slack);
 }
 
@@ -764,7 +763,8 @@ static __always_inline int mp_snat_probe(struct mp_snat_ask *ask, const struct m
 	__u32 n = mp_node_n_addrs(node, ask->rkey.family), idx;
 	__u16 port;
 
-	port = mp_snat_candidate(ask->hash, probe, node->snat_port_min, node->snat_port_max, n, &idx);
+	port = mp_snat_candidate(ask->hash, probe, node->snat_port_min, node->snat_port_max, n,
+				 &idx);
 	if (!port || !n)
 		return 0;
 	ask->addr_idx = idx & (MP_SNAT_ADDRS_MAX - 1);
@@ -841,8 +841,8 @@ static __always_inline int mp_conn_syn(struct mp_conn *conn, __u32 ep_id, int es
 		conn->expires = now + mp_tmo(t, MP_TMO_TCP_SYN);
 		old = mp_conn_reopen(conn, established ? MP_CONN_F_SYN_SENT | MP_CONN_F_COUNTED
 						       : MP_CONN_F_SYN_SENT);
-		if (!old)
-			return 0; /* another CPU reopened it meanwhile */
+		if (!old) /* another CPU reopened it meanwhile */
+			return 0;
 		conn->syn_ns = (__u32)bpf_ktime_get_ns(); /* for the SYN-ACK's sample */
 		if (mp_conn_reopen_closes_counted(old))
 			mp_ep_count_closed(ep_id);
@@ -983,7 +983,6 @@ __attribute__((noinline)) __u32 mp_skip_down(__u32 svc_id, __u32 idx, __u32 ring
 	}
 	return MP_RING_EMPTY;
 }
-
 
 /* A new flow (or one whose state was deleted, or re-picked): the endpoint the service's algorithm
  * picks (the next slots' when it is marked down), a SNAT source, and a half-open entry in mp_half
@@ -1136,8 +1135,8 @@ static __always_inline int mp_to_service(struct xdp_md *ctx, struct mp_pkt *p, _
 	}
 	if (ep && !established && mp_half_promotes(conn->flags, p->flow.proto, p->tcp_flags)) {
 		pa = mp_promote_scratch();
-		if (!pa)
-			return mp_exception(MP_EXC_DROP_CONN_INSERT); /* unreachable: entry 0 exists */
+		if (!pa) /* unreachable: entry 0 exists */
+			return mp_exception(MP_EXC_DROP_CONN_INSERT);
 		mp_memcpy(&pa->flow, &p->flow, sizeof(pa->flow));
 		mp_rnat_key(&pa->rkey, &p->flow, ep, mp_node_addr(node, family, snat_addr),
 			    snat_port);

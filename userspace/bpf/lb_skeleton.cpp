@@ -23,8 +23,8 @@ namespace {
 bool isPinned(const bpf_map* map) {
   const std::string_view name = bpf_map__name(map);
   return !bpf_map__is_internal(map) && name != "mp_nh_cache" && name != "mp_nh_client" &&
-         name != "mp_flow_cache" && name != "mp_fc_stats" && name != "mp_snat_full" && name != "mp_promote_tmp" &&
-         name != "mp_snat_tmp";
+         name != "mp_flow_cache" && name != "mp_fc_stats" && name != "mp_snat_full" &&
+         name != "mp_promote_tmp" && name != "mp_snat_tmp";
 }
 
 // The flow cache's settings as the program takes them: log2 of the slots (0: off) and a slot's
@@ -91,11 +91,11 @@ BpfResult<std::unique_ptr<LbSkeleton>> LbSkeleton::open(const LbSkeletonOptions&
     return bpfError(err, "set max_entries of mp_flow_cache");
   }
 
-  for (bpf_map* map : {skel->maps.mp_conns, skel->maps.mp_rnat, skel->maps.mp_half,
-                        skel->maps.mp_hrnat}) {
+  for (bpf_map* map :
+       {skel->maps.mp_conns, skel->maps.mp_rnat, skel->maps.mp_half, skel->maps.mp_hrnat}) {
     const bool half = map == skel->maps.mp_half || map == skel->maps.mp_hrnat;
-    if (int err = bpf_map__set_max_entries(map, half ? options.halfTableSize
-                                                     : options.connTableSize);
+    if (int err =
+            bpf_map__set_max_entries(map, half ? options.halfTableSize : options.connTableSize);
         err != 0) {
       return bpfError(err, std::string("set max_entries of ") + bpf_map__name(map));
     }

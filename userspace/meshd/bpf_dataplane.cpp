@@ -690,8 +690,8 @@ Result<void> BpfDataplane::mapHealth() {
   const size_t bytes = sizeof(mp_ep_health) * MP_MAX_ENDPOINTS;
   healthBytes_ = (bytes + static_cast<size_t>(page) - 1) / static_cast<size_t>(page) *
                  static_cast<size_t>(page);
-  void* p = ::mmap(nullptr, healthBytes_, PROT_READ | PROT_WRITE, MAP_SHARED, skel_->epHealthFd(),
-                   0);
+  void* p =
+      ::mmap(nullptr, healthBytes_, PROT_READ | PROT_WRITE, MAP_SHARED, skel_->epHealthFd(), 0);
   if (p == MAP_FAILED) {
     return errnoError(-errno, "mmap mp_ep_health",
                       "the pinned mp_ep_health must be BPF_F_MMAPABLE (a map of an older meshd? "
@@ -775,16 +775,13 @@ Result<ConnTableStats> BpfDataplane::connTableStats() {
   s.establishedCapacity = skel_->options().connTableSize;
   s.halfOpenCapacity = skel_->options().halfTableSize;
   s.expiredReaped = expiredReaped_;
-  s.bytesPerConnection = connBytes(skel_->options().connTableSize, sizeof(mp_flow),
-                                   sizeof(mp_conn)) +
-                         connBytes(skel_->options().connTableSize, sizeof(mp_flow),
-                                   sizeof(mp_rnat));
-  s.bytesPerDnatConnection = connBytes(skel_->options().connTableSize, sizeof(mp_flow),
-                                       sizeof(mp_conn));
-  s.bytesPerHalfOpen = connBytes(skel_->options().halfTableSize, sizeof(mp_flow),
-                                 sizeof(mp_conn)) +
-                       connBytes(skel_->options().halfTableSize, sizeof(mp_flow),
-                                 sizeof(mp_rnat));
+  s.bytesPerConnection =
+      connBytes(skel_->options().connTableSize, sizeof(mp_flow), sizeof(mp_conn)) +
+      connBytes(skel_->options().connTableSize, sizeof(mp_flow), sizeof(mp_rnat));
+  s.bytesPerDnatConnection =
+      connBytes(skel_->options().connTableSize, sizeof(mp_flow), sizeof(mp_conn));
+  s.bytesPerHalfOpen = connBytes(skel_->options().halfTableSize, sizeof(mp_flow), sizeof(mp_conn)) +
+                       connBytes(skel_->options().halfTableSize, sizeof(mp_flow), sizeof(mp_rnat));
   return s;
 }
 
@@ -817,16 +814,14 @@ Result<std::unique_ptr<ConnTableWalk>> BpfDataplane::startResync() {
   tables.conns = skel_->connsFd();
   tables.rnat = skel_->rnatFd();
   tables.half = skel_->halfFd();
-  tables.reverseKey = [this](const mp_flow& client,
-                             const mp_conn& c) -> std::optional<mp_flow> {
+  tables.reverseKey = [this](const mp_flow& client, const mp_conn& c) -> std::optional<mp_flow> {
     return reverseKey(client, c);
   };
   auto walk = std::make_unique<ResyncWalk>(std::move(tables), *now, health_, slotEpoch_);
   walk->onComplete([this](const ConnWalk& w) {
     expiredReaped_ += w.expired;
-    lastConnStats_.established = w.entries >= w.halfOpen + w.expired
-                                     ? w.entries - w.halfOpen - w.expired
-                                     : 0;
+    lastConnStats_.established =
+        w.entries >= w.halfOpen + w.expired ? w.entries - w.halfOpen - w.expired : 0;
     lastConnStats_.halfOpen = w.halfOpen;
     lastConnStats_.snatPortsInUse = w.snatPorts;
     if (w.expired != 0) skel_->bumpForwardingGeneration();
@@ -870,8 +865,7 @@ int BpfDataplane::onEvent(void* ctx, void* data, size_t size) {
   return 0;
 }
 
-Result<size_t> BpfDataplane::consumeEvents(
-    const std::function<void(const DatapathEvent&)>& sink) {
+Result<size_t> BpfDataplane::consumeEvents(const std::function<void(const DatapathEvent&)>& sink) {
   if (events_ == nullptr) return size_t{0};
   sink_ = &sink;
   const int n = ring_buffer__consume(events_);

@@ -136,9 +136,8 @@ void ResyncWalk::reapExpired() {
     mp_rnat r{};
     if (bpf_map_lookup_elem(tables_.rnat, &*rkey, &r) != 0) continue;
     const bool restoresIt = std::equal(r.client, r.client + 16, key.src) &&
-                            std::equal(r.vip, r.vip + 16, key.dst) &&
-                            r.client_port == key.sport && r.vip_port == key.dport &&
-                            r.ep_id == gone.ep_id;
+                            std::equal(r.vip, r.vip + 16, key.dst) && r.client_port == key.sport &&
+                            r.vip_port == key.dport && r.ep_id == gone.ep_id;
     if (restoresIt) bpf_map_delete_elem(tables_.rnat, &*rkey);
   }
 }

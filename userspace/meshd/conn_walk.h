@@ -17,11 +17,11 @@
 
 #include <bpf/bpf.h>
 
-#include <cerrno>
 #include <algorithm>
+#include <cerrno>
+#include <chrono>
 #include <cstdint>
 #include <functional>
-#include <chrono>
 #include <iterator>
 #include <map>
 #include <optional>
@@ -38,8 +38,7 @@ namespace meshpath {
 // the last one stopped, so a walk can be spread over many turns of the event loop.
 class ConnTableCursor {
  public:
-  explicit ConnTableCursor(int fd, uint32_t batch = 8192)
-      : fd_(fd), keys_(batch), values_(batch) {}
+  explicit ConnTableCursor(int fd, uint32_t batch = 8192) : fd_(fd), keys_(batch), values_(batch) {}
 
   // Calls fn(key, value) for each entry of the next batch; returns true once past the last
   // bucket (every later call then returns true at once).
@@ -48,8 +47,8 @@ class ConnTableCursor {
     if (done_) return true;
     uint32_t count = static_cast<uint32_t>(keys_.size());
     LIBBPF_OPTS(bpf_map_batch_opts, opts);
-    int rc = bpf_map_lookup_batch(fd_, first_ ? nullptr : in_, out_, keys_.data(),
-                                  values_.data(), &count, &opts);
+    int rc = bpf_map_lookup_batch(fd_, first_ ? nullptr : in_, out_, keys_.data(), values_.data(),
+                                  &count, &opts);
     const int err = rc < 0 ? errno : 0;
     if (rc < 0 && err != ENOENT) return errnoError(-err, "walk mp_conns (lookup batch)");
     for (uint32_t i = 0; i < count; ++i) fn(keys_[i], values_[i]);
@@ -82,8 +81,8 @@ class ConnTableCursor {
 // was counted when opened and its close has not completed (bpf/conn.h: RST, or FIN both ways).
 inline bool connCountedOpen(uint16_t flags) {
   const bool closed =
-      (flags & MP_CONN_F_RST) != 0 ||
-      (flags & (MP_CONN_F_FIN_CLIENT | MP_CONN_F_FIN_EP)) == (MP_CONN_F_FIN_CLIENT | MP_CONN_F_FIN_EP);
+      (flags & MP_CONN_F_RST) != 0 || (flags & (MP_CONN_F_FIN_CLIENT | MP_CONN_F_FIN_EP)) ==
+                                          (MP_CONN_F_FIN_CLIENT | MP_CONN_F_FIN_EP);
   return (flags & MP_CONN_F_COUNTED) != 0 && !closed;
 }
 

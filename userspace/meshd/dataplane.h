@@ -70,11 +70,11 @@ struct FlowCacheStats {
 // The connection tables: how full they are and what a connection costs (bpf/README.md,
 // "Connection state"). Counts are the last recount's (every ~10 s), capacities as loaded.
 struct ConnTableStats {
-  uint64_t established = 0;         // connections in the established table
-  uint64_t halfOpen = 0;            // flows in the half-open table (SYN, or UDP not answered)
+  uint64_t established = 0;  // connections in the established table
+  uint64_t halfOpen = 0;     // flows in the half-open table (SYN, or UDP not answered)
   uint64_t establishedCapacity = 0;
   uint64_t halfOpenCapacity = 0;
-  uint64_t expiredReaped = 0;       // expired entries the recounts deleted, since start
+  uint64_t expiredReaped = 0;  // expired entries the recounts deleted, since start
   // Kernel memory per tracked connection, both its entries (connection + reverse NAT), buckets
   // included: what `conn_table_size` costs per entry.
   uint64_t bytesPerConnection = 0;      // full NAT
@@ -101,10 +101,10 @@ struct InterfaceStatus {
 
 // An endpoint's passive health as the datapath keeps it (bpf/abi.h, struct mp_ep_health).
 struct EndpointDatapathHealth {
-  uint32_t fails = 0;   // consecutive passive failures
-  bool down = false;    // marked down by the datapath: new flows skip it
-  uint64_t downNs = 0;  // CLOCK_MONOTONIC ns when it was marked down
-  uint32_t fall = 0;    // the threshold meshd set; 0 = passive detection off
+  uint32_t fails = 0;       // consecutive passive failures
+  bool down = false;        // marked down by the datapath: new flows skip it
+  uint64_t downNs = 0;      // CLOCK_MONOTONIC ns when it was marked down
+  uint32_t fall = 0;        // the threshold meshd set; 0 = passive detection off
   int64_t activeConns = 0;  // TCP connections open toward it (opened - closed + adjust)
   uint64_t rttNs = 0;       // moving average of SYN -> SYN-ACK; 0 = no sample yet
 };
@@ -123,9 +123,9 @@ struct ConnWalk {
   uint64_t entries = 0;  // entries seen
   uint64_t matched = 0;  // flush: entries deleted; resync: open counted connections
   std::map<uint32_t, int64_t> perEndpoint;  // resync: endpoint id -> open counted connections
-  uint64_t expired = 0;   // resync: expired entries deleted
-  uint64_t halfOpen = 0;  // resync: entries of the half-open table
-  std::map<uint32_t, uint64_t> snatPorts;  // resync: endpoint id -> SNAT ports held
+  uint64_t expired = 0;                     // resync: expired entries deleted
+  uint64_t halfOpen = 0;                    // resync: entries of the half-open table
+  std::map<uint32_t, uint64_t> snatPorts;   // resync: endpoint id -> SNAT ports held
 };
 
 // One walk of the connection table in progress (a flush or a recount).
