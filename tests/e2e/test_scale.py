@@ -349,11 +349,16 @@ class SynFlood(ScaleTestCase):
         problems.append(self.unanswered(again, held, "the held connections after the flood"))
         if again["moved"]:
             problems.append(f"{again['moved']} held connections answered by another endpoint")
-        # The flood went through the balancer (else it proved nothing): most of its SYNs became
-        # new flows or were dropped and counted (drop_snat_exhausted, mostly).
-        if admitted + dropped < 0.9 * flood_flows:
+        # The flood went through the balancer and ran the SNAT range out (else it proved
+        # nothing): most of its SYNs became new flows or were dropped and counted, and some
+        # were refused for want of a port. Not all: a busy 2-core machine loses some of a
+        # 200k pps burst on the veths before XDP sees them (86% seen, once, in CI).
+        if admitted + dropped < 0.75 * flood_flows:
             problems.append(f"the balancer saw only {admitted + dropped} of the flood's "
                             f"{flood_flows} SYNs (lower FLOOD_RATE)")
+        if dropped == 0 and SCALE == 1:
+            problems.append("the flood never ran the SNAT range out (no drop_snat_exhausted): "
+                            "it proves nothing about ports held by half-open flows")
         if sent["elapsed_s"] > TCP_SYN_S / 2:
             problems.append(f"the flood took {sent['elapsed_s']:.1f} s (a busy machine?): its "
                             f"first flows' lifetime ran out before it was over, so it never held "
