@@ -260,20 +260,13 @@ uint32_t readDuration(const YAML::Node& node, const std::string& path, uint32_t 
 }
 
 ConnTimeouts readTimeouts(const YAML::Node& map, const std::string& path) {
-  checkKeys(map, path,
-            {"tcp_syn", "tcp_established", "tcp_fin", "tcp_closed", "udp", "udp_replied"});
+  checkKeys(map, path, connTimeoutNames());
   ConnTimeouts t;
-  auto read = [&](const char* key, uint32_t& out) {
-    if (auto n = field(map, key)) {
-      out = readDuration(*n, dotted(path, key), kMinConnTimeoutMs, kMaxConnTimeoutMs);
+  for (const ConnTimeoutField& f : kConnTimeoutFields) {
+    if (auto n = field(map, f.name)) {
+      t.*f.ms = readDuration(*n, dotted(path, f.name), kMinConnTimeoutMs, kMaxConnTimeoutMs);
     }
-  };
-  read("tcp_syn", t.tcpSynMs);
-  read("tcp_established", t.tcpEstablishedMs);
-  read("tcp_fin", t.tcpFinMs);
-  read("tcp_closed", t.tcpClosedMs);
-  read("udp", t.udpMs);
-  read("udp_replied", t.udpRepliedMs);
+  }
   return t;
 }
 
@@ -431,13 +424,10 @@ void validateSnatPool(const NodeSpec& node, std::vector<std::string>& out) {
 
 void validateTimeouts(const ConnTimeouts& t, const std::string& path,
                       std::vector<std::string>& out) {
-  const std::pair<const char*, uint32_t> fields[] = {
-      {"tcp_syn", t.tcpSynMs}, {"tcp_established", t.tcpEstablishedMs},
-      {"tcp_fin", t.tcpFinMs}, {"tcp_closed", t.tcpClosedMs},
-      {"udp", t.udpMs},        {"udp_replied", t.udpRepliedMs}};
-  for (const auto& [field, ms] : fields) {
+  for (const ConnTimeoutField& f : kConnTimeoutFields) {
+    const uint32_t ms = t.*f.ms;
     if (ms < kMinConnTimeoutMs || ms > kMaxConnTimeoutMs) {
-      out.push_back(dotted(path, field) + ": " + formatDurationMs(ms) + " is out of range " +
+      out.push_back(dotted(path, f.name) + ": " + formatDurationMs(ms) + " is out of range " +
                     formatDurationMs(kMinConnTimeoutMs) + ".." +
                     formatDurationMs(kMaxConnTimeoutMs));
     }

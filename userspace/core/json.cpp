@@ -155,28 +155,19 @@ json toJson(const HealthCheckSpec& h) {
 }
 
 json toJson(const ConnTimeouts& t) {
-  return {{"tcp_syn", formatDurationMs(t.tcpSynMs)},
-          {"tcp_established", formatDurationMs(t.tcpEstablishedMs)},
-          {"tcp_fin", formatDurationMs(t.tcpFinMs)},
-          {"tcp_closed", formatDurationMs(t.tcpClosedMs)},
-          {"udp", formatDurationMs(t.udpMs)},
-          {"udp_replied", formatDurationMs(t.udpRepliedMs)}};
+  json out = json::object();
+  for (const ConnTimeoutField& f : kConnTimeoutFields) out[f.name] = formatDurationMs(t.*f.ms);
+  return out;
 }
 
 ConnTimeouts timeoutsFromJson(const json& j, const std::string& path) {
-  checkKeys(j, path, {"tcp_syn", "tcp_established", "tcp_fin", "tcp_closed", "udp", "udp_replied"});
+  checkKeys(j, path, connTimeoutNames());
   ConnTimeouts t;
-  auto read = [&](const char* key, uint32_t& out) {
-    if (const json* v = member(j, key)) {
-      out = readDuration(*v, dotted(path, key), kMinConnTimeoutMs, kMaxConnTimeoutMs);
+  for (const ConnTimeoutField& f : kConnTimeoutFields) {
+    if (const json* v = member(j, f.name)) {
+      t.*f.ms = readDuration(*v, dotted(path, f.name), kMinConnTimeoutMs, kMaxConnTimeoutMs);
     }
-  };
-  read("tcp_syn", t.tcpSynMs);
-  read("tcp_established", t.tcpEstablishedMs);
-  read("tcp_fin", t.tcpFinMs);
-  read("tcp_closed", t.tcpClosedMs);
-  read("udp", t.udpMs);
-  read("udp_replied", t.udpRepliedMs);
+  }
   return t;
 }
 

@@ -122,6 +122,22 @@ struct ConnTimeouts {
   uint32_t udpRepliedMs = 120 * 1000;        // UDP flow the endpoint answered
   bool operator==(const ConnTimeouts&) const = default;
 };
+// Each lifetime's name in the config and the API, in the order they are listed: the one table
+// the parsers, the validation and the views go over.
+struct ConnTimeoutField {
+  const char* name;
+  uint32_t ConnTimeouts::*ms;
+};
+inline constexpr ConnTimeoutField kConnTimeoutFields[] = {
+    {"tcp_syn", &ConnTimeouts::tcpSynMs}, {"tcp_established", &ConnTimeouts::tcpEstablishedMs},
+    {"tcp_fin", &ConnTimeouts::tcpFinMs}, {"tcp_closed", &ConnTimeouts::tcpClosedMs},
+    {"udp", &ConnTimeouts::udpMs},        {"udp_replied", &ConnTimeouts::udpRepliedMs}};
+inline std::vector<std::string> connTimeoutNames() {
+  std::vector<std::string> names;
+  for (const ConnTimeoutField& f : kConnTimeoutFields) names.emplace_back(f.name);
+  return names;
+}
+
 inline constexpr uint32_t kMinConnTimeoutMs = 1000;
 inline constexpr uint32_t kMaxConnTimeoutMs = 7u * 24 * 3600 * 1000;
 

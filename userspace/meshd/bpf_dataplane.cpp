@@ -425,13 +425,15 @@ Result<void> BpfDataplane::syncDnat(uint32_t endpointId) {
     }
     dnatKeys_[endpointId] = *want;
   }
+  return syncDnatCount();
+}
+
+Result<void> BpfDataplane::syncDnatCount() {
   uint16_t dnat = 0;
   for (const auto& [id, svc] : services_) dnat += svc.forwarding == ForwardingMode::kDnat;
-  if (dnat != nodeCfg_.n_dnat) {
-    nodeCfg_.n_dnat = dnat;
-    return writeNodeCfg();
-  }
-  return {};
+  if (dnat == nodeCfg_.n_dnat) return {};
+  nodeCfg_.n_dnat = dnat;
+  return writeNodeCfg();
 }
 
 Result<void> BpfDataplane::syncDnatOfService(uint32_t serviceId) {
@@ -439,13 +441,7 @@ Result<void> BpfDataplane::syncDnatOfService(uint32_t serviceId) {
     if (e.serviceId != serviceId) continue;
     if (auto r = syncDnat(id); !r) return r;
   }
-  uint16_t dnat = 0;
-  for (const auto& [id, svc] : services_) dnat += svc.forwarding == ForwardingMode::kDnat;
-  if (dnat != nodeCfg_.n_dnat) {
-    nodeCfg_.n_dnat = dnat;
-    return writeNodeCfg();
-  }
-  return {};
+  return syncDnatCount();
 }
 
 Result<void> BpfDataplane::upsertEndpoint(uint32_t id, const EndpointEntry& e) {

@@ -91,6 +91,7 @@ class BpfDataplane : public Dataplane {
   Result<void> writeNodeCfg();
   Result<void> syncDnat(uint32_t endpointId);
   Result<void> syncDnatOfService(uint32_t serviceId);
+  Result<void> syncDnatCount();
   std::optional<mp_flow> reverseKey(const mp_flow& client, const mp_conn& c);
   mp_ep_health* healthEntry(uint32_t id) const;
   void zeroHealth(uint32_t id);
