@@ -63,18 +63,6 @@ Bytes tcpFrame(const std::string& smac, const std::string& dmac, const std::stri
                dport);
 }
 
-size_t entriesOfHalf(LbHarness& h) {
-  size_t n = 0;
-  mp_flow key{}, next{};
-  const mp_flow* at = nullptr;
-  while (bpf_map_get_next_key(h.lb().halfFd(), at, &next) == 0) {
-    ++n;
-    key = next;
-    at = &key;
-  }
-  return n;
-}
-
 std::string ipv4Of(uint32_t hostOrder) {
   in_addr a{htonl(hostOrder)};
   char buf[INET_ADDRSTRLEN];
@@ -143,7 +131,7 @@ std::unique_ptr<LbHarness> makeBalancer(uint8_t algorithm = MP_ALG_MAGLEV,
   LbSkeletonOptions options;
   options.flowCacheSlots = flowCacheSlots;
   auto h = std::make_unique<LbHarness>(options);
-  h->setNode(kNode4, kNode6, 1024, 65535);
+  h->setNode(kNode4, kNode6, MP_SNAT_PORT_MIN_DEFAULT, MP_SNAT_PORT_MAX_DEFAULT);  // meshd's auto
   std::vector<uint32_t> ids;
   for (int i = 0; i < 2 * kEndpointPorts; ++i) {
     const uint32_t id = 1 + static_cast<uint32_t>(i);
@@ -505,7 +493,7 @@ int run(int argc, char** argv) {
     const size_t refusals =
         (wanted(backoffName) ? newRuns : 0) + (wanted(probedName) ? newRuns : 0);
     if (ex->exceptions(MP_EXC_DROP_SNAT_EXHAUSTED) - before != refusals ||
-        ex->svcStats(0).new_conns != 0 || entriesOfHalf(*ex) != 0) {
+        ex->svcStats(0).new_conns != 0 || LbHarness::entriesOf(ex->lb().halfFd()) != 0) {
       die("exhausted: not every new flow was refused" + exceptionsOf(*ex));
     }
   }

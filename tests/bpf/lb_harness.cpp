@@ -1,7 +1,5 @@
 #include "lb_harness.h"
 
-#include "libbpf_logger.h"
-
 #include <arpa/inet.h>
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
@@ -17,6 +15,8 @@
 #include <fstream>
 #include <stdexcept>
 #include <utility>
+
+#include "libbpf_logger.h"
 
 // The core headers, natively: predict() runs the same parse and hash code as the program.
 #include "hash.h"
@@ -448,6 +448,18 @@ std::string LbHarness::nodeAddr(uint8_t family, uint32_t idx) const {
   inet_ntop(family == MP_AF_INET ? AF_INET : AF_INET6, pool[idx % MP_SNAT_ADDRS_MAX], text,
             sizeof(text));
   return text;
+}
+
+size_t LbHarness::entriesOf(int fd) {
+  size_t n = 0;
+  mp_flow key{}, next{};
+  const mp_flow* at = nullptr;
+  while (bpf_map_get_next_key(fd, at, &next) == 0) {
+    ++n;
+    key = next;
+    at = &key;
+  }
+  return n;
 }
 
 int LbHarness::mapFd(const std::string& name) const {

@@ -182,6 +182,8 @@ class LbHarness {
   void setDown(uint32_t epId, bool down);
   std::vector<mp_health_event> takeEvents();
   std::vector<uint32_t> rrCounters(uint32_t svcId) const;
+  // How many entries a table keyed by mp_flow holds (mp_conns, mp_rnat, mp_half, mp_hrnat).
+  static size_t entriesOf(int fd);
   // A map of the program's by name (for those LbSkeleton has no accessor of its own for).
   int mapFd(const std::string& name) const;
 

@@ -46,18 +46,7 @@ struct Ep {
   std::string mac;
 };
 
-// Entries of a connection table (a map keyed by mp_flow).
-size_t entriesOf(int fd) {
-  size_t n = 0;
-  mp_flow key{}, next{};
-  const mp_flow* at = nullptr;
-  while (bpf_map_get_next_key(fd, at, &next) == 0) {
-    ++n;
-    key = next;
-    at = &key;
-  }
-  return n;
-}
+const auto entriesOf = &LbHarness::entriesOf;
 
 class ConnStateTest : public ::testing::Test {
  protected:

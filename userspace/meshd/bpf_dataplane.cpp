@@ -18,6 +18,7 @@
 
 #include "conn_walk.h"
 #include "netlink.h"
+#include "snat.h"
 
 namespace meshpath {
 
@@ -355,20 +356,14 @@ Result<void> BpfDataplane::teardown(const std::string& pinRoot) {
 
 Result<void> BpfDataplane::setNode(const NodeSpec& node) {
   mp_node_cfg cfg{};
-  // The pool of each family: its node address first, then snat_pool's (config refuses more than
-  // MP_SNAT_ADDRS_MAX and duplicates).
-  auto add = [&](const IpAddress& a) {
-    uint8_t& n = a.isV4() ? cfg.n_addr4 : cfg.n_addr6;
-    auto& slots = a.isV4() ? cfg.addr4 : cfg.addr6;
-    if (n >= MP_SNAT_ADDRS_MAX) return;
-    for (uint8_t i = 0; i < n; ++i) {
-      if (std::memcmp(slots[i], a.bytes().data(), 16) == 0) return;
+  // Each family's pool in snatSources' order (config refuses more than MP_SNAT_ADDRS_MAX).
+  for (int family : {4, 6}) {
+    uint8_t& n = family == 4 ? cfg.n_addr4 : cfg.n_addr6;
+    auto& slots = family == 4 ? cfg.addr4 : cfg.addr6;
+    for (const IpAddress& a : snatSources(node, family)) {
+      if (n < MP_SNAT_ADDRS_MAX) std::memcpy(slots[n++], a.bytes().data(), 16);
     }
-    std::memcpy(slots[n++], a.bytes().data(), 16);
-  };
-  if (node.ipv4) add(*node.ipv4);
-  if (node.ipv6) add(*node.ipv6);
-  for (const IpAddress& a : node.snatPool) add(a);
+  }
   cfg.snat_port_min = node.snatPortMin;
   cfg.snat_port_max = node.snatPortMax;
   cfg.n_dnat = nodeCfg_.n_dnat;
