@@ -78,8 +78,18 @@ struct mp_svc {
 	__u32 active_half; /* 0 or 1: which half of the ring packets read */
 	__u8 fwd_mode;	   /* enum mp_fwd_mode */
 	__u8 algorithm;	   /* enum mp_algorithm */
-	__u16 flags;
+	__u16 flags;	   /* MP_SVC_F_*, and connect_retries (MP_SVC_RETRIES_*) */
 };
+
+/* mp_svc.flags. SYN protection (bpf/synproxy.h): off (neither bit), auto (the datapath answers
+ * SYNs with cookies while mp_syn_guard says a flood is on) or always. A TCP service only. */
+#define MP_SVC_F_SYN_AUTO (1u << 0)
+#define MP_SVC_F_SYN_ALWAYS (1u << 1)
+/* connect_retries: how many more endpoints a SYN-proxied connection tries when its endpoint
+ * refuses (RST) or does not answer its SYN, before the client gets a RST. */
+#define MP_SVC_RETRIES_SHIFT 8
+#define MP_SVC_RETRIES_MASK 0x7u
+#define MP_CONNECT_RETRIES_DEFAULT 2
 
 /* A new flow whose ring pick is marked down (mp_ep_health) tries the next slots of the ring, up
  * to this many in all; when every one is down it takes the first pick (as panic would). */
@@ -136,6 +146,11 @@ struct mp_flow {
 #define MP_CONN_F_COUNTED (1u << 4)
 /* TCP, half-open: the endpoint's SYN-ACK came back; the client's ACK now promotes the flow. */
 #define MP_CONN_F_SYNACK (1u << 5)
+/* SYN-proxied (bpf/synproxy.h): the balancer answered the client's SYN with a cookie and opens
+ * the connection to the endpoint itself; every packet is sequence-translated (seq_off, ts_off).
+ * Until the endpoint's SYN-ACK (MP_CONN_F_SYN_SENT set), the entry is half-open, seq_off holds
+ * the cookie (the balancer's ISN toward the client) and ts_off the TSval the client echoes. */
+#define MP_CONN_F_PROXY (1u << 6)
 
 /* Lifetimes (abi.h index into mp_svc_tmo): which one an entry lives by follows from its table,
  * protocol and flags (conn.h, mp_conn_tmo_index). */
@@ -156,7 +171,13 @@ struct mp_conn {
 	__u64 expires;	 /* bpf_jiffies64() from which the entry is expired (its SNAT port free) */
 	__u32 syn_ns;	 /* low 32 bits of the SYN's bpf_ktime_get_ns() while MP_CONN_F_SYN_SENT */
 	__u8 snat_addr;	 /* index of its SNAT source in the node's pool of its family */
-	__u8 pad[3];
+	/* SYN-proxied connections only (MP_CONN_F_PROXY), else 0: */
+	__u8 proxy_opts; /* the client's SYN options (synproxy.h, MP_SYNOPT_*) */
+	__u8 retries;	 /* endpoints tried after the first */
+	__u8 ep_wscale;	 /* the endpoint's window scale (MP_SYNOPT_WS_NONE: none) */
+	__u32 seq_off;	 /* endpoint ISN - balancer ISN: the endpoint's sequence space - the
+			  * client's view of it */
+	__u32 ts_off;	 /* endpoint TSval - balancer TSval, likewise for timestamps */
 };
 
 /* mp_conn.snat_addr of a DNAT connection: no SNAT source (snat_port holds the client's port). */
@@ -187,6 +208,10 @@ struct mp_svc_tmo {
  * reads MP_RNAT_CLAIMED (an id no endpoint has): the claim is a compare-and-swap of the word
  * {client_port, vip_port, ep_id}, so two new flows never take the same port. */
 #define MP_RNAT_CLAIMED 0xffffffffu
+/* mp_rnat.ep_id of a SYN-proxied connection carries this bit, so its replies (each of which is
+ * translated) look their connection up and the others do not. The endpoint id is the rest. */
+#define MP_RNAT_F_PROXY (1u << 30)
+#define MP_RNAT_EP_MASK (MP_RNAT_F_PROXY - 1)
 struct mp_rnat {
 	__u8 client[16];
 	__u8 vip[16];
@@ -243,6 +268,47 @@ struct mp_health_event {
 	__u32 pad2;
 };
 
+/* SYN protection (bpf/synproxy.h). mp_syn_secret: one entry, the cookie key meshd draws at its
+ * first start (pinned, so a restarted daemon's cookies stay valid; the same on every node of a
+ * mesh lets a flow that ECMP moves between SYN-ACK and ACK complete). */
+struct mp_syn_secret {
+	__u64 k0;
+	__u64 k1;
+};
+
+/* mp_syn_guard: ARRAY indexed by service id, shared by all CPUs: the auto switch of a service.
+ * Counts are per one-second window (approximate: CPUs add atomically, the window's roll is
+ * racy by a packet or two). A window's unanswered SYNs = syns - done; reaching the node's
+ * syn_flood_threshold turns the proxy on at once; MP_SYN_CALM_WINDOWS windows in a row below
+ * half of it turn it off. meshd reads it for stats and events and zeroes it with a service. */
+#define MP_SYN_CALM_WINDOWS 5
+#define MP_SYN_FLOOD_THRESHOLD_DEFAULT 1024
+struct mp_syn_guard {
+	__u64 window_ns;    /* bpf_ktime_get_ns() when the current window began */
+	__u32 syns;	    /* new SYNs (answered by the endpoint or by a cookie) in the window */
+	__u32 done;	    /* handshakes completed (promotions, valid cookie ACKs) in it */
+	__u32 on;	    /* 1 while the proxy answers this service's SYNs (auto) */
+	__u32 calm;	    /* windows in a row below half the threshold, while on */
+	__u64 switched_on;  /* times auto turned the proxy on */
+	__u64 switched_off; /* and off */
+	__u32 last_unanswered; /* syns - done of the last full window */
+	__u32 pad;
+};
+
+/* mp_syn_stats: per-CPU, indexed by service id. */
+struct mp_syn_counters {
+	__u64 cookies_sent;   /* SYN-ACKs with a cookie */
+	__u64 acks_valid;     /* ACKs whose cookie validated: connections opened to an endpoint */
+	__u64 acks_invalid;   /* stateless ACKs with a bad, old or no cookie: dropped */
+	__u64 retries;	      /* endpoint SYNs refused or unanswered, tried on another endpoint */
+	__u64 retries_failed; /* out of retries (or endpoints): the client got a RST */
+	__u64 pad[3];
+};
+
+/* How long a proxied connection waits for its endpoint's SYN-ACK before the client's next
+ * packet (its zero-window probe) sends the SYN to another endpoint. */
+#define MP_SYN_CONNECT_TIMEOUT_NS (250ull * 1000 * 1000)
+
 /* mp_node: one entry with the node's own settings. */
 struct mp_node_cfg {
 	__u8 addr4[MP_SNAT_ADDRS_MAX][16]; /* SNAT sources for IPv4 services (first 4 bytes each) */
@@ -252,6 +318,10 @@ struct mp_node_cfg {
 	__u8 n_addr4;			   /* addresses in addr4 (0: no IPv4 SNAT) */
 	__u8 n_addr6;
 	__u16 n_dnat; /* DNAT services: while 0, no packet is looked up as a DNAT reply */
+	__u32 syn_flood_threshold; /* unanswered SYNs per second that switch a service's auto SYN
+				    * protection on (0: MP_SYN_FLOOD_THRESHOLD_DEFAULT) */
+	__u16 syn_mss4;		   /* MSS the proxy announces to IPv4 clients (0: 1460) */
+	__u16 syn_mss6;		   /* to IPv6 clients (0: 1440) */
 };
 
 /* mp_fwd_gen: one entry, the forwarding generation. Whoever changes where an existing flow's
@@ -323,6 +393,12 @@ enum mp_exc_reason {
 				      * room in the established tables */
 	MP_EXC_DROP_HALF_LOST,	     /* a half-open flow's SNAT port was taken over (it expired, or
 				      * the LRU forgot it) before its handshake completed */
+	MP_EXC_DROP_SYN_COOKIE,	     /* under SYN protection: an ACK with no connection whose
+				      * cookie is bad, old or missing */
+	MP_EXC_DROP_SYN_PENDING,     /* a SYN-proxied client's segment before its endpoint answered
+				      * (the client's window is closed until then) */
+	MP_EXC_DROP_SYN_MALFORMED,   /* a proxied packet whose TCP options or size cannot be
+				      * rewritten */
 	MP_EXC_MAX,
 };
 
@@ -333,7 +409,7 @@ static const char *const mp_exc_names[MP_EXC_MAX] = {
 	"pass_ip6_frag",    "pass_ip6_ext_limit",  "drop_l4_trunc",    "drop_l4_bad_len",
 	"drop_no_endpoint", "drop_snat_exhausted", "drop_conn_insert", "drop_no_node_addr",
 	"pass_no_neigh",    "drop_no_route",	   "drop_redirect",    "drop_conn_table_full",
-	"drop_half_lost",
+	"drop_half_lost",   "drop_syn_cookie",	   "drop_syn_pending", "drop_syn_malformed",
 };
 static const char *const mp_passive_reason_names[MP_PASSIVE_MAX] = {
 	"none", "rst_answering_syn", "icmp_unreachable", "syn_retransmitted",
@@ -352,12 +428,15 @@ MP_ASSERT_SIZE(mp_svc_key, 20);
 MP_ASSERT_SIZE(mp_svc, 16);
 MP_ASSERT_SIZE(mp_endpoint, 24);
 MP_ASSERT_SIZE(mp_flow, 40);
-MP_ASSERT_SIZE(mp_conn, 24);
+MP_ASSERT_SIZE(mp_conn, 32);
 MP_ASSERT_SIZE(mp_svc_tmo, 48);
 MP_ASSERT_SIZE(mp_ep_key, 20);
 MP_ASSERT_SIZE(mp_ep_vip, 24);
 MP_ASSERT_SIZE(mp_rnat, 40);
-MP_ASSERT_SIZE(mp_node_cfg, 264);
+MP_ASSERT_SIZE(mp_node_cfg, 272);
+MP_ASSERT_SIZE(mp_syn_secret, 16);
+MP_ASSERT_SIZE(mp_syn_guard, 48);
+MP_ASSERT_SIZE(mp_syn_counters, 64);
 MP_ASSERT_SIZE(mp_counters, 32);
 MP_ASSERT_SIZE(mp_ep_health, 64);
 MP_ASSERT_SIZE(mp_health_event, 24);

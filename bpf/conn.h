@@ -200,7 +200,7 @@ MP_INLINE int mp_snat_reusable(__u32 rnat_ep_id, const struct mp_conn *owner, __
 {
 	if (rnat_ep_id == MP_RNAT_CLAIMED)
 		return 0;
-	if (!owner || owner->snat_port != port || owner->ep_id != rnat_ep_id)
+	if (!owner || owner->snat_port != port || owner->ep_id != (rnat_ep_id & MP_RNAT_EP_MASK))
 		return 1;
 	return mp_conn_expired(owner, now);
 }

@@ -209,4 +209,26 @@ struct {
 	__type(value, struct mp_flow_cache_stats);
 } mp_fc_stats SEC(".maps");
 
+/* SYN protection (abi.h, bpf/synproxy.h). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct mp_syn_secret);
+} mp_syn_secret SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, MP_MAX_SERVICES);
+	__type(key, __u32);
+	__type(value, struct mp_syn_guard);
+} mp_syn_guard SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, MP_MAX_SERVICES);
+	__type(key, __u32);
+	__type(value, struct mp_syn_counters);
+} mp_syn_stats SEC(".maps");
+
 #endif /* MESHPATH_BPF_MAPS_H */

@@ -24,11 +24,25 @@
 #include "nat.h"
 #include "parse.h"
 #include "pick.h"
+#include "synguard.h"
+#include "synproxy.h"
 
 #define MP_KERNEL_AF_INET 2
 #define MP_KERNEL_AF_INET6 10
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+/* SYN protection runs in a program of its own, reached by tail call (mp_syn_enter, below). */
+/* What the SYN-protection program is asked to do with the packet (mp_syn_enter). */
+enum mp_syn_do {
+	MP_SYN_DO_ANSWER = 0, /* a SYN while protection is on: the cookie SYN-ACK */
+	MP_SYN_DO_OPEN = 1,   /* an ACK whose cookie validated (arg: its MSS index) */
+	MP_SYN_DO_CLIENT = 2, /* a client's segment of a proxied connection */
+	MP_SYN_DO_REPLY = 3,  /* an endpoint's segment of one */
+	MP_SYN_DO_RETRY = 4,  /* the SYN to another endpoint (arg: the client's TSval) */
+};
+
+static __always_inline int mp_syn_enter(struct xdp_md *ctx, __u32 what, __u8 family, __u32 arg);
 
 /* Jiffies a CPU drops new flows toward an endpoint without probing after it found every SNAT
  * candidate held (MP_SNAT_BACKOFF_NS_DEFAULT), and the least an entry's expiry moves before it
@@ -285,44 +299,55 @@ static __always_inline int mp_fib_failed(int rc)
 	return mp_exception(MP_EXC_DROP_NO_ROUTE);
 }
 
-/* Sends the rewritten packet (now src:sport -> dst:dport) to its next hop. */
-static __always_inline int mp_transmit(struct xdp_md *ctx, struct mp_pkt *p, __u8 family,
-				       const __u8 *src, const __u8 *dst, __u16 sport, __u16 dport)
+/* Sends the packet through a fresh bpf_fib_lookup (into *fib), which refills the cached next
+ * hop nh (this CPU's entry for dst; NULL: none). */
+static __always_inline int mp_transmit_fib(struct xdp_md *ctx, struct mp_pkt *p, __u8 family,
+					   struct mp_nexthop *nh, const __u8 *src, const __u8 *dst,
+					   __u16 sport, __u16 dport, __u64 jiffies,
+					   struct bpf_fib_lookup *fib)
 {
-	struct bpf_fib_lookup fib;
+	__u32 ingress = ctx->ingress_ifindex;
 	int rc;
 
-	rc = mp_fib(ctx, p, family, src, dst, sport, dport, &fib);
+	rc = mp_fib(ctx, p, family, src, dst, sport, dport, fib);
 	if (rc != BPF_FIB_LKUP_RET_SUCCESS)
 		return mp_fib_failed(rc);
-	return mp_send(ctx, p, fib.ifindex, fib.smac, fib.dmac);
+	if (nh) {
+		mp_copy_addr16(nh->addr, dst);
+		nh->expires = jiffies + MP_NH_CACHE_TTL_NS / tick_ns + 1;
+		nh->ingress = ingress;
+		nh->ifindex = fib->ifindex;
+		mp_copy_mac(nh->smac, fib->smac);
+		mp_copy_mac(nh->dmac, fib->dmac);
+	}
+	return mp_send(ctx, p, fib->ifindex, fib->smac, fib->dmac);
 }
 
-/* mp_transmit through a cached next hop nh (this CPU's entry for dst; NULL: none) while it is
- * fresh and for the same address and ingress device; a fresh answer refills it. */
+/* Verifier: room for a bpf_fib_lookup outside the stack, which mp_xdp_lb and the calls below
+ * it share (512 bytes); per CPU, as XDP does not nest on a CPU. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct bpf_fib_lookup);
+} mp_fib_tmp SEC(".maps");
+
+/* Sends the rewritten packet (now src:sport -> dst:dport) to its next hop, through a cached
+ * next hop nh as mp_transmit_fib does. */
 static __always_inline int mp_transmit_via(struct xdp_md *ctx, struct mp_pkt *p, __u8 family,
 					   struct mp_nexthop *nh, const __u8 *src, const __u8 *dst,
 					   __u16 sport, __u16 dport, __u64 jiffies)
 {
-	__u32 ingress = ctx->ingress_ifindex;
-	struct bpf_fib_lookup fib;
-	int rc;
+	struct bpf_fib_lookup *fib;
+	__u32 zero = 0;
 
-	if (!nh)
-		return mp_transmit(ctx, p, family, src, dst, sport, dport);
-	if (nh->ingress == ingress && jiffies < nh->expires && mp_addr16_eq(nh->addr, dst))
+	if (nh && nh->ingress == ctx->ingress_ifindex && jiffies < nh->expires &&
+	    mp_addr16_eq(nh->addr, dst))
 		return mp_send(ctx, p, nh->ifindex, nh->smac, nh->dmac);
-
-	rc = mp_fib(ctx, p, family, src, dst, sport, dport, &fib);
-	if (rc != BPF_FIB_LKUP_RET_SUCCESS)
-		return mp_fib_failed(rc);
-	mp_copy_addr16(nh->addr, dst);
-	nh->expires = jiffies + MP_NH_CACHE_TTL_NS / tick_ns + 1;
-	nh->ingress = ingress;
-	nh->ifindex = fib.ifindex;
-	mp_copy_mac(nh->smac, fib.smac);
-	mp_copy_mac(nh->dmac, fib.dmac);
-	return mp_send(ctx, p, fib.ifindex, fib.smac, fib.dmac);
+	fib = bpf_map_lookup_elem(&mp_fib_tmp, &zero);
+	if (!fib)
+		return mp_exception(MP_EXC_DROP_NO_ROUTE); /* not reached: entry 0 exists */
+	return mp_transmit_fib(ctx, p, family, nh, src, dst, sport, dport, jiffies, fib);
 }
 
 /* Toward endpoint ep_id, through its entry in mp_nh_cache. */
@@ -505,7 +530,7 @@ static __always_inline void mp_reply_tcp(const struct mp_pkt *p, __u8 family,
 					 const struct mp_svc_tmo *t, __u64 now)
 {
 	union mp_conn_port_flags synack = {.f = {.snat_port = 0, .flags = MP_CONN_F_SYNACK}};
-	__u32 ep_id = r->ep_id, bits, answered;
+	__u32 ep_id = r->ep_id & MP_RNAT_EP_MASK, bits, answered;
 	struct mp_conn *conn;
 	struct mp_flow key;
 	__u16 flags;
@@ -564,18 +589,20 @@ static __always_inline int mp_reply_to_client(struct xdp_md *ctx, struct mp_pkt 
 {
 	const struct mp_svc_tmo *t = NULL;
 	const struct mp_endpoint *ep;
+	__u32 slot, ep_id = r->ep_id;
 	__u64 now;
-	__u32 slot;
 
-	ep = bpf_map_lookup_elem(&mp_endpoints, &r->ep_id);
+	if (mp_unlikely(ep_id & MP_RNAT_F_PROXY))
+		return mp_syn_enter(ctx, MP_SYN_DO_REPLY, family, 0);
+	ep = bpf_map_lookup_elem(&mp_endpoints, &ep_id);
 	if (ep) {
 		mp_count(&mp_svc_stats, ep->svc_id, bytes, 0);
-		mp_count(&mp_ep_stats, r->ep_id, bytes, 0);
+		mp_count(&mp_ep_stats, ep_id, bytes, 0);
 		t = bpf_map_lookup_elem(&mp_svc_tmo, &ep->svc_id);
 	}
 	now = bpf_jiffies64();
 	if (p->flow.proto == IPPROTO_UDP) {
-		mp_health_ok(r->ep_id, 0); /* the endpoint answers: a success */
+		mp_health_ok(ep_id, 0); /* the endpoint answers: a success */
 		if (half)
 			mp_reply_udp_half(p, family, r, t, now);
 	} else if (mp_unlikely(p->tcp_flags & (MP_TCP_SYN | MP_TCP_FIN | MP_TCP_RST))) {
@@ -639,6 +666,8 @@ __attribute__((noinline)) int mp_dnat_reply_of(const struct mp_flow *reply, stru
 	}
 	if (!conn || conn->ep_id != r->ep_id || conn->snat_addr != MP_SNAT_NONE)
 		return -1;
+	if (conn->flags & MP_CONN_F_PROXY)
+		r->ep_id |= MP_RNAT_F_PROXY;
 	return half;
 }
 
@@ -710,7 +739,8 @@ static __always_inline int mp_snat_take_half(struct mp_rnat *r, struct mp_snat_a
 	owner = bpf_map_lookup_elem(&mp_half, &owner_key);
 	if (!mp_snat_reusable(seen.f.ep_id, owner, port, ask->now))
 		return 0;
-	own = owner && owner->snat_port == port && owner->ep_id == seen.f.ep_id;
+	own = owner && owner->snat_port == port &&
+	      owner->ep_id == (seen.f.ep_id & MP_RNAT_EP_MASK);
 	if (!mp_rnat_claim(r, &seen))
 		return 0; /* another new flow claimed it first */
 	if (bpf_map_update_elem(&mp_hrnat, &ask->rkey, &ask->rval, BPF_ANY)) {
@@ -736,10 +766,10 @@ static __always_inline int mp_snat_take_established(struct mp_rnat *r, struct mp
 	__u32 ep_id;
 
 	seen.word = ((union mp_rnat_tail *)&r->client_port)->word;
-	ep_id = seen.f.ep_id;
+	ep_id = seen.f.ep_id & MP_RNAT_EP_MASK;
 	mp_rnat_client_flow(&owner_key, r, ask->rkey.proto, ask->rkey.family);
 	owner = bpf_map_lookup_elem(&mp_conns, &owner_key);
-	if (!mp_snat_reusable(ep_id, owner, port, ask->now))
+	if (!mp_snat_reusable(seen.f.ep_id, owner, port, ask->now))
 		return 0;
 	if (!mp_rnat_claim(r, &seen))
 		return 0;
@@ -957,10 +987,11 @@ __attribute__((noinline)) __u32 mp_pick_index(__u32 svc_id, __u32 algorithm, __u
 }
 
 /* The endpoint of the first of the MP_DOWN_PROBES - 1 slots after idx (wrapping inside the
- * active half) that is not marked down, or MP_RING_EMPTY when all are. A global function: its
+ * active half) that is not marked down and is not `avoid` (an endpoint a SYN-proxied connection
+ * just failed on; MP_RING_EMPTY: none), or MP_RING_EMPTY when there is none. A global function: its
  * loop is checked once. */
 __attribute__((noinline)) __u32 mp_skip_down(__u32 svc_id, __u32 idx, __u32 ring_size,
-					     __u32 active_half)
+					     __u32 active_half, __u32 avoid)
 {
 	const struct mp_ep_health *h;
 	__u32 i, next, *slot;
@@ -975,7 +1006,7 @@ __attribute__((noinline)) __u32 mp_skip_down(__u32 svc_id, __u32 idx, __u32 ring
 	for (i = 1; i < MP_DOWN_PROBES; i++) {
 		next = mp_ring_next(idx, i, ring_size, active_half);
 		slot = bpf_map_lookup_elem(ring, &next);
-		if (!slot || *slot == MP_RING_EMPTY)
+		if (!slot || *slot == MP_RING_EMPTY || *slot == avoid)
 			continue;
 		h = bpf_map_lookup_elem(&mp_ep_health, slot);
 		if (h && !(h->flags & MP_EPH_F_DOWN))
@@ -991,10 +1022,12 @@ __attribute__((noinline)) __u32 mp_skip_down(__u32 svc_id, __u32 idx, __u32 ring
  * for its SYN-ACK (MP_CONN_F_SYN_SENT, the SYN's time in syn_ns). A CPU that just found every
  * SNAT candidate toward the endpoint held drops new flows toward it for snat_backoff without
  * probing again. *snat_port comes back in network order. */
-static __always_inline int mp_new_conn(struct mp_pkt *p, __u8 family, const struct mp_svc *svc,
+static __always_inline int mp_new_conn(const struct mp_flow *flow, __u8 tcp_flags, __u8 family,
+				       const struct mp_svc *svc,
 				       const struct mp_svc_tmo *t, __u64 now,
 				       const struct mp_endpoint **ep_out, __u32 *ep_id,
-				       __u16 *snat_port, __u32 *snat_addr)
+				       __u16 *snat_port, __u32 *snat_addr, __u32 avoid,
+				       const struct mp_conn *proxy)
 {
 	const struct mp_endpoint *ep;
 	struct mp_ep_health *health;
@@ -1011,7 +1044,7 @@ static __always_inline int mp_new_conn(struct mp_pkt *p, __u8 family, const stru
 		return MP_EXC_DROP_NO_ENDPOINT;
 	algorithm = mp_algorithm_of(svc->algorithm);
 	if (algorithm == MP_ALG_MAGLEV)
-		idx = mp_ring_index(mp_flow_hash(&p->flow), svc->ring_size, svc->active_half);
+		idx = mp_ring_index(mp_flow_hash(flow), svc->ring_size, svc->active_half);
 	else
 		idx = mp_pick_index(svc->id, algorithm, svc->ring_size, svc->active_half);
 	slot = bpf_map_lookup_elem(ring, &idx);
@@ -1019,11 +1052,14 @@ static __always_inline int mp_new_conn(struct mp_pkt *p, __u8 family, const stru
 		return MP_EXC_DROP_NO_ENDPOINT;
 	*ep_id = *slot;
 	health = bpf_map_lookup_elem(&mp_ep_health, ep_id);
-	if (health && mp_unlikely(health->flags & MP_EPH_F_DOWN)) {
-		/* All candidates down: the first pick stands (better a suspect than nothing). */
-		live = mp_skip_down(svc->id, idx, svc->ring_size, svc->active_half);
+	if ((health && mp_unlikely(health->flags & MP_EPH_F_DOWN)) || *ep_id == avoid) {
+		/* All candidates down: the first pick stands (better a suspect than nothing), unless
+		 * it is the one to avoid. */
+		live = mp_skip_down(svc->id, idx, svc->ring_size, svc->active_half, avoid);
 		if (live != MP_RING_EMPTY)
 			*ep_id = live;
+		else if (*ep_id == avoid)
+			return MP_EXC_DROP_NO_ENDPOINT;
 	}
 	ep = bpf_map_lookup_elem(&mp_endpoints, ep_id);
 	if (!ep || !mp_ep_usable(ep, svc->id, family))
@@ -1031,7 +1067,7 @@ static __always_inline int mp_new_conn(struct mp_pkt *p, __u8 family, const stru
 
 	if (svc->fwd_mode == MP_FWD_DNAT) {
 		/* No SNAT: the client's own port, and the connection's entry is all its state. */
-		*snat_port = p->flow.sport;
+		*snat_port = flow->sport;
 		*snat_addr = MP_SNAT_NONE;
 		goto insert;
 	}
@@ -1041,9 +1077,9 @@ static __always_inline int mp_new_conn(struct mp_pkt *p, __u8 family, const stru
 	ask = bpf_map_lookup_elem(&mp_snat_tmp, &zero);
 	if (!ask)
 		return MP_EXC_DROP_CONN_INSERT; /* unreachable: entry 0 exists */
-	mp_rnat_key(&ask->rkey, &p->flow, ep, p->flow.dst, 0);
-	mp_rnat_value(&ask->rval, &p->flow, *ep_id);
-	ask->hash = mp_snat_hash(&p->flow);
+	mp_rnat_key(&ask->rkey, flow, ep, flow->dst, 0);
+	mp_rnat_value(&ask->rval, flow, *ep_id | (proxy ? MP_RNAT_F_PROXY : 0));
+	ask->hash = mp_snat_hash(flow);
 	ask->now = now;
 	ask->addr_idx = 0;
 	rc = mp_snat_reserve(ask);
@@ -1056,22 +1092,869 @@ static __always_inline int mp_new_conn(struct mp_pkt *p, __u8 family, const stru
 	*snat_addr = ask->addr_idx;
 insert:
 
-	bits = mp_tcp_close_bits(p->tcp_flags, 1);
-	mp_memset(&conn, 0, sizeof(conn));
+	bits = mp_tcp_close_bits(tcp_flags, 1);
+	if (proxy) {
+		mp_memcpy(&conn, proxy, sizeof(conn));
+	} else {
+		mp_memset(&conn, 0, sizeof(conn));
+		conn.flags = (__u16)bits;
+		if (flow->proto == IPPROTO_TCP && !bits && mp_tcp_opens(tcp_flags)) {
+			conn.flags |= MP_CONN_F_SYN_SENT;
+			conn.syn_ns = (__u32)bpf_ktime_get_ns();
+		}
+	}
 	conn.ep_id = *ep_id;
 	conn.snat_port = *snat_port;
-	conn.flags = (__u16)bits;
 	conn.snat_addr = (__u8)*snat_addr;
-	if (p->flow.proto == IPPROTO_TCP && !bits && mp_tcp_opens(p->tcp_flags)) {
-		conn.flags |= MP_CONN_F_SYN_SENT;
-		conn.syn_ns = (__u32)bpf_ktime_get_ns();
-	}
-	conn.expires = now + mp_tmo(t, mp_conn_tmo_index(conn.flags, p->flow.proto, 0));
+	conn.expires = now + mp_tmo(t, mp_conn_tmo_index(conn.flags, flow->proto, 0));
 	*ep_out = ep;
-	if (bpf_map_update_elem(&mp_half, &p->flow, &conn, BPF_NOEXIST) &&
-	    bpf_map_update_elem(&mp_half, &p->flow, &conn, BPF_ANY))
+	if (bpf_map_update_elem(&mp_half, flow, &conn, BPF_NOEXIST) &&
+	    bpf_map_update_elem(&mp_half, flow, &conn, BPF_ANY))
 		return MP_EXC_DROP_CONN_INSERT;
 	return MP_OK;
+}
+
+/* mp_new_conn's arguments and answers, for the SYN proxy's calls (mp_new_conn_run). */
+struct mp_new_ask {
+	struct mp_flow flow;  /* the client's tuple */
+	struct mp_svc svc;
+	struct mp_conn proxy; /* the entry to make (its endpoint and SNAT source filled in) */
+	__u32 avoid;	      /* an endpoint not to pick (MP_RING_EMPTY: none) */
+	__u32 ep_id;	      /* answers: the endpoint and SNAT source (network order port) */
+	__u32 snat_addr;
+	__u16 snat_port;
+	__u16 pad;
+};
+
+/* mp_new_conn for a SYN-proxied connection. A global function, so the proxy's paths share one
+ * verified copy of it. */
+__attribute__((noinline)) int mp_new_conn_run(struct mp_new_ask *a)
+{
+	const struct mp_endpoint *ep;
+	const struct mp_svc_tmo *t;
+
+	if (!a)
+		return MP_EXC_DROP_CONN_INSERT;
+	t = bpf_map_lookup_elem(&mp_svc_tmo, &a->svc.id);
+	return mp_new_conn(&a->flow, MP_TCP_ACK, a->flow.family, &a->svc, t, bpf_jiffies64(), &ep,
+			   &a->ep_id, &a->snat_port, &a->snat_addr, a->avoid, &a->proxy);
+}
+
+/* ---- SYN protection: cookies and the SYN proxy (bpf/README.md, "SYN protection") ----
+ * The four entries below are global functions: each re-parses its packet (a packet pointer
+ * cannot cross into one), so the verifier checks the proxy once, apart from the common path,
+ * and only packets of a protected service's stateless segments or of a proxied connection pay.
+ * They answer an XDP verdict, or MP_SYN_NOT_MINE for a packet the common path goes on with. */
+#define MP_SYN_NOT_MINE (-1)
+
+/* What they work on besides the packet: per CPU, as mp_promote_tmp (the stack is shared). */
+/* A segment's options, copied out of the packet to be walked (synproxy.h, mp_tcp_opts_walk). */
+struct mp_optwalk {
+	__u8 b[MP_TCPOPT_BUF];
+	__u32 len;
+	__u32 pad;
+	struct mp_tcp_opts o;
+	struct mp_tcp_opt_edit e;
+};
+
+struct mp_syn_scratch {
+	__u32 what;   /* enum mp_syn_do */
+	__u32 family; /* of the packet */
+	__u32 arg;
+	__u32 pad;
+	struct mp_svc_key key;
+	struct mp_tcp_out out; /* the segment being written */
+	struct mp_optwalk w;
+	struct mp_conn conn;   /* the connection's entry, copied or being made */
+	struct mp_rnat r;      /* what restores its replies */
+	struct mp_flow flow;   /* the client's tuple */
+	struct mp_new_ask na;  /* a pick for the connection */
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct mp_syn_scratch);
+} mp_syn_tmp SEC(".maps");
+
+static __always_inline struct mp_syn_counters *mp_syn_counters_of(__u32 svc_id)
+{
+	return bpf_map_lookup_elem(&mp_syn_stats, &svc_id);
+}
+
+/* Counts a new SYN (syn = 1) or a completed handshake toward an auto service's flood guard;
+ * answers whether the proxy is on. */
+static __always_inline int mp_syn_guard_note(__u32 svc_id, int syn)
+{
+	struct mp_syn_guard *g = bpf_map_lookup_elem(&mp_syn_guard, &svc_id);
+	const struct mp_node_cfg *node;
+	__u32 zero = 0;
+
+	if (!g)
+		return 0;
+	node = bpf_map_lookup_elem(&mp_node, &zero);
+	return mp_syn_guard_count(g, syn, bpf_ktime_get_ns(), node ? node->syn_flood_threshold : 0);
+}
+
+/* The cookie hash of the client's tuple f, its ISN and a clock count, keyed by mp_syn_secret
+ * (syncookie.h). A global function: SipHash is long, and three paths need it. */
+__attribute__((noinline)) __u32 mp_syn_cookie_hash(const struct mp_flow *f, __u32 isn,
+						   __u32 count)
+{
+	const struct mp_syn_secret *key;
+	__u32 zero = 0;
+
+	key = bpf_map_lookup_elem(&mp_syn_secret, &zero);
+	if (!key || !f)
+		return 0;
+	return mp_cookie_hash(key, f, isn, count);
+}
+
+/* Walks w's options (w->e applied). A global function: the walk's loop is verified once. */
+__attribute__((noinline)) int mp_optwalk_run(struct mp_optwalk *w)
+{
+	if (!w)
+		return -1;
+	return mp_tcp_opts_walk(w->b, w->len, &w->o, &w->e);
+}
+
+/* The options of p's TCP header walked (with w->e, which edit: written back into the packet).
+ * -1 for options that cannot be read or walked. */
+static __always_inline int mp_syn_opts(struct xdp_md *ctx, const struct mp_pkt *p,
+				       struct mp_optwalk *w, int edit)
+{
+	__u32 off = (__u32)(p->l4 - (__u8 *)(long)ctx->data) + MP_TCP_BARE_LEN;
+	__u32 len = (__u32)(p->l4[12] >> 4) * 4;
+
+	if (!edit)
+		mp_memset(&w->e, 0, sizeof(w->e));
+	len = len > MP_TCP_BARE_LEN ? len - MP_TCP_BARE_LEN : 0;
+	w->len = len;
+	if (len) {
+		len &= 63;
+		if (len < 1 || len > 40 || bpf_xdp_load_bytes(ctx, off, w->b, len))
+			return -1;
+	}
+	if (mp_optwalk_run(w))
+		return -1;
+	if (edit && len >= 1 && len <= 40 && bpf_xdp_store_bytes(ctx, off, w->b, len))
+		return -1;
+	return 0;
+}
+
+/* The packet again, inside a SYN-protection function: MP_OK for TCP of this family. */
+static __always_inline int mp_syn_parse(struct xdp_md *ctx, struct mp_pkt *p, __u8 family)
+{
+	struct mp_cursor c = {
+		.pos = (__u8 *)(long)ctx->data,
+		.end = (__u8 *)(long)ctx->data_end,
+	};
+	__u16 proto;
+
+	mp_memset(&p->flow, 0, sizeof(p->flow));
+	if (mp_parse_eth(&c, p, &proto) != MP_OK)
+		return MP_EXC_DROP_ETH_TRUNC;
+	if (mp_parse_ip(&c, p, family) != MP_OK || p->flow.proto != IPPROTO_TCP)
+		return MP_EXC_DROP_L4_TRUNC;
+	return MP_OK;
+}
+
+/* The service of a client packet p. */
+static __always_inline const struct mp_svc *mp_syn_service(const struct mp_flow *f,
+							   struct mp_syn_scratch *s)
+{
+	mp_copy_addr16(s->key.addr, f->dst);
+	s->key.port = f->dport;
+	s->key.proto = IPPROTO_TCP;
+	s->key.family = f->family;
+	return bpf_map_lookup_elem(&mp_services, &s->key);
+}
+
+/* Reshapes the frame to its L2 header, an IP header of the family and tcp_len (a constant)
+ * bytes of TCP; p's pointers follow. -1 when the frame cannot be resized. */
+static __always_inline int mp_syn_reshape(struct xdp_md *ctx, struct mp_pkt *p, __u8 family,
+					  __u32 tcp_len)
+{
+	__u32 iphl = family == MP_AF_INET ? 20 : 40;
+	__u32 l2 = (__u32)(p->l3 - p->eth);
+	__u8 *data, *end;
+	int delta;
+
+	__u8 *l3;
+
+	if (l2 != 14 && l2 != 18)
+		return -1;
+	delta = (int)(l2 + iphl + tcp_len) - (int)(ctx->data_end - ctx->data);
+	if (delta && bpf_xdp_adjust_tail(ctx, delta))
+		return -1;
+	data = (__u8 *)(long)ctx->data;
+	end = (__u8 *)(long)ctx->data_end;
+	l2 &= 31; /* Verifier: a bounded offset (14 or 18) */
+	l3 = data + l2;
+	if (data + sizeof(struct ethhdr) > end || l3 + iphl + tcp_len > end)
+		return -1;
+	p->eth = data;
+	p->l3 = l3;
+	p->l4 = l3 + iphl;
+	p->l4_check = p->l4 + 16;
+	p->ip_len = (__u16)(iphl + tcp_len);
+	p->l4_len = (__u16)tcp_len;
+	return 0;
+}
+
+/* Writes o (tcp_len bytes of TCP) over the frame. -1 when it cannot be resized. */
+static __always_inline int mp_syn_emit(struct xdp_md *ctx, struct mp_pkt *p, __u8 family,
+				       const struct mp_tcp_out *o, __u32 tcp_len)
+{
+	if (mp_syn_reshape(ctx, p, family, tcp_len))
+		return -1;
+	mp_tcp_write(p->l3, family, o, tcp_len);
+	return 0;
+}
+
+/* Sends the frame back out of the port it came in on, to whoever sent it. */
+static __always_inline int mp_syn_bounce(struct mp_pkt *p)
+{
+	struct ethhdr *eth = (struct ethhdr *)p->eth;
+	__u8 mac[6];
+
+	mp_copy_mac(mac, eth->h_source);
+	mp_copy_mac(eth->h_source, eth->h_dest);
+	mp_copy_mac(eth->h_dest, mac);
+	return XDP_TX;
+}
+
+/* The SYN-ACK with a cookie for a client's SYN: sent back, nothing kept. The window is closed
+ * (0) until the endpoint answers, so the client sends nothing the proxy would have to hold. */
+static __always_inline int mp_syn_answer(struct xdp_md *ctx, struct mp_pkt *p, __u8 family,
+					 const struct mp_svc *svc, struct mp_syn_scratch *s)
+{
+	struct mp_tcphdr *th = (struct mp_tcphdr *)p->l4;
+	const struct mp_node_cfg *node;
+	struct mp_syn_counters *st;
+	struct mp_tcp_out *o = &s->out;
+	__u32 zero = 0, isn, opts, mss, count;
+	__u8 *end = (__u8 *)(long)ctx->data_end;
+
+	node = bpf_map_lookup_elem(&mp_node, &zero);
+	if (!node || (__u8 *)th + MP_TCP_BARE_LEN > end)
+		return XDP_DROP;
+	if (mp_syn_opts(ctx, p, &s->w, 0))
+		return mp_exception(MP_EXC_DROP_SYN_MALFORMED);
+	isn = mp_ntohl(th->seq);
+	opts = mp_syn_tsval_opts(&s->w.o);
+	mss = family == MP_AF_INET ? (node->syn_mss4 ? node->syn_mss4 : MP_SYN_MSS4_DEFAULT)
+				   : (node->syn_mss6 ? node->syn_mss6 : MP_SYN_MSS6_DEFAULT);
+
+	mp_copy_addr16(o->src, p->flow.dst);
+	mp_copy_addr16(o->dst, p->flow.src);
+	o->sport = p->flow.dport;
+	o->dport = p->flow.sport;
+	count = mp_cookie_count(bpf_ktime_get_tai_ns());
+	o->seq = mp_cookie_of(mp_syn_cookie_hash(&p->flow, isn, count), count,
+			      mp_cookie_mss_index(s->w.o.mss ? s->w.o.mss : 536));
+	o->ack = isn + 1;
+	o->window = 0;
+	o->flags = MP_TCP_SYN | MP_TCP_ACK;
+	o->mss = (__u16)mss;
+	o->has_ts = s->w.o.has_ts;
+	o->sack_ok = s->w.o.has_ts && s->w.o.sack_ok;
+	o->wscale = (opts & MP_SYNOPT_WS_MASK) == MP_SYNOPT_WS_NONE ? MP_SYNOPT_WS_NONE
+								     : MP_SYN_WSCALE;
+	o->tsval = mp_cookie_tsval(s->w.o.tsval, opts);
+	o->tsecr = s->w.o.tsval;
+	if (mp_syn_emit(ctx, p, family, o, MP_TCP_SYN_LEN))
+		return mp_exception(MP_EXC_DROP_SYN_MALFORMED);
+	st = mp_syn_counters_of(svc->id);
+	if (st)
+		st->cookies_sent += 1;
+	if (svc->flags & MP_SVC_F_SYN_AUTO)
+		mp_syn_guard_note(svc->id, 1);
+	return mp_syn_bounce(p);
+}
+
+/* The SYN to endpoint ep (the connection's entry c, in s->conn) for the client's ISN and
+ * TSval: the client's MSS (the cookie's), window scale, SACK-permitted and timestamps. */
+static __always_inline int mp_syn_to_ep(struct xdp_md *ctx, struct mp_pkt *p, __u8 family,
+					const struct mp_node_cfg *node, __u32 ep_id,
+					const struct mp_endpoint *ep, struct mp_syn_scratch *s,
+					__u32 client_tsval, __u16 window)
+{
+	const struct mp_conn *c = &s->conn;
+	struct mp_tcp_out *o = &s->out;
+	const __u8 *src;
+	__u32 po = c->proxy_opts;
+
+	src = c->snat_addr == MP_SNAT_NONE ? s->flow.src : mp_node_addr(node, family, c->snat_addr);
+	mp_copy_addr16(o->src, src);
+	mp_copy_addr16(o->dst, ep->addr);
+	o->sport = c->snat_port;
+	o->dport = ep->port;
+	o->seq = c->syn_ns; /* the client's ISN while the SYN is out */
+	o->ack = 0;
+	o->window = window;
+	o->flags = MP_TCP_SYN;
+	o->mss = mp_cookie_mss(po >> MP_SYNOPT_MSS_SHIFT);
+	o->has_ts = (po & MP_SYNOPT_TS) != 0;
+	o->sack_ok = (po & MP_SYNOPT_SACK) != 0;
+	o->wscale = o->has_ts ? (po & MP_SYNOPT_WS_MASK) : MP_SYNOPT_WS_NONE;
+	o->tsval = client_tsval;
+	o->tsecr = 0;
+	if (mp_syn_emit(ctx, p, family, o, MP_TCP_SYN_LEN))
+		return mp_exception(MP_EXC_DROP_SYN_MALFORMED);
+	return mp_transmit_via(ctx, p, family, bpf_map_lookup_elem(&mp_nh_cache, &ep_id), o->src,
+			       ep->addr, o->sport, ep->port, bpf_jiffies64());
+}
+
+/* A RST to the client of a proxied connection whose endpoints all refused: from the VIP, at the
+ * sequence number the client expects. */
+static __always_inline int mp_syn_reset_client(struct xdp_md *ctx, struct mp_pkt *p, __u8 family,
+					       struct mp_syn_scratch *s, __u32 cookie)
+{
+	struct mp_tcp_out *o = &s->out;
+	__u32 slot;
+
+	mp_memset(o, 0, sizeof(*o));
+	mp_copy_addr16(o->src, s->flow.dst);
+	mp_copy_addr16(o->dst, s->flow.src);
+	o->sport = s->flow.dport;
+	o->dport = s->flow.sport;
+	o->seq = cookie + 1;
+	o->flags = MP_TCP_RST;
+	o->wscale = MP_SYNOPT_WS_NONE;
+	if (mp_syn_emit(ctx, p, family, o, MP_TCP_BARE_LEN))
+		return mp_exception(MP_EXC_DROP_SYN_MALFORMED);
+	slot = mp_addr_slot_index(o->dst, MP_NH_CLIENT_BITS);
+	return mp_transmit_via(ctx, p, family, bpf_map_lookup_elem(&mp_nh_client, &slot), o->src,
+			       o->dst, o->sport, o->dport, bpf_jiffies64());
+}
+
+/* A proxied connection in the scratch entry (s->conn, client tuple s->flow) whose endpoint
+ * refused or did not answer its SYN: the SYN goes to another endpoint while the service's
+ * connect_retries last, else the client gets a RST and the entry goes. The packet at hand
+ * becomes that SYN or RST. client_tsval: a TSval the client's clock has passed. */
+static __always_inline int mp_syn_retry_family(struct xdp_md *ctx, __u8 family,
+					       __u32 client_tsval)
+{
+	const struct mp_node_cfg *node;
+	const struct mp_endpoint *ep;
+	const struct mp_svc *svc;
+	struct mp_syn_counters *st;
+	struct mp_syn_scratch *s;
+	struct mp_pkt p;
+	__u32 zero = 0, failed, ep_id;
+	int rc;
+
+	node = bpf_map_lookup_elem(&mp_node, &zero);
+	s = bpf_map_lookup_elem(&mp_syn_tmp, &zero);
+	if (!node || !s || mp_syn_parse(ctx, &p, family) != MP_OK)
+		return XDP_DROP;
+	svc = mp_syn_service(&s->flow, s);
+	if (!svc)
+		return XDP_DROP;
+	st = mp_syn_counters_of(svc->id);
+	failed = s->conn.ep_id;
+	/* The refused endpoint's reverse entry goes, whatever comes next. */
+	ep = bpf_map_lookup_elem(&mp_endpoints, &failed);
+	if (ep && s->conn.snat_addr != MP_SNAT_NONE) {
+		mp_rnat_key(&s->na.flow, &s->flow, ep,
+			    mp_node_addr(node, family, s->conn.snat_addr), s->conn.snat_port);
+		bpf_map_delete_elem(&mp_hrnat, &s->na.flow);
+	}
+	if (s->conn.retries >= ((svc->flags >> MP_SVC_RETRIES_SHIFT) & MP_SVC_RETRIES_MASK))
+		goto give_up;
+	s->conn.retries += 1;
+	mp_memcpy(&s->na.flow, &s->flow, sizeof(s->na.flow));
+	mp_memcpy(&s->na.svc, svc, sizeof(s->na.svc));
+	mp_memcpy(&s->na.proxy, &s->conn, sizeof(s->na.proxy));
+	s->na.avoid = failed;
+	rc = mp_new_conn_run(&s->na);
+	if (rc != MP_OK)
+		goto give_up;
+	ep_id = s->na.ep_id;
+	ep = bpf_map_lookup_elem(&mp_endpoints, &ep_id);
+	if (!ep)
+		goto give_up;
+	if (st)
+		st->retries += 1;
+	s->conn.ep_id = ep_id;
+	s->conn.snat_port = s->na.snat_port;
+	s->conn.snat_addr = (__u8)s->na.snat_addr;
+	mp_count(&mp_ep_stats, ep_id, 0, 1);
+	return mp_syn_to_ep(ctx, &p, family, node, ep_id, ep, s, client_tsval, 0xffff);
+give_up:
+	if (st)
+		st->retries_failed += 1;
+	bpf_map_delete_elem(&mp_half, &s->flow);
+	return mp_syn_reset_client(ctx, &p, family, s, s->conn.seq_off);
+}
+
+/* A stateless ACK to a protected service whose cookie validated (its MSS index mss_idx) opens
+ * the connection: pick, SNAT, a half-open entry, the SYN to the endpoint. */
+static __always_inline int mp_syn_open(struct xdp_md *ctx, struct mp_pkt *p, __u8 family,
+				       const struct mp_svc *svc, int mss_idx,
+				       struct mp_syn_scratch *s)
+{
+	struct mp_tcphdr *th = (struct mp_tcphdr *)p->l4;
+	const struct mp_node_cfg *node;
+	const struct mp_endpoint *ep;
+	struct mp_syn_counters *st = mp_syn_counters_of(svc->id);
+	__u8 *end = (__u8 *)(long)ctx->data_end;
+	__u32 zero = 0, isn, cookie, ep_id;
+	__u16 window;
+	int rc;
+
+	node = bpf_map_lookup_elem(&mp_node, &zero);
+	if (!node || (__u8 *)th + MP_TCP_BARE_LEN > end)
+		return XDP_DROP;
+	isn = mp_ntohl(th->seq) - 1;
+	cookie = mp_ntohl(th->ack_seq) - 1;
+	if (mp_syn_opts(ctx, p, &s->w, 0))
+		return mp_exception(MP_EXC_DROP_SYN_MALFORMED);
+	if (st)
+		st->acks_valid += 1;
+	if (svc->flags & MP_SVC_F_SYN_AUTO)
+		mp_syn_guard_note(svc->id, 0);
+
+	mp_memset(&s->conn, 0, sizeof(s->conn));
+	s->conn.flags = MP_CONN_F_PROXY | MP_CONN_F_SYN_SENT;
+	s->conn.seq_off = cookie;
+	s->conn.ts_off = s->w.o.has_ts ? s->w.o.tsecr : 0;
+	s->conn.syn_ns = isn;
+	s->conn.proxy_opts = mp_proxy_opts(s->w.o.tsecr, s->w.o.has_ts, (__u32)mss_idx);
+	s->conn.ep_wscale = MP_SYNOPT_WS_NONE;
+	mp_memcpy(&s->flow, &p->flow, sizeof(s->flow));
+	window = mp_window_rescale(mp_ntohs(th->window),
+				   s->w.o.has_ts && (s->w.o.tsecr & MP_SYNOPT_WS_MASK) !=
+							     MP_SYNOPT_WS_NONE
+					   ? s->w.o.tsecr & MP_SYNOPT_WS_MASK
+					   : 0,
+				   0);
+	mp_memcpy(&s->na.flow, &p->flow, sizeof(s->na.flow));
+	mp_memcpy(&s->na.svc, svc, sizeof(s->na.svc));
+	mp_memcpy(&s->na.proxy, &s->conn, sizeof(s->na.proxy));
+	s->na.avoid = MP_RING_EMPTY;
+	rc = mp_new_conn_run(&s->na);
+	if (rc != MP_OK)
+		return mp_exception(rc);
+	ep_id = s->na.ep_id;
+	ep = bpf_map_lookup_elem(&mp_endpoints, &ep_id);
+	if (!ep)
+		return XDP_DROP;
+	s->conn.ep_id = ep_id;
+	s->conn.snat_port = s->na.snat_port;
+	s->conn.snat_addr = (__u8)s->na.snat_addr;
+	mp_count(&mp_svc_stats, svc->id, 0, 1);
+	mp_count(&mp_ep_stats, ep_id, 0, 1);
+	return mp_syn_to_ep(ctx, p, family, node, ep_id, ep, s, s->w.o.tsval, window);
+}
+
+/* What a protected service's TCP segment with no connection (p) is to the SYN proxy: a SYN to
+ * answer with a cookie (MP_SYN_ANSWER, while protection is on), an ACK whose cookie validates
+ * (MP_SYN_OPEN + its MSS index), a segment to drop (MP_SYN_DROP: protection is on, and it is
+ * neither) or MP_SYN_NOT_MINE. Inline, before any call that may change the packet: the common
+ * path goes on with its packet pointers when the answer is MP_SYN_NOT_MINE. */
+#define MP_SYN_ANSWER (-2)
+#define MP_SYN_DROP (-3)
+#define MP_SYN_OPEN 0
+static __always_inline int mp_syn_screen(const struct mp_pkt *p, const struct mp_svc *svc)
+{
+	const struct mp_tcphdr *th = (const struct mp_tcphdr *)p->l4;
+	struct mp_syn_counters *st;
+	__u32 cookie, count;
+	int protecting = (svc->flags & MP_SVC_F_SYN_ALWAYS) != 0, mss_idx, age;
+
+	if (!protecting && (svc->flags & MP_SVC_F_SYN_AUTO)) {
+		const struct mp_syn_guard *g = bpf_map_lookup_elem(&mp_syn_guard, &svc->id);
+
+		protecting = g && g->on;
+	}
+	if (mp_tcp_opens(p->tcp_flags)) {
+		if (protecting)
+			return MP_SYN_ANSWER;
+		if (svc->flags & MP_SVC_F_SYN_AUTO)
+			mp_syn_guard_note(svc->id, 1);
+		return MP_SYN_NOT_MINE;
+	}
+	if ((p->tcp_flags & (MP_TCP_SYN | MP_TCP_RST | MP_TCP_ACK)) != MP_TCP_ACK)
+		return protecting ? MP_SYN_DROP : MP_SYN_NOT_MINE;
+	cookie = mp_ntohl(th->ack_seq) - 1;
+	count = mp_cookie_count(bpf_ktime_get_tai_ns());
+	age = mp_cookie_age(cookie, count);
+	mss_idx = age < 0 ? -1
+			  : mp_cookie_data(cookie, mp_syn_cookie_hash(&p->flow, mp_ntohl(th->seq) - 1,
+								      count - (__u32)age));
+	if (mss_idx >= 0)
+		return MP_SYN_OPEN + mss_idx;
+	if (!protecting)
+		return MP_SYN_NOT_MINE;
+	st = mp_syn_counters_of(svc->id);
+	if (st)
+		st->acks_invalid += 1;
+	return MP_SYN_DROP;
+}
+
+static __always_inline int mp_syn_stateless_family(struct xdp_md *ctx, __u8 family, int mss_idx)
+{
+	struct mp_syn_scratch *s;
+	const struct mp_svc *svc;
+	struct mp_pkt p;
+	__u32 zero = 0;
+
+	if (mp_syn_parse(ctx, &p, family) != MP_OK)
+		return XDP_DROP;
+	s = bpf_map_lookup_elem(&mp_syn_tmp, &zero);
+	if (!s)
+		return XDP_DROP;
+	svc = mp_syn_service(&p.flow, s);
+	if (!svc)
+		return XDP_DROP;
+	if (mss_idx < 0)
+		return mp_syn_answer(ctx, &p, family, svc, s);
+	return mp_syn_open(ctx, &p, family, svc, mss_idx, s);
+}
+
+/* A client's segment of a proxied connection: translated and forwarded once the endpoint has
+ * answered; before that, dropped, unless the endpoint has been silent past
+ * MP_SYN_CONNECT_TIMEOUT_NS, when the segment (the client's zero-window probe) becomes the SYN
+ * to another endpoint. A pure SYN starts the tuple over: the entry goes and a cookie answers. */
+static __always_inline int mp_syn_client_family(struct xdp_md *ctx, __u8 family)
+{
+	const struct mp_node_cfg *node;
+	const struct mp_endpoint *ep;
+	const struct mp_svc_tmo *t;
+	const struct mp_svc *svc;
+	struct mp_syn_scratch *s;
+	struct mp_conn *conn;
+	struct mp_pkt p;
+	__u32 zero = 0, ep_id, bits;
+	__u64 now, sent, tmo;
+	int established = 1, rc;
+
+	if (mp_syn_parse(ctx, &p, family) != MP_OK)
+		return XDP_DROP;
+	node = bpf_map_lookup_elem(&mp_node, &zero);
+	s = bpf_map_lookup_elem(&mp_syn_tmp, &zero);
+	if (!node || !s)
+		return XDP_DROP;
+	svc = mp_syn_service(&p.flow, s);
+	if (!svc)
+		return XDP_DROP;
+	conn = bpf_map_lookup_elem(&mp_conns, &p.flow);
+	if (!conn) {
+		conn = bpf_map_lookup_elem(&mp_half, &p.flow);
+		established = 0;
+	}
+	if (!conn || !(conn->flags & MP_CONN_F_PROXY))
+		return XDP_DROP;
+	ep_id = conn->ep_id;
+	ep = bpf_map_lookup_elem(&mp_endpoints, &ep_id);
+	t = bpf_map_lookup_elem(&mp_svc_tmo, &svc->id);
+	now = bpf_jiffies64();
+	if (mp_tcp_opens(p.tcp_flags) || !ep || !mp_ep_usable(ep, svc->id, family)) {
+		if (mp_conn_retire(conn))
+			mp_ep_count_closed(ep_id);
+		if (established)
+			bpf_map_delete_elem(&mp_conns, &p.flow);
+		else
+			bpf_map_delete_elem(&mp_half, &p.flow);
+		if (mp_tcp_opens(p.tcp_flags))
+			return mp_syn_answer(ctx, &p, family, svc, s);
+		return XDP_DROP;
+	}
+	if (conn->flags & MP_CONN_F_SYN_SENT) {
+		tmo = mp_tmo(t, MP_TMO_TCP_SYN);
+		sent = conn->expires - tmo;
+		if ((now - sent) * tick_ns < MP_SYN_CONNECT_TIMEOUT_NS)
+			return mp_exception(MP_EXC_DROP_SYN_PENDING);
+		mp_health_fail(ep_id, MP_PASSIVE_SYN_RETRANS);
+		mp_memcpy(&s->conn, conn, sizeof(s->conn));
+		mp_memcpy(&s->flow, &p.flow, sizeof(s->flow));
+		rc = mp_syn_opts(ctx, &p, &s->w, 0);
+		return mp_syn_enter(ctx, MP_SYN_DO_RETRY, family,
+				    !rc && s->w.o.has_ts ? s->w.o.tsval : conn->ts_off - 32);
+	}
+	bits = mp_tcp_close_bits(p.tcp_flags, 1);
+	if (bits && (rc = mp_conn_mark(conn, bits)))
+		mp_conn_closed(ep_id, rc);
+	mp_conn_live(conn, IPPROTO_TCP, established, t, now);
+	if ((__u8 *)p.l4 + MP_TCP_BARE_LEN > (__u8 *)(long)ctx->data_end)
+		return XDP_DROP;
+	if (mp_proxy_translate_hdr((struct mp_tcphdr *)p.l4, conn, 1, &s->w.e) &&
+	    mp_syn_opts(ctx, &p, &s->w, 1))
+		return mp_exception(MP_EXC_DROP_SYN_MALFORMED);
+	if (mp_syn_parse(ctx, &p, family) != MP_OK) /* the store may have moved the frame */
+		return XDP_DROP;
+	if ((__u8 *)p.l4 + MP_TCP_BARE_LEN > (__u8 *)(long)ctx->data_end)
+		return XDP_DROP;
+	mp_proxy_translate_done((struct mp_tcphdr *)p.l4, &s->w.e);
+	mp_count(&mp_svc_stats, svc->id, p.ip_len, 0);
+	mp_count(&mp_ep_stats, ep_id, p.ip_len, 0);
+	if (conn->snat_addr == MP_SNAT_NONE) {
+		mp_nat_rewrite(&p, family, p.flow.src, ep->addr, p.flow.sport, ep->port);
+		return mp_transmit_via(ctx, &p, family, bpf_map_lookup_elem(&mp_nh_cache, &ep_id),
+				       p.flow.src, ep->addr, p.flow.sport, ep->port, now);
+	}
+	mp_nat_forward(&p, family, ep, mp_node_addr(node, family, conn->snat_addr),
+		       conn->snat_port);
+	return mp_transmit_via(ctx, &p, family, bpf_map_lookup_elem(&mp_nh_cache, &ep_id),
+			       mp_node_addr(node, family, conn->snat_addr), ep->addr,
+			       conn->snat_port, ep->port, now);
+}
+
+/* The endpoint's SYN-ACK to a proxied connection's SYN: the connection is established (the
+ * offsets now known) and the SYN-ACK becomes the client's window update, an ACK carrying the
+ * endpoint's window. The endpoint's own handshake completes with the client's first segment;
+ * should the client have none to send, the endpoint's repeated SYN-ACK is answered below. */
+static __always_inline int mp_syn_established(struct xdp_md *ctx, struct mp_pkt *p, __u8 family,
+					      struct mp_conn *conn, struct mp_syn_scratch *s,
+					      int half)
+{
+	struct mp_tcphdr *th = (struct mp_tcphdr *)p->l4;
+	struct mp_promote_ask *pa = mp_promote_scratch();
+	const struct mp_svc_tmo *t;
+	const struct mp_endpoint *ep;
+	struct mp_tcp_out *o = &s->out;
+	__u8 *end = (__u8 *)(long)ctx->data_end;
+	__u32 ep_id = conn->ep_id, our_tsval = conn->ts_off, slot;
+	__u16 window;
+	int rc;
+
+	if ((__u8 *)th + MP_TCP_BARE_LEN > end || !pa)
+		return XDP_DROP;
+	if (mp_ntohl(th->ack_seq) != conn->syn_ns + 1)
+		return mp_exception(MP_EXC_DROP_SYN_MALFORMED);
+	if (mp_syn_opts(ctx, p, &s->w, 0))
+		return mp_exception(MP_EXC_DROP_SYN_MALFORMED);
+	window = mp_ntohs(th->window);
+	mp_memcpy(&s->conn, conn, sizeof(s->conn));
+	s->conn.flags &= ~MP_CONN_F_SYN_SENT;
+	s->conn.seq_off = mp_ntohl(th->seq) - conn->seq_off;
+	s->conn.ts_off = s->w.o.has_ts ? s->w.o.tsval - our_tsval : 0;
+	s->conn.ep_wscale = s->w.o.wscale;
+	s->conn.syn_ns = 0;
+	mp_health_ok(ep_id, 0);
+	if (half) {
+		mp_memcpy(&pa->flow, &s->flow, sizeof(pa->flow));
+		mp_memcpy(&pa->rkey, &p->flow, sizeof(pa->rkey));
+		mp_memcpy(&pa->rval, &s->r, sizeof(pa->rval));
+		pa->rval.ep_id |= MP_RNAT_F_PROXY; /* as mp_hrnat holds it */
+		ep = bpf_map_lookup_elem(&mp_endpoints, &ep_id);
+		t = ep ? bpf_map_lookup_elem(&mp_svc_tmo, &ep->svc_id) : NULL;
+		rc = mp_promote_flow(pa, &s->conn, t, bpf_jiffies64());
+		if (rc != MP_OK)
+			return mp_exception(rc);
+	}
+
+	mp_memset(o, 0, sizeof(*o));
+	mp_copy_addr16(o->src, s->r.vip);
+	mp_copy_addr16(o->dst, s->r.client);
+	o->sport = s->r.vip_port;
+	o->dport = s->r.client_port;
+	o->seq = conn->seq_off + 1; /* the cookie + 1: conn still holds the half-open values */
+	o->ack = conn->syn_ns + 1;
+	o->flags = MP_TCP_ACK;
+	o->window = mp_window_rescale(window, 0, s->conn.proxy_opts & MP_SYNOPT_TS &&
+							 (s->conn.proxy_opts & MP_SYNOPT_WS_MASK) !=
+								 MP_SYNOPT_WS_NONE
+						 ? MP_SYN_WSCALE
+						 : 0);
+	o->wscale = MP_SYNOPT_WS_NONE;
+	o->has_ts = s->w.o.has_ts;
+	o->tsval = our_tsval;
+	o->tsecr = s->w.o.tsecr;
+	rc = o->has_ts ? mp_syn_emit(ctx, p, family, o, MP_TCP_ACK_TS_LEN)
+		       : mp_syn_emit(ctx, p, family, o, MP_TCP_BARE_LEN);
+	if (rc)
+		return mp_exception(MP_EXC_DROP_SYN_MALFORMED);
+	slot = mp_addr_slot_index(o->dst, MP_NH_CLIENT_BITS);
+	return mp_transmit_via(ctx, p, family, bpf_map_lookup_elem(&mp_nh_client, &slot), o->src,
+			       o->dst, o->sport, o->dport, bpf_jiffies64());
+}
+
+/* The endpoint repeats its SYN-ACK: the client has not sent anything yet (a protocol where the
+ * server speaks first), so the proxy completes the endpoint's handshake itself. */
+static __always_inline int mp_syn_ack_endpoint(struct xdp_md *ctx, struct mp_pkt *p, __u8 family,
+					       const struct mp_conn *conn,
+					       struct mp_syn_scratch *s)
+{
+	struct mp_tcphdr *th = (struct mp_tcphdr *)p->l4;
+	struct mp_tcp_out *o = &s->out;
+	struct mp_proxy_shifts sh;
+	__u8 *end = (__u8 *)(long)ctx->data_end;
+	int rc;
+
+	if ((__u8 *)th + MP_TCP_BARE_LEN > end)
+		return XDP_DROP;
+	if (mp_syn_opts(ctx, p, &s->w, 0))
+		return mp_exception(MP_EXC_DROP_SYN_MALFORMED);
+	mp_proxy_shifts_of(conn, &sh);
+	mp_memset(o, 0, sizeof(*o));
+	mp_copy_addr16(o->src, p->flow.dst);
+	mp_copy_addr16(o->dst, p->flow.src);
+	o->sport = p->flow.dport;
+	o->dport = p->flow.sport;
+	o->seq = mp_ntohl(th->ack_seq);
+	o->ack = mp_ntohl(th->seq) + 1;
+	o->flags = MP_TCP_ACK;
+	o->window = (__u16)(0xffff >> (sh.ep_reads_client & 15));
+	o->wscale = MP_SYNOPT_WS_NONE;
+	o->has_ts = s->w.o.has_ts;
+	o->tsval = s->w.o.tsecr; /* the client's TSval the endpoint saw last */
+	o->tsecr = s->w.o.tsval;
+	rc = o->has_ts ? mp_syn_emit(ctx, p, family, o, MP_TCP_ACK_TS_LEN)
+		       : mp_syn_emit(ctx, p, family, o, MP_TCP_BARE_LEN);
+	if (rc)
+		return mp_exception(MP_EXC_DROP_SYN_MALFORMED);
+	return mp_syn_bounce(p);
+}
+
+/* An endpoint's segment of a proxied connection (its reverse entry carries MP_RNAT_F_PROXY). */
+static __always_inline int mp_syn_reply_family(struct xdp_md *ctx, __u8 family)
+{
+	const struct mp_node_cfg *node;
+	const struct mp_rnat *found;
+	const struct mp_endpoint *ep;
+	const struct mp_svc *svc;
+	const struct mp_svc_tmo *t;
+	struct mp_syn_scratch *s;
+	struct mp_conn *conn;
+	struct mp_pkt p;
+	__u32 zero = 0, ep_id, bits, slot;
+	__u64 now;
+	int half = 0, rc;
+
+	if (mp_syn_parse(ctx, &p, family) != MP_OK)
+		return XDP_DROP;
+	node = bpf_map_lookup_elem(&mp_node, &zero);
+	s = bpf_map_lookup_elem(&mp_syn_tmp, &zero);
+	if (!node || !s)
+		return XDP_DROP;
+	if (mp_node_owns(node, family, p.flow.dst)) {
+		found = bpf_map_lookup_elem(&mp_rnat, &p.flow);
+		if (!found) {
+			found = bpf_map_lookup_elem(&mp_hrnat, &p.flow);
+			half = 1;
+		}
+		if (!found)
+			return XDP_DROP;
+		mp_memcpy(&s->r, found, sizeof(s->r));
+	} else {
+		half = mp_dnat_reply_of(&p.flow, &s->r);
+		if (half < 0)
+			return XDP_DROP;
+	}
+	ep_id = s->r.ep_id & MP_RNAT_EP_MASK;
+	s->r.ep_id = ep_id;
+	mp_rnat_client_flow(&s->flow, &s->r, IPPROTO_TCP, family);
+	conn = half ? bpf_map_lookup_elem(&mp_half, &s->flow)
+		    : bpf_map_lookup_elem(&mp_conns, &s->flow);
+	if (!conn || conn->ep_id != ep_id || !(conn->flags & MP_CONN_F_PROXY))
+		return XDP_DROP;
+	if (conn->snat_addr != MP_SNAT_NONE && conn->snat_port != p.flow.dport)
+		return XDP_DROP;
+	ep = bpf_map_lookup_elem(&mp_endpoints, &ep_id);
+	if (!ep)
+		return XDP_DROP;
+	svc = mp_syn_service(&s->flow, s);
+	if (!svc)
+		return XDP_DROP;
+
+	if ((p.tcp_flags & (MP_TCP_SYN | MP_TCP_ACK | MP_TCP_RST)) == (MP_TCP_SYN | MP_TCP_ACK)) {
+		if (conn->flags & MP_CONN_F_SYN_SENT)
+			return mp_syn_established(ctx, &p, family, conn, s, half);
+		return mp_syn_ack_endpoint(ctx, &p, family, conn, s);
+	}
+	if (conn->flags & MP_CONN_F_SYN_SENT) {
+		if (!(p.tcp_flags & MP_TCP_RST))
+			return XDP_DROP;
+		mp_health_fail(ep_id, MP_PASSIVE_RST);
+		mp_memcpy(&s->conn, conn, sizeof(s->conn));
+		return mp_syn_enter(ctx, MP_SYN_DO_RETRY, family, conn->ts_off - 32);
+	}
+	now = bpf_jiffies64();
+	t = bpf_map_lookup_elem(&mp_svc_tmo, &svc->id);
+	bits = mp_tcp_close_bits(p.tcp_flags, 0);
+	if (bits && (rc = mp_conn_mark(conn, bits)))
+		mp_conn_closed(ep_id, rc);
+	mp_conn_live(conn, IPPROTO_TCP, !half, t, now);
+	if ((__u8 *)p.l4 + MP_TCP_BARE_LEN > (__u8 *)(long)ctx->data_end)
+		return XDP_DROP;
+	if (mp_proxy_translate_hdr((struct mp_tcphdr *)p.l4, conn, 0, &s->w.e) &&
+	    mp_syn_opts(ctx, &p, &s->w, 1))
+		return mp_exception(MP_EXC_DROP_SYN_MALFORMED);
+	if (mp_syn_parse(ctx, &p, family) != MP_OK) /* the store may have moved the frame */
+		return XDP_DROP;
+	if ((__u8 *)p.l4 + MP_TCP_BARE_LEN > (__u8 *)(long)ctx->data_end)
+		return XDP_DROP;
+	mp_proxy_translate_done((struct mp_tcphdr *)p.l4, &s->w.e);
+	mp_count(&mp_svc_stats, svc->id, p.ip_len, 0);
+	mp_count(&mp_ep_stats, ep_id, p.ip_len, 0);
+	mp_nat_reverse(&p, family, &s->r);
+	slot = mp_addr_slot_index(s->r.client, MP_NH_CLIENT_BITS);
+	return mp_transmit_via(ctx, &p, family, bpf_map_lookup_elem(&mp_nh_client, &slot),
+			       s->r.vip, s->r.client, s->r.vip_port, s->r.client_port, now);
+}
+
+/* The SYN-protection program, reached by tail call from mp_xdp_lb with what to do in the
+ * per-CPU scratch entry. A program of its own: its stack is its own 512 bytes (the balancer's
+ * path already uses most of one), and the verifier checks it apart. */
+SEC("xdp")
+int mp_xdp_syn(struct xdp_md *ctx);
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PROG_ARRAY);
+	__uint(max_entries, 1);
+	__uint(key_size, sizeof(__u32));
+	__array(values, int(void *));
+} mp_syn_progs SEC(".maps") = {
+	.values = {[0] = (void *)&mp_xdp_syn},
+};
+
+static __always_inline int mp_syn_enter(struct xdp_md *ctx, __u32 what, __u8 family, __u32 arg)
+{
+	struct mp_syn_scratch *s;
+	__u32 zero = 0;
+
+	s = bpf_map_lookup_elem(&mp_syn_tmp, &zero);
+	if (!s)
+		return XDP_DROP;
+	s->what = what;
+	s->family = family;
+	s->arg = arg;
+	bpf_tail_call(ctx, &mp_syn_progs, 0);
+	return mp_exception(MP_EXC_DROP_SYN_MALFORMED); /* not reached while mp_xdp_syn is loaded */
+}
+
+static __always_inline int mp_syn_do(struct xdp_md *ctx, __u8 family, __u32 what, __u32 arg)
+{
+	switch (what) {
+	case MP_SYN_DO_ANSWER:
+		return mp_syn_stateless_family(ctx, family, -1);
+	case MP_SYN_DO_OPEN:
+		return mp_syn_stateless_family(ctx, family, (int)(arg & 3));
+	case MP_SYN_DO_CLIENT:
+		return mp_syn_client_family(ctx, family);
+	case MP_SYN_DO_REPLY:
+		return mp_syn_reply_family(ctx, family);
+	default:
+		return mp_syn_retry_family(ctx, family, arg);
+	}
+}
+
+SEC("xdp")
+int mp_xdp_syn(struct xdp_md *ctx)
+{
+	const struct mp_syn_scratch *s;
+	__u32 zero = 0;
+
+	s = bpf_map_lookup_elem(&mp_syn_tmp, &zero);
+	if (!s)
+		return XDP_DROP;
+	if (s->family == MP_AF_INET)
+		return mp_syn_do(ctx, MP_AF_INET, s->what, s->arg);
+	return mp_syn_do(ctx, MP_AF_INET6, s->what, s->arg);
 }
 
 /* A packet to a VIP goes to its connection's endpoint, from one of the node's SNAT sources. */
@@ -1127,6 +2010,17 @@ static __always_inline int mp_to_service(struct xdp_md *ctx, struct mp_pkt *p, _
 		conn = bpf_map_lookup_elem(&mp_half, &p->flow);
 		established = 0;
 	}
+	if (conn && mp_unlikely(conn->flags & MP_CONN_F_PROXY))
+		return mp_syn_enter(ctx, MP_SYN_DO_CLIENT, family, 0);
+	if (!conn && (svc->flags & (MP_SVC_F_SYN_AUTO | MP_SVC_F_SYN_ALWAYS)) &&
+	    p->flow.proto == IPPROTO_TCP) {
+		rc = mp_syn_screen(p, svc);
+		if (rc != MP_SYN_NOT_MINE)
+			return rc == MP_SYN_ANSWER ? mp_syn_enter(ctx, MP_SYN_DO_ANSWER, family, 0)
+			       : rc >= MP_SYN_OPEN
+				       ? mp_syn_enter(ctx, MP_SYN_DO_OPEN, family, rc - MP_SYN_OPEN)
+				       : mp_exception(MP_EXC_DROP_SYN_COOKIE);
+	}
 	if (conn) {
 		ep_id = conn->ep_id;
 		snat_port = conn->snat_port;
@@ -1144,6 +2038,8 @@ static __always_inline int mp_to_service(struct xdp_md *ctx, struct mp_pkt *p, _
 		rc = mp_promote_flow(pa, conn, t, now);
 		if (rc != MP_OK)
 			return mp_exception(rc);
+		if (svc->flags & MP_SVC_F_SYN_AUTO)
+			mp_syn_guard_note(svc->id, 0); /* a handshake completed */
 		established = 1;
 		cacheable = 1;
 	} else if (ep) {
@@ -1153,7 +2049,8 @@ static __always_inline int mp_to_service(struct xdp_md *ctx, struct mp_pkt *p, _
 		cacheable = established && !(conn->flags & MP_CONN_F_CLOSING);
 	}
 	if (!ep) {
-		rc = mp_new_conn(p, family, svc, t, now, &ep, &ep_id, &snat_port, &snat_addr);
+		rc = mp_new_conn(&p->flow, p->tcp_flags, family, svc, t, now, &ep, &ep_id,
+				 &snat_port, &snat_addr, MP_RING_EMPTY, NULL);
 		if (rc != MP_OK)
 			return mp_exception(rc);
 		new_conn = 1;
@@ -1197,7 +2094,7 @@ static __always_inline int mp_not_ours(struct mp_cursor *c, const struct mp_pkt 
 	if (!r)
 		r = bpf_map_lookup_elem(&mp_hrnat, &rkey);
 	if (r && r->ep_id != MP_RNAT_CLAIMED)
-		mp_health_fail(r->ep_id, MP_PASSIVE_ICMP_UNREACH);
+		mp_health_fail(r->ep_id & MP_RNAT_EP_MASK, MP_PASSIVE_ICMP_UNREACH);
 	return XDP_PASS;
 }
 
