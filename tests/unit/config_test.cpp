@@ -160,7 +160,7 @@ std::vector<BadConfig> badConfigs() {
        "conn_table_size, half_table_size, flow_cache_slots"},
       {"unknown service key", goodWith("    forwarding: nat\n", "    forwarding: nat\n    x: 1\n"),
        "services[0].x: unknown key (known: name, vip, port, protocol, algorithm, forwarding, "
-       "endpoints, health, timeouts, on_eject)"},
+       "endpoints, health, timeouts, on_eject, syn_protection, connect_retries)"},
       {"unknown endpoint key", goodWith("weight: 1}", "weight: 1, prio: 2}"),
        "services[0].endpoints[0].prio: unknown key (known: address, port, weight)"},
       {"key given twice", goodWith("  ring_size: 65537\n", "  ring_size: 65537\n  ring_size: 7\n"),
@@ -427,6 +427,108 @@ TEST(Config, TimeoutsAndOnEjectParseAndDefault) {
   EXPECT_EQ(dns.timeouts.tcpClosedMs, 2000u);
   EXPECT_EQ(dns.timeouts.udpMs, 30000u);
   EXPECT_EQ(dns.timeouts.udpRepliedMs, 120000u);
+}
+
+TEST(Config, SynProtectionDefaultsToAutoWithTwoRetries) {
+  const DesiredState state = parseConfigYaml(kGoodConfig);
+  const ServiceSpec& web = state.services[0];
+  EXPECT_EQ(web.synProtection, SynProtection::kAuto);
+  EXPECT_EQ(web.connectRetries, 2u);
+  EXPECT_EQ(effectiveSynProtection(web), SynProtection::kAuto);
+  EXPECT_EQ(state.node.synFloodThreshold, 1024u);
+  EXPECT_EQ(state.node.synFloodThreshold, uint32_t{MP_SYN_FLOOD_THRESHOLD_DEFAULT});
+  // A UDP service has none, whatever its (default) setting says.
+  const ServiceSpec& dns = state.services[1];
+  EXPECT_EQ(dns.protocol, Protocol::kUdp);
+  EXPECT_EQ(effectiveSynProtection(dns), SynProtection::kOff);
+}
+
+TEST(Config, SynProtectionEachModeAndRetriesParse) {
+  for (const auto& [text, mode] :
+       {std::pair{"off", SynProtection::kOff}, std::pair{"auto", SynProtection::kAuto},
+        std::pair{"always", SynProtection::kAlways}}) {
+    const DesiredState state = parseConfigYaml(
+        goodWith("forwarding: nat\n", std::string("forwarding: nat\n    syn_protection: ") + text +
+                                          "\n    connect_retries: 7\n"));
+    EXPECT_EQ(state.services[0].synProtection, mode) << text;
+    EXPECT_EQ(toString(state.services[0].synProtection), text);
+    EXPECT_EQ(effectiveSynProtection(state.services[0]), mode) << text;
+    EXPECT_EQ(state.services[0].connectRetries, 7u);
+  }
+  const DesiredState none =
+      parseConfigYaml(goodWith("forwarding: nat\n", "forwarding: nat\n    connect_retries: 0\n"));
+  EXPECT_EQ(none.services[0].connectRetries, 0u);
+  const DesiredState node = parseConfigYaml(
+      goodWith("ring_size: 65537\n", "ring_size: 65537\n  syn_flood_threshold: 5000\n"));
+  EXPECT_EQ(node.node.synFloodThreshold, 5000u);
+  const DesiredState one = parseConfigYaml(
+      goodWith("ring_size: 65537\n", "ring_size: 65537\n  syn_flood_threshold: 1\n"));
+  EXPECT_EQ(one.node.synFloodThreshold, 1u);
+}
+
+TEST(Config, SynProtectionBadValuesSayWhatIsAllowed) {
+  EXPECT_EQ(refusal(goodWith("forwarding: nat\n", "forwarding: nat\n    syn_protection: on\n")),
+            "services[0].syn_protection: on is not one of off, auto, always (line 19)");
+  EXPECT_EQ(refusal(goodWith("forwarding: nat\n", "forwarding: nat\n    connect_retries: 8\n")),
+            "services[0].connect_retries: 8 is out of range 0..7 (line 19)");
+  EXPECT_EQ(refusal(goodWith("forwarding: nat\n", "forwarding: nat\n    connect_retries: -1\n")),
+            "services[0].connect_retries: -1 is out of range 0..7 (line 19)");
+  EXPECT_EQ(refusal(goodWith("forwarding: nat\n", "forwarding: nat\n    connect_retries: two\n")),
+            "services[0].connect_retries: two is not a whole number (line 19)");
+  EXPECT_EQ(refusal(goodWith("ring_size: 65537\n", "ring_size: 65537\n  syn_flood_threshold: 0\n")),
+            "node.syn_flood_threshold: 0 is out of range 1..4294967295 (line 7)");
+  EXPECT_EQ(refusal(goodWith("ring_size: 65537\n",
+                             "ring_size: 65537\n  syn_flood_threshold: 4294967296\n")),
+            "node.syn_flood_threshold: 4294967296 is out of range 1..4294967295 (line 7)");
+}
+
+TEST(Config, SynProtectionOnAUdpServiceIsRefused) {
+  const std::string udp = "protocol: udp\n";
+  EXPECT_EQ(refusal(goodWith(udp, "protocol: udp\n    syn_protection: always\n")),
+            "services[1].syn_protection: always: syn_protection applies to TCP services; remove "
+            "it from UDP service dns");
+  EXPECT_EQ(refusal(goodWith(udp, "protocol: udp\n    syn_protection: off\n")),
+            "services[1].syn_protection: off: syn_protection applies to TCP services; remove it "
+            "from UDP service dns");
+  // connect_retries is refused even at its default value: it means nothing there.
+  EXPECT_EQ(refusal(goodWith(udp, "protocol: udp\n    connect_retries: 2\n")),
+            "services[1].connect_retries: connect_retries applies to TCP services; remove it "
+            "from UDP service dns (line 26)");
+  // The default, written out, is harmless.
+  const DesiredState ok =
+      parseConfigYaml(goodWith(udp, "protocol: udp\n    syn_protection: auto\n"));
+  EXPECT_EQ(effectiveSynProtection(ok.services[1]), SynProtection::kOff);
+}
+
+TEST(Validate, SynProtectionRulesHoldForApiEdits) {
+  const DesiredState running = parseConfigYaml(kGoodConfig);
+  DesiredState edit = running;
+  edit.services[1].connectRetries = 5;  // dns is UDP
+  edit.services[1].synProtection = SynProtection::kAlways;
+  EXPECT_EQ(validateState(edit),
+            (std::vector<std::string>{
+                "services[1].syn_protection: always: syn_protection applies to TCP services; "
+                "remove it from UDP service dns",
+                "services[1].connect_retries: 5: connect_retries applies to TCP services; remove "
+                "it from UDP service dns"}));
+  edit = running;
+  edit.services[0].connectRetries = 9;
+  edit.services[0].synProtection = static_cast<SynProtection>(7);
+  edit.node.synFloodThreshold = 0;
+  const auto problems = validateState(edit);
+  ASSERT_EQ(problems.size(), 3u);
+  EXPECT_EQ(problems[0],
+            "node.syn_flood_threshold: 0 is out of range 1..4294967295 (unanswered SYNs per "
+            "second that turn a service's auto SYN protection on)");
+  EXPECT_EQ(problems[1], "services[0].syn_protection: 7 is not one of off, auto, always");
+  EXPECT_EQ(problems[2], "services[0].connect_retries: 9 is out of range 0..7");
+  // A TCP service turned UDP must give up a non-default setting.
+  edit = running;
+  edit.services[0].synProtection = SynProtection::kOff;
+  edit.services[0].protocol = Protocol::kUdp;
+  EXPECT_EQ(validateService(edit.node, edit.services[0]),
+            std::vector<std::string>{"syn_protection: off: syn_protection applies to TCP "
+                                     "services; remove it from UDP service web"});
 }
 
 TEST(Config, SnatPoolExpandsPrefixesInOrder) {

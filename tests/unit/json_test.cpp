@@ -47,7 +47,7 @@ TEST(Json, ServiceHasTheApiShape) {
       {"address": "10.0.2.12", "port": 8080, "weight": 0}],
     "timeouts": {"tcp_syn": "5s", "tcp_established": "3h", "tcp_fin": "60s", "tcp_closed": "2s",
                  "udp": "30s", "udp_replied": "120s"},
-    "on_eject": "keep"})");
+    "on_eject": "keep", "syn_protection": "auto", "connect_retries": 2})");
   EXPECT_EQ(toJson(webService()), expected);
   const json adl = webService();
   EXPECT_EQ(adl, expected);
@@ -68,6 +68,77 @@ TEST(Json, NodeHasTheStatusFieldNames) {
   EXPECT_EQ(j.at("half_table_size"), 262144);
   EXPECT_EQ(j.at("interfaces"), json::array({"eth0"}));
   EXPECT_EQ(j.at("xdp_mode"), "native");
+  EXPECT_EQ(j.at("syn_flood_threshold"), 1024);
+}
+
+TEST(Json, SynProtectionRoundTripsAndIsTcpOnly) {
+  ServiceSpec web = webService();
+  web.synProtection = SynProtection::kAlways;
+  web.connectRetries = 5;
+  const json j = toJson(web);
+  EXPECT_EQ(j.at("syn_protection"), "always");
+  EXPECT_EQ(j.at("connect_retries"), 5);
+  EXPECT_EQ(serviceFromJson(parseJson(j.dump())), web);
+  web.synProtection = SynProtection::kOff;
+  web.connectRetries = 0;
+  EXPECT_EQ(toJson(web).at("syn_protection"), "off");
+  EXPECT_EQ(serviceFromJson(toJson(web)), web);
+
+  // A UDP service shows neither (a GET answer sent back must be accepted) ...
+  const ServiceSpec dns = sampleState().services[1];
+  EXPECT_FALSE(toJson(dns).contains("syn_protection"));
+  EXPECT_FALSE(toJson(dns).contains("connect_retries"));
+  // ... and refuses connect_retries outright; syn_protection is validateService's (config_test).
+  json udp = toJson(dns);
+  udp["connect_retries"] = 2u;
+  try {
+    serviceFromJson(udp);
+    ADD_FAILURE() << "connect_retries accepted on a UDP service";
+  } catch (const JsonInputError& e) {
+    EXPECT_STREQ(e.what(),
+                 "connect_retries: connect_retries applies to TCP services; remove it from UDP "
+                 "service dns");
+  }
+  udp.erase("connect_retries");
+  udp["syn_protection"] = "always";
+  EXPECT_EQ(serviceFromJson(udp).synProtection, SynProtection::kAlways);
+  NodeSpec v6 = sampleState().node;
+  v6.ipv6 = IpAddress::parse("fd00:2::1");
+  EXPECT_EQ(validateService(v6, serviceFromJson(udp)),
+            std::vector<std::string>{"syn_protection: always: syn_protection applies to TCP "
+                                     "services; remove it from UDP service dns"});
+
+  NodeSpec node;
+  node.synFloodThreshold = 77;
+  EXPECT_EQ(nodeFromJson(toJson(node)), node);
+  EXPECT_EQ(nodeFromJson(json::object()).synFloodThreshold, 1024u) << "the default";
+}
+
+TEST(Json, BadSynProtectionIsRefusedSayingWhatIsAllowed) {
+  auto refusal = [](const std::string& text) -> std::string {
+    try {
+      serviceFromJson(json::parse(text));
+    } catch (const JsonInputError& e) {
+      return e.what();
+    }
+    return "(accepted)";
+  };
+  EXPECT_EQ(refusal(R"({"name": "web", "vip": "10.0.0.100", "port": 80, "syn_protection": "on"})"),
+            R"(syn_protection: "on" is not one of off, auto, always)");
+  EXPECT_EQ(refusal(R"({"name": "web", "vip": "10.0.0.100", "port": 80, "syn_protection": 1})"),
+            "syn_protection: 1 is not a string");
+  EXPECT_EQ(refusal(R"({"name": "web", "vip": "10.0.0.100", "port": 80, "connect_retries": 8})"),
+            "connect_retries: 8 is out of range 0..7");
+  EXPECT_EQ(refusal(R"({"name": "web", "vip": "10.0.0.100", "port": 80, "connect_retries": -1})"),
+            "connect_retries: -1 is out of range 0..7");
+  EXPECT_EQ(refusal(R"({"name": "web", "vip": "10.0.0.100", "port": 80, "connect_retries": "2"})"),
+            R"(connect_retries: "2" is not a whole number)");
+  try {
+    nodeFromJson(json::parse(R"({"syn_flood_threshold": 0})"));
+    ADD_FAILURE() << "syn_flood_threshold 0 accepted";
+  } catch (const JsonInputError& e) {
+    EXPECT_STREQ(e.what(), "node.syn_flood_threshold: 0 is out of range 1..4294967295");
+  }
 }
 
 TEST(Json, RoundTrips) {
@@ -139,7 +210,7 @@ TEST(Json, BadServicesAreRefusedNamingTheField) {
        R"(forwarding: "dsr" is not one of nat)"},
       {R"({"name": "web", "vip": "10.0.0.100", "port": 80, "sticky": true})",
        "sticky: unknown key (known: name, vip, port, protocol, algorithm, forwarding, endpoints, "
-       "health, timeouts, on_eject)"},
+       "health, timeouts, on_eject, syn_protection, connect_retries)"},
       {R"({"name": "web", "vip": "10.0.0.100", "port": 80, "endpoints": {}})",
        "endpoints: {} is not an array"},
       {R"({"name": "web", "vip": "10.0.0.100", "port": 80, "endpoints": [

@@ -30,6 +30,7 @@ int cmdServiceList(const Context& ctx, const Args&) {
            {"PROTO"},
            {"ALGORITHM"},
            {"FORWARDING"},
+           {"SYN PROTECTION"},
            {"ENDPOINTS", Align::kRight},
            {"NEW CONNS", Align::kRight},
            {"PACKETS", Align::kRight},
@@ -38,7 +39,8 @@ int cmdServiceList(const Context& ctx, const Args&) {
     size_t n =
         svc.contains("endpoints") && svc["endpoints"].is_array() ? svc["endpoints"].size() : 0;
     t.addRow({str(svc, "name"), hostPort(str(svc, "vip"), u64(svc, "port")), str(svc, "protocol"),
-              str(svc, "algorithm"), str(svc, "forwarding"), std::to_string(n),
+              str(svc, "algorithm"), str(svc, "forwarding"),
+              svc.contains("syn_protection") ? str(svc, "syn_protection") : "-", std::to_string(n),
               humanCount(u64(stats(svc), "new_conns")), humanCount(u64(stats(svc), "packets")),
               humanBytes(u64(stats(svc), "bytes"))});
   }

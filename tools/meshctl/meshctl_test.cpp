@@ -171,16 +171,18 @@ TEST(Views, ServiceShowsTimeoutsOfItsProtocolAndOnEject) {
     "on_eject": "keep"})");
   EXPECT_EQ(timeoutsText(svc), "tcp_syn 5s, tcp_established 3h, tcp_fin 60s, tcp_closed 2s");
   const std::string text = serviceText(svc);
-  EXPECT_NE(text.find("timeouts    tcp_syn 5s, tcp_established 3h, tcp_fin 60s, tcp_closed 2s\n"),
+  EXPECT_NE(text.find("timeouts        tcp_syn 5s, tcp_established 3h, tcp_fin 60s, tcp_closed "
+                      "2s\n"),
             std::string::npos)
       << text;
-  EXPECT_NE(text.find("on_eject    keep (an ejected endpoint's established connections stay)\n"),
-            std::string::npos)
+  EXPECT_NE(
+      text.find("on_eject        keep (an ejected endpoint's established connections stay)\n"),
+      std::string::npos)
       << text;
   svc["protocol"] = "udp";
   svc["on_eject"] = "reset";
   EXPECT_EQ(timeoutsText(svc), "udp 30s, udp_replied 120s");
-  EXPECT_NE(serviceText(svc).find("on_eject    reset (an ejected endpoint's connections are "
+  EXPECT_NE(serviceText(svc).find("on_eject        reset (an ejected endpoint's connections are "
                                   "deleted)"),
             std::string::npos);
   svc.erase("timeouts");
@@ -211,6 +213,61 @@ TEST(Views, StatsShowEachEndpointsSnatPortsUsedOfCapacity) {
   EXPECT_NE(all.find("datapath exceptions:\n  drop_snat_exhausted  2\n"), std::string::npos) << all;
   EXPECT_NE(all.find("flow cache: off"), std::string::npos) << all;
   EXPECT_EQ(statsText(json::object(), json::array()).rfind("no services\n", 0), 0u);
+}
+
+TEST(Views, StatsShowEachServicesSynProtection) {
+  const json syn = json::parse(R"({"mode": "auto", "active": true, "cookies_sent": 12300,
+    "acks_valid": 4, "acks_invalid": 12200, "retries": 0, "retries_failed": 0, "switched_on": 2,
+    "switched_off": 1, "unanswered_per_s": 4100})");
+  EXPECT_EQ(synProtectionLine(syn),
+            "auto, on  cookies 12.3K  valid 4  invalid 12.2K  retries 0  failed 0  switched on 2, "
+            "off 1  unanswered 4.1K/s");
+  json idle = syn;
+  idle["active"] = false;
+  EXPECT_EQ(synProtectionLine(idle).rfind("auto, standing by  cookies 12.3K", 0), 0u);
+  json always = json::parse(R"({"mode": "always", "active": false, "cookies_sent": 9,
+    "acks_valid": 8, "acks_invalid": 1, "retries": 3, "retries_failed": 1, "switched_on": 0,
+    "switched_off": 0, "unanswered_per_s": 0})");
+  EXPECT_EQ(synProtectionLine(always),
+            "always  cookies 9  valid 8  invalid 1  retries 3  failed 1");
+  EXPECT_EQ(synProtectionLine(json::parse(R"({"mode": "off", "cookies_sent": 0})")), "off");
+
+  const json stats = json::parse(R"({"services": [{"name": "web", "packets": 10, "bytes": 1000,
+    "new_conns": 4, "endpoints": [], "syn_protection": {"mode": "off"}}]})");
+  json withSyn = stats;
+  withSyn["services"][0]["syn_protection"] = syn;
+  EXPECT_EQ(statsText(withSyn, json::array(), "web"),
+            "web: 4 new connections, 10 packets, 1000 B\n"
+            "  syn protection: auto, on  cookies 12.3K  valid 4  invalid 12.2K  retries 0  failed 0"
+            "  switched on 2, off 1  unanswered 4.1K/s\n"
+            "  no endpoints\n");
+  EXPECT_EQ(statsText(stats, json::array(), "web"),
+            "web: 4 new connections, 10 packets, 1000 B\n"
+            "  syn protection: off\n"
+            "  no endpoints\n");
+  // The datapath's new drop reasons are listed like the others.
+  const json exc = json::parse(R"({"services": [], "exceptions": {"drop_syn_cookie": 12200,
+    "drop_syn_pending": 0}})");
+  const std::string all = statsText(exc, json::array());
+  EXPECT_NE(all.find("datapath exceptions:\n  drop_syn_cookie  12.2K\n"), std::string::npos) << all;
+  EXPECT_EQ(all.find("drop_syn_pending"), std::string::npos) << all;
+}
+
+TEST(Views, ServiceShowsItsSynProtectionSetting) {
+  json svc = json::parse(R"({"name": "web", "protocol": "tcp", "syn_protection": "always",
+    "connect_retries": 3})");
+  EXPECT_EQ(synSettingText(svc), "always (SYN cookies for every connection), connect_retries 3");
+  svc["syn_protection"] = "auto";
+  EXPECT_EQ(synSettingText(svc), "auto (SYN cookies while a flood lasts), connect_retries 3");
+  EXPECT_NE(serviceText(svc).find("\nsyn protection  auto (SYN cookies while a flood lasts), "
+                                  "connect_retries 3\n"),
+            std::string::npos)
+      << serviceText(svc);
+  svc["protocol"] = "udp";
+  EXPECT_EQ(synSettingText(svc), "- (tcp only)");
+  svc["protocol"] = "tcp";
+  svc.erase("syn_protection");
+  EXPECT_EQ(synSettingText(svc), "-") << "an older meshd";
 }
 
 }  // namespace

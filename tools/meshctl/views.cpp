@@ -49,6 +49,15 @@ std::string snatPoolText(const json& node) {
 
 }  // namespace
 
+std::string synSettingText(const json& svc) {
+  if (str(svc, "protocol") == "udp") return "- (tcp only)";
+  if (!svc.is_object() || !svc.contains("syn_protection")) return "-";
+  std::string mode = str(svc, "syn_protection");
+  if (mode == "auto") mode += " (SYN cookies while a flood lasts)";
+  if (mode == "always") mode += " (SYN cookies for every connection)";
+  return mode + ", connect_retries " + std::to_string(u64(svc, "connect_retries"));
+}
+
 std::string connectionTablesText(const json& c) {
   if (!c.is_object()) return "connection tables: not readable (see meshd's log)\n";
   Table t({{"TABLE"},
@@ -133,6 +142,7 @@ std::string serviceText(const json& svc) {
       {"forwarding", str(svc, "forwarding")},
       {"timeouts", timeoutsText(svc)},
       {"on_eject", onEject.empty() ? "-" : onEject},
+      {"syn protection", synSettingText(svc)},
       {"traffic", humanCount(u64(st, "new_conns")) + " new connections, " +
                       humanCount(u64(st, "packets")) + " packets, " + humanBytes(u64(st, "bytes"))},
   });
@@ -178,6 +188,27 @@ std::string snatPortsCell(const json& ep) {
   return humanCount(used) + "/" + humanCount(capacity) + " (" + percent(used, capacity) + ")";
 }
 
+std::string synProtectionLine(const json& syn) {
+  const std::string mode = str(syn, "mode");
+  const char* counters[] = {"cookies_sent",   "acks_valid",  "acks_invalid", "retries",
+                            "retries_failed", "switched_on", "switched_off"};
+  bool counted = false;
+  for (const char* c : counters) counted = counted || u64(syn, c) != 0;
+  if (mode == "off" && !counted) return "off";
+  std::string out = mode;
+  if (mode == "auto") out += flag(syn, "active") ? ", on" : ", standing by";
+  out += "  cookies " + humanCount(u64(syn, "cookies_sent")) + "  valid " +
+         humanCount(u64(syn, "acks_valid")) + "  invalid " + humanCount(u64(syn, "acks_invalid")) +
+         "  retries " + humanCount(u64(syn, "retries")) + "  failed " +
+         humanCount(u64(syn, "retries_failed"));
+  if (mode == "auto" || u64(syn, "switched_on") != 0) {
+    out += "  switched on " + std::to_string(u64(syn, "switched_on")) + ", off " +
+           std::to_string(u64(syn, "switched_off")) + "  unanswered " +
+           humanCount(u64(syn, "unanswered_per_s")) + "/s";
+  }
+  return out;
+}
+
 std::string flowCacheLine(const json& fc) {
   if (!fc.is_object() || u64(fc, "slots_per_cpu") == 0) return "off (node.flow_cache_slots: 0)";
   const uint64_t hits = u64(fc, "hits"), misses = u64(fc, "misses");
@@ -205,6 +236,9 @@ std::string statsText(const json& body, const json& serviceList, const std::stri
     first = false;
     out << str(s, "name") << ": " << humanCount(u64(s, "new_conns")) << " new connections, "
         << humanCount(u64(s, "packets")) << " packets, " << humanBytes(u64(s, "bytes")) << '\n';
+    if (s.is_object() && s.contains("syn_protection") && s["syn_protection"].is_object()) {
+      out << "  syn protection: " << synProtectionLine(s["syn_protection"]) << '\n';
+    }
     const json& eps = arr(s, "endpoints");
     if (eps.empty()) {
       out << "  no endpoints\n";

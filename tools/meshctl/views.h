@@ -17,6 +17,9 @@ std::string connectionTablesText(const nlohmann::json& connections);
 // GET /v1/services/{name}: the service's settings (timeouts and on_eject included) and a table of
 // its endpoints with their shares.
 std::string serviceText(const nlohmann::json& service);
+// A Service's SYN protection settings: "auto (SYN cookies while a flood lasts), connect_retries
+// 2"; "- (tcp only)" for UDP, "-" from a meshd without them.
+std::string synSettingText(const nlohmann::json& service);
 // The timeouts that apply to the service's protocol: "tcp_syn 5s, tcp_established 3h, ...".
 std::string timeoutsText(const nlohmann::json& service);
 
@@ -27,6 +30,10 @@ std::string statsText(const nlohmann::json& stats, const nlohmann::json& service
                       const std::string& only = "");
 // An endpoint's SNAT ports as "250/31.7K (0.8%)"; "-" when the capacity is not known.
 std::string snatPortsCell(const nlohmann::json& endpoint);
+// A service's "syn_protection" object of /v1/stats: "auto, on  cookies 12.3K  valid 4  invalid
+// 12.2K  retries 0  failed 0  switched on 1, off 0  unanswered 4.1K/s"; "off" alone when off
+// with nothing counted. statsText prints it under the service's line.
+std::string synProtectionLine(const nlohmann::json& syn);
 // "hits 1.2M (97.1%), misses 35k, of them 2k conflicts; 0 packets bypassed", or "off".
 std::string flowCacheLine(const nlohmann::json& flowCache);
 

@@ -19,12 +19,14 @@ namespace {
 
 // The maps that carry state across a restart: every map of abi.h. Not pinned: the program's
 // own caches (mp_nh_cache, mp_nh_client, mp_flow_cache and its counters: refilled in
-// microseconds, and free to change layout between versions) and libbpf's internal maps.
+// microseconds, and free to change layout between versions), its per-CPU scratch entries, the
+// SYN proxy's program array (it holds this load's program) and libbpf's internal maps.
 bool isPinned(const bpf_map* map) {
   const std::string_view name = bpf_map__name(map);
   return !bpf_map__is_internal(map) && name != "mp_nh_cache" && name != "mp_nh_client" &&
          name != "mp_flow_cache" && name != "mp_fc_stats" && name != "mp_snat_full" &&
-         name != "mp_promote_tmp" && name != "mp_snat_tmp";
+         name != "mp_promote_tmp" && name != "mp_snat_tmp" && name != "mp_fib_tmp" &&
+         name != "mp_syn_tmp" && name != "mp_syn_progs";
 }
 
 // The flow cache's settings as the program takes them: log2 of the slots (0: off) and a slot's
@@ -235,5 +237,8 @@ int LbSkeleton::epStatsFd() const { return bpf_map__fd(skel_->maps.mp_ep_stats);
 int LbSkeleton::excFd() const { return bpf_map__fd(skel_->maps.mp_exc); }
 int LbSkeleton::epHealthFd() const { return bpf_map__fd(skel_->maps.mp_ep_health); }
 int LbSkeleton::eventsFd() const { return bpf_map__fd(skel_->maps.mp_events); }
+int LbSkeleton::synSecretFd() const { return bpf_map__fd(skel_->maps.mp_syn_secret); }
+int LbSkeleton::synGuardFd() const { return bpf_map__fd(skel_->maps.mp_syn_guard); }
+int LbSkeleton::synStatsFd() const { return bpf_map__fd(skel_->maps.mp_syn_stats); }
 
 }  // namespace meshpath

@@ -82,6 +82,11 @@ class LbSkeleton {
   int excFd() const;
   int epHealthFd() const;  // BPF_F_MMAPABLE: meshd maps it (bpf_dataplane.cpp)
   int eventsFd() const;    // the mp_events ring buffer
+  // SYN protection (abi.h): the cookie key (1 entry), each service's auto switch, and its per-CPU
+  // counters. Pinned like every map of abi.h: a restart keeps the key, so cookies stay valid.
+  int synSecretFd() const;
+  int synGuardFd() const;
+  int synStatsFd() const;
 
   // After a change of where existing flows go (a service, endpoint, ring or node written, or
   // connections deleted): every CPU's flow cache slots from before are stale (abi.h, mp_fwd_gen).

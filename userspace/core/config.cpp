@@ -68,6 +68,11 @@ std::string indexed(const std::string& prefix, const std::string& field, size_t 
   return dotted(prefix, field) + "[" + std::to_string(i) + "]";
 }
 
+// The refusal of a TCP-only setting on a UDP service.
+std::string tcpOnlyProblem(const std::string& setting, const ServiceSpec& svc) {
+  return setting + " applies to TCP services; remove it from UDP service " + show(svc.name);
+}
+
 // ---- YAML structure ------------------------------------------------------------------------
 
 std::string lineOf(const YAML::Node& node) {
@@ -206,10 +211,10 @@ std::vector<IpAddress> readSnatPool(const YAML::Node& list, const std::string& p
 
 NodeSpec readNode(const YAML::Node& map) {
   const std::string path = "node";
-  checkKeys(
-      map, path,
-      {"interfaces", "ipv4", "ipv6", "snat_pool", "snat_ports", "ring_size", "conn_table_size",
-       "half_table_size", "flow_cache_slots", "xdp_mode", "api_socket", "pin_root", "state_file"});
+  checkKeys(map, path,
+            {"interfaces", "ipv4", "ipv6", "snat_pool", "snat_ports", "ring_size",
+             "conn_table_size", "half_table_size", "flow_cache_slots", "syn_flood_threshold",
+             "xdp_mode", "api_socket", "pin_root", "state_file"});
   NodeSpec node;
   const YAML::Node interfaces = required(map, "interfaces", path);
   if (!interfaces.IsSequence()) {
@@ -238,6 +243,10 @@ NodeSpec readNode(const YAML::Node& map) {
   if (auto n = field(map, "flow_cache_slots")) {
     node.flowCacheSlots = static_cast<uint32_t>(
         readNumber(*n, "node.flow_cache_slots", 0, MP_FLOW_CACHE_SLOTS_MAX));
+  }
+  if (auto n = field(map, "syn_flood_threshold")) {
+    node.synFloodThreshold = static_cast<uint32_t>(
+        readNumber(*n, "node.syn_flood_threshold", kMinSynFloodThreshold, kMaxSynFloodThreshold));
   }
   if (auto n = field(map, "xdp_mode")) node.xdpMode = readString(*n, "node.xdp_mode");
   if (auto n = field(map, "api_socket")) node.apiSocket = readString(*n, "node.api_socket");
@@ -338,7 +347,7 @@ EndpointSpec readEndpoint(const YAML::Node& map, const std::string& path) {
 ServiceSpec readService(const YAML::Node& map, const std::string& path) {
   checkKeys(map, path,
             {"name", "vip", "port", "protocol", "algorithm", "forwarding", "endpoints", "health",
-             "timeouts", "on_eject"});
+             "timeouts", "on_eject", "syn_protection", "connect_retries"});
   ServiceSpec svc;
   svc.name = readString(required(map, "name", path), dotted(path, "name"));
   svc.vip = readAddress(required(map, "vip", path), dotted(path, "vip"));
@@ -365,6 +374,18 @@ ServiceSpec readService(const YAML::Node& map, const std::string& path) {
   if (auto n = field(map, "timeouts")) svc.timeouts = readTimeouts(*n, dotted(path, "timeouts"));
   if (auto n = field(map, "on_eject")) {
     svc.onEject = readEnum<OnEject>(*n, dotted(path, "on_eject"), parseOnEject, "keep, reset");
+  }
+  if (auto n = field(map, "syn_protection")) {
+    svc.synProtection = readEnum<SynProtection>(*n, dotted(path, "syn_protection"),
+                                                parseSynProtection, kSynProtectionNames);
+  }
+  if (auto n = field(map, "connect_retries")) {
+    svc.connectRetries = static_cast<uint32_t>(
+        readNumber(*n, dotted(path, "connect_retries"), 0, kMaxConnectRetries));
+    // Even at its default value: on a UDP service the setting means nothing.
+    if (svc.protocol != Protocol::kTcp) {
+      fail(dotted(path, "connect_retries"), tcpOnlyProblem("connect_retries", svc), *n);
+    }
   }
   return svc;
 }
@@ -431,6 +452,27 @@ void validateTimeouts(const ConnTimeouts& t, const std::string& path,
                     formatDurationMs(kMinConnTimeoutMs) + ".." +
                     formatDurationMs(kMaxConnTimeoutMs));
     }
+  }
+}
+
+// syn_protection and connect_retries: TCP only; a UDP service keeps the defaults.
+void validateSynProtection(const ServiceSpec& svc, const std::string& path,
+                           std::vector<std::string>& out) {
+  const std::string modePath = dotted(path, "syn_protection");
+  const std::string retriesPath = dotted(path, "connect_retries");
+  if (toString(svc.synProtection) == "unknown") {
+    out.push_back(modePath + ": " + std::to_string(int(svc.synProtection)) + " is not one of " +
+                  kSynProtectionNames);
+  } else if (svc.protocol != Protocol::kTcp && svc.synProtection != SynProtection::kAuto) {
+    out.push_back(modePath + ": " + toString(svc.synProtection) + ": " +
+                  tcpOnlyProblem("syn_protection", svc));
+  }
+  if (svc.connectRetries > kMaxConnectRetries) {
+    out.push_back(
+        rangeProblem(retriesPath, std::to_string(svc.connectRetries), 0, kMaxConnectRetries));
+  } else if (svc.protocol != Protocol::kTcp && svc.connectRetries != kConnectRetriesDefault) {
+    out.push_back(retriesPath + ": " + std::to_string(svc.connectRetries) + ": " +
+                  tcpOnlyProblem("connect_retries", svc));
   }
 }
 
@@ -637,6 +679,11 @@ std::vector<std::string> validateNode(const NodeSpec& node) {
     out.push_back("node.flow_cache_slots: " + std::to_string(s) +
                   " is not a power of two (slots per CPU, e.g. 4096; 0 turns the cache off)");
   }
+  if (node.synFloodThreshold < kMinSynFloodThreshold) {
+    out.push_back(rangeProblem("node.syn_flood_threshold", std::to_string(node.synFloodThreshold),
+                               kMinSynFloodThreshold, kMaxSynFloodThreshold) +
+                  " (unanswered SYNs per second that turn a service's auto SYN protection on)");
+  }
   if (node.xdpMode != "native" && node.xdpMode != "generic") {
     out.push_back("node.xdp_mode: " + show(node.xdpMode) + " is not one of native, generic");
   }
@@ -714,6 +761,7 @@ std::vector<std::string> validateService(const NodeSpec& node, const ServiceSpec
     out.push_back(dotted(path, "on_eject") + ": " + std::to_string(int(svc.onEject)) +
                   " is not one of keep, reset");
   }
+  validateSynProtection(svc, path, out);
   const uint64_t needed = uint64_t{kRingPerEndpoint} * svc.endpoints.size();
   if (needed > node.ringSize) {
     out.push_back(dotted(path, "endpoints") + ": " + std::to_string(svc.endpoints.size()) +

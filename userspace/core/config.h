@@ -23,6 +23,9 @@ namespace meshpath {
 inline constexpr uint32_t kMinConnTableSize = 1024;
 inline constexpr uint32_t kMaxConnTableSize = 64u << 20;
 inline constexpr uint32_t kMaxHalfTableSize = 16u << 20;
+// node.syn_flood_threshold: unanswered SYNs per second per service.
+inline constexpr uint32_t kMinSynFloodThreshold = 1;
+inline constexpr uint32_t kMaxSynFloodThreshold = 0xffffffffu;
 
 // Refused desired state. what() is the problems joined with "; ".
 class ConfigError : public std::runtime_error {

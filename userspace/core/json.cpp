@@ -184,6 +184,11 @@ json toJson(const ServiceSpec& svc) {
             {"endpoints", std::move(endpoints)},
             {"timeouts", toJson(svc.timeouts)},
             {"on_eject", toString(svc.onEject)}};
+  // TCP only: a UDP service has no SYN protection, and sending these back would be refused.
+  if (svc.protocol == Protocol::kTcp) {
+    j["syn_protection"] = toString(svc.synProtection);
+    j["connect_retries"] = svc.connectRetries;
+  }
   // Services without health checks keep the shape they always had.
   if (!(svc.health == HealthCheckSpec{})) j["health"] = toJson(svc.health);
   return j;
@@ -257,6 +262,7 @@ json toJson(const NodeSpec& node) {
           {"conn_table_size", node.connTableSize},
           {"half_table_size", node.halfTableSize},
           {"flow_cache_slots", node.flowCacheSlots},
+          {"syn_flood_threshold", node.synFloodThreshold},
           {"xdp_mode", node.xdpMode},
           {"api_socket", node.apiSocket},
           {"pin_root", node.pinRoot},
@@ -284,7 +290,7 @@ EndpointSpec endpointFromJson(const json& j, const std::string& path) {
 ServiceSpec serviceFromJson(const json& j, const std::string& path) {
   checkKeys(j, path,
             {"name", "vip", "port", "protocol", "algorithm", "forwarding", "endpoints", "health",
-             "timeouts", "on_eject"},
+             "timeouts", "on_eject", "syn_protection", "connect_retries"},
             {"id", "ring_size", "stats"});
   ServiceSpec svc;
   svc.name = readString(required(j, "name", path), dotted(path, "name"));
@@ -315,14 +321,27 @@ ServiceSpec serviceFromJson(const json& j, const std::string& path) {
   if (const json* v = member(j, "on_eject")) {
     svc.onEject = readEnum<OnEject>(*v, dotted(path, "on_eject"), parseOnEject, "keep, reset");
   }
+  if (const json* v = member(j, "syn_protection")) {
+    svc.synProtection = readEnum<SynProtection>(*v, dotted(path, "syn_protection"),
+                                                parseSynProtection, kSynProtectionNames);
+  }
+  if (const json* v = member(j, "connect_retries")) {
+    svc.connectRetries = static_cast<uint32_t>(
+        readNumber(*v, dotted(path, "connect_retries"), 0, kMaxConnectRetries));
+    // Even at its default value: on a UDP service the setting means nothing.
+    if (svc.protocol != Protocol::kTcp) {
+      fail(dotted(path, "connect_retries"),
+           "connect_retries applies to TCP services; remove it from UDP service " + svc.name);
+    }
+  }
   return svc;
 }
 
 NodeSpec nodeFromJson(const json& j, const std::string& path) {
   checkKeys(j, path,
             {"interfaces", "ipv4", "ipv6", "snat_pool", "snat_port_min", "snat_port_max",
-             "ring_size", "conn_table_size", "half_table_size", "flow_cache_slots", "xdp_mode",
-             "api_socket", "pin_root", "state_file"});
+             "ring_size", "conn_table_size", "half_table_size", "flow_cache_slots",
+             "syn_flood_threshold", "xdp_mode", "api_socket", "pin_root", "state_file"});
   NodeSpec node;
   if (const json* v = member(j, "interfaces")) {
     if (!v->is_array()) fail(dotted(path, "interfaces"), show(*v) + " is not an array");
@@ -359,6 +378,10 @@ NodeSpec nodeFromJson(const json& j, const std::string& path) {
   if (const json* v = member(j, "flow_cache_slots")) {
     node.flowCacheSlots = static_cast<uint32_t>(
         readNumber(*v, dotted(path, "flow_cache_slots"), 0, MP_FLOW_CACHE_SLOTS_MAX));
+  }
+  if (const json* v = member(j, "syn_flood_threshold")) {
+    node.synFloodThreshold = static_cast<uint32_t>(readNumber(
+        *v, dotted(path, "syn_flood_threshold"), kMinSynFloodThreshold, kMaxSynFloodThreshold));
   }
   if (const json* v = member(j, "xdp_mode"))
     node.xdpMode = readString(*v, dotted(path, "xdp_mode"));

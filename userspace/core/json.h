@@ -6,7 +6,10 @@
 //   Service:  {"name": "web", "vip": "10.0.0.100", "port": 80, "protocol": "tcp",
 //              "algorithm": "maglev", "forwarding": "nat", "endpoints": [Endpoint...]}
 //              "health": Health,        (output only when it is not all defaults)
-//              "timeouts": Timeouts, "on_eject": "keep|reset"}   (output always)
+//              "timeouts": Timeouts, "on_eject": "keep|reset",   (output always)
+//              "syn_protection": "off|auto|always", "connect_retries": 0..7}
+//             (TCP only, output for TCP services: default auto and 2; a UDP service refuses
+//              connect_retries and any syn_protection but auto)
 //             (protocol, algorithm, forwarding default to tcp, maglev, nat; endpoints to [];
 //              algorithm: maglev | random | round-robin | least-conn | least-latency)
 //   Health:   {"type": "none|tcp|http|udp", "interval": "2s", "timeout": "1s", "rise": 2,
@@ -19,7 +22,7 @@
 //   Node:     {"interfaces": [...], "ipv4": "10.0.2.1" | null, "ipv6": ... | null,
 //              "snat_pool": ["10.0.2.5", ...] (input: prefixes too), "snat_port_min": 0,
 //              "snat_port_max": 0 (0-0: auto), "ring_size": 65537, "conn_table_size": 1048576,
-//              "half_table_size": 262144, "flow_cache_slots": 4096,
+//              "half_table_size": 262144, "flow_cache_slots": 4096, "syn_flood_threshold": 1024,
 //              "xdp_mode": "native", "api_socket": "...",
 //              "pin_root": "...", "state_file": "..."}          (missing fields take defaults)
 //   State:    {"node": Node, "services": [Service...]}

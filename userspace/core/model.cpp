@@ -17,6 +17,9 @@ static_assert(static_cast<int>(Algorithm::kRandom) == MP_ALG_RANDOM);
 static_assert(static_cast<int>(Algorithm::kRoundRobin) == MP_ALG_ROUND_ROBIN);
 static_assert(static_cast<int>(Algorithm::kLeastConn) == MP_ALG_LEAST_CONN);
 static_assert(static_cast<int>(Algorithm::kLeastLatency) == MP_ALG_LEAST_LATENCY);
+static_assert(kConnectRetriesDefault == MP_CONNECT_RETRIES_DEFAULT);
+static_assert(kMaxConnectRetries == MP_SVC_RETRIES_MASK);
+static_assert(kSynFloodThresholdDefault == MP_SYN_FLOOD_THRESHOLD_DEFAULT);
 
 std::optional<IpAddress> IpAddress::parse(const std::string& text) {
   // inet_pton reads a C string; an embedded NUL would silently cut the text short.
@@ -157,6 +160,25 @@ std::string toString(OnEject e) {
 std::optional<OnEject> parseOnEject(const std::string& s) {
   if (s == "keep") return OnEject::kKeep;
   if (s == "reset") return OnEject::kReset;
+  return std::nullopt;
+}
+
+std::string toString(SynProtection m) {
+  switch (m) {
+    case SynProtection::kOff:
+      return "off";
+    case SynProtection::kAuto:
+      return "auto";
+    case SynProtection::kAlways:
+      return "always";
+  }
+  return "unknown";
+}
+
+std::optional<SynProtection> parseSynProtection(const std::string& s) {
+  if (s == "off") return SynProtection::kOff;
+  if (s == "auto") return SynProtection::kAuto;
+  if (s == "always") return SynProtection::kAlways;
   return std::nullopt;
 }
 

@@ -148,6 +148,21 @@ enum class OnEject : uint8_t { kKeep = 0, kReset = 1 };
 std::string toString(OnEject e);  // "keep" / "reset"
 std::optional<OnEject> parseOnEject(const std::string& s);
 
+// SYN protection of a TCP service (docs/config.md, "syn_protection"; bpf/abi.h MP_SVC_F_SYN_*):
+// off; auto: the datapath answers SYNs with SYN cookies (and opens the endpoint connection itself,
+// a SYN proxy) while unanswered SYNs reach node.syn_flood_threshold per second; always: on every
+// SYN. A UDP service has none (its effective mode is off).
+enum class SynProtection : uint8_t { kOff = 0, kAuto = 1, kAlways = 2 };
+std::string toString(SynProtection m);  // "off" / "auto" / "always"
+std::optional<SynProtection> parseSynProtection(const std::string& s);
+inline constexpr const char* kSynProtectionNames = "off, auto, always";
+// connect_retries: how many more endpoints a SYN-proxied connection tries when its endpoint
+// refuses or does not answer (bpf/abi.h MP_CONNECT_RETRIES_DEFAULT, MP_SVC_RETRIES_MASK).
+inline constexpr uint32_t kConnectRetriesDefault = 2;
+inline constexpr uint32_t kMaxConnectRetries = 7;
+// Unanswered SYNs per second per service that switch `auto` on (MP_SYN_FLOOD_THRESHOLD_DEFAULT).
+inline constexpr uint32_t kSynFloodThresholdDefault = 1024;
+
 struct ServiceSpec {
   std::string name;  // [a-z0-9][a-z0-9-_.]{0,62}
   IpAddress vip;
@@ -159,8 +174,16 @@ struct ServiceSpec {
   HealthCheckSpec health;
   ConnTimeouts timeouts;
   OnEject onEject = OnEject::kKeep;
+  // TCP only: a UDP service keeps the defaults (validateService refuses others).
+  SynProtection synProtection = SynProtection::kAuto;
+  uint32_t connectRetries = kConnectRetriesDefault;  // 0..kMaxConnectRetries
   bool operator==(const ServiceSpec&) const = default;
 };
+
+// What the datapath runs: the service's mode for TCP, off for UDP.
+inline SynProtection effectiveSynProtection(const ServiceSpec& s) {
+  return s.protocol == Protocol::kTcp ? s.synProtection : SynProtection::kOff;
+}
 
 struct NodeSpec {
   std::vector<std::string> interfaces;  // XDP attaches to each
@@ -178,6 +201,8 @@ struct NodeSpec {
   uint32_t connTableSize = 1u << 20;  // established connections (never evicted)
   uint32_t halfTableSize = 1u << 18;  // half-open flows (an LRU: a flood evicts only these)
   uint32_t flowCacheSlots = 4096;  // per CPU, a power of two; 0: no flow cache (bpf/flowcache.h)
+  // Unanswered SYNs per second that switch a service's `syn_protection: auto` on (>= 1).
+  uint32_t synFloodThreshold = kSynFloodThresholdDefault;
   std::string xdpMode = "native";  // native | generic
   std::string apiSocket = "/run/meshpath/meshd.sock";
   std::string pinRoot = "/sys/fs/bpf/meshpath";

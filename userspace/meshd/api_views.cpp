@@ -23,6 +23,21 @@ json countersJson(const Counters& c) {
   return {{"packets", c.packets}, {"bytes", c.bytes}, {"new_conns", c.newConns}};
 }
 
+// A service's "syn_protection" in /v1/stats: its effective mode (off for UDP), whether auto has
+// it on now, the counters, and the auto switch's transitions and last window.
+json synProtectionJson(const ServiceSpec& s, const SynStats& st) {
+  return {{"mode", toString(effectiveSynProtection(s))},
+          {"active", st.active},
+          {"cookies_sent", st.cookiesSent},
+          {"acks_valid", st.acksValid},
+          {"acks_invalid", st.acksInvalid},
+          {"retries", st.retries},
+          {"retries_failed", st.retriesFailed},
+          {"switched_on", st.switchedOn},
+          {"switched_off", st.switchedOff},
+          {"unanswered_per_s", st.lastUnanswered}};
+}
+
 json optionalAddress(const std::optional<IpAddress>& ip) {
   return ip ? json(ip->toString()) : json(nullptr);
 }
@@ -82,7 +97,8 @@ Result<json> statusView(ControlPlane& cp) {
                {"ring_size", d.node.ringSize},
                {"conn_table_size", d.node.connTableSize},
                {"half_table_size", d.node.halfTableSize},
-               {"flow_cache_slots", d.node.flowCacheSlots}};
+               {"flow_cache_slots", d.node.flowCacheSlots},
+               {"syn_flood_threshold", d.node.synFloodThreshold}};
   // The tables' fill is worth showing even when a read fails; status must answer regardless.
   auto tables = cp.dataplane().connTableStats();
   return json{{"version", MESHPATH_VERSION},
@@ -103,8 +119,11 @@ Result<json> statsView(ControlPlane& cp) {
   const NodeSpec& node = cp.desired().node;
   json services = json::array();
   for (const ServiceSpec& s : cp.desired().services) {
-    auto svcStats = cp.dataplane().serviceStats(cp.reconciler().serviceId(s.name).value_or(0));
+    const uint32_t svcId = cp.reconciler().serviceId(s.name).value_or(0);
+    auto svcStats = cp.dataplane().serviceStats(svcId);
     if (!svcStats) return svcStats.error();
+    auto syn = cp.dataplane().synStats(svcId);
+    if (!syn) return syn.error();
     json endpoints = json::array();
     for (const EndpointSpec& e : s.endpoints) {
       auto id = cp.reconciler().endpointId(s.name, e.key()).value_or(0);
@@ -125,6 +144,7 @@ Result<json> statsView(ControlPlane& cp) {
     }
     json sj = countersJson(*svcStats);
     sj["name"] = s.name;
+    sj["syn_protection"] = synProtectionJson(s, *syn);
     sj["endpoints"] = std::move(endpoints);
     services.push_back(std::move(sj));
   }

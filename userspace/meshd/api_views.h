@@ -17,7 +17,7 @@ namespace meshpath {
 Result<nlohmann::json> statusView(ControlPlane& cp);
 
 // GET /v1/stats: counters per service and endpoint (with each endpoint's SNAT ports used and
-// capacity), the datapath's exceptions, the flow cache.
+// capacity), each service's SYN protection, the datapath's exceptions, the flow cache.
 Result<nlohmann::json> statsView(ControlPlane& cp);
 
 // A Service: the spec plus its id, ring size, counters, and each endpoint's Endpoint fields.

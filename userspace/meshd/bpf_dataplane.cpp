@@ -15,10 +15,12 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <tuple>
 
 #include "conn_walk.h"
 #include "netlink.h"
 #include "snat.h"
+#include "syn_protection.h"
 
 namespace meshpath {
 
@@ -189,6 +191,7 @@ Result<std::unique_ptr<BpfDataplane>> BpfDataplane::start(const NodeSpec& node, 
                dp->mapsAdopted() ? "reused from the earlier run" : "created");
 
   if (auto r = dp->loadRings(); !r) return r.error();
+  if (auto r = dp->initSynSecret(); !r) return r.error();
   if (auto r = dp->mapHealth(); !r) return r.error();
   for (const auto& [name, index] : interfaces) {
     if (auto r = dp->attach(name, index); !r) return r.error();
@@ -367,6 +370,7 @@ Result<void> BpfDataplane::setNode(const NodeSpec& node) {
   cfg.snat_port_min = node.snatPortMin;
   cfg.snat_port_max = node.snatPortMax;
   cfg.n_dnat = nodeCfg_.n_dnat;
+  cfg.syn_flood_threshold = node.synFloodThreshold;
   if (cfg.snat_port_min == 0) {  // "auto" that nobody resolved: the range of Linux's defaults
     cfg.snat_port_min = MP_SNAT_PORT_MIN_DEFAULT;
     cfg.snat_port_max = MP_SNAT_PORT_MAX_DEFAULT;
@@ -485,6 +489,7 @@ Result<void> BpfDataplane::upsertService(const ServiceEntry& s, const std::vecto
   value.ring_size = s.ringSize;
   value.fwd_mode = static_cast<uint8_t>(s.forwarding);
   value.algorithm = static_cast<uint8_t>(s.algorithm);
+  value.flags = synServiceFlags(s.synProtection, s.connectRetries);
   const std::string what = "service " + std::to_string(s.id) + " (" + s.key.toString() + ")";
   // Lifetimes first: a packet that finds the service entry finds its lifetimes too.
   if (auto r = writeTimeouts(s.id, s.timeouts); !r) return r.error();
@@ -516,6 +521,14 @@ Result<void> BpfDataplane::upsertService(const ServiceEntry& s, const std::vecto
     return {};
   }
 
+  // An id taking its first ring is (re)assigned: its SYN protection starts from zero, whatever
+  // an earlier owner's flood left in the pinned maps.
+  if (!current.fd.valid()) {
+    if (auto r = zeroSynState(s.id); !r) {
+      rings_.erase(s.id);
+      return r.error();
+    }
+  }
   // First ring of this id, or M changed: a new map. When it replaces one, both halves get the
   // ring, so a packet still indexing with the old entry (old M, old half) finds an endpoint.
   auto fresh = LbSkeleton::createRingMap(s.ringSize);
@@ -564,6 +577,7 @@ Result<void> BpfDataplane::releaseService(uint32_t id) {
   }
   skel_->bumpForwardingGeneration();
   rings_.erase(id);
+  if (auto r = zeroSynState(id); !r) return r;
   return zeroCounters(skel_->svcStatsFd(), id, "mp_svc_stats");
 }
 
@@ -629,6 +643,7 @@ Result<RealizedSnapshot> BpfDataplane::snapshot() {
     e.ringSize = svc.ring_size;
     e.algorithm = static_cast<Algorithm>(svc.algorithm);
     e.forwarding = static_cast<ForwardingMode>(svc.fwd_mode);
+    std::tie(e.synProtection, e.connectRetries) = synSettingsFromFlags(svc.flags);
     snap.services.push_back(e);
     services_[e.id] = e;  // what syncDnat works from after an adoption
   });

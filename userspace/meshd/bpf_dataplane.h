@@ -54,6 +54,7 @@ class BpfDataplane : public Dataplane {
   Result<std::vector<uint64_t>> exceptionCounts() override;
   Result<FlowCacheStats> flowCacheStats() override;
   Result<ConnTableStats> connTableStats() override;
+  Result<SynStats> synStats(uint32_t serviceId) override;
   Result<RealizedSnapshot> snapshot() override;
   std::vector<InterfaceStatus> interfaces() override;
   std::string pinRoot() const override { return node_.pinRoot; }
@@ -89,6 +90,10 @@ class BpfDataplane : public Dataplane {
   Result<void> mapHealth();
   Result<void> writeTimeouts(uint32_t id, const ConnTimeouts& timeouts);
   Result<void> writeNodeCfg();
+  // SYN protection (bpf_syn_protection.cpp): draws the cookie key when the pinned one is unset,
+  // and zeroes a service id's auto switch and counters when the id is (re)assigned.
+  Result<void> initSynSecret();
+  Result<void> zeroSynState(uint32_t serviceId);
   Result<void> syncDnat(uint32_t endpointId);
   Result<void> syncDnatOfService(uint32_t serviceId);
   Result<void> syncDnatCount();

@@ -62,6 +62,8 @@ std::string describeNodeChanges(const NodeSpec& from, const NodeSpec& to) {
   note("conn_table_size", std::to_string(from.connTableSize), std::to_string(to.connTableSize));
   note("half_table_size", std::to_string(from.halfTableSize), std::to_string(to.halfTableSize));
   note("flow_cache_slots", std::to_string(from.flowCacheSlots), std::to_string(to.flowCacheSlots));
+  note("syn_flood_threshold", std::to_string(from.synFloodThreshold),
+       std::to_string(to.synFloodThreshold));
   note("xdp_mode", from.xdpMode, to.xdpMode);
   note("api_socket", from.apiSocket, to.apiSocket);
   note("pin_root", from.pinRoot, to.pinRoot);

@@ -39,6 +39,8 @@ struct ServiceEntry {
   Algorithm algorithm = Algorithm::kMaglev;
   ForwardingMode forwarding = ForwardingMode::kNat;
   ConnTimeouts timeouts;
+  SynProtection synProtection = SynProtection::kOff;  // effective: off for UDP
+  uint32_t connectRetries = 0;                        // 0..7, TCP
 
   bool operator==(const ServiceEntry&) const = default;
 };
@@ -65,6 +67,20 @@ struct FlowCacheStats {
   uint64_t misses = 0;
   uint64_t conflicts = 0;  // of the misses: another live flow held the slot
   uint64_t bypassed = 0;   // packets that skipped the cache while it thrashed
+};
+
+// One service's SYN protection as the datapath keeps it (bpf/abi.h, struct mp_syn_counters summed
+// over CPUs, and struct mp_syn_guard, the auto switch).
+struct SynStats {
+  uint64_t cookiesSent = 0;    // SYN-ACKs with a cookie
+  uint64_t acksValid = 0;      // ACKs with a valid cookie: connections opened to an endpoint
+  uint64_t acksInvalid = 0;    // ACKs with a bad, old or no cookie: dropped
+  uint64_t retries = 0;        // endpoint SYNs refused or unanswered, tried on another endpoint
+  uint64_t retriesFailed = 0;  // out of retries: the client got a RST
+  bool active = false;         // auto: the proxy answers the service's SYNs now
+  uint64_t switchedOn = 0;     // times auto turned it on, since the service id was assigned
+  uint64_t switchedOff = 0;
+  uint32_t lastUnanswered = 0;  // unanswered SYNs in the last full one-second window
 };
 
 // The connection tables: how full they are and what a connection costs (bpf/README.md,
@@ -168,7 +184,8 @@ class Dataplane {
                                      const std::vector<uint32_t>* ring) = 0;
   // Removes the lookup entry: from now on packets to this VIP pass to the kernel untouched.
   virtual Result<void> removeServiceEntry(const ServiceKey& key) = 0;
-  // Drops the ring and zeroes the counters of a service id that no entry points at any more.
+  // Drops the ring and zeroes the counters (SYN protection's too) of a service id that no entry
+  // points at any more.
   virtual Result<void> releaseService(uint32_t id) = 0;
 
   virtual Result<Counters> serviceStats(uint32_t id) = 0;   // summed over CPUs
@@ -176,6 +193,8 @@ class Dataplane {
   // Exception counters indexed by enum mp_exc_reason (MP_EXC_MAX of them), summed over CPUs.
   virtual Result<std::vector<uint64_t>> exceptionCounts() = 0;
   virtual Result<FlowCacheStats> flowCacheStats() = 0;
+  // The SYN protection counters and auto switch of a service id.
+  virtual Result<SynStats> synStats(uint32_t serviceId) = 0;
   virtual Result<ConnTableStats> connTableStats() = 0;
 
   // What is in the tables now; used once at start to adopt an earlier run's state.

@@ -29,13 +29,15 @@ std::optional<uint32_t> findFreeId(uint32_t cursor, uint32_t limit,
   return std::nullopt;
 }
 
-// What setNode writes: the SNAT sources and port range. The table sizes (conn_table_size,
-// half_table_size, flow_cache_slots) are fixed when the maps are created, so they are not
-// compared here: a change of them needs a restart (ControlPlane refuses node changes at runtime
-// and describeNodeChanges names them; meshd logs them when it adopts an earlier run's maps).
+// What setNode writes: the SNAT sources and port range, the SYN flood threshold. The table sizes
+// (conn_table_size, half_table_size, flow_cache_slots) are fixed when the maps are created, so they
+// are not compared here: a change of them needs a restart (ControlPlane refuses node changes at
+// runtime and describeNodeChanges names them; meshd logs them when it adopts an earlier run's
+// maps).
 bool sameNodeSettings(const NodeSpec& a, const NodeSpec& b) {
   return a.ipv4 == b.ipv4 && a.ipv6 == b.ipv6 && a.snatPool == b.snatPool &&
-         a.snatPortMin == b.snatPortMin && a.snatPortMax == b.snatPortMax;
+         a.snatPortMin == b.snatPortMin && a.snatPortMax == b.snatPortMax &&
+         a.synFloodThreshold == b.synFloodThreshold;
 }
 
 }  // namespace
@@ -253,11 +255,16 @@ Result<void> Reconciler::converge(const DesiredState& desired, const IdAssignmen
   std::set<uint32_t> serviceIds;
   std::set<uint32_t> endpointIds;
   for (const ServiceSpec& service : desired.services) {
-    // A change of timeouts alone changes only the entry: convergeService re-publishes it
-    // without rebuilding the ring.
-    ServiceEntry entry{serviceKeyOf(service), ids.services.at(service.name),
-                       desired.node.ringSize, service.algorithm,
-                       service.forwarding,    service.timeouts};
+    // A change of timeouts or SYN protection alone changes only the entry: convergeService
+    // re-publishes it without rebuilding the ring.
+    ServiceEntry entry{serviceKeyOf(service),
+                       ids.services.at(service.name),
+                       desired.node.ringSize,
+                       service.algorithm,
+                       service.forwarding,
+                       service.timeouts,
+                       effectiveSynProtection(service),
+                       service.protocol == Protocol::kTcp ? service.connectRetries : 0};
     entries[entry.key] = entry;
     serviceIds.insert(entry.id);
     for (const auto& [key, id] : ids.endpoints.at(service.name)) endpointIds.insert(id);

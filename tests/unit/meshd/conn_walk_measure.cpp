@@ -68,6 +68,7 @@ class MeasuredDataplane : public Dataplane {
   Result<std::vector<uint64_t>> exceptionCounts() override { return std::vector<uint64_t>{}; }
   Result<FlowCacheStats> flowCacheStats() override { return FlowCacheStats{}; }
   Result<ConnTableStats> connTableStats() override { return ConnTableStats{}; }
+  Result<SynStats> synStats(uint32_t) override { return SynStats{}; }
   Result<RealizedSnapshot> snapshot() override { return RealizedSnapshot{}; }
   std::vector<InterfaceStatus> interfaces() override { return {}; }
   std::string pinRoot() const override { return ""; }

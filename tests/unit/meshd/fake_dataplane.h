@@ -85,6 +85,11 @@ class FakeDataplane : public Dataplane {
     return FlowCacheStats{.slots = 4, .hits = 30, .misses = 10, .conflicts = 2, .bypassed = 5};
   }
   Result<ConnTableStats> connTableStats() override { return connStats; }
+  Result<SynStats> synStats(uint32_t id) override {
+    if (failSynStats) return Error{EIO, "read mp_syn_guard", {}};
+    auto it = syn.find(id);
+    return it == syn.end() ? SynStats{} : it->second;
+  }
   Result<RealizedSnapshot> snapshot() override {
     RealizedSnapshot s;
     for (const auto& [k, e] : services) s.services.push_back(e);
@@ -149,6 +154,8 @@ class FakeDataplane : public Dataplane {
   std::optional<NodeSpec> node_;
   std::vector<std::string> log;
   std::map<uint32_t, EndpointDatapathHealth> health;
+  std::map<uint32_t, SynStats> syn;  // service id -> what synStats answers
+  bool failSynStats = false;
   std::vector<uint32_t> cleared;              // clearDown calls, in order
   std::vector<std::set<uint32_t>> flushed;    // flushConnections calls
   std::vector<DatapathEvent> pendingEvents;   // handed out by the next consumeEvents

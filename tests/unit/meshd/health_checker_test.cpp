@@ -430,5 +430,64 @@ TEST(HealthMonitor, SnatPortsRunningShortRaiseAnEventOncePerCrossing) {
   monitor.stop();
 }
 
+// The auto SYN protection switch: an event per transition, those between two polls included; what
+// the maps held when meshd started is not replayed.
+TEST(HealthMonitor, SynProtectionSwitchesRaiseAnEventEach) {
+  meshpath::testing::FakeDataplane dataplane;
+  Reconciler reconciler(dataplane);
+  reconciler.start(RealizedSnapshot{}, std::nullopt);
+  StateStore store(::testing::TempDir() + "/health_monitor_syn_state.json");
+  ControlPlane cp(dataplane, reconciler, store, "", false);
+  DesiredState state = webState(2);
+  state.node.synFloodThreshold = 500;
+  ASSERT_TRUE(cp.commit(state));
+  const uint32_t web = *reconciler.serviceId("web");
+  dataplane.syn[web] = SynStats{.active = true, .switchedOn = 3, .switchedOff = 2};
+
+  asio::io_context io;
+  SteadyClock clock;
+  FakeProber prober;
+  HealthMonitor monitor(io, cp, clock, prober);
+  std::vector<nlohmann::json> followed;
+  monitor.subscribe([&](const nlohmann::json& e) { followed.push_back(e); });
+  monitor.start();  // the first poll: where the counts stand
+  EXPECT_TRUE(followed.empty());
+
+  dataplane.syn[web] =
+      SynStats{.active = false, .switchedOn = 3, .switchedOff = 3, .lastUnanswered = 40};
+  monitor.checkSynProtection();
+  ASSERT_EQ(followed.size(), 1u);
+  EXPECT_EQ(followed[0]["service"], "web");
+  EXPECT_TRUE(followed[0]["endpoint"].is_null());
+  EXPECT_EQ(followed[0]["from"], "syn_protection_on");
+  EXPECT_EQ(followed[0]["to"], "syn_protection_off");
+  EXPECT_EQ(followed[0]["reason"],
+            "40 unanswered SYNs/s in the last second (node.syn_flood_threshold 500): calm again, "
+            "SYNs go to the endpoints");
+
+  // On and off again between two polls: both.
+  dataplane.syn[web] =
+      SynStats{.active = false, .switchedOn = 4, .switchedOff = 4, .lastUnanswered = 7000};
+  monitor.checkSynProtection();
+  ASSERT_EQ(followed.size(), 3u);
+  EXPECT_EQ(followed[1]["to"], "syn_protection_on");
+  EXPECT_EQ(followed[1]["reason"].get<std::string>().rfind("7000 unanswered SYNs/s", 0), 0u);
+  EXPECT_EQ(followed[2]["to"], "syn_protection_off");
+  monitor.checkSynProtection();
+  EXPECT_EQ(followed.size(), 3u) << "no change, no event";
+  // A read that fails tells nothing and loses nothing.
+  dataplane.failSynStats = true;
+  dataplane.syn[web].switchedOn = 5;
+  dataplane.syn[web].active = true;
+  monitor.checkSynProtection();
+  EXPECT_EQ(followed.size(), 3u);
+  dataplane.failSynStats = false;
+  monitor.checkSynProtection();
+  ASSERT_EQ(followed.size(), 4u);
+  EXPECT_EQ(followed[3]["to"], "syn_protection_on");
+  EXPECT_FALSE(reconciler.isExcluded("web", "10.0.2.11:8080")) << "health is untouched";
+  monitor.stop();
+}
+
 }  // namespace
 }  // namespace meshpath::health

@@ -89,6 +89,7 @@ TEST_F(ApiTest, Status) {
   EXPECT_EQ(body["node"]["snat_ports_auto"], true);
   EXPECT_EQ(body["node"]["snat_pool"], json::array({"10.0.2.2", "10.0.2.3"}));
   EXPECT_EQ(body["node"]["half_table_size"], 262144);
+  EXPECT_EQ(body["node"]["syn_flood_threshold"], 1024);
   // Field by field: the object may grow (other forwarding modes' costs).
   const json& tables = body["connections"];
   EXPECT_EQ(tables["established"], 12);
@@ -287,6 +288,16 @@ TEST_F(ApiTest, Stats) {
                                        {"snat_ports_used", 250},
                                        {"snat_capacity", 31744}}));
   EXPECT_EQ(web["endpoints"][0]["snat_ports_used"], 0);
+  EXPECT_EQ(web["syn_protection"], (json{{"mode", "auto"},
+                                         {"active", false},
+                                         {"cookies_sent", 0},
+                                         {"acks_valid", 0},
+                                         {"acks_invalid", 0},
+                                         {"retries", 0},
+                                         {"retries_failed", 0},
+                                         {"switched_on", 0},
+                                         {"switched_off", 0},
+                                         {"unanswered_per_s", 0}}));
   // Every SNAT source of the family multiplies the capacity.
   DesiredState withPool = cp_->desired();
   withPool.node.snatPool = {*IpAddress::parse("10.0.2.2"), *IpAddress::parse("fd00::2")};
@@ -302,6 +313,56 @@ TEST_F(ApiTest, Stats) {
                                       {"conflicts", 2},
                                       {"bypassed", 5},
                                       {"hit_ratio", 0.75}}));
+}
+
+TEST_F(ApiTest, SynProtectionInServicesAndStats) {
+  auto [status, created] = call("POST", "/v1/services", R"({"name": "web", "vip": "10.0.0.100",
+      "port": 80, "syn_protection": "always", "connect_retries": 4})");
+  ASSERT_EQ(status, 201) << created.dump();
+  EXPECT_EQ(created["syn_protection"], "always");
+  EXPECT_EQ(created["connect_retries"], 4);
+  const uint32_t id = *reconciler_->serviceId("web");
+  EXPECT_EQ(dp_.services.at(ServiceKey{*IpAddress::parse("10.0.0.100"), 80, Protocol::kTcp})
+                .synProtection,
+            SynProtection::kAlways);
+  dp_.syn[id] = SynStats{.cookiesSent = 12300,
+                         .acksValid = 4,
+                         .acksInvalid = 12200,
+                         .retries = 3,
+                         .retriesFailed = 1,
+                         .active = true,
+                         .switchedOn = 2,
+                         .switchedOff = 1,
+                         .lastUnanswered = 4100};
+  const json syn = call("GET", "/v1/stats").second["services"][0]["syn_protection"];
+  EXPECT_EQ(syn, (json{{"mode", "always"},
+                       {"active", true},
+                       {"cookies_sent", 12300},
+                       {"acks_valid", 4},
+                       {"acks_invalid", 12200},
+                       {"retries", 3},
+                       {"retries_failed", 1},
+                       {"switched_on", 2},
+                       {"switched_off", 1},
+                       {"unanswered_per_s", 4100}}));
+
+  // A UDP service: refused with a setting, shown without one, its mode off in the stats.
+  auto [bad, refusal] = call("POST", "/v1/services", R"({"name": "dns", "vip": "10.0.0.53",
+      "port": 53, "protocol": "udp", "syn_protection": "always"})");
+  EXPECT_EQ(bad, 400);
+  EXPECT_NE(refusal.dump().find("syn_protection applies to TCP services; remove it from UDP "
+                                "service dns"),
+            std::string::npos)
+      << refusal.dump();
+  auto [ok, dns] = call("POST", "/v1/services", R"({"name": "dns", "vip": "10.0.0.53",
+      "port": 53, "protocol": "udp"})");
+  ASSERT_EQ(ok, 201) << dns.dump();
+  EXPECT_FALSE(dns.contains("syn_protection"));
+  EXPECT_EQ(call("GET", "/v1/stats").second["services"][1]["syn_protection"]["mode"], "off");
+
+  // A dataplane that cannot be read fails the stats, not meshd.
+  dp_.failSynStats = true;
+  EXPECT_EQ(call("GET", "/v1/stats").first, 500);
 }
 
 TEST_F(ApiTest, Apply) {

@@ -294,6 +294,36 @@ TEST(Reconciler, TimeoutsChangeRepublishesTheEntryWithoutANewRing) {
             next.services[0].timeouts);
 }
 
+TEST(Reconciler, SynProtectionReachesTheEntryWithoutANewRing) {
+  FakeDataplane dp;
+  Reconciler r(dp);
+  r.start({}, std::nullopt);
+  DesiredState desired = twoServices();
+  ServiceSpec dns = service("dns", "10.0.0.53", 53, {{"10.0.2.31", 1}});
+  dns.protocol = Protocol::kUdp;
+  desired.services.push_back(dns);
+  ASSERT_TRUE(r.apply(desired));
+  const ServiceEntry& web = dp.services.at(ServiceKey{ip("10.0.0.100"), 80, Protocol::kTcp});
+  EXPECT_EQ(web.synProtection, SynProtection::kAuto) << "the default";
+  EXPECT_EQ(web.connectRetries, 2u);
+  const ServiceEntry& udp = dp.services.at(ServiceKey{ip("10.0.0.53"), 53, Protocol::kUdp});
+  EXPECT_EQ(udp.synProtection, SynProtection::kOff) << "a UDP service has none";
+  EXPECT_EQ(udp.connectRetries, 0u);
+
+  DesiredState next = desired;
+  next.services[0].synProtection = SynProtection::kAlways;
+  next.services[0].connectRetries = 5;
+  dp.log.clear();
+  auto report = r.apply(next);
+  ASSERT_TRUE(report);
+  EXPECT_EQ(report->changed, std::vector<std::string>{"web"});
+  EXPECT_EQ(dp.log, std::vector<std::string>{"upsertService 0"});
+  EXPECT_EQ(r.ringsBuilt(), 3u) << "no ring rebuilt";
+  const ServiceEntry& after = dp.services.at(ServiceKey{ip("10.0.0.100"), 80, Protocol::kTcp});
+  EXPECT_EQ(after.synProtection, SynProtection::kAlways);
+  EXPECT_EQ(after.connectRetries, 5u);
+}
+
 TEST(Reconciler, OnEjectChangeTouchesNoDatapathState) {
   FakeDataplane dp;
   Reconciler r(dp);
@@ -430,6 +460,13 @@ TEST(Reconciler, NodeIsWrittenOnceAndOnChange) {
   ASSERT_TRUE(r.apply(next));
   EXPECT_EQ(dp.log, std::vector<std::string>{"setNode"});
   EXPECT_EQ(dp.node_->snatPool, next.node.snatPool);
+
+  // So is the SYN flood threshold (mp_node).
+  next.node.synFloodThreshold = 50;
+  dp.log.clear();
+  ASSERT_TRUE(r.apply(next));
+  EXPECT_EQ(dp.log, std::vector<std::string>{"setNode"});
+  EXPECT_EQ(dp.node_->synFloodThreshold, 50u);
 
   // Table sizes are fixed when the maps are made: nothing setNode could change (a restart does).
   next.node.halfTableSize *= 2;

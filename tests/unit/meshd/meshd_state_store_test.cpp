@@ -111,6 +111,9 @@ TEST_F(StateStoreTest, OlderFileWithoutTheConnectionFieldsLoadsWithDefaults) {
   EXPECT_EQ(saved.desired.node.snatPortMin, 61000);
   EXPECT_EQ(saved.desired.services[0].timeouts, ConnTimeouts{});
   EXPECT_EQ(saved.desired.services[0].onEject, OnEject::kKeep);
+  EXPECT_EQ(saved.desired.services[0].synProtection, SynProtection::kAuto);
+  EXPECT_EQ(saved.desired.services[0].connectRetries, 2u);
+  EXPECT_EQ(saved.desired.node.synFloodThreshold, 1024u);
   // And what is saved now carries them.
   const SavedState again = parseState(serializeState(sample(), sampleIds()));
   EXPECT_EQ(again.desired, sample());

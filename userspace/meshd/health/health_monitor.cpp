@@ -20,6 +20,8 @@ constexpr auto kPanicReminderEvery = std::chrono::seconds(10);
 // The connection table is an LRU: it evicts entries without telling anyone, and an evicted open
 // connection is never counted closed. A recount every 10 s bounds how long a count stays wrong.
 constexpr auto kResyncEvery = std::chrono::seconds(10);
+// The datapath's auto switch decides per one-second window; a poll a second sees each decision.
+constexpr auto kSynPollEvery = std::chrono::seconds(1);
 
 std::string passiveReason(uint8_t reason) {
   return reason < MP_PASSIVE_MAX ? mp_passive_reason_names[reason]
@@ -58,6 +60,7 @@ HealthMonitor::HealthMonitor(boost::asio::io_context& io, ControlPlane& controlP
                [this](const ProbeTarget& t, const ProbeResult& r) { onResult(t, r); }),
       tick_(io),
       resyncTimer_(io),
+      synTimer_(io),
       walker_(io, controlPlane.dataplane()) {}
 
 HealthMonitor::~HealthMonitor() {
@@ -74,8 +77,10 @@ void HealthMonitor::start() {
   sync();
   adoptDatapathMarks();
   recount();
+  checkSynProtection();
   armTick();
   armResync();
+  armSynPoll();
   if (const int fd = cp_.dataplane().eventsFd(); fd >= 0) {
     // The descriptor closes what it holds: give it a copy of libbpf's epoll fd.
     eventsFd_ = std::make_unique<boost::asio::posix::stream_descriptor>(io_, ::dup(fd));
@@ -88,6 +93,7 @@ void HealthMonitor::stop() {
   running_ = false;
   tick_.cancel();
   resyncTimer_.cancel();
+  synTimer_.cancel();
   walker_.stop();
   if (eventsFd_) {
     boost::system::error_code ec;
@@ -120,6 +126,47 @@ void HealthMonitor::armResync() {
     recount();
     armResync();
   });
+}
+
+void HealthMonitor::armSynPoll() {
+  synTimer_.expires_after(kSynPollEvery);
+  synTimer_.async_wait([this](const boost::system::error_code& ec) {
+    if (ec || !running_) return;
+    checkSynProtection();
+    armSynPoll();
+  });
+}
+
+void HealthMonitor::checkSynProtection() {
+  std::vector<SynGuardReading> readings;
+  for (const ServiceSpec& s : cp_.desired().services) {
+    // Every service, whatever its mode now: only auto moves the switch, and a service whose
+    // mode changes keeps its counts, so the watch follows it throughout.
+    const auto id = cp_.reconciler().serviceId(s.name);
+    if (!id) continue;
+    auto st = cp_.dataplane().synStats(*id);
+    if (!st) {
+      spdlog::error("health: {}: SYN protection not read: {}", s.name, st.error().toString());
+      return;  // a half read would make the services left out look gone
+    }
+    readings.push_back(SynGuardReading{s.name, *id, *st});
+  }
+  const uint32_t threshold = cp_.desired().node.synFloodThreshold;
+  std::vector<HealthEvent> events;
+  for (const SynProtectionSwitch& sw : synWatch_.update(readings)) {
+    HealthEvent e{clock_.now(), sw.service, "", "syn_protection_off", "syn_protection_on", ""};
+    const std::string window = std::to_string(sw.unanswered) + " unanswered SYNs/s in the last " +
+                               "second (node.syn_flood_threshold " + std::to_string(threshold) +
+                               ")";
+    if (sw.on) {
+      e.reason = window + ": SYNs are answered with SYN cookies";
+    } else {
+      std::swap(e.from, e.to);
+      e.reason = window + ": calm again, SYNs go to the endpoints";
+    }
+    events.push_back(std::move(e));
+  }
+  record(std::move(events));
 }
 
 void HealthMonitor::recount() {
@@ -368,7 +415,8 @@ void HealthMonitor::record(std::vector<HealthEvent> events) {
     if (ev.to == "panic") {
       lastPanicReminder_ = now;
       spdlog::error("health: {}: {} -> {}: {}", what, ev.from, ev.to, ev.reason);
-    } else if (ev.to == "ejected" || ev.to == "snat_high" || ev.from == ev.to) {
+    } else if (ev.to == "ejected" || ev.to == "snat_high" || ev.to == "syn_protection_on" ||
+               ev.from == ev.to) {
       spdlog::warn("health: {}: {} -> {}: {}", what, ev.from, ev.to, ev.reason);
     } else {
       spdlog::info("health: {}: {} -> {}: {}", what, ev.from, ev.to, ev.reason);

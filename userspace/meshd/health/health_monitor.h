@@ -5,9 +5,10 @@
 // leave out, and does what the machines ask of the datapath (clear down marks; flush an ejected
 // endpoint's connections when its service says on_eject: reset). Every 10 s it recounts the
 // active connections from the connection tables, then warns (an event and the log) when an
-// endpoint's SNAT ports run short (SnatCapacityWatch). Both walks of the tables run a step per
-// loop turn (ConnTableWalker). Keeps the last transitions for GET /v1/events and streams new ones
-// to followers. Everything runs on the daemon's one event loop.
+// endpoint's SNAT ports run short (SnatCapacityWatch). Every second it polls each service's SYN
+// protection switch and records an event per auto transition (SynGuardWatch). Both walks of the
+// tables run a step per loop turn (ConnTableWalker). Keeps the last transitions for GET /v1/events
+// and streams new ones to followers. Everything runs on the daemon's one event loop.
 #pragma once
 
 #include <boost/asio/io_context.hpp>
@@ -27,6 +28,7 @@
 #include "health/health_checker.h"
 #include "health/health_state.h"
 #include "snat_capacity.h"
+#include "syn_protection.h"
 
 namespace meshpath::health {
 
@@ -58,6 +60,9 @@ class HealthMonitor {
   // Recounts the active connections (joining a recount under way), then checks the endpoints'
   // SNAT ports. start() and a timer every 10 s call it.
   void recount();
+  // Polls every service's SYN protection switch; an event per transition since the last poll
+  // (syn_protection_on / syn_protection_off). start() and a timer every second call it.
+  void checkSynProtection();
 
   // GET /v1/health (all services, or one: nullopt when it does not exist).
   std::optional<nlohmann::json> healthJson(const std::string& service = "") const;
@@ -82,6 +87,7 @@ class HealthMonitor {
   void act();  // the machines' datapath actions
   void armEvents();
   void armResync();
+  void armSynPoll();
   // After each recount: events for endpoints whose SNAT port use crossed the watch's lines.
   void checkSnatCapacity();
   std::optional<uint32_t> endpointId(const std::string& service, const std::string& key) const;
@@ -96,8 +102,10 @@ class HealthMonitor {
   HealthChecker checker_;
   boost::asio::steady_timer tick_;
   boost::asio::steady_timer resyncTimer_;
+  boost::asio::steady_timer synTimer_;
   ConnTableWalker walker_;  // flushes and recounts, a step per loop turn
   SnatCapacityWatch snatWatch_;
+  SynGuardWatch synWatch_;
   std::unique_ptr<boost::asio::posix::stream_descriptor> eventsFd_;
   // endpoint id -> (service, endpoint key), from the reconciler's ids at the last sync.
   std::map<uint32_t, std::pair<std::string, std::string>> byId_;
