@@ -312,6 +312,51 @@ void LbHarness::setService(uint32_t svcId, const std::string& vip, uint16_t port
   if (node_.n_dnat != dnat) writeNode();
 }
 
+void LbHarness::setServiceFlags(uint32_t svcId, uint16_t flags) {
+  Service& s = services_.at(svcId);
+  s.svc.flags = flags;
+  if (bpf_map_update_elem(lb_->servicesFd(), &s.key, &s.svc, BPF_ANY) != 0) {
+    throw std::runtime_error(std::string("update mp_services: ") + std::strerror(errno));
+  }
+}
+
+void LbHarness::setSynFloodThreshold(uint32_t unansweredPerSecond) {
+  node_.syn_flood_threshold = unansweredPerSecond;
+  writeNode();
+}
+
+void LbHarness::setSynSecret(const mp_syn_secret& key) {
+  const uint32_t zero = 0;
+  if (bpf_map_update_elem(mapFd("mp_syn_secret"), &zero, &key, BPF_ANY) != 0) {
+    throw std::runtime_error(std::string("update mp_syn_secret: ") + std::strerror(errno));
+  }
+}
+
+mp_syn_counters LbHarness::synStats(uint32_t svcId) const {
+  const int n = libbpf_num_possible_cpus();
+  std::vector<mp_syn_counters> per(static_cast<size_t>(n));
+  mp_syn_counters sum{};
+  if (bpf_map_lookup_elem(mapFd("mp_syn_stats"), &svcId, per.data()) != 0) {
+    throw std::runtime_error(std::string("lookup mp_syn_stats: ") + std::strerror(errno));
+  }
+  for (const auto& c : per) {
+    sum.cookies_sent += c.cookies_sent;
+    sum.acks_valid += c.acks_valid;
+    sum.acks_invalid += c.acks_invalid;
+    sum.retries += c.retries;
+    sum.retries_failed += c.retries_failed;
+  }
+  return sum;
+}
+
+mp_syn_guard LbHarness::synGuard(uint32_t svcId) const {
+  mp_syn_guard g{};
+  if (bpf_map_lookup_elem(mapFd("mp_syn_guard"), &svcId, &g) != 0) {
+    throw std::runtime_error(std::string("lookup mp_syn_guard: ") + std::strerror(errno));
+  }
+  return g;
+}
+
 void LbHarness::removeEndpoint(uint32_t id) {
   const mp_endpoint empty{};
   if (bpf_map_update_elem(lb_->endpointsFd(), &id, &empty, BPF_ANY) != 0) {

@@ -144,6 +144,15 @@ class LbHarness {
 
   XdpRun run(const Bytes& frame, int ingressIfindex) const;
 
+  // SYN protection: service svcId's mp_svc.flags (MP_SVC_F_SYN_*, connect retries), the node's
+  // flood threshold (0: the default), the cookie key (mp_syn_secret, as meshd draws it), each
+  // service's counters summed over CPUs and its auto switch (mp_syn_guard).
+  void setServiceFlags(uint32_t svcId, uint16_t flags);
+  void setSynFloodThreshold(uint32_t unansweredPerSecond);
+  void setSynSecret(const mp_syn_secret& key);
+  mp_syn_counters synStats(uint32_t svcId) const;
+  mp_syn_guard synGuard(uint32_t svcId) const;
+
   uint64_t exceptions(uint32_t reason) const;  // summed over CPUs
   mp_counters svcStats(uint32_t svcId) const;
   mp_counters epStats(uint32_t epId) const;

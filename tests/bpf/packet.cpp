@@ -223,6 +223,15 @@ Packet& Packet::udpLen(uint16_t len) {
   udpLen_ = len;
   return *this;
 }
+Packet& Packet::tcpOptions(const Bytes& options) {
+  tcpOptions_ = options;
+  while (tcpOptions_.size() % 4) tcpOptions_.push_back(1);  // NOP
+  return *this;
+}
+Packet& Packet::tcpWindow(uint16_t window) {
+  tcpWindow_ = window;
+  return *this;
+}
 Packet& Packet::udpNoChecksum() {
   udpNoChecksum_ = true;
   return *this;
@@ -245,9 +254,11 @@ Bytes Packet::build() const {
     put16(l4, 2, dport_);
     put32(l4, 4, seq_);
     put32(l4, 8, ack_);
-    l4[12] = static_cast<uint8_t>(tcpDoff_.value_or(5) << 4);
+    l4[12] = static_cast<uint8_t>(
+        tcpDoff_.value_or(static_cast<uint8_t>(5 + tcpOptions_.size() / 4)) << 4);
     l4[13] = tcpFlags_;
-    put16(l4, 14, 8192);
+    put16(l4, 14, tcpWindow_);
+    l4.insert(l4.end(), tcpOptions_.begin(), tcpOptions_.end());
   } else if (l4Proto_ == kProtoUdp) {
     l4.assign(8, 0);
     put16(l4, 0, sport_);

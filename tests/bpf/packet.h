@@ -33,6 +33,10 @@ class Packet {
   Packet& ipv6(const std::string& src, const std::string& dst);
   Packet& tcp(uint16_t sport, uint16_t dport, uint8_t flags = kTcpSyn, uint32_t seq = 1000,
               uint32_t ack = 0);
+  // TCP options after the fixed header (NOP-padded to 4 bytes; the data offset follows), and
+  // the window field (8192 unless set).
+  Packet& tcpOptions(const Bytes& options);
+  Packet& tcpWindow(uint16_t window);
   Packet& udp(uint16_t sport, uint16_t dport);
   // ICMP (IPv4) or ICMPv6 (IPv6): type, code, the 4 bytes after the checksum (the next-hop MTU
   // of "fragmentation needed", the MTU of "packet too big"), then payload() as the quote.
@@ -77,6 +81,8 @@ class Packet {
   std::optional<uint16_t> ipv6PayloadLen_;
   std::vector<std::pair<uint8_t, uint8_t>> ipv6Ext_;  // (type, hdr len in 8-byte units - 1)
   std::optional<uint8_t> tcpDoff_;
+  Bytes tcpOptions_;
+  uint16_t tcpWindow_ = 8192;
   std::optional<uint16_t> udpLen_;
   bool udpNoChecksum_ = false;
   std::optional<size_t> l4Keep_;
