@@ -18,8 +18,10 @@
 #include <cstring>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <random>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "lb_harness.h"
@@ -56,7 +58,7 @@ struct Figure {
   std::exit(1);
 }
 
-// Every frame the bench times: TCP with a 16-byte payload.
+// The frame most cases time: TCP with a 16-byte payload.
 Bytes tcpFrame(const std::string& smac, const std::string& dmac, const std::string& src,
                const std::string& dst, uint16_t sport, uint16_t dport, uint8_t flags) {
   return frame(Shape{.tcpFlags = flags, .payload = "0123456789abcdef"}, smac, dmac, src, dst, sport,
@@ -197,6 +199,115 @@ void putEstablished(LbHarness& h, const std::string& client, uint16_t cport, uin
   h.put(h.lb().rnatFd(), h.replyKey(key, conn), r);
 }
 
+// SYN protection: the cookie key of the bench's protected service (any will do; meshd draws one).
+constexpr mp_syn_secret kSynKey{0x0123456789abcdefull, 0xfedcba9876543210ull};
+
+void appendBe32(Bytes& b, uint32_t v) {
+  for (int shift = 24; shift >= 0; shift -= 8) b.push_back(static_cast<uint8_t>(v >> shift));
+}
+
+// The options Linux puts on a SYN: MSS 1460, SACK-permitted, timestamps, NOP, window scale 7.
+Bytes linuxSynOptions(uint32_t tsval) {
+  Bytes o = {2, 4, 0x05, 0xb4, 4, 2, 8, 10};
+  appendBe32(o, tsval);
+  appendBe32(o, 0);
+  o.insert(o.end(), {1, 3, 3, 7});
+  return o;
+}
+
+// NOP, NOP, timestamps: what a Linux segment after the handshake carries.
+Bytes tsOption(uint32_t tsval, uint32_t tsecr) {
+  Bytes o = {1, 1, 8, 10};
+  appendBe32(o, tsval);
+  appendBe32(o, tsecr);
+  return o;
+}
+
+// One side of a TCP segment: its MAC (source or destination), address and port.
+struct Hop {
+  std::string mac, addr;
+  uint16_t port;
+};
+
+// An IPv4 TCP segment with options, as the SYN-protection cases send and expect them.
+Bytes segment(const Hop& from, const Hop& to, uint8_t flags, uint32_t seq, uint32_t ack,
+              const Bytes& options, uint16_t window, const std::string& payload = "") {
+  Packet p;
+  p.eth(from.mac, to.mac)
+      .ipv4(from.addr, to.addr)
+      .tcp(from.port, to.port, flags, seq, ack)
+      .tcpOptions(options)
+      .tcpWindow(window);
+  if (!payload.empty()) p.payload(payload);
+  return p.build();
+}
+
+// The TCP header of an IPv4 frame as its receiver reads it (what the SYN cases check).
+struct TcpView {
+  uint16_t sport = 0, dport = 0;
+  uint32_t seq = 0, ack = 0;
+  uint8_t flags = 0;
+  std::optional<std::pair<uint32_t, uint32_t>> ts;  // TSval, TSecr
+};
+
+uint32_t be32(const uint8_t* p) {
+  return uint32_t{p[0]} << 24 | uint32_t{p[1]} << 16 | uint32_t{p[2]} << 8 | p[3];
+}
+
+std::optional<TcpView> tcpOf(const Bytes& f) {
+  if (f.size() < 14 + 20 || f[12] != 0x08 || f[13] != 0x00) return std::nullopt;
+  const size_t l4 = 14 + (f[14] & 0xfu) * 4;
+  if (f.size() < l4 + 20) return std::nullopt;
+  const uint8_t* t = &f[l4];
+  const size_t hlen = (t[12] >> 4) * 4u;
+  if (hlen < 20 || f.size() < l4 + hlen) return std::nullopt;
+  TcpView v;
+  v.sport = static_cast<uint16_t>(t[0] << 8 | t[1]);
+  v.dport = static_cast<uint16_t>(t[2] << 8 | t[3]);
+  v.seq = be32(t + 4);
+  v.ack = be32(t + 8);
+  v.flags = t[13];
+  for (size_t i = 20; i < hlen && t[i] != 0;) {  // kind 0: end of options
+    if (t[i] == 1) {
+      ++i;
+      continue;
+    }
+    if (i + 1 >= hlen || t[i + 1] < 2 || i + t[i + 1] > hlen) return std::nullopt;
+    if (t[i] == 8 && t[i + 1] == 10) v.ts = std::make_pair(be32(t + i + 2), be32(t + i + 6));
+    i += t[i + 1];
+  }
+  return v;
+}
+
+// The SYN-protection cases again, each beside the established path of the same run: its
+// ns/packet over the established one's, and its ratio to trivial over the established one's
+// (the steadier of the two when the machine's speed drifts over the run).
+void reportBeside(const std::vector<std::pair<Case, Figure>>& figures, const std::string& base,
+                  const std::vector<std::string>& names) {
+  const auto find = [&](const std::string& name) -> const Figure* {
+    for (const auto& [c, f] : figures) {
+      if (c.name == name) return &f;
+    }
+    return nullptr;
+  };
+  const Figure* b = find(base);
+  if (b == nullptr) return;
+  bool any = false;
+  for (const std::string& name : names) {
+    const Figure* f = find(name);
+    if (f == nullptr) continue;
+    if (!any) {
+      std::printf("\n%-46s %9s %7s %9s %11s\n", ("beside " + base).c_str(), "ns/packet", "ratio",
+                  "x est ns", "x est ratio");
+      std::printf("%-46s %9.1f %7.2f %9.2f %11.2f\n", base.c_str(), b->ns, b->ns / b->trivialNs,
+                  1.0, 1.0);
+      any = true;
+    }
+    std::printf("%-46s %9.1f %7.2f %9.2f %11.2f\n", name.c_str(), f->ns, f->ns / f->trivialNs,
+                f->ns / b->ns, (f->ns / f->trivialNs) / (b->ns / b->trivialNs));
+  }
+}
+
 // One new-flow case per algorithm (and Maglev whose pick is down), each on a fresh balancer;
 // ns and ratio to the trivial program are medians over rounds, and each is put beside Maglev's.
 struct AlgFigure {
@@ -243,7 +354,7 @@ int run(int argc, char** argv) {
       std::printf(
           "usage: %s [--runs N (default 200000)] [--flows N (default 1000000)]\n"
           "       [--new-flows N (default 100000)] [--alg-rounds N (default 3)]\n"
-          "       [--only NAME-PREFIX (e.g. \"new flow\")]\n",
+          "       [--only NAME-PREFIX (e.g. \"new flow\", \"syn\")]\n",
           argv[0]);
       return arg == "--help" ? 0 : 2;
     }
@@ -291,7 +402,15 @@ int run(int argc, char** argv) {
   Case established{"established flow (flow cache hit)", ingress,
                    [&](size_t) -> const Bytes& { return ack; },
                    [&](size_t, const XdpRun& r) { return expectExactly(r, XDP_REDIRECT, ackOut); }};
-  measure(established, runs);
+  // The SYN-protection cases are reported beside this one too, so it runs whenever they do.
+  const std::string cookieName = "syn cookie answer";
+  const std::string openName = "syn valid ACK (opens to endpoint)";
+  const std::string proxiedName = "syn-proxied established (translated)";
+  const std::vector<std::string> synNames = {cookieName, openName, proxiedName};
+  const bool synWanted = std::any_of(synNames.begin(), synNames.end(), wanted);
+  if (wanted(established.name) || synWanted) {
+    figures.emplace_back(established, bench.measure(established, runs));
+  }
   // Balancers live until the end of the cases that use lb, so no balancer's 1M-entry tables are
   // being freed (kernel work, after the last reference goes) while a case is timed.
   std::vector<std::unique_ptr<LbHarness>> keep;
@@ -450,6 +569,146 @@ int run(int argc, char** argv) {
                    return "";
                  }};
     measure(promote, n);
+    bench.setProgram(lb->lb().programFd());
+  }
+
+  // SYN protection (MP_SVC_F_SYN_ALWAYS) on a balancer of its own: the cookie SYN-ACK (nothing
+  // kept), the client's ACK whose cookie validates (pick, SNAT, half-open entry, the SYN to the
+  // endpoint), and a segment of a proxied connection (translated in the tail-called
+  // mp_xdp_syn). Clients send Linux's options; each flow has an ISN and a TSval of its own.
+  if (synWanted) {
+    auto& sp = keep.emplace_back(makeBalancer());
+    sp->setSynSecret(kSynKey);
+    sp->setServiceFlags(0, MP_SVC_F_SYN_ALWAYS);
+    bench.setProgram(sp->lb().programFd());
+    const Hop vip{kClientIfMac, kVip4, 80};
+    const auto clientPort = [](size_t i) { return static_cast<uint16_t>(20000 + i % 8); };
+    const auto clientOf = [&](uint32_t base, size_t i) {
+      return Hop{kRouterMac, ipv4Of(base + static_cast<uint32_t>(i / 8)), clientPort(i)};
+    };
+    std::mt19937 rng(7);
+    std::vector<uint32_t> isns(newRuns), tsvals(newRuns);
+    for (size_t i = 0; i < newRuns; ++i) {
+      isns[i] = static_cast<uint32_t>(rng());
+      tsvals[i] = static_cast<uint32_t>(rng());
+    }
+    const auto synsOf = [&](uint32_t base) {
+      std::vector<Bytes> frames(newRuns);
+      for (size_t i = 0; i < newRuns; ++i) {
+        frames[i] =
+            segment(clientOf(base, i), vip, kTcpSyn, isns[i], 0, linuxSynOptions(tsvals[i]), 64240);
+      }
+      return frames;
+    };
+    const auto verdictErr = [&](const XdpRun& r, uint32_t want) -> std::string {
+      if (r.verdict == want) return "";
+      return std::string("verdict ") + verdictName(r.verdict) + ", want " + verdictName(want) +
+             exceptionsOf(*sp);
+    };
+
+    if (wanted(cookieName)) {
+      const std::vector<Bytes> syns = synsOf(0x0a200000u);
+      const uint64_t before = sp->synStats(0).cookies_sent;
+      Case answer{cookieName, ingress, [&](size_t i) -> const Bytes& { return syns[i]; },
+                  [&](size_t i, const XdpRun& r) -> std::string {
+                    if (std::string err = verdictErr(r, XDP_TX); !err.empty()) return err;
+                    if (i % 64) return "";
+                    if (std::string err = verifyChecksums(r.output); !err.empty()) return err;
+                    const auto s = tcpOf(r.output);
+                    if (!s || s->flags != (kTcpSyn | kTcpAck) || s->ack != isns[i] + 1 ||
+                        s->dport != clientPort(i)) {
+                      return "not the SYN-ACK answering the SYN:\n" + hexDump(r.output);
+                    }
+                    return "";
+                  }};
+      measure(answer, newRuns);
+      if (sp->synStats(0).cookies_sent - before != newRuns ||
+          LbHarness::entriesOf(sp->lb().halfFd()) != 0) {
+        die("syn cookie answer: not every SYN was answered statelessly" + exceptionsOf(*sp));
+      }
+    }
+
+    // The ACKs of newRuns flows whose SYNs were answered just before (untimed; a cookie stays
+    // valid for one to two clock counts of 68.7 s, far longer than the case takes).
+    if (wanted(openName)) {
+      const std::vector<Bytes> syns = synsOf(0x0a300000u);
+      std::vector<Bytes> acks(newRuns);
+      for (size_t i = 0; i < newRuns; ++i) {
+        const XdpRun r = sp->run(syns[i], ingress);
+        const auto sa = tcpOf(r.output);
+        if (r.verdict != XDP_TX || !sa || !sa->ts) {
+          die("syn valid ACK: SYN " + std::to_string(i) + ": " + verdictErr(r, XDP_TX));
+        }
+        acks[i] = segment(clientOf(0x0a300000u, i), vip, kTcpAck, isns[i] + 1, sa->seq + 1,
+                          tsOption(tsvals[i] + 1, sa->ts->first), 502);
+      }
+      const uint64_t before = sp->synStats(0).acks_valid;
+      Case opens{openName, ingress, [&](size_t i) -> const Bytes& { return acks[i]; },
+                 [&](size_t i, const XdpRun& r) -> std::string {
+                   // Every endpoint is behind the other link (mpe): redirected, not sent back.
+                   if (std::string err = verdictErr(r, XDP_REDIRECT); !err.empty()) return err;
+                   if (i % 64) return "";
+                   if (std::string err = verifyChecksums(r.output); !err.empty()) return err;
+                   const auto s = tcpOf(r.output);
+                   if (!s || s->flags != kTcpSyn || s->seq != isns[i] || !s->ts ||
+                       s->ts->first != tsvals[i] + 1) {
+                     return "not the client's SYN toward an endpoint:\n" + hexDump(r.output);
+                   }
+                   const auto half = sp->half(sp->predict(acks[i]).flow);
+                   if (!half || !(half->flags & MP_CONN_F_PROXY)) return "no proxied mp_half entry";
+                   return "";
+                 }};
+      measure(opens, newRuns);
+      if (sp->synStats(0).acks_valid - before != newRuns) {
+        die("syn valid ACK: not every cookie validated" + exceptionsOf(*sp));
+      }
+    }
+
+    // One proxied connection set up (SYN, valid ACK, the endpoint's SYN-ACK), then the client's
+    // data segment: its ack and TSecr move into the endpoint's spaces, the same every run.
+    if (wanted(proxiedName)) {
+      const Hop client{kRouterMac, kClient4, 40000};
+      constexpr uint32_t kIsn = 0x10000000, kTs = 1000, kEpIsn = 0x70000000, kEpTs = 555555;
+      const XdpRun synAck =
+          sp->run(segment(client, vip, kTcpSyn, kIsn, 0, linuxSynOptions(kTs), 64240), ingress);
+      const auto sa = tcpOf(synAck.output);
+      if (synAck.verdict != XDP_TX || !sa || !sa->ts) {
+        die("syn-proxied: SYN: " + verdictErr(synAck, XDP_TX));
+      }
+      const uint32_t cookie = sa->seq, ourTs = sa->ts->first;
+      const Bytes validAck =
+          segment(client, vip, kTcpAck, kIsn + 1, cookie + 1, tsOption(kTs + 10, ourTs), 502);
+      const mp_flow flow = sp->predict(validAck).flow;
+      const XdpRun toEp = sp->run(validAck, ingress);
+      const auto half = sp->half(flow);
+      if (toEp.verdict != XDP_REDIRECT || !half) {
+        die("syn-proxied: ACK: " + verdictErr(toEp, XDP_REDIRECT));
+      }
+      const EpView e = endpointView(half->ep_id);
+      const Hop node{kEndpointIfMac, kNode4, ntohs(half->snat_port)};
+      const Hop endpoint{e.mac, e.addr, e.port};
+      const XdpRun update = sp->run(segment(endpoint, node, kTcpSyn | kTcpAck, kEpIsn, kIsn + 1,
+                                            linuxSynOptions(kEpTs), 65160),
+                                    ifindexOf(kEndpointIf));
+      if (update.verdict != XDP_REDIRECT || !sp->conn(flow)) {
+        die("syn-proxied: endpoint's SYN-ACK: " + verdictErr(update, XDP_REDIRECT) +
+            " (or not established)");
+      }
+      const std::string payload = "0123456789abcdef";
+      const Bytes data = segment(client, vip, kTcpAck | kTcpPsh, kIsn + 1, cookie + 1,
+                                 tsOption(kTs + 20, ourTs), 502, payload);
+      // Both sides scale windows by 7: the window stays as the client sent it.
+      const Bytes dataOut = segment(node, endpoint, kTcpAck | kTcpPsh, kIsn + 1, kEpIsn + 1,
+                                    tsOption(kTs + 20, kEpTs), 502, payload);
+      Case proxied{proxiedName, ingress, [&](size_t) -> const Bytes& { return data; },
+                   [&](size_t, const XdpRun& r) -> std::string {
+                     if (std::string err = expectExactly(r, XDP_REDIRECT, dataOut); !err.empty()) {
+                       return err + exceptionsOf(*sp);
+                     }
+                     return "";
+                   }};
+      measure(proxied, runs);
+    }
     bench.setProgram(lb->lb().programFd());
   }
   lb.reset();
@@ -631,6 +890,7 @@ int run(int argc, char** argv) {
   }
 
   report(figures);
+  reportBeside(figures, established.name, synNames);
   reportAlgorithms(algFigures);
   return 0;
 }
