@@ -59,6 +59,12 @@ __u64 clock_jiffies = 0;
  * trivial program. */
 const volatile __u64 tick_ns = 1000000000 / 250;
 
+/* Send a frame back out of the port it came in on by bpf_redirect rather than XDP_TX, set by
+ * the loader on veth: a veth's XDP_TX reaches its peer only when the peer runs an XDP program
+ * of its own (the frame waits in the peer's ring for a NAPI run nothing schedules), where a
+ * redirect into the same veth flushes it. Physical NICs keep XDP_TX, the cheaper of the two. */
+const volatile __u32 tx_redirect = 0;
+
 /* The flow cache (flowcache.h): log2 of its slots per CPU (0: off) and how many jiffies a slot
  * serves, set by the loader (LbSkeletonOptions::flowCacheSlots, flowCacheTtlNs). */
 const volatile __u32 flow_cache_bits = 16;
@@ -259,7 +265,7 @@ static __always_inline int mp_send(struct xdp_md *ctx, struct mp_pkt *p, __u32 i
 
 	mp_copy_mac(eth->h_dest, dmac);
 	mp_copy_mac(eth->h_source, smac);
-	if (ifindex == ctx->ingress_ifindex)
+	if (ifindex == ctx->ingress_ifindex && !tx_redirect)
 		return XDP_TX;
 	rc = bpf_redirect(ifindex, 0);
 	return rc == XDP_REDIRECT ? rc : mp_exception(MP_EXC_DROP_REDIRECT);
@@ -1314,15 +1320,14 @@ static __always_inline int mp_syn_emit(struct xdp_md *ctx, struct mp_pkt *p, __u
 }
 
 /* Sends the frame back out of the port it came in on, to whoever sent it. */
-static __always_inline int mp_syn_bounce(struct mp_pkt *p)
+static __always_inline int mp_syn_bounce(struct xdp_md *ctx, struct mp_pkt *p)
 {
 	struct ethhdr *eth = (struct ethhdr *)p->eth;
-	__u8 mac[6];
+	__u8 smac[6], dmac[6];
 
-	mp_copy_mac(mac, eth->h_source);
-	mp_copy_mac(eth->h_source, eth->h_dest);
-	mp_copy_mac(eth->h_dest, mac);
-	return XDP_TX;
+	mp_copy_mac(dmac, eth->h_source);
+	mp_copy_mac(smac, eth->h_dest);
+	return mp_send(ctx, p, ctx->ingress_ifindex, smac, dmac);
 }
 
 /* The SYN-ACK with a cookie for a client's SYN: sent back, nothing kept. The window is closed
@@ -1371,7 +1376,7 @@ static __always_inline int mp_syn_answer(struct xdp_md *ctx, struct mp_pkt *p, _
 		st->cookies_sent += 1;
 	if (svc->flags & MP_SVC_F_SYN_AUTO)
 		mp_syn_guard_note(svc->id, 1);
-	return mp_syn_bounce(p);
+	return mp_syn_bounce(ctx, p);
 }
 
 /* The SYN to endpoint ep (the connection's entry c, in s->conn) for the client's ISN and
@@ -1807,7 +1812,7 @@ static __always_inline int mp_syn_ack_endpoint(struct xdp_md *ctx, struct mp_pkt
 		       : mp_syn_emit(ctx, p, family, o, MP_TCP_BARE_LEN);
 	if (rc)
 		return mp_exception(MP_EXC_DROP_SYN_MALFORMED);
-	return mp_syn_bounce(p);
+	return mp_syn_bounce(ctx, p);
 }
 
 /* An endpoint's segment of a proxied connection (its reverse entry carries MP_RNAT_F_PROXY). */

@@ -86,6 +86,7 @@ BpfResult<std::unique_ptr<LbSkeleton>> LbSkeleton::open(const LbSkeletonOptions&
   if (!fc) return fc.error();
   skel->rodata->flow_cache_bits = fc->bits;
   skel->rodata->flow_cache_ttl = fc->ttlTicks;
+  skel->rodata->tx_redirect = options.txRedirect ? 1 : 0;
   lb->flowCacheSlots_ = fc->bits != 0 ? 1u << fc->bits : 0;
   if (int err = bpf_map__set_max_entries(skel->maps.mp_flow_cache,
                                          fc->bits != 0 ? lb->flowCacheSlots_ : 1);

@@ -39,6 +39,9 @@ struct LbSkeletonOptions {
   // 1 s); when that is less than one kernel tick, the cache is off.
   uint32_t flowCacheSlots = MP_FLOW_CACHE_SLOTS_DEFAULT;
   uint64_t flowCacheTtlNs = MP_FLOW_CACHE_TTL_NS_DEFAULT;
+  // Send frames back out of their ingress port by redirect, not XDP_TX (xdp_lb.bpf.c,
+  // tx_redirect): for veth, whose XDP_TX reaches a peer only if the peer runs XDP too.
+  bool txRedirect = false;
 };
 
 class LbSkeleton {

@@ -3,10 +3,14 @@
 #include <arpa/inet.h>
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
+#include <linux/ethtool.h>
 #include <linux/if_link.h>
+#include <linux/sockios.h>
 #include <net/if.h>
 #include <spdlog/spdlog.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -95,6 +99,20 @@ struct XdpState {
 // rewritten, from the node's own address (pass_no_neigh); Linux drops it as a martian unless
 // accept_local is on for the interface it came in on (bpf/README.md). Set in meshd's own network
 // namespace; a failure is logged, not fatal: only those first packets suffer.
+// The interface's driver as ethtool names it ("veth", "mlx5_core", ...); "" when unknown.
+std::string driverOf(const std::string& ifname) {
+  ethtool_drvinfo info{};
+  info.cmd = ETHTOOL_GDRVINFO;
+  ifreq ifr{};
+  std::strncpy(ifr.ifr_name, ifname.c_str(), IFNAMSIZ - 1);
+  ifr.ifr_data = reinterpret_cast<char*>(&info);
+  const int fd = ::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return "";
+  const int rc = ::ioctl(fd, SIOCETHTOOL, &ifr);
+  ::close(fd);
+  return rc == 0 ? std::string(info.driver) : "";
+}
+
 void enableAcceptLocal(const std::string& ifname) {
   const std::string path = "/proc/sys/net/ipv4/conf/" + ifname + "/accept_local";
   std::string was;
@@ -176,6 +194,13 @@ Result<std::unique_ptr<BpfDataplane>> BpfDataplane::start(const NodeSpec& node, 
   options.connTableSize = node.connTableSize;
   options.halfTableSize = node.halfTableSize;
   options.flowCacheSlots = node.flowCacheSlots;
+  for (const auto& [name, index] : interfaces) {
+    if (driverOf(name) != "veth") continue;
+    options.txRedirect = true;
+    spdlog::info("{} is a veth: frames back out of their ingress port go by redirect, not "
+                 "XDP_TX (a veth's XDP_TX needs XDP on its peer too)",
+                 name);
+  }
   auto skel = LbSkeleton::open(options);
   if (!skel) {
     bool pinned = std::filesystem::exists(node.pinRoot + "/mp_services");
