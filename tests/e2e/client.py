@@ -29,12 +29,16 @@
 
 Each connection is closed by the client after its answer, so TIME_WAIT stays on the client side
 and endpoints can take the same SNAT port again at once.
+
+--curl (burst, steady): each request is a curl process of its own (a new connection, curl's
+own TCP stack settings and timeouts) instead of Python's http.client.
 """
 import argparse
 import http.client
 import json
 import socket
 import struct
+import subprocess
 import sys
 import threading
 import time
@@ -85,14 +89,39 @@ class Tally:
                           "elapsed": round(end - self.start, 3)}), flush=True)
 
 
+def curl_request(args):
+    """One GET by a curl process; the endpoint's name (its X-Endpoint header)."""
+    host = f"[{args.host}]" if ":" in args.host else args.host
+    res = subprocess.run(
+        ["curl", "-sS", "-g", "-o", "/dev/null", "-D", "-", "--connect-timeout",
+         str(args.timeout), "--max-time", str(2 * args.timeout), f"http://{host}:{args.port}/"],
+        capture_output=True, text=True, timeout=4 * args.timeout + 5)
+    if res.returncode != 0:
+        raise RuntimeError(f"curl exit {res.returncode}: {res.stderr.strip()[:120]}")
+    status = res.stdout.split(" ", 2)[1] if res.stdout else "?"
+    name = "?"
+    for line in res.stdout.splitlines():
+        if line.lower().startswith("x-endpoint:"):
+            name = line.split(":", 1)[1].strip()
+    if status != "200":
+        raise RuntimeError(f"HTTP {status}")
+    return name
+
+
 def drive(args, more):
     """args.concurrency workers, each sending one GET per new connection while more() says so."""
     tally = Tally()
 
     def worker():
         while more():
-            conn = http.client.HTTPConnection(args.host, args.port, timeout=args.timeout)
             sent = time.time()
+            if args.curl:
+                try:
+                    tally.ok(curl_request(args), sent)
+                except Exception as e:  # noqa: BLE001 — every failure is counted and reported
+                    tally.failed(sent, e)
+                continue
+            conn = http.client.HTTPConnection(args.host, args.port, timeout=args.timeout)
             try:
                 tally.ok(one_request(conn), sent)
             except Exception as e:  # noqa: BLE001 — every failure is counted and reported
@@ -229,6 +258,7 @@ def main():
     ap.add_argument("--timeout", type=float, default=5.0)
     ap.add_argument("--duration", type=float, default=5.0)
     ap.add_argument("--source-port", type=int, default=0)
+    ap.add_argument("--curl", action="store_true", help="burst, steady: a curl process a request")
     args = ap.parse_args()
     modes = {"burst": burst, "steady": steady, "udp": udp, "once": once, "session": session}
     return modes[args.mode](args)

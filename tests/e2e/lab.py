@@ -47,14 +47,14 @@ def run(argv, check=True, timeout=120, **kw):
 
 def service_yaml(services):
     """services: [{"name", "vip", "port", "endpoints": [(address, port, weight)], "health": {},
-    "algorithm", "forwarding", "on_eject", "timeouts": {}}]
+    "algorithm", "forwarding", "on_eject", "syn_protection", "connect_retries", "timeouts": {}}]
     (health: optional, the keys of docs/config.md's health block)"""
     lines = ["services:"] if services else ["services: []"]
     for s in services:
         lines += [f"  - name: {s['name']}", f"    vip: {s['vip']}", f"    port: {s['port']}",
                   f"    protocol: {s.get('protocol', 'tcp')}",
                   f"    algorithm: {s.get('algorithm', 'maglev')}"]
-        for key in ("forwarding", "on_eject"):
+        for key in ("forwarding", "on_eject", "syn_protection", "connect_retries"):
             if s.get(key):
                 lines.append(f"    {key}: {s[key]}")
         if s.get("timeouts"):
@@ -300,19 +300,22 @@ class Lab:
 
     # --- traffic from the client namespace ---
 
-    def burst(self, host, port, count, concurrency=16, timeout=5.0):
+    def burst(self, host, port, count, concurrency=16, timeout=5.0, curl=False):
         res = run(["ip", "netns", "exec", self.ns_client, PYTHON, CLIENT_PY, "burst",
                    "--host", host, "--port", str(port), "--count", str(count),
-                   "--concurrency", str(concurrency), "--timeout", str(timeout)],
+                   "--concurrency", str(concurrency), "--timeout", str(timeout)]
+                  + (["--curl"] if curl else []),
                   timeout=count * timeout + 60)
         return json.loads(res.stdout)
 
-    def start_steady(self, host, port, duration, concurrency=4, timeout=2.0):
-        """Starts client.py steady in the background; .communicate() gives its JSON line."""
+    def start_steady(self, host, port, duration, concurrency=4, timeout=2.0, curl=False):
+        """Starts client.py steady in the background; .communicate() gives its JSON line.
+        curl: each request a curl process (client.py --curl)."""
         return subprocess.Popen(
             ["ip", "netns", "exec", self.ns_client, PYTHON, CLIENT_PY, "steady", "--host", host,
              "--port", str(port), "--duration", str(duration), "--concurrency", str(concurrency),
-             "--timeout", str(timeout)], stdout=subprocess.PIPE, text=True)
+             "--timeout", str(timeout)] + (["--curl"] if curl else []),
+            stdout=subprocess.PIPE, text=True)
 
     def udp(self, host, port, count, timeout=0.5):
         """`count` UDP datagrams, each a new flow waiting for its answer (client.py udp)."""
@@ -350,9 +353,10 @@ class Lab:
         return c
 
     def pktgen_send(self, dst_ip, dst_port, proto, src_ip, src_port, flows, count, rate=None,
-                    stamp=False, timeout=120):
+                    stamp=False, timeout=120, duration=None):
         """pktgen send from the client's interface to the lb (its MAC), BPF_PROG_RUN live
-        frames; src_ip / src_port: "A" or "A-B". Returns pktgen's JSON summary."""
+        frames; src_ip / src_port: "A" or "A-B"; duration: stop after that many seconds even
+        if count is not sent. Returns pktgen's JSON summary."""
         argv = [PKTGEN, "send", self.env["client"]["iface"], "--netns", self.ns_client,
                 "--dst-mac", self.env["lb"]["client_mac"], "--dst-ip", dst_ip,
                 "--dst-port", str(dst_port), "--proto", proto, "--src-ip", src_ip,
@@ -360,6 +364,8 @@ class Lab:
                 "--json", "-q"]
         if rate:
             argv += ["--rate", str(rate)]
+        if duration:
+            argv += ["--duration", str(duration)]
         if stamp:
             argv.append("--stamp")
         return json.loads(run(argv, timeout=timeout).stdout)

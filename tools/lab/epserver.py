@@ -17,6 +17,7 @@ Also a one-shot client for readiness checks: epserver.py --probe ADDR --port P.
 import argparse
 import asyncio
 import http.client
+import random
 import resource
 import socket
 import sys
@@ -24,6 +25,19 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlparse
+
+
+_BLOBS = {}
+
+
+def blob(size, seed):
+    """/blob's body: `size` pseudo-random bytes from `seed` (random.Random, so a test computes
+    the same bytes and their digest itself). Kept after the first request."""
+    key = (size, seed)
+    if key not in _BLOBS:
+        _BLOBS.clear()
+        _BLOBS[key] = random.Random(seed).randbytes(size)
+    return _BLOBS[key]
 
 
 class EndpointHandler(BaseHTTPRequestHandler):
@@ -44,6 +58,9 @@ class EndpointHandler(BaseHTTPRequestHandler):
             return
         if url.path.startswith("/health"):
             self._health(url.path)
+            return
+        if url.path == "/blob":
+            self._blob(parse_qs(url.query))
             return
         body = (self.name + "\n").encode()
         self.send_response(200)
@@ -70,6 +87,17 @@ class EndpointHandler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
+
+    def _blob(self, query):
+        data = blob(int(query.get("size", ["1048576"])[0]), int(query.get("seed", ["1"])[0]))
+        self.send_response(200)
+        self.send_header("Content-Type", "application/octet-stream")
+        self.send_header("Content-Length", str(len(data)))
+        self.send_header("X-Endpoint", self.name)
+        self.end_headers()
+        view = memoryview(data)
+        for off in range(0, len(data), 1 << 20):
+            self.wfile.write(view[off:off + (1 << 20)])
 
     def _stream(self, query):
         chunks = int(query.get("chunks", ["10"])[0])
