@@ -32,11 +32,17 @@
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
-/* SYN protection runs in a program of its own, reached by tail call (mp_syn_enter, below). */
+/* SYN protection runs in a program of its own, reached by tail call (mp_syn_enter, below).
+ * mp_syn_screen's answers beside MP_SYN_NOT_MINE: */
+#define MP_SYN_ANSWER (-2)
+#define MP_SYN_DROP (-3)
+#define MP_SYN_OPEN 0
+#define MP_SYN_OPEN_PROBE 4 /* + the MSS index: the segment is a zero-window probe (seq = ISN) */
 /* What the SYN-protection program is asked to do with the packet (mp_syn_enter). */
 enum mp_syn_do {
 	MP_SYN_DO_ANSWER = 0, /* a SYN while protection is on: the cookie SYN-ACK */
-	MP_SYN_DO_OPEN = 1,   /* an ACK whose cookie validated (arg: its MSS index) */
+	MP_SYN_DO_OPEN = 1,   /* an ACK whose cookie validated (arg: its MSS index, plus
+			       * MP_SYN_OPEN_PROBE for a zero-window probe) */
 	MP_SYN_DO_CLIENT = 2, /* a client's segment of a proxied connection */
 	MP_SYN_DO_REPLY = 3,  /* an endpoint's segment of one */
 	MP_SYN_DO_RETRY = 4,  /* the SYN to another endpoint (arg: the client's TSval) */
@@ -1513,8 +1519,9 @@ static __always_inline int mp_syn_open(struct xdp_md *ctx, struct mp_pkt *p, __u
 	node = bpf_map_lookup_elem(&mp_node, &zero);
 	if (!node || (__u8 *)th + MP_TCP_BARE_LEN > end)
 		return XDP_DROP;
-	isn = mp_ntohl(th->seq) - 1;
+	isn = mp_ntohl(th->seq) - (mss_idx & MP_SYN_OPEN_PROBE ? 0 : 1);
 	cookie = mp_ntohl(th->ack_seq) - 1;
+	mss_idx &= 3;
 	if (mp_syn_opts(ctx, p, &s->w, 0))
 		return mp_exception(MP_EXC_DROP_SYN_MALFORMED);
 	if (st)
@@ -1560,14 +1567,11 @@ static __always_inline int mp_syn_open(struct xdp_md *ctx, struct mp_pkt *p, __u
  * (MP_SYN_OPEN + its MSS index), a segment to drop (MP_SYN_DROP: protection is on, and it is
  * neither) or MP_SYN_NOT_MINE. Inline, before any call that may change the packet: the common
  * path goes on with its packet pointers when the answer is MP_SYN_NOT_MINE. */
-#define MP_SYN_ANSWER (-2)
-#define MP_SYN_DROP (-3)
-#define MP_SYN_OPEN 0
 static __always_inline int mp_syn_screen(const struct mp_pkt *p, const struct mp_svc *svc)
 {
 	const struct mp_tcphdr *th = (const struct mp_tcphdr *)p->l4;
 	struct mp_syn_counters *st;
-	__u32 cookie, count;
+	__u32 cookie, count, isn;
 	int protecting = (svc->flags & MP_SVC_F_SYN_ALWAYS) != 0, mss_idx, age;
 
 	if (!protecting && (svc->flags & MP_SVC_F_SYN_AUTO)) {
@@ -1587,11 +1591,20 @@ static __always_inline int mp_syn_screen(const struct mp_pkt *p, const struct mp
 	cookie = mp_ntohl(th->ack_seq) - 1;
 	count = mp_cookie_count(bpf_ktime_get_tai_ns());
 	age = mp_cookie_age(cookie, count);
-	mss_idx = age < 0 ? -1
-			  : mp_cookie_data(cookie, mp_syn_cookie_hash(&p->flow, mp_ntohl(th->seq) - 1,
-								      count - (__u32)age));
-	if (mss_idx >= 0)
-		return MP_SYN_OPEN + mss_idx;
+	if (age >= 0) {
+		isn = mp_ntohl(th->seq) - 1;
+		mss_idx = mp_cookie_data(cookie, mp_syn_cookie_hash(&p->flow, isn, count - age));
+		if (mss_idx >= 0)
+			return MP_SYN_OPEN + mss_idx;
+		/* The client's ACK was lost and this is its zero-window probe, which carries
+		 * snd_una - 1: the ISN itself. */
+		if (p->l4_len == (__u32)(th->doff_res >> 4) * 4) {
+			mss_idx = mp_cookie_data(cookie,
+						 mp_syn_cookie_hash(&p->flow, isn + 1, count - age));
+			if (mss_idx >= 0)
+				return MP_SYN_OPEN + MP_SYN_OPEN_PROBE + mss_idx;
+		}
+	}
 	if (!protecting)
 		return MP_SYN_NOT_MINE;
 	st = mp_syn_counters_of(svc->id);
@@ -1938,7 +1951,7 @@ static __always_inline int mp_syn_do(struct xdp_md *ctx, __u8 family, __u32 what
 	case MP_SYN_DO_ANSWER:
 		return mp_syn_stateless_family(ctx, family, -1);
 	case MP_SYN_DO_OPEN:
-		return mp_syn_stateless_family(ctx, family, (int)(arg & 3));
+		return mp_syn_stateless_family(ctx, family, (int)(arg & 7));
 	case MP_SYN_DO_CLIENT:
 		return mp_syn_client_family(ctx, family);
 	case MP_SYN_DO_REPLY:

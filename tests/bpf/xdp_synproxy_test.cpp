@@ -471,6 +471,28 @@ TEST_P(SynProxyTest, ARefusingEndpointIsRetriedOnTheNextBeforeTheClientSeesARst)
   EXPECT_FALSE(h_->half(clientFlow()).has_value());
 }
 
+TEST_P(SynProxyTest, AZeroWindowProbeOpensWhenTheAckWasLost) {
+  service(MP_SVC_F_SYN_ALWAYS);
+  const XdpRun synack =
+      send(fromClient(kTcpSyn, kClientIsn, 0, synOptions(1460, kClientTs)), kClientIf);
+  const Segment sa = parse(synack.output);
+  // The client's ACK never arrived; its persist timer probes the closed window with
+  // snd_una - 1, the ISN itself.
+  const XdpRun r = send(fromClient(kTcpAck, kClientIsn, sa.seq + 1,
+                                   tsOption(kClientTs + 200, sa.ts->first)),
+                        kClientIf);
+  ASSERT_EQ(r.verdict, XDP_REDIRECT) << verdictName(r.verdict);
+  const Segment syn = parse(r.output);
+  EXPECT_EQ(syn.flags, kTcpSyn);
+  EXPECT_EQ(syn.seq, kClientIsn);
+  EXPECT_EQ(h_->synStats(kSvc).acks_valid, 1u);
+  // With a payload it is no probe, and seq - 1 is no ISN the cookie was made for.
+  const XdpRun data = send(fromClient(kTcpAck, kClientIsn, sa.seq + 1,
+                                      tsOption(kClientTs + 200, sa.ts->first), "x", kClientPort + 1),
+                           kClientIf);
+  EXPECT_EQ(data.verdict, XDP_DROP);
+}
+
 TEST_P(SynProxyTest, DnatKeepsTheClientsAddress) {
   service(MP_SVC_F_SYN_ALWAYS, MP_FWD_DNAT);
   const Family& f = GetParam();

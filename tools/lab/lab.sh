@@ -117,8 +117,13 @@ cmd_up() {
     sysctl_ns "$ns" net.ipv6.conf.default.accept_dad=0
   done
 
-  # client <-> lb
-  ip -n "$client" link add c-lb type veth peer name veth-c netns "$lb"
+  # client <-> lb, one queue per CPU on each side, as a NIC's RSS queues: a flood sent from one
+  # CPU fills that CPU's ring and not the one the real clients' packets take (with a single
+  # queue, a veth drops whatever does not fit its one 256-frame ring, flood and clients alike).
+  local q
+  q="$(nproc)"
+  ip -n "$client" link add c-lb numtxqueues "$q" numrxqueues "$q" type veth \
+    peer name veth-c numtxqueues "$q" numrxqueues "$q" netns "$lb"
   ip -n "$client" addr add 10.100.1.2/24 dev c-lb
   addr6 "$client" fd00:100:1::2/64 c-lb
   ip -n "$lb" addr add 10.100.1.1/24 dev veth-c
@@ -128,7 +133,8 @@ cmd_up() {
   ip -n "$net" link add br0 type bridge
   ip -n "$net" link set br0 type bridge stp_state 0 forward_delay 0
   sysctl_ns "$net" net.ipv6.conf.all.disable_ipv6=1
-  ip -n "$lb" link add veth-e type veth peer name p-lb netns "$net"
+  ip -n "$lb" link add veth-e numtxqueues "$q" numrxqueues "$q" type veth \
+    peer name p-lb numtxqueues "$q" numrxqueues "$q" netns "$net"
   ip -n "$lb" addr add 10.100.2.1/24 dev veth-e
   addr6 "$lb" fd00:100:2::1/64 veth-e
   ip -n "$net" link set p-lb master br0
