@@ -220,6 +220,7 @@ struct {
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, MP_MAX_SERVICES);
+	__uint(map_flags, BPF_F_MMAPABLE); /* meshd ticks it (synguard.h) with atomics */
 	__type(key, __u32);
 	__type(value, struct mp_syn_guard);
 } mp_syn_guard SEC(".maps");

@@ -178,6 +178,7 @@ BpfDataplane::~BpfDataplane() {
   for (Attachment& a : attachments_) bpf_link__destroy(a.link);
   if (events_ != nullptr) ring_buffer__free(events_);
   if (health_ != nullptr) ::munmap(health_, healthBytes_);
+  if (synGuards_ != nullptr) ::munmap(synGuards_, synGuardBytes_);
 }
 
 Result<std::unique_ptr<BpfDataplane>> BpfDataplane::start(const NodeSpec& node, Netlink& netlink) {
@@ -217,6 +218,7 @@ Result<std::unique_ptr<BpfDataplane>> BpfDataplane::start(const NodeSpec& node, 
 
   if (auto r = dp->loadRings(); !r) return r.error();
   if (auto r = dp->initSynSecret(); !r) return r.error();
+  if (auto r = dp->mapSynGuards(); !r) return r.error();
   if (auto r = dp->mapHealth(); !r) return r.error();
   for (const auto& [name, index] : interfaces) {
     if (auto r = dp->attach(name, index); !r) return r.error();

@@ -93,6 +93,7 @@ class BpfDataplane : public Dataplane {
   // SYN protection (bpf_syn_protection.cpp): draws the cookie key when the pinned one is unset,
   // and zeroes a service id's auto switch and counters when the id is (re)assigned.
   Result<void> initSynSecret();
+  Result<void> mapSynGuards();
   Result<void> zeroSynState(uint32_t serviceId);
   Result<void> syncDnat(uint32_t endpointId);
   Result<void> syncDnatOfService(uint32_t serviceId);
@@ -120,6 +121,8 @@ class BpfDataplane : public Dataplane {
   // access is one __atomic builtin on one field.
   mp_ep_health* health_ = nullptr;
   size_t healthBytes_ = 0;
+  mp_syn_guard* synGuards_ = nullptr;  // mp_syn_guard, mapped: meshd ticks the auto switches
+  size_t synGuardBytes_ = 0;
   // endpoint id -> bumped whenever its health entry is zeroed or a flush of it begins: a walk
   // that spans many loop turns (ConnTableWalk) tells by it which counts changed hands meanwhile.
   // A walk must not outlive this dataplane.

@@ -3,13 +3,17 @@
 // (mp_syn_stats). The mode and connect_retries travel in mp_svc.flags (upsertService).
 #include <bpf/bpf.h>
 #include <spdlog/spdlog.h>
+#include <sys/mman.h>
 #include <sys/random.h>
+#include <time.h>
+#include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
 #include <vector>
 
 #include "bpf_dataplane.h"
+#include "synguard.h"
 
 namespace meshpath {
 
@@ -42,6 +46,23 @@ Result<void> BpfDataplane::initSynSecret() {
   return {};
 }
 
+// Mapped as mp_ep_health is (mapHealth): the datapath and meshd both roll a guard's window with
+// atomics (synguard.h), so a flood that stops dead still switches off on time.
+Result<void> BpfDataplane::mapSynGuards() {
+  const size_t page = static_cast<size_t>(::sysconf(_SC_PAGESIZE));
+  const size_t bytes = sizeof(mp_syn_guard) * MP_MAX_SERVICES;
+  synGuardBytes_ = (bytes + page - 1) / page * page;
+  void* p = ::mmap(nullptr, synGuardBytes_, PROT_READ | PROT_WRITE, MAP_SHARED,
+                   skel_->synGuardFd(), 0);
+  if (p == MAP_FAILED) {
+    return errnoError(-errno, "mmap mp_syn_guard",
+                      "the pinned mp_syn_guard must be BPF_F_MMAPABLE (a map of an older meshd? "
+                      "`meshd --teardown` removes the pinned maps)");
+  }
+  synGuards_ = static_cast<mp_syn_guard*>(p);
+  return {};
+}
+
 Result<void> BpfDataplane::zeroSynState(uint32_t id) {
   const mp_syn_guard guard{};
   if (int rc = bpf_map_update_elem(skel_->synGuardFd(), &id, &guard, BPF_ANY); rc != 0) {
@@ -68,10 +89,15 @@ Result<SynStats> BpfDataplane::synStats(uint32_t id) {
     s.retries += c.retries;
     s.retriesFailed += c.retries_failed;
   }
-  mp_syn_guard guard{};
-  if (int rc = bpf_map_lookup_elem(skel_->synGuardFd(), &id, &guard); rc != 0) {
-    return errnoError(rc, "read mp_syn_guard[" + std::to_string(id) + "]");
-  }
+  // The datapath rolls a guard's window on its next SYN; meshd's reads (about once a second)
+  // roll it when none comes, as the datapath would.
+  timespec now{};
+  ::clock_gettime(CLOCK_MONOTONIC, &now);  // bpf_ktime_get_ns()'s clock
+  mp_syn_guard_tick(&synGuards_[id],
+                    static_cast<uint64_t>(now.tv_sec) * 1'000'000'000ull +
+                        static_cast<uint64_t>(now.tv_nsec),
+                    node_.synFloodThreshold);
+  const mp_syn_guard guard = synGuards_[id];
   s.active = guard.on != 0;
   s.switchedOn = guard.switched_on;
   s.switchedOff = guard.switched_off;
