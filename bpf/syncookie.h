@@ -119,24 +119,27 @@ MP_INLINE __u64 mp_sip_final(struct mp_sip *s, __u64 len)
 	return s->v0 ^ s->v1 ^ s->v2 ^ s->v3;
 }
 
-/* The connection (the client's tuple toward the VIP and its ISN) in count's keyed hash. Both
- * families hash the 16-byte address fields, so each is one code path. */
+/* The connection (the client's tuple toward the VIP and its ISN) in count's keyed hash: three
+ * words for IPv4, six for IPv6. */
 MP_INLINE __u32 mp_cookie_hash(const struct mp_syn_secret *key, const struct mp_flow *f, __u32 isn,
 			       __u32 count)
 {
 	const mp_u32_any *src = (const mp_u32_any *)f->src, *dst = (const mp_u32_any *)f->dst;
+	__u64 ports = (__u64)f->sport | (__u64)f->dport << 16 | (__u64)f->family << 32 |
+		      (__u64)f->proto << 40;
 	struct mp_sip s;
 
 	/* 32-bit reads: a flow on the BPF stack is only 4-byte aligned. */
 	mp_sip_init(&s, key->k0, key->k1);
-	mp_sip_word(&s, (__u64)src[0] | (__u64)src[1] << 32);
-	mp_sip_word(&s, (__u64)src[2] | (__u64)src[3] << 32);
-	mp_sip_word(&s, (__u64)dst[0] | (__u64)dst[1] << 32);
-	mp_sip_word(&s, (__u64)dst[2] | (__u64)dst[3] << 32);
-	mp_sip_word(&s, (__u64)f->sport | (__u64)f->dport << 16 | (__u64)f->family << 32 |
-				(__u64)f->proto << 40);
+	mp_sip_word(&s, (__u64)src[0] | (__u64)dst[0] << 32);
+	if (f->family != MP_AF_INET) {
+		mp_sip_word(&s, (__u64)src[1] | (__u64)src[2] << 32);
+		mp_sip_word(&s, (__u64)src[3] | (__u64)dst[1] << 32);
+		mp_sip_word(&s, (__u64)dst[2] | (__u64)dst[3] << 32);
+	}
+	mp_sip_word(&s, ports);
 	mp_sip_word(&s, (__u64)isn | (__u64)count << 32);
-	return (__u32)mp_sip_final(&s, 48);
+	return (__u32)mp_sip_final(&s, f->family != MP_AF_INET ? 48 : 24);
 }
 
 /* The clock count at TAI time now_ns. */

@@ -22,6 +22,9 @@
 #include "nat.h"
 #include "packet.h"
 #include "parse.h"
+#include "synguard.h"
+#include "syncookie.h"
+#include "synproxy.h"
 #include "pick.h"
 
 namespace meshpath::testing {
@@ -824,6 +827,114 @@ TEST(CoreFlowCache, HalfAWindowOfConflictsSkipsTheCacheForABypass) {
   EXPECT_EQ(cold.misses, 2 * MP_FC_WINDOW);
   EXPECT_EQ(cold.conflicts, 0u);
   EXPECT_EQ(cold.bypass_left, 0u);
+}
+
+}  // namespace
+}  // namespace meshpath::testing
+
+namespace meshpath::testing {
+namespace {
+
+// SipHash-2-4's reference vector for the 8-byte message 00..07 under the key 00..0f.
+TEST(SynCookie, SipHashMatchesTheReference) {
+  mp_sip s;
+  mp_sip_init(&s, 0x0706050403020100ull, 0x0f0e0d0c0b0a0908ull);
+  mp_sip_word(&s, 0x0706050403020100ull);
+  EXPECT_EQ(mp_sip_final(&s, 8), 0x93f5f5799a932462ull);
+}
+
+mp_flow cookieFlow(uint8_t family, uint16_t sport) {
+  mp_flow f{};
+  f.src[0] = 10;
+  f.src[3] = 7;
+  f.dst[0] = 10;
+  f.dst[3] = 100;
+  if (family == MP_AF_INET6) f.src[15] = 1;
+  f.sport = htons(sport);
+  f.dport = htons(80);
+  f.proto = IPPROTO_TCP;
+  f.family = family;
+  return f;
+}
+
+TEST(SynCookie, RoundTripsItsMssAndRefusesWhatItDidNotMake) {
+  const mp_syn_secret key{1, 2}, other{1, 3};
+  for (uint8_t family : {uint8_t{MP_AF_INET}, uint8_t{MP_AF_INET6}}) {
+    const mp_flow f = cookieFlow(family, 40000), g = cookieFlow(family, 40001);
+    const uint32_t count = 0x1234;
+    for (uint32_t mss = 0; mss < 4; ++mss) {
+      const uint32_t c = mp_cookie_make(&key, &f, 77, count, mss);
+      EXPECT_EQ(mp_cookie_check(&key, &f, 77, c, count), static_cast<int>(mss));
+      EXPECT_EQ(mp_cookie_check(&key, &f, 77, c, count + 1), static_cast<int>(mss))
+          << "one count old still passes";
+      EXPECT_EQ(mp_cookie_check(&key, &f, 77, c, count + 2), -1) << "two counts old";
+      EXPECT_EQ(mp_cookie_check(&key, &f, 77, c, count - 1), -1) << "from the future";
+      EXPECT_EQ(mp_cookie_check(&key, &g, 77, c, count), -1) << "another tuple";
+      EXPECT_EQ(mp_cookie_check(&key, &f, 78, c, count), -1) << "another ISN";
+      EXPECT_EQ(mp_cookie_check(&other, &f, 77, c, count), -1) << "another key";
+    }
+  }
+  EXPECT_EQ(mp_cookie_mss(mp_cookie_mss_index(1460)), 1460);
+  EXPECT_EQ(mp_cookie_mss(mp_cookie_mss_index(1439)), 1220);
+  EXPECT_EQ(mp_cookie_mss(mp_cookie_mss_index(100)), 536);
+}
+
+// Random ACKs: about 4 in 2^24 of those with a current count pass (the kernel's odds).
+TEST(SynCookie, GuessesRarelyPass) {
+  const mp_syn_secret key{0xabc, 0xdef};
+  const mp_flow f = cookieFlow(MP_AF_INET, 40000);
+  std::mt19937 rng(7);
+  int passed = 0;
+  for (int i = 0; i < 200000; ++i) {
+    const uint32_t guess = (0x1234u << 24) | (rng() & 0xffffff);
+    passed += mp_cookie_check(&key, &f, 77, guess, 0x1234) >= 0;
+  }
+  EXPECT_LE(passed, 2);
+}
+
+// The option walk and the translation of a proxied segment, on a real frame: the TSecr and the
+// SACK edges move, and the incremental checksum equals one computed from scratch.
+TEST(SynProxy, TranslationKeepsTheChecksumRight) {
+  Bytes opts = {1, 1, 8, 10, 0, 0, 0, 5, 0, 0, 0, 9, 1, 1, 5, 10, 0, 0, 1, 0, 0, 0, 2, 0};
+  Bytes frame = Packet()
+                    .eth("02:00:00:00:00:01", "02:00:00:00:00:02")
+                    .ipv4("10.0.0.1", "10.0.0.2")
+                    .tcp(1000, 80, kTcpAck, 100, 500)
+                    .tcpOptions(opts)
+                    .payload("abc")
+                    .build();
+  mp_cursor c{frame.data(), frame.data() + frame.size()};
+  mp_pkt p{};
+  ASSERT_EQ(mp_parse(&c, &p), MP_OK);
+  mp_conn conn{};
+  conn.proxy_opts = MP_SYNOPT_TS | 7;
+  conn.ep_wscale = 7;
+  conn.seq_off = 0x1000;
+  conn.ts_off = 0x20;
+  ASSERT_EQ(mp_proxy_translate(&p, &conn, 1), 0);
+  EXPECT_EQ(verifyChecksums(frame), "");
+  const uint8_t* t = p.l4;
+  EXPECT_EQ(t[8] << 24 | t[9] << 16 | t[10] << 8 | t[11], 500 + 0x1000);  // ack
+  EXPECT_EQ(t[20 + 11], 9 + 0x20);                                       // TSecr
+  EXPECT_EQ(t[20 + 18] << 8 | t[20 + 19], 0x0100 + 0x1000);  // SACK left edge, low half
+}
+
+// The auto switch: on at the threshold, off after calm windows, idle ones included.
+TEST(SynGuard, OnAtTheThresholdOffAfterCalm) {
+  mp_syn_guard g{};
+  const uint64_t s = 1'000'000'000ull;
+  g.window_ns = 10 * s;
+  for (int i = 0; i < 9; ++i) EXPECT_EQ(mp_syn_guard_count(&g, 1, 10 * s + i, 10), 0);
+  EXPECT_EQ(mp_syn_guard_count(&g, 1, 10 * s + 9, 10), 1);
+  EXPECT_EQ(g.switched_on, 1u);
+  mp_syn_guard_count(&g, 0, 10 * s + 10, 10);  // handshakes in the window count against it
+  mp_syn_guard_tick(&g, 11 * s + 1, 10);       // a flood window: stays on
+  EXPECT_EQ(g.on, 1u);
+  mp_syn_guard_tick(&g, 14 * s + 2, 10);       // three quiet windows: calm, not yet off
+  EXPECT_EQ(g.on, 1u);
+  mp_syn_guard_tick(&g, 16 * s + 3, 10);
+  EXPECT_EQ(g.on, 0u);
+  EXPECT_EQ(g.switched_off, 1u);
 }
 
 }  // namespace
