@@ -1633,6 +1633,36 @@ static __always_inline int mp_syn_stateless_family(struct xdp_md *ctx, __u8 fami
 	return mp_syn_open(ctx, &p, family, svc, mss_idx, s);
 }
 
+/* A proxied connection's segment in either direction (to_ep: from the client) once the endpoint
+ * has answered: its close recorded, its entry's life refreshed, the segment translated
+ * (synproxy.h) and counted. MP_OK, or the verdict of a segment that cannot be translated. */
+static __always_inline int mp_syn_pass(struct xdp_md *ctx, struct mp_pkt *p, __u8 family,
+				       struct mp_conn *conn, __u32 svc_id,
+				       const struct mp_svc_tmo *t, int established, int to_ep,
+				       struct mp_syn_scratch *s)
+{
+	__u32 ep_id = conn->ep_id, bits;
+	int rc;
+
+	bits = mp_tcp_close_bits(p->tcp_flags, to_ep);
+	if (bits && (rc = mp_conn_mark(conn, bits)))
+		mp_conn_closed(ep_id, rc);
+	mp_conn_live(conn, IPPROTO_TCP, established, t, bpf_jiffies64());
+	if (p->l4 + MP_TCP_BARE_LEN > (__u8 *)(long)ctx->data_end)
+		return XDP_DROP;
+	if (mp_proxy_translate_hdr((struct mp_tcphdr *)p->l4, conn, to_ep, &s->w.e) &&
+	    mp_syn_opts(ctx, p, &s->w, 1))
+		return mp_exception(MP_EXC_DROP_SYN_MALFORMED);
+	if (mp_syn_parse(ctx, p, family) != MP_OK) /* the store may have moved the frame */
+		return XDP_DROP;
+	if (p->l4 + MP_TCP_BARE_LEN > (__u8 *)(long)ctx->data_end)
+		return XDP_DROP;
+	mp_proxy_translate_done((struct mp_tcphdr *)p->l4, &s->w.e);
+	mp_count(&mp_svc_stats, svc_id, p->ip_len, 0);
+	mp_count(&mp_ep_stats, ep_id, p->ip_len, 0);
+	return MP_OK;
+}
+
 /* A client's segment of a proxied connection: translated and forwarded once the endpoint has
  * answered; before that, dropped, unless the endpoint has been silent past
  * MP_SYN_CONNECT_TIMEOUT_NS, when the segment (the client's zero-window probe) becomes the SYN
@@ -1646,7 +1676,7 @@ static __always_inline int mp_syn_client_family(struct xdp_md *ctx, __u8 family)
 	struct mp_syn_scratch *s;
 	struct mp_conn *conn;
 	struct mp_pkt p;
-	__u32 zero = 0, ep_id, bits;
+	__u32 zero = 0, ep_id;
 	__u64 now, sent, tmo;
 	int established = 1, rc;
 
@@ -1693,22 +1723,9 @@ static __always_inline int mp_syn_client_family(struct xdp_md *ctx, __u8 family)
 		return mp_syn_enter(ctx, MP_SYN_DO_RETRY, family,
 				    !rc && s->w.o.has_ts ? s->w.o.tsval : conn->ts_off - 32);
 	}
-	bits = mp_tcp_close_bits(p.tcp_flags, 1);
-	if (bits && (rc = mp_conn_mark(conn, bits)))
-		mp_conn_closed(ep_id, rc);
-	mp_conn_live(conn, IPPROTO_TCP, established, t, now);
-	if ((__u8 *)p.l4 + MP_TCP_BARE_LEN > (__u8 *)(long)ctx->data_end)
-		return XDP_DROP;
-	if (mp_proxy_translate_hdr((struct mp_tcphdr *)p.l4, conn, 1, &s->w.e) &&
-	    mp_syn_opts(ctx, &p, &s->w, 1))
-		return mp_exception(MP_EXC_DROP_SYN_MALFORMED);
-	if (mp_syn_parse(ctx, &p, family) != MP_OK) /* the store may have moved the frame */
-		return XDP_DROP;
-	if ((__u8 *)p.l4 + MP_TCP_BARE_LEN > (__u8 *)(long)ctx->data_end)
-		return XDP_DROP;
-	mp_proxy_translate_done((struct mp_tcphdr *)p.l4, &s->w.e);
-	mp_count(&mp_svc_stats, svc->id, p.ip_len, 0);
-	mp_count(&mp_ep_stats, ep_id, p.ip_len, 0);
+	rc = mp_syn_pass(ctx, &p, family, conn, svc->id, t, established, 1, s);
+	if (rc != MP_OK)
+		return rc;
 	if (conn->snat_addr == MP_SNAT_NONE) {
 		mp_nat_rewrite(&p, family, p.flow.src, ep->addr, p.flow.sport, ep->port);
 		return mp_transmit_via(ctx, &p, family, bpf_map_lookup_elem(&mp_nh_cache, &ep_id),
@@ -1839,7 +1856,7 @@ static __always_inline int mp_syn_reply_family(struct xdp_md *ctx, __u8 family)
 	struct mp_syn_scratch *s;
 	struct mp_conn *conn;
 	struct mp_pkt p;
-	__u32 zero = 0, ep_id, bits, slot;
+	__u32 zero = 0, ep_id, slot;
 	__u64 now;
 	int half = 0, rc;
 
@@ -1893,22 +1910,9 @@ static __always_inline int mp_syn_reply_family(struct xdp_md *ctx, __u8 family)
 	}
 	now = bpf_jiffies64();
 	t = bpf_map_lookup_elem(&mp_svc_tmo, &svc->id);
-	bits = mp_tcp_close_bits(p.tcp_flags, 0);
-	if (bits && (rc = mp_conn_mark(conn, bits)))
-		mp_conn_closed(ep_id, rc);
-	mp_conn_live(conn, IPPROTO_TCP, !half, t, now);
-	if ((__u8 *)p.l4 + MP_TCP_BARE_LEN > (__u8 *)(long)ctx->data_end)
-		return XDP_DROP;
-	if (mp_proxy_translate_hdr((struct mp_tcphdr *)p.l4, conn, 0, &s->w.e) &&
-	    mp_syn_opts(ctx, &p, &s->w, 1))
-		return mp_exception(MP_EXC_DROP_SYN_MALFORMED);
-	if (mp_syn_parse(ctx, &p, family) != MP_OK) /* the store may have moved the frame */
-		return XDP_DROP;
-	if ((__u8 *)p.l4 + MP_TCP_BARE_LEN > (__u8 *)(long)ctx->data_end)
-		return XDP_DROP;
-	mp_proxy_translate_done((struct mp_tcphdr *)p.l4, &s->w.e);
-	mp_count(&mp_svc_stats, svc->id, p.ip_len, 0);
-	mp_count(&mp_ep_stats, ep_id, p.ip_len, 0);
+	rc = mp_syn_pass(ctx, &p, family, conn, svc->id, t, !half, 0, s);
+	if (rc != MP_OK)
+		return rc;
 	mp_nat_reverse(&p, family, &s->r);
 	slot = mp_addr_slot_index(s->r.client, MP_NH_CLIENT_BITS);
 	return mp_transmit_via(ctx, &p, family, bpf_map_lookup_elem(&mp_nh_client, &slot),
