@@ -1351,7 +1351,9 @@ static __always_inline int mp_syn_answer(struct xdp_md *ctx, struct mp_pkt *p, _
 	node = bpf_map_lookup_elem(&mp_node, &zero);
 	if (!node || (__u8 *)th + MP_TCP_BARE_LEN > end)
 		return XDP_DROP;
-	if (mp_syn_opts(ctx, p, &s->w, 0))
+	if (!(th->doff_res >> 4 == MP_TCP_SYN_LEN / 4 && (__u8 *)th + MP_TCP_SYN_LEN <= end &&
+	      mp_tcp_opts_linux_syn((__u8 *)th + MP_TCP_BARE_LEN, &s->w.o)) &&
+	    mp_syn_opts(ctx, p, &s->w, 0))
 		return mp_exception(MP_EXC_DROP_SYN_MALFORMED);
 	isn = mp_ntohl(th->seq);
 	opts = mp_syn_tsval_opts(&s->w.o);
@@ -1567,18 +1569,53 @@ static __always_inline int mp_syn_open(struct xdp_md *ctx, struct mp_pkt *p, __u
  * (MP_SYN_OPEN + its MSS index), a segment to drop (MP_SYN_DROP: protection is on, and it is
  * neither) or MP_SYN_NOT_MINE. Inline, before any call that may change the packet: the common
  * path goes on with its packet pointers when the answer is MP_SYN_NOT_MINE. */
-static __always_inline int mp_syn_screen(const struct mp_pkt *p, const struct mp_svc *svc)
+/* Is the SYN proxy answering svc's SYNs now? */
+static __always_inline int mp_syn_protecting(const struct mp_svc *svc)
+{
+	const struct mp_syn_guard *g;
+
+	if (svc->flags & MP_SVC_F_SYN_ALWAYS)
+		return 1;
+	if (!(svc->flags & MP_SVC_F_SYN_AUTO))
+		return 0;
+	g = bpf_map_lookup_elem(&mp_syn_guard, &svc->id);
+	return g && g->on;
+}
+
+/* Does the ACK p carry a valid cookie? MP_SYN_OPEN + its MSS index (+ MP_SYN_OPEN_PROBE for a
+ * zero-window probe), or MP_SYN_NOT_MINE. A cookie of another clock count costs no hash. */
+static __always_inline int mp_syn_cookie_open(const struct mp_pkt *p)
 {
 	const struct mp_tcphdr *th = (const struct mp_tcphdr *)p->l4;
+	__u32 cookie = mp_ntohl(th->ack_seq) - 1, count, isn;
+	int age, mss_idx;
+
+	count = mp_cookie_count(bpf_ktime_get_tai_ns());
+	age = mp_cookie_age(cookie, count);
+	if (age < 0)
+		return MP_SYN_NOT_MINE;
+	isn = mp_ntohl(th->seq) - 1;
+	mss_idx = mp_cookie_data(cookie, mp_syn_cookie_hash(&p->flow, isn, count - age));
+	if (mss_idx >= 0)
+		return MP_SYN_OPEN + mss_idx;
+	/* The client's ACK was lost and this is its zero-window probe, which carries snd_una - 1:
+	 * the ISN itself. */
+	if (p->l4_len != (__u32)(th->doff_res >> 4) * 4)
+		return MP_SYN_NOT_MINE;
+	mss_idx = mp_cookie_data(cookie, mp_syn_cookie_hash(&p->flow, isn + 1, count - age));
+	return mss_idx >= 0 ? MP_SYN_OPEN + MP_SYN_OPEN_PROBE + mss_idx : MP_SYN_NOT_MINE;
+}
+
+/* What a protected service's TCP segment with no connection (p) is to the SYN proxy: a SYN to
+ * answer with a cookie (MP_SYN_ANSWER, while protection is on), an ACK whose cookie validates
+ * (mp_syn_cookie_open's answer), a segment to drop (MP_SYN_DROP: protection is on, and it is
+ * neither) or MP_SYN_NOT_MINE. Inline, before any call that may change the packet: the common
+ * path goes on with its packet pointers when the answer is MP_SYN_NOT_MINE. */
+static __always_inline int mp_syn_screen(const struct mp_pkt *p, const struct mp_svc *svc)
+{
 	struct mp_syn_counters *st;
-	__u32 cookie, count, isn;
-	int protecting = (svc->flags & MP_SVC_F_SYN_ALWAYS) != 0, mss_idx, age;
+	int protecting = mp_syn_protecting(svc), rc;
 
-	if (!protecting && (svc->flags & MP_SVC_F_SYN_AUTO)) {
-		const struct mp_syn_guard *g = bpf_map_lookup_elem(&mp_syn_guard, &svc->id);
-
-		protecting = g && g->on;
-	}
 	if (mp_tcp_opens(p->tcp_flags)) {
 		if (protecting)
 			return MP_SYN_ANSWER;
@@ -1588,29 +1625,41 @@ static __always_inline int mp_syn_screen(const struct mp_pkt *p, const struct mp
 	}
 	if ((p->tcp_flags & (MP_TCP_SYN | MP_TCP_RST | MP_TCP_ACK)) != MP_TCP_ACK)
 		return protecting ? MP_SYN_DROP : MP_SYN_NOT_MINE;
-	cookie = mp_ntohl(th->ack_seq) - 1;
-	count = mp_cookie_count(bpf_ktime_get_tai_ns());
-	age = mp_cookie_age(cookie, count);
-	if (age >= 0) {
-		isn = mp_ntohl(th->seq) - 1;
-		mss_idx = mp_cookie_data(cookie, mp_syn_cookie_hash(&p->flow, isn, count - age));
-		if (mss_idx >= 0)
-			return MP_SYN_OPEN + mss_idx;
-		/* The client's ACK was lost and this is its zero-window probe, which carries
-		 * snd_una - 1: the ISN itself. */
-		if (p->l4_len == (__u32)(th->doff_res >> 4) * 4) {
-			mss_idx = mp_cookie_data(cookie,
-						 mp_syn_cookie_hash(&p->flow, isn + 1, count - age));
-			if (mss_idx >= 0)
-				return MP_SYN_OPEN + MP_SYN_OPEN_PROBE + mss_idx;
-		}
-	}
-	if (!protecting)
-		return MP_SYN_NOT_MINE;
+	rc = mp_syn_cookie_open(p);
+	if (rc != MP_SYN_NOT_MINE || !protecting)
+		return rc;
 	st = mp_syn_counters_of(svc->id);
 	if (st)
 		st->acks_invalid += 1;
 	return MP_SYN_DROP;
+}
+
+/* A client's ACK with a valid cookie on a tuple whose entry is left over from a connection
+ * that closed, or never got its SYN-ACK (its SYN came before protection switched on): the
+ * client started over with the proxy, whose SYN-ACK it took. Answers whether the entry (in
+ * mp_conns when established) is retired for a new proxied connection (the ACK's cookie check,
+ * mp_syn_cookie_open's answer, in *open). */
+static __always_inline int mp_syn_replaces(struct mp_conn *conn, const struct mp_pkt *p,
+					   int established, int *open)
+{
+	__u16 flags = conn->flags;
+
+	if ((p->tcp_flags & (MP_TCP_SYN | MP_TCP_RST | MP_TCP_ACK | MP_TCP_FIN)) != MP_TCP_ACK)
+		return 0;
+	if (!(flags & MP_CONN_F_CLOSING) &&
+	    (established || (flags & (MP_CONN_F_SYNACK | MP_CONN_F_PROXY))))
+		return 0;
+	*open = mp_syn_cookie_open(p);
+	if (*open == MP_SYN_NOT_MINE)
+		return 0;
+	if (mp_conn_retire(conn))
+		mp_ep_count_closed(conn->ep_id);
+	if (established)
+		bpf_map_delete_elem(&mp_conns, &p->flow);
+	else
+		bpf_map_delete_elem(&mp_half, &p->flow);
+	mp_fwd_gen_bump(); /* no cache slot may go on serving the old connection */
+	return 1;
 }
 
 static __always_inline int mp_syn_stateless_family(struct xdp_md *ctx, __u8 family, int mss_idx)
@@ -1991,7 +2040,7 @@ static __always_inline int mp_to_service(struct xdp_md *ctx, struct mp_pkt *p, _
 	struct mp_svc_key key;
 	__u64 new_conn = 0, now, gen = 0;
 	__u32 ep_id, snat_addr = 0, n_addrs;
-	int established = 1, cacheable = 0;
+	int established = 1, cacheable = 0, protected;
 	struct mp_promote_ask *pa;
 	__u16 snat_port;
 	int rc;
@@ -2026,16 +2075,26 @@ static __always_inline int mp_to_service(struct xdp_md *ctx, struct mp_pkt *p, _
 		return mp_exception(MP_EXC_DROP_NO_NODE_ADDR);
 	t = bpf_map_lookup_elem(&mp_svc_tmo, &svc->id);
 
+	protected = p->flow.proto == IPPROTO_TCP &&
+		    (svc->flags & (MP_SVC_F_SYN_AUTO | MP_SVC_F_SYN_ALWAYS));
+	/* While the proxy is on, a SYN is answered without looking for its connection: a flood is
+	 * all misses, and two misses in tables of a million entries cost more than the answer. A
+	 * client that reused a tuple whose entry is still there has it retired by its valid ACK
+	 * (mp_syn_replaces). */
+	if (protected && mp_tcp_opens(p->tcp_flags) && mp_syn_protecting(svc))
+		return mp_syn_enter(ctx, MP_SYN_DO_ANSWER, family, 0);
+
 	/* Looked up for a SYN too: skipping it (the insert would tell) measured no faster. */
 	conn = bpf_map_lookup_elem(&mp_conns, &p->flow);
 	if (!conn) {
 		conn = bpf_map_lookup_elem(&mp_half, &p->flow);
 		established = 0;
 	}
+	if (conn && protected && mp_unlikely(mp_syn_replaces(conn, p, established, &rc)))
+		return mp_syn_enter(ctx, MP_SYN_DO_OPEN, family, rc - MP_SYN_OPEN);
 	if (conn && mp_unlikely(conn->flags & MP_CONN_F_PROXY))
 		return mp_syn_enter(ctx, MP_SYN_DO_CLIENT, family, 0);
-	if (!conn && (svc->flags & (MP_SVC_F_SYN_AUTO | MP_SVC_F_SYN_ALWAYS)) &&
-	    p->flow.proto == IPPROTO_TCP) {
+	if (!conn && protected) {
 		rc = mp_syn_screen(p, svc);
 		if (rc != MP_SYN_NOT_MINE)
 			return rc == MP_SYN_ANSWER ? mp_syn_enter(ctx, MP_SYN_DO_ANSWER, family, 0)

@@ -493,6 +493,36 @@ TEST_P(SynProxyTest, AZeroWindowProbeOpensWhenTheAckWasLost) {
   EXPECT_EQ(data.verdict, XDP_DROP);
 }
 
+TEST_P(SynProxyTest, AClosedTupleReusedOpensAFreshConnection) {
+  service(MP_SVC_F_SYN_ALWAYS);
+  const Family& f = GetParam();
+  const auto [sa, syn] = openToEndpoint();
+  ASSERT_EQ(send(fromEndpoint(syn.dst, f.node, syn.sport, kTcpSyn | kTcpAck, 0x70000000,
+                              kClientIsn + 1, synOptions(1460, 4242)),
+                 kEndpointIf)
+                .verdict,
+            XDP_REDIRECT);
+  ASSERT_EQ(send(fromClient(kTcpRst, kClientIsn + 1, 0, {}), kClientIf).verdict, XDP_REDIRECT);
+  ASSERT_TRUE(h_->conn(clientFlow())->flags & MP_CONN_F_RST);
+  // The same tuple again, with a new ISN: the SYN is answered by a cookie, the ACK retires the
+  // closed entry and opens anew.
+  const uint32_t isn2 = kClientIsn + 0x01000000;
+  const XdpRun synack2 =
+      send(fromClient(kTcpSyn, isn2, 0, synOptions(1460, kClientTs + 500)), kClientIf);
+  ASSERT_EQ(synack2.verdict, XDP_TX);
+  const Segment sa2 = parse(synack2.output);
+  const XdpRun r = send(fromClient(kTcpAck, isn2 + 1, sa2.seq + 1,
+                                   tsOption(kClientTs + 510, sa2.ts->first)),
+                        kClientIf);
+  ASSERT_EQ(r.verdict, XDP_REDIRECT) << verdictName(r.verdict);
+  const Segment s = parse(r.output);
+  EXPECT_EQ(s.flags, kTcpSyn);
+  EXPECT_EQ(s.seq, isn2);
+  EXPECT_FALSE(h_->conn(clientFlow()).has_value()) << "the closed entry is gone";
+  ASSERT_TRUE(h_->half(clientFlow()).has_value());
+  EXPECT_EQ(h_->half(clientFlow())->seq_off, sa2.seq);
+}
+
 TEST_P(SynProxyTest, DnatKeepsTheClientsAddress) {
   service(MP_SVC_F_SYN_ALWAYS, MP_FWD_DNAT);
   const Family& f = GetParam();
