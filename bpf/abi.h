@@ -306,8 +306,10 @@ struct mp_syn_counters {
 };
 
 /* How long a proxied connection waits for its endpoint's SYN-ACK before the client's next
- * packet (its zero-window probe) sends the SYN to another endpoint. */
-#define MP_SYN_CONNECT_TIMEOUT_NS (250ull * 1000 * 1000)
+ * packet (its zero-window probe) sends the SYN to another endpoint: the kernel's first SYN
+ * retransmission comes after as long (TCP_TIMEOUT_INIT). Shorter would retry, and count a
+ * passive failure of, an endpoint that is only busy. */
+#define MP_SYN_CONNECT_TIMEOUT_NS (1000ull * 1000 * 1000)
 
 /* mp_node: one entry with the node's own settings. */
 struct mp_node_cfg {
