@@ -169,7 +169,8 @@ struct mp_conn {
 	__u16 snat_port; /* network order; the node-side source port of this connection */
 	__u16 flags;	 /* MP_CONN_F_* */
 	__u64 expires;	 /* bpf_jiffies64() from which the entry is expired (its SNAT port free) */
-	__u32 syn_ns;	 /* low 32 bits of the SYN's bpf_ktime_get_ns() while MP_CONN_F_SYN_SENT */
+	__u32 syn_ns;	 /* low 32 bits of the SYN's bpf_ktime_get_ns() while MP_CONN_F_SYN_SENT
+			  * (a SYN-proxied entry: the client's ISN instead) */
 	__u8 snat_addr;	 /* index of its SNAT source in the node's pool of its family */
 	/* SYN-proxied connections only (MP_CONN_F_PROXY), else 0: */
 	__u8 proxy_opts; /* the client's SYN options (synproxy.h, MP_SYNOPT_*) */

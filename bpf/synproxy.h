@@ -317,9 +317,9 @@ MP_INLINE __u16 mp_window_rescale(__u16 w, __u32 from_shift, __u32 to_shift)
 
 /* The shifts a proxied connection's two sides scale their windows by, from its options. */
 struct mp_proxy_shifts {
-	__u32 client;	      /* the client scales its own windows by */
-	__u32 client_told;    /* the client reads the balancer's windows by (MP_SYN_WSCALE) */
-	__u32 ep;	      /* the endpoint scales its own windows by */
+	__u32 client;	       /* the client scales its own windows by */
+	__u32 client_told;     /* the client reads the balancer's windows by (MP_SYN_WSCALE) */
+	__u32 ep;	       /* the endpoint scales its own windows by */
 	__u32 ep_reads_client; /* the endpoint reads the client's windows by */
 };
 
@@ -383,8 +383,8 @@ MP_INLINE int mp_proxy_translate(struct mp_pkt *p, const struct mp_conn *c, int 
 	struct mp_tcp_opts o;
 
 	if (mp_proxy_translate_hdr(th, c, to_ep, &e) &&
-	    mp_tcp_opts_walk((__u8 *)th + MP_TCP_BARE_LEN, (th->doff_res >> 4) * 4 - MP_TCP_BARE_LEN,
-			     &o, &e))
+	    mp_tcp_opts_walk((__u8 *)th + MP_TCP_BARE_LEN,
+			     (th->doff_res >> 4) * 4 - MP_TCP_BARE_LEN, &o, &e))
 		return -1;
 	mp_proxy_translate_done(th, &e);
 	return 0;

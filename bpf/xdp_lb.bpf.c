@@ -6,8 +6,10 @@
  * the half-open tables and is promoted to the established ones by its handshake) -> DNAT + SNAT
  * rewrite -> bpf_fib_lookup -> XDP_TX / redirect. On the way,
  * SYNs, SYN-ACKs, RSTs, UDP replies and ICMP unreachables feed each endpoint's passive health
- * (mp_ep_health, mp_events). Map lookups live here; the packet logic lives in the core headers,
- * which take their results as arguments.
+ * (mp_ep_health, mp_events). A TCP service under SYN protection hands its stateless segments
+ * and its proxied connections' segments to the program mp_xdp_syn (a tail call; the section
+ * "SYN protection" below, bpf/README.md). Map lookups live here; the packet logic lives in the
+ * core headers, which take their results as arguments.
  */
 #include "compiler.h"
 
@@ -751,8 +753,7 @@ static __always_inline int mp_snat_take_half(struct mp_rnat *r, struct mp_snat_a
 	owner = bpf_map_lookup_elem(&mp_half, &owner_key);
 	if (!mp_snat_reusable(seen.f.ep_id, owner, port, ask->now))
 		return 0;
-	own = owner && owner->snat_port == port &&
-	      owner->ep_id == (seen.f.ep_id & MP_RNAT_EP_MASK);
+	own = owner && owner->snat_port == port && owner->ep_id == (seen.f.ep_id & MP_RNAT_EP_MASK);
 	if (!mp_rnat_claim(r, &seen))
 		return 0; /* another new flow claimed it first */
 	if (bpf_map_update_elem(&mp_hrnat, &ask->rkey, &ask->rval, BPF_ANY)) {
@@ -1035,9 +1036,8 @@ __attribute__((noinline)) __u32 mp_skip_down(__u32 svc_id, __u32 idx, __u32 ring
  * SNAT candidate toward the endpoint held drops new flows toward it for snat_backoff without
  * probing again. *snat_port comes back in network order. */
 static __always_inline int mp_new_conn(const struct mp_flow *flow, __u8 tcp_flags, __u8 family,
-				       const struct mp_svc *svc,
-				       const struct mp_svc_tmo *t, __u64 now,
-				       const struct mp_endpoint **ep_out, __u32 *ep_id,
+				       const struct mp_svc *svc, const struct mp_svc_tmo *t,
+				       __u64 now, const struct mp_endpoint **ep_out, __u32 *ep_id,
 				       __u16 *snat_port, __u32 *snat_addr, __u32 avoid,
 				       const struct mp_conn *proxy)
 {
@@ -1128,7 +1128,7 @@ insert:
 
 /* mp_new_conn's arguments and answers, for the SYN proxy's calls (mp_new_conn_run). */
 struct mp_new_ask {
-	struct mp_flow flow;  /* the client's tuple */
+	struct mp_flow flow; /* the client's tuple */
 	struct mp_svc svc;
 	struct mp_conn proxy; /* the entry to make (its endpoint and SNAT source filled in) */
 	__u32 avoid;	      /* an endpoint not to pick (MP_RING_EMPTY: none) */
@@ -1177,10 +1177,10 @@ struct mp_syn_scratch {
 	struct mp_svc_key key;
 	struct mp_tcp_out out; /* the segment being written */
 	struct mp_optwalk w;
-	struct mp_conn conn;   /* the connection's entry, copied or being made */
-	struct mp_rnat r;      /* what restores its replies */
-	struct mp_flow flow;   /* the client's tuple */
-	struct mp_new_ask na;  /* a pick for the connection */
+	struct mp_conn conn;  /* the connection's entry, copied or being made */
+	struct mp_rnat r;     /* what restores its replies */
+	struct mp_flow flow;  /* the client's tuple */
+	struct mp_new_ask na; /* a pick for the connection */
 };
 
 struct {
@@ -1211,8 +1211,7 @@ static __always_inline int mp_syn_guard_note(__u32 svc_id, int syn)
 
 /* The cookie hash of the client's tuple f, its ISN and a clock count, keyed by mp_syn_secret
  * (syncookie.h). A global function: SipHash is long, and three paths need it. */
-__attribute__((noinline)) __u32 mp_syn_cookie_hash(const struct mp_flow *f, __u32 isn,
-						   __u32 count)
+__attribute__((noinline)) __u32 mp_syn_cookie_hash(const struct mp_flow *f, __u32 isn, __u32 count)
 {
 	const struct mp_syn_secret *key;
 	__u32 zero = 0;
@@ -1373,8 +1372,8 @@ static __always_inline int mp_syn_answer(struct xdp_md *ctx, struct mp_pkt *p, _
 	o->mss = (__u16)mss;
 	o->has_ts = s->w.o.has_ts;
 	o->sack_ok = s->w.o.has_ts && s->w.o.sack_ok;
-	o->wscale = (opts & MP_SYNOPT_WS_MASK) == MP_SYNOPT_WS_NONE ? MP_SYNOPT_WS_NONE
-								     : MP_SYN_WSCALE;
+	o->wscale =
+		(opts & MP_SYNOPT_WS_MASK) == MP_SYNOPT_WS_NONE ? MP_SYNOPT_WS_NONE : MP_SYN_WSCALE;
 	o->tsval = mp_cookie_tsval(s->w.o.tsval, opts);
 	o->tsecr = s->w.o.tsval;
 	if (mp_syn_emit(ctx, p, family, o, MP_TCP_SYN_LEN))
@@ -1447,8 +1446,7 @@ static __always_inline int mp_syn_reset_client(struct xdp_md *ctx, struct mp_pkt
  * refused or did not answer its SYN: the SYN goes to another endpoint while the service's
  * connect_retries last, else the client gets a RST and the entry goes. The packet at hand
  * becomes that SYN or RST. client_tsval: a TSval the client's clock has passed. */
-static __always_inline int mp_syn_retry_family(struct xdp_md *ctx, __u8 family,
-					       __u32 client_tsval)
+static __always_inline int mp_syn_retry_family(struct xdp_md *ctx, __u8 family, __u32 client_tsval)
 {
 	const struct mp_node_cfg *node;
 	const struct mp_endpoint *ep;
@@ -1541,7 +1539,7 @@ static __always_inline int mp_syn_open(struct xdp_md *ctx, struct mp_pkt *p, __u
 	mp_memcpy(&s->flow, &p->flow, sizeof(s->flow));
 	window = mp_window_rescale(mp_ntohs(th->window),
 				   s->w.o.has_ts && (s->w.o.tsecr & MP_SYNOPT_WS_MASK) !=
-							     MP_SYNOPT_WS_NONE
+							    MP_SYNOPT_WS_NONE
 					   ? s->w.o.tsecr & MP_SYNOPT_WS_MASK
 					   : 0,
 				   0);
@@ -1839,11 +1837,12 @@ static __always_inline int mp_syn_established(struct xdp_md *ctx, struct mp_pkt 
 	o->seq = conn->seq_off + 1; /* the cookie + 1: conn still holds the half-open values */
 	o->ack = conn->syn_ns + 1;
 	o->flags = MP_TCP_ACK;
-	o->window = mp_window_rescale(window, 0, s->conn.proxy_opts & MP_SYNOPT_TS &&
-							 (s->conn.proxy_opts & MP_SYNOPT_WS_MASK) !=
-								 MP_SYNOPT_WS_NONE
-						 ? MP_SYN_WSCALE
-						 : 0);
+	o->window = mp_window_rescale(window, 0,
+				      s->conn.proxy_opts & MP_SYNOPT_TS &&
+						      (s->conn.proxy_opts & MP_SYNOPT_WS_MASK) !=
+							      MP_SYNOPT_WS_NONE
+					      ? MP_SYN_WSCALE
+					      : 0);
 	o->wscale = MP_SYNOPT_WS_NONE;
 	o->has_ts = s->w.o.has_ts;
 	o->tsval = our_tsval;
@@ -1860,8 +1859,7 @@ static __always_inline int mp_syn_established(struct xdp_md *ctx, struct mp_pkt 
 /* The endpoint repeats its SYN-ACK: the client has not sent anything yet (a protocol where the
  * server speaks first), so the proxy completes the endpoint's handshake itself. */
 static __always_inline int mp_syn_ack_endpoint(struct xdp_md *ctx, struct mp_pkt *p, __u8 family,
-					       const struct mp_conn *conn,
-					       struct mp_syn_scratch *s)
+					       const struct mp_conn *conn, struct mp_syn_scratch *s)
 {
 	struct mp_tcphdr *th = (struct mp_tcphdr *)p->l4;
 	struct mp_tcp_out *o = &s->out;
@@ -1964,8 +1962,8 @@ static __always_inline int mp_syn_reply_family(struct xdp_md *ctx, __u8 family)
 		return rc;
 	mp_nat_reverse(&p, family, &s->r);
 	slot = mp_addr_slot_index(s->r.client, MP_NH_CLIENT_BITS);
-	return mp_transmit_via(ctx, &p, family, bpf_map_lookup_elem(&mp_nh_client, &slot),
-			       s->r.vip, s->r.client, s->r.vip_port, s->r.client_port, now);
+	return mp_transmit_via(ctx, &p, family, bpf_map_lookup_elem(&mp_nh_client, &slot), s->r.vip,
+			       s->r.client, s->r.vip_port, s->r.client_port, now);
 }
 
 /* The SYN-protection program, reached by tail call from mp_xdp_lb with what to do in the

@@ -22,10 +22,10 @@
 #include "nat.h"
 #include "packet.h"
 #include "parse.h"
-#include "synguard.h"
-#include "syncookie.h"
-#include "synproxy.h"
 #include "pick.h"
+#include "syncookie.h"
+#include "synguard.h"
+#include "synproxy.h"
 
 namespace meshpath::testing {
 namespace {
@@ -915,7 +915,7 @@ TEST(SynProxy, TranslationKeepsTheChecksumRight) {
   EXPECT_EQ(verifyChecksums(frame), "");
   const uint8_t* t = p.l4;
   EXPECT_EQ(t[8] << 24 | t[9] << 16 | t[10] << 8 | t[11], 500 + 0x1000);  // ack
-  EXPECT_EQ(t[20 + 11], 9 + 0x20);                                       // TSecr
+  EXPECT_EQ(t[20 + 11], 9 + 0x20);                                        // TSecr
   EXPECT_EQ(t[20 + 18] << 8 | t[20 + 19], 0x0100 + 0x1000);  // SACK left edge, low half
 }
 
@@ -930,7 +930,7 @@ TEST(SynGuard, OnAtTheThresholdOffAfterCalm) {
   mp_syn_guard_count(&g, 0, 10 * s + 10, 10);  // handshakes in the window count against it
   mp_syn_guard_tick(&g, 11 * s + 1, 10);       // a flood window: stays on
   EXPECT_EQ(g.on, 1u);
-  mp_syn_guard_tick(&g, 14 * s + 2, 10);       // three quiet windows: calm, not yet off
+  mp_syn_guard_tick(&g, 14 * s + 2, 10);  // three quiet windows: calm, not yet off
   EXPECT_EQ(g.on, 1u);
   mp_syn_guard_tick(&g, 16 * s + 3, 10);
   EXPECT_EQ(g.on, 0u);

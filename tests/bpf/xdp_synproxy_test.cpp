@@ -98,7 +98,8 @@ Segment parse(const Bytes& f) {
     if (kind == 4) s.sackOk = true;
     if (kind == 8) s.ts = {be32(t + i + 2), be32(t + i + 6)};
     if (kind == 5) {
-      for (size_t b = 2; b + 8 <= len; b += 8) s.sack.emplace_back(be32(t + i + b), be32(t + i + b + 4));
+      for (size_t b = 2; b + 8 <= len; b += 8)
+        s.sack.emplace_back(be32(t + i + b), be32(t + i + b + 4));
     }
     i += len;
   }
@@ -225,14 +226,13 @@ class SynProxyTest : public ::testing::TestWithParam<Family> {
   // endpoint got.
   std::pair<Segment, Segment> openToEndpoint(uint16_t sport = kClientPort) {
     const XdpRun synack =
-        send(fromClient(kTcpSyn, kClientIsn, 0, synOptions(1460, kClientTs), "", sport),
-             kClientIf);
+        send(fromClient(kTcpSyn, kClientIsn, 0, synOptions(1460, kClientTs), "", sport), kClientIf);
     EXPECT_EQ(synack.verdict, XDP_TX);
     const Segment sa = parse(synack.output);
-    const XdpRun syn = send(fromClient(kTcpAck, kClientIsn + 1, sa.seq + 1,
-                                       tsOption(kClientTs + 10, sa.ts ? sa.ts->first : 0), "",
-                                       sport),
-                            kClientIf);
+    const XdpRun syn =
+        send(fromClient(kTcpAck, kClientIsn + 1, sa.seq + 1,
+                        tsOption(kClientTs + 10, sa.ts ? sa.ts->first : 0), "", sport),
+             kClientIf);
     EXPECT_EQ(syn.verdict, XDP_REDIRECT) << verdictName(syn.verdict);
     EXPECT_EQ(verifyChecksums(syn.output), "");
     return {sa, parse(syn.output)};
@@ -306,8 +306,8 @@ TEST_P(SynProxyTest, TheConnectionRunsTranslatedBothWays) {
   const uint32_t cookie = sa.seq, ourTs = sa.ts->first, epIsn = 0x70000000, epTs = 555555;
 
   // The endpoint's SYN-ACK becomes the client's window update.
-  XdpRun r = send(fromEndpoint(syn.dst, f.node, syn.sport, kTcpSyn | kTcpAck, epIsn,
-                               kClientIsn + 1, synOptions(1460, epTs)),
+  XdpRun r = send(fromEndpoint(syn.dst, f.node, syn.sport, kTcpSyn | kTcpAck, epIsn, kClientIsn + 1,
+                               synOptions(1460, epTs)),
                   kEndpointIf);
   ASSERT_EQ(r.verdict, XDP_REDIRECT) << verdictName(r.verdict);
   EXPECT_EQ(verifyChecksums(r.output), "");
@@ -340,8 +340,8 @@ TEST_P(SynProxyTest, TheConnectionRunsTranslatedBothWays) {
   EXPECT_EQ(s.payload, "GET /");
 
   // The answer: its sequence number and TSval move into the client's view.
-  r = send(fromEndpoint(syn.dst, f.node, syn.sport, kTcpAck | kTcpPsh, epIsn + 1,
-                        kClientIsn + 6, tsOption(epTs + 3, kClientTs + 20), "200 OK", 500),
+  r = send(fromEndpoint(syn.dst, f.node, syn.sport, kTcpAck | kTcpPsh, epIsn + 1, kClientIsn + 6,
+                        tsOption(epTs + 3, kClientTs + 20), "200 OK", 500),
            kEndpointIf);
   ASSERT_EQ(r.verdict, XDP_REDIRECT) << verdictName(r.verdict);
   EXPECT_EQ(verifyChecksums(r.output), "");
@@ -405,7 +405,8 @@ TEST_P(SynProxyTest, ServerFirstEndpointGetsItsAckFromTheProxy) {
 
 TEST_P(SynProxyTest, BadOldAndMissingCookiesAreDroppedAndCreateNothing) {
   service(MP_SVC_F_SYN_ALWAYS);
-  const XdpRun synack = send(fromClient(kTcpSyn, kClientIsn, 0, synOptions(1460, kClientTs)), kClientIf);
+  const XdpRun synack =
+      send(fromClient(kTcpSyn, kClientIsn, 0, synOptions(1460, kClientTs)), kClientIf);
   const Segment sa = parse(synack.output);
   const Bytes ts = tsOption(kClientTs + 10, sa.ts->first);
   const mp_flow flow = clientFlow();
@@ -441,8 +442,9 @@ TEST_P(SynProxyTest, ARefusingEndpointIsRetriedOnTheNextBeforeTheClientSeesARst)
   const auto [sa, syn] = openToEndpoint();
   const uint32_t first = syn.dst == f.ep1 ? kEp1 : kEp2;
   // The endpoint's kernel refuses (no server): RST|ACK answering the SYN.
-  XdpRun r = send(fromEndpoint(syn.dst, f.node, syn.sport, kTcpRst | kTcpAck, 0, kClientIsn + 1, {}),
-                  kEndpointIf);
+  XdpRun r =
+      send(fromEndpoint(syn.dst, f.node, syn.sport, kTcpRst | kTcpAck, 0, kClientIsn + 1, {}),
+           kEndpointIf);
   ASSERT_EQ(r.verdict, XDP_TX) << "back out of the endpoints' side: " << verdictName(r.verdict);
   EXPECT_EQ(verifyChecksums(r.output), "");
   Segment s = parse(r.output);
@@ -478,18 +480,19 @@ TEST_P(SynProxyTest, AZeroWindowProbeOpensWhenTheAckWasLost) {
   const Segment sa = parse(synack.output);
   // The client's ACK never arrived; its persist timer probes the closed window with
   // snd_una - 1, the ISN itself.
-  const XdpRun r = send(fromClient(kTcpAck, kClientIsn, sa.seq + 1,
-                                   tsOption(kClientTs + 200, sa.ts->first)),
-                        kClientIf);
+  const XdpRun r =
+      send(fromClient(kTcpAck, kClientIsn, sa.seq + 1, tsOption(kClientTs + 200, sa.ts->first)),
+           kClientIf);
   ASSERT_EQ(r.verdict, XDP_REDIRECT) << verdictName(r.verdict);
   const Segment syn = parse(r.output);
   EXPECT_EQ(syn.flags, kTcpSyn);
   EXPECT_EQ(syn.seq, kClientIsn);
   EXPECT_EQ(h_->synStats(kSvc).acks_valid, 1u);
   // With a payload it is no probe, and seq - 1 is no ISN the cookie was made for.
-  const XdpRun data = send(fromClient(kTcpAck, kClientIsn, sa.seq + 1,
-                                      tsOption(kClientTs + 200, sa.ts->first), "x", kClientPort + 1),
-                           kClientIf);
+  const XdpRun data =
+      send(fromClient(kTcpAck, kClientIsn, sa.seq + 1, tsOption(kClientTs + 200, sa.ts->first), "x",
+                      kClientPort + 1),
+           kClientIf);
   EXPECT_EQ(data.verdict, XDP_DROP);
 }
 
@@ -511,9 +514,9 @@ TEST_P(SynProxyTest, AClosedTupleReusedOpensAFreshConnection) {
       send(fromClient(kTcpSyn, isn2, 0, synOptions(1460, kClientTs + 500)), kClientIf);
   ASSERT_EQ(synack2.verdict, XDP_TX);
   const Segment sa2 = parse(synack2.output);
-  const XdpRun r = send(fromClient(kTcpAck, isn2 + 1, sa2.seq + 1,
-                                   tsOption(kClientTs + 510, sa2.ts->first)),
-                        kClientIf);
+  const XdpRun r =
+      send(fromClient(kTcpAck, isn2 + 1, sa2.seq + 1, tsOption(kClientTs + 510, sa2.ts->first)),
+           kClientIf);
   ASSERT_EQ(r.verdict, XDP_REDIRECT) << verdictName(r.verdict);
   const Segment s = parse(r.output);
   EXPECT_EQ(s.flags, kTcpSyn);
@@ -529,8 +532,8 @@ TEST_P(SynProxyTest, DnatKeepsTheClientsAddress) {
   const auto [sa, syn] = openToEndpoint();
   EXPECT_EQ(syn.src, f.client);
   EXPECT_EQ(syn.sport, kClientPort);
-  const XdpRun r = send(fromEndpoint(syn.dst, f.client, kClientPort, kTcpSyn | kTcpAck,
-                                     0x70000000, kClientIsn + 1, synOptions(1460, 9)),
+  const XdpRun r = send(fromEndpoint(syn.dst, f.client, kClientPort, kTcpSyn | kTcpAck, 0x70000000,
+                                     kClientIsn + 1, synOptions(1460, 9)),
                         kEndpointIf);
   ASSERT_EQ(r.verdict, XDP_REDIRECT) << verdictName(r.verdict);
   const Segment s = parse(r.output);
@@ -543,9 +546,8 @@ TEST_P(SynProxyTest, AutoTurnsOnWhenSynsGoUnanswered) {
   service(MP_SVC_F_SYN_AUTO);
   h_->setSynFloodThreshold(4);
   for (uint16_t i = 0; i < 4; ++i) {
-    const XdpRun r =
-        send(fromClient(kTcpSyn, kClientIsn, 0, synOptions(1460, kClientTs), "", 30000 + i),
-             kClientIf);
+    const XdpRun r = send(
+        fromClient(kTcpSyn, kClientIsn, 0, synOptions(1460, kClientTs), "", 30000 + i), kClientIf);
     EXPECT_EQ(r.verdict, XDP_REDIRECT) << "protection off: the SYN goes to its endpoint";
   }
   EXPECT_EQ(h_->synGuard(kSvc).on, 1u);
@@ -558,7 +560,8 @@ TEST_P(SynProxyTest, AutoTurnsOnWhenSynsGoUnanswered) {
 
 TEST_P(SynProxyTest, WithoutTimestampsNoScalingNoSack) {
   service(MP_SVC_F_SYN_ALWAYS);
-  const XdpRun r = send(fromClient(kTcpSyn, kClientIsn, 0, synOptions(1300, std::nullopt)), kClientIf);
+  const XdpRun r =
+      send(fromClient(kTcpSyn, kClientIsn, 0, synOptions(1300, std::nullopt)), kClientIf);
   ASSERT_EQ(r.verdict, XDP_TX);
   const Segment sa = parse(r.output);
   EXPECT_FALSE(sa.ts.has_value());

@@ -198,9 +198,10 @@ Result<std::unique_ptr<BpfDataplane>> BpfDataplane::start(const NodeSpec& node, 
   for (const auto& [name, index] : interfaces) {
     if (driverOf(name) != "veth") continue;
     options.txRedirect = true;
-    spdlog::info("{} is a veth: frames back out of their ingress port go by redirect, not "
-                 "XDP_TX (a veth's XDP_TX needs XDP on its peer too)",
-                 name);
+    spdlog::info(
+        "{} is a veth: frames back out of their ingress port go by redirect, not "
+        "XDP_TX (a veth's XDP_TX needs XDP on its peer too)",
+        name);
   }
   auto skel = LbSkeleton::open(options);
   if (!skel) {

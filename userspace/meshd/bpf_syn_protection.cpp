@@ -52,8 +52,8 @@ Result<void> BpfDataplane::mapSynGuards() {
   const size_t page = static_cast<size_t>(::sysconf(_SC_PAGESIZE));
   const size_t bytes = sizeof(mp_syn_guard) * MP_MAX_SERVICES;
   synGuardBytes_ = (bytes + page - 1) / page * page;
-  void* p = ::mmap(nullptr, synGuardBytes_, PROT_READ | PROT_WRITE, MAP_SHARED,
-                   skel_->synGuardFd(), 0);
+  void* p =
+      ::mmap(nullptr, synGuardBytes_, PROT_READ | PROT_WRITE, MAP_SHARED, skel_->synGuardFd(), 0);
   if (p == MAP_FAILED) {
     return errnoError(-errno, "mmap mp_syn_guard",
                       "the pinned mp_syn_guard must be BPF_F_MMAPABLE (a map of an older meshd? "
@@ -93,10 +93,10 @@ Result<SynStats> BpfDataplane::synStats(uint32_t id) {
   // roll it when none comes, as the datapath would.
   timespec now{};
   ::clock_gettime(CLOCK_MONOTONIC, &now);  // bpf_ktime_get_ns()'s clock
-  mp_syn_guard_tick(&synGuards_[id],
-                    static_cast<uint64_t>(now.tv_sec) * 1'000'000'000ull +
-                        static_cast<uint64_t>(now.tv_nsec),
-                    node_.synFloodThreshold);
+  mp_syn_guard_tick(
+      &synGuards_[id],
+      static_cast<uint64_t>(now.tv_sec) * 1'000'000'000ull + static_cast<uint64_t>(now.tv_nsec),
+      node_.synFloodThreshold);
   const mp_syn_guard guard = synGuards_[id];
   s.active = guard.on != 0;
   s.switchedOn = guard.switched_on;
