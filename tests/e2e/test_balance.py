@@ -150,7 +150,7 @@ class ForwardingModes(LabTestCase):
         # epserver listens on one port: the dnat service's VIP port differs, its endpoints don't;
         # one endpoint address:port may be in one dnat service and any nat services.
         self.start([nat, dnat])
-        r = self.burst_ok(81, 900)
+        r = self.burst_ok(81, SPREAD_SAMPLE)  # a spread check needs its sample (e2e_base)
         self.assertSpread(r["by_endpoint"], {1: 1, 2: 1, 3: 1})
         self.burst_ok(80, 300)
 

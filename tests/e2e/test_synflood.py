@@ -184,6 +184,37 @@ class ProxiedTransfer(SynTestCase):
         self.transfer(6)
 
 
+class ProxiedDnat(SynTestCase):
+    """syn_protection: always with source-preserving DNAT: the endpoint still sees the client's
+    own address and port through the proxy's handshake, IPv4 and IPv6."""
+
+    def proxied_dnat(self, family):
+        self.FAMILY = family
+        svc = dict(self.service("direct", 81, {1: 1, 2: 1, 3: 1}), syn_protection="always",
+                   forwarding="dnat")
+        self.start([svc])
+        r = self.lab.burst(self.vip, 81, 300, concurrency=CURL_CONCURRENCY, timeout=3.0,
+                           curl=True)
+        self.assertEqual(r["failed"], 0, r["errors"])
+        client = self.lab.env["client"]["ipv4" if family == 4 else "ipv6"]
+        session = self.lab.session(self.vip, 81)
+        for _ in range(3):
+            got = session.get()
+            self.assertTrue(got["ok"], got)
+            host, _, peer_port = got["peer"].rpartition(":")
+            self.assertEqual(host.removeprefix("::ffff:"), client, got)
+            self.assertEqual(int(peer_port), got["local_port"], got)
+        syn, exc = self.syn_stats("direct")
+        self.assertGreaterEqual(syn["acks_valid"], 301, f"not proxied: {syn}")
+        self.assertEqual(exc.get("drop_syn_malformed", 0), 0, exc)
+
+    def test_ipv4(self):
+        self.proxied_dnat(4)
+
+    def test_ipv6(self):
+        self.proxied_dnat(6)
+
+
 class KilledServerWithAlways(SynTestCase):
     def test_a_killed_endpoint_fails_no_new_connection(self):
         svc = dict(self.service("web", 80, {1: 1, 2: 1, 3: 1}), syn_protection="always")
