@@ -339,7 +339,14 @@ class Lab:
         if not pids:
             raise RuntimeError(f"no process in {ns} to kill")
         subprocess.run(["kill", "-9", *pids], check=True)
-        return time.time()
+        killed = time.time()
+        # kill(1) returns before the processes are gone; until then their sockets may still
+        # take a datagram in silence (no ICMP, no RST), which no test means to measure.
+        deadline = time.monotonic() + 5
+        while subprocess.run(["ip", "netns", "pids", ns], capture_output=True,
+                             text=True).stdout.split() and time.monotonic() < deadline:
+            time.sleep(0.005)
+        return killed
 
     def restart_http_servers(self):
         self.lab("http-servers", *self.server_options)
