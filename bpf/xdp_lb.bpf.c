@@ -1324,6 +1324,25 @@ static __always_inline int mp_syn_emit(struct xdp_md *ctx, struct mp_pkt *p, __u
 	return 0;
 }
 
+/* Writes the ACK o over the frame: with its timestamps, or bare when it has none. */
+static __always_inline int mp_syn_emit_ack(struct xdp_md *ctx, struct mp_pkt *p, __u8 family,
+					   const struct mp_tcp_out *o)
+{
+	if (o->has_ts)
+		return mp_syn_emit(ctx, p, family, o, MP_TCP_ACK_TS_LEN);
+	return mp_syn_emit(ctx, p, family, o, MP_TCP_BARE_LEN);
+}
+
+/* Sends the segment o, written over the frame, to its client through mp_nh_client. */
+static __always_inline int mp_syn_to_client(struct xdp_md *ctx, struct mp_pkt *p, __u8 family,
+					    const struct mp_tcp_out *o)
+{
+	__u32 slot = mp_addr_slot_index(o->dst, MP_NH_CLIENT_BITS);
+
+	return mp_transmit_via(ctx, p, family, bpf_map_lookup_elem(&mp_nh_client, &slot), o->src,
+			       o->dst, o->sport, o->dport, bpf_jiffies64());
+}
+
 /* Sends the frame back out of the port it came in on, to whoever sent it. */
 static __always_inline int mp_syn_bounce(struct xdp_md *ctx, struct mp_pkt *p)
 {
@@ -1425,7 +1444,6 @@ static __always_inline int mp_syn_reset_client(struct xdp_md *ctx, struct mp_pkt
 					       struct mp_syn_scratch *s, __u32 cookie)
 {
 	struct mp_tcp_out *o = &s->out;
-	__u32 slot;
 
 	mp_memset(o, 0, sizeof(*o));
 	mp_copy_addr16(o->src, s->flow.dst);
@@ -1437,9 +1455,7 @@ static __always_inline int mp_syn_reset_client(struct xdp_md *ctx, struct mp_pkt
 	o->wscale = MP_SYNOPT_WS_NONE;
 	if (mp_syn_emit(ctx, p, family, o, MP_TCP_BARE_LEN))
 		return mp_exception(MP_EXC_DROP_SYN_MALFORMED);
-	slot = mp_addr_slot_index(o->dst, MP_NH_CLIENT_BITS);
-	return mp_transmit_via(ctx, p, family, bpf_map_lookup_elem(&mp_nh_client, &slot), o->src,
-			       o->dst, o->sport, o->dport, bpf_jiffies64());
+	return mp_syn_to_client(ctx, p, family, o);
 }
 
 /* A proxied connection in the scratch entry (s->conn, client tuple s->flow) whose endpoint
@@ -1799,7 +1815,7 @@ static __always_inline int mp_syn_established(struct xdp_md *ctx, struct mp_pkt 
 	const struct mp_endpoint *ep;
 	struct mp_tcp_out *o = &s->out;
 	__u8 *end = (__u8 *)(long)ctx->data_end;
-	__u32 ep_id = conn->ep_id, our_tsval = conn->ts_off, slot;
+	__u32 ep_id = conn->ep_id, our_tsval = conn->ts_off;
 	__u16 window;
 	int rc;
 
@@ -1847,13 +1863,9 @@ static __always_inline int mp_syn_established(struct xdp_md *ctx, struct mp_pkt 
 	o->has_ts = s->w.o.has_ts;
 	o->tsval = our_tsval;
 	o->tsecr = s->w.o.tsecr;
-	rc = o->has_ts ? mp_syn_emit(ctx, p, family, o, MP_TCP_ACK_TS_LEN)
-		       : mp_syn_emit(ctx, p, family, o, MP_TCP_BARE_LEN);
-	if (rc)
+	if (mp_syn_emit_ack(ctx, p, family, o))
 		return mp_exception(MP_EXC_DROP_SYN_MALFORMED);
-	slot = mp_addr_slot_index(o->dst, MP_NH_CLIENT_BITS);
-	return mp_transmit_via(ctx, p, family, bpf_map_lookup_elem(&mp_nh_client, &slot), o->src,
-			       o->dst, o->sport, o->dport, bpf_jiffies64());
+	return mp_syn_to_client(ctx, p, family, o);
 }
 
 /* The endpoint repeats its SYN-ACK: the client has not sent anything yet (a protocol where the
@@ -1865,7 +1877,6 @@ static __always_inline int mp_syn_ack_endpoint(struct xdp_md *ctx, struct mp_pkt
 	struct mp_tcp_out *o = &s->out;
 	struct mp_proxy_shifts sh;
 	__u8 *end = (__u8 *)(long)ctx->data_end;
-	int rc;
 
 	if ((__u8 *)th + MP_TCP_BARE_LEN > end)
 		return XDP_DROP;
@@ -1885,9 +1896,7 @@ static __always_inline int mp_syn_ack_endpoint(struct xdp_md *ctx, struct mp_pkt
 	o->has_ts = s->w.o.has_ts;
 	o->tsval = s->w.o.tsecr; /* the client's TSval the endpoint saw last */
 	o->tsecr = s->w.o.tsval;
-	rc = o->has_ts ? mp_syn_emit(ctx, p, family, o, MP_TCP_ACK_TS_LEN)
-		       : mp_syn_emit(ctx, p, family, o, MP_TCP_BARE_LEN);
-	if (rc)
+	if (mp_syn_emit_ack(ctx, p, family, o))
 		return mp_exception(MP_EXC_DROP_SYN_MALFORMED);
 	return mp_syn_bounce(ctx, p);
 }
