@@ -214,7 +214,8 @@ NodeSpec readNode(const YAML::Node& map) {
   checkKeys(map, path,
             {"interfaces", "ipv4", "ipv6", "snat_pool", "snat_ports", "ring_size",
              "conn_table_size", "half_table_size", "flow_cache_slots", "syn_flood_threshold",
-             "xdp_mode", "api_socket", "pin_root", "state_file"});
+             "xdp_mode", "api_socket", "pin_root", "state_file", "metrics_listen",
+             "api_admin_group", "api_read_group", "audit_log"});
   NodeSpec node;
   const YAML::Node interfaces = required(map, "interfaces", path);
   if (!interfaces.IsSequence()) {
@@ -252,6 +253,16 @@ NodeSpec readNode(const YAML::Node& map) {
   if (auto n = field(map, "api_socket")) node.apiSocket = readString(*n, "node.api_socket");
   if (auto n = field(map, "pin_root")) node.pinRoot = readString(*n, "node.pin_root");
   if (auto n = field(map, "state_file")) node.stateFile = readString(*n, "node.state_file");
+  if (auto n = field(map, "metrics_listen")) {
+    node.metricsListen = readString(*n, "node.metrics_listen");
+  }
+  if (auto n = field(map, "api_admin_group")) {
+    node.apiAdminGroup = readString(*n, "node.api_admin_group");
+  }
+  if (auto n = field(map, "api_read_group")) {
+    node.apiReadGroup = readString(*n, "node.api_read_group");
+  }
+  if (auto n = field(map, "audit_log")) node.auditLog = readString(*n, "node.audit_log");
   return node;
 }
 
@@ -397,6 +408,22 @@ bool isAbsolutePath(const std::string& p) { return !p.empty() && p[0] == '/'; }
 void checkPath(const std::string& value, const std::string& path, std::vector<std::string>& out) {
   if (!isAbsolutePath(value)) out.push_back(path + ": " + show(value) + " is not an absolute path");
   if (value.find('\0') != std::string::npos) out.push_back(path + ": contains a NUL byte");
+}
+
+// node.api_*_group: a POSIX group name as useradd takes it, or "" (nobody but root).
+void checkGroupName(const std::string& value, const std::string& path,
+                    std::vector<std::string>& out) {
+  if (value.empty()) return;
+  const bool ok = value.size() <= 32 && (std::islower(static_cast<unsigned char>(value[0])) ||
+                                         value[0] == '_') &&
+                  std::all_of(value.begin(), value.end(), [](char c) {
+                    return std::islower(static_cast<unsigned char>(c)) ||
+                           std::isdigit(static_cast<unsigned char>(c)) || c == '_' || c == '-';
+                  });
+  if (!ok) {
+    out.push_back(path + ": " + show(value) +
+                  " is not a group name ([a-z_][a-z0-9_-]{0,31}; \"\": root only)");
+  }
 }
 
 const char* familyName(const IpAddress& ip) { return ip.isV6() ? "IPv6" : "IPv4"; }
@@ -584,6 +611,36 @@ std::optional<std::pair<uint16_t, uint16_t>> parseStatusRange(const std::string&
   return std::make_pair(*a, *b);
 }
 
+std::optional<ListenAddress> parseListenAddress(const std::string& text) {
+  ListenAddress out;
+  std::string port;
+  if (!text.empty() && text[0] == '[') {
+    const size_t close = text.find(']');
+    if (close == std::string::npos || close + 1 >= text.size() || text[close + 1] != ':') {
+      return std::nullopt;
+    }
+    out.host = text.substr(1, close - 1);
+    port = text.substr(close + 2);
+    auto ip = IpAddress::parse(out.host);
+    if (!ip || !ip->isV6()) return std::nullopt;
+  } else {
+    const size_t colon = text.rfind(':');
+    if (colon == std::string::npos) return std::nullopt;
+    out.host = text.substr(0, colon);
+    port = text.substr(colon + 1);
+    auto ip = IpAddress::parse(out.host);
+    if (!ip || !ip->isV4()) return std::nullopt;
+  }
+  if (port.empty() || port.size() > 5 ||
+      !std::all_of(port.begin(), port.end(), [](char c) { return c >= '0' && c <= '9'; })) {
+    return std::nullopt;
+  }
+  const unsigned long n = std::stoul(port);
+  if (n == 0 || n > 65535) return std::nullopt;
+  out.port = static_cast<uint16_t>(n);
+  return out;
+}
+
 bool isValidServiceName(const std::string& name) {
   if (name.empty() || name.size() > 63) return false;
   auto alnum = [](char c) { return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9'); };
@@ -694,6 +751,13 @@ std::vector<std::string> validateNode(const NodeSpec& node) {
   }
   checkPath(node.pinRoot, "node.pin_root", out);
   checkPath(node.stateFile, "node.state_file", out);
+  if (!node.metricsListen.empty() && !parseListenAddress(node.metricsListen)) {
+    out.push_back("node.metrics_listen: " + show(node.metricsListen) +
+                  " is not HOST:PORT (e.g. 127.0.0.1:9464, [::1]:9464; \"\" turns metrics off)");
+  }
+  checkGroupName(node.apiAdminGroup, "node.api_admin_group", out);
+  checkGroupName(node.apiReadGroup, "node.api_read_group", out);
+  if (!node.auditLog.empty()) checkPath(node.auditLog, "node.audit_log", out);
   return out;
 }
 

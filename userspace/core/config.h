@@ -74,6 +74,13 @@ void requireValid(const DesiredState& state);
 // Deterministic primality by trial division (fine for ring sizes up to MP_RING_SIZE_MAX).
 bool isPrime(uint64_t n);
 
+// node.metrics_listen: "127.0.0.1:9464" or "[::1]:9464" (a literal address, port 1..65535).
+struct ListenAddress {
+  std::string host;  // the address without brackets
+  uint16_t port = 0;
+};
+std::optional<ListenAddress> parseListenAddress(const std::string& text);
+
 // [a-z0-9][a-z0-9-_.]{0,62}
 bool isValidServiceName(const std::string& name);
 

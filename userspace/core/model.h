@@ -207,6 +207,15 @@ struct NodeSpec {
   std::string apiSocket = "/run/meshpath/meshd.sock";
   std::string pinRoot = "/sys/fs/bpf/meshpath";
   std::string stateFile = "/run/meshpath/state.json";
+  // Prometheus text exposition, HOST:PORT ([v6]:PORT for IPv6); "" turns it off.
+  std::string metricsListen = "127.0.0.1:9464";
+  // The API socket's two groups: members of apiReadGroup may use the read-only routes, members of
+  // apiAdminGroup every route (root always may). The socket is owned by apiAdminGroup when it
+  // exists; a group that does not exist on the host admits nobody but root.
+  std::string apiAdminGroup = "meshpath";
+  std::string apiReadGroup = "meshpath-read";
+  // One line per accepted change (who, what); "" logs the audit lines only to meshd's log.
+  std::string auditLog = "/var/log/meshpath/audit.log";
   bool operator==(const NodeSpec&) const = default;
 };
 

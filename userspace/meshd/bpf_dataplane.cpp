@@ -692,6 +692,23 @@ Result<RealizedSnapshot> BpfDataplane::snapshot() {
   return snap;
 }
 
+Result<ProgramInfo> BpfDataplane::program() {
+  bpf_prog_info info{};
+  uint32_t len = sizeof(info);
+  if (bpf_obj_get_info_by_fd(bpf_program__fd(skel_->program()), &info, &len) != 0) {
+    return errnoError(errno, "read the XDP program's info");
+  }
+  ProgramInfo out;
+  out.name = info.name;
+  out.id = info.id;
+  static const char kHex[] = "0123456789abcdef";
+  for (uint8_t b : info.tag) {
+    out.tag.push_back(kHex[b >> 4]);
+    out.tag.push_back(kHex[b & 15]);
+  }
+  return out;
+}
+
 std::vector<InterfaceStatus> BpfDataplane::interfaces() {
   std::vector<InterfaceStatus> out;
   for (const Attachment& a : attachments_) {

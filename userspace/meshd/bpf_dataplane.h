@@ -57,6 +57,7 @@ class BpfDataplane : public Dataplane {
   Result<SynStats> synStats(uint32_t serviceId) override;
   Result<RealizedSnapshot> snapshot() override;
   std::vector<InterfaceStatus> interfaces() override;
+  Result<ProgramInfo> program() override;
   std::string pinRoot() const override { return node_.pinRoot; }
 
   Result<void> setPassiveFall(uint32_t id, uint32_t fall) override;

@@ -68,6 +68,10 @@ std::string describeNodeChanges(const NodeSpec& from, const NodeSpec& to) {
   note("api_socket", from.apiSocket, to.apiSocket);
   note("pin_root", from.pinRoot, to.pinRoot);
   note("state_file", from.stateFile, to.stateFile);
+  note("metrics_listen", from.metricsListen, to.metricsListen);
+  note("api_admin_group", from.apiAdminGroup, to.apiAdminGroup);
+  note("api_read_group", from.apiReadGroup, to.apiReadGroup);
+  note("audit_log", from.auditLog, to.auditLog);
   return join(changes, ", ");
 }
 

@@ -115,6 +115,13 @@ struct InterfaceStatus {
   bool adopted = false;   // an existing pinned link was taken over at start
 };
 
+// The packet program a dataplane runs now (metrics' build info, `meshctl status`, upgrades).
+struct ProgramInfo {
+  std::string name;  // "mp_xdp_lb"
+  std::string tag;   // the kernel's program tag: 16 hex digits, a hash of the instructions
+  uint32_t id = 0;   // the kernel's program id (bpftool prog show id N)
+};
+
 // An endpoint's passive health as the datapath keeps it (bpf/abi.h, struct mp_ep_health).
 struct EndpointDatapathHealth {
   uint32_t fails = 0;       // consecutive passive failures
@@ -201,6 +208,7 @@ class Dataplane {
   virtual Result<RealizedSnapshot> snapshot() = 0;
 
   virtual std::vector<InterfaceStatus> interfaces() = 0;
+  virtual Result<ProgramInfo> program() = 0;
   virtual std::string pinRoot() const = 0;
 
   // ---- passive health (bpf/abi.h, mp_ep_health, mp_events) ----------------------------------

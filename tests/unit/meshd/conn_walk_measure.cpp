@@ -71,6 +71,7 @@ class MeasuredDataplane : public Dataplane {
   Result<SynStats> synStats(uint32_t) override { return SynStats{}; }
   Result<RealizedSnapshot> snapshot() override { return RealizedSnapshot{}; }
   std::vector<InterfaceStatus> interfaces() override { return {}; }
+  Result<ProgramInfo> program() override { return ProgramInfo{}; }
   std::string pinRoot() const override { return ""; }
   Result<void> setPassiveFall(uint32_t, uint32_t) override { return {}; }
   Result<void> clearDown(uint32_t) override { return {}; }

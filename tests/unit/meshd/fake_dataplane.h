@@ -100,6 +100,7 @@ class FakeDataplane : public Dataplane {
   std::vector<InterfaceStatus> interfaces() override {
     return {InterfaceStatus{"veth0", 3, true, "native", false}};
   }
+  Result<ProgramInfo> program() override { return ProgramInfo{"mp_xdp_lb", "0123456789abcdef", 7}; }
   std::string pinRoot() const override { return "/sys/fs/bpf/test"; }
 
   // Passive health: kept in `health`, not in `log` (the ring-order tests read the log).
