@@ -266,7 +266,11 @@ json toJson(const NodeSpec& node) {
           {"xdp_mode", node.xdpMode},
           {"api_socket", node.apiSocket},
           {"pin_root", node.pinRoot},
-          {"state_file", node.stateFile}};
+          {"state_file", node.stateFile},
+          {"metrics_listen", node.metricsListen},
+          {"api_admin_group", node.apiAdminGroup},
+          {"api_read_group", node.apiReadGroup},
+          {"audit_log", node.auditLog}};
 }
 
 json toJson(const DesiredState& state) {
@@ -341,7 +345,8 @@ NodeSpec nodeFromJson(const json& j, const std::string& path) {
   checkKeys(j, path,
             {"interfaces", "ipv4", "ipv6", "snat_pool", "snat_port_min", "snat_port_max",
              "ring_size", "conn_table_size", "half_table_size", "flow_cache_slots",
-             "syn_flood_threshold", "xdp_mode", "api_socket", "pin_root", "state_file"});
+             "syn_flood_threshold", "xdp_mode", "api_socket", "pin_root", "state_file",
+             "metrics_listen", "api_admin_group", "api_read_group", "audit_log"});
   NodeSpec node;
   if (const json* v = member(j, "interfaces")) {
     if (!v->is_array()) fail(dotted(path, "interfaces"), show(*v) + " is not an array");
@@ -392,6 +397,12 @@ NodeSpec nodeFromJson(const json& j, const std::string& path) {
     node.pinRoot = readString(*v, dotted(path, "pin_root"));
   if (const json* v = member(j, "state_file")) {
     node.stateFile = readString(*v, dotted(path, "state_file"));
+  }
+  for (auto [name, field] : {std::pair{"metrics_listen", &NodeSpec::metricsListen},
+                             {"api_admin_group", &NodeSpec::apiAdminGroup},
+                             {"api_read_group", &NodeSpec::apiReadGroup},
+                             {"audit_log", &NodeSpec::auditLog}}) {
+    if (const json* v = member(j, name)) node.*field = readString(*v, dotted(path, name));
   }
   return node;
 }

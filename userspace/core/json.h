@@ -24,7 +24,9 @@
 //              "snat_port_max": 0 (0-0: auto), "ring_size": 65537, "conn_table_size": 1048576,
 //              "half_table_size": 262144, "flow_cache_slots": 4096, "syn_flood_threshold": 1024,
 //              "xdp_mode": "native", "api_socket": "...",
-//              "pin_root": "...", "state_file": "..."}          (missing fields take defaults)
+//              "pin_root": "...", "state_file": "...", "metrics_listen": "127.0.0.1:9464",
+//              "api_admin_group": "meshpath", "api_read_group": "meshpath-read",
+//              "audit_log": "..."}                              (missing fields take defaults)
 //   State:    {"node": Node, "services": [Service...]}
 //
 // Input is strict: wrong types, unknown keys, missing required fields and values a field cannot
