@@ -187,8 +187,9 @@ std::vector<uint32_t> Reconciler::buildRing(Algorithm algorithm,
   return buildServiceRing(algorithm, input, ringSize);
 }
 
-Result<void> Reconciler::convergeService(const ServiceSpec& service, const ServiceEntry& entry,
-                                         const IdAssignments& ids) {
+Result<void> Reconciler::convergeService(
+    const ServiceSpec& service, const ServiceEntry& entry, const IdAssignments& ids,
+    const std::map<uint32_t, std::vector<uint32_t>>& slotsOf) {
   const auto& endpointIds = ids.endpoints.at(service.name);
 
   // 1. New or moved endpoints get their slot before any ring can name them.
@@ -238,9 +239,17 @@ Result<void> Reconciler::convergeService(const ServiceSpec& service, const Servi
   }
 
   // 3. Endpoints that left the service: no ring names them any more, free their slots.
+  // Slots filled during this converge are all in `wanted`, so the ones held at its start are
+  // the only candidates.
   std::vector<uint32_t> gone;
-  for (const auto& [id, endpoint] : realizedEndpoints_) {
-    if (endpoint.serviceId == entry.id && !wanted.contains(id)) gone.push_back(id);
+  if (auto held = slotsOf.find(entry.id); held != slotsOf.end()) {
+    for (uint32_t id : held->second) {
+      auto it = realizedEndpoints_.find(id);
+      if (it != realizedEndpoints_.end() && it->second.serviceId == entry.id &&
+          !wanted.contains(id)) {
+        gone.push_back(id);
+      }
+    }
   }
   for (uint32_t id : gone) {
     if (auto r = dataplane_.removeEndpoint(id); !r) return r;
@@ -285,8 +294,12 @@ Result<void> Reconciler::converge(const DesiredState& desired, const IdAssignmen
     realizedNode_ = desired.node;
   }
 
+  std::map<uint32_t, std::vector<uint32_t>> slotsOf;
+  for (const auto& [id, endpoint] : realizedEndpoints_) slotsOf[endpoint.serviceId].push_back(id);
   for (const ServiceSpec& service : desired.services) {
-    if (auto r = convergeService(service, entries.at(serviceKeyOf(service)), ids); !r) return r;
+    if (auto r = convergeService(service, entries.at(serviceKeyOf(service)), ids, slotsOf); !r) {
+      return r;
+    }
   }
 
   // Rings of ids no service uses now, then endpoint slots no service names.

@@ -85,8 +85,11 @@ class Reconciler {
 
   Result<IdAssignments> assignIds(const DesiredState& desired) const;
   Result<void> converge(const DesiredState& desired, const IdAssignments& ids);
+  // `slotsOf`: the endpoint ids each service id held when this converge began (so finding the
+  // slots a service gave up costs its own endpoints, not every endpoint of the node).
   Result<void> convergeService(const ServiceSpec& service, const ServiceEntry& entry,
-                               const IdAssignments& ids);
+                               const IdAssignments& ids,
+                               const std::map<uint32_t, std::vector<uint32_t>>& slotsOf);
   std::vector<uint32_t> buildRing(Algorithm algorithm, const std::vector<RingMember>& members,
                                   uint32_t ringSize);
 

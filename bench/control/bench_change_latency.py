@@ -1,0 +1,210 @@
+#!/usr/bin/python3
+"""bench_change_latency.py — control change -> datapath: how long an endpoint change takes from
+the API call until meshd answers it, i.e. the change is validated, every affected Maglev ring is
+rebuilt and written into the BPF maps (double-buffered, flipped), and the state file is saved.
+meshd answers a change only after all of that, so the API round trip is the figure.
+
+meshd runs in a lab (tools/lab, real veth links, the XDP program attached) with the default node
+config and 100 TCP services of 10 endpoints each (1,000 endpoints; health checks off so no probe
+competes). Three sizes, each timed many times:
+  1      PUT /v1/services/S/endpoints/A/P {"weight": w}: one endpoint's weight
+  100    POST /v1/apply: the config with 100 endpoints' weights changed (10 services' rings)
+  1000   POST /v1/apply: every endpoint's weight changed (100 rings)
+Each row prints p50/p99 of the whole change and per endpoint changed, beside its peer measured in
+the same run: nftables (libnftables in-process, python3-nftables) replacing as many elements of a
+map keyed by endpoint in one transaction, the way kube-proxy's nftables mode updates a service.
+nftables has no ring to rebuild, so the ratio shows what Maglev's consistency costs per change.
+
+Run as root from the repository after a build (meshd, meshctl):
+  sudo bench/control/bench_change_latency.py [--reps 200]
+  make -C build bench_change_latency
+Not a test: it reports, it never fails on a figure.
+"""
+import argparse
+import ctypes
+import http.client
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.join(ROOT, "tests", "e2e"))
+
+SERVICES = 100
+ENDPOINTS_PER_SERVICE = 10
+
+
+class UnixHTTPConnection(http.client.HTTPConnection):
+    def __init__(self, path):
+        super().__init__("localhost", timeout=60)
+        self.path = path
+
+    def connect(self):
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.connect(self.path)
+
+
+def call(conn, method, path, body, content_type="application/json"):
+    start = time.perf_counter()
+    conn.request(method, path, body=body, headers={"Content-Type": content_type})
+    res = conn.getresponse()
+    data = res.read()
+    elapsed = time.perf_counter() - start
+    if res.status != 200:
+        raise RuntimeError(f"{method} {path} -> {res.status}: {data[:300]!r}")
+    return elapsed
+
+
+def endpoint_address(s, e):
+    # The endpoints' subnet of the lab; nothing is sent to them (no traffic, no health checks).
+    n = s * ENDPOINTS_PER_SERVICE + e
+    return f"10.100.{40 + n // 250}.{1 + n % 250}"
+
+
+def services_yaml(weights):
+    lines = ["services:"]
+    for s in range(SERVICES):
+        lines += [f"  - name: s{s}", f"    vip: 10.200.0.{1 + s}", "    port: 80",
+                  "    endpoints:"]
+        for e in range(ENDPOINTS_PER_SERVICE):
+            lines.append(f"      - {{address: {endpoint_address(s, e)}, port: 8080, "
+                         f"weight: {weights[s][e]}}}")
+    return "\n".join(lines) + "\n"
+
+
+def quantiles(samples):
+    samples = sorted(samples)
+    p99 = samples[min(len(samples) - 1, int(round(0.99 * (len(samples) - 1))))]
+    return statistics.median(samples), p99
+
+
+def meshpath_rows(labmod, reps):
+    lab = labmod.Lab(3)
+    rows = {}
+    try:
+        lab.up()
+        weights = [[1] * ENDPOINTS_PER_SERVICE for _ in range(SERVICES)]
+        text = lab.lab("meshd-config").stdout + services_yaml(weights)
+        config = os.path.join(lab.state_dir, "meshd.yaml")
+        with open(config, "w") as f:
+            f.write(text)
+        lab.start_meshd(config)
+        conn = UnixHTTPConnection(lab.socket)
+
+        one = []
+        for i in range(reps):
+            w = 2 if i % 2 == 0 else 1
+            one.append(call(conn, "PUT", f"/v1/services/s0/endpoints/{endpoint_address(0, 0)}/8080",
+                            json.dumps({"weight": w})))
+        rows[1] = one
+
+        for n_changed, n_reps in ((100, max(10, reps // 10)), (1000, max(5, reps // 20))):
+            samples = []
+            for i in range(n_reps):
+                bump = 3 if i % 2 == 0 else 1
+                for k in range(n_changed):
+                    weights[k // ENDPOINTS_PER_SERVICE][k % ENDPOINTS_PER_SERVICE] = bump
+                samples.append(call(conn, "POST", "/v1/apply", services_yaml(weights),
+                                    "application/yaml"))
+            rows[n_changed] = samples
+            for k in range(n_changed):  # back to the start for the next size
+                weights[k // ENDPOINTS_PER_SERVICE][k % ENDPOINTS_PER_SERVICE] = 1
+            call(conn, "POST", "/v1/apply", services_yaml(weights), "application/yaml")
+        conn.close()
+    finally:
+        lab.down()
+    return rows
+
+
+def nft_rows(reps):
+    import nftables  # python3-nftables (Debian), libnftables in-process: no nft process per change
+    ns = f"mpbench{os.getpid()}"
+    subprocess.run(["ip", "netns", "add", ns], check=True)
+    try:
+        # libnftables talks netlink in the namespace the calling thread is in: enter it (libc's
+        # setns: Debian 12's Python 3.11 has no os.setns).
+        libc = ctypes.CDLL(None, use_errno=True)
+        clone_newnet = 0x40000000
+
+        def setns(fd):
+            if libc.setns(fd, clone_newnet) != 0:
+                raise OSError(ctypes.get_errno(), "setns")
+
+        fd = os.open(f"/run/netns/{ns}", os.O_RDONLY)
+        own = os.open("/proc/self/ns/net", os.O_RDONLY)
+        setns(fd)
+        try:
+            nft = nftables.Nftables()
+            nft.set_handle_output(False)
+
+            def cmd(text):
+                start = time.perf_counter()
+                rc, _, err = nft.cmd(text)
+                elapsed = time.perf_counter() - start
+                if rc != 0:
+                    raise RuntimeError(f"nft: {err}")
+                return elapsed
+
+            elems = ", ".join(f"{endpoint_address(s, e)} . 8080 : 1"
+                              for s in range(SERVICES) for e in range(ENDPOINTS_PER_SERVICE))
+            cmd("add table ip bench; add map ip bench eps { type ipv4_addr . inet_service : mark; }; "
+                f"add element ip bench eps {{ {elems} }}")
+            rows = {}
+            for n_changed, n_reps in ((1, reps), (100, max(10, reps // 10)),
+                                      (1000, max(5, reps // 20))):
+                samples = []
+                for i in range(n_reps):
+                    w = 2 if i % 2 == 0 else 1
+                    keys = [f"{endpoint_address(k // ENDPOINTS_PER_SERVICE, k % ENDPOINTS_PER_SERVICE)}"
+                            " . 8080" for k in range(n_changed)]
+                    text = (f"delete element ip bench eps {{ {', '.join(keys)} }}; "
+                            f"add element ip bench eps {{ {', '.join(k + f' : {w}' for k in keys)} }}")
+                    samples.append(cmd(text))
+                rows[n_changed] = samples
+        finally:
+            setns(own)
+            os.close(fd)
+            os.close(own)
+    finally:
+        subprocess.run(["ip", "netns", "del", ns], check=False)
+    return rows
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--reps", type=int, default=200, help="single changes timed (default 200)")
+    ap.add_argument("--out", help="directory for results.json")
+    args = ap.parse_args()
+    if os.geteuid() != 0:
+        sys.exit("bench_change_latency: needs root (network namespaces, XDP)")
+    import lab as labmod
+
+    mp = meshpath_rows(labmod, args.reps)
+    nf = nft_rows(args.reps)
+    print(f"\ncontrol change -> datapath: {SERVICES} services x {ENDPOINTS_PER_SERVICE} endpoints "
+          "(default node config: Maglev M 65537); meshpath = API round trip (validate, rebuild "
+          "rings, write maps, save state); nftables = one libnftables transaction")
+    print(f"{'changes':>8}{'reps':>6}{'meshpath p50':>14}{'p99':>10}{'p99/change':>12}"
+          f"{'nft p50':>10}{'nft p99':>10}{'p99 ratio':>11}")
+    results = []
+    for n in (1, 100, 1000):
+        m50, m99 = quantiles(mp[n])
+        n50, n99 = quantiles(nf[n])
+        print(f"{n:>8}{len(mp[n]):>6}{m50 * 1e3:>12.2f}ms{m99 * 1e3:>8.2f}ms"
+              f"{m99 * 1e3 / n:>10.3f}ms{n50 * 1e3:>8.2f}ms{n99 * 1e3:>8.2f}ms{m99 / n99:>10.1f}x")
+        results.append({"changes": n, "reps": len(mp[n]), "meshpath_p50_ms": m50 * 1e3,
+                        "meshpath_p99_ms": m99 * 1e3, "meshpath_p99_per_change_ms": m99 * 1e3 / n,
+                        "nft_p50_ms": n50 * 1e3, "nft_p99_ms": n99 * 1e3,
+                        "p99_ratio": m99 / n99})
+    if args.out:
+        os.makedirs(args.out, exist_ok=True)
+        with open(os.path.join(args.out, "results.json"), "w") as f:
+            json.dump(results, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
