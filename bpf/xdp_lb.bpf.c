@@ -181,6 +181,16 @@ static __always_inline void mp_health_event(__u32 ep_id, __u8 kind, __u8 reason,
 	bpf_ringbuf_output(&mp_events, &ev, sizeof(ev), 0);
 }
 
+/* After the program itself changed where an existing flow goes: every CPU's slot of it is stale. */
+static __always_inline void mp_fwd_gen_bump(void)
+{
+	__u32 zero = 0;
+	struct mp_fwd_gen *g = bpf_map_lookup_elem(&mp_fwd_gen, &zero);
+
+	if (g)
+		__sync_fetch_and_add(&g->gen, 1);
+}
+
 /* A passive failure of endpoint ep_id (reason: enum mp_passive_reason), counted when its passive
  * detection is on (fall != 0); the failure that reaches fall marks it down. Returns 1 when the
  * endpoint is marked down, now or before. A global function: five paths reach it, and the
@@ -202,6 +212,10 @@ __attribute__((noinline)) int mp_health_fail(__u32 ep_id, __u32 reason)
 			if (events & MP_HEV_F_DOWN) {
 				__sync_fetch_and_or(&h->flags, MP_EPH_F_DOWN);
 				h->down_ns = now;
+				/* The flow cache serves established flows without looking at health:
+				 * its UDP slots toward this endpoint must come back to the tables,
+				 * which move them (mp_conn_endpoint). */
+				mp_fwd_gen_bump();
 			}
 			if (events & MP_HEV_F_SUSPECT)
 				mp_health_event(ep_id, MP_HEV_SUSPECT, reason, old + 1, now);
@@ -380,16 +394,6 @@ static __always_inline __u64 mp_fwd_gen_now(void)
 	const struct mp_fwd_gen *g = bpf_map_lookup_elem(&mp_fwd_gen, &zero);
 
 	return g ? g->gen : 0;
-}
-
-/* After the program itself changed where an existing flow goes: every CPU's slot of it is stale. */
-static __always_inline void mp_fwd_gen_bump(void)
-{
-	__u32 zero = 0;
-	struct mp_fwd_gen *g = bpf_map_lookup_elem(&mp_fwd_gen, &zero);
-
-	if (g)
-		__sync_fetch_and_add(&g->gen, 1);
 }
 
 /* What the flow cache holds for p on this CPU: its slot (NULL when p may not use the cache: it
@@ -916,10 +920,12 @@ mp_conn_endpoint(struct mp_conn *conn, const struct mp_pkt *p, const struct mp_s
 
 	if (!ep || !mp_ep_usable(ep, svc->id, family))
 		goto retire;
-	/* A UDP flow its endpoint never answered goes elsewhere once the endpoint is marked down
-	 * (as a TCP SYN the endpoint never answered does, mp_conn_syn): the client's next datagram
-	 * is its retry. */
-	if (!established && p->flow.proto == IPPROTO_UDP && mp_unlikely(mp_ep_down(ep_id))) {
+	/* A UDP flow goes elsewhere once its endpoint is marked down (as a TCP SYN the endpoint
+	 * never answered does, mp_conn_syn): the client's next datagram is its retry. Answered
+	 * flows too: for UDP, down means `fall` ICMP unreachables in a row with no reply between,
+	 * so nothing listens there any more, and a client that keeps its source port (a resolver,
+	 * syslog, QUIC) would otherwise refresh its flow toward the dead port for ever. */
+	if (p->flow.proto == IPPROTO_UDP && mp_unlikely(mp_ep_down(ep_id))) {
 		mp_fwd_gen_bump();
 		goto retire;
 	}

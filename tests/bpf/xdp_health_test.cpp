@@ -330,12 +330,16 @@ TEST_F(HealthTest, SynRetransmitsMarkDownOnceAndTheFlowMovesToALiveEndpoint) {
 TEST_F(HealthTest, FallOneRaisesSuspectAndDown) {
   setFall(1, 1);
   const Flow a = tcp4(portPicking(1, tcp4(0)));
-  reply(a, send(a), kTcpRst | kTcpAck);
+  const mp_conn ca = send(a);
+  const uint64_t gen = h_->lb().forwardingGeneration();
+  reply(a, ca, kTcpRst | kTcpAck);
   const auto events = h_->takeEvents();
   ASSERT_EQ(events.size(), 2u);
   expectEvent(events[0], 1, MP_HEV_SUSPECT, MP_PASSIVE_RST, 1);
   expectEvent(events[1], 1, MP_HEV_DOWN, MP_PASSIVE_RST, 1);
   EXPECT_EQ(h_->health(1).flags, MP_EPH_F_DOWN);
+  EXPECT_EQ(h_->lb().forwardingGeneration(), gen + 1)
+      << "the DOWN crossing hands cached flows back to the tables";
 }
 
 TEST_F(HealthTest, SynAckResetsFailsClearsSynSentAndSamplesTheRtt) {
@@ -423,10 +427,10 @@ TEST_F(HealthTest, NewFlowsSkipADownEndpointAllDownTakesTheFirstPick) {
   EXPECT_EQ(send(halfOpen, kTcpAck).ep_id, 1u) << "nor do a half-open flow's later packets";
 }
 
-// A UDP flow its endpoint never answered is re-picked once that endpoint is marked down (the
-// client's next datagram is its retry), and the program bumps the generation; an answered one
-// stays, as established flows never look at health.
-TEST_F(HealthTest, UnansweredUdpFlowLeavesADownEndpointAnsweredStays) {
+// A UDP flow is re-picked once its endpoint is marked down, answered or not (the client's next
+// datagram is its retry; a client that keeps its source port must not refresh a flow toward a
+// port that answers ICMP unreachable), and each re-pick bumps the generation.
+TEST_F(HealthTest, UdpFlowsLeaveADownEndpointAnsweredOrNot) {
   const Flow a = udp4(portPicking(3, udp4(0))), b = udp4(portPicking(3, udp4(0), a.cport + 1));
   EXPECT_EQ(send(a).ep_id, 3u);
   const mp_conn cb = send(b);
@@ -439,9 +443,11 @@ TEST_F(HealthTest, UnansweredUdpFlowLeavesADownEndpointAnsweredStays) {
   EXPECT_EQ(moved.ep_id, 4u) << "unanswered: re-picked onto the live endpoint";
   EXPECT_TRUE(h_->half(key(a))) << "a new flow, half-open";
   EXPECT_EQ(h_->lb().forwardingGeneration(), gen + 1);
-  EXPECT_EQ(send(b).ep_id, 3u) << "answered: it stays";
-  EXPECT_EQ(h_->lb().forwardingGeneration(), gen + 1);
-  EXPECT_EQ(h_->svcStats(kSvcUdp4).new_conns, 3u);
+  const mp_conn movedAnswered = send(b);
+  EXPECT_EQ(movedAnswered.ep_id, 4u) << "answered: re-picked too";
+  EXPECT_TRUE(h_->half(key(b))) << "a new flow again, until the live endpoint answers";
+  EXPECT_EQ(h_->lb().forwardingGeneration(), gen + 2);
+  EXPECT_EQ(h_->svcStats(kSvcUdp4).new_conns, 4u);
 }
 
 TEST_F(HealthTest, ReopenOnADownEndpointMovesOtherwiseStays) {

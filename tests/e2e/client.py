@@ -10,7 +10,7 @@
           prints one JSON line: {"ok", "failed", "errors", "by_endpoint",
           "failures": [[wall time, error], ...], "last_by_endpoint": {"ep1": wall time, ...},
           "start", "end"}. Wall times (time.time()) so the caller can set them beside its own.
-  udp     --host H --port P --count N [--timeout S]
+  udp     --host H --port P --count N [--timeout S] [--source-port SP]
           N datagrams, each from a new socket (a new flow), each waiting for its answer; prints
           {"ok", "failed", "errors", "by_endpoint", "failures": [[wall time, error], ...]}
   once    --host H --port P --source-port SP [--timeout S]
@@ -162,6 +162,9 @@ def udp(args):
         with socket.socket(family, socket.SOCK_DGRAM) as s:
             s.settimeout(args.timeout)
             try:
+                if args.source_port:  # one flow for every datagram, as a resolver or syslog
+                    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                    s.bind(("", args.source_port))
                 s.connect((args.host, args.port))
                 s.send(b"ping")
                 tally.ok(s.recv(2048).decode(), sent)

@@ -317,10 +317,12 @@ class Lab:
              "--timeout", str(timeout)] + (["--curl"] if curl else []),
             stdout=subprocess.PIPE, text=True)
 
-    def udp(self, host, port, count, timeout=0.5):
-        """`count` UDP datagrams, each a new flow waiting for its answer (client.py udp)."""
+    def udp(self, host, port, count, timeout=0.5, source_port=0):
+        """`count` UDP datagrams, each waiting for its answer (client.py udp): each a new flow,
+        or all one flow from `source_port`."""
         res = run(["ip", "netns", "exec", self.ns_client, PYTHON, CLIENT_PY, "udp", "--host", host,
-                   "--port", str(port), "--count", str(count), "--timeout", str(timeout)],
+                   "--port", str(port), "--count", str(count), "--timeout", str(timeout),
+                   "--source-port", str(source_port)],
                   timeout=count * timeout + 60)
         return json.loads(res.stdout)
 

@@ -110,6 +110,34 @@ class UdpIcmpUnreachable(PassiveTestCase):
         reasons = [e["reason"] for e in events if e["endpoint"] == self.ep_key(3)]
         self.assertTrue(any("icmp_unreachable" in x for x in reasons), events)
 
+    def test_a_udp_client_that_keeps_its_source_port_leaves_a_dead_endpoint(self):
+        """A resolver or a syslog sender keeps one source port: its flow is answered, so it is
+        established, and each datagram refreshes it. Once ep3's server is gone, the datapath
+        marks ep3 down after PASSIVE_FALL ICMP unreachables and moves the flow (CI once saw an
+        answered flow, its port reused by chance, go on to the dead endpoint)."""
+        svc = self.passive_service("30s")
+        svc["protocol"] = "udp"
+        self.start([svc])
+        pinned = None
+        for sport in range(41000, 41100):
+            r = self.lab.udp(self.vip, 80, 1, source_port=sport)
+            self.assertEqual(r["failed"], 0, r)
+            if "ep3" in r["by_endpoint"]:
+                pinned = sport
+                break
+        self.assertIsNotNone(pinned, "no source port of 100 landed on ep3")
+        r = self.lab.udp(self.vip, 80, 5, source_port=pinned)
+        self.assertEqual(r["by_endpoint"], {"ep3": 5}, f"one flow, one endpoint: {r}")
+
+        self.lab.kill_http_server(3)
+        r = self.lab.udp(self.vip, 80, 20, source_port=pinned)
+        print(f"\n  one UDP flow: {r['failed']} datagrams lost before it left the dead endpoint")
+        self.assertGreaterEqual(r["failed"], 1, r)
+        self.assertLessEqual(r["failed"], PASSIVE_FALL, r)
+        self.assertEqual(r["ok"], 20 - r["failed"], r)
+        self.assertEqual(len(r["by_endpoint"]), 1, f"the moved flow stays where it went: {r}")
+        self.assertNotIn("ep3", r["by_endpoint"], r)
+
 
 class SameTupleRetry(PassiveTestCase):
     def test_retry_of_the_same_five_tuple_reaches_a_live_endpoint(self):
