@@ -11,7 +11,8 @@
           "failures": [[wall time, error], ...], "last_by_endpoint": {"ep1": wall time, ...},
           "start", "end"}. Wall times (time.time()) so the caller can set them beside its own.
   udp     --host H --port P --count N [--timeout S] [--source-port SP]
-          N datagrams, each from a new socket (a new flow), each waiting for its answer; prints
+          N datagrams, each from a new socket (a new flow; all one flow with --source-port), each
+          waiting for its answer; prints
           {"ok", "failed", "errors", "by_endpoint", "failures": [[wall time, error], ...]}
   once    --host H --port P --source-port SP [--timeout S]
           one GET from a fixed source port, then a RST close (SO_LINGER 0: no TIME_WAIT, so the
