@@ -189,11 +189,17 @@ LbHarness::LbHarness(uint32_t connTableSize, uint64_t tcpClosedMs, uint32_t half
   timeouts_.jiffies[MP_TMO_TCP_CLOSED] = lb_->msToJiffies(tcpClosedMs);
 }
 
-LbHarness::LbHarness(const LbSkeletonOptions& options) {
-  if (!options.pinRoot.empty()) throw std::invalid_argument("the harness's maps are private");
-  auto lb = LbSkeleton::open(options);
-  if (!lb) throw std::runtime_error(lb.error().toString());
-  lb_ = std::move(*lb);
+LbHarness::LbHarness(const LbSkeletonOptions& options)
+    : LbHarness([&] {
+        if (!options.pinRoot.empty()) {
+          throw std::invalid_argument("the harness's maps are private");
+        }
+        auto lb = LbSkeleton::open(options);
+        if (!lb) throw std::runtime_error(lb.error().toString());
+        return std::move(*lb);
+      }()) {}
+
+LbHarness::LbHarness(std::unique_ptr<LbSkeleton> lb) : lb_(std::move(lb)) {
   // meshd's defaults (model.h ConnTimeouts).
   timeouts_.jiffies[MP_TMO_TCP_SYN] = lb_->msToJiffies(5000);
   timeouts_.jiffies[MP_TMO_TCP_EST] = lb_->msToJiffies(3ull * 3600 * 1000);

@@ -117,6 +117,8 @@ class LbHarness {
                      uint32_t halfTableSize = 4096);
   // Any options; pinRoot must stay empty (the harness's maps are its own).
   explicit LbHarness(const LbSkeletonOptions& options);
+  // A skeleton loaded elsewhere (a pinned one: the layout migration tests).
+  explicit LbHarness(std::unique_ptr<LbSkeleton> lb);
 
   LbSkeleton& lb() { return *lb_; }
 

@@ -2,11 +2,13 @@
 
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
+#include <spdlog/spdlog.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdio>
 #include <ctime>
 #include <filesystem>
 #include <string_view>
@@ -108,22 +110,184 @@ BpfResult<std::unique_ptr<LbSkeleton>> LbSkeleton::open(const LbSkeletonOptions&
     std::error_code ec;
     std::filesystem::create_directories(options.pinRoot, ec);
     if (ec) return bpfError(ec.value(), "create pin root " + options.pinRoot);
-    bool allPinned = true;
-    bpf_map* map;
-    bpf_object__for_each_map(map, skel->obj) {
-      if (!isPinned(map)) continue;
-      const std::string path = options.pinRoot + "/" + bpf_map__name(map);
-      allPinned = allPinned && ::access(path.c_str(), F_OK) == 0;
+    if (auto st = lb->checkLayouts(); !st) return st.error();
+  }
+
+  // The object's global data (.bss, .data) is this load's alone: a new program starts with its
+  // own. Nothing in it outlives a packet: clock_jiffies is only mp_xdp_clock's answer to meshd;
+  // state that must survive an upgrade (round-robin positions mp_rr, the SYN guards
+  // mp_syn_guard, the cookie key, the forwarding generation) lives in pinned maps. .rodata holds
+  // the knobs set above from options, which an upgrade passes again unchanged.
+  if (int err = mp_xdp_lb__load(skel); err != 0) return bpfError(err, "load mp_xdp_lb");
+  if (auto st = lb->mapForwardingGeneration(); !st) return st.error();
+  if (!options.pinRoot.empty() && lb->pending_.empty()) {
+    if (auto st = lb->recordLayouts(); !st) return st.error();
+  }
+  return lb;
+}
+
+namespace {
+
+std::string mapKind(uint32_t type) {
+  const char* name = libbpf_bpf_map_type_str(static_cast<bpf_map_type>(type));
+  return name != nullptr ? name : "type " + std::to_string(type);
+}
+
+std::string describe(const MapLayout& l) {
+  std::string s = mapKind(l.type) + ", key " + std::to_string(l.keySize) + " B, value " +
+                  std::to_string(l.valueSize) + " B";
+  if (l.flags != 0) {
+    char hex[16];
+    std::snprintf(hex, sizeof(hex), "%x", l.flags);
+    s += std::string(", flags 0x") + hex;
+  }
+  if (l.maxEntries != 0) s += ", " + std::to_string(l.maxEntries) + " entries";
+  return s;
+}
+
+bool sameShape(const MapLayout& a, const MapLayout& b) {
+  return a.type == b.type && a.keySize == b.keySize && a.valueSize == b.valueSize &&
+         a.flags == b.flags &&
+         (a.maxEntries == 0 || b.maxEntries == 0 || a.maxEntries == b.maxEntries);
+}
+
+}  // namespace
+
+// For each map to pin: a missing pin is created at load; a pinned map of this build's layout is
+// reused; one of an older layout is migrated (MapMigration) when a migration is registered and
+// refused otherwise. Its version comes from the pin root's record, or, for a pin root of the
+// release before versioning (no record), from its shape.
+BpfStatus LbSkeleton::checkLayouts() {
+  auto record = LayoutRecord::open(options_.pinRoot, false);
+  if (!record) return record.error();
+  bool allPinned = true;
+  bpf_map* map;
+  bpf_object__for_each_map(map, skel_->obj) {
+    if (!isPinned(map)) continue;
+    const std::string name = bpf_map__name(map);
+    const std::string path = options_.pinRoot + "/" + name;
+    const std::vector<MapLayout>* history = layoutHistory(name);
+    const MapLayout compiled{.version = 0,
+                             .type = bpf_map__type(map),
+                             .keySize = bpf_map__key_size(map),
+                             .valueSize = bpf_map__value_size(map),
+                             .flags = bpf_map__map_flags(map),
+                             .maxEntries = bpf_map__max_entries(map)};
+    if (history == nullptr || !sameShape(history->back(), compiled)) {
+      return bpfError(EPROTO, "map " + name + " is compiled as (" + describe(compiled) +
+                                  ") but map_layout.cpp's last layout of it is " +
+                                  (history ? "(" + describe(history->back()) + ")" : "missing") +
+                                  ": a layout change needs a new version there "
+                                  "(docs/operations.md, \"How to change a map's layout\")");
+    }
+    const MapLayout& current = history->back();
+    const int fd = bpf_obj_get(path.c_str());
+    if (fd < 0) {
+      if (errno != ENOENT) return bpfError(errno, "open pinned map " + path);
+      allPinned = false;
+      if (record->version(name) != 0) {
+        // Recorded, so a meshd pinned it here once: someone removed the pin alone.
+        spdlog::warn(
+            "{}: pinned map {} is gone (its layout version {} is recorded): created "
+            "empty, what it held is lost",
+            name, path, record->version(name));
+      }
       if (int err = bpf_map__set_pin_path(map, path.c_str()); err != 0) {
         return bpfError(err, "set pin path " + path);
       }
+      continue;
     }
-    lb->adopted_ = allPinned;
+    UniqueFd pinned(fd);
+    auto actual = pinnedLayout(fd);
+    if (!actual) return actual.error();
+    const uint32_t recorded = record->version(name);
+    const MapLayout* found = nullptr;
+    for (auto it = history->rbegin(); it != history->rend(); ++it) {
+      if (recorded != 0 ? it->version == recorded : sameShape(*it, *actual)) {
+        found = &*it;
+        break;
+      }
+    }
+    const std::string what = "pinned map " + path + " (" + describe(*actual) + ")";
+    const std::string teardown =
+        "or remove the pins with `meshd --teardown` (drops every connection). The pinned map "
+        "was left as it is";
+    if (found == nullptr || !sameShape(*found, *actual)) {
+      const std::string version =
+          recorded != 0 ? "has layout version " + std::to_string(recorded) +
+                              (found ? " but not its shape" : ", unknown to this build")
+                        : "has a layout this build does not know";
+      return bpfError(EPROTO, what + " " + version + "; this build needs version " +
+                                  std::to_string(current.version) + " (" + describe(compiled) +
+                                  ") and has no migration from it. Run the meshd release that "
+                                  "pinned it, " +
+                                  teardown);
+    }
+    if (found->version == current.version) {
+      if (actual->maxEntries != compiled.maxEntries) {
+        return bpfError(EPROTO, what + " has " + std::to_string(actual->maxEntries) +
+                                    " entries, this load " + std::to_string(compiled.maxEntries) +
+                                    " (conn_table_size or half_table_size changed?). Restore "
+                                    "the size, " +
+                                    teardown);
+      }
+      if (int err = bpf_map__set_pin_path(map, path.c_str()); err != 0) {
+        return bpfError(err, "set pin path " + path);
+      }
+      continue;
+    }
+    const LayoutMigration* migration = findMigration(name, found->version, current.version);
+    if (migration == nullptr) {
+      return bpfError(EPROTO, what + " has layout version " + std::to_string(found->version) +
+                                  ", this build needs version " + std::to_string(current.version) +
+                                  " (" + describe(compiled) + ") and registers no migration from " +
+                                  std::to_string(found->version) + " to " +
+                                  std::to_string(current.version) +
+                                  ". Register one (docs/operations.md, \"How to change a map's "
+                                  "layout\"), run the meshd release that pinned it, " +
+                                  teardown);
+    }
+    auto m = MapMigration::start(name, *migration, std::move(pinned), map);
+    if (!m) return m.error();
+    spdlog::info("{}: layout {} -> {}: {} entries copied into a new map in {:.1f} ms", name,
+                 m->from(), m->to(), m->stats().copied, m->stats().copyNs / 1e6);
+    if (int err = bpf_map__reuse_fd(map, m->newFd()); err != 0) {
+      return bpfError(err, "hand the migrated " + name + " to the program");
+    }
+    pending_.push_back(std::move(*m));
   }
+  adopted_ = allPinned;
+  return bpfOk();
+}
 
-  if (int err = mp_xdp_lb__load(skel); err != 0) return bpfError(err, "load mp_xdp_lb");
-  if (auto st = lb->mapForwardingGeneration(); !st) return st.error();
-  return lb;
+BpfStatus LbSkeleton::recordLayouts() {
+  auto record = LayoutRecord::open(options_.pinRoot, true);
+  if (!record) return record.error();
+  bpf_map* map;
+  bpf_object__for_each_map(map, skel_->obj) {
+    if (!isPinned(map)) continue;
+    const std::vector<MapLayout>* history = layoutHistory(bpf_map__name(map));
+    if (history == nullptr) continue;  // checkLayouts refused the load already
+    if (record->version(bpf_map__name(map)) == history->back().version) continue;
+    if (auto st = record->set(bpf_map__name(map), history->back().version); !st) return st;
+  }
+  return bpfOk();
+}
+
+BpfResult<std::vector<MapMigration::Stats>> LbSkeleton::completeMigrations() {
+  std::vector<MapMigration::Stats> out;
+  for (MapMigration& m : pending_) {
+    if (auto st = m.finish(options_.pinRoot + "/" + m.name()); !st) return st.error();
+    spdlog::info(
+        "{}: layout {} -> {} complete: {} entries changed meanwhile, copied in {:.1f} ms; "
+        "pinned",
+        m.name(), m.from(), m.to(), m.stats().changed, m.stats().deltaNs / 1e6);
+    out.push_back(m.stats());
+  }
+  if (auto st = recordLayouts(); !st) return st.error();
+  // The old maps go with the last reference to them (the old program's); ours are pinned now.
+  pending_.clear();
+  return out;
 }
 
 BpfStatus LbSkeleton::mapForwardingGeneration() {
@@ -211,7 +375,16 @@ BpfStatus LbSkeleton::writeRing(const mp_svc_key& key, mp_svc svc, int ringFd, u
     return bpfError(
         errno, "write ring half " + std::to_string(half) + " of service " + std::to_string(svc.id));
   }
-  if (bpf_map_update_elem(ringsFd(), &svc.id, &ringFd, BPF_ANY) != 0) {
+  // An update of a map-of-maps waits for an RCU grace period (the kernel makes sure no program
+  // still reads the inner map it replaces): milliseconds. A ring rewritten in place is already
+  // the service's inner map, so only a new ring map is installed.
+  uint32_t installedId = 0;
+  bpf_map_info info{};
+  uint32_t infoLen = sizeof(info);
+  const bool installed = bpf_map_lookup_elem(ringsFd(), &svc.id, &installedId) == 0 &&
+                         bpf_obj_get_info_by_fd(ringFd, &info, &infoLen) == 0 &&
+                         info.id == installedId;
+  if (!installed && bpf_map_update_elem(ringsFd(), &svc.id, &ringFd, BPF_ANY) != 0) {
     return bpfError(errno, "set mp_rings[" + std::to_string(svc.id) + "]");
   }
   svc.active_half = half;

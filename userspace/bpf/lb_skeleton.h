@@ -10,6 +10,7 @@
 
 #include "abi.h"
 #include "bpf_result.h"
+#include "map_layout.h"
 #include "unique_fd.h"
 
 struct mp_xdp_lb;
@@ -48,7 +49,17 @@ class LbSkeleton {
  public:
   // Opens the embedded object, applies options and loads it into the kernel (maps included).
   // The program is loaded, not attached: attaching (bpf_link) belongs to the caller.
+  // With a pin root, every pinned map's layout version is checked first (map_layout.h): a map
+  // of an older layout with a registered migration is copied, converted, into a new map that
+  // this program uses (pendingMigrations()); one without is refused, the pins left as they are.
   static BpfResult<std::unique_ptr<LbSkeleton>> open(const LbSkeletonOptions& options);
+
+  // Migrations of this load not yet completed: their new maps are this program's, the pins
+  // still the old maps (the old program may run on them). After switching every link to this
+  // program, completeMigrations() copies what the old program changed since, pins the new maps
+  // in place of the old and records the versions. Never called: the pins stay as they were.
+  const std::vector<MapMigration>& pendingMigrations() const { return pending_; }
+  BpfResult<std::vector<MapMigration::Stats>> completeMigrations();
 
   ~LbSkeleton();
   LbSkeleton(const LbSkeleton&) = delete;
@@ -114,6 +125,8 @@ class LbSkeleton {
   LbSkeleton(mp_xdp_lb* skel, LbSkeletonOptions options);
 
   BpfStatus mapForwardingGeneration();
+  BpfStatus checkLayouts();  // before load: pin, migrate or refuse each pinned map
+  BpfStatus recordLayouts();
 
   mp_xdp_lb* skel_;
   LbSkeletonOptions options_;
@@ -121,6 +134,7 @@ class LbSkeleton {
   uint32_t flowCacheSlots_ = 0;
   uint64_t tickNs_ = 4'000'000;
   mp_fwd_gen* fwdGen_ = nullptr;  // mp_fwd_gen's one entry, mapped (page-sized mapping)
+  std::vector<MapMigration> pending_;
 };
 
 }  // namespace meshpath

@@ -3,6 +3,7 @@
 #include <arpa/inet.h>
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
+#include <fcntl.h>
 #include <linux/ethtool.h>
 #include <linux/if_link.h>
 #include <linux/sockios.h>
@@ -30,8 +31,6 @@ namespace meshpath {
 
 namespace {
 
-constexpr const char* kLinkPrefix = "link_";
-
 Error fromBpf(const BpfError& e, std::string hint = {}) {
   return Error{e.errnum, e.context, std::move(hint), e.where};
 }
@@ -44,14 +43,6 @@ uint64_t connBytes(uint64_t maxEntries, uint64_t keySize, uint64_t valueSize) {
   while (buckets < maxEntries) buckets <<= 1;
   const uint64_t element = 48 + ((keySize + 7) & ~7ull) + ((valueSize + 7) & ~7ull);
   return element + (16 * buckets + maxEntries - 1) / maxEntries;
-}
-
-std::string linkPinPath(const std::string& pinRoot, const std::string& ifname) {
-  return pinRoot + "/" + kLinkPrefix + ifname;
-}
-
-uint32_t xdpModeFlag(const std::string& mode) {
-  return mode == "generic" ? XDP_FLAGS_SKB_MODE : XDP_FLAGS_DRV_MODE;
 }
 
 mp_svc_key toKey(const ServiceKey& k) {
@@ -74,79 +65,6 @@ IpAddress fromBytes(const uint8_t* bytes, uint8_t family) {
   return IpAddress::v6(a);
 }
 
-struct LinkInfo {
-  uint32_t progId = 0;
-  uint32_t ifindex = 0;
-  uint32_t type = 0;
-};
-
-Result<LinkInfo> linkInfo(int fd) {
-  bpf_link_info info{};
-  uint32_t len = sizeof(info);
-  if (int rc = bpf_obj_get_info_by_fd(fd, &info, &len); rc != 0) {
-    return errnoError(rc, "read link info");
-  }
-  return LinkInfo{info.prog_id, info.xdp.ifindex, info.type};
-}
-
-// Which program runs on ifindex, and in which mode.
-struct XdpState {
-  uint32_t driverProg = 0;
-  uint32_t genericProg = 0;
-};
-
-// An IPv4 packet toward an endpoint whose neighbour is unresolved goes to the kernel already
-// rewritten, from the node's own address (pass_no_neigh); Linux drops it as a martian unless
-// accept_local is on for the interface it came in on (bpf/README.md). Set in meshd's own network
-// namespace; a failure is logged, not fatal: only those first packets suffer.
-// The interface's driver as ethtool names it ("veth", "mlx5_core", ...); "" when unknown.
-std::string driverOf(const std::string& ifname) {
-  ethtool_drvinfo info{};
-  info.cmd = ETHTOOL_GDRVINFO;
-  ifreq ifr{};
-  std::strncpy(ifr.ifr_name, ifname.c_str(), IFNAMSIZ - 1);
-  ifr.ifr_data = reinterpret_cast<char*>(&info);
-  const int fd = ::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return "";
-  const int rc = ::ioctl(fd, SIOCETHTOOL, &ifr);
-  ::close(fd);
-  return rc == 0 ? std::string(info.driver) : "";
-}
-
-void enableAcceptLocal(const std::string& ifname) {
-  const std::string path = "/proc/sys/net/ipv4/conf/" + ifname + "/accept_local";
-  std::string was;
-  std::getline(std::ifstream(path), was);
-  if (was == "1") {
-    spdlog::info("{}: net.ipv4.conf.{}.accept_local is 1", ifname, ifname);
-    return;
-  }
-  std::ofstream out(path);
-  out << "1\n";
-  out.close();
-  if (!out) {
-    spdlog::warn(
-        "{}: cannot set {} to 1 ({}): packets toward an endpoint whose neighbour is unresolved "
-        "will be dropped by the kernel as martians",
-        ifname, path, std::strerror(errno));
-    return;
-  }
-  spdlog::info(
-      "{}: net.ipv4.conf.{}.accept_local set to 1 (was {}): the kernel takes the packets meshd "
-      "hands it for unresolved neighbours",
-      ifname, ifname, was.empty() ? "unknown" : was);
-}
-
-XdpState queryXdp(int ifindex) {
-  LIBBPF_OPTS(bpf_xdp_query_opts, opts);
-  XdpState s;
-  if (bpf_xdp_query(ifindex, 0, &opts) == 0) {
-    s.driverProg = opts.drv_prog_id;
-    s.genericProg = opts.skb_prog_id;
-  }
-  return s;
-}
-
 // Calls fn(key, value) for every entry of mp_services; an entry deleted mid-walk is skipped.
 template <class Fn>
 void forEachService(int servicesFd, Fn&& fn) {
@@ -164,12 +82,23 @@ void forEachService(int servicesFd, Fn&& fn) {
 }  // namespace
 
 BpfDataplane::BpfDataplane(std::unique_ptr<LbSkeleton> skel, NodeSpec node)
-    : skel_(std::move(skel)), node_(std::move(node)) {
+    : skel_(std::move(skel)), walkTables_(walkTablesOf(*skel_)), node_(std::move(node)) {
   int cpus = libbpf_num_possible_cpus();
   cpus_ = cpus > 0 ? cpus : 1;
   bpf_prog_info info{};
   uint32_t len = sizeof(info);
   if (bpf_obj_get_info_by_fd(skel_->programFd(), &info, &len) == 0) progId_ = info.id;
+}
+
+BpfDataplane::WalkTables BpfDataplane::walkTablesOf(const LbSkeleton& skel) {
+  auto dup = [](int fd) { return UniqueFd(fd >= 0 ? ::fcntl(fd, F_DUPFD_CLOEXEC, 0) : -1); };
+  return WalkTables{dup(skel.connsFd()), dup(skel.rnatFd()), dup(skel.halfFd())};
+}
+
+uint32_t BpfDataplane::mapIdOf(int fd) {
+  bpf_map_info info{};
+  uint32_t len = sizeof(info);
+  return fd >= 0 && bpf_obj_get_info_by_fd(fd, &info, &len) == 0 ? info.id : 0;
 }
 
 BpfDataplane::~BpfDataplane() {
@@ -179,54 +108,6 @@ BpfDataplane::~BpfDataplane() {
   if (events_ != nullptr) ring_buffer__free(events_);
   if (health_ != nullptr) ::munmap(health_, healthBytes_);
   if (synGuards_ != nullptr) ::munmap(synGuards_, synGuardBytes_);
-}
-
-Result<std::unique_ptr<BpfDataplane>> BpfDataplane::start(const NodeSpec& node, Netlink& netlink) {
-  // Resolve every interface first: a typo must not leave half the interfaces attached.
-  std::vector<std::pair<std::string, int>> interfaces;
-  for (const std::string& name : node.interfaces) {
-    auto index = netlink.ifindex(name);
-    if (!index) return index.error();
-    interfaces.emplace_back(name, *index);
-  }
-
-  LbSkeletonOptions options;
-  options.pinRoot = node.pinRoot;
-  options.connTableSize = node.connTableSize;
-  options.halfTableSize = node.halfTableSize;
-  options.flowCacheSlots = node.flowCacheSlots;
-  for (const auto& [name, index] : interfaces) {
-    if (driverOf(name) != "veth") continue;
-    options.txRedirect = true;
-    spdlog::info(
-        "{} is a veth: frames back out of their ingress port go by redirect, not "
-        "XDP_TX (a veth's XDP_TX needs XDP on its peer too)",
-        name);
-  }
-  auto skel = LbSkeleton::open(options);
-  if (!skel) {
-    bool pinned = std::filesystem::exists(node.pinRoot + "/mp_services");
-    return fromBpf(skel.error(),
-                   pinned ? "maps pinned under " + node.pinRoot +
-                                " may not fit this meshd (conn_table_size changed? another "
-                                "map layout?); see the libbpf lines above. `meshd --teardown` "
-                                "removes them, dropping all connections"
-                          : "see the libbpf lines above");
-  }
-  std::unique_ptr<BpfDataplane> dp(new BpfDataplane(std::move(*skel), node));
-  spdlog::info("XDP program loaded (prog id {}); maps under {} {}", dp->progId_, node.pinRoot,
-               dp->mapsAdopted() ? "reused from the earlier run" : "created");
-
-  if (auto r = dp->loadRings(); !r) return r.error();
-  if (auto r = dp->initSynSecret(); !r) return r.error();
-  if (auto r = dp->mapSynGuards(); !r) return r.error();
-  if (auto r = dp->mapHealth(); !r) return r.error();
-  for (const auto& [name, index] : interfaces) {
-    if (auto r = dp->attach(name, index); !r) return r.error();
-    enableAcceptLocal(name);
-  }
-  if (auto r = dp->detachStaleLinks(); !r) return r.error();
-  return dp;
 }
 
 // The rings an earlier run left: each service id's inner map and the half its entry points at.
@@ -252,136 +133,6 @@ Result<void> BpfDataplane::loadRings() {
     ring.activeHalf = activeHalf.contains(id) ? activeHalf[id] : 0;
   }
   if (!rings_.empty()) spdlog::info("found {} service rings from the earlier run", rings_.size());
-  return {};
-}
-
-Result<void> BpfDataplane::attach(const std::string& ifname, int ifindex) {
-  const std::string pin = linkPinPath(node_.pinRoot, ifname);
-  const std::string want = node_.xdpMode == "generic" ? "generic" : "native";
-
-  if (std::filesystem::exists(pin)) {
-    bpf_link* link = bpf_link__open(pin.c_str());
-    if (link == nullptr) {
-      return errnoError(-errno, "open pinned link " + pin,
-                        "remove the stale pin (`meshd --teardown` removes all)");
-    }
-    auto info = linkInfo(bpf_link__fd(link));
-    if (info && info->type == BPF_LINK_TYPE_XDP && static_cast<int>(info->ifindex) == ifindex) {
-      XdpState xdp = queryXdp(ifindex);
-      std::string mode = xdp.driverProg == info->progId    ? "native"
-                         : xdp.genericProg == info->progId ? "generic"
-                                                           : "?";
-      if (int rc = bpf_link__update_program(link, skel_->program()); rc != 0) {
-        bpf_link__destroy(link);
-        return errnoError(rc, "switch the XDP link on " + ifname + " to the new program");
-      }
-      if (mode != want) {
-        // Native and generic XDP cannot be active at once, so a switch needs a gap in which
-        // packets bypass the balancer. That is the operator's call, not a restart's.
-        spdlog::warn(
-            "{}: the adopted link runs in {} mode, xdp_mode says {}; kept {} (switching "
-            "drops packets: `meshd --teardown`, then start meshd again)",
-            ifname, mode, want, mode);
-      }
-      spdlog::info("{}: adopted pinned XDP link (prog {} -> {}, {} mode), no packet missed", ifname,
-                   info->progId, progId_, mode);
-      attachments_.push_back(Attachment{ifname, link, true});
-      return {};
-    }
-    // The interface this link served is gone (or was recreated): the link is dead weight.
-    spdlog::warn(
-        "{}: pinned link {} no longer serves this interface (ifindex {} now, link's {}); "
-        "replacing it",
-        ifname, pin, ifindex, info ? info->ifindex : 0);
-    bpf_link__detach(link);
-    bpf_link__destroy(link);
-    ::unlink(pin.c_str());
-  }
-
-  LIBBPF_OPTS(bpf_link_create_opts, opts, .flags = xdpModeFlag(node_.xdpMode));
-  int fd = bpf_link_create(skel_->programFd(), ifindex, BPF_XDP, &opts);
-  if (fd < 0) {
-    int err = errno;
-    std::string hint;
-    XdpState xdp = queryXdp(ifindex);
-    if (err == EBUSY || err == EEXIST) {
-      hint = "another XDP program is attached to " + ifname + " (prog id " +
-             std::to_string(xdp.driverProg ? xdp.driverProg : xdp.genericProg) +
-             "): if another meshd's (other pin_root), stop it and run `meshd --teardown` with "
-             "its config; if attached without a link, `ip link set dev " +
-             ifname + " xdp off`; or leave " + ifname + " out of node.interfaces";
-    } else if (err == EOPNOTSUPP || err == EINVAL) {
-      hint = "if " + ifname + "'s driver has no native XDP, set node.xdp_mode: generic";
-    }
-    return Error{err, "attach XDP (" + want + ") to " + ifname, hint};
-  }
-  if (bpf_obj_pin(fd, pin.c_str()) != 0) {
-    int err = errno;
-    ::close(fd);  // the last reference: the link goes, and the program with it
-    return Error{err, "pin the XDP link of " + ifname + " at " + pin, {}};
-  }
-  ::close(fd);
-  bpf_link* link = bpf_link__open(pin.c_str());
-  if (link == nullptr) return errnoError(-errno, "open pinned link " + pin);
-  spdlog::info("{}: XDP attached ({} mode), link pinned at {}", ifname, want, pin);
-  attachments_.push_back(Attachment{ifname, link, false});
-  return {};
-}
-
-Result<void> BpfDataplane::detachStaleLinks() {
-  std::error_code ec;
-  for (const auto& entry : std::filesystem::directory_iterator(node_.pinRoot, ec)) {
-    std::string name = entry.path().filename().string();
-    if (!name.starts_with(kLinkPrefix)) continue;
-    std::string ifname = name.substr(std::strlen(kLinkPrefix));
-    bool configured = false;
-    for (const std::string& i : node_.interfaces) configured = configured || i == ifname;
-    if (configured) continue;
-    int fd = bpf_obj_get(entry.path().c_str());
-    if (fd >= 0) {
-      bpf_link_detach(fd);
-      ::close(fd);
-    }
-    ::unlink(entry.path().c_str());
-    spdlog::info("{}: not in node.interfaces any more: XDP detached, link pin removed", ifname);
-  }
-  return {};
-}
-
-Result<void> BpfDataplane::teardown(const std::string& pinRoot) {
-  std::error_code ec;
-  if (!std::filesystem::exists(pinRoot, ec)) {
-    spdlog::info("teardown: nothing pinned under {}", pinRoot);
-    return {};
-  }
-  // Links first, so no packet meets a program whose maps are half gone.
-  std::vector<std::filesystem::path> maps;
-  for (const auto& entry : std::filesystem::directory_iterator(pinRoot, ec)) {
-    std::string name = entry.path().filename().string();
-    if (!name.starts_with(kLinkPrefix)) {
-      maps.push_back(entry.path());
-      continue;
-    }
-    int fd = bpf_obj_get(entry.path().c_str());
-    if (fd >= 0) {
-      if (bpf_link_detach(fd) != 0 && errno != EINVAL && errno != ENOLINK) {
-        spdlog::warn("teardown: detach {}: {}", name, std::strerror(errno));
-      }
-      ::close(fd);
-    }
-    if (::unlink(entry.path().c_str()) != 0) {
-      return errnoError(errno, "remove " + entry.path().string());
-    }
-    spdlog::info("teardown: XDP detached from {}", name.substr(std::strlen(kLinkPrefix)));
-  }
-  if (ec) return Error{ec.value(), "list " + pinRoot, {}};
-  for (const auto& path : maps) {
-    if (::unlink(path.c_str()) != 0) return errnoError(errno, "remove " + path.string());
-  }
-  if (::rmdir(pinRoot.c_str()) != 0 && errno != ENOENT) {
-    return errnoError(errno, "remove " + pinRoot);
-  }
-  spdlog::info("teardown: removed {} pinned maps and {}", maps.size(), pinRoot);
   return {};
 }
 
@@ -692,45 +443,6 @@ Result<RealizedSnapshot> BpfDataplane::snapshot() {
   return snap;
 }
 
-Result<ProgramInfo> BpfDataplane::program() {
-  bpf_prog_info info{};
-  uint32_t len = sizeof(info);
-  if (bpf_obj_get_info_by_fd(bpf_program__fd(skel_->program()), &info, &len) != 0) {
-    return errnoError(errno, "read the XDP program's info");
-  }
-  ProgramInfo out;
-  out.name = info.name;
-  out.id = info.id;
-  static const char kHex[] = "0123456789abcdef";
-  for (uint8_t b : info.tag) {
-    out.tag.push_back(kHex[b >> 4]);
-    out.tag.push_back(kHex[b & 15]);
-  }
-  return out;
-}
-
-std::vector<InterfaceStatus> BpfDataplane::interfaces() {
-  std::vector<InterfaceStatus> out;
-  for (const Attachment& a : attachments_) {
-    InterfaceStatus s;
-    s.name = a.ifname;
-    s.ifindex = static_cast<int>(if_nametoindex(a.ifname.c_str()));
-    s.adopted = a.adopted;
-    if (s.ifindex > 0) {
-      XdpState xdp = queryXdp(s.ifindex);
-      if (progId_ != 0 && xdp.driverProg == progId_) {
-        s.attached = true;
-        s.mode = "native";
-      } else if (progId_ != 0 && xdp.genericProg == progId_) {
-        s.attached = true;
-        s.mode = "generic";
-      }
-    }
-    out.push_back(s);
-  }
-  return out;
-}
-
 // ---- passive health ---------------------------------------------------------------------------
 
 Result<void> BpfDataplane::mapHealth() {
@@ -853,8 +565,9 @@ class NoWalk : public ConnTableWalk {
 Result<std::unique_ptr<ConnTableWalk>> BpfDataplane::startFlush(const std::set<uint32_t>& ids) {
   if (ids.empty()) return std::unique_ptr<ConnTableWalk>(std::make_unique<NoWalk>());
   return std::unique_ptr<ConnTableWalk>(
-      std::make_unique<FlushWalk>(skel_->connsFd(), health_, slotEpoch_, ids,
-                                  [skel = skel_.get()] { skel->bumpForwardingGeneration(); }));
+      // skel_ read when the walk bumps, not now: an upgrade meanwhile replaces the skeleton.
+      std::make_unique<FlushWalk>(walkTables_.conns.get(), health_, slotEpoch_, ids,
+                                  [this] { skel_->bumpForwardingGeneration(); }));
 }
 
 Result<std::unique_ptr<ConnTableWalk>> BpfDataplane::startResync() {
@@ -862,9 +575,9 @@ Result<std::unique_ptr<ConnTableWalk>> BpfDataplane::startResync() {
   auto now = skel_->jiffiesNow();
   if (!now) return fromBpf(now.error());
   ConnTables tables;
-  tables.conns = skel_->connsFd();
-  tables.rnat = skel_->rnatFd();
-  tables.half = skel_->halfFd();
+  tables.conns = walkTables_.conns.get();
+  tables.rnat = walkTables_.rnat.get();
+  tables.half = walkTables_.half.get();
   tables.reverseKey = [this](const mp_flow& client, const mp_conn& c) -> std::optional<mp_flow> {
     return reverseKey(client, c);
   };
