@@ -5,7 +5,6 @@
 #include <spdlog/spdlog.h>
 #include <sys/mman.h>
 #include <sys/random.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -89,19 +88,7 @@ Result<SynStats> BpfDataplane::synStats(uint32_t id) {
     s.retries += c.retries;
     s.retriesFailed += c.retries_failed;
   }
-  // The datapath rolls a guard's window on its next SYN; meshd's reads (about once a second)
-  // roll it when none comes, as the datapath would.
-  timespec now{};
-  ::clock_gettime(CLOCK_MONOTONIC, &now);  // bpf_ktime_get_ns()'s clock
-  mp_syn_guard_tick(
-      &synGuards_[id],
-      static_cast<uint64_t>(now.tv_sec) * 1'000'000'000ull + static_cast<uint64_t>(now.tv_nsec),
-      node_.synFloodThreshold);
-  const mp_syn_guard guard = synGuards_[id];
-  s.active = guard.on != 0;
-  s.switchedOn = guard.switched_on;
-  s.switchedOff = guard.switched_off;
-  s.lastUnanswered = guard.last_unanswered;
+  readSynGuard(id, s);
   return s;
 }
 

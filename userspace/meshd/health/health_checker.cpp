@@ -252,6 +252,7 @@ void HealthChecker::fire(const std::shared_ptr<Scheduled>& s) {
   lagNext_ = (lagNext_ + 1) % kLagWindow;
   lagMax_ = std::max(lagMax_, lag);
   ++probes_;
+  if (sink_ != nullptr) sink_->probeStarted(lag);
 
   if (s->inFlight) {
     ++skipped_;
@@ -259,7 +260,9 @@ void HealthChecker::fire(const std::shared_ptr<Scheduled>& s) {
     s->inFlight = true;
     prober_.probe(s->target, [this, s](ProbeResult r) {
       s->inFlight = false;
-      if (!s->stopped) onResult_(s->target, r);
+      if (s->stopped) return;
+      if (sink_ != nullptr) sink_->probeDone(s->target.service, r.latency);
+      onResult_(s->target, r);
     });
   }
 

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "health/health_state.h"
+#include "metrics/metrics_sink.h"
 #include "model.h"
 
 namespace meshpath::health {
@@ -71,6 +72,8 @@ class HealthChecker {
   // Lag over the last probes (a window of 64K samples).
   LagStats lag() const;
   void resetLag();
+  // Where each probe's schedule lag and latency go as well (/metrics); null: nowhere.
+  void setMetricsSink(MetricsSink* sink) { sink_ = sink; }
 
  private:
   struct Scheduled;
@@ -89,6 +92,7 @@ class HealthChecker {
   uint64_t probes_ = 0;
   uint64_t skipped_ = 0;
   std::chrono::microseconds lagMax_{0};
+  MetricsSink* sink_ = nullptr;
 };
 
 }  // namespace meshpath::health

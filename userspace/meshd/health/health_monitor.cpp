@@ -2,9 +2,9 @@
 #include "health/health_monitor.h"
 
 #include <spdlog/spdlog.h>
-
 #include <unistd.h>
 
+#include <algorithm>
 #include <ctime>
 
 #include "abi.h"
@@ -33,19 +33,6 @@ bool tracked(const ServiceSpec& s) {
   return s.health.type != HealthCheckType::kNone || s.health.passiveFall > 0;
 }
 
-std::string isoTime(std::chrono::system_clock::time_point t) {
-  const auto ms =
-      std::chrono::duration_cast<std::chrono::milliseconds>(t.time_since_epoch()).count();
-  const std::time_t secs = static_cast<std::time_t>(ms / 1000);
-  std::tm tm{};
-  ::gmtime_r(&secs, &tm);
-  char buf[40];
-  std::strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%S", &tm);
-  char out[48];
-  std::snprintf(out, sizeof(out), "%s.%03dZ", buf, static_cast<int>(ms % 1000));
-  return out;
-}
-
 double seconds(Duration d) { return std::chrono::duration<double>(d).count(); }
 double millis(std::chrono::microseconds d) { return double(d.count()) / 1000.0; }
 
@@ -66,6 +53,11 @@ HealthMonitor::HealthMonitor(boost::asio::io_context& io, ControlPlane& controlP
 HealthMonitor::~HealthMonitor() {
   *alive_ = false;
   stop();
+}
+
+void HealthMonitor::setMetricsSink(MetricsSink* sink) {
+  sink_ = sink;
+  checker_.setMetricsSink(sink);
 }
 
 void HealthMonitor::start() {
@@ -225,6 +217,15 @@ void HealthMonitor::onDatapathEvent(const DatapathEvent& ev) {
   auto it = services_.find(service);
   if (it == services_.end()) return;
   const std::string reason = passiveReason(ev.reason);
+  if (sink_ != nullptr && (ev.kind == MP_HEV_SUSPECT || ev.kind == MP_HEV_DOWN)) {
+    // The event's time is CLOCK_MONOTONIC (bpf_ktime_get_ns); its age carries over to clock_.
+    timespec ts{};
+    ::clock_gettime(CLOCK_MONOTONIC, &ts);
+    const uint64_t nowNs = uint64_t(ts.tv_sec) * 1000000000ull + uint64_t(ts.tv_nsec);
+    TimePoint at = clock_.now();
+    if (ev.ns != 0 && ev.ns <= nowNs) at -= std::chrono::nanoseconds(nowNs - ev.ns);
+    failureSignals_.try_emplace({service, key}, FailureSignal{FailureSignal::Kind::kPassive, at});
+  }
   switch (ev.kind) {
     case MP_HEV_SUSPECT:
       record(it->second.onDatapathSignal(key, clock_.now(), reason));
@@ -384,6 +385,10 @@ void HealthMonitor::sync() {
     }
     return true;
   });
+  std::erase_if(failureSignals_, [&](const auto& kv) {
+    auto it = services_.find(kv.first.first);
+    return it == services_.end() || !it->second.endpoints().contains(kv.first.second);
+  });
   checker_.setTargets(targets);
   record(std::move(events));
   pushExclusions();
@@ -392,6 +397,11 @@ void HealthMonitor::sync() {
 void HealthMonitor::onResult(const ProbeTarget& target, const ProbeResult& result) {
   auto it = services_.find(target.service);
   if (it == services_.end()) return;
+  if (sink_ != nullptr && !result.ok) {
+    failureSignals_.try_emplace(
+        {target.service, target.key},
+        FailureSignal{FailureSignal::Kind::kActive, result.at - result.latency});
+  }
   record(it->second.onProbe(target.key, result));
 }
 
@@ -410,6 +420,7 @@ void HealthMonitor::record(std::vector<HealthEvent> events) {
   const TimePoint now = clock_.now();
   const auto wallNow = std::chrono::system_clock::now();
   for (HealthEvent& ev : events) {
+    if (ev.to == "healthy") failureSignals_.erase({ev.service, ev.endpoint});  // the run is over
     const std::string what =
         ev.endpoint.empty() ? "service " + ev.service : ev.service + " " + ev.endpoint;
     if (ev.to == "panic") {
@@ -424,7 +435,7 @@ void HealthMonitor::record(std::vector<HealthEvent> events) {
     StoredEvent stored{
         nextSeq_++,
         wallNow - std::chrono::duration_cast<std::chrono::system_clock::duration>(now - ev.at),
-        std::move(ev)};
+        std::move(ev), "", nullptr};
     const json j = eventJson(stored);
     events_.push_back(std::move(stored));
     if (events_.size() > kEventsKept) events_.pop_front();
@@ -441,19 +452,73 @@ void HealthMonitor::record(std::vector<HealthEvent> events) {
 void HealthMonitor::pushExclusions() {
   std::map<std::string, std::set<std::string>> excluded;
   for (const auto& [name, h] : services_) excluded[name] = h.excluded();
-  if (auto r = cp_.setExcluded(std::move(excluded)); !r) {
+  if (auto r = cp_.setExcluded(excluded); !r) {
     spdlog::error("health: could not update the rings: {}", r.error().error);
+    return;
   }
+  noteRingChanges(excluded);
+}
+
+void HealthMonitor::noteRingChanges(const std::map<std::string, std::set<std::string>>& excluded) {
+  auto in = [](const auto& sets, const std::string& service, const std::string& key) {
+    auto it = sets.find(service);
+    return it != sets.end() && it->second.contains(key);
+  };
+  if (sink_ != nullptr) {
+    const TimePoint now = clock_.now();
+    for (const auto& [service, keys] : excluded) {
+      for (const std::string& key : keys) {
+        if (in(outOfRings_, service, key)) continue;
+        std::optional<FailureSignal> signal;
+        if (auto it = failureSignals_.find({service, key}); it != failureSignals_.end()) {
+          signal = it->second;
+          failureSignals_.erase(it);
+        }
+        sink_->ringMembership(service, key, false, signal, now);
+      }
+    }
+    for (const auto& [service, keys] : outOfRings_) {
+      const ServiceSpec* spec = cp_.findService(service);
+      for (const std::string& key : keys) {
+        if (in(excluded, service, key) || spec == nullptr ||
+            std::none_of(spec->endpoints.begin(), spec->endpoints.end(),
+                         [&](const EndpointSpec& e) { return e.key() == key; })) {
+          continue;  // still out, or gone from the desired state
+        }
+        sink_->ringMembership(service, key, true, std::nullopt, now);
+      }
+    }
+  }
+  outOfRings_ = excluded;
 }
 
 json HealthMonitor::eventJson(const StoredEvent& e) const {
-  return json{{"seq", e.seq},
-              {"time", isoTime(e.wall)},
-              {"service", e.event.service},
-              {"endpoint", e.event.endpoint.empty() ? json(nullptr) : json(e.event.endpoint)},
-              {"from", e.event.from},
-              {"to", e.event.to},
-              {"reason", e.event.reason}};
+  json j{{"seq", e.seq},
+         {"time", formatUtcTime(e.wall)},
+         {"service", e.event.service},
+         {"endpoint", e.event.endpoint.empty() ? json(nullptr) : json(e.event.endpoint)},
+         {"from", e.event.from},
+         {"to", e.event.to},
+         {"reason", e.event.reason}};
+  if (!e.kind.empty()) {
+    j["kind"] = e.kind;
+    if (e.detail.is_object()) {
+      for (const auto& [k, v] : e.detail.items()) j[k] = v;
+    }
+  }
+  return j;
+}
+
+void HealthMonitor::recordControlEvent(const std::string& kind, const std::string& reason,
+                                       const json& detail) {
+  // Logged by the control plane already; here it is kept and streamed like any event.
+  StoredEvent stored{nextSeq_++, std::chrono::system_clock::now(),
+                     HealthEvent{clock_.now(), "", "", "", kind, reason}, kind, detail};
+  const json j = eventJson(stored);
+  events_.push_back(std::move(stored));
+  if (events_.size() > kEventsKept) events_.pop_front();
+  auto followers = followers_;
+  for (auto& [id, f] : followers) f(j);
 }
 
 json HealthMonitor::eventsJson(uint64_t since) const {
@@ -505,8 +570,8 @@ json HealthMonitor::serviceJson(const ServiceSpec& spec) const {
     } else {
       j["state"] = toString(e->state);
       j["since"] =
-          isoTime(wallNow -
-                  std::chrono::duration_cast<std::chrono::system_clock::duration>(now - e->since));
+          formatUtcTime(wallNow - std::chrono::duration_cast<std::chrono::system_clock::duration>(
+                                      now - e->since));
       j["since_s"] = seconds(now - e->since);
       if (e->lastProbe) {
         j["last_probe"] = {{"ok", e->lastProbe->ok},

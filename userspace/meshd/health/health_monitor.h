@@ -21,12 +21,14 @@
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <optional>
+#include <set>
 #include <string>
 
 #include "conn_table_walker.h"
 #include "control_plane.h"
 #include "health/health_checker.h"
 #include "health/health_state.h"
+#include "metrics/metrics_sink.h"
 #include "snat_capacity.h"
 #include "syn_protection.h"
 
@@ -66,10 +68,17 @@ class HealthMonitor {
 
   // GET /v1/health (all services, or one: nullopt when it does not exist).
   std::optional<nlohmann::json> healthJson(const std::string& service = "") const;
+  // An event of the control plane (config_applied, config_refused): kept and streamed with the
+  // health transitions; `detail`'s fields (source, diff, problems) join its JSON.
+  void recordControlEvent(const std::string& kind, const std::string& reason,
+                          const nlohmann::json& detail);
   // GET /v1/events: the kept events with seq > since, oldest first.
   nlohmann::json eventsJson(uint64_t since = 0) const;
   uint64_t subscribe(Follower follower);
   void unsubscribe(uint64_t id);
+
+  // Where probe timings, ring membership changes and removal times go as well (/metrics).
+  void setMetricsSink(MetricsSink* sink);
 
   HealthChecker& checker() { return checker_; }
   const ConnTableWalker& connWalker() const { return walker_; }
@@ -80,6 +89,8 @@ class HealthMonitor {
     uint64_t seq;
     std::chrono::system_clock::time_point wall;
     HealthEvent event;
+    std::string kind;       // control events only ("config_applied")
+    nlohmann::json detail;  // control events only
   };
 
   void onResult(const ProbeTarget& target, const ProbeResult& result);
@@ -92,6 +103,8 @@ class HealthMonitor {
   void checkSnatCapacity();
   std::optional<uint32_t> endpointId(const std::string& service, const std::string& key) const;
   void pushExclusions();
+  // Tells the metrics sink which endpoints left or rejoined the rings since the last push.
+  void noteRingChanges(const std::map<std::string, std::set<std::string>>& excluded);
   void armTick();
   nlohmann::json eventJson(const StoredEvent& e) const;
   nlohmann::json serviceJson(const ServiceSpec& spec) const;
@@ -117,6 +130,11 @@ class HealthMonitor {
   TimePoint lastPanicReminder_{};
   bool running_ = false;
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
+  MetricsSink* sink_ = nullptr;
+  // (service, endpoint key) -> the failure that started its current run of failures, until it is
+  // healthy again or leaves the rings (meshpath_endpoint_removal_seconds).
+  std::map<std::pair<std::string, std::string>, FailureSignal> failureSignals_;
+  std::map<std::string, std::set<std::string>> outOfRings_;  // as last pushed
 };
 
 }  // namespace meshpath::health
