@@ -11,7 +11,7 @@ PACKAGES=(
   libgtest-dev libgmock-dev libbenchmark-dev
   iproute2 ethtool curl python3 wrk tcpdump
   nftables gnuplot-nox
-  prometheus-cpp-dev libsystemd-dev systemd prometheus
+  prometheus-cpp-dev libsystemd-dev systemd prometheus python3-nftables
 )
 
 missing=()
