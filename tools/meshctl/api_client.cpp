@@ -47,7 +47,10 @@ ApiReply ApiClient::call(const std::string& method, const std::string& target,
   stream.expires_after(timeout_);
   http::async_write(stream, req, [&](beast::error_code e, std::size_t) { ec = e; });
   runStep();
-  if (ec) {
+  // meshd may answer and close before taking the whole request (413 for a body over its limit,
+  // 403 before reading the body): read its answer before calling the exchange broken.
+  const beast::error_code writeError = ec;
+  if (ec && ec != asio::error::broken_pipe && ec != asio::error::connection_reset) {
     reply.transportError = "sending the request failed: " + ec.message();
     return reply;
   }
@@ -58,6 +61,10 @@ ApiReply ApiClient::call(const std::string& method, const std::string& target,
   stream.expires_after(timeout_);
   http::async_read(stream, buffer, parser, [&](beast::error_code e, std::size_t) { ec = e; });
   runStep();
+  if (ec && writeError) {
+    reply.transportError = "sending the request failed: " + writeError.message();
+    return reply;
+  }
   if (ec) {
     reply.transportError = ec == beast::error::timeout
                                ? "no answer within " + std::to_string(timeout_.count()) + " ms"

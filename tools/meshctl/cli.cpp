@@ -31,7 +31,9 @@ int Context::failed(const ApiReply& reply) const {
   if (!reply.reached()) {
     std::string hint = "is meshd running? start it with `meshd --config FILE`";
     if (reply.transportError == std::strerror(EACCES)) {
-      hint = "run meshctl as root or as a member of the socket's group";
+      hint =
+          "run meshctl as root or as a member of node.api_read_group (reads) or "
+          "node.api_admin_group (changes); the socket's directory must let you in too";
     } else if (reply.transportError.find("answer") != std::string::npos) {
       hint = "meshd accepted the connection but did not answer; check its log";
     }

@@ -36,6 +36,7 @@ struct Args {
   std::string file;
   bool follow = false;
   bool wait = false;
+  bool dryRun = false;     // apply --dry-run
   double waitSeconds = 0;  // --wait's limit; 0 = no limit
 };
 

@@ -1,4 +1,6 @@
-// cmd_apply.cpp — `meshctl apply -f FILE`: the services of a config file replace the running ones.
+// cmd_apply.cpp — `meshctl apply -f FILE [--dry-run]`: the services of a config file replace the
+// running ones, all or nothing; the answer's diff is shown either way (the dry run changes
+// nothing).
 #include <cerrno>
 #include <cstring>
 #include <fstream>
@@ -8,6 +10,7 @@
 #include <string>
 
 #include "address.h"
+#include "apply_view.h"
 #include "cli.h"
 #include "commands.h"
 #include "json_fields.h"
@@ -34,25 +37,22 @@ int cmdApply(const Context& ctx, const Args& a) {
     ss << in.rdbuf();
     text = ss.str();
   }
-  auto reply = ctx.api().postText("/v1/apply", text, "application/yaml");
-  if (!reply.ok()) return ctx.failed(reply);
+  auto reply =
+      ctx.api().postText(a.dryRun ? "/v1/apply?dry_run=1" : "/v1/apply", text, "application/yaml");
+  const std::string source = a.file == "-" ? std::string("standard input") : a.file;
+  if (!reply.ok()) {
+    // A refusal may carry every problem found and the diff it would have made (a node section
+    // that differs shows its fields there).
+    if (!ctx.json() && reply.reached() && reply.body.is_object()) {
+      std::cerr << applyRefusalDetails(reply.body);
+    }
+    return ctx.failed(reply);
+  }
   if (ctx.json()) {
     ctx.printJson(reply);
     return kExitOk;
   }
-  auto names = [&](const char* key) {
-    std::string out;
-    if (reply.body.contains(key) && reply.body[key].is_array()) {
-      for (const auto& n : reply.body[key]) {
-        out += (out.empty() ? "" : ", ") + (n.is_string() ? n.get<std::string>() : n.dump());
-      }
-    }
-    return out.empty() ? std::string("-") : out;
-  };
-  std::cout << "applied " << (a.file == "-" ? std::string("standard input") : a.file) << '\n';
-  std::cout << keyValues({{"  added", names("added")},
-                          {"  removed", names("removed")},
-                          {"  changed", names("changed")}});
+  std::cout << applyText(reply.body, source);
   return kExitOk;
 }
 

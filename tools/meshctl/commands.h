@@ -28,4 +28,7 @@ int cmdEndpointDrain(const Context& ctx, const Args& a);
 // cmd_apply.cpp
 int cmdApply(const Context& ctx, const Args& a);
 
+// cmd_upgrade.cpp
+int cmdUpgrade(const Context& ctx, const Args& a);
+
 }  // namespace meshpath::meshctl

@@ -103,11 +103,17 @@ std::vector<Subcommand> subcommands() {
        },
        cmdEvents},
       {{"apply"},
-       "Replace all services with those of a config file (YAML)",
+       "Replace all services with those of a config file (YAML); --dry-run shows the diff only",
        [](CLI::App* s, Args& a) {
          s->add_option("-f,--file", a.file, "config file, - for standard input")->required();
+         s->add_flag("--dry-run", a.dryRun,
+                     "validate and show what would change, changing nothing");
        },
        cmdApply},
+      {{"upgrade"},
+       "Replace the running XDP program in place by meshd's own build, keeping every map",
+       [](CLI::App*, Args&) {},
+       cmdUpgrade},
   };
 }
 

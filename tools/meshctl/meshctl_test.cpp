@@ -6,7 +6,9 @@
 #include <sstream>
 
 #include "address.h"
+#include "apply_view.h"
 #include "table.h"
+#include "upgrade_view.h"
 #include "views.h"
 
 namespace meshpath::meshctl {
@@ -268,6 +270,77 @@ TEST(Views, ServiceShowsItsSynProtectionSetting) {
   svc["protocol"] = "tcp";
   svc.erase("syn_protection");
   EXPECT_EQ(synSettingText(svc), "-") << "an older meshd";
+}
+
+TEST(ApplyView, DiffLinesAlignedForADryRun) {
+  nlohmann::json body = {{"dry_run", true},
+                         {"lines",
+                          {"+ service api (tcp 10.0.0.101:443, 1 endpoint)",
+                           "~ services.web.endpoints[10.0.2.11:8080].weight: 1 -> 0",
+                           "~ services.web.port: 80 -> 81"}}};
+  EXPECT_EQ(applyText(body, "new.yaml"),
+            "dry run of new.yaml: 3 changes, nothing applied\n"
+            "  + service api (tcp 10.0.0.101:443, 1 endpoint)\n"
+            "  ~ services.web.endpoints[10.0.2.11:8080].weight: 1 -> 0\n"
+            "  ~ services.web.port:                             80 -> 81\n");
+  body["dry_run"] = false;
+  body["lines"] = nlohmann::json::array();
+  EXPECT_EQ(applyText(body, "standard input"), "applied standard input: no changes\n");
+}
+
+TEST(ApplyView, RefusalListsProblemsAndNodeFields) {
+  nlohmann::json body = {
+      {"error", "..."},
+      {"problems", {"services[0].port: 0 is out of range", "services[1].vip: missing"}},
+      {"diff",
+       {{"changes",
+         {{{"path", "node.ring_size"}, {"from", 65537}, {"to", 131071}},
+          {{"path", "services.web.port"}, {"from", 80}, {"to", 81}}}}}}};
+  EXPECT_EQ(applyRefusalDetails(body),
+            "2 problems:\n"
+            "  services[0].port: 0 is out of range\n"
+            "  services[1].vip: missing\n"
+            "node fields that differ from the running node (they need a restart):\n"
+            "  ~ node.ring_size: 65537 -> 131071\n");
+  EXPECT_EQ(applyRefusalDetails(nlohmann::json{{"error", "x"}}), "");
+}
+
+TEST(UpgradeView, CompleteUpgradeAlignedWithoutAnErrorColumn) {
+  const auto u = nlohmann::json::parse(R"({
+    "complete": true, "problem": null, "migrations": [],
+    "from": {"name": "mp_xdp_lb", "tag": "9b7e6cd9e2bc5b09", "id": 41},
+    "to": {"name": "mp_xdp_lb", "tag": "9b7e6cd9e2bc5b09", "id": 57},
+    "interfaces": [{"name": "veth-c", "switched": true, "error": null},
+                   {"name": "eth10", "switched": true, "error": null}],
+    "load_ms": 37.91, "switch_ms": 0.052, "total_ms": 38.2})");
+  EXPECT_EQ(upgradeText(u),
+            "upgraded mp_xdp_lb: id 41 (tag 9b7e6cd9e2bc5b09) -> id 57 (tag 9b7e6cd9e2bc5b09) in "
+            "38.2 ms (load 37.9 ms, switch 0.052 ms)\n"
+            "  INTERFACE  SWITCHED\n"
+            "  veth-c     yes\n"
+            "  eth10      yes\n"
+            "  maps kept as they were (no layout changed)\n");
+}
+
+TEST(UpgradeView, IncompleteUpgradeShowsTheProblemErrorsAndMigrations) {
+  const auto u = nlohmann::json::parse(R"({
+    "complete": false, "problem": "switching eth1 failed (EPERM); put back",
+    "from": {"name": "mp_xdp_lb", "tag": "", "id": 41}, "to": {"name": "mp_xdp_lb", "id": 57},
+    "interfaces": [{"name": "eth0", "switched": false, "error": null},
+                   {"name": "eth1", "switched": false, "error": "bpf_link_update: EPERM"}],
+    "migrations": [{"map": "mp_conns", "from_version": 1, "to_version": 2, "copied": 120000,
+                    "changed": 35, "copy_ms": 84.25, "delta_ms": 0.4}],
+    "load_ms": 120, "switch_ms": 0.1, "total_ms": 205})");
+  EXPECT_EQ(upgradeText(u),
+            "upgrade incomplete: mp_xdp_lb: id 41 (tag ?) -> id 57 (tag ?) in 205.0 ms (load "
+            "120.0 ms, switch 0.100 ms)\n"
+            "  switching eth1 failed (EPERM); put back\n"
+            "  INTERFACE  SWITCHED  ERROR\n"
+            "  eth0       no\n"
+            "  eth1       no        bpf_link_update: EPERM\n"
+            "  maps migrated:\n"
+            "  MAP       LAYOUT  COPIED  CHANGED     COPY     DELTA\n"
+            "  mp_conns  1 -> 2  120000       35  84.2 ms  0.400 ms\n");
 }
 
 }  // namespace

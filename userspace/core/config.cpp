@@ -913,9 +913,17 @@ ConfigDocument parseConfigDocument(const std::string& yaml_text) {
     if (auto n = field(root, "node")) doc.node = readNode(*n);
     if (auto n = field(root, "services")) {
       if (!n->IsSequence()) fail("services", describe(*n) + " is not a list", *n);
+      // Each service is read on its own, so one refusal names every bad service at once
+      // rather than the first (an operator fixes a reload in one round).
+      std::vector<std::string> problems;
       for (size_t i = 0; i < n->size(); ++i) {
-        doc.services.push_back(readService((*n)[i], indexed("", "services", i)));
+        try {
+          doc.services.push_back(readService((*n)[i], indexed("", "services", i)));
+        } catch (const ConfigError& e) {
+          problems.insert(problems.end(), e.problems().begin(), e.problems().end());
+        }
       }
+      if (!problems.empty()) throw ConfigError(std::move(problems));
     }
   } catch (const YAML::Exception& e) {
     // yaml-cpp only throws here on misuse of a node; say so rather than crash.

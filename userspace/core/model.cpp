@@ -6,7 +6,9 @@
 
 #include <algorithm>
 #include <charconv>
+#include <cstdio>
 #include <cstring>
+#include <ctime>
 
 #include "abi.h"
 
@@ -138,6 +140,19 @@ std::optional<uint64_t> parseDurationMs(const std::string& text) {
   if (unit == "m") return value * 60 * 1000;
   if (unit == "h") return value * 3600 * 1000;
   return std::nullopt;
+}
+
+std::string formatUtcTime(std::chrono::system_clock::time_point t) {
+  const auto ms =
+      std::chrono::duration_cast<std::chrono::milliseconds>(t.time_since_epoch()).count();
+  const std::time_t secs = static_cast<std::time_t>(ms / 1000);
+  std::tm tm{};
+  ::gmtime_r(&secs, &tm);
+  char buf[96];
+  std::snprintf(buf, sizeof(buf), "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900,
+                tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+                static_cast<int>(ms % 1000));
+  return buf;
 }
 
 std::string formatDurationMs(uint64_t ms) {

@@ -6,6 +6,7 @@
 #include <netinet/in.h>
 
 #include <array>
+#include <chrono>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -108,6 +109,8 @@ inline constexpr uint32_t kMaxHealthTimeMs = 3600 * 1000;
 std::optional<uint64_t> parseDurationMs(const std::string& text);
 // "3h" when whole hours, "2s" when whole seconds, else "1500ms".
 std::string formatDurationMs(uint64_t ms);
+// "2026-12-03T07:44:15.123Z": a wall-clock time in UTC with milliseconds (events, audit lines).
+std::string formatUtcTime(std::chrono::system_clock::time_point t);
 
 // How long a connection's state lives without a packet, per state (docs/config.md, "timeouts"),
 // like the kernel conntrack's: a half-open flow (a SYN without its handshake completed, a UDP flow

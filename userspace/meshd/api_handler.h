@@ -24,6 +24,13 @@ struct ApiAnswer {
   std::string allow;  // for 405: the methods the path takes
   // GET /v1/events?follow=1: the session streams events (JSON lines, chunked) from seq > this.
   std::optional<uint64_t> followFrom;
+  // For the audit log: what an admin route did when it changes no desired state (the diff of the
+  // desired state says it otherwise), e.g. "program replaced: tag a -> b".
+  std::string audit;
+  // The request changed nothing by design (a dry run): no audit line.
+  bool dryRun = false;
+  // 429: the Retry-After header, in seconds.
+  int retryAfter = 0;
 };
 
 // An answer with `body` as its JSON (bytes that are not UTF-8, echoed from input, replaced).
@@ -37,6 +44,7 @@ class ApiHandler {
   explicit ApiHandler(ControlPlane& controlPlane) : cp_(controlPlane) {}
   void setHealth(health::HealthMonitor* monitor) { health_ = monitor; }
   health::HealthMonitor* health() const { return health_; }
+  ControlPlane& controlPlane() { return cp_; }
   // `target` is the request target as sent ("/v1/services/web?x=y"); `method` e.g. "GET".
   ApiAnswer handle(const std::string& method, const std::string& target, const std::string& body);
 
@@ -57,7 +65,10 @@ class ApiHandler {
   ApiAnswer drainEndpoint(const std::string& service, const std::string& address,
                           const std::string& port);
   ApiAnswer stats();
-  ApiAnswer apply(const std::string& body);
+  // POST /v1/apply[?dry_run=1]
+  ApiAnswer apply(const std::string& target, const std::string& body);
+  // POST /v1/upgrade: the packet program replaced in place (Dataplane::upgrade).
+  ApiAnswer upgrade();
   ApiAnswer healthView(const std::string& service);
   ApiAnswer events(const std::string& target);
 

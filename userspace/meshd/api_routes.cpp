@@ -14,15 +14,23 @@ using nlohmann::json;
 
 ApiAnswer jsonAnswer(int status, const json& body) {
   // Input echoed into answers may hold bytes that are not UTF-8; replace them rather than throw.
-  return ApiAnswer{
-      status, body.dump(-1, ' ', false, json::error_handler_t::replace), {}, std::nullopt};
+  ApiAnswer a;
+  a.status = status;
+  a.body = body.dump(-1, ' ', false, json::error_handler_t::replace);
+  return a;
 }
 
 ApiAnswer errorAnswer(int status, const std::string& error, const std::string& hint) {
   return jsonAnswer(status, json{{"error", error}, {"hint", hint}});
 }
 
-ApiAnswer errorAnswer(const ApiError& e) { return errorAnswer(e.status, e.error, e.hint); }
+ApiAnswer errorAnswer(const ApiError& e) {
+  json body{{"error", e.error}, {"hint", e.hint}};
+  if (e.detail.is_object()) {
+    for (const auto& [k, v] : e.detail.items()) body[k] = v;
+  }
+  return jsonAnswer(e.status, body);
+}
 
 namespace {
 
@@ -158,7 +166,11 @@ ApiAnswer ApiHandler::handle(const std::string& method, const std::string& targe
   }
   if (top == "apply" && seg.size() == 2) {
     if (auto r = route({"POST"})) return *r;
-    return apply(body);
+    return apply(target, body);
+  }
+  if (top == "upgrade" && seg.size() == 2) {
+    if (auto r = route({"POST"})) return *r;
+    return upgrade();
   }
   if (top == "services") {
     if (seg.size() == 2) {
@@ -292,12 +304,43 @@ ApiAnswer ApiHandler::stats() {
   return jsonAnswer(200, *view);
 }
 
-ApiAnswer ApiHandler::apply(const std::string& body) {
-  auto report = cp_.applyConfigText(body);
-  if (!report) return errorAnswer(report.error());
-  return jsonAnswer(
-      200,
-      json{{"added", report->added}, {"removed", report->removed}, {"changed", report->changed}});
+ApiAnswer ApiHandler::apply(const std::string& target, const std::string& body) {
+  bool dryRun = false;
+  if (auto v = queryParam(target, "dry_run")) {
+    if (*v == "1" || *v == "true" || v->empty()) {
+      dryRun = true;
+    } else if (*v != "0" && *v != "false") {
+      return errorAnswer(400, "dry_run: " + *v + " is not 1 or 0",
+                         "POST /v1/apply?dry_run=1 validates and shows the diff only");
+    }
+  }
+  auto applied = cp_.applyConfigText(body, dryRun);
+  if (!applied) return errorAnswer(applied.error());
+  const ConfigApplied& r = *applied;
+  ApiAnswer a = jsonAnswer(200, json{{"dry_run", r.dryRun},
+                                     {"added", r.report.added},
+                                     {"removed", r.report.removed},
+                                     {"changed", r.report.changed},
+                                     {"diff", r.diff.toJson()},
+                                     {"lines", r.diff.lines()},
+                                     {"summary", r.diff.summary()}});
+  a.dryRun = r.dryRun;
+  return a;
+}
+
+ApiAnswer ApiHandler::upgrade() {
+  auto report = cp_.dataplane().upgrade();
+  if (!report) {
+    return errorAnswer(500, "upgrade: " + report.error().toString(),
+                       report.error().hint.empty() ? "see meshd's log" : report.error().hint);
+  }
+  json view = upgradeView(*report);
+  if (!report->complete) view["error"] = "upgrade incomplete: " + report->problem;
+  ApiAnswer a = jsonAnswer(report->complete ? 200 : 500, view);
+  a.audit = "program upgraded: id " + std::to_string(report->from.id) + " (" + report->from.tag +
+            ") -> id " + std::to_string(report->to.id) + " (" + report->to.tag + ")" +
+            (report->complete ? "" : ", incomplete: " + report->problem);
+  return a;
 }
 
 ApiAnswer ApiHandler::healthView(const std::string& service) {

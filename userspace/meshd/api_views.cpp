@@ -7,7 +7,7 @@
 
 #include "abi.h"
 #include "api_json.h"
-#include "snat.h"
+#include "datapath_stats.h"
 
 #ifndef MESHPATH_VERSION
 #define MESHPATH_VERSION "dev"
@@ -114,57 +114,39 @@ Result<json> statusView(ControlPlane& cp) {
 }
 
 Result<json> statsView(ControlPlane& cp) {
-  auto tables = cp.dataplane().connTableStats();
-  if (!tables) return tables.error();
-  const NodeSpec& node = cp.desired().node;
+  auto stats = readDatapathStats(cp);
+  if (!stats) return stats.error();
   json services = json::array();
-  for (const ServiceSpec& s : cp.desired().services) {
-    const uint32_t svcId = cp.reconciler().serviceId(s.name).value_or(0);
-    auto svcStats = cp.dataplane().serviceStats(svcId);
-    if (!svcStats) return svcStats.error();
-    auto syn = cp.dataplane().synStats(svcId);
-    if (!syn) return syn.error();
+  for (const ServiceStats& s : stats->services) {
     json endpoints = json::array();
-    for (const EndpointSpec& e : s.endpoints) {
-      auto id = cp.reconciler().endpointId(s.name, e.key()).value_or(0);
-      auto epStats = cp.dataplane().endpointStats(id);
-      if (!epStats) return epStats.error();
-      json ej = countersJson(*epStats);
-      ej["address"] = e.address.toString();
-      ej["port"] = e.port;
-      const auto used = tables->snatPortsInUse.find(id);
-      if (s.forwarding == ForwardingMode::kDnat) {  // no SNAT, no port to run out of
-        ej["snat_ports_used"] = nullptr;
-        ej["snat_capacity"] = nullptr;
-      } else {
-        ej["snat_ports_used"] = used == tables->snatPortsInUse.end() ? 0 : used->second;
-        ej["snat_capacity"] = snatCapacity(node, e.address.family());
-      }
+    for (const EndpointStats& e : s.endpoints) {
+      json ej = countersJson(e.counters);
+      ej["address"] = e.spec->address.toString();
+      ej["port"] = e.spec->port;
+      ej["snat_ports_used"] = e.snatPortsUsed ? json(*e.snatPortsUsed) : json(nullptr);
+      ej["snat_capacity"] = e.snatCapacity ? json(*e.snatCapacity) : json(nullptr);
       endpoints.push_back(std::move(ej));
     }
-    json sj = countersJson(*svcStats);
-    sj["name"] = s.name;
-    sj["syn_protection"] = synProtectionJson(s, *syn);
+    json sj = countersJson(s.counters);
+    sj["name"] = s.spec->name;
+    sj["syn_protection"] = synProtectionJson(*s.spec, s.syn);
     sj["endpoints"] = std::move(endpoints);
     services.push_back(std::move(sj));
   }
-  auto exc = cp.dataplane().exceptionCounts();
-  if (!exc) return exc.error();
   json exceptions = json::object();
-  for (size_t i = 0; i < MP_EXC_MAX && i < exc->size(); ++i) {
-    exceptions[mp_exc_names[i]] = (*exc)[i];
+  for (size_t i = 0; i < MP_EXC_MAX && i < stats->exceptions.size(); ++i) {
+    exceptions[mp_exc_names[i]] = stats->exceptions[i];
   }
-  auto fc = cp.dataplane().flowCacheStats();
-  if (!fc) return fc.error();
-  const uint64_t lookups = fc->hits + fc->misses;
-  json flowCache = {{"slots_per_cpu", fc->slots},
-                    {"hits", fc->hits},
-                    {"misses", fc->misses},
-                    {"conflicts", fc->conflicts},
-                    {"bypassed", fc->bypassed},
-                    {"hit_ratio", lookups != 0 ? json(static_cast<double>(fc->hits) /
-                                                      static_cast<double>(lookups))
-                                               : json(nullptr)}};
+  const FlowCacheStats& fc = stats->flowCache;
+  const uint64_t lookups = fc.hits + fc.misses;
+  json flowCache = {
+      {"slots_per_cpu", fc.slots},
+      {"hits", fc.hits},
+      {"misses", fc.misses},
+      {"conflicts", fc.conflicts},
+      {"bypassed", fc.bypassed},
+      {"hit_ratio", lookups != 0 ? json(static_cast<double>(fc.hits) / static_cast<double>(lookups))
+                                 : json(nullptr)}};
   return json{
       {"services", services}, {"exceptions", exceptions}, {"flow_cache", std::move(flowCache)}};
 }
@@ -202,6 +184,37 @@ Result<json> endpointView(ControlPlane& cp, const std::string& service, const En
     return r.error();
   }
   return j;
+}
+
+json upgradeView(const UpgradeReport& r) {
+  auto program = [](const ProgramInfo& p) {
+    return json{{"name", p.name}, {"tag", p.tag}, {"id", p.id}};
+  };
+  json interfaces = json::array();
+  for (const UpgradeReport::Interface& i : r.interfaces) {
+    interfaces.push_back({{"name", i.name},
+                          {"switched", i.switched},
+                          {"error", i.error.empty() ? json(nullptr) : json(i.error)}});
+  }
+  json migrations = json::array();
+  for (const UpgradeReport::Migration& m : r.migrations) {
+    migrations.push_back({{"map", m.map},
+                          {"from_version", m.fromVersion},
+                          {"to_version", m.toVersion},
+                          {"copied", m.copied},
+                          {"changed", m.changed},
+                          {"copy_ms", m.copyMs},
+                          {"delta_ms", m.deltaMs}});
+  }
+  return json{{"complete", r.complete},
+              {"from", program(r.from)},
+              {"to", program(r.to)},
+              {"interfaces", std::move(interfaces)},
+              {"migrations", std::move(migrations)},
+              {"problem", r.problem.empty() ? json(nullptr) : json(r.problem)},
+              {"load_ms", r.loadMs},
+              {"switch_ms", r.switchMs},
+              {"total_ms", r.totalMs}};
 }
 
 }  // namespace meshpath

@@ -7,6 +7,7 @@
 #include <string>
 
 #include "control_plane.h"
+#include "dataplane.h"
 #include "model.h"
 #include "result.h"
 
@@ -26,5 +27,8 @@ Result<nlohmann::json> serviceView(ControlPlane& cp, const ServiceSpec& service)
 // An Endpoint of `service`: the spec plus its id, counters, active connections and drain state.
 Result<nlohmann::json> endpointView(ControlPlane& cp, const std::string& service,
                                     const EndpointSpec& endpoint);
+
+// POST /v1/upgrade: the programs before and after, each interface's switch, each map migrated.
+nlohmann::json upgradeView(const UpgradeReport& report);
 
 }  // namespace meshpath

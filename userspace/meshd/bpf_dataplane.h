@@ -4,8 +4,9 @@
 // reconciler asks for.
 //
 // Start-up never detaches: an interface whose pinned link still exists keeps it, and the link is
-// switched to the newly loaded program in one step (bpf_link_update), so packets flow throughout.
-// Exit never detaches either; teardown() is the one explicit way to remove links and maps.
+// switched to the newly loaded program in one step (bpf_link_update), so packets flow throughout;
+// upgrade() does the same while meshd runs (bpf_program.cpp). Exit never detaches either;
+// teardown() is the one explicit way to remove links and maps.
 #pragma once
 
 #include <map>
@@ -55,9 +56,13 @@ class BpfDataplane : public Dataplane {
   Result<FlowCacheStats> flowCacheStats() override;
   Result<ConnTableStats> connTableStats() override;
   Result<SynStats> synStats(uint32_t serviceId) override;
+  // bpf_stats_read.cpp: each per-CPU counter map read with BPF_MAP_LOOKUP_BATCH.
+  Result<CounterSnapshot> readCounterSnapshot(const std::vector<uint32_t>& serviceIds,
+                                              const std::vector<uint32_t>& endpointIds) override;
   Result<RealizedSnapshot> snapshot() override;
   std::vector<InterfaceStatus> interfaces() override;
   Result<ProgramInfo> program() override;
+  Result<UpgradeReport> upgrade() override;
   std::string pinRoot() const override { return node_.pinRoot; }
 
   Result<void> setPassiveFall(uint32_t id, uint32_t fall) override;
@@ -96,6 +101,8 @@ class BpfDataplane : public Dataplane {
   Result<void> initSynSecret();
   Result<void> mapSynGuards();
   Result<void> zeroSynState(uint32_t serviceId);
+  // The auto switch of a service id as of now (rolled as the datapath would): part of SynStats.
+  void readSynGuard(uint32_t serviceId, SynStats& into);
   Result<void> syncDnat(uint32_t endpointId);
   Result<void> syncDnatOfService(uint32_t serviceId);
   Result<void> syncDnatCount();
@@ -104,7 +111,21 @@ class BpfDataplane : public Dataplane {
   void zeroHealth(uint32_t id);
   static int onEvent(void* ctx, void* data, size_t size);
 
+  // The connection tables' fds the walks (startFlush, startResync) read: our own dups, so a walk
+  // that spans any number of upgrades keeping the maps reads the same maps throughout. An upgrade
+  // that migrates one of them takes new dups and keeps the previous ones until the next.
+  struct WalkTables {
+    UniqueFd conns;
+    UniqueFd rnat;
+    UniqueFd half;
+  };
+  static WalkTables walkTablesOf(const LbSkeleton& skel);
+  static uint32_t mapIdOf(int fd);
+
   std::unique_ptr<LbSkeleton> skel_;
+  std::unique_ptr<LbSkeleton> retired_;  // the program before the last upgrade (upgrade())
+  WalkTables walkTables_;
+  WalkTables retiredWalkTables_;
   NodeSpec node_;
   int cpus_ = 1;
   uint32_t progId_ = 0;

@@ -92,9 +92,25 @@ const ServiceSpec* ControlPlane::findService(const std::string& name) const {
 }
 
 ApiResult<ApplyReport> ControlPlane::commit(const DesiredState& next) {
+  const auto started = std::chrono::steady_clock::now();
+  auto report = realize(next);
+  if (!report) return report.error();
+  if (metrics_ != nullptr) {
+    metrics_->controlChange(ChangeSource::kApi, std::chrono::steady_clock::now() - started);
+  }
+  const ApplyReport& r = *report;
+  if (!r.added.empty() || !r.removed.empty() || !r.changed.empty()) {
+    spdlog::info("applied: added {} removed {} changed {}", listText(r.added), listText(r.removed),
+                 listText(r.changed));
+  }
+  return report;
+}
+
+ApiResult<ApplyReport> ControlPlane::realize(const DesiredState& next) {
   std::vector<std::string> problems = validateState(next);
   if (!problems.empty()) {
-    return ApiError{400, join(problems, "; "), "fix the fields named and send it again"};
+    return ApiError{400, join(problems, "; "), "fix the fields named and send it again",
+                    nlohmann::json{{"problems", problems}}};
   }
   auto report = reconciler_.apply(next);
   if (!report) {
@@ -109,11 +125,6 @@ ApiResult<ApplyReport> ControlPlane::commit(const DesiredState& next) {
   if (auto saved = store_.save(reconciler_.desired(), reconciler_.ids()); !saved) {
     spdlog::error("state file not saved, a restart would forget this change: {}",
                   saved.error().toString());
-  }
-  const ApplyReport& r = *report;
-  if (!r.added.empty() || !r.removed.empty() || !r.changed.empty()) {
-    spdlog::info("applied: added {} removed {} changed {}", listText(r.added), listText(r.removed),
-                 listText(r.changed));
   }
   for (const auto& listener : committedListeners_) listener();
   return report.value();
@@ -209,25 +220,86 @@ ApiResult<std::string> ControlPlane::removeEndpoint(const std::string& service,
   return key;
 }
 
-ApiResult<ApplyReport> ControlPlane::applyConfigText(const std::string& yamlText) {
+ApiResult<ConfigApplied> ControlPlane::applyConfigText(const std::string& yamlText, bool dryRun,
+                                                       const std::string& source) {
+  const auto started = std::chrono::steady_clock::now();
+  auto refuse = [&](ApiError e) -> ApiError {
+    return dryRun ? std::move(e) : refuseConfig(source, std::move(e));
+  };
   ConfigDocument doc;
   try {
     doc = parseConfigDocument(yamlText);
   } catch (const ConfigError& e) {
-    return ApiError{400, e.what(), "fix the config text (docs/config.md) and apply it again"};
+    std::vector<std::string> problems = e.problems();
+    if (problems.empty()) problems.push_back(e.what());
+    return refuse(ApiError{400, join(problems, "; "),
+                           "fix the config text (docs/config.md) and apply it again",
+                           nlohmann::json{{"problems", problems}}});
   }
   if (doc.node && snatPortsAuto(*doc.node) && autoSnatPorts_) {
     std::tie(doc.node->snatPortMin, doc.node->snatPortMax) = *autoSnatPorts_;
   }
-  if (doc.node && !(*doc.node == desired().node)) {
-    return ApiError{409,
-                    "node settings differ from the running ones: " +
-                        describeNodeChanges(desired().node, *doc.node),
-                    "node changes need a restart of meshd; or drop the node section to apply "
-                    "only the services"};
-  }
+  const bool nodeDiffers = doc.node && !(*doc.node == desired().node);
+  // The diff shows the node fields a different node section would change, so a dry run says
+  // what needs a restart; only the services are ever applied.
   DesiredState next{desired().node, std::move(doc.services)};
-  return commit(next);
+  ConfigApplied out;
+  out.dryRun = dryRun;
+  out.diff =
+      diffStates(desired(), DesiredState{nodeDiffers ? *doc.node : desired().node, next.services});
+  // Every problem of every service at once, with its field path.
+  std::vector<std::string> problems = validateState(next);
+  if (nodeDiffers) {
+    problems.push_back("node: differs from the running node (" +
+                       describeNodeChanges(desired().node, *doc.node) +
+                       "); node changes need a restart of meshd");
+  }
+  if (!problems.empty() && !(nodeDiffers && problems.size() == 1)) {
+    return refuse(ApiError{400, join(problems, "; "), "fix the fields named and apply it again",
+                           nlohmann::json{{"problems", problems}, {"diff", out.diff.toJson()}}});
+  }
+  if (nodeDiffers) {
+    return refuse(ApiError{409,
+                           "node settings differ from the running ones: " +
+                               describeNodeChanges(desired().node, *doc.node),
+                           "node changes need a restart of meshd; or drop the node section to "
+                           "apply only the services",
+                           nlohmann::json{{"problems", problems}, {"diff", out.diff.toJson()}}});
+  }
+  if (dryRun) return out;
+  // All or nothing: a dataplane failure part-way is rolled back by the reconciler, and the
+  // desired state and the state file change only after the whole change is live.
+  auto report = realize(next);
+  if (!report) {
+    ApiError e = report.error();
+    if (!e.detail.is_object()) e.detail = nlohmann::json::object();
+    e.detail["diff"] = out.diff.toJson();
+    return refuseConfig(source, std::move(e));
+  }
+  out.report = std::move(*report);
+  if (metrics_ != nullptr) {
+    metrics_->controlChange(source == "SIGHUP" ? ChangeSource::kReload : ChangeSource::kApply,
+                            std::chrono::steady_clock::now() - started);
+  }
+  spdlog::info("config applied ({}): {}", source, out.diff.summary());
+  emitConfigEvent("config_applied", source + ": " + out.diff.summary(),
+                  nlohmann::json{{"source", source}, {"diff", out.diff.toJson()}});
+  return out;
+}
+
+ApiError ControlPlane::refuseConfig(const std::string& source, ApiError error) {
+  spdlog::error("config refused ({}): {} ({}): {}", source, error.status, error.error, error.hint);
+  nlohmann::json detail{{"source", source}, {"status", error.status}, {"error", error.error}};
+  if (error.detail.is_object()) {
+    for (const auto& [k, v] : error.detail.items()) detail[k] = v;
+  }
+  emitConfigEvent("config_refused", source + ": " + error.error, detail);
+  return error;
+}
+
+void ControlPlane::emitConfigEvent(const std::string& kind, const std::string& message,
+                                   const nlohmann::json& detail) {
+  for (const auto& sink : configEventSinks_) sink(kind, message, detail);
 }
 
 ApiResult<void> ControlPlane::setExcluded(std::map<std::string, std::set<std::string>> excluded) {
@@ -240,14 +312,15 @@ ApiResult<void> ControlPlane::setExcluded(std::map<std::string, std::set<std::st
   return {};
 }
 
-ApiResult<ApplyReport> ControlPlane::reloadConfigFile() {
+ApiResult<ConfigApplied> ControlPlane::reloadConfigFile() {
   std::ifstream in(configPath_);
   if (!in) {
-    return ApiError{400, "cannot read config file " + configPath_, "check the path and rights"};
+    return refuseConfig("SIGHUP", ApiError{400, "cannot read config file " + configPath_,
+                                           "check the path and rights"});
   }
   std::stringstream text;
   text << in.rdbuf();
-  return applyConfigText(text.str());
+  return applyConfigText(text.str(), /*dryRun=*/false, "SIGHUP");
 }
 
 }  // namespace meshpath

@@ -7,28 +7,46 @@
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <nlohmann/json.hpp>
 #include <set>
 #include <string>
 #include <vector>
 
 #include "dataplane.h"
+#include "metrics/metrics_sink.h"
 #include "model.h"
 #include "reconciler.h"
 #include "result.h"
 #include "snat.h"
+#include "state_diff.h"
 #include "state_store.h"
 
 namespace meshpath {
 
-// A refused change as the API reports it: an HTTP status and {error, hint}.
+// A refused change as the API reports it: an HTTP status and {error, hint}, plus `detail`, an
+// object whose fields join the answer ("problems": every problem found, "diff": what the change
+// would have done).
 struct ApiError {
   int status = 500;
   std::string error;
   std::string hint;
+  nlohmann::json detail = nullptr;
 };
 
 template <typename T>
 using ApiResult = Result<T, ApiError>;
+
+// What applying a config text did or, in a dry run, would do.
+struct ConfigApplied {
+  bool dryRun = false;
+  StateDiff diff;      // the desired state before -> after (node fields too, when they differ)
+  ApplyReport report;  // empty in a dry run
+};
+
+// One config_applied / config_refused event: its kind, a line for people, and the JSON fields
+// (source, diff or problems) that go with it.
+using ConfigEventSink = std::function<void(const std::string& kind, const std::string& message,
+                                           const nlohmann::json& detail)>;
 
 class ControlPlane {
  public:
@@ -57,11 +75,22 @@ class ControlPlane {
                                             uint16_t port, uint32_t weight);
   ApiResult<std::string> removeEndpoint(const std::string& service, const IpAddress& address,
                                         uint16_t port);
-  // POST /v1/apply: the services of a config text replace the running ones. A node section, if
-  // present, must equal the running node (409 otherwise: node changes need a restart).
-  ApiResult<ApplyReport> applyConfigText(const std::string& yamlText);
+  // POST /v1/apply: the services of a config text replace the running ones, as one transaction:
+  // everything is validated first (400 with every problem and its field path), a node section
+  // that differs from the running node is refused (409, the diff naming the node fields), then
+  // the whole change is reconciled or, if the dataplane fails part-way, rolled back (500). A dry
+  // run stops after the checks and changes nothing. Every apply that is not a dry run logs one
+  // line and emits one event (config_applied with the diff, or config_refused with the problems);
+  // `source` says who asked ("POST /v1/apply", "SIGHUP").
+  ApiResult<ConfigApplied> applyConfigText(const std::string& yamlText, bool dryRun = false,
+                                           const std::string& source = "POST /v1/apply");
   // SIGHUP: applyConfigText on the config file meshd was started with.
-  ApiResult<ApplyReport> reloadConfigFile();
+  ApiResult<ConfigApplied> reloadConfigFile();
+  const std::string& configPath() const { return configPath_; }
+  // Where the time each change took to reach the datapath goes (/metrics); null: nowhere.
+  void setMetricsSink(MetricsSink* sink) { metrics_ = sink; }
+  // Where config_applied / config_refused events go (the health monitor's event list).
+  void onConfigEvent(ConfigEventSink sink) { configEventSinks_.push_back(std::move(sink)); }
 
   // Health: which endpoints of each service the rings leave out right now (ejected, not in
   // panic). Not part of the desired state, so not saved: a restart starts everyone healthy.
@@ -81,6 +110,14 @@ class ControlPlane {
   std::optional<PortRange> autoSnatPorts_;
   std::chrono::steady_clock::time_point startedAt_;
   std::vector<std::function<void()>> committedListeners_;
+  std::vector<ConfigEventSink> configEventSinks_;
+  MetricsSink* metrics_ = nullptr;
+
+  // commit() without its log line (applyConfigText logs its own, with the diff).
+  ApiResult<ApplyReport> realize(const DesiredState& next);
+  ApiError refuseConfig(const std::string& source, ApiError error);
+  void emitConfigEvent(const std::string& kind, const std::string& message,
+                       const nlohmann::json& detail);
 };
 
 // "ring_size 65537 -> 131071, interfaces [a] -> [a, b]"; empty when equal.

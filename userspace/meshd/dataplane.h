@@ -83,6 +83,16 @@ struct SynStats {
   uint32_t lastUnanswered = 0;  // unanswered SYNs in the last full one-second window
 };
 
+// The per-CPU counters of some services and endpoints, each read once and summed over CPUs
+// (Dataplane::readCounterSnapshot): what a scrape of /metrics and GET /v1/stats show.
+struct CounterSnapshot {
+  std::vector<Counters> services;    // in the order of the service ids asked
+  std::vector<SynStats> syn;         // likewise
+  std::vector<Counters> endpoints;   // in the order of the endpoint ids asked
+  std::vector<uint64_t> exceptions;  // indexed by enum mp_exc_reason (MP_EXC_MAX of them)
+  FlowCacheStats flowCache;
+};
+
 // The connection tables: how full they are and what a connection costs (bpf/README.md,
 // "Connection state"). Counts are the last recount's (every ~10 s), capacities as loaded.
 struct ConnTableStats {
@@ -120,6 +130,34 @@ struct ProgramInfo {
   std::string name;  // "mp_xdp_lb"
   std::string tag;   // the kernel's program tag: 16 hex digits, a hash of the instructions
   uint32_t id = 0;   // the kernel's program id (bpftool prog show id N)
+};
+
+// What an upgrade of the packet program in place did (Dataplane::upgrade).
+struct UpgradeReport {
+  ProgramInfo from;
+  ProgramInfo to;
+  struct Interface {
+    std::string name;
+    bool switched = false;  // runs `to` now
+    std::string error;      // why its switch failed
+  };
+  std::vector<Interface> interfaces;
+  // A pinned map whose layout changed between the two programs, converted into a new map.
+  struct Migration {
+    std::string map;
+    uint32_t fromVersion = 0;
+    uint32_t toVersion = 0;
+    uint64_t copied = 0;   // entries copied before the switch
+    uint64_t changed = 0;  // entries the old program added or changed meanwhile, copied after
+    double copyMs = 0;
+    double deltaMs = 0;
+  };
+  std::vector<Migration> migrations;
+  bool complete = false;  // every interface runs `to`, every migration is pinned
+  std::string problem;    // when not complete: what happened, and where the node stands
+  double loadMs = 0;      // loading `to` (with the migrations' first copies)
+  double switchMs = 0;    // switching every link
+  double totalMs = 0;
 };
 
 // An endpoint's passive health as the datapath keeps it (bpf/abi.h, struct mp_ep_health).
@@ -203,12 +241,48 @@ class Dataplane {
   // The SYN protection counters and auto switch of a service id.
   virtual Result<SynStats> synStats(uint32_t serviceId) = 0;
   virtual Result<ConnTableStats> connTableStats() = 0;
+  // The counters of these services (SYN protection's included) and endpoints, the exception
+  // counters and the flow cache's, all in one read. A backend that reads a whole map in one call
+  // overrides it (BpfDataplane: BPF_MAP_LOOKUP_BATCH); this one asks key by key.
+  virtual Result<CounterSnapshot> readCounterSnapshot(const std::vector<uint32_t>& serviceIds,
+                                                      const std::vector<uint32_t>& endpointIds) {
+    CounterSnapshot out;
+    out.services.reserve(serviceIds.size());
+    out.syn.reserve(serviceIds.size());
+    for (const uint32_t id : serviceIds) {
+      auto counters = serviceStats(id);
+      if (!counters) return counters.error();
+      out.services.push_back(*counters);
+      auto syn = synStats(id);
+      if (!syn) return syn.error();
+      out.syn.push_back(*syn);
+    }
+    out.endpoints.reserve(endpointIds.size());
+    for (const uint32_t id : endpointIds) {
+      auto counters = endpointStats(id);
+      if (!counters) return counters.error();
+      out.endpoints.push_back(*counters);
+    }
+    auto exc = exceptionCounts();
+    if (!exc) return exc.error();
+    out.exceptions = std::move(*exc);
+    auto fc = flowCacheStats();
+    if (!fc) return fc.error();
+    out.flowCache = *fc;
+    return out;
+  }
 
   // What is in the tables now; used once at start to adopt an earlier run's state.
   virtual Result<RealizedSnapshot> snapshot() = 0;
 
   virtual std::vector<InterfaceStatus> interfaces() = 0;
   virtual Result<ProgramInfo> program() = 0;
+  // Replaces the running packet program by a fresh load of this build's, keeping every map
+  // (migrating those whose layout changed) and every attachment, with no packet missed. An error:
+  // nothing changed. A report that is not complete says what did.
+  virtual Result<UpgradeReport> upgrade() {
+    return Error{EOPNOTSUPP, "upgrade the packet program", "this dataplane cannot"};
+  }
   virtual std::string pinRoot() const = 0;
 
   // ---- passive health (bpf/abi.h, mp_ep_health, mp_events) ----------------------------------

@@ -4,6 +4,7 @@
 //
 //   meshd --config FILE [--log-level info] [--netns NAME] [--detach-on-exit] [--daemon]
 //   meshd --teardown [--config FILE]      detach XDP, remove pinned links and maps, state file
+//   meshd --check-config FILE [--netns NAME]  validate FILE as start-up would, touching nothing
 #include <fcntl.h>
 #include <linux/magic.h>
 #include <sched.h>
@@ -24,18 +25,24 @@
 #include <csignal>
 #include <filesystem>
 #include <fstream>
+#include <iostream>
 #include <sstream>
 
 #include "api_server.h"
+#include "audit_log.h"
 #include "bpf_dataplane.h"
 #include "config.h"
+#include "config_check.h"
 #include "control_plane.h"
 #include "health/health_checker.h"
 #include "health/health_monitor.h"
 #include "libbpf_logger.h"
 #include "local_ports.h"
+#include "metrics/metrics_collector.h"
+#include "metrics/metrics_server.h"
 #include "netlink.h"
 #include "reconciler.h"
+#include "service_notify.h"
 #include "state_store.h"
 
 namespace meshpath {
@@ -46,6 +53,7 @@ constexpr const char* kRunDir = "/run/meshpath";
 
 struct Options {
   std::string config;
+  std::string checkConfig;
   std::string logLevel = "info";
   std::string netns;
   bool foreground = false;
@@ -246,6 +254,14 @@ int run(const Options& opt) {
     return 2;
   }
   const NodeSpec& node = fromConfig.node;
+  // A metrics port that is taken stops meshd before it touches the datapath; the server itself
+  // starts after --daemon's fork (civetweb's threads would not survive it).
+  if (!node.metricsListen.empty()) {
+    if (auto r = metrics::MetricsServer::checkListen(node.metricsListen); !r) {
+      spdlog::error("{} — {}", r.error().toString(), r.error().hint);
+      return 1;
+    }
+  }
 
   if (auto r = ensureBpffs(node.pinRoot); !r) {
     spdlog::error("{}{}", r.error().toString(),
@@ -261,6 +277,11 @@ int run(const Options& opt) {
   std::filesystem::create_directories(kRunDir, ec);
   makeParentDir(node.apiSocket);
   makeParentDir(node.stateFile);
+  AuditLog audit;
+  if (auto r = audit.open(node.auditLog); !r) {
+    spdlog::error("{} — {}", r.error().toString(), r.error().hint);
+    return 1;
+  }
 
   auto netlink = Netlink::open();
   if (!netlink) {
@@ -348,9 +369,18 @@ int run(const Options& opt) {
   health::SteadyClock clock;
   health::AsioProber prober(io, clock);
   health::HealthMonitor healthMonitor(io, controlPlane, clock, prober);
+  metrics::MetricsCollector metricsCollector(controlPlane, &healthMonitor);
+  healthMonitor.setMetricsSink(&metricsCollector);
+  controlPlane.setMetricsSink(&metricsCollector);
   healthMonitor.start();
   ApiServer api(io, controlPlane);
   api.handler().setHealth(&healthMonitor);
+  api.groups().resolve(node.apiAdminGroup, node.apiReadGroup);
+  api.setAudit(&audit);
+  controlPlane.onConfigEvent(
+      [&](const std::string& kind, const std::string& message, const nlohmann::json& detail) {
+        healthMonitor.recordControlEvent(kind, message, detail);
+      });
   if (auto r = api.listen(node.apiSocket); !r) {
     spdlog::error("{}{}", r.error().toString(),
                   r.error().hint.empty() ? "" : " — " + r.error().hint);
@@ -364,20 +394,27 @@ int run(const Options& opt) {
       [&](const boost::system::error_code& err, int signo) {
         if (err) return;
         if (signo == SIGHUP) {
-          spdlog::info("SIGHUP: reloading {}", opt.config);
+          notifyReloading();
+          // The control plane logs the one line and emits the one event of the reload.
           auto r = controlPlane.reloadConfigFile();
-          if (!r) {
-            spdlog::error("reload refused ({}): {} — {}", r.error().status, r.error().error,
-                          r.error().hint);
-          } else if (r->added.empty() && r->removed.empty() && r->changed.empty()) {
-            spdlog::info("reload: nothing changed");
-          }
+          api.groups().resolve(node.apiAdminGroup, node.apiReadGroup);  // a group may be new
+          AuditEntry entry;
+          entry.signal = "SIGHUP";
+          entry.method = "reload";
+          entry.path = opt.config;
+          entry.status = r ? 200 : r.error().status;
+          entry.change = r ? r->diff.summary() : "refused: " + r.error().error;
+          audit.record(entry);
+          const DesiredState& now = controlPlane.desired();
+          std::string status = serviceStatusLine(now.node, now.services.size());
+          notifyReady(r ? status : status + "; last reload refused: " + r.error().error);
           signals.async_wait(onSignal);
           return;
         }
         spdlog::info("{}: exiting; {}", signo == SIGTERM ? "SIGTERM" : "SIGINT",
                      opt.detachOnExit ? "--detach-on-exit: detaching XDP and removing the pins"
                                       : "XDP stays attached and the maps pinned");
+        notifyStopping(signo == SIGTERM ? "stopping (SIGTERM)" : "stopping (SIGINT)");
         api.close();
         healthMonitor.stop();
         io.stop();
@@ -385,6 +422,19 @@ int run(const Options& opt) {
   signals.async_wait(onSignal);
 
   if (opt.daemon) daemonize(io, opt.logLevel);
+  std::unique_ptr<metrics::MetricsServer> metricsServer;
+  if (!node.metricsListen.empty()) {
+    auto server = metrics::MetricsServer::start(io, metricsCollector, node.metricsListen);
+    if (!server) {
+      spdlog::error("{} — {}", server.error().toString(), server.error().hint);
+      return 1;
+    }
+    metricsServer = std::move(*server);
+    spdlog::info("metrics for Prometheus on http://{}/metrics", node.metricsListen);
+  }
+  // Signals are handled from here on, so a SIGHUP right after READY=1 is a reload, not a death.
+  notifyReady(
+      serviceStatusLine(controlPlane.desired().node, controlPlane.desired().services.size()));
   io.run();
 
   if (opt.detachOnExit) {
@@ -414,6 +464,9 @@ int main(int argc, char** argv) {
                  "mount namespace, so the pins outlive meshd");
   app.add_flag("--foreground", opt.foreground, "stay in the foreground (the default)");
   app.add_flag("--daemon", opt.daemon, "fork into the background once up; log to syslog");
+  app.add_option("--check-config", opt.checkConfig,
+                 "validate FILE as start-up would (node, services, interfaces) without touching "
+                 "anything; exit 0 if it is valid, 1 with every problem otherwise");
   app.add_flag("--teardown", opt.teardown,
                "detach XDP and remove the pinned links, maps and state file, then exit");
   app.add_flag("--detach-on-exit", opt.detachOnExit,
@@ -425,7 +478,7 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "meshd: --daemon and --foreground exclude each other\n");
     return 2;
   }
-  if (!opt.teardown && opt.config.empty()) {
+  if (!opt.teardown && opt.config.empty() && opt.checkConfig.empty()) {
     std::fprintf(stderr, "meshd: --config FILE is required (or --teardown)\n");
     return 2;
   }
@@ -440,6 +493,8 @@ int main(int argc, char** argv) {
       return 1;
     }
   }
+  if (!opt.checkConfig.empty())
+    return meshpath::runConfigCheck(opt.checkConfig, std::cout, std::cerr);
   if (opt.teardown) return meshpath::teardown(opt);
   return meshpath::run(opt);
 }
