@@ -16,7 +16,7 @@ map keyed by endpoint in one transaction, the way kube-proxy's nftables mode upd
 nftables has no ring to rebuild, so the ratio shows what Maglev's consistency costs per change.
 
 Run as root from the repository after a build (meshd, meshctl):
-  sudo bench/control/bench_change_latency.py [--reps 200]
+  bench/control/bench_change_latency.py [--reps 200]
   make -C build bench_change_latency
 Not a test: it reports, it never fails on a figure.
 """

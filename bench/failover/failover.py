@@ -14,7 +14,7 @@ from the kill to the last request that failed (the last connection sent to the d
 The HAProxy line is not run here: its default (inter 2 s, fall 3) detects a dead server 4-6 s
 after it dies; its failed requests are this run's request rate to one endpoint times that.
 
-Run as root from the repository after a build: sudo bench/failover/failover.py [--runs 5]
+Run as root from the repository after a build: bench/failover/failover.py [--runs 5]
 """
 import argparse
 import json

@@ -21,7 +21,7 @@ the batches: services + endpoints + services + the exception reasons + 1, 1,225 
 The issue's target: one scrape < 5 ms with 1,000 endpoints, the per-CPU maps read once.
 
 Run as root from the repository after a build (meshd, meshctl):
-  sudo bench/metrics/bench_scrape.py [--reps 300]
+  bench/metrics/bench_scrape.py [--reps 300]
   make -C build bench_metrics_scrape
 Not a test: it reports, it never fails on a figure.
 """

@@ -34,7 +34,7 @@ taken a minute apart on the same machine in one run; --rounds N repeats the mode
 cookie SYN-ACK sent back) slows what is offered: offered and its ratio are printed beside.
 
 Run as root from the repository after a build (meshd, meshctl, pktgen):
-  sudo bench/synflood/bench_synflood.py [--seconds 5] [--modes always,off[,auto]] [--rounds 1]
+  bench/synflood/bench_synflood.py [--seconds 5] [--modes always,off[,auto]] [--rounds 1]
   make -C build bench_synflood   (the same, building the binaries first)
 Not a test: it reports, it never fails on a figure.
 """
