@@ -9,7 +9,7 @@ PACKAGES=(
   libnl-3-dev libnl-route-3-dev
   libspdlog-dev nlohmann-json3-dev libcli11-dev libyaml-cpp-dev libboost-dev libboost-system-dev
   libgtest-dev libgmock-dev libbenchmark-dev
-  iproute2 ethtool curl python3 wrk tcpdump
+  iproute2 ethtool curl python3 wrk tcpdump strace
   nftables gnuplot-nox
   prometheus-cpp-dev libsystemd-dev systemd prometheus python3-nftables
 )
