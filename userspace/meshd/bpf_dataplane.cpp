@@ -365,13 +365,7 @@ Result<Counters> BpfDataplane::readCounters(int fd, uint32_t id, const char* map
   if (int rc = bpf_map_lookup_elem(fd, &id, perCpu.data()); rc != 0) {
     return errnoError(rc, std::string("read ") + map + "[" + std::to_string(id) + "]");
   }
-  Counters sum;
-  for (const mp_counters& c : perCpu) {
-    sum.packets += c.packets;
-    sum.bytes += c.bytes;
-    sum.newConns += c.new_conns;
-  }
-  return sum;
+  return sumPerCpu(perCpu.data(), perCpu.size());
 }
 
 Result<void> BpfDataplane::zeroCounters(int fd, uint32_t id, const char* map) {

@@ -103,6 +103,10 @@ class BpfDataplane : public Dataplane {
   Result<void> zeroSynState(uint32_t serviceId);
   // The auto switch of a service id as of now (rolled as the datapath would): part of SynStats.
   void readSynGuard(uint32_t serviceId, SynStats& into);
+  // One id's per-CPU values (ncpu of them, as a lookup returns them) summed: the one place the
+  // one-key reads and readCounterSnapshot's batches both add up (bpf_stats_read.cpp).
+  static Counters sumPerCpu(const mp_counters* perCpu, size_t ncpu);
+  static void addPerCpu(SynStats& into, const mp_syn_counters* perCpu, size_t ncpu);
   Result<void> syncDnat(uint32_t endpointId);
   Result<void> syncDnatOfService(uint32_t serviceId);
   Result<void> syncDnatCount();

@@ -81,15 +81,6 @@ Result<CounterSnapshot> BpfDataplane::readCounterSnapshot(
   }
   CounterSnapshot out;
 
-  auto sum = [ncpu](const mp_counters* perCpu) {
-    Counters c;
-    for (size_t cpu = 0; cpu < ncpu; ++cpu) {
-      c.packets += perCpu[cpu].packets;
-      c.bytes += perCpu[cpu].bytes;
-      c.newConns += perCpu[cpu].new_conns;
-    }
-    return c;
-  };
   auto svc = readPerCpu<mp_counters>(skel_->svcStatsFd(), "mp_svc_stats", serviceIds, cpus_);
   if (!svc) return svc.error();
   auto syn = readPerCpu<mp_syn_counters>(skel_->synStatsFd(), "mp_syn_stats", serviceIds, cpus_);
@@ -97,16 +88,9 @@ Result<CounterSnapshot> BpfDataplane::readCounterSnapshot(
   out.services.reserve(serviceIds.size());
   out.syn.reserve(serviceIds.size());
   for (size_t i = 0; i < serviceIds.size(); ++i) {
-    out.services.push_back(sum(&(*svc)[i * ncpu]));
+    out.services.push_back(sumPerCpu(&(*svc)[i * ncpu], ncpu));
     SynStats s;
-    for (size_t cpu = 0; cpu < ncpu; ++cpu) {
-      const mp_syn_counters& c = (*syn)[i * ncpu + cpu];
-      s.cookiesSent += c.cookies_sent;
-      s.acksValid += c.acks_valid;
-      s.acksInvalid += c.acks_invalid;
-      s.retries += c.retries;
-      s.retriesFailed += c.retries_failed;
-    }
+    addPerCpu(s, &(*syn)[i * ncpu], ncpu);
     readSynGuard(serviceIds[i], s);
     out.syn.push_back(s);
   }
@@ -114,7 +98,8 @@ Result<CounterSnapshot> BpfDataplane::readCounterSnapshot(
   auto ep = readPerCpu<mp_counters>(skel_->epStatsFd(), "mp_ep_stats", endpointIds, cpus_);
   if (!ep) return ep.error();
   out.endpoints.reserve(endpointIds.size());
-  for (size_t i = 0; i < endpointIds.size(); ++i) out.endpoints.push_back(sum(&(*ep)[i * ncpu]));
+  for (size_t i = 0; i < endpointIds.size(); ++i)
+    out.endpoints.push_back(sumPerCpu(&(*ep)[i * ncpu], ncpu));
 
   std::vector<uint32_t> reasons(MP_EXC_MAX);
   for (uint32_t r = 0; r < MP_EXC_MAX; ++r) reasons[r] = r;
@@ -129,6 +114,26 @@ Result<CounterSnapshot> BpfDataplane::readCounterSnapshot(
   if (!fc) return fc.error();
   out.flowCache = *fc;
   return out;
+}
+
+Counters BpfDataplane::sumPerCpu(const mp_counters* perCpu, size_t ncpu) {
+  Counters c;
+  for (size_t cpu = 0; cpu < ncpu; ++cpu) {
+    c.packets += perCpu[cpu].packets;
+    c.bytes += perCpu[cpu].bytes;
+    c.newConns += perCpu[cpu].new_conns;
+  }
+  return c;
+}
+
+void BpfDataplane::addPerCpu(SynStats& into, const mp_syn_counters* perCpu, size_t ncpu) {
+  for (size_t cpu = 0; cpu < ncpu; ++cpu) {
+    into.cookiesSent += perCpu[cpu].cookies_sent;
+    into.acksValid += perCpu[cpu].acks_valid;
+    into.acksInvalid += perCpu[cpu].acks_invalid;
+    into.retries += perCpu[cpu].retries;
+    into.retriesFailed += perCpu[cpu].retries_failed;
+  }
 }
 
 // The guard's part of SynStats (synStats, readCounterSnapshot): the guard is mapped, no bpf().

@@ -81,13 +81,7 @@ Result<SynStats> BpfDataplane::synStats(uint32_t id) {
     return errnoError(rc, "read mp_syn_stats[" + std::to_string(id) + "]");
   }
   SynStats s;
-  for (const mp_syn_counters& c : perCpu) {
-    s.cookiesSent += c.cookies_sent;
-    s.acksValid += c.acks_valid;
-    s.acksInvalid += c.acks_invalid;
-    s.retries += c.retries;
-    s.retriesFailed += c.retries_failed;
-  }
+  addPerCpu(s, perCpu.data(), perCpu.size());
   readSynGuard(id, s);
   return s;
 }
