@@ -109,6 +109,8 @@ TEST(Config, MinimalConfigTakesDefaults) {
   EXPECT_EQ(state.node.interfaces, std::vector<std::string>{"eth0"});
   EXPECT_FALSE(state.node.ipv4);
   EXPECT_EQ(state.node.ringSize, defaults.ringSize);
+  EXPECT_EQ(state.node.ringSize, 0u) << "auto: each service's ring sized to its endpoints";
+  EXPECT_EQ(parseConfigYaml("node:\n  interfaces: [eth0]\n  ring_size: auto\n").node, state.node);
   EXPECT_EQ(state.node.flowCacheSlots, MP_FLOW_CACHE_SLOTS_DEFAULT);
   // A power of two sizes the flow cache; 0 turns it off.
   for (uint32_t slots : {0u, 2u, 16384u, MP_FLOW_CACHE_SLOTS_MAX}) {
@@ -746,6 +748,36 @@ TEST(Validate, SingleServiceMessagesAreRelativeToIt) {
                 "endpoints[1].weight: 10001 is out of range 0..10000"}));
   EXPECT_EQ(validateService(running.node, svc, "services[7]")[1],
             "services[7].endpoints[1].weight: 10001 is out of range 0..10000");
+}
+
+TEST(Validate, AutoRingSizeTakesUpToItsLimitOfEndpoints) {
+  DesiredState state;
+  state.node.interfaces = {"eth0"};
+  state.node.ipv4 = IpAddress::parse("10.0.2.1");
+  ASSERT_EQ(state.node.ringSize, 0u);  // auto
+  ServiceSpec svc;
+  svc.name = "big";
+  svc.vip = *IpAddress::parse("10.0.0.1");
+  svc.port = 80;
+  for (size_t e = 0; e < kMaxRingEndpoints; ++e) {
+    svc.endpoints.push_back(
+        {*IpAddress::parse("10.2." + std::to_string(e / 250) + "." + std::to_string(1 + e % 250)),
+         8080, 1});
+  }
+  state.services.push_back(svc);
+  EXPECT_TRUE(validateState(state).empty()) << validateState(state)[0];
+  state.services[0].endpoints.push_back({*IpAddress::parse("10.3.0.1"), 8080, 1});
+  EXPECT_EQ(validateState(state),
+            std::vector<std::string>{
+                "services[0].endpoints: 10486 endpoints exceed the most a service can have, 10485 "
+                "(100 ring slots each in a ring of at most 1048573); split it into several "
+                "services"});
+  // A fixed node.ring_size still asks for 100 slots per endpoint.
+  state.node.ringSize = 1009;
+  state.services[0].endpoints.resize(11);
+  EXPECT_EQ(validateState(state),
+            std::vector<std::string>{"services[0].endpoints: 11 endpoints need node.ring_size >= "
+                                     "100 x 11 = 1100, but it is 1009"});
 }
 
 TEST(Validate, EndpointTotalIsLimited) {

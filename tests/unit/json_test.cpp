@@ -63,7 +63,12 @@ TEST(Json, NodeHasTheStatusFieldNames) {
   EXPECT_EQ(j.at("snat_port_min"), 0) << "auto";
   EXPECT_EQ(j.at("snat_port_max"), 0);
   EXPECT_EQ(j.at("snat_pool"), json::array());
-  EXPECT_EQ(j.at("ring_size"), 65537);
+  EXPECT_EQ(j.at("ring_size"), "auto");  // each service's ring sized to it (ring.h)
+  node.ringSize = 65537;
+  EXPECT_EQ(toJson(node).at("ring_size"), 65537);
+  EXPECT_EQ(nodeFromJson(toJson(node)).ringSize, 65537u);
+  EXPECT_EQ(nodeFromJson(json{{"ring_size", "auto"}}).ringSize, 0u);
+  EXPECT_THROW(nodeFromJson(json{{"ring_size", "big"}}), JsonInputError);
   EXPECT_EQ(j.at("conn_table_size"), 1048576);
   EXPECT_EQ(j.at("half_table_size"), 262144);
   EXPECT_EQ(j.at("interfaces"), json::array({"eth0"}));

@@ -17,6 +17,12 @@ TEST(IpAddress, ParsesAndPrintsBothFamilies) {
   EXPECT_EQ(v4->bytes()[0], 10);
   EXPECT_EQ(v4->bytes()[3], 11);
   for (size_t i = 4; i < 16; ++i) EXPECT_EQ(v4->bytes()[i], 0) << "IPv4 sits in the first 4 bytes";
+  // Printed by hand (model.cpp): the same text as inet_ntop, edge octets included.
+  for (const char* text : {"0.0.0.0", "255.255.255.255", "1.2.3.4", "100.10.1.0", "9.99.199.249"}) {
+    EXPECT_EQ(IpAddress::parse(text)->toString(), text);
+  }
+  EXPECT_EQ((EndpointSpec{*v4, 65535, 1}.key()), "10.0.2.11:65535");
+  EXPECT_EQ((EndpointSpec{*IpAddress::parse("fd00::1"), 0, 1}.key()), "[fd00::1]:0");
 
   const auto v6 = IpAddress::parse("fd00:0:0::11");
   ASSERT_TRUE(v6);

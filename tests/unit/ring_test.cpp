@@ -27,6 +27,33 @@ std::map<uint32_t, uint32_t> counts(const std::vector<uint32_t>& ring) {
   return c;
 }
 
+TEST(RingSize, AutoIsThePrimeAbove100TimesTheEndpointsRoundedToAPowerOfTwo) {
+  EXPECT_EQ(autoRingSize(0), 401u);
+  EXPECT_EQ(autoRingSize(1), 401u);
+  EXPECT_EQ(autoRingSize(4), 401u);
+  EXPECT_EQ(autoRingSize(5), 809u);
+  EXPECT_EQ(autoRingSize(10), 1601u);
+  EXPECT_EQ(autoRingSize(16), 1601u);
+  EXPECT_EQ(autoRingSize(17), 3203u);
+  EXPECT_EQ(autoRingSize(1000), 102407u);
+  EXPECT_EQ(autoRingSize(8192), 819229u);
+  EXPECT_EQ(autoRingSize(8193), uint32_t{MP_RING_SIZE_MAX});
+  EXPECT_EQ(autoRingSize(kMaxRingEndpoints), uint32_t{MP_RING_SIZE_MAX});
+  // Every size is prime, at least 100 slots per endpoint, and never shrinks as endpoints grow.
+  uint32_t last = 0;
+  for (size_t n = 0; n <= kMaxRingEndpoints; n += (n < 64 ? 1 : 97)) {
+    const uint32_t m = autoRingSize(n);
+    EXPECT_TRUE(isPrime(m)) << n;
+    EXPECT_GE(m, kRingPerEndpoint * n) << n;
+    EXPECT_LE(m, uint32_t{MP_RING_SIZE_MAX}) << n;
+    EXPECT_GE(m, last) << n;
+    last = m;
+  }
+  // A fixed node.ring_size is every service's.
+  EXPECT_EQ(ringSizeFor(65537, 3), 65537u);
+  EXPECT_EQ(ringSizeFor(0, 3), 401u);
+}
+
 TEST(RoundRobinRing, NginxSequenceForSmallWeights) {
   // Nginx's documented example: weights 5, 1, 1 -> a a b a c a a.
   const auto ring = buildRoundRobinRing(endpoints({5, 1, 1}), 7);

@@ -86,7 +86,7 @@ TEST(StateDiff, ServicesAddedRemovedAndFieldsChanged) {
   ASSERT_EQ(lines.size(), 5u);
   EXPECT_EQ(lines[0], "+ service api (tcp 10.0.0.100:81, 2 endpoints)");
   EXPECT_EQ(lines[1], "- service old");
-  EXPECT_EQ(lines[2], "~ node.ring_size: 65537 -> 131071");
+  EXPECT_EQ(lines[2], "~ node.ring_size: auto -> 131071");
   const nlohmann::json j = d.toJson();
   EXPECT_EQ(j["services_added"][0], "api");
   EXPECT_EQ(j["changes"][1]["from"], "maglev");

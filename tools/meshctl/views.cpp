@@ -138,7 +138,8 @@ std::string serviceText(const json& svc) {
   out << keyValues({
       {"service", str(svc, "name") + " (id " + str(svc, "id") + ")"},
       {"vip", hostPort(str(svc, "vip"), u64(svc, "port")) + "/" + str(svc, "protocol")},
-      {"algorithm", str(svc, "algorithm") + " (ring size " + str(svc, "ring_size") + ")"},
+      {"algorithm", str(svc, "algorithm") + " (ring of " + str(svc, "ring_size") + " slots, " +
+                        humanBytes(u64(svc, "ring_bytes")) + " of kernel memory)"},
       {"forwarding", str(svc, "forwarding")},
       {"timeouts", timeoutsText(svc)},
       {"on_eject", onEject.empty() ? "-" : onEject},

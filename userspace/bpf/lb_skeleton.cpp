@@ -360,20 +360,43 @@ BpfResult<UniqueFd> LbSkeleton::createRingMap(uint32_t ringSize) {
   return ring;
 }
 
+BpfStatus LbSkeleton::writeRingHalf(int ringFd, uint32_t half, const std::vector<uint32_t>& slots,
+                                    const std::vector<uint32_t>* previous) {
+  if (half > 1) return bpfError(EINVAL, "ring half " + std::to_string(half));
+  if (previous != nullptr && previous->size() != slots.size()) {
+    return bpfError(EINVAL, "previous ring of " + std::to_string(previous->size()) +
+                                " slots for a ring of " + std::to_string(slots.size()));
+  }
+  const uint32_t ringSize = static_cast<uint32_t>(slots.size());
+  std::vector<uint32_t> keys;
+  std::vector<uint32_t> values;
+  keys.reserve(previous == nullptr ? slots.size() : 64);
+  values.reserve(keys.capacity());
+  for (uint32_t i = 0; i < ringSize; ++i) {
+    if (previous != nullptr && (*previous)[i] == slots[i]) continue;
+    keys.push_back(half * ringSize + i);
+    values.push_back(slots[i]);
+  }
+  if (keys.empty()) return bpfOk();
+  uint32_t count = static_cast<uint32_t>(keys.size());
+  LIBBPF_OPTS(bpf_map_batch_opts, batchOpts);
+  if (bpf_map_update_batch(ringFd, keys.data(), values.data(), &count, &batchOpts) != 0) {
+    return bpfError(errno, "write " + std::to_string(keys.size()) + " slots of ring half " +
+                               std::to_string(half));
+  }
+  return bpfOk();
+}
+
 BpfStatus LbSkeleton::writeRing(const mp_svc_key& key, mp_svc svc, int ringFd, uint32_t half,
-                                const std::vector<uint32_t>& slots) {
+                                const std::vector<uint32_t>& slots,
+                                const std::vector<uint32_t>* previous) {
   if (half > 1) return bpfError(EINVAL, "ring half " + std::to_string(half));
   if (svc.ring_size == 0 || slots.size() != svc.ring_size) {
     return bpfError(EINVAL, "ring of " + std::to_string(slots.size()) + " slots for ring_size " +
                                 std::to_string(svc.ring_size));
   }
-  std::vector<uint32_t> keys(slots.size());
-  for (uint32_t i = 0; i < keys.size(); ++i) keys[i] = half * svc.ring_size + i;
-  uint32_t count = static_cast<uint32_t>(keys.size());
-  LIBBPF_OPTS(bpf_map_batch_opts, batchOpts);
-  if (bpf_map_update_batch(ringFd, keys.data(), slots.data(), &count, &batchOpts) != 0) {
-    return bpfError(
-        errno, "write ring half " + std::to_string(half) + " of service " + std::to_string(svc.id));
+  if (auto r = writeRingHalf(ringFd, half, slots, previous); !r) {
+    return bpfError(r.error().errnum, r.error().context + " of service " + std::to_string(svc.id));
   }
   // An update of a map-of-maps waits for an RCU grace period (the kernel makes sure no program
   // still reads the inner map it replaces): milliseconds. A ring rewritten in place is already

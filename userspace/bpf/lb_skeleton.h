@@ -75,8 +75,15 @@ class LbSkeleton {
   // mp_services[key] = svc with active_half = half, the single update that flips packets over.
   // Call it with the half packets do not read (1 - the active one) for an existing service; a
   // packet never sees a half-written ring. The one place meshd and tests publish rings.
+  // `previous`: what that half holds now, so only the slots that differ are written (one batch
+  // update); nullptr: unknown, every slot is written.
   BpfStatus writeRing(const mp_svc_key& key, mp_svc svc, int ringFd, uint32_t half,
-                      const std::vector<uint32_t>& slots);
+                      const std::vector<uint32_t>& slots,
+                      const std::vector<uint32_t>* previous = nullptr);
+  // Writes slots into half `half` of ringFd where they differ from `previous` (nullptr: all),
+  // without publishing anything.
+  static BpfStatus writeRingHalf(int ringFd, uint32_t half, const std::vector<uint32_t>& slots,
+                                 const std::vector<uint32_t>* previous);
 
   int programFd() const;
   bpf_program* program() const;  // for bpf_program__attach_xdp() / link updates

@@ -21,7 +21,6 @@ namespace {
 
 constexpr size_t kMaxInterfaceName = 15;    // IFNAMSIZ - 1
 constexpr size_t kMaxUnixSocketPath = 107;  // sizeof(sockaddr_un::sun_path) - 1
-constexpr uint32_t kRingPerEndpoint = 100;  // M >= 100 x endpoints keeps shares within 1%
 
 std::string join(const std::vector<std::string>& parts, const std::string& sep) {
   std::string out;
@@ -231,7 +230,11 @@ NodeSpec readNode(const YAML::Node& map) {
     std::tie(node.snatPortMin, node.snatPortMax) = readPortRange(*n, "node.snat_ports");
   }
   if (auto n = field(map, "ring_size")) {
-    node.ringSize = static_cast<uint32_t>(readNumber(*n, "node.ring_size", 2, MP_RING_SIZE_MAX));
+    // "auto" (0 in the model): each service's ring sized to its endpoints (ring.h).
+    node.ringSize =
+        n->IsScalar() && n->Scalar() == "auto"
+            ? 0
+            : static_cast<uint32_t>(readNumber(*n, "node.ring_size", 2, MP_RING_SIZE_MAX));
   }
   if (auto n = field(map, "conn_table_size")) {
     node.connTableSize = static_cast<uint32_t>(
@@ -584,16 +587,6 @@ ConfigError::ConfigError(const std::string& problem)
 ConfigError::ConfigError(std::vector<std::string> problems)
     : std::runtime_error(join(problems, "; ")), problems_(std::move(problems)) {}
 
-bool isPrime(uint64_t n) {
-  if (n < 2) return false;
-  if (n % 2 == 0) return n == 2;
-  if (n % 3 == 0) return n == 3;
-  for (uint64_t d = 5; d * d <= n; d += 6) {
-    if (n % d == 0 || n % (d + 2) == 0) return false;
-  }
-  return true;
-}
-
 std::optional<std::pair<uint16_t, uint16_t>> parseStatusRange(const std::string& text) {
   const size_t dash = text.find('-');
   const std::string lo = text.substr(0, dash);
@@ -715,7 +708,9 @@ std::vector<std::string> validateNode(const NodeSpec& node) {
   } else if (node.snatPortMin > node.snatPortMax) {
     out.push_back("node.snat_ports: " + range + ": the first port is greater than the last");
   }
-  if (node.ringSize < 2 || node.ringSize > MP_RING_SIZE_MAX) {
+  if (node.ringSize == 0) {
+    // auto
+  } else if (node.ringSize < 2 || node.ringSize > MP_RING_SIZE_MAX) {
     out.push_back(
         rangeProblem("node.ring_size", std::to_string(node.ringSize), 2, MP_RING_SIZE_MAX));
   } else if (!isPrime(node.ringSize)) {
@@ -827,7 +822,13 @@ std::vector<std::string> validateService(const NodeSpec& node, const ServiceSpec
   }
   validateSynProtection(svc, path, out);
   const uint64_t needed = uint64_t{kRingPerEndpoint} * svc.endpoints.size();
-  if (needed > node.ringSize) {
+  if (node.ringSize == 0 && svc.endpoints.size() > kMaxRingEndpoints) {
+    out.push_back(dotted(path, "endpoints") + ": " + std::to_string(svc.endpoints.size()) +
+                  " endpoints exceed the most a service can have, " +
+                  std::to_string(kMaxRingEndpoints) + " (" + std::to_string(kRingPerEndpoint) +
+                  " ring slots each in a ring of at most " + std::to_string(MP_RING_SIZE_MAX) +
+                  "); split it into several services");
+  } else if (node.ringSize != 0 && needed > node.ringSize) {
     out.push_back(dotted(path, "endpoints") + ": " + std::to_string(svc.endpoints.size()) +
                   " endpoints need node.ring_size >= " + std::to_string(kRingPerEndpoint) + " x " +
                   std::to_string(svc.endpoints.size()) + " = " + std::to_string(needed) +
@@ -837,6 +838,16 @@ std::vector<std::string> validateService(const NodeSpec& node, const ServiceSpec
 }
 
 std::vector<std::string> validateState(const DesiredState& state) {
+  return validateChange(state, nullptr);
+}
+
+std::vector<std::string> validateChange(const DesiredState& state, const DesiredState* valid) {
+  // A service equal to the one at its index in a state already found valid, on the same node,
+  // passes validateService again: only the checks across services are made for it.
+  const bool sameNode = valid != nullptr && valid->node == state.node;
+  auto checked = [&](size_t i) {
+    return sameNode && i < valid->services.size() && valid->services[i] == state.services[i];
+  };
   std::vector<std::string> out = validateNode(state.node);
   std::map<std::string, size_t> names;
   std::map<std::tuple<IpAddress, uint16_t, Protocol>, size_t> frontends;
@@ -846,30 +857,32 @@ std::vector<std::string> validateState(const DesiredState& state) {
   size_t endpoints = 0;
   for (size_t i = 0; i < state.services.size(); ++i) {
     const ServiceSpec& svc = state.services[i];
-    const std::string path = "services[" + std::to_string(i) + "]";
+    const auto path = [i] { return "services[" + std::to_string(i) + "]"; };
     if (svc.forwarding == ForwardingMode::kDnat) {
       for (const EndpointSpec& ep : svc.endpoints) {
         const auto key = std::make_tuple(ep.address, ep.port, svc.protocol);
         if (auto [it, fresh] = dnatEndpoints.emplace(key, i); !fresh && it->second != i) {
-          out.push_back(path + ".endpoints: " + ep.key() + "/" + toString(svc.protocol) +
-                        " is in another dnat service too (services[" +
-                        std::to_string(it->second) + "], " + state.services[it->second].name +
+          out.push_back(path() + ".endpoints: " + ep.key() + "/" + toString(svc.protocol) +
+                        " is in another dnat service too (services[" + std::to_string(it->second) +
+                        "], " + state.services[it->second].name +
                         "): a dnat endpoint serves one dnat service, since its replies are "
                         "matched by its address and port");
         }
       }
     }
-    auto problems = validateService(state.node, svc, path);
-    out.insert(out.end(), problems.begin(), problems.end());
+    if (!checked(i)) {
+      auto problems = validateService(state.node, svc, path());
+      out.insert(out.end(), problems.begin(), problems.end());
+    }
     endpoints += svc.endpoints.size();
     if (auto [it, fresh] = names.emplace(svc.name, i); !fresh) {
-      out.push_back(path + ".name: " + show(svc.name) + " is used twice (also services[" +
+      out.push_back(path() + ".name: " + show(svc.name) + " is used twice (also services[" +
                     std::to_string(it->second) + "])");
     }
     const auto frontend = std::make_tuple(svc.vip, svc.port, svc.protocol);
     if (auto [it, fresh] = frontends.emplace(frontend, i); !fresh) {
       const std::string vip = svc.vip.isV6() ? "[" + svc.vip.toString() + "]" : svc.vip.toString();
-      out.push_back(path + ": " + vip + ":" + std::to_string(svc.port) + "/" +
+      out.push_back(path() + ": " + vip + ":" + std::to_string(svc.port) + "/" +
                     toString(svc.protocol) + " is used twice (also services[" +
                     std::to_string(it->second) + "], " + state.services[it->second].name + ")");
     }

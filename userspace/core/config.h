@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "model.h"
+#include "ring.h"  // isPrime, ring sizes
 
 namespace meshpath {
 
@@ -58,6 +59,10 @@ DesiredState parseConfigFile(const std::string& path);
 // "path: value ..." message. validateState checks everything: the node, each service, and the
 // rules across services (unique names, unique VIP:port/protocol, limits on totals).
 std::vector<std::string> validateState(const DesiredState& state);
+// validateState of a change to a state `valid` that passed it (nullptr: none): the same answer,
+// without checking again one by one the services the change left as they were (an edit of one
+// endpoint on a node of 1,000 checks one service, and the rules across services).
+std::vector<std::string> validateChange(const DesiredState& state, const DesiredState* valid);
 
 // The node's own fields (paths "node.*").
 std::vector<std::string> validateNode(const NodeSpec& node);
@@ -70,9 +75,6 @@ std::vector<std::string> validateService(const NodeSpec& node, const ServiceSpec
 
 // validateState, throwing ConfigError with all problems when there are any.
 void requireValid(const DesiredState& state);
-
-// Deterministic primality by trial division (fine for ring sizes up to MP_RING_SIZE_MAX).
-bool isPrime(uint64_t n);
 
 // node.metrics_listen: "127.0.0.1:9464" or "[::1]:9464" (a literal address, port 1..65535).
 struct ListenAddress {

@@ -130,6 +130,10 @@ json optionalAddress(const std::optional<IpAddress>& ip) {
 
 }  // namespace
 
+json ringSizeJson(uint32_t nodeRingSize) {
+  return nodeRingSize == 0 ? json("auto") : json(nodeRingSize);
+}
+
 json toJson(const EndpointSpec& ep) {
   return {{"address", ep.address.toString()}, {"port", ep.port}, {"weight", ep.weight}};
 }
@@ -258,7 +262,7 @@ json toJson(const NodeSpec& node) {
           {"snat_pool", std::move(pool)},
           {"snat_port_min", node.snatPortMin},
           {"snat_port_max", node.snatPortMax},
-          {"ring_size", node.ringSize},
+          {"ring_size", ringSizeJson(node.ringSize)},
           {"conn_table_size", node.connTableSize},
           {"half_table_size", node.halfTableSize},
           {"flow_cache_slots", node.flowCacheSlots},
@@ -295,7 +299,7 @@ ServiceSpec serviceFromJson(const json& j, const std::string& path) {
   checkKeys(j, path,
             {"name", "vip", "port", "protocol", "algorithm", "forwarding", "endpoints", "health",
              "timeouts", "on_eject", "syn_protection", "connect_retries"},
-            {"id", "ring_size", "stats"});
+            {"id", "ring_size", "ring_bytes", "stats"});
   ServiceSpec svc;
   svc.name = readString(required(j, "name", path), dotted(path, "name"));
   svc.vip = readAddress(required(j, "vip", path), dotted(path, "vip"));
@@ -370,7 +374,9 @@ NodeSpec nodeFromJson(const json& j, const std::string& path) {
   }
   if (const json* v = member(j, "ring_size")) {
     node.ringSize =
-        static_cast<uint32_t>(readNumber(*v, dotted(path, "ring_size"), 2, MP_RING_SIZE_MAX));
+        *v == "auto"
+            ? 0
+            : static_cast<uint32_t>(readNumber(*v, dotted(path, "ring_size"), 2, MP_RING_SIZE_MAX));
   }
   if (const json* v = member(j, "conn_table_size")) {
     node.connTableSize = static_cast<uint32_t>(

@@ -21,12 +21,12 @@
 //              "udp": "30s", "udp_replied": "120s"}      (every field optional)
 //   Node:     {"interfaces": [...], "ipv4": "10.0.2.1" | null, "ipv6": ... | null,
 //              "snat_pool": ["10.0.2.5", ...] (input: prefixes too), "snat_port_min": 0,
-//              "snat_port_max": 0 (0-0: auto), "ring_size": 65537, "conn_table_size": 1048576,
-//              "half_table_size": 262144, "flow_cache_slots": 4096, "syn_flood_threshold": 1024,
-//              "xdp_mode": "native", "api_socket": "...",
-//              "pin_root": "...", "state_file": "...", "metrics_listen": "127.0.0.1:9464",
-//              "api_admin_group": "meshpath", "api_read_group": "meshpath-read",
-//              "audit_log": "..."}                              (missing fields take defaults)
+//              "snat_port_max": 0 (0-0: auto), "ring_size": "auto" | 65537, "conn_table_size":
+//              1048576, "half_table_size": 262144, "flow_cache_slots": 4096, "syn_flood_threshold":
+//              1024, "xdp_mode": "native", "api_socket": "...", "pin_root": "...", "state_file":
+//              "...", "metrics_listen": "127.0.0.1:9464", "api_admin_group": "meshpath",
+//              "api_read_group": "meshpath-read", "audit_log": "..."} (missing fields take
+//              defaults)
 //   State:    {"node": Node, "services": [Service...]}
 //
 // Input is strict: wrong types, unknown keys, missing required fields and values a field cannot
@@ -53,6 +53,7 @@ nlohmann::json toJson(const HealthCheckSpec& health);
 nlohmann::json toJson(const ConnTimeouts& timeouts);
 nlohmann::json toJson(const ServiceSpec& svc);  // "health" only when not all defaults
 nlohmann::json toJson(const NodeSpec& node);
+nlohmann::json ringSizeJson(uint32_t nodeRingSize);  // "auto" (0) or the number
 nlohmann::json toJson(const DesiredState& state);
 
 // `path` prefixes field names in messages ("services[2]" -> "services[2].endpoints[0].port").

@@ -50,10 +50,17 @@ IpAddress IpAddress::v6(const in6_addr& a) {
 std::string IpAddress::toString() const {
   char buf[INET6_ADDRSTRLEN] = {};
   if (family_ == 4) {
-    in_addr a{};
-    std::memcpy(&a, bytes_.data(), sizeof(a));
-    if (inet_ntop(AF_INET, &a, buf, sizeof(buf)) != nullptr) return buf;
-  } else if (family_ == 6) {
+    // By hand with to_chars, not inet_ntop: glibc formats IPv4 with sprintf, and every change of
+    // the desired state formats each endpoint's key several times (ids, rings, health, state
+    // file): sprintf was a fifth of a one-endpoint change with 1,000 endpoints.
+    char* p = buf;
+    for (size_t i = 0; i < 4; ++i) {
+      if (i != 0) *p++ = '.';
+      p = std::to_chars(p, buf + sizeof(buf), bytes_[i]).ptr;
+    }
+    return std::string(buf, p);
+  }
+  if (family_ == 6) {
     in6_addr a{};
     std::memcpy(&a, bytes_.data(), sizeof(a));
     if (inet_ntop(AF_INET6, &a, buf, sizeof(buf)) != nullptr) return buf;
@@ -198,9 +205,10 @@ std::optional<SynProtection> parseSynProtection(const std::string& s) {
 }
 
 std::string EndpointSpec::key() const {
-  const std::string port_text = std::to_string(port);
-  if (address.isV6()) return "[" + address.toString() + "]:" + port_text;
-  return address.toString() + ":" + port_text;
+  std::string out = address.isV6() ? "[" + address.toString() + "]:" : address.toString() + ":";
+  char port_text[8];
+  out.append(port_text, std::to_chars(port_text, port_text + sizeof(port_text), port).ptr);
+  return out;
 }
 
 }  // namespace meshpath

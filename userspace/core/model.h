@@ -200,7 +200,8 @@ struct NodeSpec {
   // (net.ipv4.ip_local_port_range), resolved by meshd at start.
   uint16_t snatPortMin = 0;
   uint16_t snatPortMax = 0;
-  uint32_t ringSize = 65537;  // Maglev M, prime
+  uint32_t ringSize =
+      0;  // Maglev M, prime, for every service; 0: "auto", sized per service (ring.h)
   uint32_t connTableSize = 1u << 20;  // established connections (never evicted)
   uint32_t halfTableSize = 1u << 18;  // half-open flows (an LRU: a flood evicts only these)
   uint32_t flowCacheSlots = 4096;  // per CPU, a power of two; 0: no flow cache (bpf/flowcache.h)

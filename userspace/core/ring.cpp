@@ -6,6 +6,29 @@
 
 namespace meshpath {
 
+bool isPrime(uint64_t n) {
+  if (n < 2) return false;
+  if (n % 2 == 0) return n == 2;
+  if (n % 3 == 0) return n == 3;
+  for (uint64_t d = 5; d * d <= n; d += 6) {
+    if (n % d == 0 || n % (d + 2) == 0) return false;
+  }
+  return true;
+}
+
+uint32_t autoRingSize(size_t endpoints) {
+  uint64_t rounded = 4;
+  while (rounded < endpoints) rounded *= 2;
+  uint64_t m = kRingPerEndpoint * rounded;
+  if (m >= MP_RING_SIZE_MAX) return MP_RING_SIZE_MAX;
+  while (!isPrime(m)) ++m;  // a prime gap below 10^6 is under 120: a few hundred divisions
+  return static_cast<uint32_t>(m);
+}
+
+uint32_t ringSizeFor(uint32_t nodeRingSize, size_t endpoints) {
+  return nodeRingSize != 0 ? nodeRingSize : autoRingSize(endpoints);
+}
+
 std::vector<uint32_t> ringQuotas(const std::vector<MaglevEndpoint>& eps, uint32_t m) {
   std::vector<uint32_t> quota(eps.size(), 0);
   uint64_t total = 0;

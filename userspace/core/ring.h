@@ -20,10 +20,37 @@
 #include <cstdint>
 #include <vector>
 
+#include "abi.h"
 #include "maglev.h"
 #include "model.h"
 
 namespace meshpath {
+
+// Ring sizes (Maglev M). Shares of the ring stay within 1% of the weights when M >= 100 x the
+// endpoints, so that is the floor for a fixed node.ring_size, and what `auto` (the default, 0 in
+// NodeSpec) gives each service:
+//
+//   M = the smallest prime >= 100 x (the service's endpoint count rounded up to a power of two,
+//       at least 4), at most MP_RING_SIZE_MAX
+//
+// i.e. 401 slots for up to 4 endpoints, 1601 for 16, 102407 for 1024. The count is every endpoint
+// the service lists (drained, ejected and weight 0 included), so health never resizes a ring,
+// and M is a pure function of the service's spec: every node sizes it the same. Rounding to a
+// power of two means M changes only when the count crosses one: a new M re-hashes the service's
+// new flows (established connections keep their endpoint), and replaces its ring map, which waits
+// for an RCU grace period; an endpoint added or removed between crossings rewrites only the slots
+// that change.
+constexpr uint32_t kRingPerEndpoint = 100;
+// The most endpoints a service can have: its ring holds 100 slots each at MP_RING_SIZE_MAX.
+constexpr size_t kMaxRingEndpoints = MP_RING_SIZE_MAX / kRingPerEndpoint;
+
+// M for a service with `endpoints` endpoints on a node whose ring_size is `nodeRingSize` (0: auto).
+uint32_t ringSizeFor(uint32_t nodeRingSize, size_t endpoints);
+// The auto size above.
+uint32_t autoRingSize(size_t endpoints);
+
+// Deterministic primality by trial division (fine for ring sizes up to MP_RING_SIZE_MAX).
+bool isPrime(uint64_t n);
 
 // The ring of m slots a service with `algorithm` reads; endpoint ids as in buildMaglevRing
 // (every slot kRingEmpty when no endpoint has weight > 0; empty when m == 0).

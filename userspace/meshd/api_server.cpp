@@ -229,6 +229,13 @@ class ApiSession : public std::enable_shared_from_this<ApiSession> {
       follow(*a.followFrom);
       return;
     }
+    if (admin && a.status >= 200 && a.status < 300 && !a.dryRun) {
+      // The datapath has the change; the answer waits until the state file has it too, so an
+      // answered change survives kill -9 (state_saver.h).
+      cp.afterSaved([self = shared_from_this(), a = std::move(a), version = req.version(),
+                     keepAlive = req.keep_alive()] { self->respond(a, version, keepAlive); });
+      return;
+    }
     respond(a, req.version(), req.keep_alive());
   }
 

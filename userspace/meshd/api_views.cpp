@@ -8,6 +8,8 @@
 #include "abi.h"
 #include "api_json.h"
 #include "datapath_stats.h"
+#include "json.h"
+#include "ring.h"
 
 #ifndef MESHPATH_VERSION
 #define MESHPATH_VERSION "dev"
@@ -94,7 +96,7 @@ Result<json> statusView(ControlPlane& cp) {
                {"snat_port_min", d.node.snatPortMin},
                {"snat_port_max", d.node.snatPortMax},
                {"snat_ports_auto", cp.autoSnatPorts().has_value()},
-               {"ring_size", d.node.ringSize},
+               {"ring_size", ringSizeJson(d.node.ringSize)},
                {"conn_table_size", d.node.connTableSize},
                {"half_table_size", d.node.halfTableSize},
                {"flow_cache_slots", d.node.flowCacheSlots},
@@ -155,7 +157,10 @@ Result<json> serviceView(ControlPlane& cp, const ServiceSpec& s) {
   json j = serviceToApiJson(s);
   uint32_t id = cp.reconciler().serviceId(s.name).value_or(0);
   j["id"] = id;
-  j["ring_size"] = cp.desired().node.ringSize;
+  const uint32_t ringSize = ringSizeFor(cp.desired().node.ringSize, s.endpoints.size());
+  j["ring_size"] = ringSize;
+  // Kernel memory of the service's ring map: two halves of M u32 endpoint ids.
+  j["ring_bytes"] = uint64_t{2} * ringSize * sizeof(uint32_t);
   auto svcStats = cp.dataplane().serviceStats(id);
   if (!svcStats) return svcStats.error();
   j["stats"] = countersJson(*svcStats);

@@ -289,14 +289,31 @@ Result<void> BpfDataplane::upsertService(const ServiceEntry& s, const std::vecto
     return {};
   }
 
+  if (ring->size() != s.ringSize) {
+    return Error{EINVAL,
+                 "ring of " + std::to_string(ring->size()) + " slots for " + what +
+                     " of ring_size " + std::to_string(s.ringSize),
+                 {}};
+  }
   Ring& current = rings_[s.id];
   if (current.fd.valid() && current.ringSize == s.ringSize) {
-    uint32_t half = 1 - current.activeHalf;
-    if (auto r = skel_->writeRing(key, value, current.fd.get(), half, *ring); !r) {
+    const uint32_t half = 1 - current.activeHalf;
+    const std::vector<uint32_t>* known = current.slots.empty() ? nullptr : &current.slots;
+    if (auto r = skel_->writeRing(key, value, current.fd.get(), half, *ring, known); !r) {
+      current.slots.clear();  // the half may hold part of the write
       return fromBpf(r.error());
     }
     current.activeHalf = half;
     skel_->bumpForwardingGeneration();
+    // The half packets just left gets the same ring, so both halves stay equal and the next
+    // change writes only the slots it changes (a fraction of the ring for a weight or an
+    // endpoint). A packet that read the entry before the flip may still index this half: every
+    // slot it finds names an endpoint of the old or of the new ring, both still in their slots.
+    if (auto r = LbSkeleton::writeRingHalf(current.fd.get(), 1 - half, *ring, known); !r) {
+      current.slots.clear();
+      return fromBpf(r.error());
+    }
+    current.slots = *ring;
     return {};
   }
 
@@ -308,21 +325,17 @@ Result<void> BpfDataplane::upsertService(const ServiceEntry& s, const std::vecto
       return r.error();
     }
   }
-  // First ring of this id, or M changed: a new map. When it replaces one, both halves get the
-  // ring, so a packet still indexing with the old entry (old M, old half) finds an endpoint.
+  // First ring of this id, or M changed: a new map, with the ring in both halves. When it
+  // replaces one, a packet still indexing with the old entry (old M, old half) finds an endpoint;
+  // and with both halves equal the next change writes only the slots it changes.
   auto fresh = LbSkeleton::createRingMap(s.ringSize);
   if (!fresh) return fromBpf(fresh.error());
-  if (current.fd.valid()) {
-    std::vector<uint32_t> keys(s.ringSize);
-    for (uint32_t i = 0; i < s.ringSize; ++i) keys[i] = s.ringSize + i;
-    uint32_t count = s.ringSize;
-    LIBBPF_OPTS(bpf_map_batch_opts, batch);
-    if (int rc = bpf_map_update_batch(fresh->get(), keys.data(), ring->data(), &count, &batch);
-        rc != 0) {
-      return errnoError(rc, "write the second half of a resized ring for " + what);
-    }
-    spdlog::info("{}: ring resized {} -> {}", what, current.ringSize, s.ringSize);
+  if (auto r = LbSkeleton::writeRingHalf(fresh->get(), 1, *ring, nullptr); !r) {
+    if (!current.fd.valid()) rings_.erase(s.id);
+    return fromBpf(r.error());
   }
+  if (current.fd.valid())
+    spdlog::info("{}: ring resized {} -> {}", what, current.ringSize, s.ringSize);
   if (auto r = skel_->writeRing(key, value, fresh->get(), 0, *ring); !r) {
     if (!current.fd.valid()) rings_.erase(s.id);
     return fromBpf(r.error());
@@ -330,6 +343,7 @@ Result<void> BpfDataplane::upsertService(const ServiceEntry& s, const std::vecto
   current.fd = std::move(*fresh);
   current.ringSize = s.ringSize;
   current.activeHalf = 0;
+  current.slots = *ring;
   skel_->bumpForwardingGeneration();
   return {};
 }

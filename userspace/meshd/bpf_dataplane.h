@@ -84,6 +84,9 @@ class BpfDataplane : public Dataplane {
     UniqueFd fd;
     uint32_t ringSize = 0;
     uint32_t activeHalf = 0;
+    // What both halves hold, so a change writes only the slots it changes; empty: not known
+    // (a ring an earlier run left), so the next write covers every slot.
+    std::vector<uint32_t> slots;
   };
 
   BpfDataplane(std::unique_ptr<LbSkeleton> skel, NodeSpec node);

@@ -7,6 +7,7 @@
 #include <tuple>
 
 #include "config.h"
+#include "json.h"
 
 namespace meshpath {
 
@@ -58,7 +59,7 @@ std::string describeNodeChanges(const NodeSpec& from, const NodeSpec& to) {
   note("snat_pool", listText(poolFrom), listText(poolTo));
   note("snat_ports", std::to_string(from.snatPortMin) + "-" + std::to_string(from.snatPortMax),
        std::to_string(to.snatPortMin) + "-" + std::to_string(to.snatPortMax));
-  note("ring_size", std::to_string(from.ringSize), std::to_string(to.ringSize));
+  note("ring_size", ringSizeJson(from.ringSize).dump(), ringSizeJson(to.ringSize).dump());
   note("conn_table_size", std::to_string(from.connTableSize), std::to_string(to.connTableSize));
   note("half_table_size", std::to_string(from.halfTableSize), std::to_string(to.halfTableSize));
   note("flow_cache_slots", std::to_string(from.flowCacheSlots), std::to_string(to.flowCacheSlots));
@@ -107,7 +108,8 @@ ApiResult<ApplyReport> ControlPlane::commit(const DesiredState& next) {
 }
 
 ApiResult<ApplyReport> ControlPlane::realize(const DesiredState& next) {
-  std::vector<std::string> problems = validateState(next);
+  std::vector<std::string> problems =
+      validateChange(next, reconciler_.applied() ? &reconciler_.desired() : nullptr);
   if (!problems.empty()) {
     return ApiError{400, join(problems, "; "), "fix the fields named and send it again",
                     nlohmann::json{{"problems", problems}}};
@@ -122,12 +124,22 @@ ApiResult<ApplyReport> ControlPlane::realize(const DesiredState& next) {
                     e.hint.empty() ? "nothing was changed; see meshd's log" : e.hint};
   }
   // The change is live; a state file that cannot be written only costs it at the next restart.
-  if (auto saved = store_.save(reconciler_.desired(), reconciler_.ids()); !saved) {
+  if (saver_ != nullptr) {
+    saver_->submit(reconciler_.desired(), reconciler_.ids());
+  } else if (auto saved = store_.save(reconciler_.desired(), reconciler_.ids()); !saved) {
     spdlog::error("state file not saved, a restart would forget this change: {}",
                   saved.error().toString());
   }
   for (const auto& listener : committedListeners_) listener();
   return report.value();
+}
+
+void ControlPlane::afterSaved(std::function<void()> done) {
+  if (saver_ == nullptr) {
+    done();
+    return;
+  }
+  saver_->whenSaved(saver_->submitted(), std::move(done));
 }
 
 ApiResult<ServiceSpec> ControlPlane::createService(const ServiceSpec& service) {

@@ -19,6 +19,7 @@
 #include "result.h"
 #include "snat.h"
 #include "state_diff.h"
+#include "state_saver.h"
 #include "state_store.h"
 
 namespace meshpath {
@@ -65,8 +66,14 @@ class ControlPlane {
   const std::optional<PortRange>& autoSnatPorts() const { return autoSnatPorts_; }
   std::chrono::steady_clock::time_point startedAt() const { return startedAt_; }
 
-  // Validates `next` (400), realizes it (500 when the dataplane fails), saves the state file.
+  // Validates `next` (400), realizes it (500 when the dataplane fails), saves the state file:
+  // at once, or through the saver when there is one (after the datapath has the change).
   ApiResult<ApplyReport> commit(const DesiredState& next);
+  // Where changes are saved from now on, off the change's path; null: saved at once, in commit.
+  void setStateSaver(StateSaver* saver) { saver_ = saver; }
+  // Runs `done` once every change committed so far is in the state file: at once without a saver,
+  // else posted to the event loop by the saver (the API answers a change this way).
+  void afterSaved(std::function<void()> done);
 
   ApiResult<ServiceSpec> createService(const ServiceSpec& service);
   ApiResult<std::string> deleteService(const std::string& name);
@@ -105,6 +112,7 @@ class ControlPlane {
   Dataplane& dataplane_;
   Reconciler& reconciler_;
   StateStore& store_;
+  StateSaver* saver_ = nullptr;
   std::string configPath_;
   bool adopted_;
   std::optional<PortRange> autoSnatPorts_;

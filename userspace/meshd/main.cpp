@@ -9,6 +9,7 @@
 
 #include <CLI/CLI.hpp>
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/post.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <csignal>
 #include <filesystem>
@@ -30,6 +31,7 @@
 #include "netlink.h"
 #include "reconciler.h"
 #include "service_notify.h"
+#include "state_saver.h"
 #include "state_store.h"
 #include "teardown.h"
 
@@ -234,6 +236,10 @@ int run(const Options& opt) {
   signals.async_wait(onSignal);
 
   if (opt.daemon) daemonize(io, opt.logLevel);
+  // After daemonize: a thread does not survive its fork.
+  StateSaver saver(store,
+                   [&io](std::function<void()> done) { boost::asio::post(io, std::move(done)); });
+  controlPlane.setStateSaver(&saver);
   std::unique_ptr<metrics::MetricsServer> metricsServer;
   if (!node.metricsListen.empty()) {
     auto server = metrics::MetricsServer::start(io, metricsCollector, node.metricsListen);
@@ -248,6 +254,8 @@ int run(const Options& opt) {
   notifyReady(
       serviceStatusLine(controlPlane.desired().node, controlPlane.desired().services.size()));
   io.run();
+  saver.flush();  // every change made is in the state file (or removed with it just below)
+  controlPlane.setStateSaver(nullptr);
 
   if (opt.detachOnExit) {
     dataplane.reset();  // our fds first; the pins go next

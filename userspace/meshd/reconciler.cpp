@@ -54,6 +54,8 @@ void Reconciler::start(const RealizedSnapshot& snapshot, std::optional<IdAssignm
   realizedRings_.clear();
   realizedEndpoints_.clear();
   realizedFall_.clear();  // unknown: set again by the first apply
+  realizedServices_.clear();
+  realizedExact_ = false;
   serviceHints_.clear();
   endpointHints_.clear();
 
@@ -259,34 +261,29 @@ Result<void> Reconciler::convergeService(
   return {};
 }
 
-Result<void> Reconciler::converge(const DesiredState& desired, const IdAssignments& ids) {
-  std::map<ServiceKey, ServiceEntry> entries;
-  std::set<uint32_t> serviceIds;
-  std::set<uint32_t> endpointIds;
-  for (const ServiceSpec& service : desired.services) {
-    // A change of timeouts or SYN protection alone changes only the entry: convergeService
-    // re-publishes it without rebuilding the ring.
-    ServiceEntry entry{serviceKeyOf(service),
-                       ids.services.at(service.name),
-                       desired.node.ringSize,
-                       service.algorithm,
-                       service.forwarding,
-                       service.timeouts,
-                       effectiveSynProtection(service),
-                       service.protocol == Protocol::kTcp ? service.connectRetries : 0};
-    entries[entry.key] = entry;
-    serviceIds.insert(entry.id);
-    for (const auto& [key, id] : ids.endpoints.at(service.name)) endpointIds.insert(id);
-  }
+ServiceEntry Reconciler::entryFor(const NodeSpec& node, const ServiceSpec& service,
+                                  const IdAssignments& ids) {
+  // A change of timeouts or SYN protection alone changes only the entry: convergeService
+  // re-publishes it without rebuilding the ring.
+  return ServiceEntry{serviceKeyOf(service),
+                      ids.services.at(service.name),
+                      ringSizeFor(node.ringSize, service.endpoints.size()),
+                      service.algorithm,
+                      service.forwarding,
+                      service.timeouts,
+                      effectiveSynProtection(service),
+                      service.protocol == Protocol::kTcp ? service.connectRetries : 0};
+}
 
-  // Removed services stop first: their VIPs go back to the kernel before anything is freed.
-  std::vector<ServiceKey> staleKeys;
-  for (const auto& [key, entry] : realizedEntries_) {
-    if (!entries.contains(key)) staleKeys.push_back(key);
-  }
-  for (const ServiceKey& key : staleKeys) {
-    if (auto r = dataplane_.removeServiceEntry(key); !r) return r;
-    realizedEntries_.erase(key);
+Result<void> Reconciler::converge(const DesiredState& desired, const IdAssignments& ids) {
+  // When the last converge left the dataplane exactly as desired_ and `desired` has its shape
+  // (same services, keys and endpoints), nothing can be stale: no sweep, and the services the
+  // change does not touch are passed over (serviceRealized), so one endpoint's weight costs its
+  // own service only.
+  const bool sweep = !(realizedExact_ && sameShapeAsApplied(desired));
+  realizedExact_ = false;  // until this converge has finished
+  if (sweep) {
+    if (auto r = sweepStaleEntries(desired); !r) return r;
   }
 
   if (!realizedNode_ || !sameNodeSettings(*realizedNode_, desired.node)) {
@@ -295,14 +292,53 @@ Result<void> Reconciler::converge(const DesiredState& desired, const IdAssignmen
   }
 
   std::map<uint32_t, std::vector<uint32_t>> slotsOf;
-  for (const auto& [id, endpoint] : realizedEndpoints_) slotsOf[endpoint.serviceId].push_back(id);
-  for (const ServiceSpec& service : desired.services) {
-    if (auto r = convergeService(service, entries.at(serviceKeyOf(service)), ids, slotsOf); !r) {
-      return r;
+  if (sweep) {
+    for (const auto& [id, endpoint] : realizedEndpoints_) {
+      slotsOf[endpoint.serviceId].push_back(id);
     }
   }
+  for (const ServiceSpec& service : desired.services) {
+    const ServiceEntry entry = entryFor(desired.node, service, ids);
+    if (serviceRealized(service, entry, ids)) continue;
+    realizedServices_.erase(service.name);  // until it is realized again
+    if (auto r = convergeService(service, entry, ids, slotsOf); !r) return r;
+    auto excluded = excluded_.find(service.name);
+    realizedServices_[service.name] = RealizedService{
+        service, entry, excluded != excluded_.end() ? excluded->second : std::set<std::string>{},
+        ids.endpoints.at(service.name)};
+  }
+  if (sweep) {
+    if (auto r = sweepStaleSlots(ids); !r) return r;
+    std::erase_if(realizedServices_,
+                  [&](const auto& kv) { return !ids.services.contains(kv.first); });
+  }
+  realizedExact_ = true;
+  return {};
+}
 
+Result<void> Reconciler::sweepStaleEntries(const DesiredState& desired) {
+  // Removed services stop first: their VIPs go back to the kernel before anything is freed.
+  std::set<ServiceKey> keys;
+  for (const ServiceSpec& service : desired.services) keys.insert(serviceKeyOf(service));
+  std::vector<ServiceKey> staleKeys;
+  for (const auto& [key, entry] : realizedEntries_) {
+    if (!keys.contains(key)) staleKeys.push_back(key);
+  }
+  for (const ServiceKey& key : staleKeys) {
+    if (auto r = dataplane_.removeServiceEntry(key); !r) return r;
+    realizedEntries_.erase(key);
+  }
+  return {};
+}
+
+Result<void> Reconciler::sweepStaleSlots(const IdAssignments& ids) {
   // Rings of ids no service uses now, then endpoint slots no service names.
+  std::set<uint32_t> serviceIds;
+  std::set<uint32_t> endpointIds;
+  for (const auto& [name, id] : ids.services) serviceIds.insert(id);
+  for (const auto& [name, endpoints] : ids.endpoints) {
+    for (const auto& [key, id] : endpoints) endpointIds.insert(id);
+  }
   std::vector<uint32_t> staleRings;
   for (const auto& [id, ring] : realizedRings_) {
     if (!serviceIds.contains(id)) staleRings.push_back(id);
@@ -321,6 +357,44 @@ Result<void> Reconciler::converge(const DesiredState& desired, const IdAssignmen
     realizedFall_.erase(id);
   }
   return {};
+}
+
+bool Reconciler::serviceRealized(const ServiceSpec& service, const ServiceEntry& entry,
+                                 const IdAssignments& ids) const {
+  auto it = realizedServices_.find(service.name);
+  if (it == realizedServices_.end()) return false;
+  const RealizedService& done = it->second;
+  if (!(done.entry == entry) || !(done.spec == service)) return false;
+  auto excluded = excluded_.find(service.name);
+  if (excluded == excluded_.end() ? !done.excluded.empty() : done.excluded != excluded->second) {
+    return false;
+  }
+  if (done.endpointIds != ids.endpoints.at(service.name)) return false;
+  // And the dataplane still holds what it was given (nothing since replaced or released it).
+  auto current = realizedEntries_.find(entry.key);
+  auto ring = realizedRings_.find(entry.id);
+  return current != realizedEntries_.end() && current->second == entry &&
+         ring != realizedRings_.end() && ring->second.members &&
+         ring->second.ringSize == entry.ringSize;
+}
+
+bool Reconciler::sameShapeAsApplied(const DesiredState& desired) const {
+  if (!applied_ || desired.services.size() != desired_.services.size()) return false;
+  for (size_t i = 0; i < desired.services.size(); ++i) {
+    const ServiceSpec& a = desired.services[i];
+    const ServiceSpec& b = desired_.services[i];
+    if (a.name != b.name || a.vip != b.vip || a.port != b.port || a.protocol != b.protocol ||
+        a.endpoints.size() != b.endpoints.size()) {
+      return false;
+    }
+    for (size_t e = 0; e < a.endpoints.size(); ++e) {
+      if (a.endpoints[e].address != b.endpoints[e].address ||
+          a.endpoints[e].port != b.endpoints[e].port) {
+        return false;
+      }
+    }
+  }
+  return true;
 }
 
 bool Reconciler::isExcluded(const std::string& service, const std::string& key) const {
@@ -347,10 +421,16 @@ Result<void> Reconciler::setExcluded(std::map<std::string, std::set<std::string>
 }
 
 Result<ApplyReport> Reconciler::apply(const DesiredState& desired) {
-  auto ids = assignIds(desired);
-  if (!ids) return ids.error();
+  // Weights, health, timeouts and the like leave every id as it is (and cost no id search).
+  std::optional<IdAssignments> assigned;
+  if (!sameShapeAsApplied(desired)) {
+    auto r = assignIds(desired);
+    if (!r) return r.error();
+    assigned = std::move(*r);
+  }
+  const IdAssignments& ids = assigned ? *assigned : ids_;
 
-  if (auto r = converge(desired, *ids); !r) {
+  if (auto r = converge(desired, ids); !r) {
     Error error = r.error();
     if (applied_) {
       // Back to what was realized before; the ids of the old state are all still reserved.
@@ -380,7 +460,7 @@ Result<ApplyReport> Reconciler::apply(const DesiredState& desired) {
   }
 
   desired_ = desired;
-  ids_ = std::move(*ids);
+  if (assigned) ids_ = std::move(*assigned);
   applied_ = true;
   serviceHints_.clear();
   endpointHints_.clear();

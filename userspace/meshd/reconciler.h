@@ -62,6 +62,7 @@ class Reconciler {
   bool isExcluded(const std::string& service, const std::string& key) const;
 
   const DesiredState& desired() const { return desired_; }
+  bool applied() const { return applied_; }  // desired() has been realized (and validated)
   const IdAssignments& ids() const { return ids_; }
   std::optional<uint32_t> serviceId(const std::string& service) const;
   std::optional<uint32_t> endpointId(const std::string& service, const std::string& key) const;
@@ -82,8 +83,31 @@ class Reconciler {
     std::optional<std::vector<RingMember>> members;  // nullopt: inherited, contents unknown
     Algorithm algorithm = Algorithm::kMaglev;        // round-robin has a ring of its own kind
   };
+  // What convergeService last realized for a service, so a converge passes over the services a
+  // change does not touch without formatting a key or building a ring: one endpoint's change on
+  // a node of 1,000 endpoints must cost that endpoint's service, not the node.
+  struct RealizedService {
+    ServiceSpec spec;
+    ServiceEntry entry;
+    std::set<std::string> excluded;
+    std::map<std::string, uint32_t> endpointIds;
+    bool operator==(const RealizedService&) const = default;
+  };
 
   Result<IdAssignments> assignIds(const DesiredState& desired) const;
+  // Whether `desired` names the same services (names, VIP, port, protocol) with the same
+  // endpoints (address and port), in the same order, as the last applied state: then the ids are
+  // the same (no assignIds) and nothing the dataplane holds can have become stale (no sweep).
+  bool sameShapeAsApplied(const DesiredState& desired) const;
+  static ServiceEntry entryFor(const NodeSpec& node, const ServiceSpec& service,
+                               const IdAssignments& ids);
+  // Service entries whose key no service has now (before anything is freed).
+  Result<void> sweepStaleEntries(const DesiredState& desired);
+  // Rings of service ids and endpoint slots that `ids` does not name any more.
+  Result<void> sweepStaleSlots(const IdAssignments& ids);
+  // Whether convergeService would find nothing to do for `service`.
+  bool serviceRealized(const ServiceSpec& service, const ServiceEntry& entry,
+                       const IdAssignments& ids) const;
   Result<void> converge(const DesiredState& desired, const IdAssignments& ids);
   // `slotsOf`: the endpoint ids each service id held when this converge began (so finding the
   // slots a service gave up costs its own endpoints, not every endpoint of the node).
@@ -107,6 +131,9 @@ class Reconciler {
   std::map<uint32_t, RealizedRing> realizedRings_;
   std::map<uint32_t, EndpointEntry> realizedEndpoints_;
   std::map<uint32_t, uint32_t> realizedFall_;  // endpoint id -> passive fall set in the datapath
+  std::map<std::string, RealizedService> realizedServices_;  // by service name
+  // The last converge finished: the dataplane holds exactly what it was asked for.
+  bool realizedExact_ = false;
 
   // From the start snapshot, for services/endpoints whose ids the state file did not give.
   std::map<ServiceKey, uint32_t> serviceHints_;

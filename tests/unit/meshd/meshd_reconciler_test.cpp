@@ -68,6 +68,43 @@ TEST(Reconciler, FreshApplyRealizesEverything) {
   EXPECT_NEAR(static_cast<double>(heavy) / static_cast<double>(light), 2.0, 0.05);
 }
 
+TEST(Reconciler, AutoRingSizeFollowsEachServicesEndpointCountNotItsHealth) {
+  FakeDataplane dp;
+  Reconciler r(dp);
+  r.start({}, std::nullopt);
+  DesiredState d = twoServices();
+  d.node.ringSize = 0;  // auto, the default
+  d.services[1].endpoints.clear();
+  for (int e = 0; e < 10; ++e) {
+    d.services[1].endpoints.push_back({ip("10.0.2." + std::to_string(30 + e)), 8080, 1});
+  }
+  auto sizeOf = [&](uint32_t id) {
+    for (const auto& [key, entry] : dp.services) {
+      if (entry.id == id) return entry.ringSize;
+    }
+    return 0u;
+  };
+  ASSERT_TRUE(r.apply(d));
+  EXPECT_EQ(sizeOf(0), 401u) << "2 endpoints";
+  EXPECT_EQ(dp.rings.at(0).size(), 401u);
+  EXPECT_EQ(sizeOf(1), 1601u) << "10 endpoints";
+  // Ejecting or draining leaves the size alone: only the listed endpoints count.
+  ASSERT_TRUE(r.setExcluded({{"api", {"10.0.2.30:8080", "10.0.2.31:8080"}}}));
+  d.services[1].endpoints[2].weight = 0;
+  ASSERT_TRUE(r.apply(d));
+  EXPECT_EQ(sizeOf(1), 1601u);
+  // Growing past a power of two resizes; within one it does not.
+  d.services[0].endpoints.push_back({ip("10.0.2.13"), 8080, 1});
+  d.services[0].endpoints.push_back({ip("10.0.2.14"), 8080, 1});
+  ASSERT_TRUE(r.apply(d));
+  EXPECT_EQ(sizeOf(0), 401u) << "4 endpoints";
+  d.services[0].endpoints.push_back({ip("10.0.2.15"), 8080, 1});
+  ASSERT_TRUE(r.apply(d));
+  EXPECT_EQ(sizeOf(0), 809u) << "5 endpoints";
+  EXPECT_EQ(dp.rings.at(0).size(), 809u);
+  EXPECT_TRUE(dp.consistent());
+}
+
 TEST(Reconciler, SameStateTwiceDoesNothing) {
   FakeDataplane dp;
   Reconciler r(dp);
