@@ -8,7 +8,10 @@ config (metrics_listen 127.0.0.1:9464 in the lb namespace) and 100 TCP services 
 each (health checks off: no probe competes for the event loop). A client inside the lb namespace
 alternates the two requests, each on a new connection, and times each from connect to the last
 byte:
-  /metrics        GET as Prometheus sends it (Accept-Encoding: gzip), and plain
+  /metrics        GET as Prometheus sends it (Accept-Encoding: gzip), and plain. From loopback
+                  (the only peers the default listen address admits) meshd answers plain either
+                  way: compressing costs half a scrape's CPU and saves nothing on loopback
+                  (docs/metrics.md); the row says which answer it got.
   /v1/stats       GET on the unix socket, JSON
 It prints p50/p99 ms of each and the ratio to /v1/stats, then meshd's CPU time per request of
 each kind (all its threads, over the same number of requests back to back: unlike a round trip,
@@ -231,7 +234,9 @@ def main():
     print(f"{'request':<28}{'bytes':>10}{'p50':>10}{'p99':>10}{'p50 ratio':>11}{'p99 ratio':>11}"
           f"{'meshd CPU':>11}{'ratio':>8}")
     results = []
-    for kind, label in (("metrics_gzip", "/metrics (gzip, as Prom.)"),
+    asked = ("/metrics (gzip, as Prom.)" if size.get("metrics_gzip_encoded")
+             else "/metrics (as Prom.; plain)")
+    for kind, label in (("metrics_gzip", asked),
                         ("metrics_plain", "/metrics (plain text)"),
                         ("stats", "/v1/stats (unix socket)")):
         p50, p99 = quantiles(samples[kind])

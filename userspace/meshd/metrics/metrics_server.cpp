@@ -54,39 +54,6 @@ bool isMetricsUri(const char* uri) {
          (uri[8] == '\0' || uri[8] == '/');
 }
 
-// Whether the scraper takes a gzip body (Prometheus asks for one: "gzip" in Accept-Encoding).
-bool acceptsGzip(const char* header) {
-  if (header == nullptr) return false;
-  const std::string_view h(header);
-  const size_t at = h.find("gzip");
-  if (at == std::string_view::npos) return false;
-  const std::string_view rest = h.substr(at + 4);
-  return !(rest.starts_with(";q=0") && !rest.starts_with(";q=0."));  // q=0: "not acceptable"
-}
-
-// The body gzipped at zlib's fastest level: the text repeats its names and labels on every line,
-// so even that shrinks it about 30 times (860 kB -> 45 kB at 1,000 endpoints) in a couple of ms;
-// the default level takes four times as long for 15 % less. nullopt when zlib fails (the body
-// then goes out as it is).
-std::optional<std::string> gzip(const std::string& text) {
-  z_stream zs{};
-  // windowBits 15 + 16: a gzip header and trailer around the deflate stream.
-  if (deflateInit2(&zs, Z_BEST_SPEED, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY) != Z_OK) {
-    return std::nullopt;
-  }
-  std::string out(deflateBound(&zs, text.size()), '\0');
-  zs.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(text.data()));
-  zs.avail_in = static_cast<uInt>(text.size());
-  zs.next_out = reinterpret_cast<Bytef*>(out.data());
-  zs.avail_out = static_cast<uInt>(out.size());
-  const int rc = deflate(&zs, Z_FINISH);
-  const size_t written = zs.total_out;
-  deflateEnd(&zs);
-  if (rc != Z_STREAM_END) return std::nullopt;
-  out.resize(written);
-  return out;
-}
-
 int logCivetweb(const ::mg_connection*, const char* message) {
   spdlog::warn("metrics: civetweb: {}", message);
   return 1;
@@ -196,6 +163,53 @@ Result<std::string> MetricsServer::collectOnLoop() {
   return answer.get();
 }
 
+namespace {
+
+// Whether the scraper takes a gzip body (Prometheus asks for one: "gzip" in Accept-Encoding).
+bool acceptsGzip(const char* header) {
+  if (header == nullptr) return false;
+  const std::string_view h(header);
+  const size_t at = h.find("gzip");
+  if (at == std::string_view::npos) return false;
+  const std::string_view rest = h.substr(at + 4);
+  return !(rest.starts_with(";q=0") && !rest.starts_with(";q=0."));  // q=0: "not acceptable"
+}
+
+bool isLoopbackPeer(const char* remoteAddr) {
+  if (remoteAddr == nullptr) return false;
+  const std::string_view a(remoteAddr);
+  return a.starts_with("127.") || a == "::1" || a.starts_with("::ffff:127.");
+}
+
+}  // namespace
+
+// The body gzipped at zlib's fastest level: the text repeats its names and labels on every line,
+// so even that shrinks it about 30 times (860 kB -> 45 kB at 1,000 endpoints) in a couple of ms;
+// the default level takes four times as long for 15 % less. nullopt when zlib fails (the body
+// then goes out as it is).
+std::optional<std::string> gzip(const std::string& text) {
+  z_stream zs{};
+  // windowBits 15 + 16: a gzip header and trailer around the deflate stream.
+  if (deflateInit2(&zs, Z_BEST_SPEED, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY) != Z_OK) {
+    return std::nullopt;
+  }
+  std::string out(deflateBound(&zs, text.size()), '\0');
+  zs.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(text.data()));
+  zs.avail_in = static_cast<uInt>(text.size());
+  zs.next_out = reinterpret_cast<Bytef*>(out.data());
+  zs.avail_out = static_cast<uInt>(out.size());
+  const int rc = deflate(&zs, Z_FINISH);
+  const size_t written = zs.total_out;
+  deflateEnd(&zs);
+  if (rc != Z_STREAM_END) return std::nullopt;
+  out.resize(written);
+  return out;
+}
+
+bool compressScrape(const char* remoteAddr, const char* acceptEncoding) {
+  return acceptsGzip(acceptEncoding) && !isLoopbackPeer(remoteAddr);
+}
+
 int MetricsServer::onBeginRequest(::mg_connection* conn) {
   const mg_request_info* ri = mg_get_request_info(conn);
   if (ri == nullptr || !isMetricsUri(ri->local_uri)) {
@@ -222,10 +236,12 @@ int MetricsServer::onBeginRequest(::mg_connection* conn) {
     return 503;
   }
   // Compressing happens here, on civetweb's thread: the event loop only reads and writes text.
+  // Not for a scraper on this host (the default listen address admits no other): over loopback
+  // the bytes cost nothing and zlib would be about half of the scrape's CPU.
   std::string body = std::move(*text);
   self->lastSize_.store(body.size(), std::memory_order_relaxed);
   const char* encoding = "";
-  if (acceptsGzip(mg_get_header(conn, "Accept-Encoding"))) {
+  if (compressScrape(ri->remote_addr, mg_get_header(conn, "Accept-Encoding"))) {
     if (auto gz = gzip(body)) {
       body = std::move(*gz);
       encoding = "Content-Encoding: gzip\r\n";
