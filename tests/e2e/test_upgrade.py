@@ -185,7 +185,7 @@ def paced_client(host, port, rate, timeout):
 
 if __name__ != "__main__":
     import lab as labmod
-    from e2e_base import LabTestCase
+    from e2e_base import LabTestCase, UnixHTTPConnection
 else:  # a helper in a namespace: nothing of the test harness needed
     LabTestCase = unittest.TestCase
     labmod = None
@@ -418,6 +418,51 @@ class ReplaceUnderTraffic(LabTestCase):
               f"{statistics.median(starts):.0f} ms, max {max(starts):.0f} ms (kill to answering "
               f"p50 {statistics.median(gaps):.0f} ms, max {max(gaps):.0f} ms)")
         self.stop_traffic(t)
+
+
+class UpgradeKeepsTheLoop(LabTestCase):
+    """While `meshctl upgrade` loads and verifies the new program (seconds), meshd's event loop
+    goes on: the API answers at once, and a second upgrade meanwhile is refused (409), not
+    queued. The default config, one service."""
+
+    def status_ms(self):
+        t0 = time.monotonic()
+        c = UnixHTTPConnection(self.lab.socket)
+        c.request("GET", "/v1/status")
+        res = c.getresponse()
+        res.read()
+        c.close()
+        self.assertEqual(res.status, 200)
+        return (time.monotonic() - t0) * 1000
+
+    def test_the_api_answers_while_an_upgrade_loads(self):
+        self.start([self.service("web", 80, {1: 1, 2: 1})])
+        for i in range(3):
+            argv = [labmod.MESHCTL, "--socket", self.lab.socket, "-o", "json", "upgrade"]
+            upgrade = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                       text=True)
+            answered, second = [], None
+            while upgrade.poll() is None:
+                answered.append(self.status_ms())
+                if second is None and len(answered) == 3:
+                    second = self.lab.meshctl("-o", "json", "upgrade", check=False)
+                time.sleep(0.01)
+            out, err = upgrade.communicate()
+            self.assertEqual(upgrade.returncode, 0, f"upgrade {i + 1}: {out}{err}")
+            report = json.loads(out)
+            self.assertTrue(report["complete"], report)
+            # The load took long enough to have held a blocking loop for all of it...
+            self.assertGreater(report["load_ms"], 100, report)
+            # ...and yet every status request meanwhile was answered at once.
+            self.assertGreaterEqual(len(answered), 3, f"{len(answered)} status requests during "
+                                    f"a {report['total_ms']:.0f} ms upgrade")
+            self.assertLess(max(answered), 250, f"status took {max(answered):.0f} ms during "
+                            f"an upgrade whose load took {report['load_ms']:.0f} ms")
+            if second is not None:
+                self.assertNotEqual(second.returncode, 0, second.stdout)
+                self.assertIn("another upgrade", second.stdout + second.stderr)
+            print(f"\n  upgrade {i + 1}: load {report['load_ms']:.0f} ms; {len(answered)} status "
+                  f"requests meanwhile, slowest {max(answered):.1f} ms")
 
 
 def main():

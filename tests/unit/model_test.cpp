@@ -128,5 +128,22 @@ TEST(EndpointSpec, KeyBracketsIpv6) {
   EXPECT_EQ(v6.key(), "[fd00::11]:8080");
 }
 
+TEST(ServiceSpec, SameEndpointsComparesAddressesAndPortsInOrderNotWeights) {
+  ServiceSpec a;
+  a.endpoints = {{*IpAddress::parse("10.0.2.11"), 8080, 1},
+                 {*IpAddress::parse("10.0.2.12"), 80, 1}};
+  ServiceSpec b = a;
+  b.endpoints[1].weight = 0;
+  b.health.fall = 9;
+  EXPECT_TRUE(sameEndpoints(a, b));
+  b.endpoints[1].port = 81;
+  EXPECT_FALSE(sameEndpoints(a, b));
+  b = a;
+  std::swap(b.endpoints[0], b.endpoints[1]);
+  EXPECT_FALSE(sameEndpoints(a, b));
+  b.endpoints.pop_back();
+  EXPECT_FALSE(sameEndpoints(a, b));
+}
+
 }  // namespace
 }  // namespace meshpath

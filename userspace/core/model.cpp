@@ -204,6 +204,13 @@ std::optional<SynProtection> parseSynProtection(const std::string& s) {
   return std::nullopt;
 }
 
+bool sameEndpoints(const ServiceSpec& a, const ServiceSpec& b) {
+  return std::equal(a.endpoints.begin(), a.endpoints.end(), b.endpoints.begin(), b.endpoints.end(),
+                    [](const EndpointSpec& x, const EndpointSpec& y) {
+                      return x.address == y.address && x.port == y.port;
+                    });
+}
+
 std::string EndpointSpec::key() const {
   std::string out = address.isV6() ? "[" + address.toString() + "]:" : address.toString() + ":";
   char port_text[8];

@@ -183,6 +183,10 @@ struct ServiceSpec {
   bool operator==(const ServiceSpec&) const = default;
 };
 
+// Whether a and b list the same endpoints (address and port) in the same order, weights aside:
+// then every endpoint keeps its key, its id and its health state across a change from a to b.
+bool sameEndpoints(const ServiceSpec& a, const ServiceSpec& b);
+
 // What the datapath runs: the service's mode for TCP, off for UDP.
 inline SynProtection effectiveSynProtection(const ServiceSpec& s) {
   return s.protocol == Protocol::kTcp ? s.synProtection : SynProtection::kOff;

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
@@ -31,6 +32,9 @@ struct ApiAnswer {
   bool dryRun = false;
   // 429: the Retry-After header, in seconds.
   int retryAfter = 0;
+  // The answer comes later (POST /v1/upgrade loads a program for seconds): the session calls
+  // `later` with where to deliver it, and the event loop serves everyone else meanwhile.
+  std::function<void(std::function<void(ApiAnswer)>)> later;
 };
 
 // An answer with `body` as its JSON (bytes that are not UTF-8, echoed from input, replaced).
@@ -38,11 +42,15 @@ ApiAnswer jsonAnswer(int status, const nlohmann::json& body);
 // {"error": ..., "hint": ...} with the status.
 ApiAnswer errorAnswer(int status, const std::string& error, const std::string& hint);
 ApiAnswer errorAnswer(const ApiError& e);
+// POST /v1/upgrade's answer to the upgrade's outcome (an error, or the report; 500 if incomplete).
+ApiAnswer upgradeAnswer(const Result<UpgradeReport>& report);
 
 class ApiHandler {
  public:
   explicit ApiHandler(ControlPlane& controlPlane) : cp_(controlPlane) {}
   void setHealth(health::HealthMonitor* monitor) { health_ = monitor; }
+  // How work finished off the loop gets back onto it (the server's io_context).
+  void setPost(Dataplane::Post post) { post_ = std::move(post); }
   health::HealthMonitor* health() const { return health_; }
   ControlPlane& controlPlane() { return cp_; }
   // `target` is the request target as sent ("/v1/services/web?x=y"); `method` e.g. "GET".
@@ -72,6 +80,7 @@ class ApiHandler {
   ApiAnswer healthView(const std::string& service);
   ApiAnswer events(const std::string& target);
 
+  Dataplane::Post post_;
   ControlPlane& cp_;
   health::HealthMonitor* health_ = nullptr;
 };

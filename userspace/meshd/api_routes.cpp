@@ -329,9 +329,21 @@ ApiAnswer ApiHandler::apply(const std::string& target, const std::string& body) 
 }
 
 ApiAnswer ApiHandler::upgrade() {
-  auto report = cp_.dataplane().upgrade();
+  if (!post_) return upgradeAnswer(cp_.dataplane().upgrade());
+  ApiAnswer a;
+  a.later = [this](std::function<void(ApiAnswer)> deliver) {
+    cp_.dataplane().upgradeInBackground(
+        post_, [deliver = std::move(deliver)](Result<UpgradeReport> report) {
+          deliver(upgradeAnswer(report));
+        });
+  };
+  return a;
+}
+
+ApiAnswer upgradeAnswer(const Result<UpgradeReport>& report) {
   if (!report) {
-    return errorAnswer(500, "upgrade: " + report.error().toString(),
+    return errorAnswer(report.error().code == EBUSY ? 409 : 500,
+                       "upgrade: " + report.error().toString(),
                        report.error().hint.empty() ? "see meshd's log" : report.error().hint);
   }
   json view = upgradeView(*report);

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include <array>
+#include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/write.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
@@ -219,6 +220,25 @@ class ApiSession : public std::enable_shared_from_this<ApiSession> {
       spdlog::error("api: {} {}: unexpected exception: {}", method, target, e.what());
       a = errorAnswer(500, std::string("internal error: ") + e.what(), "see meshd's log");
     }
+    if (a.later) {
+      // Nothing is read from this connection until the answer is sent (no pipelining past it).
+      spdlog::info("api: {} {}: started (pid {} uid {}); the answer follows when it is done",
+                   method, target, peer_.pid, peer_.uid);
+      a.later([self = shared_from_this(), method, target, admin,
+               before = std::make_shared<std::optional<DesiredState>>(std::move(before)),
+               version = req.version(), keepAlive = req.keep_alive()](ApiAnswer done) {
+        self->finish(method, target, admin, *before, std::move(done), version, keepAlive);
+      });
+      return;
+    }
+    finish(method, target, admin, before, std::move(a), req.version(), req.keep_alive());
+  }
+
+  // Audits, logs and sends the answer to one request.
+  void finish(const std::string& method, const std::string& target, bool admin,
+              const std::optional<DesiredState>& before, ApiAnswer a, unsigned version,
+              bool keepAlive) {
+    ControlPlane& cp = server_.handler().controlPlane();
     const bool audited = before && a.status >= 200 && a.status < 300 && !a.dryRun;
     if (audited) audit(method, target, a, *before, cp.desired());
     auto level =
@@ -232,11 +252,12 @@ class ApiSession : public std::enable_shared_from_this<ApiSession> {
     if (admin && a.status >= 200 && a.status < 300 && !a.dryRun) {
       // The datapath has the change; the answer waits until the state file has it too, so an
       // answered change survives kill -9 (state_saver.h).
-      cp.afterSaved([self = shared_from_this(), a = std::move(a), version = req.version(),
-                     keepAlive = req.keep_alive()] { self->respond(a, version, keepAlive); });
+      cp.afterSaved([self = shared_from_this(), a = std::move(a), version, keepAlive] {
+        self->respond(a, version, keepAlive);
+      });
       return;
     }
-    respond(a, req.version(), req.keep_alive());
+    respond(a, version, keepAlive);
   }
 
   void audit(const std::string& method, const std::string& target, const ApiAnswer& a,
@@ -349,7 +370,9 @@ class ApiSession : public std::enable_shared_from_this<ApiSession> {
 }  // namespace
 
 ApiServer::ApiServer(asio::io_context& io, ControlPlane& controlPlane)
-    : io_(io), handler_(controlPlane) {}
+    : io_(io), handler_(controlPlane) {
+  handler_.setPost([&io](std::function<void()> f) { asio::post(io, std::move(f)); });
+}
 
 ApiServer::~ApiServer() { close(); }
 

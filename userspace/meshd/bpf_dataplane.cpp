@@ -102,6 +102,7 @@ uint32_t BpfDataplane::mapIdOf(int fd) {
 }
 
 BpfDataplane::~BpfDataplane() {
+  waitForUpgrade();
   // Every link here came from bpf_link__open on its pin: destroying it closes our fd only, the
   // pin keeps the link (and XDP) in place.
   for (Attachment& a : attachments_) bpf_link__destroy(a.link);

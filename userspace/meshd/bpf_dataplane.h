@@ -9,10 +9,13 @@
 // teardown() is the one explicit way to remove links and maps.
 #pragma once
 
+#include <chrono>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "abi.h"
@@ -63,6 +66,8 @@ class BpfDataplane : public Dataplane {
   std::vector<InterfaceStatus> interfaces() override;
   Result<ProgramInfo> program() override;
   Result<UpgradeReport> upgrade() override;
+  void upgradeInBackground(Post post, std::function<void(Result<UpgradeReport>)> done) override;
+  void waitForUpgrade() override;
   std::string pinRoot() const override { return node_.pinRoot; }
 
   Result<void> setPassiveFall(uint32_t id, uint32_t fall) override;
@@ -130,6 +135,13 @@ class BpfDataplane : public Dataplane {
   static uint32_t mapIdOf(int fd);
 
   std::unique_ptr<LbSkeleton> skel_;
+  // upgrade() in two: the load (any thread: nothing of ours is touched), then the switch (the
+  // loop's thread).
+  static Result<std::unique_ptr<LbSkeleton>> loadUpgrade(const LbSkeletonOptions& options);
+  Result<UpgradeReport> switchUpgrade(std::unique_ptr<LbSkeleton> next, const ProgramInfo& from,
+                                      std::chrono::steady_clock::time_point t0);
+  std::thread upgradeThread_;            // the last background upgrade's load
+  bool upgrading_ = false;               // one is loading (read and written on the loop only)
   std::unique_ptr<LbSkeleton> retired_;  // the program before the last upgrade (upgrade())
   WalkTables walkTables_;
   WalkTables retiredWalkTables_;

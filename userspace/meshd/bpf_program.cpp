@@ -393,11 +393,53 @@ std::vector<InterfaceStatus> BpfDataplane::interfaces() {
 // two programs on two sets of migrated maps would split connections between them.
 Result<UpgradeReport> BpfDataplane::upgrade() {
   const auto t0 = std::chrono::steady_clock::now();
-  UpgradeReport report;
   auto from = program();
   if (!from) return from.error();
-  report.from = *from;
-  auto fresh = LbSkeleton::open(skel_->options());
+  auto next = loadUpgrade(skel_->options());
+  if (!next) return next.error();
+  return switchUpgrade(std::move(*next), *from, t0);
+}
+
+void BpfDataplane::upgradeInBackground(Post post, std::function<void(Result<UpgradeReport>)> done) {
+  if (upgrading_) {
+    post([done = std::move(done)] {
+      done(Error{EBUSY, "upgrade: another upgrade is loading its program",
+                 "wait for it to finish (it answers when done), then check `meshctl status`"});
+    });
+    return;
+  }
+  const auto t0 = std::chrono::steady_clock::now();
+  auto from = program();
+  if (!from) {
+    post([done = std::move(done), e = from.error()] { done(e); });
+    return;
+  }
+  waitForUpgrade();  // the thread of the last one, finished
+  upgrading_ = true;
+  // Only the load runs on the thread: it opens the pins by path and loads a program of its own,
+  // touching nothing the event loop uses (maps the migrations copy are copied again, with what
+  // changed meanwhile, when they complete on the loop). The switch, the swap of skeletons and
+  // the answer run on the loop.
+  upgradeThread_ = std::thread(
+      [this, post, done = std::move(done), options = skel_->options(), from = *from, t0]() mutable {
+        auto loaded = std::make_shared<Result<std::unique_ptr<LbSkeleton>>>(loadUpgrade(options));
+        post([this, loaded, done = std::move(done), from, t0] {
+          upgrading_ = false;
+          if (!*loaded) {
+            done(loaded->error());
+            return;
+          }
+          done(switchUpgrade(std::move(**loaded), from, t0));
+        });
+      });
+}
+
+void BpfDataplane::waitForUpgrade() {
+  if (upgradeThread_.joinable()) upgradeThread_.join();
+}
+
+Result<std::unique_ptr<LbSkeleton>> BpfDataplane::loadUpgrade(const LbSkeletonOptions& options) {
+  auto fresh = LbSkeleton::open(options);
   if (!fresh) {
     return fromBpf(fresh.error(),
                    "nothing changed: the running program and its maps are as "
@@ -415,6 +457,14 @@ Result<UpgradeReport> BpfDataplane::upgrade() {
                    "program attached meanwhile, and the start migrates the map)"};
     }
   }
+  return next;
+}
+
+Result<UpgradeReport> BpfDataplane::switchUpgrade(std::unique_ptr<LbSkeleton> next,
+                                                  const ProgramInfo& from,
+                                                  std::chrono::steady_clock::time_point t0) {
+  UpgradeReport report;
+  report.from = from;
   report.to = programInfoOfFd(next->programFd());
   report.loadMs = msSince(t0);
 

@@ -283,6 +283,15 @@ class Dataplane {
   virtual Result<UpgradeReport> upgrade() {
     return Error{EOPNOTSUPP, "upgrade the packet program", "this dataplane cannot"};
   }
+  // upgrade() without holding the caller's event loop while the new program loads and is
+  // verified (1-3 s): that part runs on a thread of its own; the switch, and `done` with the
+  // result, run on the caller's loop through `post`. One at a time: EBUSY while one loads.
+  using Post = std::function<void(std::function<void()>)>;
+  virtual void upgradeInBackground(Post post, std::function<void(Result<UpgradeReport>)> done) {
+    post([this, done = std::move(done)] { done(upgrade()); });
+  }
+  // Joins a background upgrade's thread; before the loop it posts to goes away.
+  virtual void waitForUpgrade() {}
   virtual std::string pinRoot() const = 0;
 
   // ---- passive health (bpf/abi.h, mp_ep_health, mp_events) ----------------------------------

@@ -254,6 +254,7 @@ int run(const Options& opt) {
   notifyReady(
       serviceStatusLine(controlPlane.desired().node, controlPlane.desired().services.size()));
   io.run();
+  dataplane->waitForUpgrade();  // its thread posts to io: done before io goes
   saver.flush();  // every change made is in the state file (or removed with it just below)
   controlPlane.setStateSaver(nullptr);
 

@@ -379,22 +379,12 @@ bool Reconciler::serviceRealized(const ServiceSpec& service, const ServiceEntry&
 }
 
 bool Reconciler::sameShapeAsApplied(const DesiredState& desired) const {
-  if (!applied_ || desired.services.size() != desired_.services.size()) return false;
-  for (size_t i = 0; i < desired.services.size(); ++i) {
-    const ServiceSpec& a = desired.services[i];
-    const ServiceSpec& b = desired_.services[i];
-    if (a.name != b.name || a.vip != b.vip || a.port != b.port || a.protocol != b.protocol ||
-        a.endpoints.size() != b.endpoints.size()) {
-      return false;
-    }
-    for (size_t e = 0; e < a.endpoints.size(); ++e) {
-      if (a.endpoints[e].address != b.endpoints[e].address ||
-          a.endpoints[e].port != b.endpoints[e].port) {
-        return false;
-      }
-    }
-  }
-  return true;
+  return applied_ &&
+         std::equal(desired.services.begin(), desired.services.end(), desired_.services.begin(),
+                    desired_.services.end(), [](const ServiceSpec& a, const ServiceSpec& b) {
+                      return a.name == b.name && a.vip == b.vip && a.port == b.port &&
+                             a.protocol == b.protocol && sameEndpoints(a, b);
+                    });
 }
 
 bool Reconciler::isExcluded(const std::string& service, const std::string& key) const {

@@ -336,32 +336,16 @@ void HealthMonitor::armTick() {
 }
 
 bool HealthMonitor::syncedMatches(const std::vector<ServiceSpec>& services) const {
-  if (services.size() != synced_.size()) return false;
-  for (size_t i = 0; i < services.size(); ++i) {
-    const ServiceSpec& s = services[i];
-    const SyncedService& done = synced_[i];
-    if (s.name != done.name || !(s.health == done.health) ||
-        s.endpoints.size() != done.endpoints.size()) {
-      return false;
-    }
-    for (size_t e = 0; e < s.endpoints.size(); ++e) {
-      if (s.endpoints[e].address != done.endpoints[e].first ||
-          s.endpoints[e].port != done.endpoints[e].second) {
-        return false;
-      }
-    }
-  }
-  return true;
+  return std::equal(services.begin(), services.end(), synced_.begin(), synced_.end(),
+                    [](const ServiceSpec& a, const ServiceSpec& b) {
+                      return a.name == b.name && a.health == b.health && sameEndpoints(a, b);
+                    });
 }
 
 void HealthMonitor::sync() {
   const std::vector<ServiceSpec>& desired = cp_.desired().services;
   if (syncedMatches(desired)) return;
-  synced_.clear();
-  for (const ServiceSpec& s : desired) {
-    SyncedService& done = synced_.emplace_back(SyncedService{s.name, s.health, {}});
-    for (const EndpointSpec& ep : s.endpoints) done.endpoints.emplace_back(ep.address, ep.port);
-  }
+  synced_ = desired;
   const TimePoint now = clock_.now();
   std::vector<ProbeTarget> targets;
   std::vector<HealthEvent> events;

@@ -126,12 +126,7 @@ class HealthMonitor {
   // What the last sync read: each service's name, health block and endpoints (address, port).
   // Nothing else of the desired state reaches the checks (weights do not), so a commit that
   // leaves all of it as it was (a weight, a drain, timeouts) skips the sync.
-  struct SyncedService {
-    std::string name;
-    HealthCheckSpec health;
-    std::vector<std::pair<IpAddress, uint16_t>> endpoints;
-  };
-  std::vector<SyncedService> synced_;
+  std::vector<ServiceSpec> synced_;
   bool syncedMatches(const std::vector<ServiceSpec>& services) const;
   std::deque<StoredEvent> events_;
   uint64_t nextSeq_ = 1;
