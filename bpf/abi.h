@@ -13,7 +13,7 @@
 
 #define MP_MAX_SERVICES 1024
 #define MP_MAX_ENDPOINTS 65536
-#define MP_RING_SIZE_DEFAULT 65537 /* prime; meshd keeps M >= 100 x endpoints */
+#define MP_RING_SIZE_DEFAULT 65537 /* mp_rings template only: each ring has its own M (ring.h) */
 #define MP_RING_SIZE_MAX 1048573   /* largest prime we accept for M */
 #define MP_CONN_TABLE_DEFAULT (1 << 20) /* established connections (mp_conns, mp_rnat) */
 #define MP_HALF_TABLE_DEFAULT (1 << 18) /* half-open flows (mp_half, mp_hrnat) */

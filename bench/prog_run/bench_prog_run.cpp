@@ -28,6 +28,7 @@
 #include "mp_xdp_trivial.skel.h"
 #include "nat.h"
 #include "packet.h"
+#include "ring.h"
 
 namespace meshpath::testing {
 namespace {
@@ -141,7 +142,8 @@ std::unique_ptr<LbHarness> makeBalancer(uint8_t algorithm = MP_ALG_MAGLEV,
                    static_cast<uint16_t>(kEndpointBasePort + i / 2), 0);
     ids.push_back(id);
   }
-  h->setService(0, kVip4, 80, kTcp, MP_RING_SIZE_DEFAULT, ids, algorithm, fwdMode);
+  // The ring meshd gives such a service by default (node.ring_size auto, ring.h).
+  h->setService(0, kVip4, 80, kTcp, autoRingSize(ids.size()), ids, algorithm, fwdMode);
   return h;
 }
 
