@@ -169,7 +169,11 @@ class SilentEndpoint(HealthTestCase):
         path = [e["to"] for e in events if e["endpoint"] == silent and e["from"] != e["to"]]
         # While it stayed silent it may have failed a round of probing (ejected again, longer).
         self.assertEqual(path[:2], ["suspect", "ejected"], events)
-        self.assertEqual(path[-2:], ["probing", "healthy"], events)
+        back = path.index("healthy")  # its return
+        self.assertEqual(path[back - 1], "probing", events)
+        # After it, a probe that missed its 50 ms timeout on a busy machine may make it suspect
+        # for a round, never ejected.
+        self.assertNotIn("ejected", path[back:], events)
         table = self.lab.meshctl("health", "web").stdout
         self.assertIn(silent, table)
         self.assertIn("healthy", table)
