@@ -127,6 +127,36 @@ TEST_F(LbSkeletonTest, WriteRingPublishesOneHalfThenFlips) {
       << "mp_rings holds the ring";
 }
 
+// A ring created with its slots holds them in both halves; a later write of a half with what it
+// holds (`previous`) touches only the slots that differ from it.
+TEST_F(LbSkeletonTest, RingMapsStartFilledAndHalfWritesTouchOnlyChangedSlots) {
+  const std::vector<uint32_t> fill{1, 2, 3, 4, 5};
+  EXPECT_EQ(LbSkeleton::createRingMap(4, &fill).error().errnum, EINVAL);
+  auto ring = LbSkeleton::createRingMap(5, &fill);
+  ASSERT_TRUE(ring) << ring.error().toString();
+  auto slot = [&](uint32_t index) {
+    uint32_t value = 0;
+    EXPECT_EQ(bpf_map_lookup_elem(ring->get(), &index, &value), 0);
+    return value;
+  };
+  for (uint32_t i = 0; i < 5; ++i) {
+    EXPECT_EQ(slot(i), fill[i]);
+    EXPECT_EQ(slot(5 + i), fill[i]);
+  }
+  // Slot 2 of half 0 changed behind the caller's back: a write that says slot 2 holds 3 and
+  // wants 3 leaves it alone, and writes the slots whose wanted value differs.
+  const uint32_t poked = 2, odd = 42;
+  ASSERT_EQ(bpf_map_update_elem(ring->get(), &poked, &odd, BPF_ANY), 0);
+  auto status = LbSkeleton::writeRingHalf(ring->get(), 0, {9, 2, 3, 4, 8}, &fill);
+  ASSERT_TRUE(status) << status.error().toString();
+  EXPECT_EQ(slot(0), 9u);
+  EXPECT_EQ(slot(2), odd) << "an unchanged slot is not written";
+  EXPECT_EQ(slot(4), 8u);
+  EXPECT_EQ(slot(5), 1u) << "the other half is untouched";
+  const std::vector<uint32_t> shorter{1, 2};
+  EXPECT_EQ(LbSkeleton::writeRingHalf(ring->get(), 0, fill, &shorter).error().errnum, EINVAL);
+}
+
 // The flow cache's size: a power of two in [2, MP_FLOW_CACHE_SLOTS_MAX], or 0 for none; any
 // other is refused with its number in the message. A slot that would live less than one tick
 // (flowCacheTtlNs) turns the cache off.

@@ -339,23 +339,27 @@ uint64_t LbSkeleton::msToJiffies(uint64_t ms) const {
   return (ms * 1'000'000 + tickNs_ - 1) / tickNs_;
 }
 
-BpfResult<UniqueFd> LbSkeleton::createRingMap(uint32_t ringSize) {
+BpfResult<UniqueFd> LbSkeleton::createRingMap(uint32_t ringSize,
+                                              const std::vector<uint32_t>* fill) {
   if (ringSize == 0 || ringSize > MP_RING_SIZE_MAX) {
     return bpfError(EINVAL, "ring size " + std::to_string(ringSize) + " outside [1, " +
                                 std::to_string(MP_RING_SIZE_MAX) + "]");
+  }
+  if (fill != nullptr && fill->size() != ringSize) {
+    return bpfError(EINVAL, "a ring of " + std::to_string(fill->size()) + " slots for a map of " +
+                                std::to_string(ringSize));
   }
   LIBBPF_OPTS(bpf_map_create_opts, opts, .map_flags = BPF_F_INNER_MAP);
   const int fd = bpf_map_create(BPF_MAP_TYPE_ARRAY, "mp_ring", sizeof(uint32_t), sizeof(uint32_t),
                                 2 * ringSize, &opts);
   if (fd < 0) return bpfError(errno, "create ring map of " + std::to_string(ringSize) + " slots");
   UniqueFd ring(fd);
-  std::vector<uint32_t> keys(2 * ringSize);
-  for (uint32_t i = 0; i < keys.size(); ++i) keys[i] = i;
-  const std::vector<uint32_t> empty(keys.size(), MP_RING_EMPTY);
-  uint32_t count = static_cast<uint32_t>(keys.size());
-  LIBBPF_OPTS(bpf_map_batch_opts, batchOpts);
-  if (bpf_map_update_batch(ring.get(), keys.data(), empty.data(), &count, &batchOpts) != 0) {
-    return bpfError(errno, "mark a new ring empty");
+  const std::vector<uint32_t> empty(fill != nullptr ? 0 : ringSize, MP_RING_EMPTY);
+  const std::vector<uint32_t>& slots = fill != nullptr ? *fill : empty;
+  for (uint32_t half = 0; half < 2; ++half) {
+    if (auto r = writeRingHalf(ring.get(), half, slots, nullptr); !r) {
+      return bpfError(r.error().errnum, "fill a new ring: " + r.error().context);
+    }
   }
   return ring;
 }

@@ -66,9 +66,11 @@ class LbSkeleton {
   LbSkeleton& operator=(const LbSkeleton&) = delete;
 
   // Creates a ring for one service, compatible with mp_rings' inner template: an ARRAY of
-  // 2 * ringSize u32 endpoint ids with BPF_F_INNER_MAP, every slot MP_RING_EMPTY (a fresh array
-  // would read as endpoint 0). ringSize in [1, MP_RING_SIZE_MAX].
-  static BpfResult<UniqueFd> createRingMap(uint32_t ringSize);
+  // 2 * ringSize u32 endpoint ids with BPF_F_INNER_MAP, both halves holding `fill` (ringSize ids),
+  // or every slot MP_RING_EMPTY without one (a fresh array would read as endpoint 0). ringSize in
+  // [1, MP_RING_SIZE_MAX].
+  static BpfResult<UniqueFd> createRingMap(uint32_t ringSize,
+                                           const std::vector<uint32_t>* fill = nullptr);
 
   // Publishes one service's ring: writes slots (svc.ring_size endpoint ids, MP_RING_EMPTY for
   // none) into half `half` (0 or 1) of ringFd, stores ringFd at mp_rings[svc.id], then writes

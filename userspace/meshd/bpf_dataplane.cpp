@@ -329,15 +329,17 @@ Result<void> BpfDataplane::upsertService(const ServiceEntry& s, const std::vecto
   // First ring of this id, or M changed: a new map, with the ring in both halves. When it
   // replaces one, a packet still indexing with the old entry (old M, old half) finds an endpoint;
   // and with both halves equal the next change writes only the slots it changes.
-  auto fresh = LbSkeleton::createRingMap(s.ringSize);
-  if (!fresh) return fromBpf(fresh.error());
-  if (auto r = LbSkeleton::writeRingHalf(fresh->get(), 1, *ring, nullptr); !r) {
+  auto fresh = LbSkeleton::createRingMap(s.ringSize, ring);
+  if (!fresh) {
     if (!current.fd.valid()) rings_.erase(s.id);
-    return fromBpf(r.error());
+    return fromBpf(fresh.error());
   }
-  if (current.fd.valid())
+  if (current.fd.valid()) {
     spdlog::info("{}: ring resized {} -> {}", what, current.ringSize, s.ringSize);
-  if (auto r = skel_->writeRing(key, value, fresh->get(), 0, *ring); !r) {
+  }
+  // Both halves hold the ring already: this only publishes it (previous = the ring: no slot to
+  // write).
+  if (auto r = skel_->writeRing(key, value, fresh->get(), 0, *ring, ring); !r) {
     if (!current.fd.valid()) rings_.erase(s.id);
     return fromBpf(r.error());
   }
