@@ -262,8 +262,9 @@ class Lab:
             f.write(self.lab("meshd-config").stdout + extra + service_yaml(services))
         return path
 
-    def start_meshd(self, config):
-        self.lab("meshd-start", MESHD, config, timeout=60)
+    def start_meshd(self, config, args=()):
+        """args: more of meshd's options (e.g. --store URL)."""
+        self.lab("meshd-start", MESHD, config, *args, timeout=60)
         deadline = time.monotonic() + 20
         while True:
             res = self.meshctl("status", check=False)

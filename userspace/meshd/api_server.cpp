@@ -251,9 +251,11 @@ class ApiSession : public std::enable_shared_from_this<ApiSession> {
     }
     if (admin && a.status >= 200 && a.status < 300 && !a.dryRun) {
       // The datapath has the change; the answer waits until the state file has it too, so an
-      // answered change survives kill -9 (state_saver.h).
-      cp.afterSaved([self = shared_from_this(), a = std::move(a), version, keepAlive] {
-        self->respond(a, version, keepAlive);
+      // answered change survives kill -9 (state_saver.h), and with --store until etcd has it
+      // (store_sync.h: a write etcd refused was undone, and the answer says why).
+      cp.afterSaved([self = shared_from_this(), a = std::move(a), version,
+                     keepAlive](std::optional<ApiError> refused) {
+        self->respond(refused ? errorAnswer(*refused) : a, version, keepAlive);
       });
       return;
     }

@@ -112,7 +112,9 @@ Result<json> statusView(ControlPlane& cp) {
               {"node", node},
               {"connections", tables ? connectionsJson(*tables) : json(nullptr)},
               {"services", d.services.size()},
-              {"endpoints", endpoints}};
+              {"endpoints", endpoints},
+              {"store", cp.sharedStore() != nullptr ? cp.sharedStore()->statusJson()
+                                                    : json{{"kind", "file"}}}};
 }
 
 Result<json> statsView(ControlPlane& cp) {

@@ -93,9 +93,15 @@ const ServiceSpec* ControlPlane::findService(const std::string& name) const {
 }
 
 ApiResult<ApplyReport> ControlPlane::commit(const DesiredState& next) {
+  if (shared_ != nullptr) {
+    if (auto refused = shared_->refuseWrites()) return *refused;
+  }
+  const std::vector<ServiceSpec> before =
+      shared_ != nullptr ? desired().services : std::vector<ServiceSpec>{};
   const auto started = std::chrono::steady_clock::now();
   auto report = realize(next);
   if (!report) return report.error();
+  if (shared_ != nullptr) unansweredTicket_ = shared_->publish(before, next.services);
   if (metrics_ != nullptr) {
     metrics_->controlChange(ChangeSource::kApi, std::chrono::steady_clock::now() - started);
   }
@@ -134,12 +140,31 @@ ApiResult<ApplyReport> ControlPlane::realize(const DesiredState& next) {
   return report.value();
 }
 
-void ControlPlane::afterSaved(std::function<void()> done) {
+ApiResult<ApplyReport> ControlPlane::commitFromStore(const DesiredState& next) {
+  auto report = realize(next);
+  if (!report) return report.error();
+  const ApplyReport& r = *report;
+  if (!r.added.empty() || !r.removed.empty() || !r.changed.empty()) {
+    spdlog::info("applied from the store: added {} removed {} changed {}", listText(r.added),
+                 listText(r.removed), listText(r.changed));
+  }
+  return report;
+}
+
+void ControlPlane::afterSaved(std::function<void(std::optional<ApiError>)> done) {
+  const uint64_t ticket = std::exchange(unansweredTicket_, 0);
+  auto stored = [this, ticket, done = std::move(done)]() mutable {
+    if (shared_ == nullptr || ticket == 0) {
+      done(std::nullopt);
+      return;
+    }
+    shared_->whenWritten(ticket, std::move(done));
+  };
   if (saver_ == nullptr) {
-    done();
+    stored();
     return;
   }
-  saver_->whenSaved(saver_->submitted(), std::move(done));
+  saver_->whenSaved(saver_->submitted(), std::move(stored));
 }
 
 ApiResult<ServiceSpec> ControlPlane::createService(const ServiceSpec& service) {
@@ -325,6 +350,13 @@ ApiResult<void> ControlPlane::setExcluded(std::map<std::string, std::set<std::st
 }
 
 ApiResult<ConfigApplied> ControlPlane::reloadConfigFile() {
+  if (shared_ != nullptr) {
+    // The file's services would replace every node's: with a store, they are written on purpose.
+    return refuseConfig("SIGHUP",
+                        ApiError{409, "services come from the store (--store); SIGHUP reloads none",
+                                 "write services with `meshctl apply -f " + configPath_ +
+                                     "` (it writes them to the store), or `meshctl service ...`"});
+  }
   std::ifstream in(configPath_);
   if (!in) {
     return refuseConfig("SIGHUP", ApiError{400, "cannot read config file " + configPath_,

@@ -49,6 +49,23 @@ struct ConfigApplied {
 using ConfigEventSink = std::function<void(const std::string& kind, const std::string& message,
                                            const nlohmann::json& detail)>;
 
+// Where the services are shared with other nodes (store_sync.h: etcd). The control plane applies
+// a change asked of this node at once and hands it here to be written; the store brings everyone
+// else's changes in through commitFromStore.
+class SharedStore {
+ public:
+  virtual ~SharedStore() = default;
+  // Why changes cannot be taken now (503: the store is unreachable), or nullopt.
+  virtual std::optional<ApiError> refuseWrites() const = 0;
+  // Queues the change `before` -> `after`; a ticket for whenWritten.
+  virtual uint64_t publish(const std::vector<ServiceSpec>& before,
+                           const std::vector<ServiceSpec>& after) = 0;
+  // `done` runs on the event loop once the change is in the store (nullopt) or was refused
+  // (the error; the node is back on the store's state by then).
+  virtual void whenWritten(uint64_t ticket, std::function<void(std::optional<ApiError>)> done) = 0;
+  virtual nlohmann::json statusJson() const = 0;  // /v1/status "store"
+};
+
 class ControlPlane {
  public:
   ControlPlane(Dataplane& dataplane, Reconciler& reconciler, StateStore& store,
@@ -71,9 +88,17 @@ class ControlPlane {
   ApiResult<ApplyReport> commit(const DesiredState& next);
   // Where changes are saved from now on, off the change's path; null: saved at once, in commit.
   void setStateSaver(StateSaver* saver) { saver_ = saver; }
-  // Runs `done` once every change committed so far is in the state file: at once without a saver,
-  // else posted to the event loop by the saver (the API answers a change this way).
-  void afterSaved(std::function<void()> done);
+  // Runs `done` once every change committed so far is in the state file (at once without a saver,
+  // else posted to the event loop by the saver) and, with a shared store, once the store has the
+  // change this event-loop turn committed; or with the store's refusal (the API answers a change
+  // this way).
+  void afterSaved(std::function<void(std::optional<ApiError>)> done);
+  // With a store (--store), changes asked of this node are also written there, and SIGHUP does
+  // not reload services from the config file.
+  void setSharedStore(SharedStore* store) { shared_ = store; }
+  SharedStore* sharedStore() const { return shared_; }
+  // The store's view of the services, committed as it is (nothing written back).
+  ApiResult<ApplyReport> commitFromStore(const DesiredState& next);
 
   ApiResult<ServiceSpec> createService(const ServiceSpec& service);
   ApiResult<std::string> deleteService(const std::string& name);
@@ -113,6 +138,8 @@ class ControlPlane {
   Reconciler& reconciler_;
   StateStore& store_;
   StateSaver* saver_ = nullptr;
+  SharedStore* shared_ = nullptr;
+  uint64_t unansweredTicket_ = 0;  // the store write of this turn's change, until afterSaved
   std::string configPath_;
   bool adopted_;
   std::optional<PortRange> autoSnatPorts_;

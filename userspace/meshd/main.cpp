@@ -2,7 +2,8 @@
 // REST API), and leaves the datapath running when it exits: kill -9 or SIGTERM must not drop a
 // packet. One Boost.Asio io_context carries everything: signals, the API, the health probes.
 //
-//   meshd --config FILE [--log-level info] [--netns NAME] [--detach-on-exit] [--daemon]
+//   meshd --config FILE [--store etcd://HOST:PORT[,...]/PREFIX] [--log-level info] [--netns NAME]
+//         [--detach-on-exit] [--daemon]
 //   meshd --teardown [--config FILE]      detach XDP, remove pinned links and maps, state file
 //   meshd --check-config FILE [--netns NAME]  validate FILE as start-up would, touching nothing
 #include <spdlog/spdlog.h>
@@ -33,6 +34,7 @@
 #include "service_notify.h"
 #include "state_saver.h"
 #include "state_store.h"
+#include "store_sync.h"
 #include "teardown.h"
 
 namespace meshpath {
@@ -42,6 +44,7 @@ constexpr const char* kRunDir = "/run/meshpath";
 
 struct Options {
   std::string config;
+  std::string store;  // --store: services from etcd instead of the config file
   std::string checkConfig;
   std::string logLevel = "info";
   std::string netns;
@@ -66,6 +69,22 @@ int run(const Options& opt) {
   if (!snatPorts) {
     spdlog::error("{} — {}", snatPorts.error().toString(), snatPorts.error().hint);
     return 2;
+  }
+  std::optional<store::StoreUrl> storeUrl;
+  if (!opt.store.empty()) {
+    auto url = store::parseStoreUrl(opt.store);
+    if (!url) {
+      spdlog::error("{} — {}", url.error().toString(), url.error().hint);
+      return 2;
+    }
+    storeUrl = *url;
+    if (!fromConfig.services.empty()) {
+      spdlog::warn(
+          "--store: the {} services in {} are not applied; services come from {} (write them "
+          "there with `meshctl apply -f {}`)",
+          fromConfig.services.size(), opt.config, storeUrl->toString(), opt.config);
+      fromConfig.services.clear();
+    }
   }
   const NodeSpec& node = fromConfig.node;
   // A metrics port that is taken stops meshd before it touches the datapath; the server itself
@@ -152,11 +171,22 @@ int run(const Options& opt) {
         "pinned maps found but no state file {}: starting from the config file, keeping "
         "the ids found in the maps so established flows stay put",
         node.stateFile);
+  } else if (saved->has_value() && storeUrl) {
+    // With a store, the state file is the last known state: what the node forwards with until
+    // etcd answers (it may not, at boot).
+    initial.services = (*saved)->desired.services;
+    spdlog::info(
+        "state file {} found but no pinned maps (reboot?): starting from its {} services "
+        "until {} answers",
+        node.stateFile, initial.services.size(), storeUrl->toString());
   } else if (saved->has_value()) {
     spdlog::info(
         "state file {} found but no pinned maps (reboot?): starting from the config "
         "file",
         node.stateFile);
+  } else if (storeUrl) {
+    spdlog::info("fresh start: the node from the config file {}, services from {}", opt.config,
+                 storeUrl->toString());
   } else {
     spdlog::info("fresh start from the config file {}", opt.config);
   }
@@ -240,6 +270,19 @@ int run(const Options& opt) {
   StateSaver saver(store,
                    [&io](std::function<void()> done) { boost::asio::post(io, std::move(done)); });
   controlPlane.setStateSaver(&saver);
+  std::unique_ptr<StoreSync> storeSync;
+  if (storeUrl) {
+    storeSync = std::make_unique<StoreSync>(
+        *storeUrl, controlPlane,
+        [&io](std::function<void()> done) { boost::asio::post(io, std::move(done)); });
+    storeSync->onEvent(
+        [&](const std::string& kind, const std::string& message, const nlohmann::json& detail) {
+          healthMonitor.recordControlEvent(kind, message, detail);
+        });
+    controlPlane.setSharedStore(storeSync.get());
+    storeSync->start();
+    spdlog::info("services from {}", storeUrl->toString());
+  }
   std::unique_ptr<metrics::MetricsServer> metricsServer;
   if (!node.metricsListen.empty()) {
     auto server = metrics::MetricsServer::start(io, metricsCollector, node.metricsListen);
@@ -254,6 +297,10 @@ int run(const Options& opt) {
   notifyReady(
       serviceStatusLine(controlPlane.desired().node, controlPlane.desired().services.size()));
   io.run();
+  if (storeSync) {
+    storeSync->stop();  // its threads post to io
+    controlPlane.setSharedStore(nullptr);
+  }
   dataplane->waitForUpgrade();  // its thread posts to io: done before io goes
   saver.flush();  // every change made is in the state file (or removed with it just below)
   controlPlane.setStateSaver(nullptr);
@@ -278,6 +325,10 @@ int main(int argc, char** argv) {
   Options opt;
   CLI::App app{"meshd: the meshpath daemon (XDP L4 load balancer)"};
   app.add_option("-c,--config", opt.config, "config file (YAML, docs/config.md)");
+  app.add_option("--store", opt.store,
+                 "etcd://HOST:PORT[,HOST:PORT...][/PREFIX]: services and endpoints live in etcd "
+                 "under PREFIX (default /meshpath), shared by every node watching it; the config "
+                 "file gives the node section (docs/etcd.md)");
   app.add_option("--log-level", opt.logLevel, "trace, debug, info, warn, error")
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "err", "error", "critical", "off"}));
   app.add_option("--netns", opt.netns,

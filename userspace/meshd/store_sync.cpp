@@ -1,0 +1,343 @@
+#include "store_sync.h"
+
+#include <spdlog/spdlog.h>
+
+#include <cerrno>
+
+#include "model.h"
+
+namespace meshpath {
+
+using json = nlohmann::json;
+
+namespace {
+
+constexpr auto kPingEvery = std::chrono::seconds(1);
+constexpr auto kRetryMin = std::chrono::milliseconds(200);
+constexpr auto kRetryMax = std::chrono::seconds(2);
+// A member that does not answer a ping within this is taken as gone (the watch is restarted).
+constexpr auto kCallTimeout = std::chrono::milliseconds(1500);
+
+}  // namespace
+
+StoreSync::StoreSync(store::StoreUrl url, ControlPlane& controlPlane, Post post)
+    : url_(std::move(url)),
+      cp_(controlPlane),
+      post_(std::move(post)),
+      watchClient_(url_.endpoints, kCallTimeout),
+      writeClient_(url_.endpoints, kCallTimeout),
+      mirror_(url_.prefix),
+      since_(std::chrono::system_clock::now()) {}
+
+StoreSync::~StoreSync() { stop(); }
+
+void StoreSync::start() {
+  watchThread_ = std::thread([this] { watchLoop(); });
+  writerThread_ = std::thread([this] { writerLoop(); });
+}
+
+void StoreSync::stop() {
+  {
+    std::lock_guard lock(mu_);
+    if (stopping_ && !watchThread_.joinable()) return;
+    stopping_ = true;
+  }
+  wake_.notify_all();
+  watchClient_.stopWatch();
+  if (watchThread_.joinable()) watchThread_.join();
+  if (writerThread_.joinable()) writerThread_.join();
+}
+
+// ---- the threads ----
+
+void StoreSync::watchLoop() {
+  auto retry = kRetryMin;
+  auto pause = [&] {
+    std::unique_lock lock(mu_);
+    wake_.wait_for(lock, retry, [&] { return stopping_; });
+    retry = std::min<std::chrono::milliseconds>(retry * 2, kRetryMax);
+    return !stopping_;
+  };
+  auto stopping = [&] {
+    std::lock_guard lock(mu_);
+    return stopping_;
+  };
+  while (!stopping()) {
+    auto range = watchClient_.rangePrefix(url_.prefix);
+    if (!range) {
+      post_([this, e = range.error()] { onPing(e); });
+      if (!pause()) return;
+      continue;
+    }
+    int64_t revision = range->revision;
+    post_([this, r = std::move(*range)]() mutable { onSnapshot(std::move(r)); });
+    retry = kRetryMin;
+    while (!stopping()) {
+      auto watched = watchClient_.watch(
+          url_.prefix, revision + 1, [&](int64_t rev, std::vector<store::WatchEvent> events) {
+            revision = rev;
+            retry = kRetryMin;
+            post_([this, rev, ev = std::move(events)]() mutable { onEvents(rev, std::move(ev)); });
+          });
+      if (stopping()) return;
+      if (!watched && watched.error().code == ECANCELED) {
+        spdlog::warn("store: {}; reading the whole prefix again", watched.error().toString());
+        break;  // compacted: a fresh range
+      }
+      if (!watched) post_([this, e = watched.error()] { onPing(e); });
+      // Ended (error, or stopped by a failed ping): resume from the last revision seen.
+      if (!pause()) return;
+    }
+  }
+}
+
+void StoreSync::writerLoop() {
+  auto nextPing = std::chrono::steady_clock::now();
+  while (true) {
+    std::optional<std::pair<uint64_t, store::StoreWrite>> job;
+    {
+      std::unique_lock lock(mu_);
+      wake_.wait_until(lock, nextPing, [&] { return stopping_ || outgoing_.has_value(); });
+      if (stopping_) return;
+      job = std::exchange(outgoing_, std::nullopt);
+    }
+    if (job) {
+      auto result = writeClient_.txn(job->second.compares, job->second.ops);
+      post_([this, ticket = job->first, write = std::move(job->second),
+             result = std::move(result)]() mutable {
+        onWritten(ticket, std::move(write), std::move(result));
+      });
+      continue;
+    }
+    auto answer = writeClient_.ping();
+    post_([this, answer = std::move(answer)]() mutable { onPing(std::move(answer)); });
+    nextPing = std::chrono::steady_clock::now() + kPingEvery;
+  }
+}
+
+// ---- on the event loop ----
+
+void StoreSync::onPing(Result<int64_t> answer) {
+  const auto now = std::chrono::system_clock::now();
+  if (answer) {
+    if (!connected_) {
+      connected_ = true;
+      everConnected_ = true;
+      since_ = now;
+      lastError_.clear();
+      spdlog::info("store: etcd reachable at {}", url_.toString());
+      emit("store_connected", "etcd reachable at " + url_.toString(),
+           json{{"store", url_.toString()}});
+    }
+    return;
+  }
+  lastError_ = answer.error().toString();
+  if (!everConnected_ && !reportedDown_) {
+    reportedDown_ = true;
+    spdlog::warn(
+        "store: etcd unreachable at start ({}); forwarding with the last known state "
+        "({} services, from the state file) until it answers",
+        lastError_, cp_.desired().services.size());
+    emit("store_disconnected", "etcd unreachable at start: " + lastError_,
+         json{{"store", url_.toString()}, {"error", lastError_}});
+  }
+  if (connected_) {
+    connected_ = false;
+    since_ = now;
+    spdlog::warn("store: etcd unreachable ({}); forwarding with the last known state ({} services)",
+                 lastError_, cp_.desired().services.size());
+    emit("store_disconnected",
+         "etcd unreachable: " + lastError_ + "; forwarding with the last known state",
+         json{{"store", url_.toString()}, {"error", lastError_}});
+    watchClient_.stopWatch();  // a watch on a partitioned member would wait forever
+  }
+}
+
+void StoreSync::onSnapshot(store::RangeResult range) {
+  if (haveSnapshot_) ++resyncs_;
+  haveSnapshot_ = true;
+  mirror_.reset(range.kvs);
+  seenRevision_ = std::max(seenRevision_, range.revision);
+  mirrorDirty_ = true;
+  onPing(range.revision);  // it answered
+  scheduleApply();
+}
+
+void StoreSync::onEvents(int64_t revision, std::vector<store::WatchEvent> events) {
+  mirror_.apply(events);
+  seenRevision_ = std::max(seenRevision_, revision);
+  mirrorDirty_ = true;
+  if (!connected_) onPing(revision);
+  scheduleApply();
+}
+
+void StoreSync::scheduleApply() {
+  if (applyScheduled_) return;
+  applyScheduled_ = true;
+  // Later in this loop turn's queue, so the batches that arrived together are applied as one.
+  post_([this] {
+    applyScheduled_ = false;
+    applyMirror();
+  });
+}
+
+void StoreSync::applyMirror() {
+  // A local change not yet in the store is not in the mirror: applying now would undo it.
+  if (!mirrorDirty_ || !haveSnapshot_ || writing_ || !queue_.empty()) return;
+  mirrorDirty_ = false;
+  std::vector<store::KeyProblem> problems;
+  DesiredState next = cp_.desired();
+  next.services = mirror_.services(next.node, &problems);
+  for (const store::KeyProblem& p : problems) {
+    bool known = false;
+    for (const store::KeyProblem& q : problems_)
+      known = known || (q.key == p.key && q.problem == p.problem);
+    if (known) continue;
+    spdlog::warn("store: {} left out: {}", p.key, p.problem);
+    emit("store_refused", p.key + " left out: " + p.problem,
+         json{{"key", p.key}, {"problems", json::array({p.problem})}});
+  }
+  problems_ = std::move(problems);
+  auto applied = cp_.commitFromStore(next);
+  if (!applied) {
+    // The state as a whole breaks a rule across services (two services on one VIP:port, too
+    // many services): the node keeps what it has until the store's state is valid again.
+    if (refused_ != applied.error().error) {
+      spdlog::error("store: revision {} not applied, keeping the last state: {}", seenRevision_,
+                    applied.error().error);
+      emit("store_refused",
+           "revision " + std::to_string(seenRevision_) + " not applied: " + applied.error().error,
+           json{{"problems", applied.error().detail.is_object()
+                                 ? applied.error().detail.value("problems", json::array())
+                                 : json::array({applied.error().error})}});
+    }
+    refused_ = applied.error().error;
+    return;
+  }
+  refused_.clear();
+  appliedRevision_ = seenRevision_;
+}
+
+std::optional<ApiError> StoreSync::refuseWrites() const {
+  if (connected_ && haveSnapshot_) return std::nullopt;
+  return ApiError{503,
+                  "the store (etcd) is unreachable" +
+                      (lastError_.empty() ? std::string() : ": " + lastError_) +
+                      "; this node forwards with the last known state and takes no changes",
+                  "bring etcd back (etcdctl --endpoints=... endpoint health); meshd resyncs by "
+                  "itself, then try again"};
+}
+
+uint64_t StoreSync::publish(const std::vector<ServiceSpec>& before,
+                            const std::vector<ServiceSpec>& after) {
+  const uint64_t ticket = nextTicket_++;
+  queue_.push_back(Pending{ticket, before, after});
+  dispatchWrite();
+  return ticket;
+}
+
+void StoreSync::dispatchWrite() {
+  while (!writing_ && !queue_.empty()) {
+    Pending next = std::move(queue_.front());
+    queue_.pop_front();
+    // Against the mirror as it is now, so it holds every earlier write of this node.
+    store::StoreWrite write = store::writeFor(mirror_, next.before, next.after);
+    if (write.empty()) {
+      resolve(next.ticket, std::nullopt);
+      continue;
+    }
+    writing_ = true;
+    {
+      std::lock_guard lock(mu_);
+      outgoing_.emplace(next.ticket, std::move(write));
+    }
+    wake_.notify_all();
+  }
+  if (!writing_ && queue_.empty()) applyMirror();
+}
+
+void StoreSync::onWritten(uint64_t ticket, store::StoreWrite write,
+                          Result<store::TxnResult> result) {
+  writing_ = false;
+  std::optional<ApiError> failed;
+  if (!result) {
+    ++writeFailures_;
+    failed = ApiError{503, "not written to the store: " + result.error().toString(),
+                      "the change was undone on this node; try again once etcd answers"};
+  } else if (!result->succeeded) {
+    ++writeFailures_;
+    failed = ApiError{409,
+                      "another writer changed these services in the store meanwhile; the change "
+                      "was undone on this node",
+                      "see the current state (`meshctl service list`) and try again"};
+  } else {
+    ++writes_;
+    // The mirror takes the write now (the watch brings the same events later, and they are
+    // ignored as not newer), so the next write is guarded by these revisions.
+    std::vector<store::WatchEvent> events;
+    for (const store::TxnOp& op : write.ops) {
+      store::WatchEvent ev;
+      ev.deleted = op.kind == store::TxnOp::Kind::kDelete;
+      ev.kv = store::KeyValue{op.key, op.value, result->revision, op.lease};
+      events.push_back(std::move(ev));
+    }
+    mirror_.apply(events);
+    seenRevision_ = std::max(seenRevision_, result->revision);
+  }
+  if (failed) {
+    spdlog::warn("store: {}", failed->error);
+    mirrorDirty_ = true;  // back to the store's state
+  }
+  resolve(ticket, failed);
+  dispatchWrite();
+}
+
+void StoreSync::resolve(uint64_t ticket, std::optional<ApiError> outcome) {
+  auto range = waiting_.equal_range(ticket);
+  if (range.first == range.second) {
+    outcomes_[ticket] = std::move(outcome);
+    return;
+  }
+  std::vector<std::function<void(std::optional<ApiError>)>> callbacks;
+  for (auto it = range.first; it != range.second; ++it) callbacks.push_back(std::move(it->second));
+  waiting_.erase(range.first, range.second);
+  for (auto& cb : callbacks) cb(outcome);
+}
+
+void StoreSync::whenWritten(uint64_t ticket, std::function<void(std::optional<ApiError>)> done) {
+  auto it = outcomes_.find(ticket);
+  if (it != outcomes_.end()) {
+    auto outcome = std::move(it->second);
+    outcomes_.erase(it);
+    done(std::move(outcome));
+    return;
+  }
+  waiting_.emplace(ticket, std::move(done));
+}
+
+json StoreSync::statusJson() const {
+  json problems = json::array();
+  for (const store::KeyProblem& p : problems_) {
+    problems.push_back({{"key", p.key}, {"problem", p.problem}});
+  }
+  return json{{"kind", "etcd"},
+              {"url", url_.toString()},
+              {"prefix", url_.prefix},
+              {"connected", connected_},
+              {"synced", haveSnapshot_},
+              {"since", formatUtcTime(since_)},
+              {"error", lastError_.empty() ? json(nullptr) : json(lastError_)},
+              {"revision", appliedRevision_},
+              {"seen_revision", seenRevision_},
+              {"refused", refused_.empty() ? json(nullptr) : json(refused_)},
+              {"keys_left_out", problems},
+              {"writes", writes_},
+              {"write_failures", writeFailures_},
+              {"resyncs", resyncs_}};
+}
+
+void StoreSync::emit(const std::string& kind, const std::string& message, const json& detail) {
+  if (events_) events_(kind, message, detail);
+}
+
+}  // namespace meshpath
