@@ -4,6 +4,8 @@
 
 #include <charconv>
 
+#include "model.h"  // parseDurationMs
+
 namespace meshpath::meshctl {
 namespace {
 
@@ -132,6 +134,27 @@ bool validServiceName(const std::string& name, std::string* error) {
              "': 1-63 characters of a-z, 0-9, '-', '_', '.', starting with a letter or digit";
   }
   return ok;
+}
+
+std::optional<int64_t> parseTtlSeconds(const std::string& text, std::string* error) {
+  // etcd's own limit (MaxLeaseTTL); a larger TTL is refused by etcd, not by its clients.
+  constexpr uint64_t kMaxLeaseTtlSeconds = 9'000'000'000;
+  const std::string form = "write whole seconds of at least 1, e.g. 10s or 2m";
+  auto ms = parseDurationMs(text);
+  if (!ms) {
+    *error = "bad ttl '" + text + "': " + form;
+    return std::nullopt;
+  }
+  if (*ms < 1000 || *ms % 1000 != 0) {
+    *error = "ttl '" + text + "' is not whole seconds: an etcd lease lives whole seconds; " + form;
+    return std::nullopt;
+  }
+  if (*ms / 1000 > kMaxLeaseTtlSeconds) {
+    *error = "ttl '" + text + "' is longer than etcd's longest lease (" +
+             std::to_string(kMaxLeaseTtlSeconds) + "s)";
+    return std::nullopt;
+  }
+  return static_cast<int64_t>(*ms / 1000);
 }
 
 }  // namespace meshpath::meshctl

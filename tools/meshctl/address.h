@@ -1,5 +1,6 @@
 // address.h — what meshctl checks itself before asking meshd: endpoint addresses written
-// ADDR:PORT (IPv6 as [ADDR]:PORT) with an optional @WEIGHT, VIPs, ports, weights, service names.
+// ADDR:PORT (IPv6 as [ADDR]:PORT) with an optional @WEIGHT, VIPs, ports, weights, service names,
+// lease TTLs.
 #pragma once
 
 #include <cstdint>
@@ -26,5 +27,7 @@ std::optional<EndpointArg> parseEndpoint(const std::string& text, bool allowWeig
 std::optional<uint16_t> parsePort(const std::string& text, std::string* error);
 std::optional<uint32_t> parseWeight(const std::string& text, std::string* error);
 bool validServiceName(const std::string& name, std::string* error);
+// An etcd lease's TTL (register --ttl): "10s", "2m"; whole seconds, at least 1.
+std::optional<int64_t> parseTtlSeconds(const std::string& text, std::string* error);
 
 }  // namespace meshpath::meshctl

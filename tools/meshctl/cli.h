@@ -38,6 +38,8 @@ struct Args {
   bool wait = false;
   bool dryRun = false;     // apply --dry-run
   double waitSeconds = 0;  // --wait's limit; 0 = no limit
+  std::string ttl;         // register --ttl
+  std::string store;       // register --store etcd://...
 };
 
 class Context {

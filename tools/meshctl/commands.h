@@ -25,6 +25,9 @@ int cmdEndpointDel(const Context& ctx, const Args& a);
 int cmdEndpointSetWeight(const Context& ctx, const Args& a);
 int cmdEndpointDrain(const Context& ctx, const Args& a);
 
+// cmd_register.cpp
+int cmdRegister(const Context& ctx, const Args& a);
+
 // cmd_apply.cpp
 int cmdApply(const Context& ctx, const Args& a);
 

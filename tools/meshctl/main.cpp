@@ -88,6 +88,21 @@ std::vector<Subcommand> subcommands() {
                        "give up waiting after this many seconds (exit 1; default: no limit)");
        },
        cmdEndpointDrain},
+      {{"register"},
+       "Register this endpoint in a service of the shared store (etcd) until Ctrl-C or SIGTERM",
+       [](CLI::App* s, Args& a) {
+         s->add_option("SERVICE", a.service, "service name")->required();
+         s->add_option("ADDR:PORT", a.endpoint, "e.g. 10.0.2.11:8080 or [fd00::11]:8080")
+             ->required();
+         s->add_option("--weight", a.weight, "0-10000 (default 1; 0 admits no new connections)");
+         s->add_option("--ttl", a.ttl,
+                       "lease time in whole seconds, e.g. 10s: how long the endpoint stays "
+                       "listed once meshctl stops renewing it (killed, or cut off from etcd)")
+             ->required();
+         s->add_option("--store", a.store,
+                       "etcd://HOST:PORT[,HOST:PORT...]/PREFIX (default: the local meshd's store)");
+       },
+       cmdRegister},
       {{"stats"},
        "Counters per service and endpoint, with each endpoint's share",
        [](CLI::App* s, Args& a) { s->add_option("SERVICE", a.service, "only this service"); },

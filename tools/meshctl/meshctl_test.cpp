@@ -86,6 +86,21 @@ TEST(ServiceName, Rules) {
   EXPECT_FALSE(validServiceName("a/b", &error));
 }
 
+TEST(ParseTtl, WholeSecondsOfAtLeastOne) {
+  std::string error;
+  EXPECT_EQ(parseTtlSeconds("10s", &error), 10);
+  EXPECT_EQ(parseTtlSeconds("2m", &error), 120);
+  EXPECT_EQ(parseTtlSeconds("2000ms", &error), 2);
+  for (const char* text : {"500ms", "1500ms", "0s"}) {
+    EXPECT_FALSE(parseTtlSeconds(text, &error)) << text;
+    EXPECT_NE(error.find("not whole seconds"), std::string::npos) << text << ": " << error;
+  }
+  for (const char* text : {"10", "", "s", "-1s", "ten"}) {
+    EXPECT_FALSE(parseTtlSeconds(text, &error)) << text;
+    EXPECT_NE(error.find("bad ttl"), std::string::npos) << text << ": " << error;
+  }
+}
+
 TEST(Units, Counts) {
   EXPECT_EQ(humanCount(0), "0");
   EXPECT_EQ(humanCount(999), "999");
@@ -162,6 +177,65 @@ TEST(Views, StatusShowsTheSnatSourcesAndTheConnectionTables) {
   EXPECT_NE(other.find("snat ports    61000-65535, 4536 ports per source\n"), std::string::npos)
       << other;
   EXPECT_NE(other.find("connection tables: not readable"), std::string::npos) << other;
+}
+
+TEST(Views, StatusShowsWhereTheServicesComeFrom) {
+  // A meshd from before --store sends no "store": no line.
+  EXPECT_EQ(statusText(kStatus).find("store"), std::string::npos) << statusText(kStatus);
+
+  json file = kStatus;
+  file["store"] = {{"kind", "file"}};
+  EXPECT_NE(statusText(file).find("services      2 (5 endpoints)\n"
+                                  "store         file (services from the config file and the "
+                                  "API)\n\n"),
+            std::string::npos)
+      << statusText(file);
+
+  json etcd = kStatus;
+  etcd["store"] = json::parse(R"({"kind": "etcd", "url": "etcd://127.0.0.1:2379/meshpath",
+    "prefix": "/meshpath", "connected": true, "synced": true, "since": "2026-03-01T10:00:00.000Z",
+    "error": null, "revision": 42, "seen_revision": 42, "refused": null, "keys_left_out": [],
+    "writes": 3, "write_failures": 0, "resyncs": 0})");
+  std::string text = statusText(etcd);
+  EXPECT_NE(text.find("store         etcd://127.0.0.1:2379/meshpath connected, revision 42\n\n"),
+            std::string::npos)
+      << text;
+
+  // Cut off, with bad keys and a revision that breaks a rule across services.
+  json& st = etcd["store"];
+  st["connected"] = false;
+  st["error"] = "etcd /v3/kv/range: 127.0.0.1:2379: Connection refused";
+  st["since"] = "2026-03-01T10:05:00.000Z";
+  st["seen_revision"] = 45;
+  st["refused"] = "two services on 10.0.0.100:80/tcp";
+  st["keys_left_out"] = json::parse(R"([
+    {"key": "/meshpath/endpoints/web/10.0.2.11:8080", "problem": "weight 20000 is out of range"},
+    {"key": "/meshpath/endpoints/nope/10.0.2.12:80", "problem": "no service nope"}])");
+  text = statusText(etcd);
+  EXPECT_NE(text.find("store         etcd://127.0.0.1:2379/meshpath UNREACHABLE since "
+                      "2026-03-01T10:05:00.000Z: etcd /v3/kv/range: 127.0.0.1:2379: Connection "
+                      "refused; forwarding with the last known state\n"
+                      "              2 keys left out, the first: "
+                      "/meshpath/endpoints/web/10.0.2.11:8080: weight 20000 is out of range\n"
+                      "              revision 45 NOT applied: two services on 10.0.0.100:80/tcp; "
+                      "keeping revision 42\n\n"),
+            std::string::npos)
+      << text;
+
+  // Unreachable, from a meshd that gives no "since"; not answered yet; not read yet.
+  st = json::parse(R"({"kind": "etcd", "url": "etcd://10.0.0.5:2379/mp", "connected": false,
+    "synced": false, "error": "no answer within 2000 ms",
+    "revision": 0, "keys_left_out": [{"key": "/mp/services/x", "problem": "not JSON"}]})");
+  EXPECT_EQ(storeLines(st), (std::vector<std::string>{
+                                "etcd://10.0.0.5:2379/mp UNREACHABLE: no answer within 2000 ms; "
+                                "forwarding with the last known state",
+                                "1 key left out: /mp/services/x: not JSON"}));
+  st["error"] = nullptr;
+  st["keys_left_out"] = json::array();
+  EXPECT_EQ(storeLines(st), std::vector<std::string>{"etcd://10.0.0.5:2379/mp connecting"});
+  st["connected"] = true;
+  EXPECT_EQ(storeLines(st),
+            std::vector<std::string>{"etcd://10.0.0.5:2379/mp connected, reading the services"});
 }
 
 TEST(Views, ServiceShowsTimeoutsOfItsProtocolAndOnEject) {

@@ -58,6 +58,37 @@ std::string synSettingText(const json& svc) {
   return mode + ", connect_retries " + std::to_string(u64(svc, "connect_retries"));
 }
 
+std::vector<std::string> storeLines(const json& store) {
+  if (!store.is_object() || store.empty()) return {};
+  const std::string kind = str(store, "kind");
+  if (kind == "file") return {"file (services from the config file and the API)"};
+  if (kind != "etcd") return {kind.empty() ? "-" : kind};
+  std::string state;
+  const bool hasError = store.contains("error") && store["error"].is_string();
+  if (flag(store, "connected")) {
+    state = flag(store, "synced") ? "connected, revision " + str(store, "revision")
+                                  : "connected, reading the services";
+  } else if (!hasError) {
+    state = "connecting";  // no answer yet, and no failure either
+  } else {
+    const std::string since = str(store, "since");
+    state = "UNREACHABLE" + (since.empty() ? std::string() : " since " + since) + ": " +
+            str(store, "error") + "; forwarding with the last known state";
+  }
+  std::vector<std::string> lines{str(store, "url") + " " + state};
+  const json& left = arr(store, "keys_left_out");
+  if (!left.empty()) {
+    lines.push_back(std::to_string(left.size()) +
+                    (left.size() == 1 ? " key left out: " : " keys left out, the first: ") +
+                    str(left[0], "key") + ": " + str(left[0], "problem"));
+  }
+  if (store.contains("refused") && store["refused"].is_string()) {
+    lines.push_back("revision " + str(store, "seen_revision") + " NOT applied: " +
+                    str(store, "refused") + "; keeping revision " + str(store, "revision"));
+  }
+  return lines;
+}
+
 std::string connectionTablesText(const json& c) {
   if (!c.is_object()) return "connection tables: not readable (see meshd's log)\n";
   Table t({{"TABLE"},
@@ -91,7 +122,7 @@ std::string statusText(const json& s) {
     ifaces += str(i, "name") + " (" + str(i, "mode") +
               (flag(i, "attached") ? ", attached" : ", NOT attached") + ")";
   }
-  std::string out = keyValues({
+  std::vector<std::pair<std::string, std::string>> rows{
       {"meshd", str(s, "version") + " (pid " + str(s, "pid") + ", up " +
                     humanDuration(u64(s, "uptime_s")) + ")"},
       {"state", std::string(flag(s, "adopted") ? "adopted pinned maps" : "started fresh") + " in " +
@@ -106,8 +137,10 @@ std::string statusText(const json& s) {
                          : std::to_string(u64(node, "flow_cache_slots")) + " slots per CPU"},
       {"services", std::to_string(u64(s, "services")) + " (" + std::to_string(u64(s, "endpoints")) +
                        " endpoints)"},
-  });
-  out += "\n";
+  };
+  const std::vector<std::string> store = storeLines(obj(s, "store"));
+  for (size_t i = 0; i < store.size(); ++i) rows.emplace_back(i == 0 ? "store" : "", store[i]);
+  std::string out = keyValues(rows) + "\n";
   if (s.is_object() && s.contains("connections")) {
     out += connectionTablesText(s["connections"]);
   } else {

@@ -5,12 +5,17 @@
 
 #include <nlohmann/json.hpp>
 #include <string>
+#include <vector>
 
 namespace meshpath::meshctl {
 
 // GET /v1/status: the daemon, its interfaces, the node's settings, the SNAT sources and port
-// range, and the connection tables.
+// range, the store of the services, and the connection tables.
 std::string statusText(const nlohmann::json& status);
+// The "store" object of /v1/status, the values of statusText's "store" lines: where the services
+// come from and, for etcd, whether it answers and the revision applied; then, when there are, the
+// keys left out and a revision not applied. None for a meshd that sends no "store".
+std::vector<std::string> storeLines(const nlohmann::json& store);
 // The "connections" object of /v1/status as a table: used / capacity, bytes per entry, memory.
 std::string connectionTablesText(const nlohmann::json& connections);
 
