@@ -165,6 +165,46 @@ TEST(StoreLayout, BadKeysAreLeftOutAlone) {
                                         "/endpoints/ghost/10.0.2.13:80", "/endpoints/web"}));
 }
 
+// services() rebuilds only what changed since its last call; what it returns must always be what
+// a fresh mirror of the same keys returns.
+TEST(StoreLayout, IncrementalBuildsMatchAFreshOne) {
+  StoreMirror m(kPrefix);
+  auto events = eventsFor({service("web", "10.0.0.10", 80, {endpoint("10.0.2.11", 80)}),
+                           service("api", "10.0.0.11", 81, {endpoint("10.0.2.12", 80)})});
+  m.apply(events);
+  auto fresh = [&] {
+    std::vector<KeyValue> kvs;
+    for (const auto& [key, kv] : m.keys()) kvs.push_back(kv);
+    StoreMirror f(kPrefix);
+    f.reset(kvs);
+    std::vector<KeyProblem> problems;
+    auto services = f.services(node(), &problems);
+    return std::make_pair(services, problems.size());
+  };
+  auto check = [&](const char* step) {
+    std::vector<KeyProblem> problems;
+    auto services = m.services(node(), &problems);
+    auto [want, wantProblems] = fresh();
+    EXPECT_EQ(services, want) << step;
+    EXPECT_EQ(problems.size(), wantProblems) << step;
+    return services;
+  };
+  ASSERT_EQ(check("start").size(), 2u);
+  int64_t rev = 100;
+  const std::string webKey = serviceKey(kPrefix, "web");
+  const std::string webValue = m.keys().at(webKey).value;
+  m.apply({WatchEvent{false, KeyValue{endpointKey(kPrefix, "web", endpoint("10.0.2.13", 80)),
+                                      R"({"weight":4})", rev++, 0}}});
+  EXPECT_EQ(check("endpoint added")[1].endpoints.size(), 2u);
+  m.apply({WatchEvent{true, KeyValue{webKey, "", rev++, 0}}});
+  EXPECT_EQ(check("service deleted, its endpoints wait").size(), 1u);
+  m.apply({WatchEvent{false, KeyValue{webKey, webValue, rev++, 0}}});
+  EXPECT_EQ(check("service back").size(), 2u);
+  NodeSpec v4only = node();
+  v4only.ipv6.reset();
+  EXPECT_EQ(m.services(v4only, nullptr).size(), 2u);  // a new node: everything checked again
+}
+
 TEST(StoreLayout, OlderEventsNeverOverwriteNewerOnes) {
   const std::string key = endpointKey(kPrefix, "web", endpoint("10.0.2.11", 80));
   StoreMirror m(kPrefix);

@@ -116,8 +116,8 @@ class Registration {
         endpoint_(std::move(endpoint)),
         ttlSeconds_(ttlSeconds),
         key_(store::endpointKey(url_.prefix, service_, endpoint_)),
-        // Each call gets a third of the TTL (kept within 0.5-2 s), so a member that does not
-        // answer leaves time to renew through another one before the lease lapses.
+        // Each call gets a third of the TTL (kept within 0.5-2 s), so a member that does not answer
+        // leaves time to renew through another one before the lease lapses.
         client_(url_.endpoints,
                 milliseconds(std::clamp<int64_t>(ttlSeconds * 1000 / 3, 500, 2000))) {}
 

@@ -200,8 +200,8 @@ void StoreSync::applyMirror() {
   problems_ = std::move(problems);
   auto applied = cp_.commitFromStore(next);
   if (!applied) {
-    // The state as a whole breaks a rule across services (two services on one VIP:port, too
-    // many services): the node keeps what it has until the store's state is valid again.
+    // The state as a whole breaks a rule across services (two services on one VIP:port, too many
+    // services): the node keeps what it has until the store's state is valid again.
     if (refused_ != applied.error().error) {
       spdlog::error("store: revision {} not applied, keeping the last state: {}", seenRevision_,
                     applied.error().error);
@@ -262,8 +262,15 @@ void StoreSync::onWritten(uint64_t ticket, store::StoreWrite write,
   std::optional<ApiError> failed;
   if (!result) {
     ++writeFailures_;
-    failed = ApiError{503, "not written to the store: " + result.error().toString(),
-                      "the change was undone on this node; try again once etcd answers"};
+    // Unconfirmed, not refused: etcd may still apply it (a member that was slow, not gone). The
+    // node goes back to what etcd holds and follows its watch, so it ends up either way with what
+    // etcd decided.
+    failed = ApiError{503,
+                      "etcd did not confirm the change (" + result.error().toString() +
+                          "); it was undone on this node and takes effect only if etcd applied it "
+                          "after all",
+                      "check with `meshctl service show` once etcd answers, and send it again if "
+                      "it is missing"};
   } else if (!result->succeeded) {
     ++writeFailures_;
     failed = ApiError{409,
@@ -272,8 +279,8 @@ void StoreSync::onWritten(uint64_t ticket, store::StoreWrite write,
                       "see the current state (`meshctl service list`) and try again"};
   } else {
     ++writes_;
-    // The mirror takes the write now (the watch brings the same events later, and they are
-    // ignored as not newer), so the next write is guarded by these revisions.
+    // The mirror takes the write now (the watch brings the same events later, and they are ignored
+    // as not newer), so the next write is guarded by these revisions.
     std::vector<store::WatchEvent> events;
     for (const store::TxnOp& op : write.ops) {
       store::WatchEvent ev;

@@ -1,24 +1,24 @@
-// store_sync.h — meshd --store etcd://...: the services and endpoints live in etcd, shared by
-// every node that watches the same prefix (store_layout.h has the keys).
+// store_sync.h — meshd --store etcd://...: the services and endpoints live in etcd, shared by every
+// node that watches the same prefix (store_layout.h has the keys).
 //
 // Reading. A thread of its own reads the whole prefix, then watches it from the next revision,
 // resuming from the last revision seen after a disconnect (and reading everything again only if
 // etcd compacted that revision away). Each batch of events lands in a mirror of the keys on the
 // event loop, which turns them into services and commits them through the control plane like any
 // other change: only the services that changed are touched, so a resync after an outage is one
-// diff, never an empty ring. A key that does not parse is left out and reported; it changes
-// nothing else.
+// diff, never an empty ring. A key that does not parse is left out and reported; it changes nothing
+// else.
 //
 // Writing. A change asked of this node (REST API, meshctl) is applied here at once, as without a
 // store, and written to etcd by a second thread as one transaction guarded by the revisions this
-// node had seen, so it never overwrites a change it did not see. Writes go one at a time; while
-// one is pending, the mirror is not re-applied (that would undo the local change for a moment).
-// A write that fails (etcd unreachable, or a conflicting change) is undone by re-applying the
-// mirror, and the API answers with the error. The API answers a change only once etcd has it.
+// node had seen, so it never overwrites a change it did not see. Writes go one at a time; while one
+// is pending, the mirror is not re-applied (that would undo the local change for a moment). A write
+// that fails (etcd unreachable, or a conflicting change) is undone by re-applying the mirror, and
+// the API answers with the error. The API answers a change only once etcd has it.
 //
-// Outage. The same thread pings etcd every second. Unreachable: the node keeps forwarding with
-// the last state it had (also kept in the state file across restarts), refuses changes with 503,
-// and says so in /v1/status, events (store_disconnected / store_connected) and metrics.
+// Outage. The same thread pings etcd every second. Unreachable: the node keeps forwarding with the
+// last state it had (also kept in the state file across restarts), refuses changes with 503, and
+// says so in /v1/status, events (store_disconnected / store_connected) and metrics.
 #pragma once
 
 #include <chrono>
