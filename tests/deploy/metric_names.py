@@ -17,6 +17,11 @@ COUNTERS_AND_GAUGES = {
     "meshpath_snat_ports_in_use", "meshpath_snat_ports_capacity",
     "meshpath_syn_cookies_sent_total", "meshpath_syn_acks_total",
     "meshpath_syn_protection_active",
+    # only with --store (docs/metrics.md, "Shared store")
+    "meshpath_store_connected", "meshpath_store_revision", "meshpath_store_behind",
+    "meshpath_store_keys_left_out", "meshpath_store_refused",
+    "meshpath_store_writes_total", "meshpath_store_write_failures_total",
+    "meshpath_store_resyncs_total",
 }
 HISTOGRAMS = {
     "meshpath_probe_duration_seconds", "meshpath_probe_schedule_lag_seconds",

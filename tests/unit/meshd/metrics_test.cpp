@@ -1,7 +1,8 @@
 // metrics_test — /metrics over a fake dataplane: every family's name, labels and values as the
 // text exposition shows them, each per-CPU counter read once a scrape, the histograms fed by the
-// health monitor and the control plane, and the HTTP server's answers (200 with the families; 503
-// when the event loop does not collect in time; a refused port named in the error).
+// health monitor and the control plane, the shared store's state (only with one), and the HTTP
+// server's answers (200 with the families; 503 when the event loop does not collect in time; a
+// refused port named in the error).
 #include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <prometheus/text_serializer.h>
@@ -12,7 +13,9 @@
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
 #include <cmath>
+#include <iterator>
 #include <map>
+#include <nlohmann/json.hpp>
 #include <sstream>
 #include <thread>
 
@@ -511,6 +514,110 @@ TEST_F(MetricsTest, ControlChangesAreTimedBySource) {
   EXPECT_EQ(e.value("meshpath_control_change_seconds_count", {{"source", "apply"}}), 1);
   EXPECT_EQ(e.value("meshpath_control_change_seconds_count", {{"source", "reload"}}), 0);
   EXPECT_GT(e.value("meshpath_control_change_seconds_sum", {{"source", "api"}}), 0);
+}
+
+// A shared store (--store) that only reports: statusJson() as StoreSync writes it.
+class FakeSharedStore : public SharedStore {
+ public:
+  std::optional<ApiError> refuseWrites() const override { return std::nullopt; }
+  uint64_t publish(const std::vector<ServiceSpec>&, const std::vector<ServiceSpec>&) override {
+    return 0;
+  }
+  void whenWritten(uint64_t, std::function<void(std::optional<ApiError>)> done) override {
+    done(std::nullopt);
+  }
+  nlohmann::json statusJson() const override { return status; }
+  nlohmann::json status;
+};
+
+const char* const kStoreFamilies[] = {"meshpath_store_connected",
+                                      "meshpath_store_revision",
+                                      "meshpath_store_behind",
+                                      "meshpath_store_keys_left_out",
+                                      "meshpath_store_refused",
+                                      "meshpath_store_writes_total",
+                                      "meshpath_store_write_failures_total",
+                                      "meshpath_store_resyncs_total"};
+
+// With --store, the store's state from its /v1/status object: connected, the revision applied
+// and how far behind what was seen, keys left out, a refused state, and the write and resync
+// counters; the text written straight is the families' text here too.
+TEST_F(MetricsTest, SharedStoreStateWhenThereIsOne) {
+  FakeSharedStore store;
+  store.status = {{"kind", "etcd"},
+                  {"url", "etcd://127.0.0.1:2379/meshpath"},
+                  {"prefix", "/meshpath"},
+                  {"connected", true},
+                  {"synced", true},
+                  {"since", "2026-12-03T10:00:00Z"},
+                  {"error", nullptr},
+                  {"revision", 42},
+                  {"seen_revision", 45},
+                  {"refused", "two services on 10.0.0.100:80/tcp"},
+                  {"keys_left_out",
+                   nlohmann::json::array(
+                       {{{"key", "/meshpath/services/x"}, {"problem", "not JSON"}},
+                        {{"key", "/meshpath/endpoints/y/z"}, {"problem", "no such service"}}})},
+                  {"writes", 3},
+                  {"write_failures", 1},
+                  {"resyncs", 2}};
+  cp_.setSharedStore(&store);
+  MetricsCollector collector(cp_, nullptr);
+  auto families = collector.collect();
+  ASSERT_TRUE(families) << families.error().toString();
+  std::string text;
+  ASSERT_TRUE(collector.collectText(text));
+  EXPECT_EQ(text, serialize(*families));
+  Exposition e = parse(text);
+  EXPECT_EQ(e.value("meshpath_store_connected"), 1);
+  EXPECT_EQ(e.value("meshpath_store_revision"), 42);
+  EXPECT_EQ(e.value("meshpath_store_behind"), 3);
+  EXPECT_EQ(e.value("meshpath_store_keys_left_out"), 2);
+  EXPECT_EQ(e.value("meshpath_store_refused"), 1);
+  EXPECT_EQ(e.value("meshpath_store_writes_total"), 3);
+  EXPECT_EQ(e.value("meshpath_store_write_failures_total"), 1);
+  EXPECT_EQ(e.value("meshpath_store_resyncs_total"), 2);
+  for (const char* name : kStoreFamilies) {
+    EXPECT_EQ(e.types.at(name), std::string(name).ends_with("_total") ? "counter" : "gauge");
+    EXPECT_FALSE(e.helps.at(name).empty()) << name;
+  }
+  EXPECT_EQ(e.types.size(), 26u + std::size(kStoreFamilies)) << text;
+
+  // etcd unreachable, the state it last had applied, nothing refused or left out.
+  store.status["connected"] = false;
+  store.status["error"] = "connect: Connection refused";
+  store.status["seen_revision"] = 42;
+  store.status["refused"] = nullptr;
+  store.status["keys_left_out"] = nlohmann::json::array();
+  families = collector.collect();
+  ASSERT_TRUE(families);
+  e = parse(serialize(*families));
+  EXPECT_EQ(e.value("meshpath_store_connected"), 0);
+  EXPECT_EQ(e.value("meshpath_store_revision"), 42);
+  EXPECT_EQ(e.value("meshpath_store_behind"), 0);
+  EXPECT_EQ(e.value("meshpath_store_keys_left_out"), 0);
+  EXPECT_EQ(e.value("meshpath_store_refused"), 0);
+
+  // A status without these fields (another kind of store) reads as zeros, never a failed scrape.
+  store.status = {{"kind", "other"}};
+  families = collector.collect();
+  ASSERT_TRUE(families);
+  e = parse(serialize(*families));
+  for (const char* name : kStoreFamilies) EXPECT_EQ(e.value(name), 0) << name;
+  cp_.setSharedStore(nullptr);
+}
+
+TEST_F(MetricsTest, NoStoreSeriesWithoutAStore) {
+  ASSERT_EQ(cp_.sharedStore(), nullptr);
+  MetricsCollector collector(cp_, nullptr);
+  std::string text;
+  ASSERT_TRUE(collector.collectText(text));
+  const Exposition e = parse(text);
+  for (const char* name : kStoreFamilies) {
+    EXPECT_EQ(e.count(name), 0u) << name;
+    EXPECT_FALSE(e.types.contains(name)) << name;
+  }
+  EXPECT_EQ(text.find("meshpath_store_"), std::string::npos) << text;
 }
 
 // A blocking HTTP GET; {status, body}.

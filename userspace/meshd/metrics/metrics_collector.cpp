@@ -2,7 +2,9 @@
 // dashboard and the alert rules in deploy/ use these names: renaming one breaks them).
 #include "metrics/metrics_collector.h"
 
+#include <algorithm>
 #include <initializer_list>
+#include <nlohmann/json.hpp>
 #include <set>
 #include <string_view>
 
@@ -79,6 +81,45 @@ class FamilyBuilder {
 };
 
 double seconds(std::chrono::nanoseconds d) { return std::chrono::duration<double>(d).count(); }
+
+// The shared store (--store) as /metrics shows it, read from its /v1/status object: SharedStore
+// offers nothing narrower, and the object is small. A field missing or of another type reads as
+// 0 (or false), so a scrape never fails on the store.
+struct StoreMetrics {
+  bool connected = false;
+  double revision = 0;  // the revision the node last applied
+  double behind = 0;    // revisions seen but not applied
+  double keysLeftOut = 0;
+  bool refused = false;
+  double writes = 0;
+  double writeFailures = 0;
+  double resyncs = 0;
+};
+
+StoreMetrics readStore(const SharedStore& store) {
+  const nlohmann::json status = store.statusJson();
+  auto field = [&](const char* key) -> const nlohmann::json* {
+    const auto it = status.find(key);  // end() for an object without it, and for a non-object
+    return it != status.end() ? &*it : nullptr;
+  };
+  auto number = [&](const char* key) {
+    const nlohmann::json* v = field(key);
+    return v != nullptr && v->is_number() ? v->get<double>() : 0.0;
+  };
+  StoreMetrics m;
+  const nlohmann::json* connected = field("connected");
+  m.connected = connected != nullptr && connected->is_boolean() && connected->get<bool>();
+  m.revision = number("revision");
+  m.behind = std::max(0.0, number("seen_revision") - m.revision);
+  const nlohmann::json* left = field("keys_left_out");
+  m.keysLeftOut = left != nullptr && left->is_array() ? double(left->size()) : 0;
+  const nlohmann::json* refused = field("refused");
+  m.refused = refused != nullptr && refused->is_string();
+  m.writes = number("writes");
+  m.writeFailures = number("write_failures");
+  m.resyncs = number("resyncs");
+  return m;
+}
 
 }  // namespace
 
@@ -359,6 +400,48 @@ void MetricsCollector::write(Writer& out, const ProgramInfo& program, const Data
   for (size_t i = 0; i < controlChange_.size(); ++i) {
     out.histogram({{"source", kSourceNames[i]}}, controlChange_[i]->Collect().histogram);
   }
+
+  // The shared store's families exist only with --store: without one there is nothing to be
+  // connected to, and a constant 0 would read as an outage.
+  const SharedStore* shared = cp_.sharedStore();
+  if (shared == nullptr) return;
+  const StoreMetrics store = readStore(*shared);
+  out.family("meshpath_store_connected",
+             "1 while the shared store (etcd, --store) answers; 0 while it is unreachable: "
+             "the node forwards with its last known state and refuses changes",
+             MetricType::Gauge);
+  out.sample({}, store.connected ? 1 : 0);
+  out.family("meshpath_store_revision", "The store's revision whose services the node applied last",
+             MetricType::Gauge);
+  out.sample({}, store.revision);
+  out.family("meshpath_store_behind",
+             "Revisions of the store the node has seen but not applied (nonzero for more than "
+             "a moment: the store's state was refused)",
+             MetricType::Gauge);
+  out.sample({}, store.behind);
+  out.family("meshpath_store_keys_left_out",
+             "Keys of the store left out of the last applied state because they do not parse",
+             MetricType::Gauge);
+  out.sample({}, store.keysLeftOut);
+  out.family("meshpath_store_refused",
+             "1 while the node refuses the store's state as a whole (it breaks a rule across "
+             "services) and keeps the last state it applied",
+             MetricType::Gauge);
+  out.sample({}, store.refused ? 1 : 0);
+  out.family("meshpath_store_writes_total",
+             "Changes asked of this node that the store took (one transaction each)",
+             MetricType::Counter);
+  out.sample({}, store.writes);
+  out.family("meshpath_store_write_failures_total",
+             "Changes asked of this node that the store did not take (unreachable, or "
+             "another writer changed the same services); each was undone on the node",
+             MetricType::Counter);
+  out.sample({}, store.writeFailures);
+  out.family("meshpath_store_resyncs_total",
+             "Times the node read the store's whole prefix again after its first read (its "
+             "watch's revision was compacted away)",
+             MetricType::Counter);
+  out.sample({}, store.resyncs);
 }
 
 }  // namespace meshpath::metrics

@@ -1,7 +1,8 @@
 // metrics_collector.h — everything one scrape of /metrics shows (docs/metrics.md), written as
 // Prometheus' text: the datapath's counters (read once through readDatapathStats),
-// the health state (HealthMonitor: in the rings or not, ejections, panic), and the histograms
-// and transition counters fed as things happen (MetricsSink). Lives on the daemon's event loop:
+// the health state (HealthMonitor: in the rings or not, ejections, panic), the shared store's
+// state with --store (ControlPlane::sharedStore()'s status), and the histograms and transition
+// counters fed as things happen (MetricsSink). Lives on the daemon's event loop:
 // collectText(), collect() and the sink's calls must come from that one thread (metrics_server.h
 // brings scrapes there).
 #pragma once
