@@ -170,13 +170,16 @@ Result<void> BpfDataplane::writeNodeCfg() {
 
 // A dnat service's endpoints are in mp_ep_vip (their replies are told apart by their address and
 // port), and mp_node.n_dnat counts dnat services (0: no packet is looked up as a dnat reply).
-// Called after any change of a service entry or an endpoint slot.
+// syncDnat: after any change of an endpoint slot; syncDnatOfService: of a service entry (it also
+// recounts). Both look only at what they must: a change costs its own endpoints, not every
+// endpoint of the node (10,000 endpoints made that most of a change's time).
 Result<void> BpfDataplane::syncDnat(uint32_t endpointId) {
   std::optional<mp_ep_key> want;
   mp_ep_vip value{};
   if (auto e = endpoints_.find(endpointId); e != endpoints_.end()) {
-    for (const auto& [id, svc] : services_) {
-      if (id != e->second.serviceId || svc.forwarding != ForwardingMode::kDnat) continue;
+    auto found = services_.find(e->second.serviceId);
+    if (found != services_.end() && found->second.forwarding == ForwardingMode::kDnat) {
+      const ServiceEntry& svc = found->second;
       mp_ep_key key{};
       std::memcpy(key.addr, e->second.address.bytes().data(), sizeof(key.addr));
       key.port = htons(e->second.port);
@@ -204,7 +207,7 @@ Result<void> BpfDataplane::syncDnat(uint32_t endpointId) {
     }
     dnatKeys_[endpointId] = *want;
   }
-  return syncDnatCount();
+  return {};
 }
 
 Result<void> BpfDataplane::syncDnatCount() {
@@ -216,9 +219,22 @@ Result<void> BpfDataplane::syncDnatCount() {
 }
 
 Result<void> BpfDataplane::syncDnatOfService(uint32_t serviceId) {
-  for (const auto& [id, e] : endpoints_) {
-    if (e.serviceId != serviceId) continue;
-    if (auto r = syncDnat(id); !r) return r;
+  auto svc = services_.find(serviceId);
+  if (svc != services_.end() && svc->second.forwarding == ForwardingMode::kDnat) {
+    for (const auto& [id, e] : endpoints_) {
+      if (e.serviceId != serviceId) continue;
+      if (auto r = syncDnat(id); !r) return r;
+    }
+  } else {
+    // Not (or no longer) dnat: only endpoints that have an mp_ep_vip entry can need a change.
+    std::vector<uint32_t> had;
+    for (const auto& [id, key] : dnatKeys_) {
+      auto e = endpoints_.find(id);
+      if (e == endpoints_.end() || e->second.serviceId == serviceId) had.push_back(id);
+    }
+    for (uint32_t id : had) {
+      if (auto r = syncDnat(id); !r) return r;
+    }
   }
   return syncDnatCount();
 }

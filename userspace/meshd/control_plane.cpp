@@ -131,7 +131,7 @@ ApiResult<ApplyReport> ControlPlane::realize(const DesiredState& next) {
   }
   // The change is live; a state file that cannot be written only costs it at the next restart.
   if (saver_ != nullptr) {
-    saver_->submit(reconciler_.desired(), reconciler_.ids());
+    saver_->markChanged();  // copied by the saver's snapshot when it saves (setStateSaver)
   } else if (auto saved = store_.save(reconciler_.desired(), reconciler_.ids()); !saved) {
     spdlog::error("state file not saved, a restart would forget this change: {}",
                   saved.error().toString());
@@ -151,6 +151,13 @@ ApiResult<ApplyReport> ControlPlane::commitFromStore(const DesiredState& next) {
   return report;
 }
 
+void ControlPlane::setStateSaver(StateSaver* saver) {
+  saver_ = saver;
+  if (saver_ != nullptr) {
+    saver_->setSnapshot([this] { return SavedState{reconciler_.desired(), reconciler_.ids()}; });
+  }
+}
+
 void ControlPlane::afterSaved(std::function<void(std::optional<ApiError>)> done) {
   const uint64_t ticket = std::exchange(unansweredTicket_, 0);
   auto stored = [this, ticket, done = std::move(done)]() mutable {
@@ -160,7 +167,9 @@ void ControlPlane::afterSaved(std::function<void(std::optional<ApiError>)> done)
     }
     shared_->whenWritten(ticket, std::move(done));
   };
-  if (saver_ == nullptr) {
+  // With a store, etcd holds the change durably; the state file (saved at most every second) is
+  // only what a restart forwards with while etcd is down.
+  if (saver_ == nullptr || shared_ != nullptr) {
     stored();
     return;
   }

@@ -87,11 +87,13 @@ class ControlPlane {
   // at once, or through the saver when there is one (after the datapath has the change).
   ApiResult<ApplyReport> commit(const DesiredState& next);
   // Where changes are saved from now on, off the change's path; null: saved at once, in commit.
-  void setStateSaver(StateSaver* saver) { saver_ = saver; }
+  // The saver copies the reconciler's state when it saves (StateSaver::setSnapshot), not per
+  // change.
+  void setStateSaver(StateSaver* saver);
   // Runs `done` once every change committed so far is in the state file (at once without a saver,
-  // else posted to the event loop by the saver) and, with a shared store, once the store has the
-  // change this event-loop turn committed; or with the store's refusal (the API answers a change
-  // this way).
+  // else posted to the event loop by the saver); with a shared store instead once the store has
+  // the change this event-loop turn committed, or with the store's refusal (the API answers a
+  // change this way).
   void afterSaved(std::function<void(std::optional<ApiError>)> done);
   // With a store (--store), changes asked of this node are also written there, and SIGHUP does
   // not reload services from the config file.

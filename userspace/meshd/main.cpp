@@ -272,6 +272,7 @@ int run(const Options& opt) {
   controlPlane.setStateSaver(&saver);
   std::unique_ptr<StoreSync> storeSync;
   if (storeUrl) {
+    saver.setMinInterval(std::chrono::seconds(1));  // state_saver.h: why
     storeSync = std::make_unique<StoreSync>(
         *storeUrl, controlPlane,
         [&io](std::function<void()> done) { boost::asio::post(io, std::move(done)); });

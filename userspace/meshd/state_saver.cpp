@@ -3,6 +3,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <vector>
 
 namespace meshpath {
@@ -26,6 +27,7 @@ uint64_t StateSaver::submit(const DesiredState& desired, const IdAssignments& id
     std::lock_guard lock(mu_);
     pending_ = std::move(state);  // an older pending state is superseded: never written
     seq = ++submitted_;
+    pendingSeq_ = seq;
   }
   wake_.notify_one();
   return seq;
@@ -45,7 +47,26 @@ void StateSaver::whenSaved(uint64_t seq, std::function<void()> done) {
 void StateSaver::flush() {
   std::unique_lock lock(mu_);
   const uint64_t target = submitted_;
+  ++flushing_;
+  if (snapshot_ && saved_ < target && (pending_ == nullptr || pendingSeq_ < target)) {
+    // The loop is not running (shutdown) or is this thread (tests): copy the state here.
+    lock.unlock();
+    takeSnapshot();
+    lock.lock();
+  }
+  wake_.notify_all();
   idle_.wait(lock, [&] { return saved_ >= target; });
+  --flushing_;
+}
+
+void StateSaver::setSnapshot(Snapshot snapshot) {
+  std::lock_guard lock(mu_);
+  snapshot_ = std::move(snapshot);
+}
+
+void StateSaver::setMinInterval(std::chrono::milliseconds interval) {
+  std::lock_guard lock(mu_);
+  minInterval_ = interval;
 }
 
 uint64_t StateSaver::submitted() const {
@@ -66,10 +87,23 @@ uint64_t StateSaver::saves() const {
 void StateSaver::run() {
   std::unique_lock lock(mu_);
   for (;;) {
-    wake_.wait(lock, [&] { return pending_ != nullptr || stopping_; });
-    if (pending_ == nullptr) return;  // stopping, everything saved
+    wake_.wait(lock, [&] {
+      return pending_ != nullptr || stopping_ || (snapshot_ && submitted_ > saved_ && !requested_);
+    });
+    if (pending_ == nullptr && stopping_) return;  // everything handed over is saved
+    if (minInterval_.count() > 0 && lastSave_) {
+      // Spaced out: what arrives meanwhile joins this save (flush and stop do not wait).
+      wake_.wait_until(lock, *lastSave_ + minInterval_, [&] { return stopping_ || flushing_ > 0; });
+    }
+    if (pending_ == nullptr) {
+      if (stopping_) return;
+      // Changes marked, no state copied yet: the loop copies it now, once for all of them.
+      requested_ = true;
+      post_([this] { takeSnapshot(); });
+      continue;
+    }
     std::unique_ptr<SavedState> state = std::move(pending_);
-    const uint64_t seq = submitted_;  // pending_ is always the newest submitted state
+    const uint64_t seq = pendingSeq_;
     lock.unlock();
     if (auto r = store_.save(state->desired, state->ids); !r) {
       spdlog::error(
@@ -79,7 +113,8 @@ void StateSaver::run() {
     }
     state.reset();
     lock.lock();
-    saved_ = seq;
+    lastSave_ = std::chrono::steady_clock::now();
+    saved_ = std::max(saved_, seq);
     ++saves_;
     // Posted before flush() can see the save done (post only queues: cheap under the lock).
     while (!waiting_.empty() && waiting_.begin()->first <= saved_) {
@@ -88,6 +123,29 @@ void StateSaver::run() {
     }
     idle_.notify_all();
   }
+}
+
+void StateSaver::takeSnapshot() {
+  SavedState state = snapshot_();
+  {
+    std::lock_guard lock(mu_);
+    if (pending_ == nullptr || pendingSeq_ < submitted_) {
+      pending_ = std::make_unique<SavedState>(std::move(state));
+      pendingSeq_ = submitted_;
+    }
+    requested_ = false;
+  }
+  wake_.notify_all();
+}
+
+uint64_t StateSaver::markChanged() {
+  uint64_t seq = 0;
+  {
+    std::lock_guard lock(mu_);
+    seq = ++submitted_;
+  }
+  wake_.notify_all();
+  return seq;
 }
 
 }  // namespace meshpath

@@ -226,6 +226,7 @@ StoreWrite writeFor(const StoreMirror& mirror, const std::vector<ServiceSpec>& b
   for (const auto& [name, s] : now) {
     auto was = old.find(name);
     const ServiceSpec* prev = was == old.end() ? nullptr : was->second;
+    if (prev != nullptr && *prev == *s) continue;  // most services of a change: cheap to skip
     if (prev == nullptr || serviceValue(*prev) != serviceValue(*s)) {
       put(serviceKey(prefix, name), serviceValue(*s));
     }

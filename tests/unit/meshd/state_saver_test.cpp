@@ -6,9 +6,11 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <chrono>
 #include <filesystem>
 #include <functional>
 #include <mutex>
+#include <thread>
 #include <vector>
 
 namespace meshpath {
@@ -105,6 +107,59 @@ TEST_F(StateSaverTest, AWaiterRunsOnTheLoopOnlyOnceItsChangeIsSaved) {
   saver.whenSaved(seq, [&] { late = true; });
   EXPECT_EQ(loop.run(), 1u);
   EXPECT_TRUE(late);
+}
+
+// With a minimum interval (meshd --store), saves are spaced out: a stream of changes is written
+// in few saves, the newest state always last; flush() does not wait for the interval.
+TEST_F(StateSaverTest, AMinimumIntervalSpacesSavesOut) {
+  StateStore store((dir_ / "state.json").string());
+  Loop loop;
+  StateSaver saver(store, loop.post());
+  saver.setMinInterval(std::chrono::milliseconds(200));
+  saver.submit(withWeight(1), ids());
+  const auto start = std::chrono::steady_clock::now();
+  while (saver.saved() < 1) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  for (uint32_t w = 2; w <= 50; ++w) {
+    saver.submit(withWeight(w), ids());
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));  // 0.5 s of changes
+  }
+  const auto streamed = std::chrono::steady_clock::now() - start;
+  EXPECT_LE(saver.saves(), 1 + streamed / std::chrono::milliseconds(200) + 1);
+  const auto flushStart = std::chrono::steady_clock::now();
+  saver.flush();
+  EXPECT_LT(std::chrono::steady_clock::now() - flushStart, std::chrono::milliseconds(150));
+  EXPECT_EQ(savedWeight(store), 50u);
+}
+
+// markChanged(): nothing is copied per change; the loop copies the state once when the thread is
+// ready to save, and that save answers every change marked before it.
+TEST_F(StateSaverTest, MarkedChangesAreCopiedOnTheLoopOncePerSave) {
+  StateStore store((dir_ / "state.json").string());
+  Loop loop;
+  StateSaver saver(store, loop.post());
+  uint32_t weight = 0;
+  int snapshots = 0;
+  saver.setSnapshot([&] {
+    ++snapshots;
+    return SavedState{withWeight(weight), ids()};
+  });
+  for (weight = 1; weight <= 20; ++weight) saver.markChanged();
+  weight = 20;
+  bool answered = false;
+  saver.whenSaved(saver.submitted(), [&] { answered = true; });
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+  while (!answered && std::chrono::steady_clock::now() < deadline) {
+    loop.run();  // runs the snapshot the saver posted, then its waiter
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  ASSERT_TRUE(answered);
+  EXPECT_EQ(savedWeight(store), 20u);
+  EXPECT_LE(snapshots, 2) << "a copy per save, not per change";
+  // flush() with the loop not running copies on its own thread.
+  weight = 21;
+  saver.markChanged();
+  saver.flush();
+  EXPECT_EQ(savedWeight(store), 21u);
 }
 
 TEST_F(StateSaverTest, StoppingSavesWhatWasSubmitted) {
