@@ -252,5 +252,170 @@ class Outage(EtcdStore):
         self.assertNotIn("ep3", self.burst_ok(80, 300)["by_endpoint"])
 
 
+def sh(*argv):
+    subprocess.run(argv, check=True, capture_output=True, text=True, timeout=60)
+
+
+class TwoNodes(EtcdStore):
+    """Two meshd nodes on one etcd prefix. Node A is the lab's lb; node B a second lb namespace
+    with its own links to the client and to the endpoints' switch. The client namespace is the
+    router: its route to the VIP has both nodes as next hops, hashed on L4
+    (fib_multipath_hash_policy=1), as a router in front of several balancers spreads flows."""
+    LISTEN_ON_LB = True  # node B reaches etcd at A's endpoint-side address
+
+    def setUp(self):
+        super().setUp()
+        env = self.lab.env
+        p = env["prefix"]
+        self.ns_b = f"{p}-lb2"
+        client, net = env["client"]["ns"], f"{p}-net"
+        self.b_ipv4 = "10.100.2.2"  # B's address toward the endpoints: its SNAT source
+        sh("ip", "netns", "add", self.ns_b)
+        sh("ip", "-n", self.ns_b, "link", "set", "lo", "up")
+        sh("ip", "-n", client, "link", "add", "c-lb2", "type", "veth", "peer", "name", "veth-c",
+           "netns", self.ns_b)
+        sh("ip", "-n", client, "addr", "add", "10.100.3.2/24", "dev", "c-lb2")
+        sh("ip", "-n", self.ns_b, "addr", "add", "10.100.3.1/24", "dev", "veth-c")
+        sh("ip", "-n", self.ns_b, "link", "add", "veth-e", "type", "veth", "peer", "name", "p-lb2",
+           "netns", net)
+        sh("ip", "-n", self.ns_b, "addr", "add", f"{self.b_ipv4}/24", "dev", "veth-e")
+        sh("ip", "-n", net, "link", "set", "p-lb2", "master", "br0")
+        for ns, dev in ((client, "c-lb2"), (self.ns_b, "veth-c"), (self.ns_b, "veth-e"),
+                        (net, "p-lb2")):
+            sh("ip", "-n", ns, "link", "set", dev, "up")
+        # The lab's veth quirks (lab.sh up): no partial checksums from senders, GRO on the peers
+        # that frames are redirected into.
+        sh("ip", "netns", "exec", client, "ethtool", "-K", "c-lb2", "tx", "off", "gro", "on")
+        sh("ip", "netns", "exec", net, "ethtool", "-K", "p-lb2", "gro", "on")
+        for ns, kv in ((self.ns_b, "net.ipv4.ip_forward=1"),
+                       (self.ns_b, "net.ipv4.ip_local_port_range=32768 60999"),
+                       (client, "net.ipv4.fib_multipath_hash_policy=1"),
+                       (client, "net.ipv4.conf.all.rp_filter=0"),
+                       (client, "net.ipv4.conf.c-lb2.rp_filter=0")):
+            sh("ip", "netns", "exec", ns, "sysctl", "-q", "-w", kv)
+        sh("ip", "-n", self.ns_b, "route", "add", "10.100.1.0/24", "via", "10.100.3.2")
+        self.route("both")
+
+        self.b_dir = os.path.join(self.lab.state_dir, "node-b")
+        os.makedirs(self.b_dir)
+        self.b_socket = os.path.join(self.b_dir, "meshd.sock")
+        self.b_pins = f"/sys/fs/bpf/meshpath-{p}-b"
+        config = os.path.join(self.b_dir, "meshd.yaml")
+        with open(config, "w") as f:
+            f.write("node:\n  interfaces: [veth-c, veth-e]\n"
+                    f"  ipv4: {self.b_ipv4}\n  xdp_mode: native\n"
+                    f"  api_socket: {self.b_socket}\n  pin_root: {self.b_pins}\n"
+                    f"  state_file: {self.b_dir}/state.json\nservices: []\n")
+        log = open(os.path.join(self.b_dir, "meshd.log"), "a")
+        self.meshd_b = subprocess.Popen(
+            [labmod.MESHD, "--netns", self.ns_b, "--config", config, "--store",
+             self.etcd.store_url(host=self.lab.env["lb"]["ipv4"])],
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+        log.close()
+        self.addCleanup(self.stop_b)
+        deadline = time.monotonic() + 20
+        while self.lab.meshctl("status", check=False, socket=self.b_socket).returncode != 0:
+            self.assertIsNone(self.meshd_b.poll(), self.b_log())
+            self.assertLess(time.monotonic(), deadline, self.b_log())
+            time.sleep(0.1)
+
+    def stop_b(self):
+        if self.meshd_b.poll() is None:
+            self.meshd_b.kill()
+            self.meshd_b.wait()
+        subprocess.run(["rm", "-rf", self.b_pins], check=False)
+
+    def b_log(self):
+        with open(os.path.join(self.b_dir, "meshd.log")) as f:
+            return "node B log:\n" + "".join(f.readlines()[-30:])
+
+    def route(self, via):
+        """The client's route to the VIP: through node A, node B, or both (ECMP). Through one
+        node, always from the client's own address, as a flow keeps its addresses behind a router
+        whichever balancer it reaches. (With both, the kernel picks the source address with the
+        next hop for the client's own sockets, so the ECMP route carries no fixed source.)"""
+        hops = {"a": ["via", "10.100.1.1", "dev", "c-lb"], "b": ["via", "10.100.3.1", "dev", "c-lb2"]}
+        if via == "both":
+            argv = ["nexthop", *hops["a"], "nexthop", *hops["b"]]
+        else:
+            argv = ["src", self.lab.env["client"]["ipv4"], *hops[via]]
+        sh("ip", "-n", self.lab.env["client"]["ns"], "route", "replace", f"{self.vip}/32", *argv)
+
+    def endpoints_on(self, socket, name="web"):
+        for s in json.loads(self.lab.meshctl("-o", "json", "service", "list",
+                                             socket=socket).stdout):
+            if s["name"] == name:
+                return {f"{e['address']}:{e['port']}": e["weight"] for e in s["endpoints"]}
+        return None
+
+    def new_conns(self, socket):
+        st = json.loads(self.lab.meshctl("-o", "json", "stats", "web", socket=socket).stdout)
+        return sum(e["new_conns"] for e in st["endpoints"])
+
+    def test_same_pick_on_both_nodes_and_changes_reach_both(self):
+        self.wait_store(True)
+        self.put_service("web", 80, {1: 1, 2: 1, 3: 1})
+        want = {self.ep_key(i): 1 for i in (1, 2, 3)}
+        deadline = time.monotonic() + 10
+        while not (self.endpoints_of("web") == want and self.endpoints_on(self.b_socket) == want):
+            self.assertLess(time.monotonic(), deadline, self.b_log())
+            time.sleep(0.05)
+
+        # ECMP spreads new connections over both nodes; every one is answered.
+        before = (self.new_conns(self.lab.socket), self.new_conns(self.b_socket))
+        r = self.burst_ok(80, 400)
+        self.assertEqual(set(r["by_endpoint"]), {"ep1", "ep2", "ep3"}, r)
+        got_a = self.new_conns(self.lab.socket) - before[0]
+        got_b = self.new_conns(self.b_socket) - before[1]
+        print(f"ECMP over two nodes: node A {got_a}, node B {got_b} of 400 connections")
+        self.assertGreater(got_a, 40, "ECMP sent (almost) nothing to node A")
+        self.assertGreater(got_b, 40, "ECMP sent (almost) nothing to node B")
+
+        # The same pick: the same flows through A, then through B, reach the same endpoints.
+        ports = range(40000, 40060)
+        picks = {}
+        for via in ("a", "b"):
+            self.route(via)
+            picks[via] = {}
+            for sport in ports:
+                got = self.lab.once(self.vip, 80, sport)
+                self.assertTrue(got["ok"], f"via {via}, source port {sport}: {got}")
+                picks[via][sport] = got["endpoint"]
+        self.route("both")
+        moved = {s: (picks["a"][s], picks["b"][s]) for s in ports if picks["a"][s] != picks["b"][s]}
+        self.assertFalse(moved, f"flows that reach another endpoint through node B: {moved}")
+        self.assertEqual(set(picks["a"].values()), {"ep1", "ep2", "ep3"})
+
+        # One write reaches both nodes: propagation to the later of the two, many times.
+        took = []
+        key = f"{PREFIX}/endpoints/web/{self.ep_key(2)}"
+        for i in range(20):
+            w = 2 + i % 2 * 3
+            t0 = time.monotonic()
+            self.etcd.put(key, json.dumps({"weight": w}))
+            while not (self.endpoints_of("web")[self.ep_key(2)] == w and
+                       self.endpoints_on(self.b_socket)[self.ep_key(2)] == w):
+                self.assertLess(time.monotonic() - t0, 10, self.b_log())
+                time.sleep(0.005)
+            took.append(time.monotonic() - t0)
+        took.sort()
+        print(f"etcdctl put -> both nodes (polled through meshctl, etcdctl's own start included): "
+              f"p50 {took[len(took) // 2] * 1000:.0f} ms, max {took[-1] * 1000:.0f} ms")
+
+        # An endpoint under a lease (as etcdctl writes it) joins both and leaves both.
+        lease = self.etcd.ctl("lease", "grant", "2").stdout.split()[1]  # "lease ID granted ..."
+        leased = f"{self.lab.ep_address(3, 4)}:8081"
+        self.etcd.ctl("put", "--lease", lease, f"{PREFIX}/endpoints/web/{leased}",
+                      json.dumps({"weight": 1}))
+        deadline = time.monotonic() + 10
+        while not (leased in self.endpoints_of("web") and leased in self.endpoints_on(self.b_socket)):
+            self.assertLess(time.monotonic(), deadline)
+            time.sleep(0.05)
+        deadline = time.monotonic() + 10
+        while leased in self.endpoints_of("web") or leased in self.endpoints_on(self.b_socket):
+            self.assertLess(time.monotonic(), deadline, "the lapsed lease left an endpoint behind")
+            time.sleep(0.1)
+
+
 if __name__ == "__main__":
     unittest.main()

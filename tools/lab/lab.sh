@@ -72,7 +72,7 @@ mac_of() { ip -n "$1" -o link show "$2" | sed -n 's/.*link\/ether \([0-9a-f:]*\)
 
 # All namespaces of this lab, whatever the endpoint count it was brought up with.
 lab_namespaces() {
-  ip netns list | awk '{print $1}' | grep -E "^${PREFIX}-(client|lb|net|ep[0-9]+)\$" || true
+  ip netns list | awk '{print $1}' | grep -E "^${PREFIX}-(client|lb[0-9]*|net|ep[0-9]+)\$" || true
 }
 
 in_ns() { local ns="$1"; shift; ip netns exec "$ns" "$@"; }
