@@ -386,6 +386,21 @@ class TwoNodes(EtcdStore):
         self.assertFalse(moved, f"flows that reach another endpoint through node B: {moved}")
         self.assertEqual(set(picks["a"].values()), {"ep1", "ep2", "ep3"})
 
+        # Node A lost (the route moves every flow to B): what happens to connections open
+        # through A. forwarding nat: B has no state for them and SNATs from its own address, so
+        # the endpoint does not know them: they end. New connections go on through B at once.
+        self.route("a")
+        sessions = [self.lab.session(self.vip, 80) for _ in range(6)]
+        for s in sessions:
+            self.assertTrue(s.get()["ok"])
+        self.route("b")
+        kept = sum(1 for s in sessions if s.get()["ok"])
+        print(f"node loss, forwarding nat: {kept} of {len(sessions)} open connections kept; new "
+              f"connections through the other node:", end=" ")
+        r = self.burst_ok(80, 200)
+        print(f"{r['ok']} of 200 answered")
+        self.route("both")
+
         # One write reaches both nodes: propagation to the later of the two, many times.
         took = []
         key = f"{PREFIX}/endpoints/web/{self.ep_key(2)}"
