@@ -49,7 +49,8 @@ class EtcdStore(LabTestCase):
 
     def start_store_meshd(self):
         # No services in the config file: they come from etcd.
-        self.lab.start_meshd(self.lab.write_config([]), args=("--store", self.etcd.store_url()))
+        self.lab.start_meshd(self.lab.write_config([]),
+                             args=("--store", self.etcd.store_url(), "--node-name", "a"))
 
     # --- helpers ---
 
@@ -95,7 +96,7 @@ class EtcdStore(LabTestCase):
 
     def event_kinds(self):
         out = self.lab.meshctl("-o", "json", "events").stdout
-        return [json.loads(line)["kind"] for line in out.splitlines() if line.strip()]
+        return [json.loads(line).get("kind") for line in out.splitlines() if line.strip()]
 
 
 class StoreIsTheSource(EtcdStore):
@@ -308,8 +309,8 @@ class TwoNodes(EtcdStore):
                     f"  state_file: {self.b_dir}/state.json\nservices: []\n")
         log = open(os.path.join(self.b_dir, "meshd.log"), "a")
         self.meshd_b = subprocess.Popen(
-            [labmod.MESHD, "--netns", self.ns_b, "--config", config, "--store",
-             self.etcd.store_url(host=self.lab.env["lb"]["ipv4"])],
+            [labmod.MESHD, "--netns", self.ns_b, "--config", config, "--node-name", "b",
+             "--store", self.etcd.store_url(host=self.lab.env["lb"]["ipv4"])],
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
         log.close()
         self.addCleanup(self.stop_b)
@@ -430,6 +431,73 @@ class TwoNodes(EtcdStore):
         while leased in self.endpoints_of("web") or leased in self.endpoints_on(self.b_socket):
             self.assertLess(time.monotonic(), deadline, "the lapsed lease left an endpoint behind")
             time.sleep(0.1)
+
+    def mesh_health(self, socket):
+        st = json.loads(self.lab.meshctl("-o", "json", "status", socket=socket).stdout)
+        return {(v["service"], v["endpoint"]): v for v in st["store"]["mesh_health"]}
+
+    def served(self, via, count=300):
+        self.route(via)
+        try:
+            return set(self.burst_ok(80, count)["by_endpoint"])
+        finally:
+            self.route("both")
+
+    def test_health_verdicts_across_nodes(self):
+        self.wait_store(True)
+        self.etcd.put(f"{PREFIX}/services/web", json.dumps({
+            "vip": self.vip, "port": 80, "protocol": "tcp",
+            "health": {"type": "tcp", "interval": "200ms", "timeout": "100ms", "rise": 2,
+                       "fall": 2}}))
+        for i in (1, 2, 3):
+            self.etcd.put(f"{PREFIX}/endpoints/web/{self.ep_key(i)}", json.dumps({"weight": 1}))
+        want = {self.ep_key(i): 1 for i in (1, 2, 3)}
+        deadline = time.monotonic() + 10
+        while not (self.endpoints_of("web") == want and self.endpoints_on(self.b_socket) == want):
+            self.assertLess(time.monotonic(), deadline, self.b_log())
+            time.sleep(0.05)
+        self.assertEqual(self.served("a"), {"ep1", "ep2", "ep3"})
+
+        # Node A alone loses ep3 (a partition between them): A stops sending to it and says so;
+        # B, whose checks pass, keeps it: one node's partition does not drain the mesh.
+        ep3 = self.ep_key(3)
+        sh("ip", "-n", self.lab.env["lb"]["ns"], "route", "add", "blackhole",
+           f"{self.lab.ep_address(3, 4)}/32")
+        deadline = time.monotonic() + 10
+        while not self.mesh_health(self.b_socket).get(("web", ep3)):
+            self.assertLess(time.monotonic(), deadline, "node B never heard of A's verdict")
+            time.sleep(0.1)
+        on_a = self.mesh_health(self.lab.socket)[("web", ep3)]
+        on_b = self.mesh_health(self.b_socket)[("web", ep3)]
+        self.assertEqual((on_a["failing_on"], on_a["nodes"], on_a["here"], on_a["mesh_wide"]),
+                         (1, 2, True, False), on_a)
+        self.assertEqual((on_b["here"], on_b["mesh_wide"]), (False, False), on_b)
+        self.assertEqual(self.served("b"), {"ep1", "ep2", "ep3"}, "B drained what only A lost")
+        sh("ip", "-n", self.lab.env["lb"]["ns"], "route", "del", "blackhole",
+           f"{self.lab.ep_address(3, 4)}/32")
+
+        # Most nodes see ep1 failing (three more nodes' verdicts, written as any node writes its
+        # own: under a lease): out on A and B too, although their own checks pass.
+        lease = self.etcd.ctl("lease", "grant", "30").stdout.split()[1]
+        ep1 = self.ep_key(1)
+        for node in ("c", "d", "e"):
+            self.etcd.ctl("put", "--lease", lease, f"{PREFIX}/health/{node}",
+                          json.dumps({"web": [ep1]}))
+        for socket in (self.lab.socket, self.b_socket):
+            deadline = time.monotonic() + 10
+            while not self.mesh_health(socket).get(("web", ep1), {}).get("mesh_wide"):
+                self.assertLess(time.monotonic(), deadline, self.mesh_health(socket))
+                time.sleep(0.1)
+        self.assertNotIn("ep1", self.served("a"))
+        self.assertNotIn("ep1", self.served("b"))
+        self.assertIn("mesh_ejected", self.event_kinds())
+        # Those nodes go (their lease is revoked): ep1 is back everywhere.
+        self.etcd.ctl("lease", "revoke", lease)
+        deadline = time.monotonic() + 10
+        while self.mesh_health(self.b_socket).get(("web", ep1)):
+            self.assertLess(time.monotonic(), deadline)
+            time.sleep(0.1)
+        self.assertIn("ep1", self.served("b", 400))
 
 
 if __name__ == "__main__":

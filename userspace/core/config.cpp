@@ -304,7 +304,7 @@ HealthCheckSpec readHealth(const YAML::Node& map, const std::string& path) {
   checkKeys(map, path,
             {"type", "interval", "timeout", "rise", "fall", "jitter", "http_path", "http_host",
              "http_statuses", "udp_send", "udp_expect", "ejection_time", "max_ejection_time",
-             "max_ejected_percent", "panic_threshold", "passive_fall"});
+             "max_ejected_percent", "panic_threshold", "passive_fall", "mesh_quorum"});
   HealthCheckSpec h;
   if (auto n = field(map, "type")) {
     h.type = readEnum<HealthCheckType>(*n, dotted(path, "type"), parseHealthCheckType,
@@ -342,6 +342,10 @@ HealthCheckSpec readHealth(const YAML::Node& map, const std::string& path) {
   }
   if (auto n = field(map, "passive_fall")) {
     h.passiveFall = static_cast<uint32_t>(readNumber(*n, dotted(path, "passive_fall"), 0, 100));
+  }
+  if (auto n = field(map, "mesh_quorum")) {
+    h.meshQuorum =
+        readEnum<MeshQuorum>(*n, dotted(path, "mesh_quorum"), parseMeshQuorum, "majority, local");
   }
   return h;
 }

@@ -155,7 +155,8 @@ json toJson(const HealthCheckSpec& h) {
       {"max_ejection_time", formatDurationMs(h.maxEjectionTimeMs)},
       {"max_ejected_percent", h.maxEjectedPercent},
       {"panic_threshold", h.panicThresholdPercent},
-      {"passive_fall", h.passiveFall}};
+      {"passive_fall", h.passiveFall},
+      {"mesh_quorum", toString(h.meshQuorum)}};
 }
 
 json toJson(const ConnTimeouts& t) {
@@ -202,7 +203,7 @@ HealthCheckSpec healthFromJson(const json& j, const std::string& path) {
   checkKeys(j, path,
             {"type", "interval", "timeout", "rise", "fall", "jitter", "http_path", "http_host",
              "http_statuses", "udp_send", "udp_expect", "ejection_time", "max_ejection_time",
-             "max_ejected_percent", "panic_threshold", "passive_fall"});
+             "max_ejected_percent", "panic_threshold", "passive_fall", "mesh_quorum"});
   HealthCheckSpec h;
   if (const json* v = member(j, "type")) {
     h.type = readEnum<HealthCheckType>(*v, dotted(path, "type"), parseHealthCheckType,
@@ -249,6 +250,10 @@ HealthCheckSpec healthFromJson(const json& j, const std::string& path) {
   }
   if (const json* v = member(j, "passive_fall")) {
     h.passiveFall = static_cast<uint32_t>(readNumber(*v, dotted(path, "passive_fall"), 0, 100));
+  }
+  if (const json* v = member(j, "mesh_quorum")) {
+    h.meshQuorum =
+        readEnum<MeshQuorum>(*v, dotted(path, "mesh_quorum"), parseMeshQuorum, "majority, local");
   }
   return h;
 }

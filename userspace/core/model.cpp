@@ -134,6 +134,14 @@ std::optional<HealthCheckType> parseHealthCheckType(const std::string& s) {
   return std::nullopt;
 }
 
+std::string toString(MeshQuorum q) { return q == MeshQuorum::kLocal ? "local" : "majority"; }
+
+std::optional<MeshQuorum> parseMeshQuorum(const std::string& s) {
+  if (s == "majority") return MeshQuorum::kMajority;
+  if (s == "local") return MeshQuorum::kLocal;
+  return std::nullopt;
+}
+
 std::optional<uint64_t> parseDurationMs(const std::string& text) {
   const auto unit_at =
       std::find_if(text.begin(), text.end(), [](char c) { return c < '0' || c > '9'; });

@@ -79,6 +79,14 @@ enum class HealthCheckType : uint8_t { kNone = 0, kTcp, kHttp, kUdp };
 std::string toString(HealthCheckType t);  // "none" / "tcp" / "http" / "udp"
 std::optional<HealthCheckType> parseHealthCheckType(const std::string& s);
 
+// With meshd --store, what the other nodes' verdicts do here (docs/etcd.md, "Health across
+// nodes"). majority: an endpoint that more than half of the live nodes see failing leaves this
+// node's rings too, whatever its own probes say; local: only this node's own verdicts count.
+// Either way a node takes an endpoint its own checks fail out of its own rings.
+enum class MeshQuorum : uint8_t { kMajority = 0, kLocal = 1 };
+std::string toString(MeshQuorum q);  // "majority" / "local"
+std::optional<MeshQuorum> parseMeshQuorum(const std::string& s);
+
 struct HealthCheckSpec {
   HealthCheckType type = HealthCheckType::kNone;
   uint32_t intervalMs = 2000;
@@ -99,6 +107,7 @@ struct HealthCheckSpec {
   // Consecutive passive failures (seen by the datapath on real traffic) that make the datapath
   // mark an endpoint down at once; 0 = passive detection off. Works with any `type`, none too.
   uint32_t passiveFall = 3;
+  MeshQuorum meshQuorum = MeshQuorum::kMajority;
   bool operator==(const HealthCheckSpec&) const = default;
 };
 

@@ -349,7 +349,96 @@ void ControlPlane::emitConfigEvent(const std::string& kind, const std::string& m
 }
 
 ApiResult<void> ControlPlane::setExcluded(std::map<std::string, std::set<std::string>> excluded) {
-  if (auto r = reconciler_.setExcluded(std::move(excluded)); !r) {
+  ownExcluded_ = std::move(excluded);
+  if (shared_ != nullptr) shared_->publishVerdicts(ownExcluded_);
+  return applyExclusions();
+}
+
+ApiResult<void> ControlPlane::setMeshVerdicts(
+    std::map<std::string, std::map<std::string, std::set<std::string>>> others) {
+  if (others == othersExcluded_) return {};
+  othersExcluded_ = std::move(others);
+  return applyExclusions();
+}
+
+std::vector<MeshVerdict> ControlPlane::meshVerdicts() const {
+  std::map<std::pair<std::string, std::string>, MeshVerdict> seen;
+  auto note = [&](const std::map<std::string, std::set<std::string>>& verdicts, bool here) {
+    for (const auto& [service, keys] : verdicts) {
+      for (const std::string& key : keys) {
+        MeshVerdict& v = seen[{service, key}];
+        v.service = service;
+        v.endpoint = key;
+        ++v.failing;
+        v.here = v.here || here;
+      }
+    }
+  };
+  note(ownExcluded_, true);
+  for (const auto& [node, verdicts] : othersExcluded_) note(verdicts, false);
+  std::vector<MeshVerdict> out;
+  for (auto& [k, v] : seen) {
+    v.nodes = othersExcluded_.size() + 1;
+    auto m = meshExcluded_.find(v.service);
+    v.meshWide = m != meshExcluded_.end() && m->second.contains(v.endpoint);
+    out.push_back(v);
+  }
+  return out;
+}
+
+ApiResult<void> ControlPlane::applyExclusions() {
+  std::map<std::string, std::set<std::string>> effective = ownExcluded_;
+  std::map<std::string, std::set<std::string>> mesh;
+  const size_t nodes = othersExcluded_.size() + 1;
+  if (nodes > 1) {
+    for (const ServiceSpec& s : desired().services) {
+      if (s.health.meshQuorum != MeshQuorum::kMajority) continue;
+      const std::set<std::string>& own = ownExcluded_[s.name];
+      std::set<std::string> add;
+      size_t keptAlone = 0, keptWith = 0;
+      for (const EndpointSpec& e : s.endpoints) {
+        const std::string key = e.key();
+        size_t failing = own.contains(key) ? 1 : 0;
+        for (const auto& [node, verdicts] : othersExcluded_) {
+          auto it = verdicts.find(s.name);
+          failing += it != verdicts.end() && it->second.contains(key);
+        }
+        const bool majority = 2 * failing > nodes;
+        if (majority && !own.contains(key)) add.insert(key);
+        if (e.weight > 0 && !own.contains(key)) {
+          ++keptAlone;
+          keptWith += !majority;
+        }
+      }
+      // Other nodes' verdicts never empty a ring this node would keep serving: then it goes by
+      // its own checks (and says so in the status).
+      if (!add.empty() && (keptWith > 0 || keptAlone == 0)) {
+        mesh[s.name] = add;
+        effective[s.name].insert(add.begin(), add.end());
+      }
+    }
+  }
+  if (mesh != meshExcluded_) {
+    for (const auto& [service, keys] : mesh) {
+      for (const std::string& key : keys) {
+        if (meshExcluded_[service].contains(key)) continue;
+        emitConfigEvent(
+            "mesh_ejected",
+            service + " " + key + ": out of this node's rings: most nodes see it failing",
+            nlohmann::json{{"service", service}, {"endpoint", key}, {"nodes", nodes}});
+      }
+    }
+    for (const auto& [service, keys] : meshExcluded_) {
+      for (const std::string& key : keys) {
+        auto now = mesh.find(service);
+        if (now != mesh.end() && now->second.contains(key)) continue;
+        emitConfigEvent("mesh_restored", service + " " + key + ": no longer failing on most nodes",
+                        nlohmann::json{{"service", service}, {"endpoint", key}, {"nodes", nodes}});
+      }
+    }
+    meshExcluded_ = std::move(mesh);
+  }
+  if (auto r = reconciler_.setExcluded(std::move(effective)); !r) {
     const Error& e = r.error();
     spdlog::error("health: rings not updated: {}{}", e.toString(),
                   e.hint.empty() ? "" : " (" + e.hint + ")");

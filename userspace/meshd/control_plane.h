@@ -64,6 +64,19 @@ class SharedStore {
   // (the error; the node is back on the store's state by then).
   virtual void whenWritten(uint64_t ticket, std::function<void(std::optional<ApiError>)> done) = 0;
   virtual nlohmann::json statusJson() const = 0;  // /v1/status "store"
+  // This node's own health verdicts (service -> endpoint keys its checks take out), for the
+  // other nodes to count (docs/etcd.md, "Health across nodes").
+  virtual void publishVerdicts(const std::map<std::string, std::set<std::string>>& own) = 0;
+};
+
+// How many live nodes (this one included) see an endpoint failing, and what that does here.
+struct MeshVerdict {
+  std::string service;
+  std::string endpoint;
+  size_t failing = 0;     // nodes whose own checks take it out
+  size_t nodes = 0;       // live nodes
+  bool here = false;      // this node's own checks take it out
+  bool meshWide = false;  // a majority: out of this node's rings whatever its own checks say
 };
 
 class ControlPlane {
@@ -128,7 +141,14 @@ class ControlPlane {
 
   // Health: which endpoints of each service the rings leave out right now (ejected, not in
   // panic). Not part of the desired state, so not saved: a restart starts everyone healthy.
+  // With a store, the verdicts are also published, and an endpoint a majority of the live nodes
+  // take out (mesh_quorum: majority) leaves this node's rings too (setMeshVerdicts).
   ApiResult<void> setExcluded(std::map<std::string, std::set<std::string>> excluded);
+  // The other live nodes' own verdicts, from the store: node -> service -> endpoint keys.
+  ApiResult<void> setMeshVerdicts(
+      std::map<std::string, std::map<std::string, std::set<std::string>>> others);
+  // Every endpoint at least one live node sees failing (/v1/status "store.mesh_health").
+  std::vector<MeshVerdict> meshVerdicts() const;
   // Called after every commit that changed the dataplane (the health monitor follows the set of
   // services, endpoints and checks this way).
   void onCommitted(std::function<void()> listener) {
@@ -142,6 +162,11 @@ class ControlPlane {
   StateSaver* saver_ = nullptr;
   SharedStore* shared_ = nullptr;
   uint64_t unansweredTicket_ = 0;  // the store write of this turn's change, until afterSaved
+  std::map<std::string, std::set<std::string>> ownExcluded_;  // this node's health verdicts
+  std::map<std::string, std::map<std::string, std::set<std::string>>> othersExcluded_;
+  std::map<std::string, std::set<std::string>> meshExcluded_;  // what a majority adds here
+  // own + a majority's, with every service keeping at least one endpoint it would keep alone.
+  ApiResult<void> applyExclusions();
   std::string configPath_;
   bool adopted_;
   std::optional<PortRange> autoSnatPorts_;

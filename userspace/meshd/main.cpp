@@ -7,6 +7,7 @@
 //   meshd --teardown [--config FILE]      detach XDP, remove pinned links and maps, state file
 //   meshd --check-config FILE [--netns NAME]  validate FILE as start-up would, touching nothing
 #include <spdlog/spdlog.h>
+#include <unistd.h>
 
 #include <CLI/CLI.hpp>
 #include <boost/asio/io_context.hpp>
@@ -45,6 +46,7 @@ constexpr const char* kRunDir = "/run/meshpath";
 struct Options {
   std::string config;
   std::string store;  // --store: services from etcd instead of the config file
+  std::string nodeName;  // --node-name: this node among the store's nodes (default: hostname)
   std::string checkConfig;
   std::string logLevel = "info";
   std::string netns;
@@ -274,7 +276,7 @@ int run(const Options& opt) {
   if (storeUrl) {
     saver.setMinInterval(std::chrono::seconds(1));  // state_saver.h: why
     storeSync = std::make_unique<StoreSync>(
-        *storeUrl, controlPlane,
+        *storeUrl, opt.nodeName, controlPlane,
         [&io](std::function<void()> done) { boost::asio::post(io, std::move(done)); });
     storeSync->onEvent(
         [&](const std::string& kind, const std::string& message, const nlohmann::json& detail) {
@@ -330,6 +332,9 @@ int main(int argc, char** argv) {
                  "etcd://HOST:PORT[,HOST:PORT...][/PREFIX]: services and endpoints live in etcd "
                  "under PREFIX (default /meshpath), shared by every node watching it; the config "
                  "file gives the node section (docs/etcd.md)");
+  app.add_option("--node-name", opt.nodeName,
+                 "with --store: this node's name among the nodes of the prefix (its published "
+                 "health verdicts); default: the host name");
   app.add_option("--log-level", opt.logLevel, "trace, debug, info, warn, error")
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "err", "error", "critical", "off"}));
   app.add_option("--netns", opt.netns,
@@ -347,6 +352,11 @@ int main(int argc, char** argv) {
   app.set_version_flag("--version", MESHPATH_VERSION);
   CLI11_PARSE(app, argc, argv);
   if (opt.logLevel == "error") opt.logLevel = "err";
+  if (opt.nodeName.empty()) {
+    char host[256] = {};
+    ::gethostname(host, sizeof(host) - 1);
+    opt.nodeName = host;
+  }
   if (opt.daemon && opt.foreground) {
     std::fprintf(stderr, "meshd: --daemon and --foreground exclude each other\n");
     return 2;

@@ -17,11 +17,14 @@ constexpr auto kRetryMin = std::chrono::milliseconds(200);
 constexpr auto kRetryMax = std::chrono::seconds(2);
 // A member that does not answer a ping within this is taken as gone (the watch is restarted).
 constexpr auto kCallTimeout = std::chrono::milliseconds(1500);
+// A node's health key outlives it by this much at most (its lease, renewed by every ping).
+constexpr int64_t kHealthLeaseSeconds = 5;
 
 }  // namespace
 
-StoreSync::StoreSync(store::StoreUrl url, ControlPlane& controlPlane, Post post)
+StoreSync::StoreSync(store::StoreUrl url, std::string node, ControlPlane& controlPlane, Post post)
     : url_(std::move(url)),
+      node_(std::move(node)),
       cp_(controlPlane),
       post_(std::move(post)),
       watchClient_(url_.endpoints, kCallTimeout),
@@ -95,11 +98,19 @@ void StoreSync::writerLoop() {
   auto nextPing = std::chrono::steady_clock::now();
   while (true) {
     std::optional<std::pair<uint64_t, store::StoreWrite>> job;
+    std::optional<std::string> verdicts;
     {
       std::unique_lock lock(mu_);
-      wake_.wait_until(lock, nextPing, [&] { return stopping_ || outgoing_.has_value(); });
-      if (stopping_) return;
+      wake_.wait_until(lock, nextPing, [&] {
+        return stopping_ || outgoing_.has_value() || verdictsOutgoing_.has_value();
+      });
+      if (stopping_) break;
       job = std::exchange(outgoing_, std::nullopt);
+      if (!job) verdicts = std::exchange(verdictsOutgoing_, std::nullopt);
+    }
+    if (verdicts) {
+      publishVerdictsNow(*verdicts);
+      continue;
     }
     if (job) {
       auto result = writeClient_.txn(job->second.compares, job->second.ops);
@@ -109,9 +120,41 @@ void StoreSync::writerLoop() {
       });
       continue;
     }
-    auto answer = writeClient_.ping();
+    // The ping keeps this node's health key alive too: a lease outlives a few missed pings.
+    Result<int64_t> answer = lease_ != 0 ? writeClient_.keepAlive(lease_) : writeClient_.ping();
+    if (lease_ != 0 && answer && *answer == 0) {
+      lease_ = 0;  // lapsed (etcd was away longer than its TTL): publish again under a new one
+      if (!retryVerdicts_) retryVerdicts_ = verdictsPublished_;
+    }
+    if (answer && retryVerdicts_) {
+      std::lock_guard lock(mu_);
+      if (!verdictsOutgoing_) verdictsOutgoing_ = std::move(retryVerdicts_);
+      retryVerdicts_.reset();
+    }
     post_([this, answer = std::move(answer)]() mutable { onPing(std::move(answer)); });
     nextPing = std::chrono::steady_clock::now() + kPingEvery;
+  }
+  // Leaving: this node's verdicts go with it, at once rather than when the lease lapses.
+  if (lease_ != 0) (void)writeClient_.revokeLease(lease_);
+}
+
+void StoreSync::publishVerdictsNow(const std::string& value) {
+  if (lease_ == 0) {
+    auto lease = writeClient_.grantLease(kHealthLeaseSeconds);
+    if (!lease) {
+      retryVerdicts_ = value;  // again after the next ping that etcd answers
+      return;
+    }
+    lease_ = *lease;
+  }
+  const std::string key = store::healthKey(url_.prefix, node_);
+  auto put = writeClient_.txn({}, {{store::TxnOp::Kind::kPut, key, value, lease_}});
+  if (put) {
+    verdictsPublished_ = value;
+    retryVerdicts_.reset();
+  } else {
+    lease_ = 0;  // perhaps gone: a new one next time
+    retryVerdicts_ = value;
   }
 }
 
@@ -157,6 +200,7 @@ void StoreSync::onSnapshot(store::RangeResult range) {
   if (haveSnapshot_) ++resyncs_;
   haveSnapshot_ = true;
   mirror_.reset(range.kvs);
+  (void)cp_.setMeshVerdicts(mirror_.verdictsOfOthers(node_));
   seenRevision_ = std::max(seenRevision_, range.revision);
   mirrorDirty_ = true;
   onPing(range.revision);  // it answered
@@ -165,6 +209,7 @@ void StoreSync::onSnapshot(store::RangeResult range) {
 
 void StoreSync::onEvents(int64_t revision, std::vector<store::WatchEvent> events) {
   mirror_.apply(events);
+  (void)cp_.setMeshVerdicts(mirror_.verdictsOfOthers(node_));
   seenRevision_ = std::max(seenRevision_, revision);
   mirrorDirty_ = true;
   if (!connected_) onPing(revision);
@@ -216,6 +261,17 @@ void StoreSync::applyMirror() {
   }
   refused_.clear();
   appliedRevision_ = seenRevision_;
+}
+
+void StoreSync::publishVerdicts(const std::map<std::string, std::set<std::string>>& own) {
+  std::string value = store::verdictsValue(own);
+  {
+    std::lock_guard lock(mu_);
+    if (value == lastVerdicts_) return;
+    lastVerdicts_ = value;
+    verdictsOutgoing_ = std::move(value);
+  }
+  wake_.notify_all();
 }
 
 std::optional<ApiError> StoreSync::refuseWrites() const {
@@ -327,8 +383,19 @@ json StoreSync::statusJson() const {
   for (const store::KeyProblem& p : problems_) {
     problems.push_back({{"key", p.key}, {"problem", p.problem}});
   }
+  json mesh = json::array();
+  for (const MeshVerdict& v : cp_.meshVerdicts()) {
+    mesh.push_back({{"service", v.service},
+                    {"endpoint", v.endpoint},
+                    {"failing_on", v.failing},
+                    {"nodes", v.nodes},
+                    {"here", v.here},
+                    {"mesh_wide", v.meshWide}});
+  }
   return json{{"kind", "etcd"},
               {"url", url_.toString()},
+              {"node", node_},
+              {"mesh_health", mesh},
               {"prefix", url_.prefix},
               {"connected", connected_},
               {"synced", haveSnapshot_},

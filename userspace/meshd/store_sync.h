@@ -30,6 +30,7 @@
 #include <mutex>
 #include <nlohmann/json.hpp>
 #include <optional>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -47,7 +48,8 @@ class StoreSync : public SharedStore {
   using EventSink = std::function<void(const std::string& kind, const std::string& message,
                                        const nlohmann::json& detail)>;
 
-  StoreSync(store::StoreUrl url, ControlPlane& controlPlane, Post post);
+  // `node`: this node's name among the nodes of the prefix (its health key).
+  StoreSync(store::StoreUrl url, std::string node, ControlPlane& controlPlane, Post post);
   ~StoreSync() override;
   StoreSync(const StoreSync&) = delete;
   StoreSync& operator=(const StoreSync&) = delete;
@@ -62,6 +64,7 @@ class StoreSync : public SharedStore {
                    const std::vector<ServiceSpec>& after) override;
   void whenWritten(uint64_t ticket, std::function<void(std::optional<ApiError>)> done) override;
   nlohmann::json statusJson() const override;
+  void publishVerdicts(const std::map<std::string, std::set<std::string>>& own) override;
 
   bool connected() const { return connected_; }
   int64_t appliedRevision() const { return appliedRevision_; }
@@ -74,6 +77,7 @@ class StoreSync : public SharedStore {
 
   void watchLoop();   // the watch thread
   void writerLoop();  // the writer thread: writes, and pings when idle
+  void publishVerdictsNow(const std::string& value);  // the writer thread
   // On the loop:
   void onSnapshot(store::RangeResult range);
   void onEvents(int64_t revision, std::vector<store::WatchEvent> events);
@@ -86,6 +90,7 @@ class StoreSync : public SharedStore {
   void emit(const std::string& kind, const std::string& message, const nlohmann::json& detail);
 
   store::StoreUrl url_;
+  std::string node_;
   ControlPlane& cp_;
   Post post_;
   EventSink events_;
@@ -118,6 +123,13 @@ class StoreSync : public SharedStore {
   std::condition_variable wake_;
   bool stopping_ = false;
   std::optional<std::pair<uint64_t, store::StoreWrite>> outgoing_;  // for the writer thread
+  // This node's verdicts to publish (the newest), and the lease its health key lives under (the
+  // writer thread's; kept alive by its pings).
+  std::optional<std::string> verdictsOutgoing_;
+  std::string verdictsPublished_;
+  std::string lastVerdicts_ = "-";  // the newest handed over (the loop's; under mu_)
+  int64_t lease_ = 0;
+  std::optional<std::string> retryVerdicts_;  // a publish that failed (the writer thread's)
   std::thread watchThread_;
   std::thread writerThread_;
 };

@@ -48,6 +48,39 @@ std::string endpointKey(const std::string& prefix, const std::string& service,
   return endpointsDir(prefix) + service + "/" + endpoint.key();
 }
 
+std::string healthDir(const std::string& prefix) { return prefix + "/health/"; }
+
+std::string healthKey(const std::string& prefix, const std::string& node) {
+  return healthDir(prefix) + node;
+}
+
+std::string verdictsValue(const Verdicts& verdicts) {
+  json j = json::object();
+  for (const auto& [service, keys] : verdicts) {
+    if (!keys.empty()) j[service] = keys;
+  }
+  return j.dump();
+}
+
+std::map<std::string, Verdicts> StoreMirror::verdictsOfOthers(const std::string& self) const {
+  std::map<std::string, Verdicts> out;
+  const std::string dir = healthDir(prefix_);
+  for (auto it = keys_.lower_bound(dir); it != keys_.end() && it->first.starts_with(dir); ++it) {
+    const std::string node = it->first.substr(dir.size());
+    if (node == self || node.empty()) continue;
+    json j = json::parse(it->second.value, nullptr, false);
+    if (!j.is_object()) continue;
+    Verdicts& v = out[node];  // a node that reports nothing failing counts too
+    for (const auto& [service, keys] : j.items()) {
+      if (!keys.is_array()) continue;
+      for (const json& k : keys) {
+        if (k.is_string()) v[service].insert(k.get<std::string>());
+      }
+    }
+  }
+  return out;
+}
+
 std::string serviceValue(const ServiceSpec& service) {
   json j = toJson(service);
   j.erase("name");
@@ -89,7 +122,10 @@ void StoreMirror::apply(const std::vector<WatchEvent>& events) {
       keys_[ev.kv.key] = ev.kv;
       if (gone != deleted_.end()) deleted_.erase(gone);
     }
-    changed_.insert(serviceOf(ev.kv.key));
+    if (ev.kv.key.starts_with(servicesDir(prefix_)) ||
+        ev.kv.key.starts_with(endpointsDir(prefix_))) {
+      changed_.insert(serviceOf(ev.kv.key));
+    }
   }
 }
 
@@ -173,7 +209,11 @@ std::vector<ServiceSpec> StoreMirror::services(const NodeSpec& node,
     built_.clear();
     problems_.clear();
     changed_.clear();
-    for (const auto& [key, kv] : keys_) changed_.insert(serviceOf(key));
+    for (const auto& [key, kv] : keys_) {
+      if (key.starts_with(servicesDir(prefix_)) || key.starts_with(endpointsDir(prefix_))) {
+        changed_.insert(serviceOf(key));
+      }
+    }
     allChanged_ = false;
     builtFor_ = node;
   }

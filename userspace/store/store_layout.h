@@ -27,6 +27,12 @@ std::string serviceKey(const std::string& prefix, const std::string& service);
 std::string endpointKey(const std::string& prefix, const std::string& service,
                         const EndpointSpec& endpoint);
 std::string serviceValue(const ServiceSpec& service);  // endpoints left out
+// PREFIX/health/NODE: the endpoints node NODE's own checks take out, {"SERVICE": ["ADDR:PORT",
+// ...]}, under the node's lease (it goes when the node does).
+std::string healthDir(const std::string& prefix);
+std::string healthKey(const std::string& prefix, const std::string& node);
+using Verdicts = std::map<std::string, std::set<std::string>>;  // service -> endpoint keys out
+std::string verdictsValue(const Verdicts& verdicts);
 std::string endpointValue(const EndpointSpec& endpoint);
 
 // A key under the prefix that meshpath could not use, and why (a bad value someone wrote).
@@ -49,6 +55,8 @@ class StoreMirror {
   const std::map<std::string, KeyValue>& keys() const { return keys_; }
   // The key's mod revision; 0 when absent (a transaction's compare).
   int64_t modRevision(const std::string& key) const;
+  // Every other node's published verdicts (health keys that do not parse are skipped).
+  std::map<std::string, Verdicts> verdictsOfOthers(const std::string& self) const;
 
   // The services the keys describe, by name, each with its endpoints in address order (so the state
   // does not depend on the order keys were written in). A key that does not parse, or an endpoint

@@ -22,6 +22,7 @@
 #include "abi.h"
 #include "control_plane.h"
 #include "fake_dataplane.h"
+#include "fake_shared_store.h"
 #include "health/health_monitor.h"
 #include "metrics/metrics_collector.h"
 #include "metrics/metrics_server.h"
@@ -516,19 +517,7 @@ TEST_F(MetricsTest, ControlChangesAreTimedBySource) {
   EXPECT_GT(e.value("meshpath_control_change_seconds_sum", {{"source", "api"}}), 0);
 }
 
-// A shared store (--store) that only reports: statusJson() as StoreSync writes it.
-class FakeSharedStore : public SharedStore {
- public:
-  std::optional<ApiError> refuseWrites() const override { return std::nullopt; }
-  uint64_t publish(const std::vector<ServiceSpec>&, const std::vector<ServiceSpec>&) override {
-    return 0;
-  }
-  void whenWritten(uint64_t, std::function<void(std::optional<ApiError>)> done) override {
-    done(std::nullopt);
-  }
-  nlohmann::json statusJson() const override { return status; }
-  nlohmann::json status;
-};
+using FakeSharedStore = meshpath::testing::FakeSharedStore;
 
 const char* const kStoreFamilies[] = {"meshpath_store_connected",
                                       "meshpath_store_revision",

@@ -126,7 +126,7 @@ struct Node {
     reconciler->start({}, std::nullopt);
     EXPECT_TRUE(reconciler->apply(DesiredState{node, {}}));
     cp = std::make_unique<ControlPlane>(dp, *reconciler, *state, "", false);
-    sync = std::make_unique<StoreSync>(url, *cp, loop.post());
+    sync = std::make_unique<StoreSync>(url, name, *cp, loop.post());
     cp->setSharedStore(sync.get());
     sync->start();
   }
