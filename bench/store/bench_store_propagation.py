@@ -32,7 +32,6 @@ import ctypes
 import http.client
 import json
 import os
-import statistics
 import sys
 import threading
 import time

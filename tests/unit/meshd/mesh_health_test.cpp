@@ -6,11 +6,8 @@
 
 #include <filesystem>
 
-#include "control_plane.h"
-#include "fake_dataplane.h"
+#include "control_plane_rig.h"
 #include "fake_shared_store.h"
-#include "reconciler.h"
-#include "state_store.h"
 
 namespace meshpath {
 namespace {
@@ -22,15 +19,7 @@ class MeshHealthTest : public ::testing::Test {
   void SetUp() override {
     dir_ = std::filesystem::temp_directory_path() / ("mesh_health_" + std::to_string(::getpid()));
     std::filesystem::create_directories(dir_);
-    node_.interfaces = {"veth0"};
-    node_.ipv4 = IpAddress::parse("10.0.2.1");
-    node_.stateFile = (dir_ / "state.json").string();
-    node_.snatPortMin = 1024;
-    node_.snatPortMax = 32767;
-    state_ = std::make_unique<StateStore>(node_.stateFile);
-    reconciler_ = std::make_unique<Reconciler>(dp_);
-    reconciler_->start({}, std::nullopt);
-    DesiredState d{node_, {}};
+    std::vector<ServiceSpec> services;
     for (const char* name : {"web", "solo"}) {
       ServiceSpec s;
       s.name = name;
@@ -40,10 +29,11 @@ class MeshHealthTest : public ::testing::Test {
         s.endpoints.push_back({*IpAddress::parse("10.0.2.1" + std::to_string(i)), 8080, 1});
       }
       if (std::string(name) == "solo") s.health.meshQuorum = MeshQuorum::kLocal;
-      d.services.push_back(s);
+      services.push_back(s);
     }
-    ASSERT_TRUE(reconciler_->apply(d));
-    cp_ = std::make_unique<ControlPlane>(dp_, *reconciler_, *state_, "", false);
+    rig_ = std::make_unique<testing::ControlPlaneRig>(dir_ / "state.json", services);
+    ASSERT_TRUE(rig_->started);
+    cp_ = rig_->cp.get();
     cp_->setSharedStore(&store_);
     cp_->onConfigEvent([this](const std::string& kind, const std::string&, const nlohmann::json&) {
       events_.push_back(kind);
@@ -52,17 +42,14 @@ class MeshHealthTest : public ::testing::Test {
   void TearDown() override { std::filesystem::remove_all(dir_); }
 
   std::set<std::string> out(const std::string& service) {
-    auto it = reconciler_->excluded().find(service);
-    return it == reconciler_->excluded().end() ? std::set<std::string>{} : it->second;
+    auto it = rig_->reconciler->excluded().find(service);
+    return it == rig_->reconciler->excluded().end() ? std::set<std::string>{} : it->second;
   }
 
   std::filesystem::path dir_;
-  NodeSpec node_;
-  testing::FakeDataplane dp_;
   testing::FakeSharedStore store_;
-  std::unique_ptr<StateStore> state_;
-  std::unique_ptr<Reconciler> reconciler_;
-  std::unique_ptr<ControlPlane> cp_;
+  std::unique_ptr<testing::ControlPlaneRig> rig_;
+  ControlPlane* cp_ = nullptr;
   std::vector<std::string> events_;
 };
 

@@ -15,11 +15,8 @@
 #include <mutex>
 #include <thread>
 
-#include "control_plane.h"
+#include "control_plane_rig.h"
 #include "etcd_client.h"
-#include "fake_dataplane.h"
-#include "reconciler.h"
-#include "state_store.h"
 #include "store_layout.h"
 
 namespace meshpath {
@@ -114,18 +111,10 @@ struct Loop {
 };
 
 // One meshd's control plane over a fake dataplane, with its store.
-struct Node {
-  Node(const fs::path& dir, const std::string& name, const store::StoreUrl& url, Loop& loop) {
-    node.interfaces = {"veth0"};
-    node.ipv4 = IpAddress::parse("10.0.2.1");
-    node.stateFile = (dir / (name + ".json")).string();
-    node.snatPortMin = 1024;
-    node.snatPortMax = 32767;
-    state = std::make_unique<StateStore>(node.stateFile);
-    reconciler = std::make_unique<Reconciler>(dp);
-    reconciler->start({}, std::nullopt);
-    EXPECT_TRUE(reconciler->apply(DesiredState{node, {}}));
-    cp = std::make_unique<ControlPlane>(dp, *reconciler, *state, "", false);
+struct Node : testing::ControlPlaneRig {
+  Node(const fs::path& dir, const std::string& name, const store::StoreUrl& url, Loop& loop)
+      : ControlPlaneRig(dir / (name + ".json")) {
+    EXPECT_TRUE(started);
     sync = std::make_unique<StoreSync>(url, name, *cp, loop.post());
     cp->setSharedStore(sync.get());
     sync->start();
@@ -136,11 +125,6 @@ struct Node {
   }
   const ServiceSpec* web() const { return cp->findService("web"); }
 
-  NodeSpec node;
-  testing::FakeDataplane dp;
-  std::unique_ptr<StateStore> state;
-  std::unique_ptr<Reconciler> reconciler;
-  std::unique_ptr<ControlPlane> cp;
   std::unique_ptr<StoreSync> sync;
 };
 
