@@ -222,6 +222,20 @@ TEST(Views, StatusShowsWhereTheServicesComeFrom) {
             std::string::npos)
       << text;
 
+  // Health across nodes: one line per endpoint some node sees failing.
+  json withMesh = json::parse(R"({"kind": "etcd", "url": "etcd://e:2379/mp", "connected": true,
+    "synced": true, "revision": 7, "mesh_health": [
+      {"service": "web", "endpoint": "10.0.2.13:8080", "failing_on": 1, "nodes": 2, "here": true,
+       "mesh_wide": false},
+      {"service": "web", "endpoint": "10.0.2.11:8080", "failing_on": 3, "nodes": 5,
+       "here": false, "mesh_wide": true}]})");
+  EXPECT_EQ(storeLines(withMesh),
+            (std::vector<std::string>{
+                "etcd://e:2379/mp connected, revision 7",
+                "health web 10.0.2.13:8080: failing on 1 of 2 nodes, out here only (this node's "
+                "checks)",
+                "health web 10.0.2.11:8080: failing on 3 of 5 nodes, out here too (most nodes)"}));
+
   // Unreachable, from a meshd that gives no "since"; not answered yet; not read yet.
   st = json::parse(R"({"kind": "etcd", "url": "etcd://10.0.0.5:2379/mp", "connected": false,
     "synced": false, "error": "no answer within 2000 ms",

@@ -82,6 +82,14 @@ std::vector<std::string> storeLines(const json& store) {
                     (left.size() == 1 ? " key left out: " : " keys left out, the first: ") +
                     str(left[0], "key") + ": " + str(left[0], "problem"));
   }
+  // Health across nodes (docs/etcd.md): what some node sees failing, one line each.
+  for (const json& v : arr(store, "mesh_health")) {
+    std::string where = flag(v, "mesh_wide") ? "out here too (most nodes)"
+                        : flag(v, "here")    ? "out here only (this node's checks)"
+                                             : "still in here (this node's checks pass)";
+    lines.push_back("health " + str(v, "service") + " " + str(v, "endpoint") + ": failing on " +
+                    str(v, "failing_on") + " of " + str(v, "nodes") + " nodes, " + where);
+  }
   if (store.contains("refused") && store["refused"].is_string()) {
     lines.push_back("revision " + str(store, "seen_revision") + " NOT applied: " +
                     str(store, "refused") + "; keeping revision " + str(store, "revision"));
