@@ -12,7 +12,7 @@ PACKAGES=(
   iproute2 ethtool curl python3 wrk tcpdump strace
   nftables gnuplot-nox
   prometheus-cpp-dev libsystemd-dev systemd prometheus python3-nftables
-  etcd-server etcd-client shellcheck
+  etcd-server etcd-client shellcheck libssl-dev openssl
 )
 
 missing=()

@@ -40,6 +40,8 @@ struct Args {
   double waitSeconds = 0;  // --wait's limit; 0 = no limit
   std::string ttl;         // register --ttl
   std::string store;       // register --store etcd://...
+  // register --store-cacert/--store-cert/--store-key/--store-user/--store-password-file
+  std::string storeCa, storeCert, storeKey, storeUser, storePasswordFile;
 };
 
 class Context {

@@ -118,8 +118,8 @@ class Registration {
         key_(store::endpointKey(url_.prefix, service_, endpoint_)),
         // Each call gets a third of the TTL (kept within 0.5-2 s), so a member that does not answer
         // leaves time to renew through another one before the lease lapses.
-        client_(url_.endpoints,
-                milliseconds(std::clamp<int64_t>(ttlSeconds * 1000 / 3, 500, 2000))) {}
+        client_(url_.endpoints, milliseconds(std::clamp<int64_t>(ttlSeconds * 1000 / 3, 500, 2000)),
+                url_.security) {}
 
   int run() {
     // Three renewals per TTL: one lost renewal does not lose the lease.
@@ -288,6 +288,10 @@ int cmdRegister(const Context& ctx, const Args& a) {
   int exitCode = kExitOk;
   auto url = findStore(ctx, a.store, &exitCode);
   if (!url) return exitCode;
+  auto security =
+      store::storeSecurity(a.storeCa, a.storeCert, a.storeKey, a.storeUser, a.storePasswordFile);
+  if (!security) return ctx.usage(security.error().toString() + " (" + security.error().hint + ")");
+  url->security = *security;
 
   installStopHandlers();
   return Registration(ctx, std::move(*url), a.service, endpoint, *ttl).run();

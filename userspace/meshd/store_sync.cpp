@@ -27,8 +27,8 @@ StoreSync::StoreSync(store::StoreUrl url, std::string node, ControlPlane& contro
       node_(std::move(node)),
       cp_(controlPlane),
       post_(std::move(post)),
-      watchClient_(url_.endpoints, kCallTimeout),
-      writeClient_(url_.endpoints, kCallTimeout),
+      watchClient_(url_.endpoints, kCallTimeout, url_.security),
+      writeClient_(url_.endpoints, kCallTimeout, url_.security),
       mirror_(url_.prefix),
       since_(std::chrono::system_clock::now()) {}
 

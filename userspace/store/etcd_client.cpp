@@ -4,11 +4,15 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/post.hpp>
+#include <boost/asio/ssl/rfc2818_verification.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/core/detail/base64.hpp>
 #include <boost/beast/http.hpp>
+#include <boost/beast/ssl.hpp>
 #include <charconv>
+#include <fstream>
 #include <nlohmann/json.hpp>
+#include <optional>
 
 namespace meshpath::store {
 
@@ -63,22 +67,38 @@ Error storeError(const std::string& what, const std::string& hint = {}) {
 }
 
 const char* kUnreachableHint =
-    "is etcd running and its client URL the one "
-    "given to --store? (etcdctl --endpoints=... "
+    "is etcd running and its client URL the one given to --store? (etcdctl --endpoints=... "
     "endpoint health)";
 
-// One HTTP exchange on a TCP stream, each step under the deadline (basic_stream's timer).
+// One HTTP exchange on a TCP stream, in TLS when the client has a TLS context, each step under
+// the deadline (basic_stream's timer).
 class Exchange {
  public:
-  explicit Exchange(std::chrono::milliseconds timeout) : stream_(ioc_), timeout_(timeout) {}
+  Exchange(std::chrono::milliseconds timeout, asio::ssl::context* tls) : timeout_(timeout) {
+    if (tls != nullptr) {
+      tls_.emplace(ioc_, *tls);
+    } else {
+      plain_.emplace(ioc_);
+    }
+  }
 
   beast::error_code connect(const HostPort& to) {
     beast::error_code ec;
     tcp::resolver resolver(ioc_);
     auto found = resolver.resolve(to.host, std::to_string(to.port), ec);
     if (ec) return ec;
-    stream_.expires_after(timeout_);
-    stream_.async_connect(found, [&](beast::error_code e, const tcp::endpoint&) { ec = e; });
+    tcp_stream().expires_after(timeout_);
+    tcp_stream().async_connect(found, [&](beast::error_code e, const tcp::endpoint&) { ec = e; });
+    run();
+    if (ec || !tls_) return ec;
+    // The member's certificate must name the host given to --store (and chain to --store-cacert).
+    if (!SSL_set_tlsext_host_name(tls_->native_handle(), to.host.c_str())) {
+      return beast::error_code(static_cast<int>(::ERR_get_error()),
+                               asio::error::get_ssl_category());
+    }
+    tls_->set_verify_callback(asio::ssl::rfc2818_verification(to.host));  // DNS or IP SAN
+    tcp_stream().expires_after(timeout_);
+    tls_->async_handshake(asio::ssl::stream_base::client, [&](beast::error_code e) { ec = e; });
     run();
     return ec;
   }
@@ -86,22 +106,34 @@ class Exchange {
   template <typename Request>
   beast::error_code write(Request& req) {
     beast::error_code ec;
-    stream_.expires_after(timeout_);
-    http::async_write(stream_, req, [&](beast::error_code e, size_t) { ec = e; });
+    tcp_stream().expires_after(timeout_);
+    on([&](auto& s) { http::async_write(s, req, [&](beast::error_code e, size_t) { ec = e; }); });
     run();
     return ec;
   }
 
   beast::error_code read(http::response<http::string_body>& res) {
     beast::error_code ec;
-    stream_.expires_after(timeout_);
-    http::async_read(stream_, buffer_, res, [&](beast::error_code e, size_t) { ec = e; });
+    tcp_stream().expires_after(timeout_);
+    on([&](auto& s) {
+      http::async_read(s, buffer_, res, [&](beast::error_code e, size_t) { ec = e; });
+    });
     run();
     return ec;
   }
 
+  // Runs `f` with the stream HTTP goes over (TLS or plain).
+  template <typename F>
+  void on(F&& f) {
+    if (tls_) {
+      f(*tls_);
+    } else {
+      f(*plain_);
+    }
+  }
+
   asio::io_context& ioc() { return ioc_; }
-  beast::tcp_stream& stream() { return stream_; }
+  beast::tcp_stream& tcp_stream() { return tls_ ? beast::get_lowest_layer(*tls_) : *plain_; }
   beast::flat_buffer& buffer() { return buffer_; }
 
   void run() {
@@ -111,7 +143,8 @@ class Exchange {
 
  private:
   asio::io_context ioc_;
-  beast::tcp_stream stream_;
+  std::optional<beast::tcp_stream> plain_;
+  std::optional<beast::ssl_stream<beast::tcp_stream>> tls_;
   beast::flat_buffer buffer_;
   std::chrono::milliseconds timeout_;
 };
@@ -123,9 +156,10 @@ std::string describe(const beast::error_code& ec, std::chrono::milliseconds time
 }
 
 http::request<http::string_body> jsonRequest(const HostPort& to, const std::string& path,
-                                             const std::string& body) {
+                                             const std::string& body, const std::string& token) {
   http::request<http::string_body> req{http::verb::post, path, 11};
   req.set(http::field::host, to.toString());
+  if (!token.empty()) req.set(http::field::authorization, token);
   req.set(http::field::content_type, "application/json");
   req.body() = body;
   req.prepare_payload();
@@ -186,6 +220,30 @@ Result<StoreUrl> parseStoreUrl(const std::string& text) {
   return url;
 }
 
+Result<StoreSecurity> storeSecurity(const std::string& caFile, const std::string& certFile,
+                                    const std::string& keyFile, const std::string& user,
+                                    const std::string& passwordFile) {
+  StoreSecurity s{caFile, certFile, keyFile, user, ""};
+  if (certFile.empty() != keyFile.empty()) {
+    return Error{0, "--store-cert and --store-key go together", "give both, or neither"};
+  }
+  if (!certFile.empty() && caFile.empty()) {
+    return Error{0, "--store-cert without --store-cacert",
+                 "TLS to etcd needs the CA its members' certificates chain to (--store-cacert)"};
+  }
+  if (!passwordFile.empty()) {
+    if (user.empty()) return Error{0, "--store-password-file without --store-user", ""};
+    std::ifstream in(passwordFile);
+    if (!in)
+      return Error{errno, "--store-password-file " + passwordFile, "check the path and rights"};
+    std::getline(in, s.password);
+  } else if (!user.empty()) {
+    return Error{0, "--store-user without --store-password-file",
+                 "put the password in a file only meshd can read"};
+  }
+  return s;
+}
+
 std::string prefixEnd(const std::string& prefix) {
   std::string end = prefix;
   while (!end.empty()) {
@@ -199,18 +257,72 @@ std::string prefixEnd(const std::string& prefix) {
   return std::string(1, '\0');  // every key
 }
 
-EtcdClient::EtcdClient(std::vector<HostPort> endpoints, std::chrono::milliseconds timeout)
-    : endpoints_(std::move(endpoints)), timeout_(timeout) {}
+EtcdClient::EtcdClient(std::vector<HostPort> endpoints, std::chrono::milliseconds timeout,
+                       StoreSecurity security)
+    : endpoints_(std::move(endpoints)), timeout_(timeout), security_(std::move(security)) {
+  if (!security_.tls()) return;
+  tls_ = std::make_shared<asio::ssl::context>(asio::ssl::context::tls_client);
+  beast::error_code ec;
+  auto check = [&](const std::string& what, const std::string& file) {
+    if (ec && setupError_.empty()) {
+      setupError_ = what + " " + file + ": " + ec.message();
+    }
+  };
+  tls_->set_verify_mode(asio::ssl::verify_peer, ec);
+  tls_->load_verify_file(security_.caFile, ec);
+  check("--store-cacert", security_.caFile);
+  if (!security_.certFile.empty()) {
+    tls_->use_certificate_chain_file(security_.certFile, ec);
+    check("--store-cert", security_.certFile);
+    tls_->use_private_key_file(security_.keyFile, asio::ssl::context::pem, ec);
+    check("--store-key", security_.keyFile);
+  }
+}
+
+EtcdClient::~EtcdClient() = default;
+
+std::string EtcdClient::token() const {
+  std::lock_guard lock(tokenMu_);
+  return token_;
+}
+
+Result<void> EtcdClient::authenticate() const {
+  json req{{"name", security_.user}, {"password", security_.password}};
+  auto body = exchange("/v3/auth/authenticate", req.dump(), /*withToken=*/false);
+  if (!body) return body.error();
+  json res = json::parse(*body, nullptr, false);
+  std::string token = res.is_object() ? res.value("token", "") : "";
+  if (token.empty()) return storeError("etcd /v3/auth/authenticate: no token in the answer");
+  std::lock_guard lock(tokenMu_);
+  token_ = token;
+  return {};
+}
 
 Result<std::string> EtcdClient::post(const std::string& path, const std::string& body) const {
+  if (!setupError_.empty()) return storeError(setupError_, "check the TLS files given to meshd");
+  if (!security_.user.empty() && token().empty()) {
+    if (auto r = authenticate(); !r) return r.error();
+  }
+  auto answer = exchange(path, body, true);
+  // A token expires (etcd's simple tokens after 5 minutes unused): authenticate again, once.
+  if (!answer && !security_.user.empty() &&
+      answer.error().context.find("invalid auth token") != std::string::npos) {
+    if (auto r = authenticate(); !r) return r.error();
+    answer = exchange(path, body, true);
+  }
+  return answer;
+}
+
+Result<std::string> EtcdClient::exchange(const std::string& path, const std::string& body,
+                                         bool withToken) const {
   std::string failures;
   const size_t first = preferred_.load();
   for (size_t n = 0; n < endpoints_.size(); ++n) {
     const size_t i = (first + n) % endpoints_.size();
     const HostPort& to = endpoints_[i];
-    Exchange x(timeout_);
+    Exchange x(timeout_, tls_.get());
     beast::error_code ec = x.connect(to);
-    auto req = jsonRequest(to, path, body);
+    auto req = jsonRequest(to, path, body, withToken ? token() : std::string());
     if (!ec) ec = x.write(req);
     http::response<http::string_body> res;
     if (!ec) ec = x.read(res);
@@ -314,8 +426,12 @@ Result<int64_t> EtcdClient::ping() const {
 Result<void> EtcdClient::watch(
     const std::string& prefix, int64_t fromRevision,
     const std::function<void(int64_t, std::vector<WatchEvent>)>& onEvents) {
+  if (!setupError_.empty()) return storeError(setupError_, "check the TLS files given to meshd");
+  if (!security_.user.empty() && token().empty()) {
+    if (auto r = authenticate(); !r) return r.error();
+  }
   const HostPort to = endpoints_[preferred_.load() % endpoints_.size()];
-  Exchange x(timeout_);
+  Exchange x(timeout_, tls_.get());
   {
     std::lock_guard lock(watchMu_);
     if (watchStopped_) {
@@ -326,7 +442,7 @@ Result<void> EtcdClient::watch(
     cancelWatch_ = [&x] {
       asio::post(x.ioc(), [&x] {
         beast::error_code ignored;
-        x.stream().socket().close(ignored);
+        x.tcp_stream().socket().close(ignored);
       });
     };
   }
@@ -354,14 +470,15 @@ Result<void> EtcdClient::watch(
                {{"key", base64Encode(prefix)},
                 {"range_end", base64Encode(prefixEnd(prefix))},
                 {"start_revision", std::to_string(fromRevision)}}}};
-  auto req = jsonRequest(to, "/v3/watch", create.dump());
+  auto req = jsonRequest(to, "/v3/watch", create.dump(), token());
   ec = x.write(req);
   http::response_parser<http::string_body> parser;
   parser.body_limit(boost::none);
   if (!ec) {
-    x.stream().expires_after(timeout_);
-    http::async_read_header(x.stream(), x.buffer(), parser,
-                            [&](beast::error_code e, size_t) { ec = e; });
+    x.tcp_stream().expires_after(timeout_);
+    x.on([&](auto& s) {
+      http::async_read_header(s, x.buffer(), parser, [&](beast::error_code e, size_t) { ec = e; });
+    });
     x.run();
   }
   if (ec) {
@@ -414,10 +531,11 @@ Result<void> EtcdClient::watch(
   parser.on_chunk_body(onChunk);
   // No deadline on the body: an idle watch is silent. A dead member is found by the owner's pings,
   // which then call stopWatch().
-  x.stream().expires_never();
+  x.tcp_stream().expires_never();
   while (!done) {
-    http::async_read_some(x.stream(), x.buffer(), parser,
-                          [&](beast::error_code e, size_t) { ec = e; });
+    x.on([&](auto& s) {
+      http::async_read_some(s, x.buffer(), parser, [&](beast::error_code e, size_t) { ec = e; });
+    });
     x.run();
     if (parser.is_done() && !ec) ec = http::error::end_of_stream;
     if (ec) break;

@@ -22,6 +22,10 @@
 
 #include "result.h"
 
+namespace boost::asio::ssl {
+class context;
+}
+
 namespace meshpath::store {
 
 struct HostPort {
@@ -30,10 +34,31 @@ struct HostPort {
   std::string toString() const { return host + ":" + std::to_string(port); }
 };
 
+// How meshd and meshctl reach a secured etcd, as etcdctl's --cacert/--cert/--key/--user: TLS
+// when `caFile` is set (the members' certificates must chain to it and name the host given in
+// the URL), a client certificate when `certFile` is set too, and etcd's authentication (a token
+// from /v3/auth/authenticate, renewed when it expires) when `user` is set.
+struct StoreSecurity {
+  std::string caFile;
+  std::string certFile;
+  std::string keyFile;
+  std::string user;
+  std::string password;
+  bool tls() const { return !caFile.empty(); }
+};
+
+// Builds a StoreSecurity from the command line's --store-cacert/--store-cert/--store-key/
+// --store-user/--store-password-file (one place for meshd and meshctl): the password is read from
+// its file (not a command line ps shows); a certificate without its key is refused.
+Result<StoreSecurity> storeSecurity(const std::string& caFile, const std::string& certFile,
+                                    const std::string& keyFile, const std::string& user,
+                                    const std::string& passwordFile);
+
 // --store etcd://HOST:PORT[,HOST:PORT...]/PREFIX  (PREFIX defaults to /meshpath)
 struct StoreUrl {
   std::vector<HostPort> endpoints;
   std::string prefix = "/meshpath";
+  StoreSecurity security;  // not part of toString()
   std::string toString() const;
 };
 // An error names what is wrong and shows the form expected.
@@ -76,7 +101,9 @@ struct TxnResult {
 class EtcdClient {
  public:
   explicit EtcdClient(std::vector<HostPort> endpoints,
-                      std::chrono::milliseconds timeout = std::chrono::milliseconds(2000));
+                      std::chrono::milliseconds timeout = std::chrono::milliseconds(2000),
+                      StoreSecurity security = {});
+  ~EtcdClient();
 
   // Every key under `prefix`, and the revision of that snapshot.
   Result<RangeResult> rangePrefix(const std::string& prefix) const;
@@ -103,10 +130,20 @@ class EtcdClient {
 
  private:
   // POST `path` with a JSON body to each endpoint in turn until one answers; the answer's JSON.
+  // With a user, authenticates first and again when the token has expired.
   Result<std::string> post(const std::string& path, const std::string& body) const;
+  Result<std::string> exchange(const std::string& path, const std::string& body,
+                               bool withToken) const;
+  Result<void> authenticate() const;
+  std::string token() const;
 
   std::vector<HostPort> endpoints_;
   std::chrono::milliseconds timeout_;
+  StoreSecurity security_;
+  std::shared_ptr<boost::asio::ssl::context> tls_;  // null: plain HTTP
+  std::string setupError_;                          // a TLS file that could not be loaded
+  mutable std::mutex tokenMu_;
+  mutable std::string token_;
   mutable std::atomic<size_t> preferred_{0};  // the endpoint that last answered
   std::mutex watchMu_;
   std::function<void()> cancelWatch_;  // set while a watch runs
