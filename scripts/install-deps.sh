@@ -35,3 +35,11 @@ echo "install-deps: installing ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -q
 apt-get install -y -q --no-install-recommends "${missing[@]}"
+
+# Debian's etcd-server starts a single-member etcd on 127.0.0.1:2379 at install. meshpath's tests
+# and lab start their own members (on other ports) and need none: stop and disable that one,
+# unless etcd was there before (then it is the host's own).
+if [[ " ${missing[*]} " == *" etcd-server "* ]] && [[ -d /run/systemd/system ]]; then
+  echo "install-deps: disabling the etcd service the etcd-server package started (meshpath's tests start their own)"
+  systemctl disable --now etcd.service || true
+fi

@@ -393,7 +393,9 @@ ApiResult<void> ControlPlane::applyExclusions() {
   if (nodes > 1) {
     for (const ServiceSpec& s : desired().services) {
       if (s.health.meshQuorum != MeshQuorum::kMajority) continue;
-      const std::set<std::string>& own = ownExcluded_[s.name];
+      static const std::set<std::string> kNone;
+      auto ownIt = ownExcluded_.find(s.name);
+      const std::set<std::string>& own = ownIt == ownExcluded_.end() ? kNone : ownIt->second;
       std::set<std::string> add;
       size_t keptAlone = 0, keptWith = 0;
       for (const EndpointSpec& e : s.endpoints) {
