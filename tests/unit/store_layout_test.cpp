@@ -7,6 +7,8 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cstdio>
+#include <fstream>
 #include <nlohmann/json.hpp>
 #include <random>
 #include <set>
@@ -270,6 +272,26 @@ TEST(StoreUrl, ParsesMembersAndPrefix) {
     EXPECT_FALSE(parseStoreUrl(bad)) << bad;
   }
   EXPECT_EQ(prefixEnd("/meshpath"), "/meshpati");  // the last byte + 1
+}
+
+// The command line's TLS and login options: what goes together, and the password from its file.
+TEST(StoreUrl, SecurityOptionsGoTogether) {
+  EXPECT_FALSE(storeSecurity("", "", "", "", "")->tls());
+  EXPECT_TRUE(storeSecurity("ca.crt", "", "", "", "")->tls());
+  EXPECT_FALSE(storeSecurity("ca.crt", "c.crt", "", "", ""));  // a certificate without its key
+  EXPECT_FALSE(storeSecurity("", "c.crt", "c.key", "", ""));   // a client certificate, no CA
+  EXPECT_FALSE(storeSecurity("", "", "", "root", ""));         // a user without a password file
+  EXPECT_FALSE(storeSecurity("", "", "", "", "/dev/null"));    // a password file without a user
+  auto missing = storeSecurity("", "", "", "root", "/nonexistent/password");
+  ASSERT_FALSE(missing);
+  EXPECT_NE(missing.error().toString().find("/nonexistent/password"), std::string::npos);
+  const std::string file = ::testing::TempDir() + "/etcd-password";
+  { std::ofstream(file) << "s3cret\nignored second line\n"; }
+  auto ok = storeSecurity("", "", "", "root", file);
+  ASSERT_TRUE(ok) << ok.error().toString();
+  EXPECT_EQ(ok->user, "root");
+  EXPECT_EQ(ok->password, "s3cret");
+  std::remove(file.c_str());
 }
 
 }  // namespace
