@@ -276,18 +276,18 @@ TEST(StoreUrl, ParsesMembersAndPrefix) {
 
 // The command line's TLS and login options: what goes together, and the password from its file.
 TEST(StoreUrl, SecurityOptionsGoTogether) {
-  EXPECT_FALSE(storeSecurity("", "", "", "", "")->tls());
-  EXPECT_TRUE(storeSecurity("ca.crt", "", "", "", "")->tls());
-  EXPECT_FALSE(storeSecurity("ca.crt", "c.crt", "", "", ""));  // a certificate without its key
-  EXPECT_FALSE(storeSecurity("", "c.crt", "c.key", "", ""));   // a client certificate, no CA
-  EXPECT_FALSE(storeSecurity("", "", "", "root", ""));         // a user without a password file
-  EXPECT_FALSE(storeSecurity("", "", "", "", "/dev/null"));    // a password file without a user
-  auto missing = storeSecurity("", "", "", "root", "/nonexistent/password");
+  EXPECT_FALSE(storeSecurity({"", "", "", "", ""})->tls());
+  EXPECT_TRUE(storeSecurity({"ca.crt", "", "", "", ""})->tls());
+  EXPECT_FALSE(storeSecurity({"ca.crt", "c.crt", "", "", ""}));  // a certificate without its key
+  EXPECT_FALSE(storeSecurity({"", "c.crt", "c.key", "", ""}));   // a client certificate, no CA
+  EXPECT_FALSE(storeSecurity({"", "", "", "root", ""}));         // a user without a password file
+  EXPECT_FALSE(storeSecurity({"", "", "", "", "/dev/null"}));    // a password file without a user
+  auto missing = storeSecurity({"", "", "", "root", "/nonexistent/password"});
   ASSERT_FALSE(missing);
   EXPECT_NE(missing.error().toString().find("/nonexistent/password"), std::string::npos);
   const std::string file = ::testing::TempDir() + "/etcd-password";
   { std::ofstream(file) << "s3cret\nignored second line\n"; }
-  auto ok = storeSecurity("", "", "", "root", file);
+  auto ok = storeSecurity({"", "", "", "root", file});
   ASSERT_TRUE(ok) << ok.error().toString();
   EXPECT_EQ(ok->user, "root");
   EXPECT_EQ(ok->password, "s3cret");

@@ -8,6 +8,7 @@
 
 #include "address.h"
 #include "api_client.h"
+#include "etcd_client.h"
 
 namespace meshpath::meshctl {
 
@@ -40,8 +41,7 @@ struct Args {
   double waitSeconds = 0;  // --wait's limit; 0 = no limit
   std::string ttl;         // register --ttl
   std::string store;       // register --store etcd://...
-  // register --store-cacert/--store-cert/--store-key/--store-user/--store-password-file
-  std::string storeCa, storeCert, storeKey, storeUser, storePasswordFile;
+  store::StoreSecurityOptions storeSecurity;  // register --store-cacert, ... (store_cli.h)
 };
 
 class Context {

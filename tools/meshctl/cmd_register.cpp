@@ -288,8 +288,7 @@ int cmdRegister(const Context& ctx, const Args& a) {
   int exitCode = kExitOk;
   auto url = findStore(ctx, a.store, &exitCode);
   if (!url) return exitCode;
-  auto security =
-      store::storeSecurity(a.storeCa, a.storeCert, a.storeKey, a.storeUser, a.storePasswordFile);
+  auto security = store::storeSecurity(a.storeSecurity);
   if (!security) return ctx.usage(security.error().toString() + " (" + security.error().hint + ")");
   url->security = *security;
 

@@ -11,6 +11,7 @@
 
 #include "cli.h"
 #include "commands.h"
+#include "store_cli.h"
 
 namespace meshpath::meshctl {
 namespace {
@@ -101,12 +102,7 @@ std::vector<Subcommand> subcommands() {
              ->required();
          s->add_option("--store", a.store,
                        "etcd://HOST:PORT[,HOST:PORT...]/PREFIX (default: the local meshd's store)");
-         s->add_option("--store-cacert", a.storeCa, "TLS to etcd: the CA file");
-         s->add_option("--store-cert", a.storeCert, "TLS client certificate (with --store-key)");
-         s->add_option("--store-key", a.storeKey, "its private key");
-         s->add_option("--store-user", a.storeUser, "etcd user");
-         s->add_option("--store-password-file", a.storePasswordFile,
-                       "file whose first line is that user's password");
+         store::addStoreSecurityOptions(*s, a.storeSecurity);
        },
        cmdRegister},
       {{"stats"},

@@ -35,6 +35,7 @@
 #include "service_notify.h"
 #include "state_saver.h"
 #include "state_store.h"
+#include "store_cli.h"
 #include "store_sync.h"
 #include "teardown.h"
 
@@ -47,8 +48,7 @@ struct Options {
   std::string config;
   std::string store;  // --store: services from etcd instead of the config file
   std::string nodeName;  // --node-name: this node among the store's nodes (default: hostname)
-  // --store-cacert, --store-cert, --store-key, --store-user, --store-password-file
-  std::string storeCa, storeCert, storeKey, storeUser, storePasswordFile;
+  store::StoreSecurityOptions storeSecurity;  // --store-cacert, ... (store_cli.h)
   std::string checkConfig;
   std::string logLevel = "info";
   std::string netns;
@@ -82,8 +82,7 @@ int run(const Options& opt) {
       return 2;
     }
     storeUrl = *url;
-    auto security = store::storeSecurity(opt.storeCa, opt.storeCert, opt.storeKey, opt.storeUser,
-                                         opt.storePasswordFile);
+    auto security = store::storeSecurity(opt.storeSecurity);
     if (!security) {
       spdlog::error("{} — {}", security.error().toString(), security.error().hint);
       return 2;
@@ -341,14 +340,7 @@ int main(int argc, char** argv) {
                  "etcd://HOST:PORT[,HOST:PORT...][/PREFIX]: services and endpoints live in etcd "
                  "under PREFIX (default /meshpath), shared by every node watching it; the config "
                  "file gives the node section (docs/etcd.md)");
-  app.add_option("--store-cacert", opt.storeCa,
-                 "TLS to etcd: the CA file its members' certificates chain to");
-  app.add_option("--store-cert", opt.storeCert,
-                 "TLS client certificate for etcd (with --store-key)");
-  app.add_option("--store-key", opt.storeKey, "its private key");
-  app.add_option("--store-user", opt.storeUser, "etcd user (etcd's authentication)");
-  app.add_option("--store-password-file", opt.storePasswordFile,
-                 "file whose first line is that user's password");
+  meshpath::store::addStoreSecurityOptions(app, opt.storeSecurity);
   app.add_option("--node-name", opt.nodeName,
                  "with --store: this node's name among the nodes of the prefix (its published "
                  "health verdicts); default: the host name");

@@ -165,7 +165,7 @@ void StoreSync::onPing(Result<int64_t> answer) {
   if (answer) {
     if (!connected_) {
       connected_ = true;
-      everConnected_ = true;
+      reportedDown_ = false;
       since_ = now;
       lastError_.clear();
       spdlog::info("store: etcd reachable at {}", url_.toString());
@@ -175,44 +175,37 @@ void StoreSync::onPing(Result<int64_t> answer) {
     return;
   }
   lastError_ = answer.error().toString();
-  if (!everConnected_ && !reportedDown_) {
-    reportedDown_ = true;
-    spdlog::warn(
-        "store: etcd unreachable at start ({}); forwarding with the last known state "
-        "({} services, from the state file) until it answers",
-        lastError_, cp_.desired().services.size());
-    emit("store_disconnected", "etcd unreachable at start: " + lastError_,
-         json{{"store", url_.toString()}, {"error", lastError_}});
-  }
-  if (connected_) {
-    connected_ = false;
-    since_ = now;
-    spdlog::warn("store: etcd unreachable ({}); forwarding with the last known state ({} services)",
-                 lastError_, cp_.desired().services.size());
-    emit("store_disconnected",
-         "etcd unreachable: " + lastError_ + "; forwarding with the last known state",
-         json{{"store", url_.toString()}, {"error", lastError_}});
-    watchClient_.stopWatch();  // a watch on a partitioned member would wait forever
-  }
+  if (reportedDown_) return;  // once per spell, not per failed attempt
+  reportedDown_ = true;
+  const bool wasUp = connected_;
+  connected_ = false;
+  if (wasUp) since_ = now;
+  const std::string when = wasUp ? "" : " at start";
+  spdlog::warn("store: etcd unreachable{} ({}); forwarding with the last known state ({} services)",
+               when, lastError_, cp_.desired().services.size());
+  emit("store_disconnected",
+       "etcd unreachable" + when + ": " + lastError_ + "; forwarding with the last known state",
+       json{{"store", url_.toString()}, {"error", lastError_}});
+  if (wasUp) watchClient_.stopWatch();  // a watch on a partitioned member would wait forever
 }
 
 void StoreSync::onSnapshot(store::RangeResult range) {
   if (haveSnapshot_) ++resyncs_;
   haveSnapshot_ = true;
   mirror_.reset(range.kvs);
-  (void)cp_.setMeshVerdicts(mirror_.verdictsOfOthers(node_));
-  seenRevision_ = std::max(seenRevision_, range.revision);
-  mirrorDirty_ = true;
-  onPing(range.revision);  // it answered
-  scheduleApply();
+  mirrorChanged(range.revision);
 }
 
 void StoreSync::onEvents(int64_t revision, std::vector<store::WatchEvent> events) {
   mirror_.apply(events);
+  mirrorChanged(revision);
+}
+
+void StoreSync::mirrorChanged(int64_t revision) {
   (void)cp_.setMeshVerdicts(mirror_.verdictsOfOthers(node_));
   seenRevision_ = std::max(seenRevision_, revision);
   mirrorDirty_ = true;
-  if (!connected_) onPing(revision);
+  onPing(revision);  // etcd answered
   scheduleApply();
 }
 

@@ -81,6 +81,7 @@ class StoreSync : public SharedStore {
   // On the loop:
   void onSnapshot(store::RangeResult range);
   void onEvents(int64_t revision, std::vector<store::WatchEvent> events);
+  void mirrorChanged(int64_t revision);  // after a snapshot or events: verdicts, then the apply
   void onPing(Result<int64_t> answer);
   void onWritten(uint64_t ticket, store::StoreWrite write, Result<store::TxnResult> result);
   void dispatchWrite();
@@ -105,8 +106,7 @@ class StoreSync : public SharedStore {
   int64_t seenRevision_ = 0;     // newest revision the watch (or a write) brought
   int64_t appliedRevision_ = 0;  // the mirror's revision last committed
   bool connected_ = false;
-  bool everConnected_ = false;
-  bool reportedDown_ = false;  // the unreachable-at-start warning, once
+  bool reportedDown_ = false;  // this spell of unreachability was logged and sent as an event
   std::string lastError_;
   std::chrono::system_clock::time_point since_;  // of the current connected/disconnected spell
   std::vector<store::KeyProblem> problems_;      // keys left out at the last apply

@@ -220,9 +220,8 @@ Result<StoreUrl> parseStoreUrl(const std::string& text) {
   return url;
 }
 
-Result<StoreSecurity> storeSecurity(const std::string& caFile, const std::string& certFile,
-                                    const std::string& keyFile, const std::string& user,
-                                    const std::string& passwordFile) {
+Result<StoreSecurity> storeSecurity(const StoreSecurityOptions& options) {
+  const auto& [caFile, certFile, keyFile, user, passwordFile] = options;
   StoreSecurity s{caFile, certFile, keyFile, user, ""};
   if (certFile.empty() != keyFile.empty()) {
     return Error{0, "--store-cert and --store-key go together", "give both, or neither"};
@@ -298,11 +297,16 @@ Result<void> EtcdClient::authenticate() const {
   return {};
 }
 
-Result<std::string> EtcdClient::post(const std::string& path, const std::string& body) const {
+Result<void> EtcdClient::ready() const {
   if (!setupError_.empty()) return storeError(setupError_, "check the TLS files given to meshd");
   if (!security_.user.empty() && token().empty()) {
     if (auto r = authenticate(); !r) return r.error();
   }
+  return {};
+}
+
+Result<std::string> EtcdClient::post(const std::string& path, const std::string& body) const {
+  if (auto r = ready(); !r) return r.error();
   auto answer = exchange(path, body, true);
   // A token expires (etcd's simple tokens after 5 minutes unused): authenticate again, once.
   if (!answer && !security_.user.empty() &&
@@ -426,10 +430,7 @@ Result<int64_t> EtcdClient::ping() const {
 Result<void> EtcdClient::watch(
     const std::string& prefix, int64_t fromRevision,
     const std::function<void(int64_t, std::vector<WatchEvent>)>& onEvents) {
-  if (!setupError_.empty()) return storeError(setupError_, "check the TLS files given to meshd");
-  if (!security_.user.empty() && token().empty()) {
-    if (auto r = authenticate(); !r) return r.error();
-  }
+  if (auto r = ready(); !r) return r.error();
   const HostPort to = endpoints_[preferred_.load() % endpoints_.size()];
   Exchange x(timeout_, tls_.get());
   {

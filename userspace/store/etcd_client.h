@@ -47,12 +47,18 @@ struct StoreSecurity {
   bool tls() const { return !caFile.empty(); }
 };
 
-// Builds a StoreSecurity from the command line's --store-cacert/--store-cert/--store-key/
-// --store-user/--store-password-file (one place for meshd and meshctl): the password is read from
-// its file (not a command line ps shows); a certificate without its key is refused.
-Result<StoreSecurity> storeSecurity(const std::string& caFile, const std::string& certFile,
-                                    const std::string& keyFile, const std::string& user,
-                                    const std::string& passwordFile);
+// The command line's --store-cacert/--store-cert/--store-key/--store-user/--store-password-file,
+// as meshd and meshctl register both take them (store_cli.h adds them to a CLI11 app).
+struct StoreSecurityOptions {
+  std::string caFile;
+  std::string certFile;
+  std::string keyFile;
+  std::string user;
+  std::string passwordFile;
+};
+// The StoreSecurity they describe: the password is read from its file (not a command line ps
+// shows); options that do not go together (a certificate without its key, ...) are refused.
+Result<StoreSecurity> storeSecurity(const StoreSecurityOptions& options);
 
 // --store etcd://HOST:PORT[,HOST:PORT...]/PREFIX  (PREFIX defaults to /meshpath)
 struct StoreUrl {
@@ -135,6 +141,8 @@ class EtcdClient {
   Result<std::string> exchange(const std::string& path, const std::string& body,
                                bool withToken) const;
   Result<void> authenticate() const;
+  // Before any call: the TLS files loaded, and a login token when there is a user.
+  Result<void> ready() const;
   std::string token() const;
 
   std::vector<HostPort> endpoints_;
