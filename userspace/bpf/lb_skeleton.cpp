@@ -391,6 +391,22 @@ BpfStatus LbSkeleton::writeRingHalf(int ringFd, uint32_t half, const std::vector
   return bpfOk();
 }
 
+BpfStatus LbSkeleton::installRings(const std::vector<uint32_t>& ids,
+                                   const std::vector<int>& ringFds) {
+  if (ids.size() != ringFds.size()) {
+    return bpfError(EINVAL, std::to_string(ids.size()) + " service ids for " +
+                                std::to_string(ringFds.size()) + " rings");
+  }
+  if (ids.empty()) return bpfOk();
+  uint32_t count = static_cast<uint32_t>(ids.size());
+  LIBBPF_OPTS(bpf_map_batch_opts, batchOpts);
+  if (bpf_map_update_batch(ringsFd(), ids.data(), ringFds.data(), &count, &batchOpts) != 0) {
+    return bpfError(errno, "set " + std::to_string(ids.size()) + " entries of mp_rings (" +
+                               std::to_string(count) + " done)");
+  }
+  return bpfOk();
+}
+
 BpfStatus LbSkeleton::writeRing(const mp_svc_key& key, mp_svc svc, int ringFd, uint32_t half,
                                 const std::vector<uint32_t>& slots,
                                 const std::vector<uint32_t>* previous) {

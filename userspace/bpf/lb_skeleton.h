@@ -82,6 +82,9 @@ class LbSkeleton {
   BpfStatus writeRing(const mp_svc_key& key, mp_svc svc, int ringFd, uint32_t half,
                       const std::vector<uint32_t>& slots,
                       const std::vector<uint32_t>* previous = nullptr);
+  // Stores ringFds[i] at mp_rings[ids[i]] in one batch: one RCU grace period for all of them
+  // (each single update of a map of maps waits for one). Publishes nothing by itself.
+  BpfStatus installRings(const std::vector<uint32_t>& ids, const std::vector<int>& ringFds);
   // Writes slots into half `half` of ringFd where they differ from `previous` (nullptr: all),
   // without publishing anything.
   static BpfStatus writeRingHalf(int ringFd, uint32_t half, const std::vector<uint32_t>& slots,

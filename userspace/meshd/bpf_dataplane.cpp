@@ -117,9 +117,26 @@ Result<void> BpfDataplane::loadRings() {
   forEachService(skel_->servicesFd(), [&](const mp_svc_key&, const mp_svc& svc) {
     activeHalf[svc.id] = svc.active_half;
   });
-  for (uint32_t id = 0; id < MP_MAX_SERVICES; ++id) {
-    uint32_t innerId = 0;
-    if (bpf_map_lookup_elem(skel_->ringsFd(), &id, &innerId) != 0) continue;
+  // (service id, inner map id) of every slot that holds a ring, in one batch read that skips the
+  // empty slots in the kernel: 2 ms for the 65,536 slots here, where a lookup per id (a syscall
+  // each) took 22 ms idle and 90-100 ms beside a build. A kernel whose batch read stops at an
+  // empty slot (older ones answer EINTR) or lacks it for maps of maps gets the lookup per id.
+  std::vector<uint32_t> ids(MP_MAX_SERVICES), innerIds(MP_MAX_SERVICES);
+  uint32_t count = MP_MAX_SERVICES;
+  uint32_t batchEnd = 0;
+  LIBBPF_OPTS(bpf_map_batch_opts, batchOpts);
+  if (bpf_map_lookup_batch(skel_->ringsFd(), nullptr, &batchEnd, ids.data(), innerIds.data(),
+                           &count, &batchOpts) != 0 &&
+      errno != ENOENT) {  // ENOENT: the walk reached the end, count holds what it found
+    spdlog::debug("batch read of mp_rings: {}; reading it id by id", std::strerror(errno));
+    count = 0;
+    for (uint32_t id = 0; id < MP_MAX_SERVICES; ++id) {
+      if (bpf_map_lookup_elem(skel_->ringsFd(), &id, &innerIds[count]) == 0) ids[count++] = id;
+    }
+  }
+  for (uint32_t i = 0; i < count; ++i) {
+    const uint32_t id = ids[i];
+    const uint32_t innerId = innerIds[i];
     int fd = bpf_map_get_fd_by_id(innerId);
     if (fd < 0) return errnoError(fd, "open ring map of service " + std::to_string(id));
     bpf_map_info info{};
@@ -168,77 +185,6 @@ Result<void> BpfDataplane::writeNodeCfg() {
   return {};
 }
 
-// A dnat service's endpoints are in mp_ep_vip (their replies are told apart by their address and
-// port), and mp_node.n_dnat counts dnat services (0: no packet is looked up as a dnat reply).
-// syncDnat: after any change of an endpoint slot; syncDnatOfService: of a service entry (it also
-// recounts). Both look only at what they must: a change costs its own endpoints, not every
-// endpoint of the node (10,000 endpoints made that most of a change's time).
-Result<void> BpfDataplane::syncDnat(uint32_t endpointId) {
-  std::optional<mp_ep_key> want;
-  mp_ep_vip value{};
-  if (auto e = endpoints_.find(endpointId); e != endpoints_.end()) {
-    auto found = services_.find(e->second.serviceId);
-    if (found != services_.end() && found->second.forwarding == ForwardingMode::kDnat) {
-      const ServiceEntry& svc = found->second;
-      mp_ep_key key{};
-      std::memcpy(key.addr, e->second.address.bytes().data(), sizeof(key.addr));
-      key.port = htons(e->second.port);
-      key.proto = static_cast<uint8_t>(svc.key.protocol);
-      key.family = static_cast<uint8_t>(e->second.address.family());
-      want = key;
-      std::memcpy(value.vip, svc.key.vip.bytes().data(), sizeof(value.vip));
-      value.vip_port = htons(svc.key.port);
-      value.ep_id = endpointId;
-    }
-  }
-  const int fd = skel_->epVipFd();
-  if (auto had = dnatKeys_.find(endpointId); had != dnatKeys_.end()) {
-    const bool same = want && std::memcmp(&*want, &had->second, sizeof(mp_ep_key)) == 0;
-    if (!same) {
-      if (int rc = bpf_map_delete_elem(fd, &had->second); rc != 0 && errno != ENOENT) {
-        return errnoError(rc, "delete mp_ep_vip of endpoint " + std::to_string(endpointId));
-      }
-      dnatKeys_.erase(had);
-    }
-  }
-  if (want) {
-    if (int rc = bpf_map_update_elem(fd, &*want, &value, BPF_ANY); rc != 0) {
-      return errnoError(rc, "update mp_ep_vip of endpoint " + std::to_string(endpointId));
-    }
-    dnatKeys_[endpointId] = *want;
-  }
-  return {};
-}
-
-Result<void> BpfDataplane::syncDnatCount() {
-  uint16_t dnat = 0;
-  for (const auto& [id, svc] : services_) dnat += svc.forwarding == ForwardingMode::kDnat;
-  if (dnat == nodeCfg_.n_dnat) return {};
-  nodeCfg_.n_dnat = dnat;
-  return writeNodeCfg();
-}
-
-Result<void> BpfDataplane::syncDnatOfService(uint32_t serviceId) {
-  auto svc = services_.find(serviceId);
-  if (svc != services_.end() && svc->second.forwarding == ForwardingMode::kDnat) {
-    for (const auto& [id, e] : endpoints_) {
-      if (e.serviceId != serviceId) continue;
-      if (auto r = syncDnat(id); !r) return r;
-    }
-  } else {
-    // Not (or no longer) dnat: only endpoints that have an mp_ep_vip entry can need a change.
-    std::vector<uint32_t> had;
-    for (const auto& [id, key] : dnatKeys_) {
-      auto e = endpoints_.find(id);
-      if (e == endpoints_.end() || e->second.serviceId == serviceId) had.push_back(id);
-    }
-    for (uint32_t id : had) {
-      if (auto r = syncDnat(id); !r) return r;
-    }
-  }
-  return syncDnatCount();
-}
-
 Result<void> BpfDataplane::upsertEndpoint(uint32_t id, const EndpointEntry& e) {
   if (id >= MP_MAX_ENDPOINTS) return Error{EINVAL, "endpoint id " + std::to_string(id), {}};
   mp_endpoint current{};
@@ -260,7 +206,7 @@ Result<void> BpfDataplane::upsertEndpoint(uint32_t id, const EndpointEntry& e) {
     return errnoError(rc, "update mp_endpoints[" + std::to_string(id) + "]");
   }
   skel_->bumpForwardingGeneration();
-  endpoints_[id] = e;
+  recordEndpoint(id, e);
   return syncDnat(id);
 }
 
@@ -272,7 +218,7 @@ Result<void> BpfDataplane::removeEndpoint(uint32_t id) {
   }
   skel_->bumpForwardingGeneration();
   zeroHealth(id);
-  endpoints_.erase(id);
+  forgetEndpoint(id);
   if (auto r = syncDnat(id); !r) return r;
   return zeroCounters(skel_->epStatsFd(), id, "mp_ep_stats");
 }
@@ -287,10 +233,19 @@ Result<void> BpfDataplane::upsertService(const ServiceEntry& s, const std::vecto
   value.algorithm = static_cast<uint8_t>(s.algorithm);
   value.flags = synServiceFlags(s.synProtection, s.connectRetries);
   const std::string what = "service " + std::to_string(s.id) + " (" + s.key.toString() + ")";
+  // A service still waiting for flush() is published first: what follows rewrites it in place.
+  if (pending_.contains(s.id)) {
+    if (auto r = flush(); !r) return r;
+  }
   // Lifetimes first: a packet that finds the service entry finds its lifetimes too.
   if (auto r = writeTimeouts(s.id, s.timeouts); !r) return r.error();
   // And a dnat service's endpoints in mp_ep_vip, so its first replies are recognised.
-  services_[s.id] = s;
+  const std::optional<uint32_t> displaced =
+      serviceIds_.contains(s.key) ? std::optional(serviceIds_.at(s.key)) : std::nullopt;
+  recordService(s);
+  if (displaced && *displaced != s.id) {
+    if (auto r = syncDnatOfService(*displaced); !r) return r.error();
+  }
   if (auto r = syncDnatOfService(s.id); !r) return r.error();
 
   if (ring == nullptr) {
@@ -350,6 +305,17 @@ Result<void> BpfDataplane::upsertService(const ServiceEntry& s, const std::vecto
     if (!current.fd.valid()) rings_.erase(s.id);
     return fromBpf(fresh.error());
   }
+  if (!current.fd.valid()) {
+    // A new service: nothing points at this id yet, so its ring and entry can wait for flush()
+    // and be installed with the others of this change in one update of mp_rings.
+    current.fd = std::move(*fresh);
+    current.ringSize = s.ringSize;
+    current.activeHalf = 0;
+    current.slots = *ring;
+    value.active_half = 0;
+    pending_[s.id] = PendingService{key, value};
+    return {};
+  }
   if (current.fd.valid()) {
     spdlog::info("{}: ring resized {} -> {}", what, current.ringSize, s.ringSize);
   }
@@ -369,21 +335,19 @@ Result<void> BpfDataplane::upsertService(const ServiceEntry& s, const std::vecto
 
 Result<void> BpfDataplane::removeServiceEntry(const ServiceKey& k) {
   const mp_svc_key key = toKey(k);
+  std::erase_if(pending_,
+                [&](const auto& p) { return std::memcmp(&p.second.key, &key, sizeof(key)) == 0; });
   if (int rc = bpf_map_delete_elem(skel_->servicesFd(), &key); rc != 0 && errno != ENOENT) {
     return errnoError(rc, "delete mp_services entry " + k.toString());
   }
   skel_->bumpForwardingGeneration();
-  for (auto it = services_.begin(); it != services_.end(); ++it) {
-    if (it->second.key != k) continue;
-    const uint32_t id = it->first;
-    services_.erase(it);
-    return syncDnatOfService(id);
-  }
+  if (auto id = forgetService(k)) return syncDnatOfService(*id);
   return {};
 }
 
 Result<void> BpfDataplane::releaseService(uint32_t id) {
   if (id >= MP_MAX_SERVICES) return Error{EINVAL, "service id " + std::to_string(id), {}};
+  pending_.erase(id);
   if (int rc = bpf_map_delete_elem(skel_->ringsFd(), &id); rc != 0 && errno != ENOENT) {
     return errnoError(rc, "delete mp_rings[" + std::to_string(id) + "]");
   }
@@ -391,6 +355,29 @@ Result<void> BpfDataplane::releaseService(uint32_t id) {
   rings_.erase(id);
   if (auto r = zeroSynState(id); !r) return r;
   return zeroCounters(skel_->svcStatsFd(), id, "mp_svc_stats");
+}
+
+Result<void> BpfDataplane::flush() {
+  if (pending_.empty()) return {};
+  std::vector<uint32_t> ids;
+  std::vector<int> fds;
+  ids.reserve(pending_.size());
+  fds.reserve(pending_.size());
+  for (const auto& [id, p] : pending_) {
+    ids.push_back(id);
+    fds.push_back(rings_.at(id).fd.get());
+  }
+  auto pending = std::move(pending_);
+  pending_.clear();
+  // The rings first, then the entries that point packets at them.
+  if (auto r = skel_->installRings(ids, fds); !r) return fromBpf(r.error());
+  for (const auto& [id, p] : pending) {
+    if (int rc = bpf_map_update_elem(skel_->servicesFd(), &p.key, &p.value, BPF_ANY); rc != 0) {
+      return errnoError(rc, "update mp_services for service " + std::to_string(id));
+    }
+  }
+  skel_->bumpForwardingGeneration();
+  return {};
 }
 
 Result<Counters> BpfDataplane::readCounters(int fd, uint32_t id, const char* map) {
@@ -451,7 +438,7 @@ Result<RealizedSnapshot> BpfDataplane::snapshot() {
     e.forwarding = static_cast<ForwardingMode>(svc.fwd_mode);
     std::tie(e.synProtection, e.connectRetries) = synSettingsFromFlags(svc.flags);
     snap.services.push_back(e);
-    services_[e.id] = e;  // what syncDnat works from after an adoption
+    recordService(e);  // what the dnat bookkeeping works from after an adoption
   });
   for (const auto& [id, ring] : rings_) snap.ringIds.push_back(id);
   for (uint32_t id = 0; id < MP_MAX_ENDPOINTS; ++id) {
@@ -462,88 +449,12 @@ Result<RealizedSnapshot> BpfDataplane::snapshot() {
     if ((ep.flags & MP_EP_F_IN_USE) == 0) continue;
     snap.endpoints.emplace_back(
         id, EndpointEntry{fromBytes(ep.addr, ep.family), ntohs(ep.port), ep.svc_id});
-    endpoints_[id] = snap.endpoints.back().second;
+    recordEndpoint(id, snap.endpoints.back().second);
   }
   mp_node_cfg cfg{};
   const uint32_t zero = 0;
   if (bpf_map_lookup_elem(skel_->nodeFd(), &zero, &cfg) == 0) nodeCfg_.n_dnat = cfg.n_dnat;
   return snap;
-}
-
-// ---- passive health ---------------------------------------------------------------------------
-
-Result<void> BpfDataplane::mapHealth() {
-  // An array map's mmap covers its values back to back (value size rounded up to 8: 64 here),
-  // from offset 0; the same for a map adopted from the pin, which is the point: the counts of
-  // the earlier run stay.
-  const long page = ::sysconf(_SC_PAGESIZE);
-  const size_t bytes = sizeof(mp_ep_health) * MP_MAX_ENDPOINTS;
-  healthBytes_ = (bytes + static_cast<size_t>(page) - 1) / static_cast<size_t>(page) *
-                 static_cast<size_t>(page);
-  void* p =
-      ::mmap(nullptr, healthBytes_, PROT_READ | PROT_WRITE, MAP_SHARED, skel_->epHealthFd(), 0);
-  if (p == MAP_FAILED) {
-    return errnoError(-errno, "mmap mp_ep_health",
-                      "the pinned mp_ep_health must be BPF_F_MMAPABLE (a map of an older meshd? "
-                      "`meshd --teardown` removes the pins, dropping all connections)");
-  }
-  health_ = static_cast<mp_ep_health*>(p);
-  events_ = ring_buffer__new(skel_->eventsFd(), &BpfDataplane::onEvent, this, nullptr);
-  if (events_ == nullptr) return errnoError(-errno, "open the mp_events ring buffer");
-  return {};
-}
-
-mp_ep_health* BpfDataplane::healthEntry(uint32_t id) const {
-  return health_ != nullptr && id < MP_MAX_ENDPOINTS ? &health_[id] : nullptr;
-}
-
-void BpfDataplane::zeroHealth(uint32_t id) {
-  mp_ep_health* e = healthEntry(id);
-  if (e == nullptr) return;
-  ++slotEpoch_[id];  // a walk in progress must not count this slot's past into its present
-  // Field by field: a packet of a connection the slot's earlier owner left may still count.
-  __atomic_store_n(&e->fall, 0u, __ATOMIC_RELAXED);
-  __atomic_store_n(&e->fails, 0u, __ATOMIC_RELAXED);
-  __atomic_store_n(&e->flags, 0u, __ATOMIC_RELAXED);
-  __atomic_store_n(&e->opened, uint64_t{0}, __ATOMIC_RELAXED);
-  __atomic_store_n(&e->closed, uint64_t{0}, __ATOMIC_RELAXED);
-  __atomic_store_n(&e->adjust, int64_t{0}, __ATOMIC_RELAXED);
-  __atomic_store_n(&e->rtt_ns, uint64_t{0}, __ATOMIC_RELAXED);
-  __atomic_store_n(&e->down_ns, uint64_t{0}, __ATOMIC_SEQ_CST);
-}
-
-Result<void> BpfDataplane::setPassiveFall(uint32_t id, uint32_t fall) {
-  mp_ep_health* e = healthEntry(id);
-  if (e == nullptr) return Error{EINVAL, "endpoint id " + std::to_string(id), {}};
-  __atomic_store_n(&e->fall, fall, __ATOMIC_SEQ_CST);
-  return {};
-}
-
-Result<void> BpfDataplane::clearDown(uint32_t id) {
-  mp_ep_health* e = healthEntry(id);
-  if (e == nullptr) return Error{EINVAL, "endpoint id " + std::to_string(id), {}};
-  // The count first: were the mark cleared first, failures still arriving could run the old
-  // count past `fall` without marking it again. The other way round, a new mark could only be
-  // lost to `fall` failures within these two instructions.
-  __atomic_store_n(&e->fails, 0u, __ATOMIC_SEQ_CST);
-  __atomic_fetch_and(&e->flags, ~MP_EPH_F_DOWN, __ATOMIC_SEQ_CST);
-  return {};
-}
-
-Result<EndpointDatapathHealth> BpfDataplane::endpointHealth(uint32_t id) {
-  const mp_ep_health* e = healthEntry(id);
-  if (e == nullptr) return Error{EINVAL, "endpoint id " + std::to_string(id), {}};
-  EndpointDatapathHealth h;
-  h.fails = __atomic_load_n(&e->fails, __ATOMIC_RELAXED);
-  h.down = (__atomic_load_n(&e->flags, __ATOMIC_RELAXED) & MP_EPH_F_DOWN) != 0;
-  h.downNs = __atomic_load_n(&e->down_ns, __ATOMIC_RELAXED);
-  h.fall = __atomic_load_n(&e->fall, __ATOMIC_RELAXED);
-  const uint64_t opened = __atomic_load_n(&e->opened, __ATOMIC_RELAXED);
-  const uint64_t closed = __atomic_load_n(&e->closed, __ATOMIC_RELAXED);
-  const int64_t adjust = __atomic_load_n(&e->adjust, __ATOMIC_RELAXED);
-  h.activeConns = std::max<int64_t>(0, static_cast<int64_t>(opened - closed) + adjust);
-  h.rttNs = __atomic_load_n(&e->rtt_ns, __ATOMIC_RELAXED);
-  return h;
 }
 
 Result<void> BpfDataplane::writeTimeouts(uint32_t id, const ConnTimeouts& t) {

@@ -14,6 +14,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -53,6 +54,7 @@ class BpfDataplane : public Dataplane {
                              const std::vector<uint32_t>* ring) override;
   Result<void> removeServiceEntry(const ServiceKey& key) override;
   Result<void> releaseService(uint32_t id) override;
+  Result<void> flush() override;
   Result<Counters> serviceStats(uint32_t id) override;
   Result<Counters> endpointStats(uint32_t id) override;
   Result<std::vector<uint64_t>> exceptionCounts() override;
@@ -115,9 +117,14 @@ class BpfDataplane : public Dataplane {
   // one-key reads and readCounterSnapshot's batches both add up (bpf_stats_read.cpp).
   static Counters sumPerCpu(const mp_counters* perCpu, size_t ncpu);
   static void addPerCpu(SynStats& into, const mp_syn_counters* perCpu, size_t ncpu);
+  // dnat bookkeeping (bpf_dnat.cpp): what was written, recorded before each sync.
+  void recordService(const ServiceEntry& service);
+  std::optional<uint32_t> forgetService(const ServiceKey& key);  // the id it had
+  void recordEndpoint(uint32_t id, const EndpointEntry& endpoint);
+  void forgetEndpoint(uint32_t id);
+  void eraseEndpointOf(uint32_t serviceId, uint32_t endpointId);
   Result<void> syncDnat(uint32_t endpointId);
   Result<void> syncDnatOfService(uint32_t serviceId);
-  Result<void> syncDnatCount();
   std::optional<mp_flow> reverseKey(const mp_flow& client, const mp_conn& c);
   mp_ep_health* healthEntry(uint32_t id) const;
   void zeroHealth(uint32_t id);
@@ -150,12 +157,22 @@ class BpfDataplane : public Dataplane {
   uint32_t progId_ = 0;
   std::vector<Attachment> attachments_;
   std::map<uint32_t, Ring> rings_;
+  // New services whose ring (already in rings_) and entry flush() publishes: by service id.
+  struct PendingService {
+    mp_svc_key key;
+    mp_svc value;
+  };
+  std::map<uint32_t, PendingService> pending_;
   ConnTableStats lastConnStats_;  // the last recount's
-  // What syncDnat works from: the service entries and endpoint slots written, the mp_ep_vip key
-  // written for each endpoint, and the node entry as last written.
+  // What the dnat bookkeeping works from: the service entries (and the id of each key) and
+  // endpoint slots written, each service's slots, the mp_ep_vip key written for each endpoint,
+  // how many entries are dnat, and the node entry as last written.
   std::map<uint32_t, ServiceEntry> services_;
+  std::map<ServiceKey, uint32_t> serviceIds_;
   std::map<uint32_t, EndpointEntry> endpoints_;
+  std::map<uint32_t, std::set<uint32_t>> endpointsOf_;
   std::map<uint32_t, mp_ep_key> dnatKeys_;
+  uint32_t dnatServices_ = 0;
   mp_node_cfg nodeCfg_{};
   uint64_t expiredReaped_ = 0;
   // mp_ep_health, mapped (BPF_F_MMAPABLE): meshd and the datapath share these entries, so every

@@ -128,18 +128,19 @@ Result<IdAssignments> Reconciler::assignIds(const DesiredState& desired) const {
     next.services[service.name] = hint->second;
     hinted.insert(hint->second);
   }
+  // One set for the whole round, each new id added as it is handed out (a copy per new service
+  // made 10,000 new services cost seconds).
+  std::set<uint32_t> takenNowServices = takenServices;
+  for (const auto& [name, id] : next.services) takenNowServices.insert(id);
   for (const ServiceSpec& service : desired.services) {
     if (next.services.contains(service.name)) continue;
-    std::set<uint32_t> taken = takenServices;
-    taken.insert(keptServices.begin(), keptServices.end());
-    taken.insert(hinted.begin(), hinted.end());
-    for (const auto& [name, id] : next.services) taken.insert(id);
-    auto id = findFreeId(next.nextServiceId, maxServices_, taken);
+    auto id = findFreeId(next.nextServiceId, maxServices_, takenNowServices);
     if (!id) {
       return Error{ENOSPC, "no free service id for " + service.name,
                    "at most " + std::to_string(maxServices_) + " services"};
     }
     next.services[service.name] = *id;
+    takenNowServices.insert(*id);
     next.nextServiceId = (*id + 1) % maxServices_;
   }
 
@@ -307,6 +308,7 @@ Result<void> Reconciler::converge(const DesiredState& desired, const IdAssignmen
         service, entry, excluded != excluded_.end() ? excluded->second : std::set<std::string>{},
         ids.endpoints.at(service.name)};
   }
+  if (auto r = dataplane_.flush(); !r) return r;
   if (sweep) {
     if (auto r = sweepStaleSlots(ids); !r) return r;
     std::erase_if(realizedServices_,
