@@ -11,7 +11,7 @@
 
 #include <linux/types.h>
 
-#define MP_MAX_SERVICES 1024
+#define MP_MAX_SERVICES 65536
 #define MP_MAX_ENDPOINTS 65536
 #define MP_RING_SIZE_DEFAULT 65537 /* mp_rings template only: each ring has its own M (ring.h) */
 #define MP_RING_SIZE_MAX 1048573   /* largest prime we accept for M */

@@ -77,9 +77,13 @@ TEST_F(LbSkeletonTest, RingMapsFitMpRingsAndStartEmpty) {
   for (uint32_t size : {7u, 65537u}) {
     auto ring = LbSkeleton::createRingMap(size);
     ASSERT_TRUE(ring) << ring.error().toString();
-    const uint32_t svc = 3;
     const int fd = ring->get();
-    EXPECT_EQ(bpf_map_update_elem((*lb)->ringsFd(), &svc, &fd, BPF_ANY), 0) << size;
+    // Any service id up to the last one (MP_MAX_SERVICES - 1), none beyond.
+    for (uint32_t svc : {3u, uint32_t{MP_MAX_SERVICES - 1}}) {
+      EXPECT_EQ(bpf_map_update_elem((*lb)->ringsFd(), &svc, &fd, BPF_ANY), 0) << size;
+    }
+    const uint32_t beyond = MP_MAX_SERVICES;
+    EXPECT_NE(bpf_map_update_elem((*lb)->ringsFd(), &beyond, &fd, BPF_ANY), 0);
     for (uint32_t slot : {0u, size, 2 * size - 1}) {
       uint32_t value = 0;
       ASSERT_EQ(bpf_map_lookup_elem(fd, &slot, &value), 0);

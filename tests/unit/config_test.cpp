@@ -144,8 +144,8 @@ struct BadConfig {
 std::vector<BadConfig> badConfigs() {
   std::string many = "node:\n  interfaces: [eth0]\n  ipv4: 10.0.2.1\nservices:\n";
   for (int i = 0; i <= MP_MAX_SERVICES; ++i) {
-    many += "  - {name: s" + std::to_string(i) + ", vip: 10.1." + std::to_string(i / 256) + "." +
-            std::to_string(i % 256) + ", port: 80}\n";
+    many += "  - {name: s" + std::to_string(i) + ", vip: 10." + std::to_string(1 + i / 65536) +
+            "." + std::to_string(i / 256 % 256) + "." + std::to_string(i % 256) + ", port: 80}\n";
   }
   const std::string v4_only = "node:\n  interfaces: [eth0]\n  ipv4: 10.0.2.1\nservices:\n";
   return {
@@ -330,7 +330,9 @@ std::vector<BadConfig> badConfigs() {
        v4_only + "  - {name: a, vip: 10.0.0.1, port: 80}\n  - {name: b, vip: 10.0.0.1, port: 80}\n"
                  "  - {name: c, vip: 10.0.0.1, port: 80, protocol: udp}\n",
        "services[1]: 10.0.0.1:80/tcp is used twice (also services[0], a)"},
-      {"too many services", many, "services: 1025 services exceed the maximum of 1024"},
+      {"too many services", many,
+       "services: " + std::to_string(MP_MAX_SERVICES + 1) + " services exceed the maximum of " +
+           std::to_string(MP_MAX_SERVICES)},
       {"health interval under 100ms",
        goodWith("forwarding: nat\n", "health: {type: tcp, interval: 50ms}\n"),
        "services[0].health.interval: 50ms is out of range 100ms..1h"},

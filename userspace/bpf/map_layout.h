@@ -39,7 +39,9 @@ struct MapLayout {
 };
 
 // Converts one entry of layout `from` into layout `to`. Per-CPU maps: called once per CPU's
-// value, with the same key. newKey and newValue come zeroed.
+// value, with the same key. newKey and newValue come zeroed. Maps of maps: the value is the
+// inner map's id (u32), as userspace reads it; MapMigration installs the inner map of the id
+// the converter leaves (convertAppended: the same one).
 using EntryConverter = void (*)(std::span<const uint8_t> oldKey, std::span<const uint8_t> oldValue,
                                 std::span<uint8_t> newKey, std::span<uint8_t> newValue);
 
@@ -86,10 +88,11 @@ class MapMigration {
     uint64_t deltaNs = 0;  // the second copy's
   };
 
-  // Creates the new map (as `compiled` describes it, max_entries as loaded) and copies every
-  // entry of oldFd into it, converted.
+  // Creates the new map (as `compiled` describes it, max_entries as loaded; a map of maps with
+  // a template of its compiled inner map) and copies every entry of oldFd into it, converted.
+  // Ring buffers have no entries to copy: refused.
   static BpfResult<MapMigration> start(std::string name, const LayoutMigration& migration,
-                                       UniqueFd oldFd, const bpf_map* compiled);
+                                       UniqueFd oldFd, bpf_map* compiled);
 
   // After the program switch: copies the entries the old program added or changed since the
   // first copy (deletions meanwhile are not replayed: those entries expire and the recount reaps
