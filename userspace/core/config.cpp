@@ -902,6 +902,142 @@ std::vector<std::string> validateChange(const DesiredState& state, const Desired
   return out;
 }
 
+namespace {
+ServiceIndex::Frontend frontendOf(const ServiceSpec& s) { return {s.vip, s.port, s.protocol}; }
+
+std::string showFrontend(const ServiceIndex::Frontend& f) {
+  const auto& [vip, port, protocol] = f;
+  const std::string addr = vip.isV6() ? "[" + vip.toString() + "]" : vip.toString();
+  return addr + ":" + std::to_string(port) + "/" + toString(protocol);
+}
+}  // namespace
+
+void ServiceIndex::rebuild(const std::vector<ServiceSpec>& services) {
+  byName_.clear();
+  frontends_.clear();
+  dnat_.clear();
+  endpoints_ = 0;
+  for (const ServiceSpec& s : services) add(s);
+}
+
+void ServiceIndex::add(const ServiceSpec& s) {
+  remove(s.name);
+  Held held{frontendOf(s), s.endpoints.size(), {}};
+  if (s.forwarding == ForwardingMode::kDnat) {
+    for (const EndpointSpec& e : s.endpoints) {
+      held.dnat.emplace_back(e.address, e.port, s.protocol);
+      dnat_.emplace(held.dnat.back(), s.name);
+    }
+  }
+  frontends_.emplace(held.frontend, s.name);
+  endpoints_ += held.endpoints;
+  byName_.emplace(s.name, std::move(held));
+}
+
+void ServiceIndex::remove(const std::string& name) {
+  auto it = byName_.find(name);
+  if (it == byName_.end()) return;
+  // Only the entries this service holds: a state that failed validation may map a key to another.
+  auto drop = [&](std::map<Frontend, std::string>& m, const Frontend& key) {
+    if (auto e = m.find(key); e != m.end() && e->second == name) m.erase(e);
+  };
+  drop(frontends_, it->second.frontend);
+  for (const Frontend& f : it->second.dnat) drop(dnat_, f);
+  endpoints_ -= it->second.endpoints;
+  byName_.erase(it);
+}
+
+const std::string* ServiceIndex::frontendOwner(const Frontend& frontend) const {
+  auto it = frontends_.find(frontend);
+  return it == frontends_.end() ? nullptr : &it->second;
+}
+
+const std::string* ServiceIndex::dnatOwner(const Frontend& endpoint) const {
+  auto it = dnat_.find(endpoint);
+  return it == dnat_.end() ? nullptr : &it->second;
+}
+
+size_t ServiceIndex::endpointsOf(const std::string& name) const {
+  auto it = byName_.find(name);
+  return it == byName_.end() ? 0 : it->second.endpoints;
+}
+
+std::vector<std::string> validateChanges(const NodeSpec& node, const ServiceIndex& index,
+                                         const ServiceChanges& changes) {
+  std::vector<std::string> out;
+  // Every service the change names leaves what it holds in the index; the ones put hold anew.
+  std::set<std::string> named;
+  std::set<std::string> removed;
+  for (const std::string& name : changes.removed) {
+    if (!named.insert(name).second) out.push_back("services[" + name + "]: removed twice");
+    removed.insert(name);
+  }
+  for (const ServiceSpec& s : changes.put) {
+    if (!named.insert(s.name).second) {
+      out.push_back("services[" + s.name +
+                    "]: " + (removed.contains(s.name) ? "both removed and put" : "put twice"));
+    }
+  }
+  const auto heldByOther = [&](const std::string* owner, const std::string& self) {
+    return owner != nullptr && *owner != self && !named.contains(*owner);
+  };
+  std::map<ServiceIndex::Frontend, std::string> frontends;
+  std::map<ServiceIndex::Frontend, std::string> dnat;
+  size_t services = index.services();
+  size_t endpoints = index.endpoints();
+  for (const std::string& name : changes.removed) {
+    if (index.contains(name)) {
+      --services;
+      endpoints -= index.endpointsOf(name);
+    }
+  }
+  for (const ServiceSpec& s : changes.put) {
+    const std::string path = "services[" + s.name + "]";
+    auto problems = validateService(node, s, path);
+    out.insert(out.end(), problems.begin(), problems.end());
+    if (index.contains(s.name)) {
+      endpoints -= index.endpointsOf(s.name);
+    } else {
+      ++services;
+    }
+    endpoints += s.endpoints.size();
+    const auto frontend = frontendOf(s);
+    const std::string* owner = index.frontendOwner(frontend);
+    if (heldByOther(owner, s.name)) {
+      out.push_back(path + ": " + showFrontend(frontend) + " is used by service " + *owner);
+    } else if (auto [it, fresh] = frontends.emplace(frontend, s.name); !fresh) {
+      out.push_back(path + ": " + showFrontend(frontend) + " is used by service " + it->second +
+                    " too");
+    }
+    if (s.forwarding != ForwardingMode::kDnat) continue;
+    for (const EndpointSpec& e : s.endpoints) {
+      const ServiceIndex::Frontend key{e.address, e.port, s.protocol};
+      const std::string* other = index.dnatOwner(key);
+      std::string also;
+      if (heldByOther(other, s.name)) {
+        also = *other;
+      } else if (auto [it, fresh] = dnat.emplace(key, s.name); !fresh && it->second != s.name) {
+        also = it->second;
+      }
+      if (!also.empty()) {
+        out.push_back(path + ".endpoints: " + e.key() + "/" + toString(s.protocol) +
+                      " is in another dnat service too (" + also +
+                      "): a dnat endpoint serves one dnat service, since its replies are matched "
+                      "by its address and port");
+      }
+    }
+  }
+  if (services > MP_MAX_SERVICES) {
+    out.push_back("services: " + std::to_string(services) + " services exceed the maximum of " +
+                  std::to_string(MP_MAX_SERVICES));
+  }
+  if (endpoints > MP_MAX_ENDPOINTS) {
+    out.push_back("services: " + std::to_string(endpoints) +
+                  " endpoints in all exceed the maximum of " + std::to_string(MP_MAX_ENDPOINTS));
+  }
+  return out;
+}
+
 void requireValid(const DesiredState& state) {
   auto problems = validateState(state);
   if (!problems.empty()) throw ConfigError(std::move(problems));

@@ -9,9 +9,11 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <optional>
 #include <stdexcept>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "model.h"
@@ -63,6 +65,41 @@ std::vector<std::string> validateState(const DesiredState& state);
 // without checking again one by one the services the change left as they were (an edit of one
 // endpoint on a node of 1,000 checks one service, and the rules across services).
 std::vector<std::string> validateChange(const DesiredState& state, const DesiredState* valid);
+
+// The rules across services, kept for a state that passed validateState so that a change of a few
+// services is checked without walking the others: who holds each VIP:port/protocol, each dnat
+// endpoint, and the totals. The reconciler keeps one beside the state it applied.
+class ServiceIndex {
+ public:
+  using Frontend = std::tuple<IpAddress, uint16_t, Protocol>;
+  void rebuild(const std::vector<ServiceSpec>& services);
+  void add(const ServiceSpec& service);
+  void remove(const std::string& name);
+  // The name of the service holding it, or nullptr.
+  const std::string* frontendOwner(const Frontend& frontend) const;
+  const std::string* dnatOwner(const Frontend& endpoint) const;
+  bool contains(const std::string& name) const { return byName_.contains(name); }
+  size_t endpointsOf(const std::string& name) const;
+  size_t services() const { return byName_.size(); }
+  size_t endpoints() const { return endpoints_; }
+
+ private:
+  struct Held {
+    Frontend frontend;
+    size_t endpoints = 0;
+    std::vector<Frontend> dnat;  // its endpoints, when it is a dnat service
+  };
+  std::map<std::string, Held> byName_;
+  std::map<Frontend, std::string> frontends_;
+  std::map<Frontend, std::string> dnat_;
+  size_t endpoints_ = 0;
+};
+
+// validateState of `changes` made to a state that passed it, indexed by `index` on `node`: each
+// service put is checked on its own (paths "services[NAME]") and against the others through the
+// index; the same rules, in time proportional to the change.
+std::vector<std::string> validateChanges(const NodeSpec& node, const ServiceIndex& index,
+                                         const ServiceChanges& changes);
 
 // The node's own fields (paths "node.*").
 std::vector<std::string> validateNode(const NodeSpec& node);

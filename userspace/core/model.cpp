@@ -9,6 +9,8 @@
 #include <cstdio>
 #include <cstring>
 #include <ctime>
+#include <string_view>
+#include <unordered_map>
 
 #include "abi.h"
 
@@ -224,6 +226,55 @@ std::string EndpointSpec::key() const {
   char port_text[8];
   out.append(port_text, std::to_chars(port_text, port_text + sizeof(port_text), port).ptr);
   return out;
+}
+
+ApplyReport applyChanges(std::vector<ServiceSpec>& services, const ServiceChanges& changes) {
+  // Where each name stands: a scan per name for a few (one endpoint's change on a node of 10,000
+  // services allocates nothing), an index of every name for many.
+  const size_t names = changes.put.size() + changes.removed.size();
+  std::unordered_map<std::string_view, size_t> index;
+  if (names > 8) {
+    index.reserve(services.size());
+    for (size_t i = 0; i < services.size(); ++i) index.emplace(services[i].name, i);
+  }
+  auto find = [&](const std::string& name) -> std::optional<size_t> {
+    if (names > 8) {
+      auto it = index.find(name);
+      return it == index.end() ? std::nullopt : std::optional(it->second);
+    }
+    for (size_t i = 0; i < services.size(); ++i) {
+      if (services[i].name == name) return i;
+    }
+    return std::nullopt;
+  };
+  ApplyReport report;
+  std::vector<size_t> gone;
+  for (const std::string& name : changes.removed) {
+    if (auto at = find(name)) {
+      gone.push_back(*at);
+      report.removed.push_back(name);
+    }
+  }
+  std::vector<ServiceSpec> added;
+  for (const ServiceSpec& s : changes.put) {
+    if (auto at = find(s.name)) {
+      if (!(services[*at] == s)) {
+        services[*at] = s;
+        report.changed.push_back(s.name);
+      }
+    } else {
+      added.push_back(s);
+      report.added.push_back(s.name);
+    }
+  }
+  std::sort(gone.begin(), gone.end());
+  gone.erase(std::unique(gone.begin(), gone.end()), gone.end());
+  for (auto it = gone.rbegin(); it != gone.rend(); ++it) {
+    services.erase(services.begin() + static_cast<std::ptrdiff_t>(*it));
+  }
+  services.insert(services.end(), std::make_move_iterator(added.begin()),
+                  std::make_move_iterator(added.end()));
+  return report;
 }
 
 }  // namespace meshpath

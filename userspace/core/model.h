@@ -242,4 +242,24 @@ struct DesiredState {
   bool operator==(const DesiredState&) const = default;
 };
 
+// A change of some services, the others left as they are: what the control plane hands on when
+// it knows what changed (the store's watch, an API call on one service), so that a change costs
+// the services it names and not every service of the node.
+struct ServiceChanges {
+  std::vector<ServiceSpec> put;      // added, or replacing the service of the same name
+  std::vector<std::string> removed;  // names of services that go
+  bool empty() const { return put.empty() && removed.empty(); }
+};
+
+// What a change did, by service name.
+struct ApplyReport {
+  std::vector<std::string> added;
+  std::vector<std::string> removed;
+  std::vector<std::string> changed;  // put with a spec that differs from the one it replaced
+};
+
+// Makes `changes` in `services`: a service put replaces the one of its name where it stands, a
+// new one is appended, removed names go (names not there are ignored).
+ApplyReport applyChanges(std::vector<ServiceSpec>& services, const ServiceChanges& changes);
+
 }  // namespace meshpath

@@ -92,25 +92,50 @@ const ServiceSpec* ControlPlane::findService(const std::string& name) const {
   return nullptr;
 }
 
-ApiResult<ApplyReport> ControlPlane::commit(const DesiredState& next) {
+ApiResult<ApplyReport> ControlPlane::commitWith(
+    const std::function<ApiResult<ApplyReport>()>& realizeIt,
+    const std::function<std::vector<ServiceSpec>()>& before,
+    const std::function<std::vector<ServiceSpec>()>& after) {
   if (shared_ != nullptr) {
     if (auto refused = shared_->refuseWrites()) return *refused;
   }
-  const std::vector<ServiceSpec> before =
-      shared_ != nullptr ? desired().services : std::vector<ServiceSpec>{};
+  const std::vector<ServiceSpec> was = shared_ != nullptr ? before() : std::vector<ServiceSpec>{};
   const auto started = std::chrono::steady_clock::now();
-  auto report = realize(next);
+  auto report = realizeIt();
   if (!report) return report.error();
-  if (shared_ != nullptr) unansweredTicket_ = shared_->publish(before, next.services);
+  if (shared_ != nullptr) unansweredTicket_ = shared_->publish(was, after());
   if (metrics_ != nullptr) {
     metrics_->controlChange(ChangeSource::kApi, std::chrono::steady_clock::now() - started);
   }
-  const ApplyReport& r = *report;
+  logApplied("applied", *report);
+  return report;
+}
+
+void ControlPlane::logApplied(const char* what, const ApplyReport& r) {
   if (!r.added.empty() || !r.removed.empty() || !r.changed.empty()) {
-    spdlog::info("applied: added {} removed {} changed {}", listText(r.added), listText(r.removed),
+    spdlog::info("{}: added {} removed {} changed {}", what, listText(r.added), listText(r.removed),
                  listText(r.changed));
   }
-  return report;
+}
+
+ApiResult<ApplyReport> ControlPlane::commit(const DesiredState& next) {
+  return commitWith([&] { return realize(next); }, [&] { return desired().services; },
+                    [&] { return next.services; });
+}
+
+ApiResult<ApplyReport> ControlPlane::commit(const ServiceChanges& changes) {
+  return commitWith([&] { return realize(changes); },
+                    [&] {
+                      std::vector<ServiceSpec> touched;
+                      for (const std::string& name : changes.removed) {
+                        if (const ServiceSpec* s = findService(name)) touched.push_back(*s);
+                      }
+                      for (const ServiceSpec& put : changes.put) {
+                        if (const ServiceSpec* s = findService(put.name)) touched.push_back(*s);
+                      }
+                      return touched;
+                    },
+                    [&] { return changes.put; });
 }
 
 ApiResult<ApplyReport> ControlPlane::realize(const DesiredState& next) {
@@ -120,7 +145,24 @@ ApiResult<ApplyReport> ControlPlane::realize(const DesiredState& next) {
     return ApiError{400, join(problems, "; "), "fix the fields named and send it again",
                     nlohmann::json{{"problems", problems}}};
   }
-  auto report = reconciler_.apply(next);
+  return realized(reconciler_.apply(next));
+}
+
+ApiResult<ApplyReport> ControlPlane::realize(const ServiceChanges& changes) {
+  if (!reconciler_.applied()) {
+    DesiredState next = desired();
+    applyChanges(next.services, changes);
+    return realize(next);
+  }
+  std::vector<std::string> problems = validateChanges(desired().node, reconciler_.index(), changes);
+  if (!problems.empty()) {
+    return ApiError{400, join(problems, "; "), "fix the fields named and send it again",
+                    nlohmann::json{{"problems", problems}}};
+  }
+  return realized(reconciler_.applyChanges(changes));
+}
+
+ApiResult<ApplyReport> ControlPlane::realized(Result<ApplyReport> report) {
   if (!report) {
     const Error& e = report.error();
     spdlog::error("reconcile failed: {}{}{}", e.toString(),
@@ -142,12 +184,13 @@ ApiResult<ApplyReport> ControlPlane::realize(const DesiredState& next) {
 
 ApiResult<ApplyReport> ControlPlane::commitFromStore(const DesiredState& next) {
   auto report = realize(next);
-  if (!report) return report.error();
-  const ApplyReport& r = *report;
-  if (!r.added.empty() || !r.removed.empty() || !r.changed.empty()) {
-    spdlog::info("applied from the store: added {} removed {} changed {}", listText(r.added),
-                 listText(r.removed), listText(r.changed));
-  }
+  if (report) logApplied("applied from the store", *report);
+  return report;
+}
+
+ApiResult<ApplyReport> ControlPlane::commitFromStore(const ServiceChanges& changes) {
+  auto report = realize(changes);
+  if (report) logApplied("applied from the store", *report);
   return report;
 }
 
@@ -191,37 +234,31 @@ ApiResult<ServiceSpec> ControlPlane::createService(const ServiceSpec& service) {
     }
   }
   if (auto bad = checkService(desired().node, service)) return *bad;
-  DesiredState next = desired();
-  next.services.push_back(service);
-  auto r = commit(next);
+  auto r = commit(ServiceChanges{{service}, {}});
   if (!r) return r.error();
   return *findService(service.name);
 }
 
 ApiResult<std::string> ControlPlane::deleteService(const std::string& name) {
   if (findService(name) == nullptr) return notFound("service " + name);
-  DesiredState next = desired();
-  std::erase_if(next.services, [&](const ServiceSpec& s) { return s.name == name; });
-  auto r = commit(next);
+  auto r = commit(ServiceChanges{{}, {name}});
   if (!r) return r.error();
   return name;
 }
 
 ApiResult<EndpointSpec> ControlPlane::addEndpoint(const std::string& service,
                                                   const EndpointSpec& endpoint) {
-  if (findService(service) == nullptr) return notFound("service " + service);
-  DesiredState next = desired();
-  for (ServiceSpec& s : next.services) {
-    if (s.name != service) continue;
-    if (findEndpoint(s, endpoint.address, endpoint.port) != nullptr) {
-      return ApiError{409, "endpoint " + endpoint.key() + " already in service " + service,
-                      "change its weight with PUT /v1/services/" + service + "/endpoints/" +
-                          endpoint.address.toString() + "/" + std::to_string(endpoint.port)};
-    }
-    s.endpoints.push_back(endpoint);
-    if (auto bad = checkService(next.node, s)) return *bad;
+  const ServiceSpec* found = findService(service);
+  if (found == nullptr) return notFound("service " + service);
+  ServiceSpec s = *found;
+  if (findEndpoint(s, endpoint.address, endpoint.port) != nullptr) {
+    return ApiError{409, "endpoint " + endpoint.key() + " already in service " + service,
+                    "change its weight with PUT /v1/services/" + service + "/endpoints/" +
+                        endpoint.address.toString() + "/" + std::to_string(endpoint.port)};
   }
-  auto r = commit(next);
+  s.endpoints.push_back(endpoint);
+  if (auto bad = checkService(desired().node, s)) return *bad;
+  auto r = commit(ServiceChanges{{std::move(s)}, {}});
   if (!r) return r.error();
   return endpoint;
 }
@@ -229,39 +266,33 @@ ApiResult<EndpointSpec> ControlPlane::addEndpoint(const std::string& service,
 ApiResult<EndpointSpec> ControlPlane::setEndpointWeight(const std::string& service,
                                                         const IpAddress& address, uint16_t port,
                                                         uint32_t weight) {
-  if (findService(service) == nullptr) return notFound("service " + service);
-  DesiredState next = desired();
-  EndpointSpec changed;
-  for (ServiceSpec& s : next.services) {
-    if (s.name != service) continue;
-    EndpointSpec* e = findEndpoint(s, address, port);
-    if (e == nullptr) {
-      return notFound("endpoint " + EndpointSpec{address, port, 1}.key() + " of service " +
-                      service);
-    }
-    e->weight = weight;
-    changed = *e;
-    if (auto bad = checkService(next.node, s)) return *bad;
+  const ServiceSpec* found = findService(service);
+  if (found == nullptr) return notFound("service " + service);
+  ServiceSpec s = *found;
+  EndpointSpec* e = findEndpoint(s, address, port);
+  if (e == nullptr) {
+    return notFound("endpoint " + EndpointSpec{address, port, 1}.key() + " of service " + service);
   }
-  auto r = commit(next);
+  e->weight = weight;
+  const EndpointSpec changed = *e;
+  if (auto bad = checkService(desired().node, s)) return *bad;
+  auto r = commit(ServiceChanges{{std::move(s)}, {}});
   if (!r) return r.error();
   return changed;
 }
 
 ApiResult<std::string> ControlPlane::removeEndpoint(const std::string& service,
                                                     const IpAddress& address, uint16_t port) {
-  if (findService(service) == nullptr) return notFound("service " + service);
-  DesiredState next = desired();
+  const ServiceSpec* found = findService(service);
+  if (found == nullptr) return notFound("service " + service);
+  ServiceSpec s = *found;
   std::string key = EndpointSpec{address, port, 1}.key();
-  for (ServiceSpec& s : next.services) {
-    if (s.name != service) continue;
-    if (findEndpoint(s, address, port) == nullptr) {
-      return notFound("endpoint " + key + " of service " + service);
-    }
-    std::erase_if(s.endpoints,
-                  [&](const EndpointSpec& e) { return e.address == address && e.port == port; });
+  if (findEndpoint(s, address, port) == nullptr) {
+    return notFound("endpoint " + key + " of service " + service);
   }
-  auto r = commit(next);
+  std::erase_if(s.endpoints,
+                [&](const EndpointSpec& e) { return e.address == address && e.port == port; });
+  auto r = commit(ServiceChanges{{std::move(s)}, {}});
   if (!r) return r.error();
   return key;
 }

@@ -99,6 +99,10 @@ class ControlPlane {
   // Validates `next` (400), realizes it (500 when the dataplane fails), saves the state file:
   // at once, or through the saver when there is one (after the datapath has the change).
   ApiResult<ApplyReport> commit(const DesiredState& next);
+  // commit() of a change of some services: validated and applied in time proportional to the
+  // services it names (Reconciler::applyChanges), so one endpoint's change on a node of 10,000
+  // services costs that service.
+  ApiResult<ApplyReport> commit(const ServiceChanges& changes);
   // Where changes are saved from now on, off the change's path; null: saved at once, in commit.
   // The saver copies the reconciler's state when it saves (StateSaver::setSnapshot), not per
   // change.
@@ -114,6 +118,7 @@ class ControlPlane {
   SharedStore* sharedStore() const { return shared_; }
   // The store's view of the services, committed as it is (nothing written back).
   ApiResult<ApplyReport> commitFromStore(const DesiredState& next);
+  ApiResult<ApplyReport> commitFromStore(const ServiceChanges& changes);
 
   ApiResult<ServiceSpec> createService(const ServiceSpec& service);
   ApiResult<std::string> deleteService(const std::string& name);
@@ -177,6 +182,16 @@ class ControlPlane {
 
   // commit() without its log line (applyConfigText logs its own, with the diff).
   ApiResult<ApplyReport> realize(const DesiredState& next);
+  ApiResult<ApplyReport> realize(const ServiceChanges& changes);
+  // realize's tail: the reconciler's outcome logged or the change saved and announced.
+  ApiResult<ApplyReport> realized(Result<ApplyReport> report);
+  // commit's around the realize: the store's refusal, the write to the store, the metric and the
+  // log line; `before` and `after` are the services the change touches, as writeFor takes them.
+  ApiResult<ApplyReport> commitWith(const std::function<ApiResult<ApplyReport>()>& realizeIt,
+                                    const std::function<std::vector<ServiceSpec>()>& before,
+                                    const std::function<std::vector<ServiceSpec>()>& after);
+  // The log line of a change that changed something.
+  static void logApplied(const char* what, const ApplyReport& report);
   ApiError refuseConfig(const std::string& source, ApiError error);
   void emitConfigEvent(const std::string& kind, const std::string& message,
                        const nlohmann::json& detail);

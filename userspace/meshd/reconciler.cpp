@@ -19,14 +19,19 @@ ServiceKey serviceKeyOf(const ServiceSpec& service) {
 
 namespace {
 
-// Searches [0, limit) for a free id starting at cursor, wrapping once.
-std::optional<uint32_t> findFreeId(uint32_t cursor, uint32_t limit,
-                                   const std::set<uint32_t>& taken) {
+// Searches [0, limit) for an id that is not taken(id), starting at cursor, wrapping once.
+template <class Taken>
+std::optional<uint32_t> findFreeIdWhere(uint32_t cursor, uint32_t limit, Taken&& taken) {
   for (uint32_t i = 0; i < limit; ++i) {
     uint32_t id = (cursor + i) % limit;
-    if (!taken.contains(id)) return id;
+    if (!taken(id)) return id;
   }
   return std::nullopt;
+}
+
+std::optional<uint32_t> findFreeId(uint32_t cursor, uint32_t limit,
+                                   const std::set<uint32_t>& taken) {
+  return findFreeIdWhere(cursor, limit, [&](uint32_t id) { return taken.contains(id); });
 }
 
 // What setNode writes: the SNAT sources and port range, the SYN flood threshold. The table sizes
@@ -454,9 +459,162 @@ Result<ApplyReport> Reconciler::apply(const DesiredState& desired) {
   desired_ = desired;
   if (assigned) ids_ = std::move(*assigned);
   applied_ = true;
+  index_.rebuild(desired_.services);
   serviceHints_.clear();
   endpointHints_.clear();
   return report;
+}
+
+Result<ApplyReport> Reconciler::applyChanges(const ServiceChanges& changes) {
+  if (!applied_ || !realizedExact_) {
+    DesiredState next = desired_;
+    meshpath::applyChanges(next.services, changes);
+    return apply(next);
+  }
+  uint32_t nextService = ids_.nextServiceId;
+  uint32_t nextEndpoint = ids_.nextEndpointId;
+  auto touched = assignIdsOf(changes, nextService, nextEndpoint);
+  if (!touched) return touched.error();
+  realizedExact_ = false;  // until the change has been made
+  if (auto r = convergeChanges(changes, *touched); !r) {
+    Error error = r.error();
+    // Back to desired_ as a whole: the ids handed out for the change are swept.
+    if (auto back = converge(desired_, ids_); !back) {
+      error.hint = "rollback to the previous state failed too (" + back.error().toString() +
+                   "); the dataplane may hold part of the change: apply again or restart meshd";
+    }
+    return error;
+  }
+  realizedExact_ = true;
+  ids_.nextServiceId = nextService;
+  ids_.nextEndpointId = nextEndpoint;
+  return commitChanges(changes, std::move(*touched));
+}
+
+Result<IdAssignments> Reconciler::assignIdsOf(const ServiceChanges& changes, uint32_t& nextService,
+                                              uint32_t& nextEndpoint) const {
+  // After a finished converge every id of ids_ has its ring and slots, so "held by the dataplane
+  // or handed out in this round" covers every id in use, the ones about to be freed included (a
+  // new service must not inherit counters or connections of an old one).
+  IdAssignments touched;
+  std::set<uint32_t> newServices;
+  std::set<uint32_t> newEndpoints;
+  for (const ServiceSpec& service : changes.put) {
+    uint32_t serviceId = 0;
+    if (auto id = this->serviceId(service.name)) {
+      serviceId = *id;
+    } else {
+      auto free = findFreeIdWhere(nextService, maxServices_, [&](uint32_t id) {
+        return realizedRings_.contains(id) || newServices.contains(id);
+      });
+      if (!free) {
+        return Error{ENOSPC, "no free service id for " + service.name,
+                     "at most " + std::to_string(maxServices_) + " services"};
+      }
+      serviceId = *free;
+      newServices.insert(serviceId);
+      nextService = (serviceId + 1) % maxServices_;
+    }
+    touched.services[service.name] = serviceId;
+    auto& ids = touched.endpoints[service.name];
+    for (const EndpointSpec& endpoint : service.endpoints) {
+      if (auto id = endpointId(service.name, endpoint.key())) {
+        ids[endpoint.key()] = *id;
+        continue;
+      }
+      auto free = findFreeIdWhere(nextEndpoint, maxEndpoints_, [&](uint32_t id) {
+        return realizedEndpoints_.contains(id) || newEndpoints.contains(id);
+      });
+      if (!free) {
+        return Error{ENOSPC, "no free endpoint id for " + service.name + " " + endpoint.key(),
+                     "at most " + std::to_string(maxEndpoints_) + " endpoints in all"};
+      }
+      ids[endpoint.key()] = *free;
+      newEndpoints.insert(*free);
+      nextEndpoint = (*free + 1) % maxEndpoints_;
+    }
+  }
+  return touched;
+}
+
+Result<void> Reconciler::convergeChanges(const ServiceChanges& changes,
+                                         const IdAssignments& touched) {
+  // 1. Entries that go first, as sweepStaleEntries does: the VIPs of removed services, and the
+  // old key of a service put with another VIP, port or protocol.
+  auto dropEntry = [&](const std::string& name, const ServiceKey* keeping) -> Result<void> {
+    auto done = realizedServices_.find(name);
+    if (done == realizedServices_.end()) return {};
+    const ServiceKey key = done->second.entry.key;
+    if (keeping != nullptr && *keeping == key) return {};
+    if (auto r = dataplane_.removeServiceEntry(key); !r) return r;
+    realizedEntries_.erase(key);
+    return {};
+  };
+  for (const std::string& name : changes.removed) {
+    if (auto r = dropEntry(name, nullptr); !r) return r;
+  }
+  for (const ServiceSpec& service : changes.put) {
+    const ServiceKey key = serviceKeyOf(service);
+    if (auto r = dropEntry(service.name, &key); !r) return r;
+  }
+
+  // 2. The services put, each as converge does it; slotsOf: the slots each held before.
+  std::map<uint32_t, std::vector<uint32_t>> slotsOf;
+  for (const ServiceSpec& service : changes.put) {
+    auto held = ids_.endpoints.find(service.name);
+    if (held == ids_.endpoints.end()) continue;
+    auto& slots = slotsOf[touched.services.at(service.name)];
+    for (const auto& [key, id] : held->second) slots.push_back(id);
+  }
+  for (const ServiceSpec& service : changes.put) {
+    const ServiceEntry entry = entryFor(desired_.node, service, touched);
+    if (serviceRealized(service, entry, touched)) continue;
+    realizedServices_.erase(service.name);  // until it is realized again
+    if (auto r = convergeService(service, entry, touched, slotsOf); !r) return r;
+    auto excluded = excluded_.find(service.name);
+    realizedServices_[service.name] = RealizedService{
+        service, entry, excluded != excluded_.end() ? excluded->second : std::set<std::string>{},
+        touched.endpoints.at(service.name)};
+  }
+  if (auto r = dataplane_.flush(); !r) return r;
+
+  // 3. The removed services' rings, then their slots, as sweepStaleSlots does.
+  for (const std::string& name : changes.removed) {
+    auto id = serviceId(name);
+    if (!id) continue;
+    if (realizedRings_.contains(*id)) {
+      if (auto r = dataplane_.releaseService(*id); !r) return r;
+      realizedRings_.erase(*id);
+    }
+    if (auto held = ids_.endpoints.find(name); held != ids_.endpoints.end()) {
+      for (const auto& [key, slot] : held->second) {
+        auto it = realizedEndpoints_.find(slot);
+        if (it == realizedEndpoints_.end() || it->second.serviceId != *id) continue;
+        if (auto r = dataplane_.removeEndpoint(slot); !r) return r;
+        realizedEndpoints_.erase(it);
+        realizedFall_.erase(slot);
+      }
+    }
+    realizedServices_.erase(name);
+  }
+  return {};
+}
+
+ApplyReport Reconciler::commitChanges(const ServiceChanges& changes, IdAssignments touched) {
+  // Every service named leaves the index before any takes its place: a change may hand one
+  // service's VIP to another.
+  for (const std::string& name : changes.removed) {
+    ids_.services.erase(name);
+    ids_.endpoints.erase(name);
+    index_.remove(name);
+  }
+  for (const ServiceSpec& service : changes.put) index_.remove(service.name);
+  for (const ServiceSpec& service : changes.put) {
+    ids_.services[service.name] = touched.services.at(service.name);
+    ids_.endpoints[service.name] = std::move(touched.endpoints.at(service.name));
+    index_.add(service);
+  }
+  return meshpath::applyChanges(desired_.services, changes);
 }
 
 }  // namespace meshpath

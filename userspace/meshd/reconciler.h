@@ -12,6 +12,7 @@
 #include <tuple>
 #include <vector>
 
+#include "config.h"
 #include "dataplane.h"
 #include "model.h"
 #include "result.h"
@@ -31,12 +32,6 @@ struct IdAssignments {
   bool operator==(const IdAssignments&) const = default;
 };
 
-struct ApplyReport {
-  std::vector<std::string> added;  // service names
-  std::vector<std::string> removed;
-  std::vector<std::string> changed;
-};
-
 class Reconciler {
  public:
   Reconciler(Dataplane& dataplane, uint32_t maxServices, uint32_t maxEndpoints);
@@ -52,6 +47,13 @@ class Reconciler {
   // tries to bring the dataplane back to the previous desired state, and returns the first error
   // (with the rollback's outcome in the hint when the rollback failed too).
   Result<ApplyReport> apply(const DesiredState& desired);
+  // The same for a change of some services (validated against index() by the caller), in time
+  // proportional to the services it names: their ids, their rings and entries, the rings and
+  // slots of the services removed, and desired() edited in place. Before the first apply, or
+  // after one that did not finish, it applies the whole state instead.
+  Result<ApplyReport> applyChanges(const ServiceChanges& changes);
+  // The rules across services of desired() (config.h), for validateChanges.
+  const ServiceIndex& index() const { return index_; }
 
   // Health: endpoints to leave out of the rings (service name -> endpoint keys) whatever their
   // weight; the desired state keeps the user's weights. Converges the last applied state at once
@@ -95,6 +97,15 @@ class Reconciler {
   };
 
   Result<IdAssignments> assignIds(const DesiredState& desired) const;
+  // applyChanges' ids: those of the services put only, new ones searched past every id the
+  // dataplane holds now; `next*` are the cursors to keep afterwards.
+  Result<IdAssignments> assignIdsOf(const ServiceChanges& changes, uint32_t& nextService,
+                                    uint32_t& nextEndpoint) const;
+  // applyChanges on the dataplane: entries, services put, flush, then the removed services'
+  // rings and slots. Rolled back by the caller (a whole converge) when it fails.
+  Result<void> convergeChanges(const ServiceChanges& changes, const IdAssignments& touched);
+  // The ApplyReport of a change, and desired_ and ids_ edited to hold it.
+  ApplyReport commitChanges(const ServiceChanges& changes, IdAssignments touched);
   // Whether `desired` names the same services (names, VIP, port, protocol) with the same
   // endpoints (address and port), in the same order, as the last applied state: then the ids are
   // the same (no assignIds) and nothing the dataplane holds can have become stale (no sweep).
@@ -140,6 +151,7 @@ class Reconciler {
   std::map<std::tuple<uint32_t, IpAddress, uint16_t>, uint32_t> endpointHints_;
 
   std::map<std::string, std::set<std::string>> excluded_;
+  ServiceIndex index_;
 
   uint64_t ringsBuilt_ = 0;
 };

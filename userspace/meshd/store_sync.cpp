@@ -192,6 +192,7 @@ void StoreSync::onPing(Result<int64_t> answer) {
 void StoreSync::onSnapshot(store::RangeResult range) {
   if (haveSnapshot_) ++resyncs_;
   haveSnapshot_ = true;
+  wholeState_ = true;
   mirror_.reset(range.kvs);
   mirrorChanged(range.revision);
 }
@@ -224,8 +225,16 @@ void StoreSync::applyMirror() {
   if (!mirrorDirty_ || !haveSnapshot_ || writing_ || !queue_.empty()) return;
   mirrorDirty_ = false;
   std::vector<store::KeyProblem> problems;
-  DesiredState next = cp_.desired();
-  next.services = mirror_.services(next.node, &problems);
+  // What changed in the mirror, when the node held the mirror's state before it: a change costs
+  // its own services. The whole state when the node may differ from the mirror elsewhere (the
+  // first snapshot, a resync, a write of ours etcd refused, a state that was not applied).
+  std::optional<ServiceChanges> changes;
+  if (!wholeState_) changes = mirror_.changes(cp_.desired().node, &problems);
+  std::optional<DesiredState> whole;
+  if (!changes) {
+    whole = cp_.desired();
+    whole->services = mirror_.services(whole->node, &problems);
+  }
   for (const store::KeyProblem& p : problems) {
     bool known = false;
     for (const store::KeyProblem& q : problems_)
@@ -236,7 +245,8 @@ void StoreSync::applyMirror() {
          json{{"key", p.key}, {"problems", json::array({p.problem})}});
   }
   problems_ = std::move(problems);
-  auto applied = cp_.commitFromStore(next);
+  auto applied = changes ? cp_.commitFromStore(*changes) : cp_.commitFromStore(*whole);
+  wholeState_ = !applied;
   if (!applied) {
     // The state as a whole breaks a rule across services (two services on one VIP:port, too many
     // services): the node keeps what it has until the store's state is valid again.
@@ -342,7 +352,8 @@ void StoreSync::onWritten(uint64_t ticket, store::StoreWrite write,
   }
   if (failed) {
     spdlog::warn("store: {}", failed->error);
-    mirrorDirty_ = true;  // back to the store's state
+    mirrorDirty_ = true;  // back to the store's state: the services written, and any other
+    wholeState_ = true;
   }
   resolve(ticket, failed);
   dispatchWrite();

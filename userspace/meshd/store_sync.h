@@ -102,6 +102,8 @@ class StoreSync : public SharedStore {
   store::StoreMirror mirror_;
   bool haveSnapshot_ = false;
   bool mirrorDirty_ = false;
+  // The next apply takes the mirror's whole state, not what changed in it (applyMirror).
+  bool wholeState_ = true;
   bool applyScheduled_ = false;
   int64_t seenRevision_ = 0;     // newest revision the watch (or a write) brought
   int64_t appliedRevision_ = 0;  // the mirror's revision last committed

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <nlohmann/json.hpp>
+#include <utility>
 
 #include "config.h"
 #include "json.h"
@@ -202,8 +203,8 @@ void StoreMirror::rebuild(const std::string& name, const NodeSpec& node) {
   built_[name] = std::move(*service);
 }
 
-std::vector<ServiceSpec> StoreMirror::services(const NodeSpec& node,
-                                               std::vector<KeyProblem>* problems) {
+std::set<std::string> StoreMirror::rebuildChanged(const NodeSpec& node,
+                                                  std::vector<KeyProblem>* problems) {
   if (!builtFor_ || !(*builtFor_ == node)) allChanged_ = true;
   if (allChanged_) {
     built_.clear();
@@ -218,12 +219,32 @@ std::vector<ServiceSpec> StoreMirror::services(const NodeSpec& node,
     builtFor_ = node;
   }
   for (const std::string& name : changed_) rebuild(name, node);
-  changed_.clear();
   if (problems != nullptr) {
     for (const auto& [name, list] : problems_) {
       problems->insert(problems->end(), list.begin(), list.end());
     }
   }
+  return std::exchange(changed_, {});
+}
+
+std::optional<ServiceChanges> StoreMirror::changes(const NodeSpec& node,
+                                                   std::vector<KeyProblem>* problems) {
+  if (allChanged_ || !builtFor_ || !(*builtFor_ == node)) return std::nullopt;
+  ServiceChanges out;
+  for (const std::string& name : rebuildChanged(node, problems)) {
+    if (name.empty()) continue;  // keys of no service: problems only
+    if (auto it = built_.find(name); it != built_.end()) {
+      out.put.push_back(it->second);
+    } else {
+      out.removed.push_back(name);
+    }
+  }
+  return out;
+}
+
+std::vector<ServiceSpec> StoreMirror::services(const NodeSpec& node,
+                                               std::vector<KeyProblem>* problems) {
+  rebuildChanged(node, problems);
   std::vector<ServiceSpec> out;
   out.reserve(built_.size());
   for (const auto& [name, s] : built_) out.push_back(s);

@@ -66,12 +66,19 @@ class StoreMirror {
   // Incremental: only the services whose keys changed since the last call are parsed again (a
   // one-endpoint change costs that service, not the 10,000 others).
   std::vector<ServiceSpec> services(const NodeSpec& node, std::vector<KeyProblem>* problems);
+  // The same as a change since the last services() or changes(): the services whose keys changed
+  // (put, or removed when none of theirs is left or they no longer build). nullopt when it cannot
+  // tell (nothing built yet for `node`, or reset() since): take services() then.
+  std::optional<ServiceChanges> changes(const NodeSpec& node, std::vector<KeyProblem>* problems);
 
  private:
   // The service a key under the prefix belongs to ("" for a key right under services/ or
   // endpoints/, or of neither kind).
   std::string serviceOf(const std::string& key) const;
   void rebuild(const std::string& name, const NodeSpec& node);
+  // Rebuilds the services whose keys changed (every one after reset() or for another node) and
+  // returns their names; every service's problems go to `problems`.
+  std::set<std::string> rebuildChanged(const NodeSpec& node, std::vector<KeyProblem>* problems);
 
   std::string prefix_;
   std::map<std::string, KeyValue> keys_;

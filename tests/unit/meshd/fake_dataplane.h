@@ -169,6 +169,7 @@ class FakeDataplane : public Dataplane {
   bool failWalkStart = false;   // startFlush / startResync fail
   std::vector<std::string> walkLog;  // "flush 3 4: step", "resync: done", in order
   int failAt = -1;  // fail the operation with this index (counted over the fake's lifetime)
+  int ops() const { return ops_; }  // operations so far: the index of the next
 
  private:
   // A flush (ids != nullptr) or a resync over `conns`, walkBatch entries a step. A resync's
