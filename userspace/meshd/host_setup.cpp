@@ -10,11 +10,15 @@
 #include <spdlog/spdlog.h>
 #include <sys/file.h>
 #include <sys/mount.h>
+#include <sys/resource.h>
 #include <sys/vfs.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
 #include <filesystem>
+
+#include "abi.h"
 
 namespace meshpath {
 
@@ -121,6 +125,29 @@ void makeParentDir(const std::string& file) {
   std::filesystem::path p(file);
   std::error_code ec;
   if (p.has_parent_path()) std::filesystem::create_directories(p.parent_path(), ec);
+}
+
+void raiseOpenFileLimit(uint64_t want) {
+  rlimit now{};
+  if (::getrlimit(RLIMIT_NOFILE, &now) != 0 || now.rlim_cur >= want) return;
+  rlimit next = now;
+  next.rlim_cur = want;
+  next.rlim_max = std::max<rlim_t>(now.rlim_max, want);
+  if (::setrlimit(RLIMIT_NOFILE, &next) != 0) {  // no CAP_SYS_RESOURCE: up to the hard limit
+    next.rlim_cur = next.rlim_max = now.rlim_max;
+    ::setrlimit(RLIMIT_NOFILE, &next);
+  }
+  rlimit got{};
+  ::getrlimit(RLIMIT_NOFILE, &got);
+  if (got.rlim_cur < want) {
+    spdlog::warn(
+        "open files are limited to {} (RLIMIT_NOFILE, hard limit {}): meshd holds each service's "
+        "ring map open, so fewer services than the {} allowed may fit (EMFILE); raise it "
+        "(LimitNOFILE= of the unit, ulimit -n)",
+        got.rlim_cur, got.rlim_max, MP_MAX_SERVICES);
+  } else if (got.rlim_cur != now.rlim_cur) {
+    spdlog::debug("open files limit raised from {} to {}", now.rlim_cur, got.rlim_cur);
+  }
 }
 
 void daemonize(boost::asio::io_context& io, const std::string& logLevel) {
