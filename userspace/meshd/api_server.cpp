@@ -210,8 +210,8 @@ class ApiSession : public std::enable_shared_from_this<ApiSession> {
     std::string target(req.target());
     const bool admin = requiredAccess(method, target) == Access::kAdmin;
     ControlPlane& cp = server_.handler().controlPlane();
-    std::optional<DesiredState> before;
-    if (admin && server_.audit() != nullptr) before = cp.desired();
+    const bool recording = admin && server_.audit() != nullptr;
+    if (recording) cp.recordTouched();
     ApiAnswer a;
     try {
       a = server_.handler().handle(method, target, req.body());
@@ -224,23 +224,25 @@ class ApiSession : public std::enable_shared_from_this<ApiSession> {
       // Nothing is read from this connection until the answer is sent (no pipelining past it).
       spdlog::info("api: {} {}: started (pid {} uid {}); the answer follows when it is done",
                    method, target, peer_.pid, peer_.uid);
-      a.later([self = shared_from_this(), method, target, admin,
-               before = std::make_shared<std::optional<DesiredState>>(std::move(before)),
-               version = req.version(), keepAlive = req.keep_alive()](ApiAnswer done) {
-        self->finish(method, target, admin, *before, std::move(done), version, keepAlive);
+      a.later([self = shared_from_this(), method, target, admin, recording, version = req.version(),
+               keepAlive = req.keep_alive()](ApiAnswer done) {
+        self->finish(method, target, admin, recording, std::move(done), version, keepAlive);
       });
       return;
     }
-    finish(method, target, admin, before, std::move(a), req.version(), req.keep_alive());
+    finish(method, target, admin, recording, std::move(a), req.version(), req.keep_alive());
   }
 
   // Audits, logs and sends the answer to one request.
-  void finish(const std::string& method, const std::string& target, bool admin,
-              const std::optional<DesiredState>& before, ApiAnswer a, unsigned version,
-              bool keepAlive) {
+  // `recording`: the control plane recorded what the request touched (recordTouched).
+  void finish(const std::string& method, const std::string& target, bool admin, bool recording,
+              ApiAnswer a, unsigned version, bool keepAlive) {
     ControlPlane& cp = server_.handler().controlPlane();
-    const bool audited = before && a.status >= 200 && a.status < 300 && !a.dryRun;
-    if (audited) audit(method, target, a, *before, cp.desired());
+    const bool audited = recording && a.status >= 200 && a.status < 300 && !a.dryRun;
+    if (recording) {
+      StateDiff diff = cp.takeTouchedDiff();
+      if (audited) audit(method, target, a, diff);
+    }
     auto level =
         (admin && !audited) || a.status >= 500 ? spdlog::level::info : spdlog::level::debug;
     spdlog::log(level, "api: {} {} -> {} (pid {} uid {})", method, target, a.status, peer_.pid,
@@ -263,8 +265,7 @@ class ApiSession : public std::enable_shared_from_this<ApiSession> {
   }
 
   void audit(const std::string& method, const std::string& target, const ApiAnswer& a,
-             const DesiredState& before, const DesiredState& after) {
-    StateDiff diff = diffStates(before, after);
+             const StateDiff& diff) {
     AuditEntry entry;
     entry.uid = peer_.uid;
     entry.pid = peer_.pid;

@@ -145,7 +145,19 @@ ApiResult<ApplyReport> ControlPlane::realize(const DesiredState& next) {
     return ApiError{400, join(problems, "; "), "fix the fields named and send it again",
                     nlohmann::json{{"problems", problems}}};
   }
-  return realized(reconciler_.apply(next));
+  // The audit's "before" of a whole-state change: the whole state (this path is linear anyway).
+  std::optional<std::vector<ServiceSpec>> was;
+  if (touched_) was = desired().services;
+  auto report = realized(reconciler_.apply(next));
+  if (report && touched_) {
+    for (const ServiceSpec& s : *was) {
+      if (!touched_->before.contains(s.name) && !touched_->after.contains(s.name)) {
+        touched_->before.emplace(s.name, s);
+      }
+    }
+    touchAfter(*report, [&](const std::string& n) { return findService(n); });
+  }
+  return report;
 }
 
 ApiResult<ApplyReport> ControlPlane::realize(const ServiceChanges& changes) {
@@ -159,7 +171,47 @@ ApiResult<ApplyReport> ControlPlane::realize(const ServiceChanges& changes) {
     return ApiError{400, join(problems, "; "), "fix the fields named and send it again",
                     nlohmann::json{{"problems", problems}}};
   }
-  return realized(reconciler_.applyChanges(changes));
+  if (touched_) {
+    for (const std::string& name : changes.removed) touchBefore(name);
+    for (const ServiceSpec& s : changes.put) touchBefore(s.name);
+  }
+  auto report = realized(reconciler_.applyChanges(changes));
+  if (report && touched_) touchAfter(*report, [&](const std::string& n) { return findService(n); });
+  return report;
+}
+
+void ControlPlane::recordTouched() { touched_.emplace(); }
+
+void ControlPlane::touchBefore(const std::string& name) {
+  if (touched_->before.contains(name) || touched_->after.contains(name)) return;
+  if (const ServiceSpec* s = findService(name)) touched_->before.emplace(name, *s);
+}
+
+void ControlPlane::touchAfter(const ApplyReport& report,
+                              const std::function<const ServiceSpec*(const std::string&)>& now) {
+  for (const std::string& name : report.removed) touched_->after[name] = std::nullopt;
+  for (const auto* names : {&report.added, &report.changed}) {
+    for (const std::string& name : *names) {
+      const ServiceSpec* s = now(name);
+      touched_->after[name] = s != nullptr ? std::optional(*s) : std::nullopt;
+    }
+  }
+}
+
+StateDiff ControlPlane::takeTouchedDiff() {
+  if (!touched_) return {};
+  DesiredState before{desired().node, {}};
+  DesiredState after{desired().node, {}};
+  for (const auto& [name, spec] : touched_->before) {
+    before.services.push_back(spec);
+    // Touched but left as it was (put unchanged): the same on both sides.
+    if (!touched_->after.contains(name)) after.services.push_back(spec);
+  }
+  for (const auto& [name, spec] : touched_->after) {
+    if (spec) after.services.push_back(*spec);
+  }
+  touched_.reset();
+  return diffStates(before, after);
 }
 
 ApiResult<ApplyReport> ControlPlane::realized(Result<ApplyReport> report) {

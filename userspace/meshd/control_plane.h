@@ -8,6 +8,7 @@
 #include <functional>
 #include <map>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <set>
 #include <string>
 #include <vector>
@@ -103,6 +104,11 @@ class ControlPlane {
   // services it names (Reconciler::applyChanges), so one endpoint's change on a node of 10,000
   // services costs that service.
   ApiResult<ApplyReport> commit(const ServiceChanges& changes);
+  // For the API's audit log: from recordTouched() on, every committed change keeps the services it
+  // touched as they were before and after; takeTouchedDiff() stops and diffs them (state_diff.h).
+  // A change of one service diffs one service, not two copies of the node's state.
+  void recordTouched();
+  StateDiff takeTouchedDiff();
   // Where changes are saved from now on, off the change's path; null: saved at once, in commit.
   // The saver copies the reconciler's state when it saves (StateSaver::setSnapshot), not per
   // change.
@@ -177,6 +183,16 @@ class ControlPlane {
   std::optional<PortRange> autoSnatPorts_;
   std::chrono::steady_clock::time_point startedAt_;
   std::vector<std::function<void()>> committedListeners_;
+  struct TouchedServices {
+    std::map<std::string, ServiceSpec> before;                // as the first change found them
+    std::map<std::string, std::optional<ServiceSpec>> after;  // nullopt: removed
+  };
+  std::optional<TouchedServices> touched_;  // while recordTouched is on
+  // The services about to be replaced (their specs now, the first time each is touched), then
+  // what replaced them.
+  void touchBefore(const std::string& name);
+  void touchAfter(const ApplyReport& report,
+                  const std::function<const ServiceSpec*(const std::string&)>& now);
   std::vector<ConfigEventSink> configEventSinks_;
   MetricsSink* metrics_ = nullptr;
 
