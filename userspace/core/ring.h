@@ -46,6 +46,14 @@ constexpr size_t kMaxRingEndpoints = MP_RING_SIZE_MAX / kRingPerEndpoint;
 
 // M for a service with `endpoints` endpoints on a node whose ring_size is `nodeRingSize` (0: auto).
 uint32_t ringSizeFor(uint32_t nodeRingSize, size_t endpoints);
+
+// Kernel memory of a service's ring map as Linux 6.x accounts it (bpftool's memlock): an array
+// stores each u32 slot in 8 bytes (values are rounded up to 8), two halves of M slots, and the
+// map's 312-byte header. e2e store_scale checks it against bpftool over 10,000 rings.
+constexpr uint64_t kRingMapHeaderBytes = 312;
+constexpr uint64_t ringKernelBytes(uint32_t ringSize) {
+  return uint64_t{2} * ringSize * 8 + kRingMapHeaderBytes;
+}
 // The auto size above.
 uint32_t autoRingSize(size_t endpoints);
 

@@ -161,8 +161,7 @@ Result<json> serviceView(ControlPlane& cp, const ServiceSpec& s) {
   j["id"] = id;
   const uint32_t ringSize = ringSizeFor(cp.desired().node.ringSize, s.endpoints.size());
   j["ring_size"] = ringSize;
-  // Kernel memory of the service's ring map: two halves of M u32 endpoint ids.
-  j["ring_bytes"] = uint64_t{2} * ringSize * sizeof(uint32_t);
+  j["ring_bytes"] = ringKernelBytes(ringSize);
   auto svcStats = cp.dataplane().serviceStats(id);
   if (!svcStats) return svcStats.error();
   j["stats"] = countersJson(*svcStats);

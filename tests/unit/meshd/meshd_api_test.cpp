@@ -110,7 +110,8 @@ TEST_F(ApiTest, CreateGetListDeleteService) {
   ASSERT_EQ(status, 201) << created.dump();
   EXPECT_EQ(created["id"], 0);
   EXPECT_EQ(created["ring_size"], 1009);
-  EXPECT_EQ(created["ring_bytes"], 2 * 1009 * 4) << "two halves of 1009 u32 endpoint ids";
+  EXPECT_EQ(created["ring_bytes"], 2 * 1009 * 8 + 312)
+      << "two halves of 1009 endpoint ids, 8 bytes each as the kernel stores them, and the header";
   EXPECT_EQ(created["protocol"], "tcp");
   EXPECT_EQ(created["algorithm"], "maglev");
   EXPECT_EQ(created["forwarding"], "nat");
