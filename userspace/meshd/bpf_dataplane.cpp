@@ -137,16 +137,15 @@ Result<void> BpfDataplane::loadRings() {
   for (uint32_t i = 0; i < count; ++i) {
     const uint32_t id = ids[i];
     const uint32_t innerId = innerIds[i];
-    int fd = bpf_map_get_fd_by_id(innerId);
-    if (fd < 0) return errnoError(fd, "open ring map of service " + std::to_string(id));
+    UniqueFd fd(bpf_map_get_fd_by_id(innerId));
+    if (!fd.valid()) return errnoError(-errno, "open ring map of service " + std::to_string(id));
     bpf_map_info info{};
     uint32_t len = sizeof(info);
-    if (int rc = bpf_obj_get_info_by_fd(fd, &info, &len); rc != 0) {
-      ::close(fd);
+    if (int rc = bpf_obj_get_info_by_fd(fd.get(), &info, &len); rc != 0) {
       return errnoError(rc, "read ring map info of service " + std::to_string(id));
     }
     Ring& ring = rings_[id];
-    ring.fd.reset(fd);
+    ring.mapId = innerId;
     ring.ringSize = info.max_entries / 2;
     ring.activeHalf = activeHalf.contains(id) ? activeHalf[id] : 0;
   }
@@ -268,10 +267,12 @@ Result<void> BpfDataplane::upsertService(const ServiceEntry& s, const std::vecto
                  {}};
   }
   Ring& current = rings_[s.id];
-  if (current.fd.valid() && current.ringSize == s.ringSize) {
+  if (current.exists() && current.ringSize == s.ringSize) {
+    auto fd = openRing(current);
+    if (!fd) return fd.error();
     const uint32_t half = 1 - current.activeHalf;
     const std::vector<uint32_t>* known = current.slots.empty() ? nullptr : &current.slots;
-    if (auto r = skel_->writeRing(key, value, current.fd.get(), half, *ring, known); !r) {
+    if (auto r = skel_->writeRing(key, value, fd->get(), half, *ring, known); !r) {
       current.slots.clear();  // the half may hold part of the write
       return fromBpf(r.error());
     }
@@ -281,7 +282,7 @@ Result<void> BpfDataplane::upsertService(const ServiceEntry& s, const std::vecto
     // change writes only the slots it changes (a fraction of the ring for a weight or an
     // endpoint). A packet that read the entry before the flip may still index this half: every
     // slot it finds names an endpoint of the old or of the new ring, both still in their slots.
-    if (auto r = LbSkeleton::writeRingHalf(current.fd.get(), 1 - half, *ring, known); !r) {
+    if (auto r = LbSkeleton::writeRingHalf(fd->get(), 1 - half, *ring, known); !r) {
       current.slots.clear();
       return fromBpf(r.error());
     }
@@ -291,7 +292,7 @@ Result<void> BpfDataplane::upsertService(const ServiceEntry& s, const std::vecto
 
   // An id taking its first ring is (re)assigned: its SYN protection starts from zero, whatever
   // an earlier owner's flood left in the pinned maps.
-  if (!current.fd.valid()) {
+  if (!current.exists()) {
     if (auto r = zeroSynState(s.id); !r) {
       rings_.erase(s.id);
       return r.error();
@@ -302,13 +303,14 @@ Result<void> BpfDataplane::upsertService(const ServiceEntry& s, const std::vecto
   // and with both halves equal the next change writes only the slots it changes.
   auto fresh = LbSkeleton::createRingMap(s.ringSize, ring);
   if (!fresh) {
-    if (!current.fd.valid()) rings_.erase(s.id);
+    if (!current.exists()) rings_.erase(s.id);
     return fromBpf(fresh.error());
   }
-  if (!current.fd.valid()) {
+  if (!current.exists()) {
     // A new service: nothing points at this id yet, so its ring and entry can wait for flush()
     // and be installed with the others of this change in one update of mp_rings.
-    current.fd = std::move(*fresh);
+    current.mapId = mapIdOf(fresh->get());
+    current.pending = std::move(*fresh);
     current.ringSize = s.ringSize;
     current.activeHalf = 0;
     current.slots = *ring;
@@ -316,16 +318,14 @@ Result<void> BpfDataplane::upsertService(const ServiceEntry& s, const std::vecto
     pending_[s.id] = PendingService{key, value};
     return {};
   }
-  if (current.fd.valid()) {
-    spdlog::info("{}: ring resized {} -> {}", what, current.ringSize, s.ringSize);
-  }
+  spdlog::info("{}: ring resized {} -> {}", what, current.ringSize, s.ringSize);
   // Both halves hold the ring already: this only publishes it (previous = the ring: no slot to
   // write).
   if (auto r = skel_->writeRing(key, value, fresh->get(), 0, *ring, ring); !r) {
-    if (!current.fd.valid()) rings_.erase(s.id);
+    if (!current.exists()) rings_.erase(s.id);
     return fromBpf(r.error());
   }
-  current.fd = std::move(*fresh);
+  current.mapId = mapIdOf(fresh->get());  // mp_rings holds it now: our fd closes here
   current.ringSize = s.ringSize;
   current.activeHalf = 0;
   current.slots = *ring;
@@ -357,6 +357,20 @@ Result<void> BpfDataplane::releaseService(uint32_t id) {
   return zeroCounters(skel_->svcStatsFd(), id, "mp_svc_stats");
 }
 
+Result<UniqueFd> BpfDataplane::openRing(const Ring& ring) const {
+  if (ring.pending.valid()) {
+    UniqueFd fd(::fcntl(ring.pending.get(), F_DUPFD_CLOEXEC, 0));
+    if (!fd.valid()) return errnoError(-errno, "dup a new ring's fd");
+    return fd;
+  }
+  UniqueFd fd(bpf_map_get_fd_by_id(ring.mapId));
+  if (!fd.valid()) {
+    return errnoError(-errno, "open ring map id " + std::to_string(ring.mapId),
+                      "the ring map left mp_rings (was the pin root removed under meshd?)");
+  }
+  return fd;
+}
+
 Result<void> BpfDataplane::flush() {
   if (pending_.empty()) return {};
   std::vector<uint32_t> ids;
@@ -365,12 +379,14 @@ Result<void> BpfDataplane::flush() {
   fds.reserve(pending_.size());
   for (const auto& [id, p] : pending_) {
     ids.push_back(id);
-    fds.push_back(rings_.at(id).fd.get());
+    fds.push_back(rings_.at(id).pending.get());
   }
   auto pending = std::move(pending_);
   pending_.clear();
   // The rings first, then the entries that point packets at them.
   if (auto r = skel_->installRings(ids, fds); !r) return fromBpf(r.error());
+  // mp_rings holds each of them now.
+  for (uint32_t id : ids) rings_.at(id).pending.reset();
   for (const auto& [id, p] : pending) {
     if (int rc = bpf_map_update_elem(skel_->servicesFd(), &p.key, &p.value, BPF_ANY); rc != 0) {
       return errnoError(rc, "update mp_services for service " + std::to_string(id));

@@ -86,9 +86,14 @@ class BpfDataplane : public Dataplane {
     bpf_link* link = nullptr;
     bool adopted = false;
   };
-  // One service's ring map and which half packets read now.
+  // One service's ring map and which half packets read now. Its map is named by id, not held
+  // open: mp_rings holds it, and an fd per ring would need 65,536 open files for as many
+  // services (systemd starts services with 1,024). `pending`: the new map until flush() has
+  // put it in mp_rings (nothing else holds it yet).
   struct Ring {
-    UniqueFd fd;
+    uint32_t mapId = 0;
+    UniqueFd pending;
+    bool exists() const { return mapId != 0; }
     uint32_t ringSize = 0;
     uint32_t activeHalf = 0;
     // What both halves hold, so a change writes only the slots it changes; empty: not known
@@ -99,6 +104,8 @@ class BpfDataplane : public Dataplane {
   BpfDataplane(std::unique_ptr<LbSkeleton> skel, NodeSpec node);
 
   Result<void> loadRings();
+  // The ring's map, opened for one write (by id; a dup of `pending` before flush()).
+  Result<UniqueFd> openRing(const Ring& ring) const;
   Result<void> attach(const std::string& ifname, int ifindex);
   Result<void> detachStaleLinks();
   Result<Counters> readCounters(int fd, uint32_t id, const char* map);

@@ -304,14 +304,7 @@ Result<void> Reconciler::converge(const DesiredState& desired, const IdAssignmen
     }
   }
   for (const ServiceSpec& service : desired.services) {
-    const ServiceEntry entry = entryFor(desired.node, service, ids);
-    if (serviceRealized(service, entry, ids)) continue;
-    realizedServices_.erase(service.name);  // until it is realized again
-    if (auto r = convergeService(service, entry, ids, slotsOf); !r) return r;
-    auto excluded = excluded_.find(service.name);
-    realizedServices_[service.name] = RealizedService{
-        service, entry, excluded != excluded_.end() ? excluded->second : std::set<std::string>{},
-        ids.endpoints.at(service.name)};
+    if (auto r = realizeService(desired.node, service, ids, slotsOf); !r) return r;
   }
   if (auto r = dataplane_.flush(); !r) return r;
   if (sweep) {
@@ -320,6 +313,20 @@ Result<void> Reconciler::converge(const DesiredState& desired, const IdAssignmen
                   [&](const auto& kv) { return !ids.services.contains(kv.first); });
   }
   realizedExact_ = true;
+  return {};
+}
+
+Result<void> Reconciler::realizeService(const NodeSpec& node, const ServiceSpec& service,
+                                        const IdAssignments& ids,
+                                        const std::map<uint32_t, std::vector<uint32_t>>& slotsOf) {
+  const ServiceEntry entry = entryFor(node, service, ids);
+  if (serviceRealized(service, entry, ids)) return {};
+  realizedServices_.erase(service.name);  // until it is realized again
+  if (auto r = convergeService(service, entry, ids, slotsOf); !r) return r;
+  auto excluded = excluded_.find(service.name);
+  realizedServices_[service.name] = RealizedService{
+      service, entry, excluded != excluded_.end() ? excluded->second : std::set<std::string>{},
+      ids.endpoints.at(service.name)};
   return {};
 }
 
@@ -567,14 +574,7 @@ Result<void> Reconciler::convergeChanges(const ServiceChanges& changes,
     for (const auto& [key, id] : held->second) slots.push_back(id);
   }
   for (const ServiceSpec& service : changes.put) {
-    const ServiceEntry entry = entryFor(desired_.node, service, touched);
-    if (serviceRealized(service, entry, touched)) continue;
-    realizedServices_.erase(service.name);  // until it is realized again
-    if (auto r = convergeService(service, entry, touched, slotsOf); !r) return r;
-    auto excluded = excluded_.find(service.name);
-    realizedServices_[service.name] = RealizedService{
-        service, entry, excluded != excluded_.end() ? excluded->second : std::set<std::string>{},
-        touched.endpoints.at(service.name)};
+    if (auto r = realizeService(desired_.node, service, touched, slotsOf); !r) return r;
   }
   if (auto r = dataplane_.flush(); !r) return r;
 

@@ -120,6 +120,11 @@ class Reconciler {
   bool serviceRealized(const ServiceSpec& service, const ServiceEntry& entry,
                        const IdAssignments& ids) const;
   Result<void> converge(const DesiredState& desired, const IdAssignments& ids);
+  // One service of a converge: passed over when serviceRealized, else convergeService and the
+  // record of what it realized.
+  Result<void> realizeService(const NodeSpec& node, const ServiceSpec& service,
+                              const IdAssignments& ids,
+                              const std::map<uint32_t, std::vector<uint32_t>>& slotsOf);
   // `slotsOf`: the endpoint ids each service id held when this converge began (so finding the
   // slots a service gave up costs its own endpoints, not every endpoint of the node).
   Result<void> convergeService(const ServiceSpec& service, const ServiceEntry& entry,

@@ -2,6 +2,8 @@
 #include "state_saver.h"
 
 #include <spdlog/spdlog.h>
+#include <sys/resource.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <vector>
@@ -85,6 +87,10 @@ uint64_t StateSaver::saves() const {
 }
 
 void StateSaver::run() {
+  // The lowest priority: serializing 10,000 services takes ~100 ms of CPU, which on a 2-core node
+  // must never delay the event loop that applies changes (it put 17 ms in the p99 of an API
+  // change). Linux's nice is per thread; a failure only leaves the default.
+  (void)::setpriority(PRIO_PROCESS, static_cast<id_t>(::gettid()), 19);
   std::unique_lock lock(mu_);
   for (;;) {
     wake_.wait(lock, [&] {
