@@ -5,14 +5,15 @@ a bare watcher in the same run (the floor any etcd-driven balancer stands on).
 
 Setup: a lab (tools/lab, real veth links, the XDP program attached) with a real three-member etcd
 cluster in the lb namespace and meshd --store on it, default node config. The store holds
-1,000 TCP services of 10 endpoints each (10,000 endpoints), written with the etcd v3 JSON API in
-transactions of at most 128 operations (etcd's default --max-txn-ops). How long meshd takes to
-apply that initial state is reported too.
+10,000 TCP services of 3 endpoints each (30,000 endpoints; --services and --endpoints change
+that), written with the etcd v3 JSON API in transactions of at most 128 operations (etcd's default
+--max-txn-ops). How long meshd takes to apply that initial state is reported too.
 
-Three sizes, each timed many times; every change is endpoint weights:
+Three sizes, each timed many times; every change is endpoint weights, the first N endpoints in
+service order:
   1        one endpoint (one transaction)
-  100      10 services' endpoints (one transaction)
-  10,000   every endpoint (79 transactions, back to back)
+  100      34 services' endpoints (one transaction)
+  10,000   3,334 services' endpoints (79 transactions, back to back)
   datapath  from sending the (first) transaction until the last changed service's entry in the
             pinned mp_services map flips to its new ring (watched from another process spinning
             on its own CPU, as in bench/control)
@@ -22,7 +23,7 @@ And one row for a change asked of meshd (PUT through the REST API): its datapath
 at once) and the API round trip (answered once etcd has the change).
 
 Run as root from the repository after a build (meshd, meshctl):
-  bench/store/bench_store_propagation.py [--reps 100]
+  bench/store/bench_store_propagation.py [--reps 100] [--services 10000] [--endpoints 3]
   make -C build bench_store_propagation
 Not a test: it reports, it never fails on a figure.
 """
@@ -43,8 +44,8 @@ sys.path.insert(0, os.path.join(ROOT, "bench", "control"))
 import bench_change_latency as control  # noqa: E402  (flip watcher, CPU pinning, quantiles)
 import etcd_cluster  # noqa: E402
 
-SERVICES = 1000
-ENDPOINTS_PER_SERVICE = 10
+SERVICES = 10000
+ENDPOINTS_PER_SERVICE = 3
 PREFIX = "/meshpath"
 MAX_TXN_OPS = 128
 
@@ -140,10 +141,15 @@ def enter_netns(path):
     return own
 
 
-def weights_txns(etcd, services, weight):
-    """Every endpoint of `services` to `weight`, in transactions of <= 128 puts; revisions."""
-    puts = [(endpoint_key(s, e), json.dumps({"weight": weight}))
-            for s in services for e in range(ENDPOINTS_PER_SERVICE)]
+def first_endpoints(n):
+    """The first n endpoints, (service, endpoint) in service order."""
+    return [(s, e) for s in range((n + ENDPOINTS_PER_SERVICE - 1) // ENDPOINTS_PER_SERVICE)
+            for e in range(ENDPOINTS_PER_SERVICE)][:n]
+
+
+def weights_txns(etcd, endpoints, weight):
+    """`endpoints` to `weight`, in transactions of <= 128 puts; their revisions."""
+    puts = [(endpoint_key(s, e), json.dumps({"weight": weight})) for s, e in endpoints]
     return [etcd.txn(puts[i:i + MAX_TXN_OPS]) for i in range(0, len(puts), MAX_TXN_OPS)]
 
 
@@ -192,26 +198,22 @@ def run(reps):
         services_map = os.path.join(lab.env["pin_root"], "mp_services")
         bare = BareWatcher(port)
         time.sleep(0.2)
-        for size, services, n_reps in ((1, None, reps), (100, range(10), max(10, reps // 2)),
-                                       (10000, range(SERVICES), max(5, reps // 20))):
-            last = (services[-1] if services else 0)
+        for size, n_reps in ((1, reps), (100, max(10, reps // 2)), (10000, max(5, reps // 20))):
+            endpoints = first_endpoints(size)
+            last = endpoints[-1][0]
             watcher = control.FlipWatcher(services_map, service_vip(last), 80)
             samples = []
             for i in range(n_reps):
                 w = 2 if i % 2 == 0 else 1
                 t0 = time.perf_counter()
-                if services is None:
-                    revs = [etcd.txn([(endpoint_key(0, 0), json.dumps({"weight": w}))])]
-                else:
-                    revs = weights_txns(etcd, services, w)
+                revs = weights_txns(etcd, endpoints, w)
                 datapath = watcher.flip_after(t0)
                 delivered = bare.arrival(revs[-1]) - t0
                 samples.append((datapath, delivered))
             watcher.close()
             out[size] = samples
-            if services is not None:
-                weights_txns(etcd, services, 1)
-                time.sleep(0.5)
+            weights_txns(etcd, endpoints, 1)
+            time.sleep(0.5)
 
         # A change asked of meshd itself: applied at once, answered once etcd has it.
         watcher = control.FlipWatcher(services_map, service_vip(1), 80)
@@ -236,10 +238,16 @@ def run(reps):
 
 
 def main():
+    global SERVICES, ENDPOINTS_PER_SERVICE
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--reps", type=int, default=100, help="single changes timed (default 100)")
     ap.add_argument("--out", help="directory for results.json")
+    ap.add_argument("--services", type=int, default=SERVICES,
+                    help=f"services in the store (default {SERVICES}, at most 62,500)")
+    ap.add_argument("--endpoints", type=int, default=ENDPOINTS_PER_SERVICE,
+                    help=f"endpoints per service (default {ENDPOINTS_PER_SERVICE})")
     args = ap.parse_args()
+    SERVICES, ENDPOINTS_PER_SERVICE = args.services, args.endpoints
     if os.geteuid() != 0:
         sys.exit("bench_store_propagation: needs root (network namespaces, XDP)")
     if not etcd_cluster.available():
