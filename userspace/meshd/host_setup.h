@@ -27,9 +27,8 @@ void makeParentDir(const std::string& file);
 
 // Raises this process's soft limit of open files (RLIMIT_NOFILE) to `want`, and the hard limit
 // too where that is lower and meshd may (CAP_SYS_RESOURCE); warns when the soft limit stays
-// below `want`. meshd holds every service's ring map open (65,536 services: as many fds) and a
-// socket per probe in flight; systemd starts a service with a soft limit of 1,024 (and a hard one
-// of 524,288, which is enough).
+// below `want`. meshd holds a socket per probe in flight (up to one per endpoint); systemd
+// starts a service with a soft limit of 1,024 (and a hard one of 524,288, which is enough).
 void raiseOpenFileLimit(uint64_t want);
 
 // Forks into the background once everything is up: the parent exits 0, the child carries on

@@ -145,8 +145,8 @@ int run(const Options& opt) {
     }
   }
 
-  // A ring map per service and a socket per endpoint's probe, and room for the rest.
-  raiseOpenFileLimit(uint64_t{MP_MAX_SERVICES} + MP_MAX_ENDPOINTS + 4096);
+  // A socket per endpoint's probe, and room for the rest (ring maps are not held open).
+  raiseOpenFileLimit(uint64_t{MP_MAX_ENDPOINTS} + 4096);
   auto started = BpfDataplane::start(node, **netlink);
   if (!started) {
     const Error& e = started.error();
