@@ -1,7 +1,8 @@
 // The key layout of the desired state in etcd (userspace/store/store_layout.h): keys round-trip,
 // every node that sees the same keys, in whatever order, builds the same services and rings, bad
-// keys are left out alone, older events never overwrite newer ones, and a write is guarded by the
-// revisions its node saw (and keeps a registered endpoint's lease).
+// keys are left out alone, changes() says what the events changed, older events never overwrite
+// newer ones, and a write is guarded by the revisions its node saw (and keeps a registered
+// endpoint's lease).
 #include "store_layout.h"
 
 #include <gtest/gtest.h>
@@ -205,6 +206,51 @@ TEST(StoreLayout, IncrementalBuildsMatchAFreshOne) {
   NodeSpec v4only = node();
   v4only.ipv6.reset();
   EXPECT_EQ(m.services(v4only, nullptr).size(), 2u);  // a new node: everything checked again
+}
+
+// changes(): what the events since the last build changed, as puts and removals, and the same
+// state as services() once applied; nullopt when it cannot tell (nothing built, a reset, another
+// node).
+TEST(StoreLayout, ChangesAreWhatTheEventsChanged) {
+  StoreMirror m(kPrefix);
+  EXPECT_FALSE(m.changes(node(), nullptr)) << "nothing built yet";
+  m.apply(eventsFor({service("web", "10.0.0.10", 80, {endpoint("10.0.2.11", 80)}),
+                     service("api", "10.0.0.11", 81, {endpoint("10.0.2.12", 80)}),
+                     service("db", "10.0.0.12", 82, {endpoint("10.0.2.14", 80)})}));
+  std::vector<ServiceSpec> state = m.services(node(), nullptr);
+  ASSERT_EQ(state.size(), 3u);
+  auto none = m.changes(node(), nullptr);
+  ASSERT_TRUE(none);
+  EXPECT_TRUE(none->empty()) << "no event since the build";
+
+  int64_t rev = 100;
+  m.apply(
+      {WatchEvent{false, KeyValue{endpointKey(kPrefix, "web", endpoint("10.0.2.13", 80)),
+                                  R"({"weight":4})", rev++, 0}},
+       WatchEvent{true, KeyValue{serviceKey(kPrefix, "db"), "", rev++, 0}},
+       WatchEvent{false, KeyValue{serviceKey(kPrefix, "new"),
+                                  R"({"vip":"10.0.0.13","port":83,"protocol":"tcp"})", rev++, 0}}});
+  auto c = m.changes(node(), nullptr);
+  ASSERT_TRUE(c);
+  std::set<std::string> put;
+  for (const ServiceSpec& s : c->put) put.insert(s.name);
+  EXPECT_EQ(put, (std::set<std::string>{"new", "web"}));
+  EXPECT_EQ(c->removed, std::vector<std::string>{"db"});
+  applyChanges(state, *c);
+  std::sort(state.begin(), state.end(),
+            [](const ServiceSpec& a, const ServiceSpec& b) { return a.name < b.name; });
+  StoreMirror fresh(kPrefix);
+  std::vector<KeyValue> kvs;
+  for (const auto& [key, kv] : m.keys()) kvs.push_back(kv);
+  fresh.reset(kvs);
+  EXPECT_EQ(state, fresh.services(node(), nullptr)) << "the changes lead to the state itself";
+
+  m.reset(kvs);
+  EXPECT_FALSE(m.changes(node(), nullptr)) << "after a reset: take services()";
+  m.services(node(), nullptr);
+  NodeSpec v4only = node();
+  v4only.ipv6.reset();
+  EXPECT_FALSE(m.changes(v4only, nullptr)) << "another node: every service checked again";
 }
 
 TEST(StoreLayout, OlderEventsNeverOverwriteNewerOnes) {
