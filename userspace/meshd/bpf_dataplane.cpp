@@ -239,10 +239,7 @@ Result<void> BpfDataplane::upsertService(const ServiceEntry& s, const std::vecto
   // Lifetimes first: a packet that finds the service entry finds its lifetimes too.
   if (auto r = writeTimeouts(s.id, s.timeouts); !r) return r.error();
   // And a dnat service's endpoints in mp_ep_vip, so its first replies are recognised.
-  const std::optional<uint32_t> displaced =
-      serviceIds_.contains(s.key) ? std::optional(serviceIds_.at(s.key)) : std::nullopt;
-  recordService(s);
-  if (displaced && *displaced != s.id) {
+  if (auto displaced = recordService(s)) {
     if (auto r = syncDnatOfService(*displaced); !r) return r.error();
   }
   if (auto r = syncDnatOfService(s.id); !r) return r.error();
@@ -358,11 +355,6 @@ Result<void> BpfDataplane::releaseService(uint32_t id) {
 }
 
 Result<UniqueFd> BpfDataplane::openRing(const Ring& ring) const {
-  if (ring.pending.valid()) {
-    UniqueFd fd(::fcntl(ring.pending.get(), F_DUPFD_CLOEXEC, 0));
-    if (!fd.valid()) return errnoError(-errno, "dup a new ring's fd");
-    return fd;
-  }
   UniqueFd fd(bpf_map_get_fd_by_id(ring.mapId));
   if (!fd.valid()) {
     return errnoError(-errno, "open ring map id " + std::to_string(ring.mapId),

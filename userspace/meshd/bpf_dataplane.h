@@ -104,7 +104,8 @@ class BpfDataplane : public Dataplane {
   BpfDataplane(std::unique_ptr<LbSkeleton> skel, NodeSpec node);
 
   Result<void> loadRings();
-  // The ring's map, opened for one write (by id; a dup of `pending` before flush()).
+  // The ring's map, opened by id for one write (a new ring's `pending` fd keeps it alive until
+  // mp_rings holds it).
   Result<UniqueFd> openRing(const Ring& ring) const;
   Result<void> attach(const std::string& ifname, int ifindex);
   Result<void> detachStaleLinks();
@@ -125,7 +126,8 @@ class BpfDataplane : public Dataplane {
   static Counters sumPerCpu(const mp_counters* perCpu, size_t ncpu);
   static void addPerCpu(SynStats& into, const mp_syn_counters* perCpu, size_t ncpu);
   // dnat bookkeeping (bpf_dnat.cpp): what was written, recorded before each sync.
-  void recordService(const ServiceEntry& service);
+  // The id of another service whose entry this one's key overwrote, if any.
+  std::optional<uint32_t> recordService(const ServiceEntry& service);
   std::optional<uint32_t> forgetService(const ServiceKey& key);  // the id it had
   void recordEndpoint(uint32_t id, const EndpointEntry& endpoint);
   void forgetEndpoint(uint32_t id);

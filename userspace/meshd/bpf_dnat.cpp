@@ -19,10 +19,11 @@
 
 namespace meshpath {
 
-void BpfDataplane::recordService(const ServiceEntry& s) {
+std::optional<uint32_t> BpfDataplane::recordService(const ServiceEntry& s) {
   // An entry of another id under the same key was overwritten in mp_services: it is gone.
+  std::optional<uint32_t> displaced;
   if (auto same = serviceIds_.find(s.key); same != serviceIds_.end() && same->second != s.id) {
-    forgetService(s.key);
+    displaced = forgetService(s.key);
   }
   if (auto had = services_.find(s.id); had != services_.end()) {
     dnatServices_ -= had->second.forwarding == ForwardingMode::kDnat;
@@ -31,6 +32,7 @@ void BpfDataplane::recordService(const ServiceEntry& s) {
   services_[s.id] = s;
   serviceIds_[s.key] = s.id;
   dnatServices_ += s.forwarding == ForwardingMode::kDnat;
+  return displaced;
 }
 
 std::optional<uint32_t> BpfDataplane::forgetService(const ServiceKey& key) {

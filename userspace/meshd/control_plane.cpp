@@ -155,7 +155,7 @@ ApiResult<ApplyReport> ControlPlane::realize(const DesiredState& next) {
         touched_->before.emplace(s.name, s);
       }
     }
-    touchAfter(*report, [&](const std::string& n) { return findService(n); });
+    touchAfter(*report);
   }
   return report;
 }
@@ -176,7 +176,7 @@ ApiResult<ApplyReport> ControlPlane::realize(const ServiceChanges& changes) {
     for (const ServiceSpec& s : changes.put) touchBefore(s.name);
   }
   auto report = realized(reconciler_.applyChanges(changes));
-  if (report && touched_) touchAfter(*report, [&](const std::string& n) { return findService(n); });
+  if (report && touched_) touchAfter(*report);
   return report;
 }
 
@@ -187,12 +187,11 @@ void ControlPlane::touchBefore(const std::string& name) {
   if (const ServiceSpec* s = findService(name)) touched_->before.emplace(name, *s);
 }
 
-void ControlPlane::touchAfter(const ApplyReport& report,
-                              const std::function<const ServiceSpec*(const std::string&)>& now) {
+void ControlPlane::touchAfter(const ApplyReport& report) {
   for (const std::string& name : report.removed) touched_->after[name] = std::nullopt;
   for (const auto* names : {&report.added, &report.changed}) {
     for (const std::string& name : *names) {
-      const ServiceSpec* s = now(name);
+      const ServiceSpec* s = findService(name);
       touched_->after[name] = s != nullptr ? std::optional(*s) : std::nullopt;
     }
   }

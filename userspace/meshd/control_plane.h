@@ -191,8 +191,7 @@ class ControlPlane {
   // The services about to be replaced (their specs now, the first time each is touched), then
   // what replaced them.
   void touchBefore(const std::string& name);
-  void touchAfter(const ApplyReport& report,
-                  const std::function<const ServiceSpec*(const std::string&)>& now);
+  void touchAfter(const ApplyReport& report);
   std::vector<ConfigEventSink> configEventSinks_;
   MetricsSink* metrics_ = nullptr;
 
